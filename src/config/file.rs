@@ -1,0 +1,1 @@
+//! SKELETON: serde mirror of the TOML file.
