@@ -11,9 +11,11 @@
 
 pub mod auth;
 pub mod clock;
+pub mod io;
 pub mod config;
 pub mod maildir;
 pub mod sasl;
+pub mod tls;
 
 use std::net::IpAddr;
 

@@ -1,0 +1,252 @@
+//! Shared tokio plumbing for the session loops: a bounded line reader that keeps whatever the
+//! client pipelined behind a line (RFC 2920), and reply flushing.
+//!
+//! The reader never holds more than `max_line` bytes of an unfinished line: a longer line is
+//! reported once as [`Line::TooLong`] and the rest of it, up to its LF, is discarded, so a
+//! client cannot grow a session's memory by never sending a line end.
+
+use std::io;
+use std::ops::Range;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Smallest read granted to the socket at a time.
+const MIN_READ: usize = 1024;
+
+/// One framed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line; the range indexes [`LineReader::slice`] and excludes CRLF (or LF).
+    Complete(Range<usize>),
+    /// The line exceeded the limit; it has been (or will be) discarded up to its end.
+    TooLong,
+}
+
+/// A bounded, pipelining-aware line reader.
+#[derive(Debug)]
+pub struct LineReader {
+    buf: Vec<u8>,
+    /// Start of unconsumed data.
+    start: usize,
+    /// End of valid data.
+    end: usize,
+    max_line: usize,
+    /// Skipping the rest of an over-long line.
+    discarding: bool,
+}
+
+impl LineReader {
+    /// A reader refusing lines longer than `max_line` bytes (CRLF excluded).
+    pub fn new(max_line: usize) -> Self {
+        Self { buf: Vec::new(), start: 0, end: 0, max_line, discarding: false }
+    }
+
+    /// Changes the line cap (e.g. larger while a SASL exchange runs).
+    pub fn set_max_line(&mut self, max_line: usize) {
+        self.max_line = max_line;
+    }
+
+    /// The bytes of a completed line.
+    pub fn slice(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// Bytes received but not yet consumed (pipelined input).
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks `n` buffered bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops everything buffered (RFC 3207 §4.2: plaintext sent before the TLS handshake
+    /// must not be executed after it).
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.discarding = false;
+    }
+
+    /// Whether a complete line is already buffered (so replies can wait to be flushed).
+    pub fn has_line(&self) -> bool {
+        memchr::memchr(b'\n', self.buffered()).is_some()
+    }
+
+    /// Releases the buffer's memory while the session idles.
+    pub fn shrink(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Returns the next line from the buffer without reading, if one is complete.
+    pub fn next_buffered(&mut self) -> Option<Line> {
+        loop {
+            let data = &self.buf[self.start..self.end];
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    let line_start = self.start;
+                    self.start += i + 1;
+                    if self.discarding {
+                        self.discarding = false;
+                        self.compact_if_empty();
+                        continue;
+                    }
+                    let mut line_end = line_start + i;
+                    if line_end > line_start && self.buf[line_end - 1] == b'\r' {
+                        line_end -= 1;
+                    }
+                    if line_end - line_start > self.max_line {
+                        return Some(Line::TooLong);
+                    }
+                    return Some(Line::Complete(line_start..line_end));
+                }
+                None => {
+                    if data.len() > self.max_line + 1 {
+                        // Over the cap without a line end: drop what we have and skip to LF.
+                        let was_discarding = self.discarding;
+                        self.start = 0;
+                        self.end = 0;
+                        self.discarding = true;
+                        if !was_discarding {
+                            return Some(Line::TooLong);
+                        }
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Reads until a line is complete. `Ok(None)` means the peer closed the connection.
+    pub async fn next_line<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> io::Result<Option<Line>> {
+        loop {
+            if let Some(line) = self.next_buffered() {
+                return Ok(Some(line));
+            }
+            if self.fill(stream).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more bytes from `stream` into the buffer; returns how many (0 at EOF).
+    pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> io::Result<usize> {
+        // Keep the unfinished line at the front so the buffer never grows past one line plus
+        // a few reads of pipelined input.
+        if self.start > 0 && self.buf.len() - self.end < MIN_READ {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < MIN_READ {
+            let want = (self.buf.len() * 2).clamp(self.end + MIN_READ, self.cap_total().max(self.end + MIN_READ));
+            self.buf.resize(want, 0);
+        }
+        let n = stream.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    fn cap_total(&self) -> usize {
+        // One line plus room for pipelined commands behind it.
+        self.max_line + 2 + 4 * MIN_READ
+    }
+
+    fn compact_if_empty(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
+
+/// Writes `out` fully and flushes, then clears it for reuse.
+pub async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        out.clear();
+    }
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max: usize, chunk: usize) -> Vec<Result<Vec<u8>, ()>> {
+        let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+        let owned = input.to_vec();
+        let writer = tokio::spawn(async move {
+            for c in owned.chunks(chunk) {
+                tx.write_all(c).await.unwrap();
+            }
+        });
+        let mut r = LineReader::new(max);
+        let mut out = Vec::new();
+        writer.await.unwrap();
+        // The writer half was dropped: the reader sees EOF after the data.
+        while let Some(line) = r.next_line(&mut rx).await.unwrap() {
+            match line {
+                Line::Complete(range) => out.push(Ok(r.slice(range).to_vec())),
+                Line::TooLong => out.push(Err(())),
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_lines_at_any_chunk_size() {
+        let input = b"EHLO a\r\nMAIL FROM:<x@y>\nNOOP\r\n";
+        for chunk in [1, 2, 3, 4, 8, 16, 512] {
+            let got = lines(input, 64, chunk).await;
+            assert_eq!(
+                got,
+                vec![Ok(b"EHLO a".to_vec()), Ok(b"MAIL FROM:<x@y>".to_vec()), Ok(b"NOOP".to_vec())],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn over_long_line_reported_once_then_next_line_served() {
+        let mut input = vec![b'A'; 5000];
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        for chunk in [1, 7, 512, 8192] {
+            let got = lines(&input, 100, chunk).await;
+            assert_eq!(got, vec![Err(()), Ok(b"NOOP".to_vec())], "chunk {chunk}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_stays_bounded_without_line_end() {
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let junk = vec![b'x'; 1 << 16];
+            for _ in 0..16 {
+                if tx.write_all(&junk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = LineReader::new(512);
+        let mut too_long = 0;
+        while let Some(line) = r.next_line(&mut rx).await.unwrap() {
+            assert_eq!(line, Line::TooLong);
+            too_long += 1;
+            assert!(r.buf.len() <= 512 + 2 + 4 * MIN_READ);
+        }
+        assert_eq!(too_long, 1);
+    }
+}
