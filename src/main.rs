@@ -1,1 +1,254 @@
-fn main(){}
+//! The `mailgate` command: parse flags, load the config, start logging, and run until SIGINT or
+//! SIGTERM; plus the admin subcommands (check-config, passwd, allowlist).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use mailgate::config::Config;
+
+/// A legacy-compatibility mail authentication gateway: POP3, POP-before-SMTP and SMTP AUTH.
+#[derive(Parser)]
+#[command(name = "mailgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The configuration file.
+        #[arg(long, default_value = "config/mailgate.toml")]
+        config: PathBuf,
+    },
+    /// Check the configuration and the users file; report every problem, exit 1 if any.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, default_value = "config/mailgate.toml")]
+        config: PathBuf,
+    },
+    /// Set a user's password: reads it from standard input and writes the stored forms that
+    /// the enabled mechanisms need into the users file.
+    Passwd {
+        /// The user name.
+        user: String,
+        /// The configuration file (names the users file and the mechanisms).
+        #[arg(long, default_value = "config/mailgate.toml")]
+        config: PathBuf,
+    },
+    /// Inspect or change the POP-before-SMTP allowlist of a running gateway.
+    Allowlist {
+        #[command(subcommand)]
+        action: AllowlistAction,
+        /// The configuration file (names the control address).
+        #[arg(long, global = true, default_value = "config/mailgate.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AllowlistAction {
+    /// List the entries.
+    List,
+    /// Allow an address to relay.
+    Add {
+        /// The client address.
+        ip: std::net::IpAddr,
+        /// How long, e.g. "30m" (default: the configured TTL).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// The user to record.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+    /// Remove an address.
+    Remove {
+        /// The client address.
+        ip: std::net::IpAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Passwd { user, config } => passwd(&config, &user),
+        Command::Allowlist { action, config } => allowlist(&config, action),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(path: &Path) -> ExitCode {
+    init_logging();
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let server = match mailgate::server::Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(signals(shutdown.clone()));
+        server.run(shutdown).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
+    let users = match mailgate::auth::UserStore::load(&config.auth.users_file) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for user in users.users() {
+        for mech in &config.auth.mechanisms {
+            if let Err(why) = users.can_serve(user, mech) {
+                println!("warning: user {user} cannot log in with {mech}: {why}");
+            }
+        }
+    }
+    println!("{}: OK ({} users)", path.display(), users.len());
+    ExitCode::SUCCESS
+}
+
+fn passwd(path: &Path, user: &str) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    // One line: drop the line end a terminal or `echo` adds.
+    while input.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        input.pop();
+    }
+    let password = zeroize::Zeroizing::new(input);
+    if password.is_empty() {
+        eprintln!("empty password refused");
+        return ExitCode::FAILURE;
+    }
+    let forms = mailgate::auth::stored_forms(&password, &config.auth.mechanisms);
+    match mailgate::auth::set_user(&config.auth.users_file, user, &forms) {
+        Ok(()) => {
+            println!(
+                "{}: stored {} form(s) for {user}; a running gateway reads them at its next start",
+                config.auth.users_file.display(),
+                forms.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn allowlist(path: &Path, action: AllowlistAction) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(addr) = config.listeners.control else {
+        eprintln!("{}: set listeners.control to use this command", path.display());
+        return ExitCode::FAILURE;
+    };
+    let line = match action {
+        AllowlistAction::List => "LIST".to_string(),
+        AllowlistAction::Add { ip, ttl, user } => {
+            let ttl = match ttl.as_deref().map(humantime::parse_duration) {
+                None => config.pop_before_smtp.ttl,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    eprintln!("--ttl: {e}; write e.g. \"30m\"");
+                    return ExitCode::FAILURE;
+                }
+            };
+            format!("ADD {ip} {} {user}", ttl.as_secs())
+        }
+        AllowlistAction::Remove { ip } => format!("REMOVE {ip}"),
+    };
+    control(addr, &line)
+}
+
+fn control(addr: SocketAddr, line: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(mailgate::control::request(addr, line)) {
+        Ok(answer) => {
+            print!("{answer}");
+            if answer.starts_with("ERR") { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            eprintln!("cannot reach the gateway at {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The POP3 connection loop: reads command lines with the pre- and post-authentication idle
+//! timeouts, feeds the sans-IO machine, and carries out its actions: STLS (RFC 2595 §4),
+//! opening and locking the maildrop (RFC 1939 §8), streaming RETR/TOP from Maildir, committing
+//! deletions in the UPDATE state, and entering the POP-before-SMTP allowlist on a login.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::io::{Line, LineReader, flush};
+use crate::maildir::{self, MailboxError};
+use crate::pop3::machine::{Action, Session, Settings};
+use crate::pop3::reply::{MessageEncoder, Reply};
+use crate::server::Shared;
+
+/// RFC 2449 §4: command lines are at most 255 octets; AUTH responses may be longer.
+const MAX_COMMAND_LINE: usize = 255;
+/// Largest base64 line during an AUTH exchange.
+const MAX_SASL_LINE: usize = crate::sasl::MAX_TOKEN_LEN / 3 * 4 + 8;
+
+enum End<S> {
+    Closed,
+    StartTls(S, Session),
+}
+
+/// Releases the maildrop lock when the session ends, however it ends.
+struct MailboxLock {
+    user: String,
+    shared: Arc<Shared>,
+}
+
+impl Drop for MailboxLock {
+    fn drop(&mut self) {
+        self.shared.mailboxes_in_use.remove(&self.user);
+    }
+}
+
+/// Serves one POP3 connection from accept to close.
+pub async fn serve(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let id = shared.next_session_id();
+    let span = tracing::info_span!("pop3", session = %id, peer = %peer);
+    let _enter = span.enter();
+    let limits = &shared.config.limits;
+    if implicit_tls {
+        let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::info!("TLS handshake failed: {e}"),
+            Err(_) => return tracing::info!("TLS handshake timed out"),
+        };
+        let session = Session::new(settings(&shared, peer, true, &id));
+        let _ = phase(tls, session, peer, &shared, &shutdown, true).await;
+        return;
+    }
+    let session = Session::new(settings(&shared, peer, false, &id));
+    let (tcp, session) = match phase(tcp, session, peer, &shared, &shutdown, true).await {
+        End::Closed => return,
+        End::StartTls(tcp, session) => (tcp, session),
+    };
+    let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return tracing::info!("STLS handshake failed: {e}"),
+        Err(_) => return tracing::info!("STLS handshake timed out"),
+    };
+    drop(session);
+    let session = Session::after_tls(settings(&shared, peer, true, &id));
+    let _ = phase(tls, session, peer, &shared, &shutdown, false).await;
+}
+
+fn settings(shared: &Shared, peer: SocketAddr, tls_active: bool, id: &str) -> Settings {
+    let cfg = &shared.config;
+    let ip = crate::canonical_ip(peer.ip());
+    let apop_timestamp = cfg.auth.apop.then(|| {
+        format!("<{}.{}@{}>", id, crate::clock::unix_secs(shared.clock.now()), cfg.hostname)
+    });
+    Settings {
+        hostname: cfg.hostname.clone(),
+        auth: shared.users.clone(),
+        mechanisms: shared.mechanisms.clone(),
+        plaintext_allowed: tls_active
+            || crate::config::in_networks(&cfg.auth.insecure_plaintext_networks, ip),
+        stls_available: !tls_active,
+        tls_active,
+        apop_timestamp,
+        nonce: id.to_string(),
+        max_failures: cfg.auth.max_failures,
+    }
+}
+
+async fn phase<S>(
+    mut stream: S,
+    mut session: Session,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    greet: bool,
+) -> End<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &shared.config.limits;
+    let mut reader = LineReader::new(MAX_COMMAND_LINE);
+    let mut out = Vec::with_capacity(256);
+    let mut lock: Option<MailboxLock> = None;
+    if greet {
+        session.greeting().encode(&mut out);
+        if flush(&mut stream, &mut out).await.is_err() {
+            return End::Closed;
+        }
+    }
+    loop {
+        if !reader.has_line() {
+            if flush(&mut stream, &mut out).await.is_err() {
+                return End::Closed;
+            }
+            reader.shrink();
+        }
+        reader.set_max_line(if session.in_sasl() { MAX_SASL_LINE } else { MAX_COMMAND_LINE });
+        let idle = if lock.is_some() { limits.pop3_idle_timeout } else { limits.preauth_idle_timeout };
+        let line = tokio::select! {
+            r = timeout(idle, reader.next_line(&mut stream)) => r,
+            _ = shutdown.cancelled() => {
+                Reply::err("[SYS/TEMP] server shutting down").encode(&mut out);
+                let _ = flush(&mut stream, &mut out).await;
+                return End::Closed;
+            }
+        };
+        let mut output = match line {
+            Err(_) => {
+                // RFC 1939 §3: an autologout timer ends the session without entering UPDATE.
+                Reply::err("autologout: idle timeout").encode(&mut out);
+                let _ = flush(&mut stream, &mut out).await;
+                tracing::info!("idle timeout");
+                return End::Closed;
+            }
+            Ok(Err(_)) | Ok(Ok(None)) => return End::Closed,
+            Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
+            Ok(Ok(Some(Line::Complete(range)))) => session.handle_line(reader.slice(range)),
+        };
+        loop {
+            match output.action {
+                Action::Continue => output.reply.encode(&mut out),
+                Action::Close => {
+                    output.reply.encode(&mut out);
+                    let _ = flush(&mut stream, &mut out).await;
+                    return End::Closed;
+                }
+                Action::StartTls => {
+                    output.reply.encode(&mut out);
+                    if flush(&mut stream, &mut out).await.is_err() {
+                        return End::Closed;
+                    }
+                    // RFC 2595 §4 / RFC 3207 §4.2: never execute plaintext sent before TLS.
+                    reader.clear();
+                    return End::StartTls(stream, session);
+                }
+                Action::AuthFailed => {
+                    let note = output.note.unwrap_or("invalid credentials");
+                    tracing::info!(user = output.user.as_deref().unwrap_or("-"), "login failed: {note}");
+                    let delay = shared.auth_failure_delay(peer.ip(), output.user.as_deref());
+                    tokio::time::sleep(delay).await;
+                    output.reply.encode(&mut out);
+                }
+                Action::OpenMailbox { user, method } => {
+                    shared.auth_succeeded(peer.ip(), &user);
+                    let (result, new_lock) = open_mailbox(shared, &user).await;
+                    match &result {
+                        Ok(mb) => {
+                            tracing::info!(%user, %method, messages = mb.messages.len(), "logged in");
+                            allowlist_login(shared, peer, &user);
+                        }
+                        Err(MailboxError::InUse) => {
+                            tracing::info!(%user, %method, "login refused: mailbox in use");
+                        }
+                        Err(MailboxError::Io(e)) => {
+                            tracing::error!(%user, "cannot open mailbox: {e}");
+                        }
+                    }
+                    lock = new_lock;
+                    output = session.handle_mailbox(result);
+                    continue;
+                }
+                Action::SendMessage { path, top } => {
+                    if let Err(e) = send_message(&mut stream, &mut out, output.reply, &path, top).await {
+                        tracing::warn!(path = %path.display(), "cannot send message: {e}");
+                        return End::Closed;
+                    }
+                }
+                Action::Commit { delete } => {
+                    let n = delete.len();
+                    let ok = match tokio::task::spawn_blocking(move || maildir::remove(&delete)).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            tracing::error!("deleting messages failed: {e}");
+                            false
+                        }
+                        Err(_) => false,
+                    };
+                    if ok && n > 0 {
+                        tracing::info!(deleted = n, "messages deleted");
+                    }
+                    output = session.handle_commit(ok);
+                    continue;
+                }
+            }
+            break;
+        }
+    }
+}
+
+/// Locks and lists the maildrop.
+async fn open_mailbox(
+    shared: &Arc<Shared>,
+    user: &str,
+) -> (Result<maildir::Mailbox, MailboxError>, Option<MailboxLock>) {
+    if !shared.mailboxes_in_use.insert(user.to_string()) {
+        return (Err(MailboxError::InUse), None);
+    }
+    let lock = MailboxLock { user: user.to_string(), shared: shared.clone() };
+    let root = shared.config.delivery.maildir.clone();
+    let owned = user.to_string();
+    match tokio::task::spawn_blocking(move || maildir::list(&root, &owned)).await {
+        Ok(Ok(mb)) => (Ok(mb), Some(lock)),
+        Ok(Err(e)) => (Err(MailboxError::Io(e)), None),
+        Err(e) => (Err(MailboxError::Io(std::io::Error::other(e.to_string()))), None),
+    }
+}
+
+/// Enters the client address into the POP-before-SMTP allowlist after a login.
+fn allowlist_login(shared: &Shared, peer: SocketAddr, user: &str) {
+    if !shared.config.pop_before_smtp.enabled {
+        return;
+    }
+    let outcome = shared.allowlist.insert(peer.ip(), user, shared.clock.now());
+    if let Some(users) = outcome.shared_by {
+        tracing::warn!(
+            address = %crate::canonical_ip(peer.ip()),
+            users,
+            "address allowlisted by many different users within one TTL (NAT or shared host?)"
+        );
+    }
+}
+
+/// Streams a message (RETR) or its top (TOP) after the `+OK` line.
+async fn send_message<S>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    ok: Reply,
+    path: &PathBuf,
+    top: Option<u64>,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            Reply::err("[SYS/TEMP] message unavailable").encode(out);
+            tracing::warn!(path = %path.display(), "message vanished: {e}");
+            return Ok(());
+        }
+    };
+    ok.encode(out);
+    let mut encoder = MessageEncoder::new(top);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = file.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        if encoder.feed(&chunk[..n], out) {
+            break;
+        }
+        if out.len() >= 16 * 1024 {
+            flush(stream, out).await?;
+        }
+    }
+    encoder.finish(out);
+    Ok(())
+}

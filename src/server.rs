@@ -1,0 +1,441 @@
+//! Listeners, the accept loop, connection caps and graceful shutdown.
+//!
+//! [`run`] binds every configured listener, starts the relay worker and the allowlist
+//! housekeeping, and accepts connections until the shutdown token fires. Each connection runs
+//! in its own task holding a permit from the global semaphore and a slot in the per-address
+//! count; both are released when the task ends, however it ends. On shutdown the listeners stop
+//! accepting, sessions get `shutdown_grace` to finish (each answers 421 / -ERR at its next
+//! read), and the allowlist is saved.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::{DashMap, DashSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::allowlist::Allowlist;
+use crate::auth::{Authenticator, UserStore};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, SmtpRole};
+use crate::relay::Notifier;
+use crate::sasl::Descriptor;
+use crate::spool::Spool;
+use crate::throttle::Throttle;
+
+/// Errors that stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({role}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The role.
+        role: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The users file could not be loaded.
+    #[error("users file: {0}")]
+    Users(String),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+    /// The spool could not be opened.
+    #[error("spool: {0}")]
+    Spool(String),
+    /// The state directory could not be created.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// POP3 with STLS.
+    Pop3,
+    /// POP3 over implicit TLS.
+    Pop3s,
+    /// One of the SMTP roles.
+    Smtp(SmtpRole),
+}
+
+impl Role {
+    /// The config name of the role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Pop3 => "pop3",
+            Role::Pop3s => "pop3s",
+            Role::Smtp(r) => r.name(),
+        }
+    }
+}
+
+/// State shared by every session.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Credentials.
+    pub users: Arc<dyn Authenticator>,
+    /// Enabled SASL mechanisms, in the configured order.
+    pub mechanisms: Vec<&'static Descriptor>,
+    /// Local domains (lower case).
+    pub local_domains: Arc<Vec<String>>,
+    /// The POP-before-SMTP allowlist.
+    pub allowlist: Arc<Allowlist>,
+    /// Failed-login throttling.
+    pub throttle: Throttle,
+    /// The durable spool.
+    pub spool: Arc<Spool>,
+    /// Wakes the relay worker after a commit.
+    pub notifier: Notifier,
+    /// TLS for implicit-TLS listeners and STARTTLS/STLS.
+    pub acceptor: TlsAcceptor,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
+    pub mailboxes_in_use: DashSet<String>,
+    next_session: AtomicU64,
+    per_ip: DashMap<IpAddr, usize>,
+}
+
+impl Shared {
+    /// A fresh session id: unique for this process run, short enough for every log line.
+    pub fn next_session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}{:04x}", crate::clock::unix_secs(self.clock.now()) & 0xffff_ffff, n & 0xffff)
+            + &format!(".{n}")
+    }
+
+    /// Records a failed login and returns how long to wait before answering it: the fixed
+    /// `failure_delay` plus the throttle's growing delay for this address and user.
+    pub fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+        let now = self.clock.now();
+        let ip = crate::canonical_ip(ip);
+        self.throttle.record_failure(ip, user, now);
+        self.config.auth.failure_delay + self.throttle.delay(ip, user, now)
+    }
+
+    /// The delay to impose before even trying a login from this address/user.
+    pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+        self.throttle.delay(crate::canonical_ip(ip), user, self.clock.now())
+    }
+
+    /// Records a successful login (resets the throttle).
+    pub fn auth_succeeded(&self, ip: IpAddr, user: &str) {
+        self.throttle.record_success(crate::canonical_ip(ip), Some(user));
+    }
+}
+
+/// Holds a connection's place in the global and per-address caps; released on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    ip: IpAddr,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Decrement and remove at zero in one step so the map never keeps idle addresses.
+        self.shared.per_ip.remove_if_mut(&self.ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// The bound listeners and shared state, ready to serve.
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Vec<(Role, TcpListener)>,
+    control: Option<TcpListener>,
+    relay_task: tokio::task::JoinHandle<()>,
+    relay_shutdown: CancellationToken,
+}
+
+impl Server {
+    /// Loads credentials, opens the spool, binds every listener. Nothing is served until
+    /// [`Server::run`].
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        Self::bind_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Server::bind`], with a chosen clock (tests).
+    pub async fn bind_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Server, Error> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| Error::StateDir {
+            path: config.state_dir.display().to_string(),
+            source,
+        })?;
+        let users = UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
+        tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");
+        let (acceptor, origin) = crate::tls::acceptor(&config.tls, &config.hostname)?;
+        if origin == crate::tls::Origin::SelfSigned {
+            tracing::warn!(
+                hostname = %config.hostname,
+                "no [tls] cert/key configured: using a self-signed certificate made at start"
+            );
+        }
+        let mechanisms =
+            config.auth.mechanisms.iter().filter_map(|m| crate::sasl::find(m)).collect();
+        let pbs = &config.pop_before_smtp;
+        let allowlist = Arc::new(Allowlist::new(
+            pbs.ttl,
+            pbs.ipv6_prefix,
+            pbs.max_entries,
+            pbs.shared_address_warn_users,
+        ));
+        if pbs.enabled {
+            match allowlist.load(&pbs.snapshot, clock.now()) {
+                Ok(n) if n > 0 => tracing::info!(entries = n, "allowlist restored"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("allowlist snapshot unreadable, starting empty: {e}"),
+            }
+        }
+        let spool =
+            Arc::new(Spool::open(&config.delivery.spool).map_err(|e| Error::Spool(e.to_string()))?);
+        let relay_shutdown = CancellationToken::new();
+        let (relay_task, notifier) = crate::relay::spawn(
+            crate::relay::Settings::from_config(&config),
+            spool.clone(),
+            clock.clone(),
+            relay_shutdown.clone(),
+        );
+        let mut listeners = Vec::new();
+        let l = &config.listeners;
+        let roles = [
+            (Role::Pop3, &l.pop3),
+            (Role::Pop3s, &l.pop3s),
+            (Role::Smtp(SmtpRole::Smtp), &l.smtp),
+            (Role::Smtp(SmtpRole::Submission), &l.submission),
+            (Role::Smtp(SmtpRole::Submissions), &l.submissions),
+        ];
+        for (role, addrs) in roles {
+            for addr in addrs {
+                let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+                    addr: *addr,
+                    role: role.name(),
+                    source,
+                })?;
+                listeners.push((role, listener));
+            }
+        }
+        let control = match l.control {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+                addr,
+                role: "control",
+                source,
+            })?),
+            None => None,
+        };
+        let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
+        let shared = Arc::new(Shared {
+            local_domains: Arc::new(config.relay.local_domains.clone()),
+            users: Arc::new(users),
+            mechanisms,
+            allowlist,
+            throttle,
+            spool,
+            notifier,
+            acceptor,
+            clock,
+            mailboxes_in_use: DashSet::new(),
+            next_session: AtomicU64::new(1),
+            per_ip: DashMap::new(),
+            config,
+        });
+        Ok(Server { shared, listeners, control, relay_task, relay_shutdown })
+    }
+
+    /// The bound address of each listener (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(Role, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(role, l)| l.local_addr().ok().map(|a| (*role, a)))
+            .collect()
+    }
+
+    /// The bound control address, if enabled.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The shared state (tests inspect the allowlist through it).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown` fires, then drains sessions and saves state.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Server { shared, listeners, control, relay_task, relay_shutdown } = self;
+        let tracker = TaskTracker::new();
+        let sessions = CancellationToken::new();
+        let semaphore = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        for (role, listener) in listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(role = role.name(), %addr, "listening");
+            }
+            tracker.spawn(accept_loop(
+                role,
+                listener,
+                shared.clone(),
+                semaphore.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+                sessions.clone(),
+            ));
+        }
+        if let Some(listener) = control {
+            tracker.spawn(crate::control::serve(
+                listener,
+                shared.allowlist.clone(),
+                shared.clock.clone(),
+                shutdown.clone(),
+            ));
+        }
+        tracker.spawn(housekeeping(shared.clone(), shutdown.clone()));
+        shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        // Sessions answer 421 / -ERR at their next read; give them a bounded time.
+        sessions.cancel();
+        tracker.close();
+        let grace = shared.config.limits.shutdown_grace;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("sessions still open after {grace:?}; closing them");
+        }
+        relay_shutdown.cancel();
+        let _ = tokio::time::timeout(grace, relay_task).await;
+        save_allowlist(&shared);
+    }
+}
+
+/// Binds and runs the gateway until `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let server = Server::bind(config).await?;
+    server.run(shutdown).await;
+    Ok(())
+}
+
+async fn accept_loop(
+    role: Role,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    semaphore: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    sessions: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Some(slot) = admit(&shared, &semaphore, peer.ip()) else {
+            tracker.spawn(refuse(tcp, role, shared.config.hostname.clone()));
+            continue;
+        };
+        let shared = shared.clone();
+        let sessions = sessions.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            match role {
+                Role::Smtp(r) => crate::smtp::conn::serve(tcp, peer, r, shared, sessions).await,
+                Role::Pop3 => crate::pop3::conn::serve(tcp, peer, false, shared, sessions).await,
+                Role::Pop3s => crate::pop3::conn::serve(tcp, peer, true, shared, sessions).await,
+            }
+        });
+    }
+}
+
+/// Takes a connection slot, or `None` when the global or per-address cap is reached.
+fn admit(shared: &Arc<Shared>, semaphore: &Arc<Semaphore>, ip: IpAddr) -> Option<Slot> {
+    let ip = crate::canonical_ip(ip);
+    let permit = semaphore.clone().try_acquire_owned().ok()?;
+    let max = shared.config.limits.max_connections_per_ip;
+    let mut admitted = false;
+    shared
+        .per_ip
+        .entry(ip)
+        .and_modify(|n| {
+            if *n < max {
+                *n += 1;
+                admitted = true;
+            }
+        })
+        .or_insert_with(|| {
+            admitted = true;
+            1
+        });
+    if !admitted {
+        return None;
+    }
+    Some(Slot { _permit: permit, ip, shared: shared.clone() })
+}
+
+/// Answers a connection over the caps with a one-line refusal (RFC 5321 §3.1: 421 at
+/// greeting; POP3 has no code, so -ERR [SYS/TEMP]).
+async fn refuse(mut tcp: TcpStream, role: Role, hostname: String) {
+    use tokio::io::AsyncWriteExt;
+    let text = match role {
+        Role::Pop3 => "-ERR [SYS/TEMP] too many connections, try again later\r\n".to_string(),
+        Role::Smtp(SmtpRole::Smtp | SmtpRole::Submission) => {
+            format!("421 4.7.0 {hostname} too many connections, try again later\r\n")
+        }
+        // Implicit TLS: nothing readable can be sent before the handshake.
+        Role::Pop3s | Role::Smtp(SmtpRole::Submissions) => return,
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(text.as_bytes())).await;
+}
+
+/// Purges expired allowlist and throttle entries and snapshots the allowlist periodically.
+async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = shared.clock.now();
+        let allowlist = shared.allowlist.clone();
+        // A sweep walks every shard; keep it off the runtime's worker threads.
+        let _ = tokio::task::spawn_blocking(move || allowlist.purge(now)).await;
+        shared.throttle.purge(now);
+        rounds += 1;
+        if rounds % 10 == 0 {
+            save_allowlist(&shared);
+        }
+    }
+}
+
+fn save_allowlist(shared: &Shared) {
+    let pbs = &shared.config.pop_before_smtp;
+    if !pbs.enabled {
+        return;
+    }
+    match shared.allowlist.save(&pbs.snapshot, shared.clock.now()) {
+        Ok(()) => tracing::debug!(file = %pbs.snapshot.display(), "allowlist saved"),
+        Err(e) => tracing::warn!(file = %pbs.snapshot.display(), "cannot save allowlist: {e}"),
+    }
+}

@@ -1,0 +1,334 @@
+//! The SMTP connection loop: reads lines with a timeout, feeds them to the state machine,
+//! writes replies (batched while the client pipelines, RFC 2920 §3.2), and carries out the
+//! machine's actions: the STARTTLS handshake, streaming DATA into the spool, and the delay
+//! after a failed AUTH.
+//!
+//! The loop is generic over the stream, so plaintext, TLS and in-memory streams share it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SmtpRole;
+use crate::io::{Line, LineReader, flush};
+use crate::server::Shared;
+use crate::smtp::data::{DataReceiver, Feed};
+use crate::smtp::machine::{Action, DataOutcome, Session, Settings, Transaction};
+use crate::smtp::reply;
+use crate::spool::entry::Envelope;
+
+/// Largest base64 line during an AUTH exchange (a full SASL token, base64-encoded).
+const MAX_SASL_LINE: usize = crate::sasl::MAX_TOKEN_LEN / 3 * 4 + 8;
+
+/// How a phase of the session ended.
+enum End<S> {
+    /// The session is over.
+    Closed,
+    /// STARTTLS was accepted: run the handshake on the stream, then continue.
+    StartTls(S, Session),
+}
+
+/// Serves one SMTP connection from accept to close.
+pub async fn serve(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    role: SmtpRole,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let id = shared.next_session_id();
+    let span = tracing::info_span!("smtp", session = %id, peer = %peer, role = role.name());
+    let _enter = span.enter();
+    let limits = &shared.config.limits;
+    if role == SmtpRole::Submissions {
+        let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::info!("TLS handshake failed: {e}"),
+            Err(_) => return tracing::info!("TLS handshake timed out"),
+        };
+        let info = crate::tls::describe(tls.get_ref().1);
+        let session = Session::new(settings(&shared, role, peer, Some(info), &id));
+        let _ = phase(tls, session, &shared, &shutdown, true).await;
+        return;
+    }
+    let session = Session::new(settings(&shared, role, peer, None, &id));
+    let (tcp, session) = match phase(tcp, session, &shared, &shutdown, true).await {
+        End::Closed => return,
+        End::StartTls(tcp, session) => (tcp, session),
+    };
+    let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return tracing::info!("STARTTLS handshake failed: {e}"),
+        Err(_) => return tracing::info!("STARTTLS handshake timed out"),
+    };
+    let info = crate::tls::describe(tls.get_ref().1);
+    tracing::debug!(tls = %info, "STARTTLS complete");
+    let session = session.after_tls(settings(&shared, role, peer, Some(info), &id));
+    let _ = phase(tls, session, &shared, &shutdown, false).await;
+}
+
+/// Builds the machine settings for one phase (plaintext, or after TLS).
+fn settings(
+    shared: &Shared,
+    role: SmtpRole,
+    peer: SocketAddr,
+    tls_info: Option<String>,
+    id: &str,
+) -> Settings {
+    let cfg = &shared.config;
+    let ip = crate::canonical_ip(peer.ip());
+    let tls_active = tls_info.is_some();
+    let pbs = &cfg.pop_before_smtp;
+    let allowlist = (pbs.enabled && pbs.listeners.contains(&role)).then(|| shared.allowlist.clone());
+    Settings {
+        role,
+        hostname: cfg.hostname.clone(),
+        peer,
+        tls_active,
+        tls_info,
+        starttls_available: role != SmtpRole::Submissions,
+        plaintext_allowed: tls_active
+            || crate::config::in_networks(&cfg.auth.insecure_plaintext_networks, ip),
+        trusted: crate::config::in_networks(&cfg.relay.trusted_networks, ip),
+        allowlist,
+        restrict_sender: pbs.restrict_sender,
+        auth: shared.users.clone(),
+        mechanisms: shared.mechanisms.clone(),
+        local_domains: shared.local_domains.clone(),
+        max_message_size: cfg.limits.max_message_size,
+        max_recipients: cfg.limits.max_recipients,
+        max_auth_failures: cfg.auth.max_failures,
+        max_errors: cfg.limits.max_errors,
+        nonce: id.to_string(),
+    }
+}
+
+/// Runs the command loop on one stream until the session ends or switches to TLS.
+async fn phase<S>(
+    mut stream: S,
+    mut session: Session,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    greet: bool,
+) -> End<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &shared.config.limits;
+    let mut reader = LineReader::new(limits.max_line_length);
+    let mut out = Vec::with_capacity(512);
+    if greet {
+        session.greeting().encode(&mut out);
+        if flush(&mut stream, &mut out).await.is_err() {
+            return End::Closed;
+        }
+    }
+    loop {
+        // Flush replies only when no further pipelined command is already buffered.
+        if !reader.has_line() {
+            if flush(&mut stream, &mut out).await.is_err() {
+                return End::Closed;
+            }
+            reader.shrink();
+        }
+        reader.set_max_line(if session.in_sasl() { MAX_SASL_LINE } else { limits.max_line_length });
+        let line = tokio::select! {
+            r = timeout(limits.smtp_idle_timeout, reader.next_line(&mut stream)) => r,
+            _ = shutdown.cancelled() => {
+                reply::shutting_down(&shared.config.hostname).encode(&mut out);
+                let _ = flush(&mut stream, &mut out).await;
+                return End::Closed;
+            }
+        };
+        let out_line = match line {
+            Err(_) => {
+                reply::idle_timeout(&shared.config.hostname).encode(&mut out);
+                let _ = flush(&mut stream, &mut out).await;
+                tracing::info!("idle timeout");
+                return End::Closed;
+            }
+            Ok(Err(_)) | Ok(Ok(None)) => return End::Closed,
+            Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
+            Ok(Ok(Some(Line::Complete(range)))) => {
+                let now = shared.clock.now();
+                session.handle_line(now, reader.slice(range))
+            }
+        };
+        let mut next = out_line;
+        loop {
+            match next.action {
+                Action::Continue => next.reply.encode(&mut out),
+                Action::Close => {
+                    next.reply.encode(&mut out);
+                    let _ = flush(&mut stream, &mut out).await;
+                    return End::Closed;
+                }
+                Action::StartTls => {
+                    next.reply.encode(&mut out);
+                    if flush(&mut stream, &mut out).await.is_err() {
+                        return End::Closed;
+                    }
+                    // RFC 3207 §4.2 / CVE-2011-0411: anything pipelined behind STARTTLS was
+                    // sent in plaintext and must not be executed after the handshake.
+                    if !reader.buffered().is_empty() {
+                        tracing::warn!(bytes = reader.buffered().len(), "discarded plaintext pipelined after STARTTLS");
+                    }
+                    reader.clear();
+                    return End::StartTls(stream, session);
+                }
+                Action::AuthFailed { user, note } => {
+                    tracing::info!(user = user.as_deref().unwrap_or("-"), "authentication failed: {note}");
+                    let delay = shared.auth_failure_delay(session.settings().peer.ip(), user.as_deref());
+                    tokio::time::sleep(delay).await;
+                    next.reply.encode(&mut out);
+                }
+                Action::Authenticated { user, mechanism } => {
+                    tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
+                    shared.auth_succeeded(session.settings().peer.ip(), &user);
+                    next.reply.encode(&mut out);
+                }
+                Action::ReceiveData => {
+                    next.reply.encode(&mut out);
+                    if flush(&mut stream, &mut out).await.is_err() {
+                        return End::Closed;
+                    }
+                    let outcome = match receive_data(&mut stream, &mut reader, &session, shared).await {
+                        Some(outcome) => outcome,
+                        None => return End::Closed,
+                    };
+                    next = session.handle_data_end(outcome);
+                    continue;
+                }
+            }
+            break;
+        }
+    }
+}
+
+/// Streams the body into the spool. `None` means the connection was lost or timed out, and
+/// nothing was accepted.
+async fn receive_data<S>(
+    stream: &mut S,
+    reader: &mut LineReader,
+    session: &Session,
+    shared: &Shared,
+) -> Option<DataOutcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &shared.config.limits;
+    let deadline = Instant::now() + limits.data_timeout;
+    let txn = session.data_transaction()?.clone();
+    let mut incoming = match shared.spool.receive().await {
+        Ok(incoming) => Some(incoming),
+        Err(e) => {
+            tracing::error!("spool unavailable: {e}");
+            None
+        }
+    };
+    let now = shared.clock.now();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    buf.extend_from_slice(received_header(session, &txn, now).as_bytes());
+    let mut rx = DataReceiver::new(limits.max_message_size);
+    let mut failed = incoming.is_none();
+    loop {
+        let (done, consumed) = match rx.feed(reader.buffered(), &mut buf) {
+            Feed::NeedMore => (false, reader.buffered().len()),
+            Feed::Done { consumed } => (true, consumed),
+        };
+        reader.consume(consumed);
+        if (done || buf.len() >= 32 * 1024) && !failed {
+            if let Some(inc) = incoming.as_mut()
+                && let Err(e) = inc.write(&buf).await
+            {
+                tracing::error!("spool write failed: {e}");
+                failed = true;
+            }
+            buf.clear();
+        } else if failed || rx.exceeded() {
+            buf.clear();
+        }
+        if done {
+            break;
+        }
+        match timeout_at(deadline, reader.fill(stream)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) | Ok(Err(_)) => return None,
+            Err(_) => {
+                tracing::info!("DATA timed out");
+                return None;
+            }
+        }
+    }
+    if rx.bare_line_endings() > 0 {
+        tracing::info!(count = rx.bare_line_endings(), "normalized bare CR/LF in message");
+    }
+    let incoming = incoming?;
+    if rx.exceeded() {
+        incoming.abort().await;
+        return Some(DataOutcome::TooBig);
+    }
+    if failed {
+        incoming.abort().await;
+        return Some(DataOutcome::LocalError);
+    }
+    let envelope = envelope(session, &txn, now);
+    match incoming.commit(envelope).await {
+        Ok(id) => {
+            tracing::info!(queue_id = %id, from = %txn.mail_from, rcpts = txn.recipients.len(), "queued");
+            shared.notifier.notify(&id);
+            Some(DataOutcome::Queued(id))
+        }
+        Err(e) => {
+            tracing::error!("spool commit failed: {e}");
+            Some(DataOutcome::LocalError)
+        }
+    }
+}
+
+/// The Received header (RFC 5321 §4.4, protocol names per RFC 3848).
+fn received_header(session: &Session, txn: &Transaction, now: std::time::SystemTime) -> String {
+    let s = session.settings();
+    let helo = session.helo().unwrap_or("unknown");
+    let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+    let mut h = format!(
+        "Received: from {helo} ([{}])\r\n\tby {} (mailgate) with {}",
+        crate::canonical_ip(s.peer.ip()),
+        s.hostname,
+        session.protocol_name()
+    );
+    if let Some(tls) = &s.tls_info {
+        h.push_str(&format!(" ({tls})"));
+    }
+    let how = session
+        .authorization()
+        .or(txn.relay_authorization.as_ref())
+        .map(|a| a.describe());
+    if let Some(how) = how {
+        h.push_str(&format!("\r\n\t({how})"));
+    }
+    if let [only] = txn.recipients.as_slice() {
+        h.push_str(&format!("\r\n\tfor <{}>", only.address));
+    }
+    h.push_str(&format!("; {}\r\n", httpdate::fmt_http_date(now)));
+    h
+}
+
+/// The spool envelope for the transaction.
+fn envelope(session: &Session, txn: &Transaction, now: std::time::SystemTime) -> Envelope {
+    let s = session.settings();
+    let authorized_as = session
+        .authorization()
+        .or(txn.relay_authorization.as_ref())
+        .map(|a| a.describe());
+    Envelope::new(
+        txn.mail_from.clone(),
+        txn.recipients.iter().map(|r| (r.address.clone(), r.local_user.clone())).collect(),
+        crate::clock::unix_secs(now),
+        format!("{} helo={}", s.peer, session.helo().unwrap_or("-")),
+        authorized_as,
+    )
+}

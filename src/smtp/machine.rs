@@ -1,0 +1,657 @@
+//! The SMTP session state machine (sans-IO): RFC 5321 §4.1 command sequencing, the relay
+//! decision per recipient, SASL framing for AUTH (RFC 4954 §4), the STARTTLS transition
+//! (RFC 3207 §4.2) and the submission rule that MAIL needs authorization (RFC 6409 §4.3).
+//!
+//! The connection loop (`conn.rs`) feeds it lines and the end of DATA, and acts on the
+//! [`Action`] that comes back with each reply. The machine never reads the clock (callers
+//! pass `now`), never touches sockets or files, and never logs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::allowlist::Allowlist;
+use crate::auth::Authenticator;
+use crate::config::SmtpRole;
+use crate::sasl::{self, Failure, Mechanism, Step};
+use crate::smtp::address::{ForwardPath, ReversePath};
+use crate::smtp::command::{self, Command};
+use crate::smtp::reply::{self, Reply};
+
+/// Everything a session needs to decide, fixed for the life of one (plaintext or TLS) phase.
+#[derive(Clone)]
+pub struct Settings {
+    /// Which listener role accepted the connection.
+    pub role: SmtpRole,
+    /// Our host name.
+    pub hostname: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// TLS is active on this connection.
+    pub tls_active: bool,
+    /// A description of the TLS session (version and cipher), for the Received header.
+    pub tls_info: Option<String>,
+    /// STARTTLS may be offered.
+    pub starttls_available: bool,
+    /// Plaintext mechanisms may be used (TLS active, or the client is in
+    /// `insecure_plaintext_networks`).
+    pub plaintext_allowed: bool,
+    /// The client is in `trusted_networks`.
+    pub trusted: bool,
+    /// The POP-before-SMTP allowlist, if this role honours it.
+    pub allowlist: Option<Arc<Allowlist>>,
+    /// Limit MAIL FROM on a POP-before-SMTP relay to the user's own addresses.
+    pub restrict_sender: bool,
+    /// Credentials.
+    pub auth: Arc<dyn Authenticator>,
+    /// Enabled SASL mechanisms in order.
+    pub mechanisms: Vec<&'static sasl::Descriptor>,
+    /// Domains delivered locally (lower case).
+    pub local_domains: Arc<Vec<String>>,
+    /// SIZE limit.
+    pub max_message_size: u64,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Failed AUTH attempts before disconnect.
+    pub max_auth_failures: u32,
+    /// Bad commands before disconnect.
+    pub max_errors: u32,
+    /// Unique token for SASL challenges.
+    pub nonce: String,
+}
+
+/// What the connection loop must do after sending the reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Read the next line.
+    Continue,
+    /// Close the connection after the reply.
+    Close,
+    /// Run the TLS handshake, then build a new machine with [`Session::after_tls`].
+    StartTls,
+    /// Receive the message body (the reply is 354); then call [`Session::handle_data_end`].
+    ReceiveData,
+    /// An authentication failed: delay (and throttle) before sending the reply.
+    AuthFailed {
+        /// The user name the client gave, if known.
+        user: Option<String>,
+        /// Why, for the log (never a secret).
+        note: String,
+    },
+    /// Authentication succeeded.
+    Authenticated {
+        /// The canonical user.
+        user: String,
+        /// The mechanism.
+        mechanism: &'static str,
+    },
+}
+
+/// One reply plus the action to take.
+#[derive(Debug)]
+pub struct Output {
+    /// The reply to send.
+    pub reply: Reply,
+    /// What to do next.
+    pub action: Action,
+}
+
+impl Output {
+    fn cont(reply: Reply) -> Self {
+        Output { reply, action: Action::Continue }
+    }
+}
+
+/// How a relay (or a whole session) was authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    /// SMTP AUTH.
+    Sasl {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: &'static str,
+    },
+    /// A POP3 login from this address within the TTL.
+    PopBeforeSmtp {
+        /// The user who logged in over POP3.
+        user: String,
+    },
+    /// The client is in `trusted_networks`.
+    TrustedNetwork,
+}
+
+impl Authorization {
+    /// The user behind the authorization, if any.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Authorization::Sasl { user, .. } | Authorization::PopBeforeSmtp { user } => Some(user),
+            Authorization::TrustedNetwork => None,
+        }
+    }
+
+    /// Short text for the Received header and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Authorization::Sasl { user, mechanism } => {
+                format!("authenticated as {user} with {mechanism}")
+            }
+            Authorization::PopBeforeSmtp { user } => format!("pop-before-smtp for {user}"),
+            Authorization::TrustedNetwork => "trusted network".to_string(),
+        }
+    }
+}
+
+/// An accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as it will be delivered (`local@domain`).
+    pub address: String,
+    /// The local user for local delivery; `None` means relay upstream.
+    pub local_user: Option<String>,
+}
+
+/// The mail transaction being built (RFC 5321 §3.3).
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    /// The reverse-path (`""` for the null sender).
+    pub mail_from: String,
+    /// Accepted recipients.
+    pub recipients: Vec<Recipient>,
+    /// What authorized relaying in this transaction (the strongest seen).
+    pub relay_authorization: Option<Authorization>,
+    /// The body was declared 8BITMIME.
+    pub eight_bit: bool,
+}
+
+/// The outcome of receiving DATA, reported by the connection loop.
+#[derive(Debug)]
+pub enum DataOutcome {
+    /// Durably spooled under this queue id.
+    Queued(String),
+    /// The message exceeded the size limit.
+    TooBig,
+    /// The spool failed; nothing was accepted.
+    LocalError,
+}
+
+enum State {
+    /// Before EHLO/HELO.
+    AwaitingHelo,
+    /// Greeted; no transaction open.
+    AwaitingMail,
+    /// MAIL accepted; collecting recipients.
+    AwaitingRcpt(Transaction),
+    /// 354 sent; the loop is receiving the body.
+    ReceivingData(Transaction),
+    /// An AUTH exchange is running.
+    InSasl { mechanism: Box<dyn Mechanism>, name: &'static str, after: Box<State> },
+    /// QUIT or a fatal error.
+    Done,
+}
+
+/// One SMTP session.
+pub struct Session {
+    settings: Settings,
+    state: State,
+    helo: Option<String>,
+    esmtp: bool,
+    auth: Option<Authorization>,
+    auth_failures: u32,
+    errors: u32,
+    sasl_attempts: u32,
+}
+
+impl Session {
+    /// A new session (send [`Session::greeting`] first).
+    pub fn new(settings: Settings) -> Self {
+        Session {
+            settings,
+            state: State::AwaitingHelo,
+            helo: None,
+            esmtp: false,
+            auth: None,
+            auth_failures: 0,
+            errors: 0,
+            sasl_attempts: 0,
+        }
+    }
+
+    /// The session after a STARTTLS handshake: RFC 3207 §4.2 discards all knowledge from
+    /// before (the client must EHLO again); only the failure counters carry over.
+    pub fn after_tls(self, settings: Settings) -> Self {
+        let mut next = Session::new(settings);
+        next.auth_failures = self.auth_failures;
+        next.errors = self.errors;
+        next
+    }
+
+    /// The 220 greeting.
+    pub fn greeting(&self) -> Reply {
+        reply::greeting(&self.settings.hostname)
+    }
+
+    /// The settings this session runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The EHLO/HELO name, if given.
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
+    /// The SMTP AUTH identity, if any.
+    pub fn authorization(&self) -> Option<&Authorization> {
+        self.auth.as_ref()
+    }
+
+    /// The transaction whose body is being received.
+    pub fn data_transaction(&self) -> Option<&Transaction> {
+        match &self.state {
+            State::ReceivingData(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether an AUTH exchange is waiting for a client line (lines may be longer then).
+    pub fn in_sasl(&self) -> bool {
+        matches!(self.state, State::InSasl { .. })
+    }
+
+    /// The protocol name for the Received header (RFC 3848).
+    pub fn protocol_name(&self) -> &'static str {
+        match (self.esmtp, self.settings.tls_active, matches!(self.auth, Some(Authorization::Sasl { .. }))) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        }
+    }
+
+    /// Handles a line that exceeded the line limit (RFC 5321 §4.5.3.1.4).
+    pub fn handle_overlong(&mut self) -> Output {
+        if let State::InSasl { after, .. } = std::mem::replace(&mut self.state, State::Done) {
+            self.state = *after;
+            return Output::cont(reply::auth_line_too_long());
+        }
+        self.error(reply::line_too_long())
+    }
+
+    /// Handles one command line (without CRLF).
+    pub fn handle_line(&mut self, now: SystemTime, line: &[u8]) -> Output {
+        if self.in_sasl() {
+            return self.sasl_line(line);
+        }
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(e) => return self.error(e.reply()),
+        };
+        match cmd {
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Helo(name) => self.hello(name, false),
+            Command::Mail { from, params } => self.mail(now, from, params),
+            Command::Rcpt { to, .. } => self.rcpt(now, to),
+            Command::Data => self.data(),
+            Command::Rset => {
+                if !matches!(self.state, State::AwaitingHelo) {
+                    self.state = State::AwaitingMail;
+                }
+                Output::cont(reply::ok())
+            }
+            Command::Noop => Output::cont(reply::ok()),
+            Command::Quit => {
+                self.state = State::Done;
+                Output { reply: reply::closing(&self.settings.hostname), action: Action::Close }
+            }
+            Command::Vrfy(_) => Output::cont(reply::vrfy()),
+            Command::Expn(_) => Output::cont(reply::not_implemented()),
+            Command::Help => Output::cont(reply::help()),
+            Command::Starttls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
+        }
+    }
+
+    /// Handles the end of the message body.
+    pub fn handle_data_end(&mut self, outcome: DataOutcome) -> Output {
+        self.state = State::AwaitingMail;
+        match outcome {
+            DataOutcome::Queued(id) => Output::cont(reply::queued(&id)),
+            DataOutcome::TooBig => Output::cont(reply::message_too_big()),
+            DataOutcome::LocalError => Output::cont(reply::local_error()),
+        }
+    }
+
+    /// Counts a protocol error and answers `reply`, or closes after too many.
+    fn error(&mut self, reply: Reply) -> Output {
+        self.errors += 1;
+        if self.errors > self.settings.max_errors {
+            self.state = State::Done;
+            return Output { reply: reply::too_many_errors(), action: Action::Close };
+        }
+        Output::cont(reply)
+    }
+
+    fn hello(&mut self, name: String, esmtp: bool) -> Output {
+        if matches!(self.state, State::ReceivingData(_) | State::InSasl { .. } | State::Done) {
+            return self.error(reply::bad_sequence());
+        }
+        // RFC 5321 §4.1.4: EHLO/HELO resets any transaction.
+        self.state = State::AwaitingMail;
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        if !esmtp {
+            return Output::cont(reply::helo(&self.settings.hostname));
+        }
+        let s = &self.settings;
+        let mut lines: Vec<String> = vec![
+            format!("{} Hello", s.hostname),
+            "PIPELINING".into(),
+            format!("SIZE {}", s.max_message_size),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if s.starttls_available && !s.tls_active {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth.is_none() {
+            let offered = self.offered_mechanisms();
+            if !offered.is_empty() {
+                lines.push(format!("AUTH {}", offered.join(" ")));
+                // Outlook Express and old Outlook only parse the pre-RFC 2554 form.
+                if offered.contains(&"LOGIN") {
+                    lines.push(format!("AUTH={}", offered.join(" ")));
+                }
+            }
+        }
+        Output::cont(reply::ehlo(lines))
+    }
+
+    /// The mechanisms this connection may use now.
+    pub fn offered_mechanisms(&self) -> Vec<&'static str> {
+        self.settings
+            .mechanisms
+            .iter()
+            .filter(|d| !d.plaintext || self.settings.plaintext_allowed)
+            .map(|d| d.name)
+            .collect()
+    }
+
+    fn starttls(&mut self) -> Output {
+        if self.settings.tls_active {
+            return self.error(reply::bad_sequence());
+        }
+        if !self.settings.starttls_available {
+            return Output::cont(reply::tls_not_available());
+        }
+        if matches!(self.state, State::AwaitingRcpt(_)) {
+            return self.error(reply::bad_sequence());
+        }
+        self.state = State::Done;
+        Output { reply: reply::ready_for_tls(), action: Action::StartTls }
+    }
+
+    fn mail(&mut self, now: SystemTime, from: ReversePath, params: command::MailParams) -> Output {
+        match self.state {
+            State::AwaitingMail => {}
+            State::AwaitingHelo => return self.error(reply::need_helo()),
+            _ => return self.error(reply::bad_sequence()),
+        }
+        if let Some(size) = params.size
+            && size > self.settings.max_message_size
+        {
+            return Output::cont(reply::message_too_big());
+        }
+        let needs_auth = matches!(self.settings.role, SmtpRole::Submission | SmtpRole::Submissions);
+        if needs_auth && self.auth.is_none() && self.ip_authorization(now).is_none() {
+            return Output::cont(reply::auth_required());
+        }
+        let mail_from = match &from {
+            ReversePath::Null => String::new(),
+            ReversePath::Address(a) => a.to_string(),
+        };
+        let eight_bit = matches!(params.body, Some(command::Body::EightBitMime));
+        self.state = State::AwaitingRcpt(Transaction {
+            mail_from,
+            recipients: Vec::new(),
+            relay_authorization: None,
+            eight_bit,
+        });
+        Output::cont(reply::sender_ok())
+    }
+
+    /// POP-before-SMTP or trusted-network authorization of the client address.
+    fn ip_authorization(&self, now: SystemTime) -> Option<Authorization> {
+        let ip: IpAddr = self.settings.peer.ip();
+        if let Some(list) = &self.settings.allowlist
+            && let Some(entry) = list.lookup(ip, now)
+        {
+            return Some(Authorization::PopBeforeSmtp { user: entry.user.clone() });
+        }
+        if self.settings.trusted {
+            return Some(Authorization::TrustedNetwork);
+        }
+        None
+    }
+
+    fn rcpt(&mut self, now: SystemTime, to: ForwardPath) -> Output {
+        let State::AwaitingRcpt(_) = self.state else {
+            return match self.state {
+                State::AwaitingHelo => self.error(reply::need_helo()),
+                _ => self.error(reply::need_mail()),
+            };
+        };
+        let (address, local_user, relay) = match self.route(now, &to) {
+            Ok(routed) => routed,
+            Err(reply) => return self.error(reply),
+        };
+        let State::AwaitingRcpt(t) = &mut self.state else {
+            unreachable!("checked above and route() does not change the state")
+        };
+        if t.recipients.len() >= self.settings.max_recipients {
+            return Output::cont(reply::too_many_recipients());
+        }
+        if let Some(Authorization::PopBeforeSmtp { user }) = &relay
+            && self.settings.restrict_sender
+            && !sender_belongs_to(&t.mail_from, user, &self.settings.local_domains)
+        {
+            return Output::cont(reply::sender_not_allowed());
+        }
+        if relay.is_some() && t.relay_authorization.is_none() {
+            t.relay_authorization = relay;
+        }
+        t.recipients.push(Recipient { address, local_user });
+        Output::cont(reply::recipient_ok())
+    }
+
+    /// Decides where a recipient goes and whether the client may send there.
+    #[allow(clippy::type_complexity)] // (address, local user, relay authorization)
+    fn route(
+        &self,
+        now: SystemTime,
+        to: &ForwardPath,
+    ) -> Result<(String, Option<String>, Option<Authorization>), Reply> {
+        let addr = match to {
+            ForwardPath::Postmaster => {
+                // RFC 5321 §4.5.1: <postmaster> must always be accepted.
+                let user = self.settings.auth.lookup("postmaster").ok_or_else(reply::no_such_user)?;
+                let domain = self.settings.local_domains.first().cloned().unwrap_or_default();
+                return Ok((format!("postmaster@{domain}"), Some(user), None));
+            }
+            ForwardPath::Address(a) => a,
+        };
+        let authorized = self.auth.clone().or_else(|| self.ip_authorization(now));
+        if authorized.is_none()
+            && let Some(_why) = addr.relay_trick()
+        {
+            return Err(reply::relay_denied());
+        }
+        if self.settings.local_domains.iter().any(|d| *d == addr.domain) {
+            let user = self
+                .settings
+                .auth
+                .lookup(&addr.local.to_ascii_lowercase())
+                .ok_or_else(reply::no_such_user)?;
+            return Ok((addr.to_string(), Some(user), None));
+        }
+        match authorized {
+            Some(a) => Ok((addr.to_string(), None, Some(a))),
+            None => Err(reply::relay_denied()),
+        }
+    }
+
+    fn data(&mut self) -> Output {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingRcpt(t) if !t.recipients.is_empty() => {
+                self.state = State::ReceivingData(t);
+                Output { reply: reply::start_data(), action: Action::ReceiveData }
+            }
+            State::AwaitingRcpt(t) => {
+                self.state = State::AwaitingRcpt(t);
+                self.error(reply::no_valid_recipients())
+            }
+            other => {
+                let helo = matches!(other, State::AwaitingHelo);
+                self.state = other;
+                if helo { self.error(reply::need_helo()) } else { self.error(reply::need_mail()) }
+            }
+        }
+    }
+
+    fn auth(&mut self, name: &str, initial: Option<&str>) -> Output {
+        if self.auth.is_some() {
+            return self.error(reply::already_authenticated());
+        }
+        match self.state {
+            State::AwaitingMail => {}
+            State::AwaitingHelo => return self.error(reply::need_helo()),
+            _ => return self.error(reply::bad_sequence()),
+        }
+        let Some(desc) = self
+            .settings
+            .mechanisms
+            .iter()
+            .copied()
+            .find(|d| d.name.eq_ignore_ascii_case(name))
+        else {
+            return self.error(reply::unknown_mechanism());
+        };
+        if desc.plaintext && !self.settings.plaintext_allowed {
+            // RFC 4954 §6: 538 when no TLS can be had; before STARTTLS, ask for it (530).
+            let r = if self.settings.starttls_available && !self.settings.tls_active {
+                reply::starttls_first()
+            } else {
+                reply::encryption_required()
+            };
+            return Output::cont(r);
+        }
+        let input = match initial {
+            None => None,
+            Some("=") => Some(Vec::new()),
+            Some("*") => return Output::cont(reply::auth_cancelled()),
+            Some(text) => match B64.decode(text) {
+                Ok(bytes) => Some(bytes),
+                Err(_) => return self.error(reply::bad_base64()),
+            },
+        };
+        self.sasl_attempts += 1;
+        let ctx = sasl::Context {
+            auth: self.settings.auth.clone(),
+            hostname: self.settings.hostname.clone(),
+            nonce: format!("{}.{}", self.settings.nonce, self.sasl_attempts),
+        };
+        let mut mechanism = (desc.start)(&ctx);
+        let step = mechanism.step(input.as_deref());
+        let after = Box::new(std::mem::replace(&mut self.state, State::Done));
+        self.state = State::InSasl { mechanism, name: desc.name, after };
+        self.sasl_step(step, None)
+    }
+
+    fn sasl_line(&mut self, line: &[u8]) -> Output {
+        if line == b"*" {
+            // RFC 4954 §4: the client cancelled.
+            self.leave_sasl();
+            return Output::cont(reply::auth_cancelled());
+        }
+        let decoded = match B64.decode(line) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                self.leave_sasl();
+                return self.error(reply::bad_base64());
+            }
+        };
+        let step = match &mut self.state {
+            State::InSasl { mechanism, .. } => mechanism.step(Some(&decoded)),
+            _ => unreachable!("sasl_line is only called in the InSasl state"),
+        };
+        self.sasl_step(step, user_hint(&decoded))
+    }
+
+    fn sasl_step(&mut self, step: Step, hint: Option<String>) -> Output {
+        match step {
+            Step::Challenge(bytes) => Output::cont(reply::auth_challenge(&B64.encode(bytes))),
+            Step::Success(identity) => {
+                let name = self.leave_sasl();
+                self.auth = Some(Authorization::Sasl { user: identity.user.clone(), mechanism: name });
+                Output {
+                    reply: reply::auth_ok(),
+                    action: Action::Authenticated { user: identity.user, mechanism: name },
+                }
+            }
+            Step::Failure(Failure::Malformed(why)) => {
+                let name = self.leave_sasl();
+                self.auth_failed(reply::bad_sasl_message(), hint, format!("{name}: {why}"))
+            }
+            Step::Failure(f) => {
+                let name = self.leave_sasl();
+                self.auth_failed(reply::bad_credentials(), hint, format!("{name}: {f}"))
+            }
+        }
+    }
+
+    fn auth_failed(&mut self, reply: Reply, user: Option<String>, note: String) -> Output {
+        self.auth_failures += 1;
+        if self.auth_failures >= self.settings.max_auth_failures {
+            self.state = State::Done;
+            let mut reply = reply;
+            reply.lines.push("Too many authentication failures, closing".into());
+            return Output { reply, action: Action::Close };
+        }
+        Output { reply, action: Action::AuthFailed { user, note } }
+    }
+
+    /// Ends the SASL exchange, restoring the state before AUTH; returns the mechanism name.
+    fn leave_sasl(&mut self) -> &'static str {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::InSasl { name, after, .. } => {
+                self.state = *after;
+                name
+            }
+            other => {
+                self.state = other;
+                ""
+            }
+        }
+    }
+}
+
+/// Extracts a loggable user name from the last SASL client message where the format makes it
+/// unambiguous (CRAM-MD5's `user digest`); never returns password material.
+fn user_hint(decoded: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(decoded).ok()?;
+    let (user, digest) = text.rsplit_once(' ')?;
+    (digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()) && !user.is_empty())
+        .then(|| user.chars().take(64).collect())
+}
+
+/// Whether `mail_from` is one of `user`'s own addresses (`user@<local domain>`).
+fn sender_belongs_to(mail_from: &str, user: &str, local_domains: &[String]) -> bool {
+    let Some((local, domain)) = mail_from.rsplit_once('@') else {
+        return false;
+    };
+    local.eq_ignore_ascii_case(user) && local_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+}

@@ -1,0 +1,173 @@
+//! The built binary, killed with SIGKILL in the middle of a stream of messages and started
+//! again: every message that got a 250 after DATA arrives. Also a smoke test of the CLI.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::client::Client;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn write_config(dir: &std::path::Path, smtp: u16, pop3: u16) -> std::path::PathBuf {
+    std::fs::write(dir.join("users"), common::USERS).unwrap();
+    let text = format!(
+        r#"hostname = "mail.example.test"
+state_dir = "state"
+[listeners]
+smtp = ["127.0.0.1:{smtp}"]
+pop3 = ["127.0.0.1:{pop3}"]
+[auth]
+users_file = "users"
+[relay]
+local_domains = ["example.test"]
+"#
+    );
+    let path = dir.join("mailgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("MAILGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mailgate")
+}
+
+async fn wait_listening(port: u16) {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("gateway did not start listening on {port}");
+}
+
+/// Sends messages numbered from `start` until the connection fails; returns those accepted.
+async fn stream_messages(port: u16, start: usize, accepted: &mut Vec<usize>) {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut n = start;
+    'outer: loop {
+        let Ok(Ok(tcp)) =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+        else {
+            return;
+        };
+        let mut c = Client::over(Box::new(tcp));
+        if c.reply_opt().await != Some(220) {
+            return;
+        }
+        for line in ["EHLO loader", "MAIL FROM:<load@remote.example>", "RCPT TO:<alice@example.test>"] {
+            c.send(line).await;
+            if !matches!(c.reply_opt().await, Some(250)) {
+                return;
+            }
+        }
+        c.send("DATA").await;
+        if c.reply_opt().await != Some(354) {
+            return;
+        }
+        let body = format!("Subject: msg-{n}\r\nX-Seq: {n}\r\n\r\n{}\r\n.\r\n", "x".repeat(2000));
+        if c.try_send_raw(body.as_bytes()).await.is_err() {
+            return;
+        }
+        match c.reply_opt().await {
+            Some(250) => accepted.push(n),
+            _ => break 'outer,
+        }
+        n += 1;
+        c.send("QUIT").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_stream_loses_no_accepted_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, pop3) = (free_port(), free_port());
+    let config = write_config(dir.path(), smtp, pop3);
+    let mut child = start(&config);
+    wait_listening(smtp).await;
+
+    let mut accepted = Vec::new();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // SIGKILL: no chance to flush or clean up anything.
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    });
+    stream_messages(smtp, 0, &mut accepted).await;
+    killer.await.unwrap();
+    assert!(accepted.len() >= 3, "too few messages before the kill: {}", accepted.len());
+
+    let mut child = start(&config);
+    wait_listening(smtp).await;
+    let maildir = dir.path().join("state/maildir/alice");
+    let mut missing = accepted.clone();
+    for _ in 0..400 {
+        let got = common::mailbox_files(&maildir);
+        missing.retain(|n| !got.iter().any(|m| m.contains(&format!("X-Seq: {n}\r\n"))));
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(missing.is_empty(), "accepted but lost after SIGKILL: {missing:?} of {}", accepted.len());
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config_and_reports_bad_ones() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["check-config", "--config"])
+        .arg(format!("{root}/config/mailgate.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "hostname = \"h\"\nbogus_key = 1\n[limits]\nsmtp_idle_timeout = \"five minutes\"\n")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:"), "{err}");
+}
+
+#[test]
+fn passwd_writes_hashed_forms_not_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, 2);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["passwd", "carol", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"carols-password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let users = std::fs::read_to_string(dir.path().join("users")).unwrap();
+    assert!(users.contains("carol:{ARGON2ID}"), "{users}");
+    assert!(!users.contains("carols-password"), "plaintext stored: {users}");
+    assert!(users.contains("alice:{PLAIN}secret-pw"), "other users kept: {users}");
+}

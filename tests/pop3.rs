@@ -1,0 +1,173 @@
+//! POP3 end to end over loopback: login methods and their TLS rule, retrieval, deletion only
+//! in the UPDATE state, stable UIDL, exclusive maildrop access, and POP-before-SMTP.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use common::client::Client;
+use common::{Gateway, PASSWORD, host};
+use mailgate::clock::ManualClock;
+
+/// Delivers a message to `user` over SMTP.
+async fn deliver(gw: &Gateway, user: &str, subject: &str) {
+    let mut c = Client::connect(gw.addr("smtp")).await;
+    c.expect(220).await;
+    c.cmd("EHLO sender", 250).await;
+    c.cmd("MAIL FROM:<x@remote.example>", 250).await;
+    c.cmd(&format!("RCPT TO:<{user}@example.test>"), 250).await;
+    c.cmd("DATA", 354).await;
+    c.send_raw(format!("Subject: {subject}\r\n\r\nline one\r\n..leading dot\r\n.\r\n").as_bytes()).await;
+    c.expect(250).await;
+    c.cmd("QUIT", 221).await;
+}
+
+/// Logs in over POP3S as `user`.
+async fn login_tls(gw: &Gateway, user: &str) -> Client {
+    let mut c = Client::connect_tls(gw.addr("pop3s")).await;
+    c.pop(true).await;
+    c.pop_cmd(&format!("USER {user}"), true).await;
+    c.pop_cmd(&format!("PASS {PASSWORD}"), true).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retrieve_and_delete_only_on_quit() {
+    let gw = Gateway::start("").await;
+    deliver(&gw, "alice", "first").await;
+    deliver(&gw, "alice", "second").await;
+    gw.wait_for_mail("alice", 2).await;
+
+    let mut c = login_tls(&gw, "alice").await;
+    let stat = c.pop_cmd("STAT", true).await;
+    assert!(stat.starts_with("+OK 2 "), "{stat}");
+    c.pop_cmd("LIST", true).await;
+    assert_eq!(c.multiline().await.len(), 2);
+    c.pop_cmd("UIDL", true).await;
+    let uidl = c.multiline().await;
+    c.pop_cmd("RETR 1", true).await;
+    let body = c.multiline().await.join("\n");
+    assert!(body.contains("Subject: first") && body.contains("\n.leading dot"), "{body}");
+    c.pop_cmd("TOP 2 0", true).await;
+    let top = c.multiline().await.join("\n");
+    assert!(top.contains("Subject: second") && !top.contains("line one"), "{top}");
+    c.pop_cmd("DELE 1", true).await;
+    c.pop_cmd("DELE 1", false).await;
+    c.pop_cmd("RETR 1", false).await;
+    c.pop_cmd("RSET", true).await;
+    c.pop_cmd("DELE 1", true).await;
+    // Dropping the connection without QUIT must not delete anything.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(gw.mailbox("alice").len(), 2);
+
+    let mut c = login_tls(&gw, "alice").await;
+    c.pop_cmd("UIDL", true).await;
+    assert_eq!(c.multiline().await, uidl, "UIDL changed across sessions");
+    c.pop_cmd("DELE 1", true).await;
+    c.pop_cmd("QUIT", true).await;
+    assert_eq!(gw.mailbox("alice").len(), 1);
+
+    let mut c = login_tls(&gw, "alice").await;
+    c.pop_cmd("UIDL", true).await;
+    let rest = c.multiline().await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].split(' ').nth(1), uidl[1].split(' ').nth(1));
+    c.pop_cmd("QUIT", true).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_login_needs_tls_and_mailbox_is_exclusive() {
+    let gw = Gateway::start("").await;
+    let mut c = Client::connect(gw.addr("pop3")).await;
+    let greeting = c.pop(true).await;
+    assert!(greeting.contains('<') && greeting.contains("@mail.example.test>"), "{greeting}");
+    c.pop_cmd("CAPA", true).await;
+    let capa = c.multiline().await;
+    assert!(capa.contains(&"STLS".to_string()), "{capa:?}");
+    assert!(!capa.contains(&"USER".to_string()), "{capa:?}");
+    let r = c.pop_cmd("USER alice", false).await;
+    assert!(r.contains("[AUTH]"), "{r}");
+    c.pop_cmd("STLS", true).await;
+    let mut c = c.starttls().await;
+    c.pop_cmd("CAPA", true).await;
+    let capa = c.multiline().await;
+    assert!(capa.contains(&"USER".to_string()), "{capa:?}");
+    c.pop_cmd("USER alice", true).await;
+    c.pop_cmd(&format!("PASS {PASSWORD}"), true).await;
+
+    let mut other = Client::connect_tls(gw.addr("pop3s")).await;
+    other.pop(true).await;
+    other.pop_cmd(&format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))), false)
+        .await
+        .contains("[IN-USE]")
+        .then_some(())
+        .expect("second session must get [IN-USE]");
+    c.pop_cmd("QUIT", true).await;
+    let mut third = Client::connect_tls(gw.addr("pop3s")).await;
+    third.pop(true).await;
+    third.pop_cmd(&format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))), true).await;
+    third.pop_cmd("QUIT", true).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apop_and_wrong_password() {
+    let gw = Gateway::start("").await;
+    let mut c = Client::connect(gw.addr("pop3")).await;
+    let greeting = c.pop(true).await;
+    let ts = &greeting[greeting.find('<').unwrap()..=greeting.rfind('>').unwrap()];
+    let digest = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{ts}{PASSWORD}")));
+    c.pop_cmd("APOP alice 0123456789abcdef0123456789abcdef", false).await;
+    c.pop_cmd(&format!("APOP alice {digest}"), true).await;
+    c.pop_cmd("STAT", true).await;
+    c.pop_cmd("QUIT", true).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pop_before_smtp_allows_same_address_until_ttl() {
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), common::USERS).unwrap();
+    let gw = Gateway::start_with_clock(dir, &common::config_text(""), clock.clone()).await;
+
+    // Before any login, 127.0.0.7 may not relay.
+    let relay = |source| {
+        let addr = gw.addr("smtp");
+        async move {
+            let mut c = Client::connect_from(host(source), addr).await;
+            c.expect(220).await;
+            c.cmd("EHLO device", 250).await;
+            c.cmd("MAIL FROM:<alice@example.test>", 250).await;
+            c.send("RCPT TO:<friend@remote.example>").await;
+            let (code, _) = c.reply().await;
+            c.cmd("QUIT", 221).await;
+            code
+        }
+    };
+    assert_eq!(relay(7).await, 554);
+
+    // A failed login records nothing.
+    let mut c = Client::connect_tls_from(host(7), gw.addr("pop3s")).await;
+    c.pop(true).await;
+    c.pop_cmd("USER alice", true).await;
+    c.pop_cmd("PASS wrong", false).await;
+    assert_eq!(relay(7).await, 554);
+    c.pop_cmd("USER alice", true).await;
+    c.pop_cmd(&format!("PASS {PASSWORD}"), true).await;
+    c.pop_cmd("QUIT", true).await;
+
+    assert_eq!(relay(7).await, 250, "same address after login");
+    assert_eq!(relay(8).await, 554, "another address");
+    clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(relay(7).await, 250, "within the 30 minute TTL");
+    clock.advance(Duration::from_secs(2 * 60));
+    assert_eq!(relay(7).await, 554, "after the TTL");
+    gw.stop().await;
+}
