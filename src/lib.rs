@@ -13,6 +13,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod maildir;
+pub mod pop3;
 pub mod sasl;
 
 use std::net::IpAddr;
