@@ -14,6 +14,7 @@ pub mod clock;
 pub mod io;
 pub mod config;
 pub mod maildir;
+pub mod pop3;
 pub mod sasl;
 pub mod tls;
 

@@ -57,3 +57,291 @@ pub fn deliver(
     File::open(dir.join("new"))?.sync_all()?;
     Ok(dst)
 }
+
+/// Why a maildrop could not be opened for a POP3 session.
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    /// Another session holds the maildrop (RFC 2449 `[IN-USE]`).
+    #[error("maildrop in use by another session")]
+    InUse,
+    /// Reading the maildrop failed.
+    #[error("maildrop unreadable: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A snapshot of a maildrop, in delivery order; POP3 message `n` is `messages[n - 1]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The messages, oldest first.
+    pub messages: Vec<MessageInfo>,
+}
+
+/// One message of a [`Mailbox`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The unique-id (RFC 1939 §7 UIDL): stable across sessions, 1 to 70 characters in
+    /// 0x21..=0x7E.
+    pub uid: String,
+    /// The size in octets as sent over POP3 (CRLF line endings).
+    pub size: u64,
+    /// The file, under `cur/`.
+    pub path: PathBuf,
+}
+
+/// Opens `user`'s maildrop: creates it if missing, moves every message of `new/` into `cur/`
+/// (adding the `:2,` info suffix, as a Maildir reader must), and lists `cur/` oldest first.
+///
+/// Order is by the Unix time that starts each file name, then modification time, then name.
+/// The size is the `,W=<n>` field of the name when present, else the file size (mailgate
+/// stores messages with CRLF line endings). The unique-id is the base name (the part before
+/// `:`), or its SHA-256 in hex when that does not fit RFC 1939's unique-id syntax.
+pub fn list(root: &Path, user: &str) -> io::Result<Mailbox> {
+    let dir = ensure_mailbox(root, user)?;
+    let (new, cur) = (dir.join("new"), dir.join("cur"));
+    let mut moved = false;
+    for entry in fs::read_dir(&new)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.') || !entry.file_type()?.is_file() {
+            continue;
+        }
+        let target = if name.contains(':') {
+            name
+        } else {
+            format!("{name}:2,")
+        };
+        match fs::rename(entry.path(), cur.join(target)) {
+            Ok(()) => moved = true,
+            // Another reader moved it first; the listing of cur/ below will find it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if moved {
+        File::open(&new)?.sync_all()?;
+        File::open(&cur)?.sync_all()?;
+    }
+
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&cur)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Removed between the directory read and now.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let base = name.split(':').next().unwrap_or(&name);
+        let size = wire_size(base).unwrap_or(meta.len());
+        let secs = leading_number(base);
+        let mtime = meta.modified().ok();
+        let info = MessageInfo {
+            uid: unique_id(base),
+            size,
+            path: entry.path(),
+        };
+        found.push(((secs, mtime, name), info));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Mailbox {
+        messages: found.into_iter().map(|(_, info)| info).collect(),
+    })
+}
+
+/// Removes the messages at `paths` (the POP3 UPDATE state). A file that is already gone
+/// counts as removed. Every path is tried; the first error is returned.
+pub fn remove(paths: &[PathBuf]) -> io::Result<()> {
+    let mut first_error = None;
+    let mut dirs: Vec<&Path> = Vec::new();
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent().filter(|d| !dirs.contains(d)) {
+                    dirs.push(dir);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for dir in dirs {
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The `,W=<n>` field of a Maildir base name: the message size with CRLF line endings.
+fn wire_size(base: &str) -> Option<u64> {
+    let rest = &base[base.find(",W=")? + 3..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The decimal number a Maildir base name starts with (its delivery time), 0 if none.
+fn leading_number(base: &str) -> u64 {
+    let end = base
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(base.len());
+    base[..end].parse().unwrap_or(0)
+}
+
+/// The POP3 unique-id for a base name (RFC 1939 §7: 1 to 70 characters in 0x21..=0x7E).
+fn unique_id(base: &str) -> String {
+    let fits = (1..=70).contains(&base.len()) && base.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if fits {
+        base.to_owned()
+    } else {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(base.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(dir: &Path, sub: &str, name: &str, body: &[u8]) -> PathBuf {
+        let path = dir.join(sub).join(name);
+        fs::write(&path, body).unwrap();
+        path
+    }
+
+    #[test]
+    fn list_moves_new_into_cur_and_orders_by_delivery() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = ensure_mailbox(root.path(), "alice").unwrap();
+        put(&dir, "new", "1700000100.M2P1.host,S=5", b"b\r\nc\r");
+        put(&dir, "cur", "1700000050.M1P1.host,S=3:2,S", b"a\r\n");
+        put(&dir, "new", "999999999.M9P1.host", b"old\r\n");
+        put(&dir, "new", ".hidden", b"x");
+        fs::create_dir(dir.join("new").join("subdir")).unwrap();
+        let delivered = deliver(root.path(), "alice", "1700000200.X", "mx", b"d\r\n").unwrap();
+
+        let mbox = list(root.path(), "alice").unwrap();
+        let uids: Vec<&str> = mbox.messages.iter().map(|m| m.uid.as_str()).collect();
+        let want_last = delivered.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            uids,
+            [
+                "999999999.M9P1.host",
+                "1700000050.M1P1.host,S=3",
+                "1700000100.M2P1.host,S=5",
+                want_last.as_str()
+            ]
+        );
+        let sizes: Vec<u64> = mbox.messages.iter().map(|m| m.size).collect();
+        assert_eq!(sizes, [5, 3, 5, 3]);
+        assert!(
+            mbox.messages
+                .iter()
+                .all(|m| m.path.parent() == Some(&dir.join("cur")))
+        );
+        let names: Vec<String> = mbox
+            .messages
+            .iter()
+            .map(|m| m.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names[0], "999999999.M9P1.host:2,");
+        assert_eq!(names[1], "1700000050.M1P1.host,S=3:2,S");
+        // Only the hidden file and the directory stay in new/.
+        assert_eq!(fs::read_dir(dir.join("new")).unwrap().count(), 2);
+
+        // A second session sees the same messages with the same unique-ids.
+        assert_eq!(list(root.path(), "alice").unwrap(), mbox);
+    }
+
+    #[test]
+    fn list_creates_a_missing_mailbox_and_rejects_bad_names() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(list(root.path(), "bob").unwrap(), Mailbox::default());
+        assert!(root.path().join("bob").join("cur").is_dir());
+        assert!(list(root.path(), "../x").is_err());
+    }
+
+    #[test]
+    fn size_comes_from_w_field_when_present() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = ensure_mailbox(root.path(), "alice").unwrap();
+        put(&dir, "cur", "1.a,S=4,W=6:2,", b"a\nb\n");
+        let mbox = list(root.path(), "alice").unwrap();
+        assert_eq!(mbox.messages[0].size, 6);
+    }
+
+    #[test]
+    fn unique_ids_fit_rfc_1939() {
+        let long = "1".repeat(71);
+        let cases: Vec<(&str, Option<&str>)> = vec![
+            ("1700000000.M1P2.host", Some("1700000000.M1P2.host")),
+            ("x", Some("x")),
+            (&long[..70], Some(&long[..70])),
+            (&long, None),
+            ("with space", None),
+            ("caf\u{e9}", None),
+        ];
+        for (base, want) in cases {
+            let uid = unique_id(base);
+            match want {
+                Some(w) => assert_eq!(uid, w),
+                None => {
+                    assert_eq!(uid.len(), 64, "{base}");
+                    assert!(uid.bytes().all(|b| b.is_ascii_hexdigit()));
+                    assert_eq!(uid, unique_id(base), "stable");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn name_fields_parse() {
+        assert_eq!(wire_size("1.a,S=4,W=6"), Some(6));
+        assert_eq!(wire_size("1.a,W=12,S=4"), Some(12));
+        assert_eq!(wire_size("1.a,S=4"), None);
+        assert_eq!(wire_size("1.a,W=x"), None);
+        assert_eq!(leading_number("1700000000.M1"), 1_700_000_000);
+        assert_eq!(leading_number("abc"), 0);
+    }
+
+    #[test]
+    fn remove_deletes_and_tolerates_missing_files() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = ensure_mailbox(root.path(), "alice").unwrap();
+        let a = put(&dir, "cur", "1.a:2,", b"a");
+        let b = put(&dir, "cur", "2.b:2,", b"b");
+        let gone = dir.join("cur").join("3.c:2,");
+        remove(&[a.clone(), gone]).unwrap();
+        assert!(!a.exists());
+        assert!(b.exists());
+        remove(&[a]).unwrap();
+        let mbox = list(root.path(), "alice").unwrap();
+        assert_eq!(mbox.messages.len(), 1);
+        assert_eq!(mbox.messages[0].uid, "2.b");
+    }
+
+    #[test]
+    fn remove_reports_errors() {
+        let root = tempfile::tempdir().unwrap();
+        // A directory cannot be removed with remove_file.
+        let err = remove(&[root.path().to_path_buf()]);
+        assert!(err.is_err());
+    }
+}

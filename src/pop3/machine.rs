@@ -1,0 +1,697 @@
+//! The POP3 session as a sans-IO state machine: command lines in, a [`Reply`] and an
+//! [`Action`] out. The connection loop owns the socket, the maildrop IO, timers and TLS.
+//!
+//! Implements the AUTHORIZATION, TRANSACTION and UPDATE states of RFC 1939 (§3-§7: USER, PASS,
+//! APOP, STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, QUIT), CAPA and response codes
+//! (RFC 2449 §5, §8), STLS (RFC 2595 §4), AUTH (RFC 5034 §4, with the SASL exchange driven
+//! through [`sasl::Mechanism`]) and the `[AUTH]` / `[SYS/TEMP]` codes of RFC 3206. Messages
+//! marked with DELE are removed only in the UPDATE state, entered by QUIT: a session that
+//! ends any other way removes nothing.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use zeroize::Zeroizing;
+
+use super::command::{self, Command, Secret};
+use super::reply::Reply;
+use crate::auth::{Authenticator, Verdict};
+use crate::maildir::{Mailbox, MailboxError, MessageInfo};
+use crate::sasl::{self, Failure, Mechanism, Step};
+
+/// Base64 for client SASL lines: padding is accepted but not required, as some clients drop it.
+const SASL_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// What a session may offer; fixed for its lifetime (STLS starts a new session).
+#[derive(Clone)]
+pub struct Settings {
+    /// Our host name, for SASL contexts.
+    pub hostname: String,
+    /// Verifies credentials.
+    pub auth: Arc<dyn Authenticator>,
+    /// The enabled SASL mechanisms, in the order they are advertised.
+    pub mechanisms: Vec<&'static sasl::Descriptor>,
+    /// Whether cleartext passwords are acceptable: TLS is active, or the client is in
+    /// `insecure_plaintext_networks`.
+    pub plaintext_allowed: bool,
+    /// Whether STLS can be offered on this listener.
+    pub stls_available: bool,
+    /// Whether the connection is already protected by TLS.
+    pub tls_active: bool,
+    /// The APOP timestamp such as `<1234.5678@host>`; APOP is offered iff this is set.
+    pub apop_timestamp: Option<String>,
+    /// A fresh unique token for this session; SASL attempt `k` uses `<nonce>.<k>`.
+    pub nonce: String,
+    /// Failed authentications before the session closes (0 is treated as 1).
+    pub max_failures: u32,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("hostname", &self.hostname)
+            .field("mechanisms", &self.mechanisms)
+            .field("plaintext_allowed", &self.plaintext_allowed)
+            .field("stls_available", &self.stls_available)
+            .field("tls_active", &self.tls_active)
+            .field("apop_timestamp", &self.apop_timestamp)
+            .field("max_failures", &self.max_failures)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the session produced for one input.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Write this first (it may be empty: see [`Action::OpenMailbox`] and [`Action::Commit`]).
+    pub reply: Reply,
+    /// Then do this.
+    pub action: Action,
+    /// A reason for the log, e.g. why credentials could not be checked. Never a secret.
+    pub note: Option<&'static str>,
+    /// With [`Action::AuthFailed`]: the user name tried, when the method names one (USER,
+    /// APOP), for per-user throttling and the log.
+    pub user: Option<String>,
+    /// Close the connection after writing the reply and doing the action. Set with
+    /// [`Action::Close`] and with the [`Action::AuthFailed`] that reaches `max_failures`.
+    pub close: bool,
+}
+
+/// What the connection loop does after writing [`Output::reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Read the next line.
+    Continue,
+    /// Close the connection.
+    Close,
+    /// Discard buffered input, run the TLS handshake, then continue with
+    /// [`Session::after_tls`].
+    StartTls,
+    /// An authentication failed: apply the failure delay and record the failure for
+    /// throttling before writing the reply.
+    AuthFailed,
+    /// Credentials are good. Lock and list the maildrop of `user` (the reply is empty), then
+    /// call [`Session::handle_mailbox`] and write its reply.
+    OpenMailbox {
+        /// The canonical user name.
+        user: String,
+        /// How the user authenticated, for the log: `USER`, `APOP`, `SASL <mechanism>`.
+        method: String,
+    },
+    /// Stream the message at `path` through [`MessageEncoder::new(top)`] after the
+    /// reply, which is the `+OK` line.
+    ///
+    /// [`MessageEncoder::new(top)`]: super::reply::MessageEncoder::new
+    SendMessage {
+        /// The message file.
+        path: PathBuf,
+        /// For TOP, the number of body lines.
+        top: Option<u64>,
+    },
+    /// QUIT in TRANSACTION: remove these files (possibly none; see `maildir::remove`), release
+    /// the maildrop, then call [`Session::handle_commit`] and write its reply. The reply
+    /// here is empty.
+    Commit {
+        /// Messages marked as deleted.
+        delete: Vec<PathBuf>,
+    },
+}
+
+impl Output {
+    fn new(reply: Reply, action: Action) -> Self {
+        let close = action == Action::Close;
+        Self {
+            reply,
+            action,
+            note: None,
+            user: None,
+            close,
+        }
+    }
+
+    fn cont(reply: Reply) -> Self {
+        Self::new(reply, Action::Continue)
+    }
+
+    fn closing(reply: Reply) -> Self {
+        Self::new(reply, Action::Close)
+    }
+}
+
+/// One POP3 session.
+pub struct Session {
+    settings: Settings,
+    state: State,
+    failures: u32,
+    attempts: u32,
+}
+
+/// The session state; each variant holds what that state needs, so nothing before
+/// authentication can reach a maildrop.
+enum State {
+    /// AUTHORIZATION, waiting for USER, APOP or AUTH.
+    AwaitingUser,
+    /// AUTHORIZATION after USER.
+    AwaitingPass { user: String },
+    /// AUTHORIZATION inside an AUTH exchange.
+    InSasl {
+        mechanism: Box<dyn Mechanism>,
+        name: &'static str,
+    },
+    /// Authenticated; the connection loop is opening the maildrop.
+    AwaitingMailbox { user: String },
+    /// TRANSACTION.
+    Transaction {
+        user: String,
+        mailbox: Mailbox,
+        deleted: Deleted,
+    },
+    /// UPDATE: the connection loop is removing deleted messages.
+    Updating { remaining: usize },
+    /// Nothing more to do.
+    Done,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitingUser => "AwaitingUser",
+            State::AwaitingPass { .. } => "AwaitingPass",
+            State::InSasl { .. } => "InSasl",
+            State::AwaitingMailbox { .. } => "AwaitingMailbox",
+            State::Transaction { .. } => "Transaction",
+            State::Updating { .. } => "Updating",
+            State::Done => "Done",
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &self.state.name())
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session for a new connection; write [`Session::greeting`] first.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            state: State::AwaitingUser,
+            failures: 0,
+            attempts: 0,
+        }
+    }
+
+    /// The session that continues a connection after the STLS handshake (RFC 2595 §4: no new
+    /// greeting; everything learnt before TLS is forgotten).
+    pub fn after_tls(settings: Settings) -> Self {
+        Self::new(settings)
+    }
+
+    /// The greeting, with the APOP timestamp when APOP is offered.
+    pub fn greeting(&self) -> Reply {
+        Reply::greeting(self.settings.apop_timestamp.as_deref())
+    }
+
+    /// The longest line (without CRLF) the session accepts now; longer lines go to
+    /// [`Session::handle_overlong`].
+    pub fn line_limit(&self) -> usize {
+        match self.state {
+            State::AwaitingUser | State::AwaitingPass { .. }
+                if self.settings.mechanisms.is_empty() =>
+            {
+                command::MAX_LINE_LEN.max("PASS ".len() + command::MAX_PASSWORD_LEN)
+            }
+            State::AwaitingUser | State::AwaitingPass { .. } => command::MAX_AUTH_LINE_LEN,
+            State::InSasl { .. } => command::MAX_SASL_LINE_LEN,
+            _ => command::MAX_LINE_LEN,
+        }
+    }
+
+    /// The authenticated user, once credentials were accepted and until the session ends.
+    pub fn user(&self) -> Option<&str> {
+        match &self.state {
+            State::AwaitingMailbox { user } | State::Transaction { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// Whether the session has ended (the connection should be closed).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Handles one line from the client, without CRLF.
+    pub fn handle_line(&mut self, line: &[u8]) -> Output {
+        if line.len() > self.line_limit() {
+            return self.handle_overlong();
+        }
+        match self.state {
+            State::InSasl { .. } => return self.sasl_response(line),
+            State::AwaitingMailbox { .. } => return Output::cont(Reply::maildrop_not_ready()),
+            State::Updating { .. } | State::Done => return Output::closing(Reply::session_closed()),
+            _ => {}
+        }
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(e) => return Output::cont(Reply::syntax(&e)),
+        };
+        if matches!(self.state, State::Transaction { .. }) {
+            self.transaction(cmd)
+        } else {
+            self.authorization(cmd)
+        }
+    }
+
+    /// Handles a line longer than [`Session::line_limit`] (the loop discards it). An AUTH
+    /// exchange in progress is abandoned.
+    pub fn handle_overlong(&mut self) -> Output {
+        match self.state {
+            State::InSasl { .. } => self.state = State::AwaitingUser,
+            State::Updating { .. } | State::Done => return Output::closing(Reply::session_closed()),
+            _ => {}
+        }
+        Output::cont(Reply::line_too_long())
+    }
+
+    /// Handles the result of [`Action::OpenMailbox`].
+    pub fn handle_mailbox(&mut self, result: Result<Mailbox, MailboxError>) -> Output {
+        let State::AwaitingMailbox { user } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Output::closing(Reply::session_closed());
+        };
+        match result {
+            Ok(mailbox) => {
+                let (count, octets) = totals(&mailbox, &Deleted::new(0));
+                let deleted = Deleted::new(mailbox.messages.len());
+                self.state = State::Transaction {
+                    user,
+                    mailbox,
+                    deleted,
+                };
+                Output::cont(Reply::maildrop(count, octets))
+            }
+            Err(MailboxError::InUse) => {
+                self.state = State::AwaitingUser;
+                Output::cont(Reply::in_use())
+            }
+            Err(MailboxError::Io(_)) => {
+                self.state = State::AwaitingUser;
+                Output::cont(Reply::maildrop_unavailable())
+            }
+        }
+    }
+
+    /// Handles the result of [`Action::Commit`]: `ok` is whether every marked message was
+    /// removed. The session then ends.
+    pub fn handle_commit(&mut self, ok: bool) -> Output {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        match state {
+            State::Updating { remaining } if ok => Output::closing(Reply::committed(remaining)),
+            State::Updating { .. } => Output::closing(Reply::commit_failed()),
+            _ => Output::closing(Reply::session_closed()),
+        }
+    }
+
+    fn authorization(&mut self, cmd: Command) -> Output {
+        match cmd {
+            Command::Capa => Output::cont(self.capabilities()),
+            Command::Quit => {
+                self.state = State::Done;
+                Output::closing(Reply::bye())
+            }
+            Command::User(user) => {
+                if !self.settings.plaintext_allowed {
+                    return Output::cont(self.plaintext_refused());
+                }
+                self.state = State::AwaitingPass { user };
+                Output::cont(Reply::send_pass())
+            }
+            Command::Pass(password) => self.pass(password),
+            Command::Apop { user, digest } => {
+                let Some(ts) = &self.settings.apop_timestamp else {
+                    return Output::cont(Reply::apop_unavailable());
+                };
+                let verdict =
+                    self.settings
+                        .auth
+                        .verify_apop(&user, ts.as_bytes(), digest.as_bytes());
+                self.verdict(verdict, user, "APOP")
+            }
+            Command::Auth {
+                mechanism: None, ..
+            } => Output::cont(Reply::mechanisms(self.allowed_mechanisms())),
+            Command::Auth {
+                mechanism: Some(name),
+                initial,
+            } => self.start_sasl(&name, initial),
+            Command::Stls => {
+                if self.settings.tls_active {
+                    Output::cont(Reply::tls_active())
+                } else if !self.settings.stls_available {
+                    Output::cont(Reply::tls_unavailable())
+                } else {
+                    self.state = State::Done;
+                    Output::new(Reply::begin_tls(), Action::StartTls)
+                }
+            }
+            Command::Stat
+            | Command::List(_)
+            | Command::Uidl(_)
+            | Command::Retr(_)
+            | Command::Top(..)
+            | Command::Dele(_)
+            | Command::Rset
+            | Command::Noop => Output::cont(Reply::not_authenticated()),
+        }
+    }
+
+    fn pass(&mut self, password: Secret) -> Output {
+        if !self.settings.plaintext_allowed {
+            return Output::cont(self.plaintext_refused());
+        }
+        let State::AwaitingPass { user } = std::mem::replace(&mut self.state, State::AwaitingUser)
+        else {
+            return Output::cont(Reply::user_first());
+        };
+        let verdict = self.settings.auth.verify_password(&user, password.expose());
+        self.verdict(verdict, user, "USER")
+    }
+
+    fn verdict(&mut self, verdict: Verdict, tried: String, method: &str) -> Output {
+        match verdict {
+            Verdict::Ok(user) => self.authenticated(user, method.to_owned()),
+            Verdict::BadCredentials => self.failed(Reply::invalid_credentials(), None, Some(tried)),
+            Verdict::Unavailable(why) => {
+                self.failed(Reply::invalid_credentials(), Some(why), Some(tried))
+            }
+        }
+    }
+
+    fn authenticated(&mut self, user: String, method: String) -> Output {
+        self.state = State::AwaitingMailbox { user: user.clone() };
+        Output::new(Reply::empty(), Action::OpenMailbox { user, method })
+    }
+
+    fn failed(&mut self, reply: Reply, note: Option<&'static str>, user: Option<String>) -> Output {
+        self.failures = self.failures.saturating_add(1);
+        let close = self.failures >= self.settings.max_failures.max(1);
+        self.state = if close {
+            State::Done
+        } else {
+            State::AwaitingUser
+        };
+        Output {
+            note,
+            user,
+            close,
+            ..Output::new(reply, Action::AuthFailed)
+        }
+    }
+
+    fn plaintext_refused(&self) -> Reply {
+        Reply::plaintext_needs_tls(self.settings.stls_available && !self.settings.tls_active)
+    }
+
+    fn allowed_mechanisms(&self) -> Vec<String> {
+        let plaintext = self.settings.plaintext_allowed;
+        self.settings
+            .mechanisms
+            .iter()
+            .filter(|d| plaintext || !d.plaintext)
+            .map(|d| d.name.to_owned())
+            .collect()
+    }
+
+    fn capabilities(&self) -> Reply {
+        let mut lines: Vec<String> = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+            .map(String::from)
+            .into();
+        if !matches!(self.state, State::Transaction { .. }) {
+            if self.settings.plaintext_allowed {
+                lines.push("USER".into());
+            }
+            let mechanisms = self.allowed_mechanisms();
+            if !mechanisms.is_empty() {
+                lines.push(format!("SASL {}", mechanisms.join(" ")));
+            }
+            if self.settings.stls_available && !self.settings.tls_active {
+                lines.push("STLS".into());
+            }
+        }
+        lines.push("IMPLEMENTATION mailgate".into());
+        Reply::capabilities(lines)
+    }
+
+    fn start_sasl(&mut self, name: &str, initial: Option<Secret>) -> Output {
+        let found = self
+            .settings
+            .mechanisms
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name));
+        let Some(&desc) = found else {
+            return Output::cont(Reply::unsupported_mechanism());
+        };
+        if desc.plaintext && !self.settings.plaintext_allowed {
+            return Output::cont(self.plaintext_refused());
+        }
+        // RFC 5034 §4: "=" is an empty initial response.
+        let initial = match initial {
+            None => None,
+            Some(s) if s.expose() == b"=" => Some(Zeroizing::new(Vec::new())),
+            Some(s) => match SASL_BASE64.decode(s.expose()) {
+                Ok(bytes) => Some(Zeroizing::new(bytes)),
+                Err(_) => return Output::cont(Reply::bad_base64()),
+            },
+        };
+        self.attempts = self.attempts.saturating_add(1);
+        let ctx = sasl::Context {
+            auth: Arc::clone(&self.settings.auth),
+            hostname: self.settings.hostname.clone(),
+            nonce: format!("{}.{}", self.settings.nonce, self.attempts),
+        };
+        let mut mechanism = (desc.start)(&ctx);
+        let step = mechanism.step(initial.as_ref().map(|b| b.as_slice()));
+        self.sasl_step(step, mechanism, desc.name)
+    }
+
+    fn sasl_response(&mut self, line: &[u8]) -> Output {
+        let State::InSasl {
+            mut mechanism,
+            name,
+        } = std::mem::replace(&mut self.state, State::AwaitingUser)
+        else {
+            return Output::cont(Reply::session_closed());
+        };
+        if line == b"*" {
+            return Output::cont(Reply::auth_cancelled());
+        }
+        let Ok(bytes) = SASL_BASE64.decode(line).map(Zeroizing::new) else {
+            return Output::cont(Reply::bad_base64());
+        };
+        let step = mechanism.step(Some(&bytes));
+        self.sasl_step(step, mechanism, name)
+    }
+
+    fn sasl_step(
+        &mut self,
+        step: Step,
+        mechanism: Box<dyn Mechanism>,
+        name: &'static str,
+    ) -> Output {
+        match step {
+            Step::Challenge(bytes) => {
+                self.state = State::InSasl { mechanism, name };
+                Output::cont(Reply::challenge(&bytes))
+            }
+            Step::Success(identity) => self.authenticated(identity.user, format!("SASL {name}")),
+            Step::Failure(Failure::BadCredentials) => {
+                self.failed(Reply::invalid_credentials(), None, None)
+            }
+            Step::Failure(Failure::Unavailable(why)) => {
+                self.failed(Reply::invalid_credentials(), Some(why), None)
+            }
+            Step::Failure(Failure::Malformed(why)) => {
+                self.failed(Reply::malformed_auth(), Some(why), None)
+            }
+        }
+    }
+
+    fn transaction(&mut self, cmd: Command) -> Output {
+        match cmd {
+            Command::Capa => return Output::cont(self.capabilities()),
+            Command::Quit => return self.quit(),
+            _ => {}
+        }
+        let State::Transaction {
+            mailbox, deleted, ..
+        } = &mut self.state
+        else {
+            return Output::cont(Reply::session_closed());
+        };
+        let messages = &mailbox.messages;
+        let reply = match cmd {
+            Command::Stat => {
+                let (count, octets) = totals(mailbox, deleted);
+                Reply::stat(count, octets)
+            }
+            Command::List(None) => {
+                let (count, octets) = totals(mailbox, deleted);
+                let entries: Vec<(u32, u64)> = visible(mailbox, deleted)
+                    .map(|(n, m)| (n, m.size))
+                    .collect();
+                Reply::scan_listings(count, octets, &entries)
+            }
+            Command::Uidl(None) => {
+                let entries: Vec<(u32, &str)> = visible(mailbox, deleted)
+                    .map(|(n, m)| (n, m.uid.as_str()))
+                    .collect();
+                Reply::unique_ids(&entries)
+            }
+            Command::List(Some(n)) => match lookup(messages, deleted, n) {
+                Ok((_, m)) => Reply::scan_listing(n, m.size),
+                Err(reply) => reply,
+            },
+            Command::Uidl(Some(n)) => match lookup(messages, deleted, n) {
+                Ok((_, m)) => Reply::unique_id(n, &m.uid),
+                Err(reply) => reply,
+            },
+            Command::Retr(n) | Command::Top(n, _) => {
+                let top = match cmd {
+                    Command::Top(_, lines) => Some(lines),
+                    _ => None,
+                };
+                return match lookup(messages, deleted, n) {
+                    Ok((_, m)) => {
+                        let reply = if top.is_some() {
+                            Reply::top()
+                        } else {
+                            Reply::retr(m.size)
+                        };
+                        let path = m.path.clone();
+                        Output::new(reply, Action::SendMessage { path, top })
+                    }
+                    Err(reply) => Output::cont(reply),
+                };
+            }
+            Command::Dele(n) => match lookup(messages, deleted, n) {
+                Ok((i, _)) => {
+                    deleted.insert(i);
+                    Reply::deleted(n)
+                }
+                Err(reply) => reply,
+            },
+            Command::Rset => {
+                deleted.clear();
+                let (count, octets) = totals(mailbox, deleted);
+                Reply::maildrop(count, octets)
+            }
+            Command::Noop => Reply::noop(),
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop { .. }
+            | Command::Auth { .. }
+            | Command::Stls => Reply::already_authenticated(),
+            Command::Capa | Command::Quit => Reply::session_closed(), // handled above
+        };
+        Output::cont(reply)
+    }
+
+    fn quit(&mut self) -> Output {
+        let State::Transaction {
+            mailbox, deleted, ..
+        } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Output::closing(Reply::session_closed());
+        };
+        let delete: Vec<PathBuf> = (0..mailbox.messages.len())
+            .filter(|&i| deleted.contains(i))
+            .map(|i| mailbox.messages[i].path.clone())
+            .collect();
+        let remaining = mailbox.messages.len() - delete.len();
+        self.state = State::Updating { remaining };
+        Output::new(Reply::empty(), Action::Commit { delete })
+    }
+}
+
+/// The messages not marked as deleted, with their 1-based numbers.
+fn visible<'a>(
+    mailbox: &'a Mailbox,
+    deleted: &'a Deleted,
+) -> impl Iterator<Item = (u32, &'a MessageInfo)> + 'a {
+    // Message numbers are u32 on the wire; a maildrop of more than u32::MAX messages shows
+    // its first u32::MAX.
+    (1..=u32::MAX)
+        .zip(mailbox.messages.iter())
+        .enumerate()
+        .filter(|(i, _)| !deleted.contains(*i))
+        .map(|(_, entry)| entry)
+}
+
+/// Count and total size of the messages not marked as deleted.
+fn totals(mailbox: &Mailbox, deleted: &Deleted) -> (usize, u64) {
+    visible(mailbox, deleted).fold((0, 0), |(n, octets), (_, m)| {
+        (n + 1, octets.saturating_add(m.size))
+    })
+}
+
+/// Message `n` (1-based) with its index, unless it is out of range or deleted.
+fn lookup<'a>(
+    messages: &'a [MessageInfo],
+    deleted: &Deleted,
+    n: u32,
+) -> Result<(usize, &'a MessageInfo), Reply> {
+    let i = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+    let Some((i, m)) = i.and_then(|i| messages.get(i).map(|m| (i, m))) else {
+        return Err(Reply::no_such_message());
+    };
+    if deleted.contains(i) {
+        return Err(Reply::already_deleted());
+    }
+    Ok((i, m))
+}
+
+/// The set of message indexes marked with DELE.
+#[derive(Debug, Clone)]
+struct Deleted {
+    words: Vec<u64>,
+}
+
+impl Deleted {
+    fn new(len: usize) -> Self {
+        Self {
+            words: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn insert(&mut self, i: usize) {
+        if let Some(w) = self.words.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.words.fill(0);
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
