@@ -17,10 +17,6 @@ use crate::pop3::machine::{Action, Session, Settings};
 use crate::pop3::reply::{MessageEncoder, Reply};
 use crate::server::Shared;
 
-/// RFC 2449 §4: command lines are at most 255 octets; AUTH responses may be longer.
-const MAX_COMMAND_LINE: usize = 255;
-/// Largest base64 line during an AUTH exchange.
-const MAX_SASL_LINE: usize = crate::sasl::MAX_TOKEN_LEN / 3 * 4 + 8;
 
 enum End<S> {
     Closed,
@@ -108,7 +104,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = &shared.config.limits;
-    let mut reader = LineReader::new(MAX_COMMAND_LINE);
+    let mut reader = LineReader::new(session.line_limit());
     let mut out = Vec::with_capacity(256);
     let mut lock: Option<MailboxLock> = None;
     if greet {
@@ -124,12 +120,12 @@ where
             }
             reader.shrink();
         }
-        reader.set_max_line(if session.in_sasl() { MAX_SASL_LINE } else { MAX_COMMAND_LINE });
+        reader.set_max_line(session.line_limit());
         let idle = if lock.is_some() { limits.pop3_idle_timeout } else { limits.preauth_idle_timeout };
         let line = tokio::select! {
             r = timeout(idle, reader.next_line(&mut stream)) => r,
             _ = shutdown.cancelled() => {
-                Reply::err("[SYS/TEMP] server shutting down").encode(&mut out);
+                Reply::shutting_down().encode(&mut out);
                 let _ = flush(&mut stream, &mut out).await;
                 return End::Closed;
             }
@@ -137,7 +133,7 @@ where
         let mut output = match line {
             Err(_) => {
                 // RFC 1939 §3: an autologout timer ends the session without entering UPDATE.
-                Reply::err("autologout: idle timeout").encode(&mut out);
+                Reply::autologout().encode(&mut out);
                 let _ = flush(&mut stream, &mut out).await;
                 tracing::info!("idle timeout");
                 return End::Closed;
@@ -169,6 +165,10 @@ where
                     let delay = shared.auth_failure_delay(peer.ip(), output.user.as_deref());
                     tokio::time::sleep(delay).await;
                     output.reply.encode(&mut out);
+                    if output.close {
+                        let _ = flush(&mut stream, &mut out).await;
+                        return End::Closed;
+                    }
                 }
                 Action::OpenMailbox { user, method } => {
                     shared.auth_succeeded(peer.ip(), &user);
@@ -264,7 +264,7 @@ where
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) => {
-            Reply::err("[SYS/TEMP] message unavailable").encode(out);
+            Reply::message_unavailable().encode(out);
             tracing::warn!(path = %path.display(), "message vanished: {e}");
             return Ok(());
         }
@@ -277,7 +277,8 @@ where
         if n == 0 {
             break;
         }
-        if encoder.feed(&chunk[..n], out) {
+        encoder.feed(&chunk[..n], out);
+        if encoder.is_done() {
             break;
         }
         if out.len() >= 16 * 1024 {

@@ -5,8 +5,10 @@
 //! - `command`: parsing one command line into a [`command::Command`].
 //! - `reply`: every reply the server writes, and the RETR/TOP [`reply::MessageEncoder`].
 //! - `machine`: the sans-IO [`Session`]: lines in, [`Output`] (reply and [`Action`]) out.
+//! - `conn`: the tokio loop that drives the machine over a socket.
 
 pub mod command;
+pub mod conn;
 pub mod machine;
 pub mod reply;
 

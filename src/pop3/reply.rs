@@ -315,6 +315,21 @@ impl Reply {
         Self::err_code(Code::InUse, "maildrop already locked")
     }
 
+    /// The server is shutting down (the session ends without entering UPDATE).
+    pub fn shutting_down() -> Self {
+        Self::err_code(Code::SysTemp, "server shutting down, try again later")
+    }
+
+    /// The autologout timer expired (RFC 1939 §3; the session ends without UPDATE).
+    pub fn autologout() -> Self {
+        Self::err("autologout: idle for too long")
+    }
+
+    /// A listed message could not be read back.
+    pub fn message_unavailable() -> Self {
+        Self::err_code(Code::SysTemp, "message unavailable")
+    }
+
     /// The maildrop could not be read.
     pub fn maildrop_unavailable() -> Self {
         Self::err_code(Code::SysTemp, "unable to open maildrop")
