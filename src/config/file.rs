@@ -392,7 +392,7 @@ impl Default for UpstreamFile {
     }
 }
 
-/// About 31 hours of retries in all; RFC 5321 §4.5.4.1 asks for at least 4-5 days before
+/// About 32 hours of retries in all; RFC 5321 §4.5.4.1 asks for at least 4-5 days before
 /// giving up on a relay of our own, but a smarthost that is down this long needs a person.
 pub fn default_retry() -> Vec<String> {
     ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h"]

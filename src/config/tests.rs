@@ -406,6 +406,25 @@ fn values_are_normalized() {
 }
 
 #[test]
+fn delays_may_be_zero_but_timeouts_may_not() {
+    let text = format!(
+        "{BASE}[auth]\nfailure_delay = \"0s\"\n[auth.throttle]\nbase_delay = \"0s\"\n\
+         max_delay = \"0s\"\n"
+    );
+    let c = ok(&text);
+    assert!(c.auth.failure_delay.is_zero() && c.auth.throttle.max_delay.is_zero());
+    for key in ["window = \"0s\"", "base_delay = \"2 s\""] {
+        let text = format!("{BASE}[auth.throttle]\n{key}\n");
+        assert_eq!(where_(&text).len(), 1, "{key}");
+    }
+    let text = format!("{BASE}[limits]\nshutdown_grace = \"0ms\"\n");
+    assert_eq!(
+        where_(&text),
+        [(Some(4), "limits.shutdown_grace".to_string())]
+    );
+}
+
+#[test]
 fn upstream_is_typed() {
     let text = format!(
         "{BASE}[delivery.upstream]\naddress = \"192.0.2.25:465\"\ntls = \"tls\"\n\

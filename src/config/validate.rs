@@ -1,7 +1,7 @@
 //! Turns the text of `mailgate.toml` into a [`Config`], collecting every problem with its line.
 //!
-//! Three passes: TOML syntax (all recoverable errors), the serde mirror (one error per table,
-//! see `file.rs`), then value checks (addresses, networks, durations, names, cross-key rules).
+//! Three passes: TOML syntax (all recoverable errors), the serde mirror (every unknown key
+//! and wrong type, see `file.rs`), then value checks (addresses, networks, durations, names, cross-key rules).
 //! Lines come from the spans of the parsed document: each check looks its key up again in
 //! the tree, so the mirror can keep plain types. Risky-but-valid settings are `warnings.rs`.
 
@@ -268,8 +268,8 @@ impl<'a> Checker<'a> {
         let t = &a.throttle;
         let throttle = Throttle {
             free_failures: t.free_failures,
-            base_delay: self.duration("auth.throttle.base_delay", None, &t.base_delay),
-            max_delay: self.duration("auth.throttle.max_delay", None, &t.max_delay),
+            base_delay: self.delay("auth.throttle.base_delay", &t.base_delay),
+            max_delay: self.delay("auth.throttle.max_delay", &t.max_delay),
             window: self.duration("auth.throttle.window", None, &t.window),
             ipv6_prefix: self.prefix("auth.throttle.ipv6_prefix", t.ipv6_prefix),
         };
@@ -290,7 +290,7 @@ impl<'a> Checker<'a> {
                 &a.insecure_plaintext_networks,
             ),
             apop: a.apop,
-            failure_delay: self.duration("auth.failure_delay", None, &a.failure_delay),
+            failure_delay: self.delay("auth.failure_delay", &a.failure_delay),
             max_failures: a.max_failures,
             throttle,
         }
@@ -498,6 +498,19 @@ impl<'a> Checker<'a> {
         base.join(p)
     }
 
+    /// A delay, where `"0s"` means none (test setups want failures answered at once).
+    fn delay(&mut self, key: &str, text: &str) -> Duration {
+        match parse_duration(text) {
+            Ok(d) => d,
+            Err(()) => {
+                let message = format!("\"{text}\" is not a duration");
+                self.bad(key, None, message, duration_hint(text));
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// A timeout, TTL or interval: zero is refused.
     fn duration(&mut self, key: &str, index: Option<usize>, text: &str) -> Duration {
         match parse_duration(text) {
             Ok(d) if d.is_zero() => {
