@@ -1,1 +1,567 @@
-//! SKELETON: serde mirror of the TOML file.
+//! The serde mirror of `mailgate.toml`: one struct per table, unknown keys rejected, every
+//! default in a named function next to the field it fills.
+//!
+//! Nothing here is validated: addresses, networks and durations stay text so that
+//! `validate.rs` can report each bad value with its line and a hint. Defaults that come from
+//! an RFC cite the section. Each table is deserialized on its own ([`File::from_table`]) so
+//! that a mistake in `[limits]` does not hide another in `[auth]`.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// The top-level keys of the file, in the order [`File`] declares them.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "hostname",
+    "state_dir",
+    "tls",
+    "listeners",
+    "auth",
+    "pop_before_smtp",
+    "relay",
+    "delivery",
+    "limits",
+];
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct File {
+    /// Our host name. Default [`default_hostname`].
+    pub hostname: String,
+    /// State folder, relative to the config file's folder. Default [`default_state_dir`].
+    pub state_dir: PathBuf,
+    /// `[tls]`.
+    pub tls: TlsFile,
+    /// `[listeners]`.
+    pub listeners: ListenersFile,
+    /// `[auth]`.
+    pub auth: AuthFile,
+    /// `[pop_before_smtp]`.
+    pub pop_before_smtp: PopBeforeSmtpFile,
+    /// `[relay]`.
+    pub relay: RelayFile,
+    /// `[delivery]`.
+    pub delivery: DeliveryFile,
+    /// `[limits]`.
+    pub limits: LimitsFile,
+}
+
+/// A problem met while mirroring the file, before any validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionError {
+    /// A top-level key that [`File`] does not have.
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// Where the key is in the text.
+        span: Range<usize>,
+    },
+    /// Serde rejected a table or value (unknown key, wrong type, out-of-range integer).
+    Invalid {
+        /// The top-level key whose value was rejected.
+        section: &'static str,
+        /// The deserializer's error; its span points into the text.
+        error: toml::de::Error,
+    },
+}
+
+impl File {
+    /// Builds the mirror from a parsed document, one top-level key at a time, so that every
+    /// table with a mistake is reported, not only the first. A rejected table falls back to
+    /// its defaults (the caller refuses to start anyway).
+    pub fn from_table(root: &DeTable<'_>) -> (File, Vec<SectionError>) {
+        let mut errors = Vec::new();
+        for (key, _) in root.iter() {
+            if !TOP_LEVEL_KEYS.contains(&key.get_ref().as_ref()) {
+                errors.push(SectionError::UnknownKey {
+                    key: key.get_ref().to_string(),
+                    span: key.span(),
+                });
+            }
+        }
+        let file = File {
+            hostname: section(root, "hostname", &mut errors).unwrap_or_else(default_hostname),
+            state_dir: section(root, "state_dir", &mut errors).unwrap_or_else(default_state_dir),
+            tls: section(root, "tls", &mut errors).unwrap_or_default(),
+            listeners: section(root, "listeners", &mut errors).unwrap_or_default(),
+            auth: section(root, "auth", &mut errors).unwrap_or_default(),
+            pop_before_smtp: section(root, "pop_before_smtp", &mut errors).unwrap_or_default(),
+            relay: section(root, "relay", &mut errors).unwrap_or_default(),
+            delivery: section(root, "delivery", &mut errors).unwrap_or_default(),
+            limits: section(root, "limits", &mut errors).unwrap_or_default(),
+        };
+        (file, errors)
+    }
+}
+
+/// Deserializes the value of one top-level key; `None` if absent or not a table at all.
+///
+/// After each error the offending entry is dropped and the table tried again, so every
+/// unknown key and wrong type in it is reported; the dropped keys take their defaults.
+fn section<T: DeserializeOwned>(
+    root: &DeTable<'_>,
+    name: &'static str,
+    errors: &mut Vec<SectionError>,
+) -> Option<T> {
+    let value: &Spanned<DeValue<'_>> = root.get(name)?;
+    let mut owned = value.clone();
+    owned.get_mut().make_owned();
+    loop {
+        match T::deserialize(ValueDeserializer::from(owned.clone())) {
+            Ok(v) => return Some(v),
+            Err(error) => {
+                let pruned = error
+                    .span()
+                    .is_some_and(|s| remove_entry_at(owned.get_mut(), s.start));
+                errors.push(SectionError::Invalid {
+                    section: name,
+                    error,
+                });
+                // Each round removes one entry, so this ends.
+                if !pruned {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Removes the innermost table entry whose key or value holds byte `offset`.
+fn remove_entry_at(value: &mut DeValue<'_>, offset: usize) -> bool {
+    let DeValue::Table(table) = value else {
+        return false;
+    };
+    let mut hit = None;
+    for (k, v) in table.iter_mut() {
+        if remove_entry_at(v.get_mut(), offset) {
+            return true;
+        }
+        if k.span().contains(&offset) || v.span().contains(&offset) {
+            hit = Some(k.get_ref().to_string());
+        }
+    }
+    hit.is_some_and(|k| table.remove(k.as_str()).is_some())
+}
+
+impl Default for File {
+    fn default() -> Self {
+        File {
+            hostname: default_hostname(),
+            state_dir: default_state_dir(),
+            tls: TlsFile::default(),
+            listeners: ListenersFile::default(),
+            auth: AuthFile::default(),
+            pop_before_smtp: PopBeforeSmtpFile::default(),
+            relay: RelayFile::default(),
+            delivery: DeliveryFile::default(),
+            limits: LimitsFile::default(),
+        }
+    }
+}
+
+/// `"localhost"`: the machine's host name is deliberately not read, so that a config means
+/// the same on every machine.
+pub fn default_hostname() -> String {
+    "localhost".to_string()
+}
+
+/// `"state"`, next to the config file.
+pub fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain. Both absent: a self-signed certificate is made at start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[listeners]`: `"IP:port"` strings, IPv6 in brackets.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenersFile {
+    /// POP3 with STLS.
+    pub pop3: Vec<String>,
+    /// POP3 over implicit TLS.
+    pub pop3s: Vec<String>,
+    /// SMTP (port-25 role).
+    pub smtp: Vec<String>,
+    /// Submission (port-587 role).
+    pub submission: Vec<String>,
+    /// Submission over implicit TLS (port-465 role).
+    pub submissions: Vec<String>,
+    /// Control socket (loopback only); absent means no control socket.
+    pub control: Option<String>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthFile {
+    /// Users file. Default [`default_users_file`].
+    pub users_file: PathBuf,
+    /// SASL mechanisms in the order offered. Default [`default_mechanisms`].
+    pub mechanisms: Vec<String>,
+    /// CIDR networks allowed cleartext passwords without TLS. Default empty.
+    pub insecure_plaintext_networks: Vec<String>,
+    /// Offer POP3 APOP. Default true.
+    pub apop: bool,
+    /// Delay before a failure reply. Default [`default_failure_delay`].
+    pub failure_delay: String,
+    /// Failures per session before disconnect. Default [`default_max_failures`].
+    pub max_failures: u32,
+    /// `[auth.throttle]`.
+    pub throttle: ThrottleFile,
+}
+
+impl Default for AuthFile {
+    fn default() -> Self {
+        AuthFile {
+            users_file: default_users_file(),
+            mechanisms: default_mechanisms(),
+            insecure_plaintext_networks: Vec::new(),
+            apop: true,
+            failure_delay: default_failure_delay(),
+            max_failures: default_max_failures(),
+            throttle: ThrottleFile::default(),
+        }
+    }
+}
+
+/// `"users"`, next to the config file.
+pub fn default_users_file() -> PathBuf {
+    PathBuf::from("users")
+}
+
+/// PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195): what legacy clients know.
+pub fn default_mechanisms() -> Vec<String> {
+    ["PLAIN", "LOGIN", "CRAM-MD5"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// One second: slows guessing without making typos painful.
+pub fn default_failure_delay() -> String {
+    "1s".to_string()
+}
+
+/// Three failures per session, then disconnect.
+pub fn default_max_failures() -> u32 {
+    3
+}
+
+/// `[auth.throttle]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleFile {
+    /// Failures without added delay. Default 3.
+    pub free_failures: u32,
+    /// First added delay, doubling. Default "2s".
+    pub base_delay: String,
+    /// Cap on the added delay. Default "60s".
+    pub max_delay: String,
+    /// How long failures are remembered. Default "15m".
+    pub window: String,
+    /// IPv6 prefix length clients are grouped by. Default 48.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for ThrottleFile {
+    fn default() -> Self {
+        ThrottleFile {
+            free_failures: 3,
+            base_delay: "2s".to_string(),
+            max_delay: "60s".to_string(),
+            window: "15m".to_string(),
+            // A /48 is the usual site assignment (RFC 6177 §2), so one attacker's addresses
+            // share one counter.
+            ipv6_prefix: 48,
+        }
+    }
+}
+
+/// `[pop_before_smtp]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PopBeforeSmtpFile {
+    /// Default true: the reason the gateway exists.
+    pub enabled: bool,
+    /// How long a POP3 login opens the relay. Default "30m".
+    pub ttl: String,
+    /// IPv6 prefix an address is recorded by. Default 64.
+    pub ipv6_prefix: u8,
+    /// SMTP roles honouring the allowlist. Default `["smtp"]`.
+    pub listeners: Vec<String>,
+    /// Bound on entries. Default 100000.
+    pub max_entries: usize,
+    /// Only the logged-in user's addresses in MAIL FROM. Default false.
+    pub restrict_sender: bool,
+    /// Distinct users per address per TTL before a warning. Default 5.
+    pub shared_address_warn_users: usize,
+    /// Snapshot file; default `<state_dir>/allowlist.json`.
+    pub snapshot: Option<PathBuf>,
+}
+
+impl Default for PopBeforeSmtpFile {
+    fn default() -> Self {
+        PopBeforeSmtpFile {
+            enabled: true,
+            // 30 minutes: the traditional pop-before-smtp window (DRAC and poprelayd used
+            // 30; shorter windows break clients that poll hourly and send in between).
+            ttl: "30m".to_string(),
+            // A /64 is one subnet (RFC 4291 §2.5.1); privacy addresses rotate within it
+            // (RFC 8981), so the client that logged in keeps its permission.
+            ipv6_prefix: 64,
+            listeners: vec!["smtp".to_string()],
+            max_entries: 100_000,
+            restrict_sender: false,
+            shared_address_warn_users: 5,
+            snapshot: None,
+        }
+    }
+}
+
+/// `[relay]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayFile {
+    /// Domains delivered locally.
+    pub local_domains: Vec<String>,
+    /// CIDR networks that may relay without authentication.
+    pub trusted_networks: Vec<String>,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryFile {
+    /// Default `<state_dir>/maildir`.
+    pub maildir: Option<PathBuf>,
+    /// Default `<state_dir>/spool`.
+    pub spool: Option<PathBuf>,
+    /// Default `<state_dir>/dead-letter`.
+    pub dead_letter: Option<PathBuf>,
+    /// `[delivery.upstream]`; absent means remote mail bounces.
+    pub upstream: Option<UpstreamFile>,
+}
+
+/// `[delivery.upstream]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// `"IP:port"` of the smarthost (required).
+    pub address: String,
+    /// Certificate name and SNI; default the IP.
+    pub server_name: Option<String>,
+    /// `"none"`, `"starttls"` or `"tls"`. Default "starttls".
+    pub tls: String,
+    /// Accept any certificate. Default false.
+    pub danger_accept_invalid_certs: bool,
+    /// AUTH user.
+    pub username: Option<String>,
+    /// AUTH password.
+    pub password: Option<String>,
+    /// Delays between attempts. Default [`default_retry`].
+    pub retry: Vec<String>,
+    /// Per-command timeout. Default [`default_command_timeout`].
+    pub command_timeout: String,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        UpstreamFile {
+            address: String::new(),
+            server_name: None,
+            tls: "starttls".to_string(),
+            danger_accept_invalid_certs: false,
+            username: None,
+            password: None,
+            retry: default_retry(),
+            command_timeout: default_command_timeout(),
+        }
+    }
+}
+
+/// About 32 hours of retries in all; RFC 5321 §4.5.4.1 asks for at least 4-5 days before
+/// giving up on a relay of our own, but a smarthost that is down this long needs a person.
+pub fn default_retry() -> Vec<String> {
+    ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Five minutes: RFC 5321 §4.5.3.2.2 and §4.5.3.2.3 (the client's MAIL and RCPT timeouts).
+pub fn default_command_timeout() -> String {
+    "5m".to_string()
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Default 1024.
+    pub max_connections: usize,
+    /// Default 32.
+    pub max_connections_per_ip: usize,
+    /// Default "5m".
+    pub smtp_idle_timeout: String,
+    /// Default "10m".
+    pub pop3_idle_timeout: String,
+    /// Default "60s".
+    pub preauth_idle_timeout: String,
+    /// Default "10s".
+    pub tls_handshake_timeout: String,
+    /// Default "10m".
+    pub data_timeout: String,
+    /// Bytes. Default 26214400 (25 MiB).
+    pub max_message_size: u64,
+    /// Default 100.
+    pub max_recipients: usize,
+    /// Octets. Default 4096.
+    pub max_line_length: usize,
+    /// Default 10.
+    pub max_errors: u32,
+    /// Default "10s".
+    pub shutdown_grace: String,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            max_connections: 1024,
+            max_connections_per_ip: 32,
+            // RFC 5321 §4.5.3.2.7: the server timeout SHOULD be at least 5 minutes.
+            smtp_idle_timeout: "5m".to_string(),
+            // RFC 1939 §3: an autologout timer MUST be at least 10 minutes.
+            pop3_idle_timeout: "10m".to_string(),
+            // Before login nothing is worth keeping a slot for; one minute is enough for a
+            // person typing at telnet.
+            preauth_idle_timeout: "60s".to_string(),
+            tls_handshake_timeout: "10s".to_string(),
+            // RFC 5321 §4.5.3.2.6: the client waits 10 minutes for the reply to the final
+            // dot; we allow as long for the whole transfer.
+            data_timeout: "10m".to_string(),
+            max_message_size: 25 * 1024 * 1024,
+            // RFC 5321 §4.5.3.1.8: at least 100 recipients MUST be buffered.
+            max_recipients: 100,
+            // RFC 5321 §4.5.3.1.4 gives 512 octets for a command line; AUTH initial
+            // responses (RFC 4954 §4) need more.
+            max_line_length: 4096,
+            max_errors: 10,
+            shutdown_grace: "10s".to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirror(text: &str) -> (File, Vec<SectionError>) {
+        let root = DeTable::parse(text).expect("test input is valid TOML");
+        File::from_table(root.get_ref())
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let (file, errors) = mirror("");
+        assert!(errors.is_empty());
+        assert_eq!(file, File::default());
+        assert_eq!(toml::from_str::<File>("").ok(), Some(File::default()));
+    }
+
+    #[test]
+    fn sectioned_mirror_agrees_with_whole_file_serde() {
+        let text = r#"
+            hostname = "mx.example.test"
+            [listeners]
+            smtp = ["127.0.0.1:25"]
+            [auth]
+            mechanisms = ["PLAIN"]
+            [auth.throttle]
+            window = "1h"
+            [delivery.upstream]
+            address = "192.0.2.1:587"
+            [limits]
+            max_errors = 3
+        "#;
+        let (file, errors) = mirror(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(toml::from_str::<File>(text).ok(), Some(file.clone()));
+        assert_eq!(file.auth.throttle.window, "1h");
+        assert_eq!(file.auth.throttle.max_delay, "60s");
+        assert_eq!(file.limits.max_errors, 3);
+        assert_eq!(file.limits.max_recipients, 100);
+        let upstream = file
+            .delivery
+            .upstream
+            .as_ref()
+            .map(|u| (u.tls.as_str(), u.retry.len()));
+        assert_eq!(upstream, Some(("starttls", 9)));
+    }
+
+    #[test]
+    fn top_level_keys_match_the_struct() {
+        for key in TOP_LEVEL_KEYS {
+            let value = if key.ends_with("name") || *key == "state_dir" {
+                "\"x\""
+            } else {
+                "{}"
+            };
+            let text = format!("{key} = {value}\n");
+            assert!(toml::from_str::<File>(&text).is_ok(), "{key}");
+            assert!(mirror(&text).1.is_empty(), "{key}");
+        }
+        assert!(toml::from_str::<File>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn every_bad_table_is_reported() {
+        let text = "bogus = 1\n[tls]\ncrt = \"a\"\n[limits]\nmax_errors = -1\n[relay]\n";
+        let (file, errors) = mirror(text);
+        let kinds: Vec<String> = errors
+            .iter()
+            .map(|e| match e {
+                SectionError::UnknownKey { key, .. } => format!("unknown {key}"),
+                SectionError::Invalid { section, .. } => format!("invalid {section}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["unknown bogus", "invalid tls", "invalid limits"]);
+        assert_eq!(file.limits, LimitsFile::default());
+        assert_eq!(file.tls, TlsFile::default());
+    }
+
+    #[test]
+    fn every_bad_key_in_a_table_is_reported() {
+        let text = "[limits]\nmax_errors = \"x\"\nbogus = 1\nmax_recipients = 7\n\
+                    [limits.deeper]\n[auth.throttle]\nwindw = 1\n";
+        let (file, errors) = mirror(text);
+        let spans: Vec<usize> = errors
+            .iter()
+            .filter_map(|e| match e {
+                SectionError::Invalid { error, .. } => error.span().map(|s| s.start),
+                SectionError::UnknownKey { .. } => None,
+            })
+            .collect();
+        let mut lines: Vec<usize> = spans
+            .iter()
+            .map(|&s| text[..s].matches('\n').count() + 1)
+            .collect();
+        lines.sort();
+        assert_eq!(lines, [2, 3, 5, 7], "{errors:?}");
+        // What was right is kept; what was wrong takes its default.
+        assert_eq!(file.limits.max_recipients, 7);
+        assert_eq!(file.limits.max_errors, 10);
+    }
+}

@@ -2,14 +2,21 @@
 //!
 //! `file.rs` mirrors the TOML text (serde, unknown keys rejected); this module turns it into
 //! typed values (durations, socket addresses, networks, absolute paths) and reports every
-//! problem at once, each with the file, line, key and what to write instead.
+//! problem at once, each with the file, line, key and what to write instead. The checks
+//! live in `validate.rs`; `warnings.rs` names settings that are valid but risky.
 //!
-//! SKELETON: the types below are the fixed interface.
+//! Relative paths in the file are relative to the file's own folder. Durations are written
+//! `"10s"`, `"30m"`, `"1h30m"`, `"5d"`. See `docs/configuration.md` for every key.
 
 pub mod file;
+#[cfg(test)]
+mod tests;
+mod validate;
+mod warnings;
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -229,4 +236,85 @@ pub struct Limits {
 pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = crate::canonical_ip(ip);
     nets.iter().any(|n| n.contains(&ip))
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`. Relative paths inside it are resolved
+    /// against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(&text, path),
+            Err(e) => Err(ConfigErrors {
+                problems: vec![Problem {
+                    file: path.to_path_buf(),
+                    line: None,
+                    key: String::new(),
+                    message: format!("cannot read the configuration file: {e}"),
+                    hint: "check the path and the file's permissions".to_string(),
+                }],
+            }),
+        }
+    }
+
+    /// Parses and validates `text` as if read from `path` (which need not exist: it names the
+    /// file in problems and anchors relative paths).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        validate::build(text, path)
+    }
+
+    /// Settings that are valid but risky, one sentence each, for the log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        warnings::warnings(self)
+    }
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, as it was named to [`Config::load`] or [`Config::from_toml`].
+    pub file: PathBuf,
+    /// 1-based line, when the problem is at a place in the text (not a missing key).
+    pub line: Option<usize>,
+    /// The dotted key, e.g. `limits.smtp_idle_timeout`; empty for file-level problems.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead; may be empty.
+    pub hint: String,
+}
+
+impl fmt::Display for Problem {
+    /// `config/mailgate.toml:12: limits.smtp_idle_timeout: "5 minutes" is not a duration;
+    /// write e.g. "5m"`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, "; {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a configuration file; the gateway refuses to start on any.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display_lines(.problems))]
+pub struct ConfigErrors {
+    /// In line order; problems without a line (a missing key) come last.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem per line.
+fn display_lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

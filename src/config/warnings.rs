@@ -1,0 +1,107 @@
+//! Settings that are valid but risky: open relays, cleartext passwords across networks,
+//! self-signed certificates on public addresses, timeouts below what RFC 5321 §4.5.3.2 and
+//! RFC 1939 §3 ask for, and the POP-before-SMTP NAT hazard. The gateway logs each at start.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::{Config, UpstreamTls};
+
+/// Valid but risky settings; see [`Config::warnings`].
+pub(super) fn warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for net in &c.auth.insecure_plaintext_networks {
+        if !is_private(net) {
+            out.push(format!(
+                "auth.insecure_plaintext_networks: {net} is not a private or loopback range; \
+                 passwords from there cross networks you do not control in the clear"
+            ));
+        }
+    }
+    for net in &c.relay.trusted_networks {
+        let wide = match net {
+            IpNet::V4(n) => n.prefix_len() < 8,
+            IpNet::V6(n) => n.prefix_len() < 32,
+        };
+        if wide {
+            out.push(format!(
+                "relay.trusted_networks: {net} is wider than a /8 (IPv6: /32); \
+                 everyone in it may relay without logging in"
+            ));
+        }
+    }
+    if c.tls.cert.is_none() {
+        let l = &c.listeners;
+        let public = [&l.pop3, &l.pop3s, &l.smtp, &l.submission, &l.submissions]
+            .into_iter()
+            .flatten()
+            .find(|a| !a.ip().is_loopback());
+        if let Some(addr) = public {
+            out.push(format!(
+                "listeners: {addr} is not loopback but [tls] has no cert and key; clients \
+                 will be shown a self-signed certificate, which trains users to click through"
+            ));
+        }
+    }
+    let p = &c.pop_before_smtp;
+    if p.enabled && p.listeners.is_empty() {
+        out.push("pop_before_smtp.listeners is empty, so enabled = true has no effect".into());
+    }
+    if p.enabled && p.ttl > Duration::from_secs(2 * 3600) {
+        out.push(format!(
+            "pop_before_smtp.ttl is {}; behind a NAT every user of the address may relay \
+             for that long after one login",
+            humantime::format_duration(p.ttl)
+        ));
+    }
+    if let Some(u) = &c.delivery.upstream {
+        if u.danger_accept_invalid_certs {
+            out.push(format!(
+                "delivery.upstream.danger_accept_invalid_certs: the certificate of {} is not \
+                 checked; anyone on the path can read and change relayed mail",
+                u.address
+            ));
+        }
+        if u.tls == UpstreamTls::None && u.password.is_some() {
+            out.push(
+                "delivery.upstream: tls = \"none\" sends the upstream password in the clear".into(),
+            );
+        }
+    }
+    let lim = &c.limits;
+    if lim.smtp_idle_timeout < Duration::from_secs(5 * 60) {
+        out.push("limits.smtp_idle_timeout is under 5m (RFC 5321 §4.5.3.2.7 SHOULD)".into());
+    }
+    if lim.pop3_idle_timeout < Duration::from_secs(10 * 60) {
+        out.push("limits.pop3_idle_timeout is under 10m (RFC 1939 §3 MUST)".into());
+    }
+    if lim.max_recipients < 100 {
+        out.push("limits.max_recipients is under 100 (RFC 5321 §4.5.3.1.8 MUST)".into());
+    }
+    if lim.max_connections_per_ip > lim.max_connections {
+        out.push("limits.max_connections_per_ip exceeds limits.max_connections".into());
+    }
+    if c.relay.local_domains.is_empty() && !c.listeners.smtp.is_empty() {
+        out.push("relay.local_domains is empty: the smtp listener accepts no inbound mail".into());
+    }
+    out
+}
+
+/// Whether `net` lies inside loopback, RFC 1918, link-local or IPv6 unique-local space.
+fn is_private(net: &IpNet) -> bool {
+    const PRIVATE: &[&str] = &[
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ];
+    PRIVATE
+        .iter()
+        .filter_map(|p| p.parse::<IpNet>().ok())
+        .any(|p| p.contains(net))
+}
