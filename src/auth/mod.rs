@@ -6,12 +6,12 @@
 //! user may appear on several lines, each carrying one stored form of the same password
 //! (`scheme.rs` lists the schemes); the forms are merged. Which forms serve which check:
 //!
-//! | check                                  | stored forms that serve it        |
-//! |----------------------------------------|-----------------------------------|
-//! | cleartext password (PLAIN, LOGIN, PASS) | any                              |
-//! | CRAM-MD5 (RFC 2195 §2)                 | `{PLAIN}` or `{CRAM-MD5}`         |
-//! | APOP (RFC 1939 §7)                     | `{PLAIN}`                         |
-//! | NTLM (MS-NLMP)                         | `{PLAIN}` or `{NTLM}`             |
+//! | check                                   | stored forms that serve it |
+//! |-----------------------------------------|----------------------------|
+//! | cleartext password (PLAIN, LOGIN, PASS) | any                        |
+//! | CRAM-MD5 (RFC 2195 §2)                  | `{PLAIN}` or `{CRAM-MD5}`  |
+//! | APOP (RFC 1939 §7)                      | `{PLAIN}`                  |
+//! | NTLM (MS-NLMP §3.3.1, [`UserStore::nt_hash`]) | `{PLAIN}` or `{NTLM}` |
 //!
 //! Secrets are compared in constant time, held in [`Secret`] (zeroed on drop, never printed),
 //! and an unknown user costs about as much as a known one. `file.rs` owns the on-disk side:
@@ -264,6 +264,16 @@ impl UserStore {
             m if m.starts_with("SCRAM-") => Err("SCRAM needs a {PLAIN} stored form"),
             _ => Err("mechanism is not served from the users file"),
         }
+    }
+
+    /// The NT hash of `user`'s password (MS-NLMP §3.3.1, the NTOWFv1 / key input of NTOWFv2),
+    /// from a `{NTLM}` or `{PLAIN}` form; `None` for an unknown user or if neither is stored.
+    pub fn nt_hash(&self, user: &str) -> Option<Secret> {
+        self.forms(user)?.iter().find_map(|form| match form {
+            Form::Ntlm(nt) => Some(nt.clone()),
+            Form::Plain(pw) => scheme::nt_hash(pw.expose()).map(|nt| Secret::new(nt.to_vec())),
+            _ => None,
+        })
     }
 
     fn forms(&self, user: &str) -> Option<&Vec<Form>> {

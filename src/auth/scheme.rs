@@ -486,8 +486,9 @@ mod tests {
 
     #[test]
     fn dovecot_cram_md5_context_vector() {
-        // `doveadm pw -s CRAM-MD5 -p password`; `{PLAIN-MD5}` of the same password is
-        // 5f4dcc3b5aa765d61d8327deb882cf99, MD5("password").
+        // Published `doveadm pw` output (CRAM-MD5 scheme) for the password "password"; the same
+        // session's `{PLAIN-MD5}` was 5f4dcc3b5aa765d61d8327deb882cf99, MD5("password"). A match
+        // also confirms the byte order: outer state first, words little-endian.
         assert_eq!(
             cram_md5_field(b"password"),
             "{CRAM-MD5}9186d855e11eba527a7a52ca82b313e180d62234f0acc9051b527243d41e2740"

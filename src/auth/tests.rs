@@ -304,3 +304,20 @@ fn unknown_user_replays_a_slow_hash() {
     assert!(s.decoy.as_ref().is_some_and(Form::is_slow));
     assert!(store("a:{PLAIN}x\n").decoy.is_none());
 }
+
+#[test]
+fn nt_hash_from_ntlm_or_plain() {
+    let s = store(&format!(
+        "n:{{NTLM}}8846F7EAEE8FB117AD06BDD830B7586C\np:{{PLAIN}}password\nh:{ARGON_PASSWORD}\n"
+    ));
+    for user in ["n", "P"] {
+        let nt = s.nt_hash(user).map(|nt| hex::encode(nt.expose()));
+        assert_eq!(
+            nt.as_deref(),
+            Some("8846f7eaee8fb117ad06bdd830b7586c"),
+            "{user}"
+        );
+    }
+    assert!(s.nt_hash("h").is_none());
+    assert!(s.nt_hash("nobody").is_none());
+}
