@@ -1,0 +1,504 @@
+//! Users and their stored credentials, and the [`Authenticator`] seam that SASL mechanisms,
+//! POP3 USER/PASS and APOP verify through.
+//!
+//! [`UserStore`] reads a Dovecot passwd-file: `user:password[:uid:gid:gecos:home:shell:extra]`
+//! lines, `#` comments and blank lines. User names are case-insensitive (kept lower-case). A
+//! user may appear on several lines, each carrying one stored form of the same password
+//! (`scheme.rs` lists the schemes); the forms are merged. Which forms serve which check:
+//!
+//! | check                                   | stored forms that serve it |
+//! |-----------------------------------------|----------------------------|
+//! | cleartext password (PLAIN, LOGIN, PASS) | any                        |
+//! | CRAM-MD5 (RFC 2195 §2)                  | `{PLAIN}` or `{CRAM-MD5}`  |
+//! | APOP (RFC 1939 §7)                      | `{PLAIN}`                  |
+//! | NTLM (MS-NLMP §3.3.1, [`UserStore::nt_hash`]) | `{PLAIN}` or `{NTLM}` |
+//!
+//! Secrets are compared in constant time, held in [`Secret`] (zeroed on drop, never printed),
+//! and an unknown user costs about as much as a known one. `file.rs` owns the on-disk side:
+//! line syntax, user-name rules and the atomic rewrite behind `mailgate passwd`.
+
+mod file;
+mod scheme;
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use argon2::{Argon2, PasswordHasher as _};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+pub use file::set_user;
+use scheme::{Form, HmacMd5State, Rejection};
+
+/// Largest users file accepted, in bytes.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest line accepted in the users file, in bytes.
+pub const MAX_LINE_LEN: usize = 8 * 1024;
+/// Most stored forms one user may have.
+pub const MAX_FORMS_PER_USER: usize = 16;
+/// Most users one file may hold.
+pub const MAX_USERS: usize = 250_000;
+/// Longest user name, in bytes.
+pub const MAX_USER_LEN: usize = 255;
+
+const CRAM_UNAVAILABLE: &str = "CRAM-MD5 needs a {PLAIN} or {CRAM-MD5} stored form";
+const APOP_UNAVAILABLE: &str = "APOP needs a {PLAIN} stored form";
+
+/// The result of a credential check.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Credentials are right; the canonical user name.
+    Ok(String),
+    /// Unknown user or wrong secret (never say which).
+    BadCredentials,
+    /// The user exists but no stored form can serve this check; the reason is for the log.
+    Unavailable(&'static str),
+}
+
+impl fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Ok(u) => write!(f, "Ok({u})"),
+            Verdict::BadCredentials => f.write_str("BadCredentials"),
+            Verdict::Unavailable(w) => write!(f, "Unavailable({w})"),
+        }
+    }
+}
+
+/// Verifies credentials. Implementations compare secrets in constant time and never log them.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Checks a cleartext password (PLAIN, LOGIN, POP3 PASS).
+    fn verify_password(&self, user: &str, password: &[u8]) -> Verdict;
+    /// Checks a CRAM-MD5 response (RFC 2195): `digest` is the lowercase hex HMAC-MD5 of
+    /// `challenge` keyed with the password.
+    fn verify_cram_md5(&self, user: &str, challenge: &[u8], digest: &[u8]) -> Verdict;
+    /// Checks a POP3 APOP digest (RFC 1939 §7): hex MD5 of `timestamp` followed by the password.
+    fn verify_apop(&self, user: &str, timestamp: &[u8], digest: &[u8]) -> Verdict;
+    /// The canonical name of an existing user, for recipient checks.
+    fn lookup(&self, user: &str) -> Option<String>;
+}
+
+/// A secret held in memory (a cleartext password, a digest or an HMAC context): zeroed on drop,
+/// and its `Debug` prints nothing of it.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Takes ownership of the bytes.
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(Zeroizing::new(bytes))
+    }
+
+    /// The secret bytes. Compare them in constant time and never log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// One problem found in a users file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong (never quotes a password).
+    pub message: String,
+    /// What to write instead.
+    pub hint: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}; {}", self.line, self.message, self.hint)
+    }
+}
+
+/// Errors of the users-file layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read users file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file could not be written (temp file, fsync, rename or directory fsync).
+    #[error("cannot write users file {}: {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file exceeds [`MAX_FILE_BYTES`].
+    #[error("users file {} is larger than {limit} bytes", .path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file has problems; all of them are listed.
+    #[error("{origin}: {} problem(s):{}", .problems.len(), list_problems(.problems))]
+    Invalid {
+        /// The file name (or other origin) the text came from.
+        origin: String,
+        /// Every problem found, in line order.
+        problems: Vec<Problem>,
+    },
+    /// An argument to [`set_user`] is unusable.
+    #[error("invalid {what}: {message}; {hint}")]
+    Argument {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+        /// What to pass instead.
+        hint: String,
+    },
+}
+
+fn list_problems(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("\n  {p}")).collect()
+}
+
+/// The users of a passwd-file and their stored password forms.
+pub struct UserStore {
+    users: HashMap<String, Vec<Form>>,
+    /// The first slow hash of the file: verified (and the result ignored) for unknown users,
+    /// so that a miss costs what a hit costs.
+    decoy: Option<Form>,
+}
+
+impl fmt::Debug for UserStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserStore")
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+impl UserStore {
+    /// Reads and parses a users file (at most [`MAX_FILE_BYTES`]).
+    pub fn load(path: &Path) -> Result<UserStore, Error> {
+        let read_err = |source| Error::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(read_err)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(Error::TooLarge {
+                path: path.to_owned(),
+                limit: MAX_FILE_BYTES,
+            });
+        }
+        // Judge UTF-8 line by line, so that every bad line is reported with its number.
+        let mut problems = Vec::new();
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if std::str::from_utf8(line).is_err() {
+                problems.push(Problem {
+                    line: i + 1,
+                    message: "line is not valid UTF-8".into(),
+                    hint: "save the users file as UTF-8".into(),
+                });
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        parse_with(&text, &path.display().to_string(), problems)
+    }
+
+    /// Parses users-file text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<UserStore, Error> {
+        parse_with(text, origin, Vec::new())
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether the store has no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The stored schemes of `user` (e.g. `["ARGON2ID", "CRAM-MD5"]`), in file order; empty for
+    /// an unknown user.
+    pub fn schemes(&self, user: &str) -> Vec<&'static str> {
+        self.forms(user)
+            .map(|forms| forms.iter().map(Form::scheme).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `mechanism` (a SASL name, or `APOP` / `USER` for POP3) can authenticate `user`
+    /// with what is stored; the error says why not, for check-config warnings.
+    pub fn can_serve(&self, user: &str, mechanism: &str) -> Result<(), &'static str> {
+        let forms = self.forms(user).ok_or("no such user")?;
+        let has = |scheme: &str| forms.iter().any(|f| f.scheme() == scheme);
+        match mechanism.to_ascii_uppercase().as_str() {
+            "PLAIN" | "LOGIN" | "USER" => Ok(()),
+            "CRAM-MD5" if has("PLAIN") || has("CRAM-MD5") => Ok(()),
+            "CRAM-MD5" => Err(CRAM_UNAVAILABLE),
+            "APOP" if has("PLAIN") => Ok(()),
+            "APOP" => Err(APOP_UNAVAILABLE),
+            "NTLM" if has("PLAIN") || has("NTLM") => Ok(()),
+            "NTLM" => Err("NTLM needs a {PLAIN} or {NTLM} stored form"),
+            m if m.starts_with("SCRAM-") && has("PLAIN") => Ok(()),
+            m if m.starts_with("SCRAM-") => Err("SCRAM needs a {PLAIN} stored form"),
+            _ => Err("mechanism is not served from the users file"),
+        }
+    }
+
+    /// The NT hash of `user`'s password (MS-NLMP §3.3.1, the NTOWFv1 / key input of NTOWFv2),
+    /// from a `{NTLM}` or `{PLAIN}` form; `None` for an unknown user or if neither is stored.
+    pub fn nt_hash(&self, user: &str) -> Option<Secret> {
+        self.forms(user)?.iter().find_map(|form| match form {
+            Form::Ntlm(nt) => Some(nt.clone()),
+            Form::Plain(pw) => scheme::nt_hash(pw.expose()).map(|nt| Secret::new(nt.to_vec())),
+            _ => None,
+        })
+    }
+
+    fn forms(&self, user: &str) -> Option<&Vec<Form>> {
+        self.users.get(&user.to_lowercase())
+    }
+
+    /// Spends about what a known user's password check costs, for an unknown user.
+    fn decoy_password(&self, password: &[u8]) {
+        match &self.decoy {
+            Some(form) => {
+                let _ = form.verify_password(password);
+            }
+            None => {
+                let _ = scheme::eq_hashed(b"decoy password", password);
+            }
+        }
+    }
+}
+
+impl Authenticator for UserStore {
+    fn verify_password(&self, user: &str, password: &[u8]) -> Verdict {
+        let name = user.to_lowercase();
+        let Some(forms) = self.users.get(&name) else {
+            self.decoy_password(password);
+            return Verdict::BadCredentials;
+        };
+        if forms.iter().any(|f| f.verify_password(password)) {
+            Verdict::Ok(name)
+        } else {
+            Verdict::BadCredentials
+        }
+    }
+
+    fn verify_cram_md5(&self, user: &str, challenge: &[u8], digest: &[u8]) -> Verdict {
+        let name = user.to_lowercase();
+        let want = decode_digest(digest);
+        let Some(forms) = self.users.get(&name) else {
+            let _ = HmacMd5State::new(b"decoy password").finish(challenge);
+            return Verdict::BadCredentials;
+        };
+        let mut served = false;
+        for form in forms {
+            if let Some(got) = form.cram_md5(challenge) {
+                served = true;
+                if want.is_some_and(|w| bool::from(got.ct_eq(&w))) {
+                    return Verdict::Ok(name);
+                }
+            }
+        }
+        if served {
+            Verdict::BadCredentials
+        } else {
+            Verdict::Unavailable(CRAM_UNAVAILABLE)
+        }
+    }
+
+    fn verify_apop(&self, user: &str, timestamp: &[u8], digest: &[u8]) -> Verdict {
+        let name = user.to_lowercase();
+        let want = decode_digest(digest);
+        let Some(forms) = self.users.get(&name) else {
+            let _ = scheme::apop_digest(timestamp, b"decoy password");
+            return Verdict::BadCredentials;
+        };
+        let Some(password) = forms.iter().find_map(Form::plain) else {
+            return Verdict::Unavailable(APOP_UNAVAILABLE);
+        };
+        let got = scheme::apop_digest(timestamp, password);
+        if want.is_some_and(|w| bool::from(got.ct_eq(&w))) {
+            Verdict::Ok(name)
+        } else {
+            Verdict::BadCredentials
+        }
+    }
+
+    fn lookup(&self, user: &str) -> Option<String> {
+        let name = user.to_lowercase();
+        self.users.contains_key(&name).then_some(name)
+    }
+}
+
+/// The password fields `mailgate passwd` writes for `password`: always an `{ARGON2ID}` hash
+/// (the argon2 crate's defaults, which follow OWASP: m=19 MiB, t=2, p=1, random salt), and a
+/// `{CRAM-MD5}` context if `CRAM-MD5` is among `mechanisms`.
+///
+/// # Panics
+/// If the operating system's random source fails, or the password exceeds 4 GiB (Argon2's
+/// limit): there is no sensible field to write then.
+pub fn stored_forms(password: &[u8], mechanisms: &[String]) -> Vec<String> {
+    let hash = Argon2::default()
+        .hash_password(password)
+        .expect("Argon2 with default parameters fails only on RNG failure or a 4 GiB password");
+    let mut forms = vec![format!("{{ARGON2ID}}{hash}")];
+    if mechanisms
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case("CRAM-MD5"))
+    {
+        forms.push(scheme::cram_md5_field(password));
+    }
+    forms
+}
+
+/// Decodes a 32-hex-digit digest (either case).
+fn decode_digest(digest: &[u8]) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(digest, &mut out).ok()?;
+    Some(out)
+}
+
+/// Parses the text, adding to the `problems` already found; fails if any.
+fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<UserStore, Error> {
+    let mut problem = |line: usize, r: Rejection| {
+        problems.push(Problem {
+            line,
+            message: r.message,
+            hint: r.hint,
+        });
+    };
+    // Each form with the line it came from, to check and report consistency afterwards.
+    let mut users: HashMap<String, Vec<(usize, Form)>> = HashMap::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let n = i + 1;
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.len() > MAX_LINE_LEN {
+            problem(
+                n,
+                too(
+                    format!("line is longer than {MAX_LINE_LEN} bytes"),
+                    "shorten it",
+                ),
+            );
+            continue;
+        }
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = file::split_line(line).and_then(|l| {
+            let name = file::normalize_user(l.user)?;
+            Ok((name, Form::parse(l.password)?))
+        });
+        let (name, form) = match parsed {
+            Ok(ok) => ok,
+            Err(r) => {
+                problem(n, r);
+                continue;
+            }
+        };
+        let full = users.len() >= MAX_USERS;
+        let slot = match users.entry(name) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => {
+                let msg = format!("more than {MAX_USERS} users");
+                problem(n, too(msg, "split the users across several gateways"));
+                break;
+            }
+            Entry::Vacant(e) => e.insert(Vec::new()),
+        };
+        if slot.iter().any(|(_, f)| f.same_as(&form)) {
+            continue;
+        }
+        if slot.len() >= MAX_FORMS_PER_USER {
+            let msg = format!("user has more than {MAX_FORMS_PER_USER} stored forms");
+            problem(n, too(msg, "keep one line per scheme"));
+            continue;
+        }
+        slot.push((n, form));
+    }
+    for forms in users.values() {
+        check_consistent(forms, &mut problem);
+    }
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| p.line);
+        return Err(Error::Invalid {
+            origin: origin.to_owned(),
+            problems,
+        });
+    }
+    let mut lines: Vec<(usize, &Form)> = users
+        .values()
+        .flat_map(|forms| forms.iter().map(|(n, f)| (*n, f)))
+        .collect();
+    lines.sort_by_key(|(n, _)| *n);
+    let decoy = lines
+        .into_iter()
+        .map(|(_, f)| f)
+        .find(|f| f.is_slow())
+        .cloned();
+    let users = users
+        .into_iter()
+        .map(|(name, forms)| (name, forms.into_iter().map(|(_, f)| f).collect()))
+        .collect();
+    Ok(UserStore { users, decoy })
+}
+
+fn too(message: String, hint: &str) -> Rejection {
+    Rejection {
+        message,
+        hint: hint.to_owned(),
+    }
+}
+
+/// Checks that every form of one user stores the same password, where that is cheap to tell:
+/// two `{PLAIN}` passwords must agree, and `{CRAM-MD5}` / `{NTLM}` must match the `{PLAIN}`.
+fn check_consistent(forms: &[(usize, Form)], problem: &mut impl FnMut(usize, Rejection)) {
+    let Some((first, plain)) = forms.iter().find_map(|(n, f)| Some((*n, f.plain()?))) else {
+        return;
+    };
+    for (n, form) in forms {
+        let cheap = matches!(form, Form::Plain(_) | Form::CramMd5(_) | Form::Ntlm(_));
+        if *n != first && cheap && !form.verify_password(plain) {
+            let scheme = form.scheme();
+            problem(
+                *n,
+                Rejection {
+                    message: format!(
+                        "{{{scheme}}} does not match the {{PLAIN}} password on line {first}"
+                    ),
+                    hint:
+                        "every line of a user must store the same password; remove the stale line \
+                       or run `mailgate passwd`"
+                            .to_owned(),
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
