@@ -182,8 +182,8 @@ pub enum UpstreamTls {
     Tls,
 }
 
-/// `[delivery.upstream]`.
-#[derive(Debug, Clone)]
+/// `[delivery.upstream]`. Its `Debug` never shows the password.
+#[derive(Clone)]
 pub struct Upstream {
     /// Smarthost address.
     pub address: SocketAddr,
@@ -201,6 +201,21 @@ pub struct Upstream {
     pub retry: Vec<Duration>,
     /// Timeout for each upstream command.
     pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("address", &self.address)
+            .field("server_name", &self.server_name)
+            .field("tls", &self.tls)
+            .field("danger_accept_invalid_certs", &self.danger_accept_invalid_certs)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("retry", &self.retry)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
 }
 
 /// `[limits]`.
