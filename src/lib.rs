@@ -3,12 +3,14 @@
 //! # Layout
 //! - `config/`: the TOML file mirror and the validated [`config::Config`].
 //! - `sasl/`: the SASL engine shared by SMTP and POP3, one mechanism per file.
+//! - `allowlist`: the POP-before-SMTP allowlist.
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
 //! - `clock`: time as an input.
 
 #![forbid(unsafe_code)]
 
+pub mod allowlist;
 pub mod auth;
 pub mod clock;
 pub mod config;
