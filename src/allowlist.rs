@@ -175,7 +175,7 @@ impl Allowlist {
             .filter(|r| r.entry.expires_at > now)
             .map(|r| (*r.key(), r.entry.clone()))
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by_key(|(net, _)| *net);
         out
     }
 

@@ -4,6 +4,7 @@
 //! - `config/`: the TOML file mirror and the validated [`config::Config`].
 //! - `sasl/`: the SASL engine shared by SMTP and POP3, one mechanism per file.
 //! - `allowlist`: the POP-before-SMTP allowlist.
+//! - `throttle`: growing delays for failed logins.
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
 //! - `clock`: time as an input.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod maildir;
 pub mod sasl;
+pub mod throttle;
 
 use std::net::IpAddr;
 
