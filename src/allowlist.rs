@@ -705,7 +705,8 @@ mod tests {
             ("{not json", "syntax"),
             (r#"{"version":9,"entries":[]}"#, "version"),
             (
-                r#"{"version":1,"entries":[{"net":"x","user":"a","inserted_at":0,"expires_at":9999999999}]}"#,
+                r#"{"version":1,"entries":[
+                    {"net":"x","user":"a","inserted_at":0,"expires_at":9999999999}]}"#,
                 "net",
             ),
             (r#"{"version":1,"entries":[],"extra":1}"#, "unknown field"),

@@ -3,7 +3,7 @@
 //! # Layout
 //! - `config/`: the TOML file mirror and the validated [`config::Config`].
 //! - `sasl/`: the SASL engine shared by SMTP and POP3, one mechanism per file.
-//! - `allowlist`: the POP-before-SMTP allowlist.
+//! - `allowlist`: the POP-before-SMTP allowlist; `control`: its admin channel.
 //! - `throttle`: growing delays for failed logins.
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
@@ -15,6 +15,7 @@ pub mod allowlist;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod maildir;
 pub mod sasl;
 pub mod throttle;
