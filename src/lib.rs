@@ -3,20 +3,25 @@
 //! # Layout
 //! - `config/`: the TOML file mirror and the validated [`config::Config`].
 //! - `sasl/`: the SASL engine shared by SMTP and POP3, one mechanism per file.
+//! - `allowlist`: the POP-before-SMTP allowlist; `control`: its admin channel.
+//! - `throttle`: growing delays for failed logins.
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
 //! - `clock`: time as an input.
 
 #![forbid(unsafe_code)]
 
+pub mod allowlist;
 pub mod auth;
 pub mod clock;
 pub mod io;
 pub mod config;
+pub mod control;
 pub mod maildir;
 pub mod pop3;
 pub mod sasl;
 pub mod tls;
+pub mod throttle;
 
 use std::net::IpAddr;
 
