@@ -241,10 +241,10 @@ fn allowlist_login(shared: &Shared, peer: SocketAddr, user: &str) {
         return;
     }
     let outcome = shared.allowlist.insert(peer.ip(), user, shared.clock.now());
-    if let Some(users) = outcome.shared_by {
+    if outcome.shared_warning {
         tracing::warn!(
             address = %crate::canonical_ip(peer.ip()),
-            users,
+            users = outcome.distinct_users,
             "address allowlisted by many different users within one TTL (NAT or shared host?)"
         );
     }
