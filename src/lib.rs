@@ -6,6 +6,7 @@
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
 //! - `clock`: time as an input.
+//! - `smtp/`: SMTP command, address, reply and DATA parsers (sans-IO).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod maildir;
 pub mod sasl;
+pub mod smtp;
 
 use std::net::IpAddr;
 
