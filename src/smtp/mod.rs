@@ -19,6 +19,7 @@
 //!   RFC 5321 §4.5.3.2.
 
 pub mod address;
+pub mod command;
 pub mod reply;
 // pub mod machine; // session state machine, on top of the parsers above (coming)
 // pub mod conn; // tokio connection loop driving `machine` (coming)
