@@ -8,6 +8,7 @@
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
 //! - `clock`: time as an input.
+//! - `smtp/`: SMTP command, address, reply and DATA parsers (sans-IO).
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod pop3;
 pub mod sasl;
 pub mod tls;
 pub mod throttle;
+pub mod smtp;
 
 use std::net::IpAddr;
 

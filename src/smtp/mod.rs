@@ -1,0 +1,26 @@
+//! SMTP: the sans-IO parsers and replies the session machine is built from.
+//!
+//! # Where each RFC lives
+//! - [`command`]: command syntax, RFC 5321 §4.1.1-4.1.2; `SIZE=` (RFC 1870 §3), `BODY=`
+//!   (RFC 6152 §2), `AUTH` and `AUTH=` (RFC 4954 §4-5), `STARTTLS` (RFC 3207 §4). Each parse
+//!   error carries its reply.
+//! - [`address`]: paths and mailboxes, RFC 5321 §4.1.2-4.1.3, `<postmaster>` (§4.1.1.3), size
+//!   bounds (§4.5.3.1.1-3), and the relay tricks a gateway must refuse.
+//! - [`reply`]: reply syntax and codes, RFC 5321 §4.2; enhanced status codes, RFC 2034 §4 and
+//!   RFC 3463; AUTH reply codes, RFC 4954 §6; STARTTLS replies, RFC 3207 §4. Also the parser
+//!   for upstream replies used by the relay client.
+//! - [`data`]: the DATA body, RFC 5321 §4.1.1.4 and §4.5.2 (end of data, dot-stuffing), the
+//!   size cap of RFC 1870 §6, and the bare CR/LF rules that stop SMTP smuggling.
+//! - Pipelining (RFC 2920) needs no module of its own: [`data::Feed::Done`] and
+//!   [`reply::Parsed::Reply`] report how much input they used, so the rest is the next command.
+//! - `machine` (coming): the session state machine, RFC 5321 §4.1.4 command order, §3.3 mail
+//!   transactions, RFC 4954 §4 AUTH exchange, RFC 3207 §4.2 reset after STARTTLS.
+//! - `conn` (coming): the tokio loop that drives `machine` over a socket, with the timeouts of
+//!   RFC 5321 §4.5.3.2.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod reply;
+pub mod machine; // session state machine, on top of the parsers above (coming)
+pub mod conn; // tokio connection loop driving `machine` (coming)

@@ -1,0 +1,871 @@
+//! SMTP replies: the [`Reply`] type, its wire encoding, every named reply the server sends, and
+//! an incremental [`ReplyParser`] for replies read from an upstream server.
+//!
+//! Implements reply syntax and codes of RFC 5321 §4.2 (multi-line replies §4.2.1, codes
+//! §4.2.2-3), enhanced status codes of RFC 2034 §4 (repeated on every line) with values from
+//! RFC 3463 and RFC 4954 §6, the 334 challenge form of RFC 4954 §4, and the STARTTLS replies of
+//! RFC 3207 §4. Reply text never leaves this file: the session picks a named reply, it does not
+//! write prose. Sans-IO.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest reply line [`ReplyParser`] accepts, excluding the line ending (RFC 5321 §4.5.3.1.5
+/// says 512; real servers send longer EHLO lines, so we allow more).
+pub const MAX_REPLY_LINE: usize = 4096;
+/// Most lines [`ReplyParser`] accepts in one multi-line reply.
+pub const MAX_REPLY_LINES: usize = 100;
+
+/// One SMTP reply: a code, an optional enhanced status code, and one or more lines of text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit reply code (RFC 5321 §4.2).
+    pub code: u16,
+    /// The enhanced status code `class.subject.detail` (RFC 3463), written on every line.
+    pub enhanced: Option<(u8, u16, u16)>,
+    /// The text lines, without code or line endings. May be empty (a bare `250`).
+    pub lines: Vec<Cow<'static, str>>,
+}
+
+/// The class of a reply, from its first digit (RFC 5321 §4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// 2yz: the command succeeded.
+    PositiveCompletion,
+    /// 3yz: send more (DATA body, SASL response).
+    PositiveIntermediate,
+    /// 4yz: failed this time; retry later.
+    TransientNegative,
+    /// 5yz (or any code outside 2yz-4yz): failed for good.
+    PermanentNegative,
+}
+
+impl Reply {
+    /// A one-line reply.
+    pub fn new(
+        code: u16,
+        enhanced: Option<(u8, u16, u16)>,
+        text: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Reply {
+            code,
+            enhanced,
+            lines: vec![text.into()],
+        }
+    }
+
+    /// Appends the reply to `out` in wire form: `code-` on all lines but the last, `code ` on
+    /// the last, the enhanced code (if any) after it on every line (RFC 2034 §4), CRLF after
+    /// each. CR and LF inside the text are written as spaces so a line can never split. A reply
+    /// with no lines is written as the bare code (plus enhanced code).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let code = format!("{:03}", self.code);
+        let enhanced = self.enhanced.map(|(c, s, d)| format!("{c}.{s}.{d}"));
+        if self.lines.is_empty() {
+            out.extend_from_slice(code.as_bytes());
+            if let Some(e) = &enhanced {
+                out.push(b' ');
+                out.extend_from_slice(e.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            return;
+        }
+        let last = self.lines.len() - 1;
+        for (i, line) in self.lines.iter().enumerate() {
+            out.extend_from_slice(code.as_bytes());
+            out.push(if i == last { b' ' } else { b'-' });
+            if let Some(e) = &enhanced {
+                out.extend_from_slice(e.as_bytes());
+                if !line.is_empty() {
+                    out.push(b' ');
+                }
+            }
+            out.extend(
+                line.bytes()
+                    .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+            );
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The wire form as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// The class of the reply.
+    pub fn severity(&self) -> Severity {
+        match self.code / 100 {
+            2 => Severity::PositiveCompletion,
+            3 => Severity::PositiveIntermediate,
+            4 => Severity::TransientNegative,
+            _ => Severity::PermanentNegative,
+        }
+    }
+
+    /// 2yz or 3yz.
+    pub fn is_positive(&self) -> bool {
+        matches!(self.code / 100, 2 | 3)
+    }
+
+    /// 4yz: try again later.
+    pub fn is_transient(&self) -> bool {
+        self.severity() == Severity::TransientNegative
+    }
+
+    /// 5yz: do not retry.
+    pub fn is_permanent(&self) -> bool {
+        self.severity() == Severity::PermanentNegative
+    }
+
+    /// All text lines joined with a space, for logs and bounce messages.
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+}
+
+impl fmt::Display for Reply {
+    /// `code [x.y.z] text`, lines joined by spaces: a log-friendly single line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03}", self.code)?;
+        if let Some((c, s, d)) = self.enhanced {
+            write!(f, " {c}.{s}.{d}")?;
+        }
+        for line in &self.lines {
+            write!(f, " {line}")?;
+        }
+        Ok(())
+    }
+}
+
+fn r(code: u16, enhanced: (u8, u16, u16), text: &'static str) -> Reply {
+    Reply::new(code, Some(enhanced), text)
+}
+
+// ---- Connection-level replies (RFC 5321 §4.2, §3.1, §3.8; RFC 3207 §4) ----
+
+/// 220 greeting. RFC 2034 §4 exempts the greeting from enhanced codes.
+pub fn greeting(hostname: &str) -> Reply {
+    Reply::new(220, None, format!("{hostname} ESMTP ready"))
+}
+
+/// 250 answer to EHLO: our host name, then one line per extension keyword (RFC 5321 §4.1.1.1).
+/// No enhanced code (RFC 2034 §4). `extensions` are keyword lines such as `"PIPELINING"`,
+/// `"SIZE 10485760"` or `"AUTH PLAIN LOGIN"`, chosen by the session.
+pub fn ehlo<I>(hostname: &str, extensions: I) -> Reply
+where
+    I: IntoIterator<Item = Cow<'static, str>>,
+{
+    let mut lines = vec![Cow::Owned(hostname.to_owned())];
+    lines.extend(extensions);
+    Reply {
+        code: 250,
+        enhanced: None,
+        lines,
+    }
+}
+
+/// 250 answer to HELO (RFC 5321 §4.1.1.1); no enhanced code.
+pub fn helo(hostname: &str) -> Reply {
+    Reply::new(250, None, hostname.to_owned())
+}
+
+/// 221 2.0.0 answer to QUIT.
+pub fn closing(hostname: &str) -> Reply {
+    Reply::new(
+        221,
+        Some((2, 0, 0)),
+        format!("{hostname} closing connection"),
+    )
+}
+
+/// 220 2.0.0 answer to STARTTLS (RFC 3207 §4): start the handshake now.
+pub fn ready_to_start_tls() -> Reply {
+    r(220, (2, 0, 0), "Ready to start TLS")
+}
+
+/// 421 4.3.2: the server is shutting down.
+pub fn shutting_down(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        Some((4, 3, 2)),
+        format!("{hostname} service shutting down"),
+    )
+}
+
+/// 421 4.4.2: the client was idle too long (RFC 5321 §4.5.3.2).
+pub fn timeout(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        Some((4, 4, 2)),
+        format!("{hostname} timeout, closing connection"),
+    )
+}
+
+/// 421 4.7.0: connection limit reached, in all or for the client address.
+pub fn too_many_connections(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        Some((4, 7, 0)),
+        format!("{hostname} too many connections, try later"),
+    )
+}
+
+/// 421 4.7.0: too many bad commands in one session.
+pub fn too_many_errors(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        Some((4, 7, 0)),
+        format!("{hostname} too many errors, closing connection"),
+    )
+}
+
+/// 421 4.7.0: too many failed authentications in one session.
+pub fn too_many_auth_failures(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        Some((4, 7, 0)),
+        format!("{hostname} too many authentication failures"),
+    )
+}
+
+// ---- Positive replies ----
+
+/// 250 2.0.0 OK: RSET, NOOP, and anything else that just succeeded.
+pub fn ok() -> Reply {
+    r(250, (2, 0, 0), "OK")
+}
+
+/// 250 2.1.0: MAIL FROM accepted.
+pub fn sender_ok() -> Reply {
+    r(250, (2, 1, 0), "Sender OK")
+}
+
+/// 250 2.1.5: RCPT TO accepted.
+pub fn recipient_ok() -> Reply {
+    r(250, (2, 1, 5), "Recipient OK")
+}
+
+/// 250 2.0.0: message accepted and stored durably under queue id `id`.
+pub fn queued(id: &str) -> Reply {
+    Reply::new(250, Some((2, 0, 0)), format!("OK queued as {id}"))
+}
+
+/// 354: send the message (RFC 5321 §4.3.2). No enhanced code on 3yz (RFC 2034 §4).
+pub fn start_data() -> Reply {
+    Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
+}
+
+/// 252 2.5.0: VRFY is not answered truthfully (RFC 5321 §3.5.3, §7.3).
+pub fn vrfy() -> Reply {
+    r(
+        252,
+        (2, 5, 0),
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
+}
+
+/// 214 2.0.0: answer to HELP.
+pub fn help() -> Reply {
+    r(214, (2, 0, 0), "See RFC 5321")
+}
+
+/// 235 2.7.0: authentication succeeded (RFC 4954 §6).
+pub fn auth_ok() -> Reply {
+    r(235, (2, 7, 0), "Authentication successful")
+}
+
+/// 334 challenge (RFC 4954 §4): `base64` is the already-encoded challenge, possibly empty.
+pub fn auth_challenge(base64: String) -> Reply {
+    Reply::new(334, None, base64)
+}
+
+// ---- Transient failures ----
+
+/// 450 4.3.0: the requested action was not taken this time (e.g. a recipient lookup failed).
+pub fn temporary_failure() -> Reply {
+    r(450, (4, 3, 0), "Temporary failure, try again later")
+}
+
+/// 451 4.3.0: local error in processing (e.g. the spool write failed).
+pub fn local_error() -> Reply {
+    r(451, (4, 3, 0), "Local error in processing, try again later")
+}
+
+/// 452 4.3.1: insufficient system storage (RFC 1870 §6: SIZE exceeds what fits right now).
+pub fn insufficient_storage() -> Reply {
+    r(452, (4, 3, 1), "Insufficient system storage")
+}
+
+/// 452 4.5.3: too many recipients (RFC 5321 §4.5.3.1.10).
+pub fn too_many_recipients() -> Reply {
+    r(452, (4, 5, 3), "Too many recipients")
+}
+
+/// 454 4.7.0: temporary authentication failure (RFC 4954 §6).
+pub fn auth_temp_failure() -> Reply {
+    r(454, (4, 7, 0), "Temporary authentication failure")
+}
+
+/// 454 4.7.0: TLS is not available (RFC 3207 §4).
+pub fn tls_unavailable() -> Reply {
+    r(454, (4, 7, 0), "TLS not available due to temporary reason")
+}
+
+// ---- Permanent failures: protocol ----
+
+/// 500 5.5.1: unrecognized command.
+pub fn unknown_command() -> Reply {
+    r(500, (5, 5, 1), "Unrecognized command")
+}
+
+/// 500 5.5.2: command line too long (RFC 5321 §4.5.3.1.4).
+pub fn line_too_long() -> Reply {
+    r(500, (5, 5, 2), "Line too long")
+}
+
+/// 501 5.5.4: syntax error in parameters or arguments.
+pub fn syntax_error() -> Reply {
+    r(501, (5, 5, 4), "Syntax error in parameters or arguments")
+}
+
+/// 501 5.5.2: an AUTH response that is not valid base64 or not a valid message for the
+/// mechanism (RFC 4954 §4).
+pub fn auth_malformed() -> Reply {
+    r(501, (5, 5, 2), "Cannot decode response")
+}
+
+/// 501 5.1.7: the MAIL FROM address is malformed (RFC 3463 X.1.7).
+pub fn bad_sender_syntax() -> Reply {
+    r(501, (5, 1, 7), "Bad sender address syntax")
+}
+
+/// 501 5.1.3: the RCPT TO address is malformed (RFC 3463 X.1.3).
+pub fn bad_recipient_syntax() -> Reply {
+    r(501, (5, 1, 3), "Bad recipient address syntax")
+}
+
+/// 501 5.7.0: the client cancelled AUTH with `*` (RFC 4954 §4).
+pub fn auth_cancelled() -> Reply {
+    r(501, (5, 7, 0), "Authentication cancelled")
+}
+
+/// 502 5.5.1: a known command this server does not implement.
+pub fn not_implemented() -> Reply {
+    r(502, (5, 5, 1), "Command not implemented")
+}
+
+/// 503 5.5.1: bad sequence of commands.
+pub fn bad_sequence() -> Reply {
+    r(503, (5, 5, 1), "Bad sequence of commands")
+}
+
+/// 504 5.5.4: AUTH with a mechanism we do not offer (RFC 4954 §4).
+pub fn auth_unrecognized_mechanism() -> Reply {
+    r(504, (5, 5, 4), "Unrecognized authentication mechanism")
+}
+
+/// 555 5.5.4: a MAIL FROM or RCPT TO parameter we do not recognize (RFC 5321 §4.1.1.11).
+pub fn unsupported_parameter() -> Reply {
+    r(
+        555,
+        (5, 5, 4),
+        "Parameter not recognized or not implemented",
+    )
+}
+
+// ---- Permanent failures: policy and authentication ----
+
+/// 530 5.7.0: authentication required before this command (RFC 4954 §6).
+pub fn auth_required() -> Reply {
+    r(530, (5, 7, 0), "Authentication required")
+}
+
+/// 530 5.7.0: STARTTLS required before this command (RFC 3207 §4).
+pub fn starttls_required() -> Reply {
+    r(530, (5, 7, 0), "Must issue a STARTTLS command first")
+}
+
+/// 534 5.7.9: the mechanism is too weak for this policy (RFC 4954 §6).
+pub fn auth_too_weak() -> Reply {
+    r(534, (5, 7, 9), "Authentication mechanism is too weak")
+}
+
+/// 535 5.7.8: wrong user name or password (RFC 4954 §6).
+pub fn auth_invalid() -> Reply {
+    r(535, (5, 7, 8), "Authentication credentials invalid")
+}
+
+/// 538 5.7.11: this mechanism needs an encrypted connection (RFC 4954 §6).
+pub fn auth_encryption_required() -> Reply {
+    r(
+        538,
+        (5, 7, 11),
+        "Encryption required for requested authentication mechanism",
+    )
+}
+
+/// 550 5.1.1: no such local user.
+pub fn no_such_user() -> Reply {
+    r(550, (5, 1, 1), "No such user here")
+}
+
+/// 550 5.7.1: this client may not send as this sender.
+pub fn sender_not_allowed() -> Reply {
+    r(550, (5, 7, 1), "Sender address not allowed")
+}
+
+/// 552 5.3.4: message larger than the fixed maximum (RFC 1870 §6; at MAIL FROM SIZE= or after
+/// DATA).
+pub fn message_too_big() -> Reply {
+    r(
+        552,
+        (5, 3, 4),
+        "Message size exceeds fixed maximum message size",
+    )
+}
+
+/// 554 5.7.1: relaying denied for this client and recipient.
+pub fn relay_denied() -> Reply {
+    r(554, (5, 7, 1), "Relay access denied")
+}
+
+/// 554 5.5.1: DATA with no accepted recipient (RFC 5321 §3.3).
+pub fn no_valid_recipients() -> Reply {
+    r(554, (5, 5, 1), "No valid recipients")
+}
+
+/// 554 5.5.0: transaction failed for a reason no other reply covers.
+pub fn transaction_failed() -> Reply {
+    r(554, (5, 5, 0), "Transaction failed")
+}
+
+// ---- Upstream side: parsing replies ----
+
+/// Why [`ReplyParser`] gave up. The stream is out of sync afterwards: close the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// A line longer than [`MAX_REPLY_LINE`].
+    #[error("reply line longer than {limit} octets")]
+    LineTooLong {
+        /// The limit.
+        limit: usize,
+    },
+    /// More than [`MAX_REPLY_LINES`] lines in one reply.
+    #[error("reply has more than {limit} lines")]
+    TooManyLines {
+        /// The limit.
+        limit: usize,
+    },
+    /// A line that does not start with a 2yz-5yz code followed by SP, `-` or the line end.
+    #[error("malformed reply line")]
+    Malformed,
+    /// A continuation line whose code differs from the first line's (RFC 5321 §4.2.1).
+    #[error("reply code changed from {first} to {line} inside a multi-line reply")]
+    CodeMismatch {
+        /// The first line's code.
+        first: u16,
+        /// The offending line's code.
+        line: u16,
+    },
+}
+
+/// What [`ReplyParser::feed`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// All input was consumed; no reply is complete yet.
+    NeedMore,
+    /// A complete reply; `consumed` bytes of the input were used, the rest belongs to the next
+    /// reply (pipelining, RFC 2920).
+    Reply {
+        /// The reply.
+        reply: Reply,
+        /// Input bytes used, up to and including the last line's LF.
+        consumed: usize,
+    },
+}
+
+/// Incremental parser for replies from an upstream server.
+///
+/// Feed it whatever the socket returned; it keeps at most one partial line
+/// ([`MAX_REPLY_LINE`]) and one reply's lines ([`MAX_REPLY_LINES`]). Lines may end in CRLF or a
+/// bare LF. Enhanced codes are recognized when the first line has one whose class matches the
+/// reply code, and then stripped from every line that repeats it; replies without them parse
+/// fine. Text that is not UTF-8 is kept lossily. The result does not depend on how the input
+/// was split.
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    line: Vec<u8>,
+    code: Option<u16>,
+    enhanced: Option<(u8, u16, u16)>,
+    lines: Vec<Cow<'static, str>>,
+}
+
+impl ReplyParser {
+    /// A parser waiting for the first line of a reply.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Consumes input until one reply is complete or the input runs out. Call again with the
+    /// unconsumed rest after a [`Parsed::Reply`]. After an error the parser is reset, but the
+    /// connection should be dropped.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Parsed, ReplyError> {
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            let (chunk, ended) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], true),
+                None => (rest, false),
+            };
+            pos += chunk.len() + usize::from(ended);
+            // Allow one extra byte for the CR of a CRLF that ends exactly at the limit.
+            if self.line.len() + chunk.len() > MAX_REPLY_LINE + 1 {
+                *self = Self::new();
+                return Err(ReplyError::LineTooLong {
+                    limit: MAX_REPLY_LINE,
+                });
+            }
+            self.line.extend_from_slice(chunk);
+            if !ended {
+                break;
+            }
+            let mut line = std::mem::take(&mut self.line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            match self.handle_line(&line) {
+                Ok(Some(reply)) => {
+                    return Ok(Parsed::Reply {
+                        reply,
+                        consumed: pos,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    *self = Self::new();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Parsed::NeedMore)
+    }
+
+    fn handle_line(&mut self, line: &[u8]) -> Result<Option<Reply>, ReplyError> {
+        if line.len() > MAX_REPLY_LINE {
+            return Err(ReplyError::LineTooLong {
+                limit: MAX_REPLY_LINE,
+            });
+        }
+        if line.len() < 3
+            || !line[..3].iter().all(u8::is_ascii_digit)
+            || !(b'2'..=b'5').contains(&line[0])
+        {
+            return Err(ReplyError::Malformed);
+        }
+        let code = line[..3]
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        let (last, text) = match line.get(3) {
+            None => (true, &[][..]),
+            Some(b' ') => (true, &line[4..]),
+            Some(b'-') => (false, &line[4..]),
+            Some(_) => return Err(ReplyError::Malformed),
+        };
+        match self.code {
+            None => self.code = Some(code),
+            Some(first) if first != code => {
+                return Err(ReplyError::CodeMismatch { first, line: code });
+            }
+            Some(_) => {}
+        }
+        let text = String::from_utf8_lossy(text);
+        let text = if self.lines.is_empty() {
+            match split_enhanced(&text, code) {
+                Some((enhanced, rest)) => {
+                    self.enhanced = Some(enhanced);
+                    rest.to_owned()
+                }
+                None => text.into_owned(),
+            }
+        } else {
+            match split_enhanced(&text, code) {
+                Some((e, rest)) if Some(e) == self.enhanced => rest.to_owned(),
+                _ => text.into_owned(),
+            }
+        };
+        if self.lines.len() == MAX_REPLY_LINES {
+            return Err(ReplyError::TooManyLines {
+                limit: MAX_REPLY_LINES,
+            });
+        }
+        self.lines.push(Cow::Owned(text));
+        if !last {
+            return Ok(None);
+        }
+        let reply = Reply {
+            code,
+            enhanced: self.enhanced,
+            lines: std::mem::take(&mut self.lines),
+        };
+        *self = Self::new();
+        Ok(Some(reply))
+    }
+}
+
+/// Splits a leading RFC 3463 code (`class.subject.detail`, 1-3 digits each, class matching the
+/// reply code) off `text`.
+fn split_enhanced(text: &str, code: u16) -> Option<((u8, u16, u16), &str)> {
+    let (token, rest) = match text.split_once(' ') {
+        Some((t, r)) => (t, r),
+        None => (text, ""),
+    };
+    let mut parts = token.split('.');
+    let mut num = |max: usize| -> Option<u16> {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > max || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok()
+    };
+    let class = num(1)?;
+    let subject = num(3)?;
+    let detail = num(3)?;
+    if parts.next().is_some() || class != code / 100 || !matches!(class, 2 | 4 | 5) {
+        return None;
+    }
+    // class is a single digit, so it fits in u8.
+    Some(((class as u8, subject, detail), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_single_and_multi_line() {
+        let cases: Vec<(Reply, &str)> = vec![
+            (ok(), "250 2.0.0 OK\r\n"),
+            (start_data(), "354 End data with <CR><LF>.<CR><LF>\r\n"),
+            (auth_challenge(String::new()), "334 \r\n"),
+            (
+                Reply {
+                    code: 250,
+                    enhanced: None,
+                    lines: vec![],
+                },
+                "250\r\n",
+            ),
+            (
+                Reply {
+                    code: 250,
+                    enhanced: Some((2, 0, 0)),
+                    lines: vec![],
+                },
+                "250 2.0.0\r\n",
+            ),
+            (
+                ehlo("mx.test", ["PIPELINING".into(), "SIZE 1000".into()]),
+                "250-mx.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n",
+            ),
+            (
+                Reply {
+                    code: 550,
+                    enhanced: Some((5, 1, 1)),
+                    lines: vec!["one".into(), "two".into()],
+                },
+                "550-5.1.1 one\r\n550 5.1.1 two\r\n",
+            ),
+            (Reply::new(250, None, "a\r\nb\nc"), "250 a  b c\r\n"),
+            (
+                auth_encryption_required(),
+                "538 5.7.11 Encryption required for requested \
+                authentication mechanism\r\n",
+            ),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(String::from_utf8(reply.to_bytes()).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn named_replies_have_rfc_codes() {
+        let cases: Vec<(Reply, &str)> = vec![
+            (greeting("h"), "220"),
+            (closing("h"), "221 2.0.0"),
+            (ready_to_start_tls(), "220 2.0.0"),
+            (sender_ok(), "250 2.1.0"),
+            (recipient_ok(), "250 2.1.5"),
+            (queued("X1"), "250 2.0.0"),
+            (vrfy(), "252 2.5.0"),
+            (auth_ok(), "235 2.7.0"),
+            (shutting_down("h"), "421 4.3.2"),
+            (timeout("h"), "421 4.4.2"),
+            (too_many_connections("h"), "421 4.7.0"),
+            (local_error(), "451 4.3.0"),
+            (too_many_recipients(), "452 4.5.3"),
+            (auth_temp_failure(), "454 4.7.0"),
+            (tls_unavailable(), "454 4.7.0"),
+            (unknown_command(), "500 5.5.1"),
+            (line_too_long(), "500 5.5.2"),
+            (syntax_error(), "501 5.5.4"),
+            (auth_cancelled(), "501 5.7.0"),
+            (not_implemented(), "502 5.5.1"),
+            (bad_sequence(), "503 5.5.1"),
+            (auth_unrecognized_mechanism(), "504 5.5.4"),
+            (auth_required(), "530 5.7.0"),
+            (starttls_required(), "530 5.7.0"),
+            (auth_too_weak(), "534 5.7.9"),
+            (auth_invalid(), "535 5.7.8"),
+            (auth_encryption_required(), "538 5.7.11"),
+            (no_such_user(), "550 5.1.1"),
+            (message_too_big(), "552 5.3.4"),
+            (relay_denied(), "554 5.7.1"),
+            (unsupported_parameter(), "555 5.5.4"),
+        ];
+        for (reply, want) in cases {
+            let got = match reply.enhanced {
+                Some((c, s, d)) => format!("{} {c}.{s}.{d}", reply.code),
+                None => reply.code.to_string(),
+            };
+            assert_eq!(got, want, "{reply}");
+            // Enhanced class always agrees with the reply class (RFC 3463 §2).
+            if let Some((class, ..)) = reply.enhanced {
+                assert_eq!(u16::from(class), reply.code / 100, "{reply}");
+            }
+        }
+        assert_eq!(queued("X1").text(), "OK queued as X1");
+    }
+
+    fn parse_all(input: &[u8], chunk: usize) -> Result<Vec<Reply>, ReplyError> {
+        let mut p = ReplyParser::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            let mut pos = 0;
+            loop {
+                match p.feed(&piece[pos..])? {
+                    Parsed::NeedMore => break,
+                    Parsed::Reply { reply, consumed } => {
+                        out.push(reply);
+                        pos += consumed;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn rep(code: u16, enhanced: Option<(u8, u16, u16)>, lines: &[&'static str]) -> Reply {
+        Reply {
+            code,
+            enhanced,
+            lines: lines.iter().map(|l| Cow::Borrowed(*l)).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_replies_at_every_chunk_size() {
+        let cases: Vec<(&[u8], Vec<Reply>)> = vec![
+            (
+                b"220 mx.test ESMTP\r\n",
+                vec![rep(220, None, &["mx.test ESMTP"])],
+            ),
+            (
+                b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+                vec![rep(250, None, &["mx.test", "PIPELINING", "8BITMIME"])],
+            ),
+            (
+                b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 go\r\n",
+                vec![
+                    rep(250, Some((2, 1, 0)), &["OK"]),
+                    rep(250, Some((2, 1, 5)), &["OK"]),
+                    rep(354, None, &["go"]),
+                ],
+            ),
+            (
+                b"550-5.1.1 no such\n550 5.1.1 user\n",
+                vec![rep(550, Some((5, 1, 1)), &["no such", "user"])],
+            ),
+            (b"250\r\n", vec![rep(250, None, &[""])]),
+            (
+                b"451 5.0.0 mismatch\r\n",
+                vec![rep(451, None, &["5.0.0 mismatch"])],
+            ),
+            (b"250 2.0.0\r\n", vec![rep(250, Some((2, 0, 0)), &[""])]),
+            (
+                b"334 VXNlcm5hbWU6\r\n",
+                vec![rep(334, None, &["VXNlcm5hbWU6"])],
+            ),
+        ];
+        for (input, want) in &cases {
+            let mut chunk = 1;
+            while chunk <= 512 {
+                assert_eq!(&parse_all(input, chunk).unwrap(), want, "chunk {chunk}");
+                chunk *= 2;
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_replies() {
+        let long = format!("250 {}\r\n", "x".repeat(MAX_REPLY_LINE));
+        let many: String = "250-x\r\n".repeat(MAX_REPLY_LINES) + "250 x\r\n";
+        let cases: Vec<(&[u8], ReplyError)> = vec![
+            (b"hello\r\n", ReplyError::Malformed),
+            (b"25\r\n", ReplyError::Malformed),
+            (b"250x\r\n", ReplyError::Malformed),
+            (b"650 x\r\n", ReplyError::Malformed),
+            (
+                b"250-a\r\n251 b\r\n",
+                ReplyError::CodeMismatch {
+                    first: 250,
+                    line: 251,
+                },
+            ),
+            (
+                long.as_bytes(),
+                ReplyError::LineTooLong {
+                    limit: MAX_REPLY_LINE,
+                },
+            ),
+            (
+                many.as_bytes(),
+                ReplyError::TooManyLines {
+                    limit: MAX_REPLY_LINES,
+                },
+            ),
+        ];
+        for (input, want) in cases {
+            for chunk in [1, 7, 512] {
+                assert_eq!(parse_all(input, chunk), Err(want.clone()), "chunk {chunk}");
+            }
+        }
+        // Exactly at the line limit is fine.
+        let edge = format!("250 {}\r\n", "x".repeat(MAX_REPLY_LINE - 4));
+        assert!(parse_all(edge.as_bytes(), 3).is_ok());
+    }
+
+    #[test]
+    fn severity_classes() {
+        assert!(ok().is_positive());
+        assert!(start_data().is_positive());
+        assert!(local_error().is_transient());
+        assert!(relay_denied().is_permanent());
+        assert_eq!(start_data().severity(), Severity::PositiveIntermediate);
+    }
+
+    #[test]
+    fn encode_then_parse_round_trips() {
+        for reply in [
+            ok(),
+            ehlo("h", ["AUTH PLAIN".into()]),
+            no_such_user(),
+            start_data(),
+        ] {
+            let bytes = reply.to_bytes();
+            assert_eq!(parse_all(&bytes, 3).unwrap(), vec![reply]);
+        }
+    }
+}
