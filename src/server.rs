@@ -206,7 +206,7 @@ impl Server {
             Arc::new(Spool::open(&config.delivery.spool).map_err(|e| Error::Spool(e.to_string()))?);
         let relay_shutdown = CancellationToken::new();
         let (relay_task, notifier) = crate::relay::spawn(
-            crate::relay::Settings::from_config(&config),
+            crate::relay::Settings::from_config(&config.hostname, &config.delivery),
             spool.clone(),
             clock.clone(),
             relay_shutdown.clone(),

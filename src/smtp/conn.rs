@@ -18,7 +18,7 @@ use crate::server::Shared;
 use crate::smtp::data::{DataReceiver, Feed};
 use crate::smtp::machine::{Action, DataOutcome, Session, Settings, Transaction};
 use crate::smtp::reply;
-use crate::spool::entry::Envelope;
+use crate::spool::entry::{Envelope, Recipient};
 
 /// Largest base64 line during an AUTH exchange (a full SASL token, base64-encoded).
 const MAX_SASL_LINE: usize = crate::sasl::MAX_TOKEN_LEN / 3 * 4 + 8;
@@ -145,7 +145,7 @@ where
         };
         let out_line = match line {
             Err(_) => {
-                reply::idle_timeout(&shared.config.hostname).encode(&mut out);
+                reply::timeout(&shared.config.hostname).encode(&mut out);
                 let _ = flush(&mut stream, &mut out).await;
                 tracing::info!("idle timeout");
                 return End::Closed;
@@ -268,11 +268,11 @@ where
     }
     let incoming = incoming?;
     if rx.exceeded() {
-        incoming.abort().await;
+        incoming.abort();
         return Some(DataOutcome::TooBig);
     }
     if failed {
-        incoming.abort().await;
+        incoming.abort();
         return Some(DataOutcome::LocalError);
     }
     let envelope = envelope(session, &txn, now);
@@ -326,7 +326,10 @@ fn envelope(session: &Session, txn: &Transaction, now: std::time::SystemTime) ->
         .map(|a| a.describe());
     Envelope::new(
         txn.mail_from.clone(),
-        txn.recipients.iter().map(|r| (r.address.clone(), r.local_user.clone())).collect(),
+        txn.recipients
+            .iter()
+            .map(|r| Recipient::new(r.address.clone(), r.local_user.clone()))
+            .collect(),
         crate::clock::unix_secs(now),
         format!("{} helo={}", s.peer, session.helo().unwrap_or("-")),
         authorized_as,

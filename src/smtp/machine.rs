@@ -6,6 +6,7 @@
 //! [`Action`] that comes back with each reply. The machine never reads the clock (callers
 //! pass `now`), never touches sockets or files, and never logs.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -295,7 +296,7 @@ impl Session {
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
             Command::Mail { from, params } => self.mail(now, from, params),
-            Command::Rcpt { to, .. } => self.rcpt(now, to),
+            Command::Rcpt { to } => self.rcpt(now, to),
             Command::Data => self.data(),
             Command::Rset => {
                 if !matches!(self.state, State::AwaitingHelo) {
@@ -331,7 +332,7 @@ impl Session {
         self.errors += 1;
         if self.errors > self.settings.max_errors {
             self.state = State::Done;
-            return Output { reply: reply::too_many_errors(), action: Action::Close };
+            return Output { reply: reply::too_many_errors(&self.settings.hostname), action: Action::Close };
         }
         Output::cont(reply)
     }
@@ -348,10 +349,9 @@ impl Session {
             return Output::cont(reply::helo(&self.settings.hostname));
         }
         let s = &self.settings;
-        let mut lines: Vec<String> = vec![
-            format!("{} Hello", s.hostname),
+        let mut lines: Vec<Cow<'static, str>> = vec![
             "PIPELINING".into(),
-            format!("SIZE {}", s.max_message_size),
+            format!("SIZE {}", s.max_message_size).into(),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
@@ -361,14 +361,14 @@ impl Session {
         if self.auth.is_none() {
             let offered = self.offered_mechanisms();
             if !offered.is_empty() {
-                lines.push(format!("AUTH {}", offered.join(" ")));
+                lines.push(format!("AUTH {}", offered.join(" ")).into());
                 // Outlook Express and old Outlook only parse the pre-RFC 2554 form.
                 if offered.contains(&"LOGIN") {
-                    lines.push(format!("AUTH={}", offered.join(" ")));
+                    lines.push(format!("AUTH={}", offered.join(" ")).into());
                 }
             }
         }
-        Output::cont(reply::ehlo(lines))
+        Output::cont(reply::ehlo(&s.hostname, lines))
     }
 
     /// The mechanisms this connection may use now.
@@ -386,13 +386,13 @@ impl Session {
             return self.error(reply::bad_sequence());
         }
         if !self.settings.starttls_available {
-            return Output::cont(reply::tls_not_available());
+            return Output::cont(reply::tls_unavailable());
         }
         if matches!(self.state, State::AwaitingRcpt(_)) {
             return self.error(reply::bad_sequence());
         }
         self.state = State::Done;
-        Output { reply: reply::ready_for_tls(), action: Action::StartTls }
+        Output { reply: reply::ready_to_start_tls(), action: Action::StartTls }
     }
 
     fn mail(&mut self, now: SystemTime, from: ReversePath, params: command::MailParams) -> Output {
@@ -538,14 +538,14 @@ impl Session {
             .copied()
             .find(|d| d.name.eq_ignore_ascii_case(name))
         else {
-            return self.error(reply::unknown_mechanism());
+            return self.error(reply::auth_unrecognized_mechanism());
         };
         if desc.plaintext && !self.settings.plaintext_allowed {
             // RFC 4954 §6: 538 when no TLS can be had; before STARTTLS, ask for it (530).
             let r = if self.settings.starttls_available && !self.settings.tls_active {
-                reply::starttls_first()
+                reply::starttls_required()
             } else {
-                reply::encryption_required()
+                reply::auth_encryption_required()
             };
             return Output::cont(r);
         }
@@ -555,7 +555,7 @@ impl Session {
             Some("*") => return Output::cont(reply::auth_cancelled()),
             Some(text) => match B64.decode(text) {
                 Ok(bytes) => Some(bytes),
-                Err(_) => return self.error(reply::bad_base64()),
+                Err(_) => return self.error(reply::auth_malformed()),
             },
         };
         self.sasl_attempts += 1;
@@ -581,7 +581,7 @@ impl Session {
             Ok(bytes) => bytes,
             Err(_) => {
                 self.leave_sasl();
-                return self.error(reply::bad_base64());
+                return self.error(reply::auth_malformed());
             }
         };
         let step = match &mut self.state {
@@ -593,7 +593,7 @@ impl Session {
 
     fn sasl_step(&mut self, step: Step, hint: Option<String>) -> Output {
         match step {
-            Step::Challenge(bytes) => Output::cont(reply::auth_challenge(&B64.encode(bytes))),
+            Step::Challenge(bytes) => Output::cont(reply::auth_challenge(B64.encode(bytes))),
             Step::Success(identity) => {
                 let name = self.leave_sasl();
                 self.auth = Some(Authorization::Sasl { user: identity.user.clone(), mechanism: name });
@@ -604,11 +604,11 @@ impl Session {
             }
             Step::Failure(Failure::Malformed(why)) => {
                 let name = self.leave_sasl();
-                self.auth_failed(reply::bad_sasl_message(), hint, format!("{name}: {why}"))
+                self.auth_failed(reply::auth_malformed(), hint, format!("{name}: {why}"))
             }
             Step::Failure(f) => {
                 let name = self.leave_sasl();
-                self.auth_failed(reply::bad_credentials(), hint, format!("{name}: {f}"))
+                self.auth_failed(reply::auth_invalid(), hint, format!("{name}: {f}"))
             }
         }
     }
@@ -617,8 +617,8 @@ impl Session {
         self.auth_failures += 1;
         if self.auth_failures >= self.settings.max_auth_failures {
             self.state = State::Done;
-            let mut reply = reply;
-            reply.lines.push("Too many authentication failures, closing".into());
+            let _ = reply;
+            let reply = reply::too_many_auth_failures(&self.settings.hostname);
             return Output { reply, action: Action::Close };
         }
         Output { reply, action: Action::AuthFailed { user, note } }

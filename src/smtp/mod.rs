@@ -22,5 +22,5 @@ pub mod address;
 pub mod command;
 pub mod data;
 pub mod reply;
-pub mod machine; // session state machine, on top of the parsers above (coming)
-pub mod conn; // tokio connection loop driving `machine` (coming)
+pub mod machine;
+pub mod conn;

@@ -362,6 +362,26 @@ pub fn bad_sequence() -> Reply {
     r(503, (5, 5, 1), "Bad sequence of commands")
 }
 
+/// 503 5.5.1: a command that needs EHLO/HELO first (RFC 5321 §4.1.4).
+pub fn need_helo() -> Reply {
+    r(503, (5, 5, 1), "Send EHLO or HELO first")
+}
+
+/// 503 5.5.1: RCPT or DATA before MAIL (RFC 5321 §4.1.4).
+pub fn need_mail() -> Reply {
+    r(503, (5, 5, 1), "Need MAIL command first")
+}
+
+/// 503 5.5.1: AUTH after a successful AUTH (RFC 4954 §4).
+pub fn already_authenticated() -> Reply {
+    r(503, (5, 5, 1), "Already authenticated")
+}
+
+/// 500 5.5.6: an AUTH exchange line over the limit (RFC 4954 §4).
+pub fn auth_line_too_long() -> Reply {
+    r(500, (5, 5, 6), "Authentication exchange line is too long")
+}
+
 /// 504 5.5.4: AUTH with a mechanism we do not offer (RFC 4954 §4).
 pub fn auth_unrecognized_mechanism() -> Reply {
     r(504, (5, 5, 4), "Unrecognized authentication mechanism")
