@@ -229,6 +229,13 @@ impl UserStore {
         parse_with(text, origin, Vec::new())
     }
 
+    /// The user names, sorted.
+    pub fn users(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.users.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Number of users.
     pub fn len(&self) -> usize {
         self.users.len()
