@@ -13,7 +13,9 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod maildir;
+pub mod relay;
 pub mod sasl;
+pub mod spool;
 
 use std::net::IpAddr;
 

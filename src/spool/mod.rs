@@ -83,7 +83,9 @@ pub struct Spool {
 
 impl Spool {
     /// Opens (creating if missing) the spool at `dir`, removes leftover temp files and bodies
-    /// that never got an envelope, and fsyncs the layout.
+    /// that never got an envelope, and fsyncs the layout. Call it once per process, at
+    /// start-up, before any message is received: the clean-up would discard messages that are
+    /// being committed.
     pub fn open(dir: &Path) -> Result<Spool, Error> {
         let spool = Spool {
             root: dir.to_path_buf(),
@@ -178,11 +180,11 @@ impl Spool {
                 Ok(env) if self.body_path(id).exists() => out.push(env),
                 Ok(_) => {
                     tracing::error!(id, "spool: envelope without message body, moving aside");
-                    self.quarantine(id)?;
+                    self.quarantine(id);
                 }
                 Err(err) => {
                     tracing::error!(id, error = %err, "spool: unreadable envelope, moving aside");
-                    self.quarantine(id)?;
+                    self.quarantine(id);
                 }
             }
         }
@@ -246,7 +248,14 @@ impl Spool {
     }
 
     /// Moves a bad envelope (and its body, if any) into `corrupt/` for an operator to inspect.
-    fn quarantine(&self, id: &str) -> Result<(), Error> {
+    /// A failure is logged, not returned: one bad file must not stop the rest of the spool.
+    fn quarantine(&self, id: &str) {
+        if let Err(err) = self.try_quarantine(id) {
+            tracing::error!(id, error = %err, "spool: cannot move bad envelope aside");
+        }
+    }
+
+    fn try_quarantine(&self, id: &str) -> Result<(), Error> {
         let dir = self.root.join("corrupt");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let env = self.envelope_path(id);
