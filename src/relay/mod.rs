@@ -17,6 +17,7 @@ pub mod client;
 pub mod retry;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ const CRASH_RETRY: Duration = Duration::from_secs(60);
 const BOUNCE_HEADERS: usize = 16 * 1024;
 
 /// What the worker needs to know.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Our host name: EHLO, Maildir file names, the bounce's From and Reporting-MTA.
     pub hostname: String,
@@ -59,6 +60,18 @@ pub struct Settings {
     pub dead_letter: PathBuf,
     /// The smarthost; `None` makes remote recipients fail permanently.
     pub upstream: Option<Upstream>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Upstream` carries the smarthost password; show only where it points.
+        f.debug_struct("Settings")
+            .field("hostname", &self.hostname)
+            .field("maildir", &self.maildir)
+            .field("dead_letter", &self.dead_letter)
+            .field("upstream", &self.upstream.as_ref().map(|u| u.address))
+            .finish()
+    }
 }
 
 impl Settings {
@@ -826,5 +839,28 @@ mod tests {
             upstream: None,
         };
         assert_eq!(s.schedule(), &retry::DEFAULT_SCHEDULE);
+    }
+
+    #[test]
+    fn settings_debug_hides_the_password() {
+        let up = Upstream {
+            address: "127.0.0.1:25".parse().unwrap(),
+            server_name: "mx".into(),
+            tls: crate::config::UpstreamTls::None,
+            danger_accept_invalid_certs: false,
+            username: Some("gw".into()),
+            password: Some("hunter2-secret".into()),
+            retry: vec![],
+            command_timeout: Duration::from_secs(1),
+        };
+        let s = Settings {
+            hostname: "h".into(),
+            maildir: "/m".into(),
+            dead_letter: "/d".into(),
+            upstream: Some(up.clone()),
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let c = Connector::new(up).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }
