@@ -7,6 +7,9 @@
 //! - `throttle`: growing delays for failed logins.
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
+//! - `smtp/`, `pop3/`: sans-IO protocol cores and their connection loops.
+//! - `server`: listeners, caps, shutdown; `tls`: certificates; `io`: bounded line reads.
+//! - `spool/`: the durable queue; `relay/`: delivery to Maildir and the smarthost.
 //! - `clock`: time as an input.
 //! - `smtp/`: SMTP command, address, reply and DATA parsers (sans-IO).
 
@@ -15,15 +18,18 @@
 pub mod allowlist;
 pub mod auth;
 pub mod clock;
-pub mod io;
 pub mod config;
 pub mod control;
+pub mod io;
 pub mod maildir;
 pub mod pop3;
+pub mod relay;
 pub mod sasl;
-pub mod tls;
-pub mod throttle;
+pub mod server;
 pub mod smtp;
+pub mod spool;
+pub mod throttle;
+pub mod tls;
 
 use std::net::IpAddr;
 

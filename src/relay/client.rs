@@ -1,0 +1,1178 @@
+//! The upstream SMTP client: hands one spooled message to the smarthost and reports the
+//! outcome per recipient.
+//!
+//! It speaks RFC 5321 (greeting, EHLO with HELO fallback per §4.1.1.1, MAIL/RCPT/DATA,
+//! dot-stuffing per §4.5.2, QUIT, reply syntax per §4.2), STARTTLS per RFC 3207, implicit TLS
+//! per RFC 8314, AUTH PLAIN (RFC 4616) or LOGIN per RFC 4954, and the SIZE parameter of
+//! RFC 1870. Every command and the connection set-up are bounded by the upstream's
+//! `command_timeout`; reply lines by [`MAX_LINE`] and replies by [`MAX_LINES`].
+//!
+//! The client is written here rather than taken from a mail-sending library because the spool
+//! needs two things such send APIs do not give: a separate outcome for every recipient (so
+//! that one rejected address fails alone while the others are delivered or retried), and the
+//! message streamed from its spool file instead of loaded into memory.
+//!
+//! Replies are typed ([`Reply`]); the worker decides from the code class, never from text.
+//! Connection, TLS and timeout failures are transient ([`Error::is_permanent`]).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use zeroize::Zeroizing;
+
+use crate::config::{Upstream, UpstreamTls};
+
+/// Longest reply line accepted, CRLF included (RFC 5321 §4.5.3.1.5 says 512; servers exceed
+/// it in practice, so we allow more but still bound it).
+pub const MAX_LINE: usize = 4096;
+
+/// Most lines accepted in one multi-line reply.
+pub const MAX_LINES: usize = 100;
+
+/// Chunk size for streaming the message body.
+const BODY_CHUNK: usize = 16 * 1024;
+
+/// One SMTP reply (RFC 5321 §4.2): a code and the text of each line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The text of each line, without code, separator and CRLF.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// 2xx: the command succeeded.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 3xx: the server waits for more (354 after DATA, 334 during AUTH).
+    pub fn is_intermediate(&self) -> bool {
+        (300..400).contains(&self.code)
+    }
+
+    /// 4xx: transient failure, try again later.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// 5xx: permanent failure, do not retry.
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+
+    /// The text of all lines joined by a space, for logs and bounces.
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text())
+    }
+}
+
+/// The point of the session at which something failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// TCP connect.
+    Connect,
+    /// TLS handshake (implicit or after STARTTLS).
+    Handshake,
+    /// The server greeting.
+    Greeting,
+    /// EHLO or the HELO fallback.
+    Ehlo,
+    /// STARTTLS.
+    StartTls,
+    /// AUTH.
+    Auth,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// DATA and the message transfer.
+    Data,
+    /// QUIT.
+    Quit,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connect",
+            Stage::Handshake => "TLS handshake",
+            Stage::Greeting => "greeting",
+            Stage::Ehlo => "EHLO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Auth => "AUTH",
+            Stage::Mail => "MAIL FROM",
+            Stage::Rcpt => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::Quit => "QUIT",
+        })
+    }
+}
+
+/// Errors of the upstream client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with a failure reply.
+    #[error("smarthost rejected {stage}: {reply}")]
+    Rejected {
+        /// The command it rejected.
+        stage: Stage,
+        /// Its reply.
+        reply: Reply,
+    },
+    /// No reply or connection within `command_timeout`.
+    #[error("smarthost timed out at {stage} after {after:?}")]
+    Timeout {
+        /// Where it stalled.
+        stage: Stage,
+        /// The timeout.
+        after: Duration,
+    },
+    /// A socket error.
+    #[error("smarthost {addr} at {stage}: {source}")]
+    Io {
+        /// The smarthost.
+        addr: SocketAddr,
+        /// Where it happened.
+        stage: Stage,
+        /// The error (for [`Stage::Handshake`], the TLS failure).
+        source: io::Error,
+    },
+    /// The server closed the connection.
+    #[error("smarthost closed the connection at {0}")]
+    Closed(Stage),
+    /// A reply line was longer than [`MAX_LINE`].
+    #[error("smarthost reply line longer than {limit} bytes")]
+    LineTooLong {
+        /// The limit.
+        limit: usize,
+    },
+    /// A reply had more than [`MAX_LINES`] lines.
+    #[error("smarthost reply longer than {limit} lines")]
+    TooManyLines {
+        /// The limit.
+        limit: usize,
+    },
+    /// A reply line did not follow RFC 5321 §4.2.
+    #[error("malformed smarthost reply line {0:?}")]
+    Malformed(String),
+    /// The server sent bytes after its STARTTLS reply (RFC 3207 §4.2 forbids acting on them).
+    #[error("smarthost sent data after its STARTTLS reply")]
+    PipelinedTls,
+    /// TLS is required but the server does not offer STARTTLS.
+    #[error("smarthost does not offer STARTTLS")]
+    StartTlsUnavailable,
+    /// Credentials are configured but the server offers neither PLAIN nor LOGIN.
+    #[error("smarthost offers no usable AUTH mechanism (need PLAIN or LOGIN)")]
+    AuthUnavailable,
+    /// The TLS set-up is unusable (bad server name or protocol configuration).
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
+    /// The reverse-path cannot be put in an SMTP command.
+    #[error("reverse-path {0:?} cannot be sent")]
+    InvalidAddress(String),
+    /// The message body could not be read from the spool.
+    #[error("cannot read message body {path}: {source}")]
+    Body {
+        /// The body file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Whether retrying cannot help: a 5xx to MAIL, RCPT or DATA, or an unusable sender.
+    /// Rejections at greeting, EHLO, STARTTLS or AUTH concern our relationship with the
+    /// smarthost, not the message, so they are retried until the schedule runs out (as Postfix
+    /// does for SASL failures).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Rejected {
+                stage: Stage::Mail | Stage::Rcpt | Stage::Data,
+                reply,
+            } => reply.is_permanent(),
+            Error::InvalidAddress(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The smarthost's reply, if the error is one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            Error::Rejected { reply, .. } => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+/// Assembles replies from lines; sans-IO.
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    code: Option<u16>,
+    lines: Vec<String>,
+}
+
+impl ReplyParser {
+    /// Feeds one line (CRLF or LF stripped). Returns the reply once its last line arrived.
+    pub fn push_line(&mut self, line: &[u8]) -> Result<Option<Reply>, Error> {
+        let malformed =
+            || Error::Malformed(String::from_utf8_lossy(&line[..line.len().min(80)]).into());
+        if line.len() < 3 || line.len() > MAX_LINE {
+            return Err(if line.len() > MAX_LINE {
+                Error::LineTooLong { limit: MAX_LINE }
+            } else {
+                malformed()
+            });
+        }
+        let digits = &line[..3];
+        let code = match digits {
+            [a @ b'2'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
+                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+            }
+            _ => return Err(malformed()),
+        };
+        let last = match line.get(3) {
+            None | Some(b' ') => true,
+            Some(b'-') => false,
+            Some(_) => return Err(malformed()),
+        };
+        if self.code.is_some_and(|c| c != code) {
+            return Err(malformed());
+        }
+        if self.lines.len() >= MAX_LINES {
+            return Err(Error::TooManyLines { limit: MAX_LINES });
+        }
+        self.code = Some(code);
+        let text = line.get(4..).unwrap_or_default();
+        self.lines.push(String::from_utf8_lossy(text).into_owned());
+        if !last {
+            return Ok(None);
+        }
+        let lines = std::mem::take(&mut self.lines);
+        self.code = None;
+        Ok(Some(Reply { code, lines }))
+    }
+}
+
+/// Takes the next complete line (without CRLF/LF) out of `buf`; `None` if it needs more.
+/// Fails once `buf` holds more than [`MAX_LINE`] bytes without a line end.
+pub fn take_line(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
+    let Some(pos) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > MAX_LINE {
+            return Err(Error::LineTooLong { limit: MAX_LINE });
+        }
+        return Ok(None);
+    };
+    if pos + 1 > MAX_LINE {
+        return Err(Error::LineTooLong { limit: MAX_LINE });
+    }
+    let mut line: Vec<u8> = buf.drain(..=pos).collect();
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
+/// Dot-stuffing for DATA (RFC 5321 §4.5.2), chunk by chunk; sans-IO.
+#[derive(Debug)]
+pub struct DotStuffer {
+    at_line_start: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        Self {
+            at_line_start: true,
+        }
+    }
+}
+
+impl DotStuffer {
+    /// Appends `chunk` to `out`, doubling every dot that starts a line.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        for &b in chunk {
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = b == b'\n';
+        }
+    }
+
+    /// Appends the end-of-data marker, with a CRLF first if the message did not end a line.
+    pub fn finish(&self, out: &mut Vec<u8>) {
+        if !self.at_line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
+/// One message to send.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    /// Reverse-path without brackets; `""` is the null sender.
+    pub mail_from: &'a str,
+    /// Forward-paths without brackets.
+    pub recipients: &'a [String],
+    /// The stored message (CRLF line endings, not dot-stuffed).
+    pub body: &'a Path,
+    /// Its size in octets, for the SIZE parameter.
+    pub size: u64,
+}
+
+/// A configured smarthost: the settings plus the TLS client configuration, built once.
+#[derive(Clone)]
+pub struct Connector {
+    upstream: Upstream,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the password that `Upstream` carries.
+        f.debug_struct("Connector")
+            .field("address", &self.upstream.address)
+            .field("tls", &self.upstream.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// Prepares the TLS configuration (system trust roots, or any certificate when
+    /// `danger_accept_invalid_certs` is set).
+    pub fn new(upstream: Upstream) -> Result<Connector, Error> {
+        let tls = match upstream.tls {
+            UpstreamTls::None => None,
+            UpstreamTls::Starttls | UpstreamTls::Tls => {
+                let name = ServerName::try_from(upstream.server_name.clone())
+                    .map_err(|e| Error::TlsConfig(format!("server name: {e}")))?;
+                let config = tls_config(upstream.danger_accept_invalid_certs)?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+        };
+        Ok(Connector { upstream, tls })
+    }
+
+    /// The smarthost settings.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Sends `msg` in one session, introducing ourselves as `helo`. On success returns one
+    /// reply per recipient, in order: the RCPT reply if the recipient was refused, otherwise
+    /// the reply to the end of DATA (or to DATA itself if that was refused). An `Err` applies to
+    /// every recipient.
+    pub async fn send(&self, helo: &str, msg: &Message<'_>) -> Result<Vec<Reply>, Error> {
+        if !is_sendable(msg.mail_from) {
+            return Err(Error::InvalidAddress(msg.mail_from.to_string()));
+        }
+        let mut session = self.open(helo).await?;
+        let result = session.transaction(msg).await;
+        // QUIT is a courtesy; the outcome is already decided.
+        session.quit().await;
+        result
+    }
+
+    async fn open(&self, helo: &str) -> Result<Session, Error> {
+        let up = &self.upstream;
+        let t = up.command_timeout;
+        let tcp = tokio::time::timeout(t, TcpStream::connect(up.address))
+            .await
+            .map_err(|_| Error::Timeout {
+                stage: Stage::Connect,
+                after: t,
+            })?
+            .map_err(|source| Error::Io {
+                addr: up.address,
+                stage: Stage::Connect,
+                source,
+            })?;
+        let mut s = Session {
+            io: Box::new(tcp),
+            buf: Vec::new(),
+            timeout: t,
+            addr: up.address,
+            size: false,
+        };
+        if up.tls == UpstreamTls::Tls {
+            s = self.handshake(s).await?;
+        }
+        let greeting = s.read_reply(Stage::Greeting).await?;
+        if !greeting.is_positive() {
+            return Err(Error::Rejected {
+                stage: Stage::Greeting,
+                reply: greeting,
+            });
+        }
+        let mut caps = s.ehlo(helo).await?;
+        if up.tls == UpstreamTls::Starttls {
+            if !caps.starttls {
+                return Err(Error::StartTlsUnavailable);
+            }
+            s.command(Stage::StartTls, "STARTTLS").await?;
+            if !s.buf.is_empty() {
+                return Err(Error::PipelinedTls);
+            }
+            s = self.handshake(s).await?;
+            caps = s.ehlo(helo).await?;
+        }
+        s.size = caps.size;
+        if let (Some(user), Some(pass)) = (&up.username, &up.password) {
+            s.auth(&caps, user, pass).await?;
+        }
+        Ok(s)
+    }
+
+    async fn handshake(&self, s: Session) -> Result<Session, Error> {
+        let Some((connector, name)) = &self.tls else {
+            return Err(Error::TlsConfig(
+                "TLS requested without a TLS configuration".into(),
+            ));
+        };
+        let t = s.timeout;
+        let addr = s.addr;
+        let tls = tokio::time::timeout(t, connector.connect(name.clone(), s.io))
+            .await
+            .map_err(|_| Error::Timeout {
+                stage: Stage::Handshake,
+                after: t,
+            })?
+            .map_err(|source| Error::Io {
+                addr,
+                stage: Stage::Handshake,
+                source,
+            })?;
+        Ok(Session {
+            io: Box::new(tls),
+            buf: Vec::new(),
+            timeout: t,
+            addr,
+            size: false,
+        })
+    }
+}
+
+/// Anything the session can run over: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What the server said it supports in its EHLO reply (RFC 5321 §4.1.1.1).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Caps {
+    size: bool,
+    starttls: bool,
+    auth: Vec<String>,
+}
+
+impl Caps {
+    fn parse(ehlo: &Reply) -> Caps {
+        let mut caps = Caps::default();
+        for line in ehlo.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "SIZE" => caps.size = true,
+                "STARTTLS" => caps.starttls = true,
+                "AUTH" => caps.auth.extend(words.map(|w| w.to_ascii_uppercase())),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+struct Session {
+    io: Box<dyn Stream>,
+    buf: Vec<u8>,
+    timeout: Duration,
+    addr: SocketAddr,
+    size: bool,
+}
+
+impl Session {
+    async fn transaction(&mut self, msg: &Message<'_>) -> Result<Vec<Reply>, Error> {
+        let mut mail = format!("MAIL FROM:<{}>", msg.mail_from);
+        if self.size {
+            mail.push_str(&format!(" SIZE={}", msg.size));
+        }
+        self.command(Stage::Mail, &mail).await?;
+        let mut replies = Vec::with_capacity(msg.recipients.len());
+        for rcpt in msg.recipients {
+            if !is_sendable(rcpt) || rcpt.is_empty() {
+                let lines = vec!["5.1.3 recipient address cannot be sent in SMTP".into()];
+                replies.push(Reply { code: 553, lines });
+                continue;
+            }
+            self.send_line(Stage::Rcpt, &format!("RCPT TO:<{rcpt}>"))
+                .await?;
+            replies.push(self.read_reply(Stage::Rcpt).await?);
+        }
+        if !replies.iter().any(Reply::is_positive) {
+            return Ok(replies);
+        }
+        self.send_line(Stage::Data, "DATA").await?;
+        let go = self.read_reply(Stage::Data).await?;
+        let last = if go.is_intermediate() {
+            self.stream_body(msg.body).await?;
+            self.read_reply(Stage::Data).await?
+        } else {
+            go
+        };
+        for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+            *reply = last.clone();
+        }
+        Ok(replies)
+    }
+
+    async fn ehlo(&mut self, helo: &str) -> Result<Caps, Error> {
+        self.send_line(Stage::Ehlo, &format!("EHLO {helo}")).await?;
+        let reply = self.read_reply(Stage::Ehlo).await?;
+        if reply.is_positive() {
+            return Ok(Caps::parse(&reply));
+        }
+        if !reply.is_permanent() {
+            return Err(Error::Rejected {
+                stage: Stage::Ehlo,
+                reply,
+            });
+        }
+        // An old server that does not know EHLO (RFC 5321 §4.1.1.1 / §3.2).
+        self.command(Stage::Ehlo, &format!("HELO {helo}")).await?;
+        Ok(Caps::default())
+    }
+
+    async fn auth(&mut self, caps: &Caps, user: &str, pass: &str) -> Result<(), Error> {
+        let offered = |m: &str| caps.auth.iter().any(|a| a == m);
+        if offered("PLAIN") {
+            let token = Zeroizing::new(format!("\0{user}\0{pass}"));
+            let line = Zeroizing::new(format!("AUTH PLAIN {}", BASE64.encode(token.as_bytes())));
+            self.command(Stage::Auth, &line).await?;
+        } else if offered("LOGIN") {
+            self.send_line(Stage::Auth, "AUTH LOGIN").await?;
+            for secret in [user, pass] {
+                let reply = self.read_reply(Stage::Auth).await?;
+                if reply.code != 334 {
+                    return Err(Error::Rejected {
+                        stage: Stage::Auth,
+                        reply,
+                    });
+                }
+                let line = Zeroizing::new(BASE64.encode(secret.as_bytes()));
+                self.send_line(Stage::Auth, &line).await?;
+            }
+            let reply = self.read_reply(Stage::Auth).await?;
+            if !reply.is_positive() {
+                return Err(Error::Rejected {
+                    stage: Stage::Auth,
+                    reply,
+                });
+            }
+        } else {
+            return Err(Error::AuthUnavailable);
+        }
+        Ok(())
+    }
+
+    /// Sends a command and expects a 2xx reply.
+    async fn command(&mut self, stage: Stage, line: &str) -> Result<Reply, Error> {
+        self.send_line(stage, line).await?;
+        let reply = self.read_reply(stage).await?;
+        if reply.is_positive() {
+            Ok(reply)
+        } else {
+            Err(Error::Rejected { stage, reply })
+        }
+    }
+
+    async fn stream_body(&mut self, path: &Path) -> Result<(), Error> {
+        let body_err = |source| Error::Body {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(body_err)?;
+        let mut stuffer = DotStuffer::default();
+        let mut chunk = vec![0u8; BODY_CHUNK];
+        let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 8);
+        loop {
+            let n = file.read(&mut chunk).await.map_err(body_err)?;
+            if n == 0 {
+                break;
+            }
+            out.clear();
+            stuffer.push(&chunk[..n], &mut out);
+            self.write(Stage::Data, &out).await?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.write(Stage::Data, &out).await
+    }
+
+    async fn send_line(&mut self, stage: Stage, line: &str) -> Result<(), Error> {
+        // AUTH lines carry credentials and are never logged.
+        if stage != Stage::Auth {
+            tracing::trace!(addr = %self.addr, "smarthost <- {line}");
+        }
+        let mut bytes = Zeroizing::new(Vec::with_capacity(line.len() + 2));
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.write(stage, &bytes).await
+    }
+
+    async fn write(&mut self, stage: Stage, bytes: &[u8]) -> Result<(), Error> {
+        let (addr, after) = (self.addr, self.timeout);
+        let io = &mut self.io;
+        let write = async move {
+            io.write_all(bytes).await?;
+            io.flush().await
+        };
+        tokio::time::timeout(after, write)
+            .await
+            .map_err(|_| Error::Timeout { stage, after })?
+            .map_err(|source| Error::Io {
+                addr,
+                stage,
+                source,
+            })
+    }
+
+    async fn read_reply(&mut self, stage: Stage) -> Result<Reply, Error> {
+        let after = self.timeout;
+        let reply = tokio::time::timeout(after, self.read_reply_untimed(stage))
+            .await
+            .map_err(|_| Error::Timeout { stage, after })??;
+        tracing::trace!(addr = %self.addr, "smarthost -> {reply}");
+        Ok(reply)
+    }
+
+    async fn read_reply_untimed(&mut self, stage: Stage) -> Result<Reply, Error> {
+        let mut parser = ReplyParser::default();
+        let mut chunk = [0u8; 1024];
+        loop {
+            while let Some(line) = take_line(&mut self.buf)? {
+                if let Some(reply) = parser.push_line(&line)? {
+                    return Ok(reply);
+                }
+            }
+            let n = self.io.read(&mut chunk).await.map_err(|source| Error::Io {
+                addr: self.addr,
+                stage,
+                source,
+            })?;
+            if n == 0 {
+                return Err(Error::Closed(stage));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn quit(&mut self) {
+        if self.send_line(Stage::Quit, "QUIT").await.is_ok() {
+            let _ = self.read_reply(Stage::Quit).await;
+        }
+        let _ = self.io.shutdown().await;
+    }
+}
+
+/// Whether `addr` can be put between angle brackets in a command: no controls, spaces or
+/// brackets, and not absurdly long (RFC 5321 §4.5.3.1.3 allows 256 octets for a path).
+fn is_sendable(addr: &str) -> bool {
+    addr.len() <= 256
+        && !addr
+            .bytes()
+            .any(|b| b <= b' ' || b == b'<' || b == b'>' || b == 0x7f)
+}
+
+fn tls_config(accept_any: bool) -> Result<ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsConfig(e.to_string()))?;
+    if accept_any {
+        let verifier = Arc::new(AcceptAnyCert(provider));
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth());
+    }
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for err in &found.errors {
+        tracing::warn!(error = %err, "relay: problem loading system trust roots");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(
+            ignored,
+            "relay: no system trust roots; smarthost TLS will fail"
+        );
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Accepts any server certificate (still checking the handshake signatures); only for
+/// `danger_accept_invalid_certs`.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+
+    fn reply(code: u16, lines: &[&str]) -> Reply {
+        Reply {
+            code,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn reply_lines() {
+        // `None`: the line is malformed; `Some(None)`: more lines follow.
+        let cases: [(&[u8], Option<Option<Reply>>); 9] = [
+            (b"250 ok", Some(Some(reply(250, &["ok"])))),
+            (b"250", Some(Some(reply(250, &[""])))),
+            (b"421 4.3.2 bye", Some(Some(reply(421, &["4.3.2 bye"])))),
+            (b"250-first", Some(None)),
+            (b"25", None),
+            (b"abc ok", None),
+            (b"150 ok", None),
+            (b"650 ok", None),
+            (b"250_ok", None),
+        ];
+        for (line, want) in cases {
+            match (ReplyParser::default().push_line(line), want) {
+                (Ok(got), Some(want)) => assert_eq!(got, want, "{line:?}"),
+                (Err(Error::Malformed(_)), None) => {}
+                (got, want) => panic!("{line:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn multiline_replies_and_bounds() {
+        let mut p = ReplyParser::default();
+        assert_eq!(p.push_line(b"250-mx.example").unwrap(), None);
+        assert_eq!(p.push_line(b"250-SIZE 1000").unwrap(), None);
+        let r = p.push_line(b"250 AUTH PLAIN LOGIN").unwrap().unwrap();
+        assert_eq!(
+            r,
+            reply(250, &["mx.example", "SIZE 1000", "AUTH PLAIN LOGIN"])
+        );
+        assert_eq!(
+            Caps::parse(&r),
+            Caps {
+                size: true,
+                starttls: false,
+                auth: vec!["PLAIN".into(), "LOGIN".into()]
+            }
+        );
+        // The parser starts afresh after a complete reply.
+        assert_eq!(p.push_line(b"354 go").unwrap(), Some(reply(354, &["go"])));
+
+        let mut p = ReplyParser::default();
+        p.push_line(b"250-a").unwrap();
+        assert!(matches!(p.push_line(b"251 b"), Err(Error::Malformed(_))));
+
+        let mut p = ReplyParser::default();
+        for _ in 0..MAX_LINES {
+            p.push_line(b"250-x").unwrap();
+        }
+        assert!(matches!(
+            p.push_line(b"250 x"),
+            Err(Error::TooManyLines { .. })
+        ));
+        let long = [b"250 ".as_slice(), &vec![b'x'; MAX_LINE]].concat();
+        let mut p = ReplyParser::default();
+        assert!(matches!(p.push_line(&long), Err(Error::LineTooLong { .. })));
+    }
+
+    #[test]
+    fn replies_do_not_depend_on_read_sizes() {
+        let wire = b"220 hi\r\n250-a\r\n250-b\nx\r\n250 c\r\n354 go\r\n".to_vec();
+        // "x" is a malformed line; everything before it must parse the same at every split.
+        let mut chunk = 1;
+        while chunk <= 512 {
+            let mut buf = Vec::new();
+            let mut parser = ReplyParser::default();
+            let mut got = Vec::new();
+            let mut err = None;
+            'feed: for piece in wire.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(line) = take_line(&mut buf).unwrap() {
+                    match parser.push_line(&line) {
+                        Ok(Some(r)) => got.push(r),
+                        Ok(None) => {}
+                        Err(e) => {
+                            err = Some(e);
+                            break 'feed;
+                        }
+                    }
+                }
+            }
+            assert_eq!(got, vec![reply(220, &["hi"])], "chunk {chunk}");
+            assert!(matches!(err, Some(Error::Malformed(_))), "chunk {chunk}");
+            chunk *= 2;
+        }
+    }
+
+    #[test]
+    fn take_line_is_bounded() {
+        let mut buf = vec![b'x'; MAX_LINE + 1];
+        assert!(matches!(
+            take_line(&mut buf),
+            Err(Error::LineTooLong { .. })
+        ));
+        let mut buf = vec![b'x'; MAX_LINE];
+        assert_eq!(take_line(&mut buf).unwrap(), None);
+        buf.push(b'\n');
+        assert!(matches!(
+            take_line(&mut buf),
+            Err(Error::LineTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn dot_stuffing_at_every_chunk_size() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (b"", b".\r\n"),
+            (b"a\r\n", b"a\r\n.\r\n"),
+            (b"no newline", b"no newline\r\n.\r\n"),
+            (b".\r\n", b"..\r\n.\r\n"),
+            (b".a\r\nb.\r\n..c\r\n", b"..a\r\nb.\r\n...c\r\n.\r\n"),
+            (b"x\r\n.\r\n.", b"x\r\n..\r\n..\r\n.\r\n"),
+        ];
+        for (input, want) in cases {
+            for chunk in [1, 2, 4, 8, 16, 512] {
+                let mut s = DotStuffer::default();
+                let mut out = Vec::new();
+                for piece in input.chunks(chunk) {
+                    s.push(piece, &mut out);
+                }
+                s.finish(&mut out);
+                assert_eq!(out, want, "{:?} at {chunk}", String::from_utf8_lossy(input));
+            }
+        }
+    }
+
+    #[test]
+    fn permanence() {
+        let rej = |stage, code| Error::Rejected {
+            stage,
+            reply: reply(code, &["x"]),
+        };
+        assert!(rej(Stage::Mail, 550).is_permanent());
+        assert!(rej(Stage::Data, 554).is_permanent());
+        assert!(!rej(Stage::Mail, 451).is_permanent());
+        assert!(!rej(Stage::Auth, 535).is_permanent());
+        assert!(!rej(Stage::Greeting, 554).is_permanent());
+        assert!(!Error::Closed(Stage::Data).is_permanent());
+        assert!(Error::InvalidAddress("a b".into()).is_permanent());
+        assert!(reply(451, &[]).is_transient() && reply(550, &[]).is_permanent());
+        assert!(is_sendable("") && is_sendable("a@b") && !is_sendable("a>\r\nRSET"));
+    }
+
+    /// A one-connection scripted server: sends the greeting, then answers each received line
+    /// with the next scripted reply, reading a whole DATA transfer as one entry after a 354.
+    /// Returns what it received.
+    async fn scripted(script: &[&str]) -> (SocketAddr, JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script: Vec<String> = script.iter().map(|s| s.to_string()).collect();
+        let task = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (r, mut w) = sock.into_split();
+            let mut r = BufReader::new(r);
+            let mut seen = Vec::new();
+            let mut replies = script.into_iter();
+            let Some(greeting) = replies.next() else {
+                return seen;
+            };
+            w.write_all(greeting.as_bytes()).await.unwrap();
+            let mut in_data = false;
+            loop {
+                let mut entry = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap() == 0 {
+                        return seen;
+                    }
+                    entry.push_str(&line);
+                    if !in_data || line == ".\r\n" {
+                        break;
+                    }
+                }
+                seen.push(entry);
+                let Some(next) = replies.next() else {
+                    return seen;
+                };
+                in_data = next.starts_with("354");
+                w.write_all(next.as_bytes()).await.unwrap();
+            }
+        });
+        (addr, task)
+    }
+
+    fn upstream(addr: SocketAddr) -> Upstream {
+        Upstream {
+            address: addr,
+            server_name: "127.0.0.1".into(),
+            tls: UpstreamTls::None,
+            danger_accept_invalid_certs: false,
+            username: None,
+            password: None,
+            retry: vec![],
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn helo_fallback_per_recipient_results_and_stuffing() {
+        let (addr, server) = scripted(&[
+            "220 mx ESMTP\r\n",
+            "502 5.5.1 what\r\n",
+            "250 mx\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "550 5.1.1 unknown\r\n",
+            "451 4.3.0 later\r\n",
+            "354 go\r\n",
+            "250-2.0.0 queued\r\n250 as 12\r\n",
+            "221 bye\r\n",
+        ])
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let body = dir.path().join("m");
+        std::fs::write(&body, b"Subject: t\r\n\r\n.hidden\r\nend").unwrap();
+        let rcpts = vec!["a@x".to_string(), "b@x".into(), "c@x".into()];
+        let msg = Message {
+            mail_from: "s@x",
+            recipients: &rcpts,
+            body: &body,
+            size: 30,
+        };
+        let got = Connector::new(upstream(addr))
+            .unwrap()
+            .send("gw.test", &msg)
+            .await
+            .unwrap();
+        let queued = reply(250, &["2.0.0 queued", "as 12"]);
+        assert_eq!(
+            got,
+            vec![
+                queued,
+                reply(550, &["5.1.1 unknown"]),
+                reply(451, &["4.3.0 later"])
+            ]
+        );
+        let seen = server.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                "EHLO gw.test\r\n",
+                "HELO gw.test\r\n",
+                "MAIL FROM:<s@x>\r\n",
+                "RCPT TO:<a@x>\r\n",
+                "RCPT TO:<b@x>\r\n",
+                "RCPT TO:<c@x>\r\n",
+                "DATA\r\n",
+                "Subject: t\r\n\r\n..hidden\r\nend\r\n.\r\n",
+                "QUIT\r\n",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_login_and_size() {
+        let (addr, server) = scripted(&[
+            "220 mx\r\n",
+            "250-mx\r\n250-SIZE 100000\r\n250 AUTH LOGIN\r\n",
+            "334 VXNlcm5hbWU6\r\n",
+            "334 UGFzc3dvcmQ6\r\n",
+            "235 2.7.0 ok\r\n",
+            "250 ok\r\n",
+            "550 no\r\n",
+            "221 bye\r\n",
+        ])
+        .await;
+        let mut up = upstream(addr);
+        up.username = Some("gw".into());
+        up.password = Some("s3cret".into());
+        let rcpts = vec!["r@x".to_string()];
+        let msg = Message {
+            mail_from: "",
+            recipients: &rcpts,
+            body: Path::new("/nonexistent"),
+            size: 5,
+        };
+        let got = Connector::new(up).unwrap().send("gw", &msg).await.unwrap();
+        // No recipient accepted: no DATA, so the missing body file is never opened.
+        assert_eq!(got, vec![reply(550, &["no"])]);
+        let seen = server.await.unwrap();
+        assert_eq!(
+            seen[1..6],
+            [
+                "AUTH LOGIN\r\n",
+                "Z3c=\r\n",
+                "czNjcmV0\r\n",
+                "MAIL FROM:<> SIZE=5\r\n",
+                "RCPT TO:<r@x>\r\n"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn session_failures() {
+        let rcpts = vec!["r@x".to_string()];
+        let msg = Message {
+            mail_from: "s@x",
+            recipients: &rcpts,
+            body: Path::new("/none"),
+            size: 1,
+        };
+
+        let (addr, _server) =
+            scripted(&["220 mx\r\n", "250 mx\r\n", "552 5.3.4 too big\r\n"]).await;
+        let err = Connector::new(upstream(addr))
+            .unwrap()
+            .send("gw", &msg)
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert_eq!(err.reply(), Some(&reply(552, &["5.3.4 too big"])));
+
+        let (addr, _server) = scripted(&["421 4.3.2 busy\r\n"]).await;
+        let err = Connector::new(upstream(addr))
+            .unwrap()
+            .send("gw", &msg)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Rejected {
+                    stage: Stage::Greeting,
+                    ..
+                }
+            ) && !err.is_permanent()
+        );
+
+        let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n"]).await;
+        let mut up = upstream(addr);
+        up.tls = UpstreamTls::Starttls;
+        up.danger_accept_invalid_certs = true;
+        let err = Connector::new(up)
+            .unwrap()
+            .send("gw", &msg)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::StartTlsUnavailable), "{err}");
+
+        let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n"]).await;
+        let mut up = upstream(addr);
+        up.username = Some("u".into());
+        up.password = Some("p".into());
+        let err = Connector::new(up)
+            .unwrap()
+            .send("gw", &msg)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::AuthUnavailable), "{err}");
+
+        // A server that accepts but never speaks: the greeting times out.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut up = upstream(silent.local_addr().unwrap());
+        up.command_timeout = Duration::from_millis(100);
+        let err = Connector::new(up)
+            .unwrap()
+            .send("gw", &msg)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Timeout {
+                    stage: Stage::Greeting,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+
+        let bad = Message {
+            mail_from: "a b@x",
+            ..msg.clone()
+        };
+        let err = Connector::new(upstream(addr))
+            .unwrap()
+            .send("gw", &bad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidAddress(_)) && err.is_permanent());
+    }
+}

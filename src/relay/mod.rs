@@ -1,0 +1,866 @@
+//! The delivery worker: takes messages from the spool and delivers them, to local Maildirs or
+//! through the smarthost, retrying transient failures and bouncing permanent ones.
+//!
+//! One task owns the schedule (which message is due when); each delivery runs in its own task,
+//! at most [`CONCURRENCY`] at once. A delivery updates the envelope after each step (local,
+//! then remote), so a crash repeats at most the step in flight: delivery is at-least-once,
+//! never zero. When every recipient is settled the message is removed; failed recipients are
+//! reported in one delivery status notification (the per-recipient fields of RFC 3464 §2.3 in
+//! a plain-text message) sent from the null reverse-path (RFC 5321 §4.5.5). Messages whose
+//! failure cannot be reported (null sender, or the bounce cannot be queued) go to the
+//! dead-letter folder. Retry timing comes from [`retry`] (RFC 5321 §4.5.4.1).
+//!
+//! On shutdown the worker stops claiming work; a delivery in progress finishes its local step
+//! and abandons its upstream session, leaving the message due for the next start.
+
+pub mod client;
+pub mod retry;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, unix_secs};
+use crate::config::{DeliveryConfig, Upstream};
+use crate::maildir;
+use crate::spool::{Envelope, Recipient, Spool, Status};
+use client::{Connector, Message};
+
+/// Deliveries in progress at once.
+pub const CONCURRENCY: usize = 8;
+
+/// Notifications buffered before the worker falls back to rescanning the spool.
+const NOTIFY_QUEUE: usize = 1024;
+
+/// The longest the worker sleeps without looking at the clock again (clocks can jump).
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Delay before retrying a message whose delivery task failed unexpectedly.
+const CRASH_RETRY: Duration = Duration::from_secs(60);
+
+/// Most header bytes of the original message quoted in a bounce.
+const BOUNCE_HEADERS: usize = 16 * 1024;
+
+/// What the worker needs to know.
+#[derive(Clone)]
+pub struct Settings {
+    /// Our host name: EHLO, Maildir file names, the bounce's From and Reporting-MTA.
+    pub hostname: String,
+    /// Maildir root.
+    pub maildir: PathBuf,
+    /// Where messages go whose failure cannot be reported.
+    pub dead_letter: PathBuf,
+    /// The smarthost; `None` makes remote recipients fail permanently.
+    pub upstream: Option<Upstream>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Upstream` carries the smarthost password; show only where it points.
+        f.debug_struct("Settings")
+            .field("hostname", &self.hostname)
+            .field("maildir", &self.maildir)
+            .field("dead_letter", &self.dead_letter)
+            .field("upstream", &self.upstream.as_ref().map(|u| u.address))
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Settings from the validated configuration.
+    pub fn from_config(hostname: &str, delivery: &DeliveryConfig) -> Settings {
+        Settings {
+            hostname: hostname.to_string(),
+            maildir: delivery.maildir.clone(),
+            dead_letter: delivery.dead_letter.clone(),
+            upstream: delivery.upstream.clone(),
+        }
+    }
+
+    fn schedule(&self) -> &[Duration] {
+        match &self.upstream {
+            Some(up) => &up.retry,
+            None => &retry::DEFAULT_SCHEDULE,
+        }
+    }
+}
+
+/// Wakes the worker for a newly committed message. Cheap to clone; never blocks.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    tx: mpsc::Sender<String>,
+    overflow: Arc<AtomicBool>,
+}
+
+impl Notifier {
+    /// Tells the worker that message `id` was committed to the spool.
+    pub fn notify(&self, id: &str) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(id.to_string()) {
+            // The worker is busy with a backlog; it rescans the spool once it catches up.
+            self.overflow.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Starts the delivery worker. It first picks up everything already in the spool, then
+/// delivers what [`Notifier::notify`] announces and what falls due, until `shutdown`.
+pub fn spawn(
+    settings: Settings,
+    spool: Arc<Spool>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> (JoinHandle<()>, Notifier) {
+    let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let notifier = Notifier {
+        tx,
+        overflow: overflow.clone(),
+    };
+    let handle = tokio::spawn(async move {
+        let upstream = match settings.upstream.clone() {
+            None => Smarthost::None,
+            Some(up) => match tokio::task::spawn_blocking(move || Connector::new(up)).await {
+                Ok(Ok(c)) => Smarthost::Ready(c),
+                Ok(Err(e)) => Smarthost::Broken(e.to_string()),
+                Err(e) => Smarthost::Broken(e.to_string()),
+            },
+        };
+        if let Smarthost::Broken(why) = &upstream {
+            tracing::error!(error = %why, "relay: smarthost unusable; remote mail will wait");
+        }
+        let ctx = Arc::new(Ctx {
+            settings,
+            upstream,
+            spool,
+            clock,
+            shutdown,
+        });
+        let mut worker = Worker {
+            ctx,
+            rx,
+            overflow,
+            due: BTreeSet::new(),
+            scheduled: HashMap::new(),
+            running: HashSet::new(),
+            tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
+        };
+        worker.run().await;
+    });
+    (handle, notifier)
+}
+
+enum Smarthost {
+    None,
+    Ready(Connector),
+    Broken(String),
+}
+
+/// What every delivery task shares.
+struct Ctx {
+    settings: Settings,
+    upstream: Smarthost,
+    spool: Arc<Spool>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+}
+
+/// What a delivery task reports back to the scheduler.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Try this message again then.
+    retry_at: Option<SystemTime>,
+    /// New messages it queued (bounces), due at once.
+    queued: Vec<String>,
+}
+
+/// The scheduler: which message is due when, and which are being delivered.
+struct Worker {
+    ctx: Arc<Ctx>,
+    rx: mpsc::Receiver<String>,
+    overflow: Arc<AtomicBool>,
+    due: BTreeSet<(SystemTime, String)>,
+    scheduled: HashMap<String, SystemTime>,
+    running: HashSet<String>,
+    tasks: JoinSet<Outcome>,
+    task_ids: HashMap<tokio::task::Id, String>,
+}
+
+impl Worker {
+    async fn run(&mut self) {
+        self.rescan().await;
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            if self.overflow.swap(false, Ordering::AcqRel) {
+                self.rescan().await;
+            }
+            let now = self.ctx.clock.now();
+            self.claim_due(now);
+            let wait = match self.due.first() {
+                Some((at, _)) => at.duration_since(now).unwrap_or_default().min(MAX_IDLE),
+                None => MAX_IDLE,
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.finished(joined);
+                }
+                Some(id) = self.rx.recv() => {
+                    let now = self.ctx.clock.now();
+                    self.schedule(id, now);
+                }
+                () = tokio::time::sleep(wait), if self.tasks.len() < CONCURRENCY => {}
+            }
+        }
+        tracing::info!(in_progress = self.tasks.len(), "relay: stopping");
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            self.finished(joined);
+        }
+    }
+
+    /// Schedules everything in the spool (start-up, or after missed notifications).
+    async fn rescan(&mut self) {
+        let spool = self.ctx.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.load_all()).await {
+            Ok(Ok(envelopes)) => {
+                tracing::info!(messages = envelopes.len(), "relay: spool loaded");
+                for env in envelopes {
+                    let at = UNIX_EPOCH + Duration::from_secs(env.next_attempt);
+                    self.schedule(env.id, at);
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "relay: cannot read the spool"),
+            Err(e) => tracing::error!(error = %e, "relay: spool scan failed"),
+        }
+    }
+
+    fn schedule(&mut self, id: String, at: SystemTime) {
+        if self.running.contains(&id) {
+            return;
+        }
+        if let Some(&old) = self.scheduled.get(&id) {
+            if old <= at {
+                return;
+            }
+            self.due.remove(&(old, id.clone()));
+        }
+        self.scheduled.insert(id.clone(), at);
+        self.due.insert((at, id));
+    }
+
+    fn claim_due(&mut self, now: SystemTime) {
+        while self.tasks.len() < CONCURRENCY && !self.ctx.shutdown.is_cancelled() {
+            let Some((at, _)) = self.due.first() else {
+                break;
+            };
+            if *at > now {
+                break;
+            }
+            let Some((_, id)) = self.due.pop_first() else {
+                break;
+            };
+            self.scheduled.remove(&id);
+            self.running.insert(id.clone());
+            let ctx = self.ctx.clone();
+            let task_id = id.clone();
+            let handle = self
+                .tasks
+                .spawn(async move { deliver(&ctx, &task_id).await });
+            self.task_ids.insert(handle.id(), id);
+        }
+    }
+
+    fn finished(&mut self, joined: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) {
+        let task = match &joined {
+            Ok((task, _)) => *task,
+            Err(e) => e.id(),
+        };
+        let Some(id) = self.task_ids.remove(&task) else {
+            return;
+        };
+        self.running.remove(&id);
+        let now = self.ctx.clock.now();
+        match joined {
+            Ok((_, outcome)) => {
+                if let Some(at) = outcome.retry_at {
+                    self.schedule(id, at);
+                }
+                for new in outcome.queued {
+                    self.schedule(new, now);
+                }
+            }
+            Err(e) => {
+                tracing::error!(id, error = %e, "relay: delivery task failed; will retry");
+                self.schedule(id, now + CRASH_RETRY);
+            }
+        }
+    }
+}
+
+/// Runs one delivery attempt for message `id`.
+async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
+    let mut env = match blocking(ctx, {
+        let id = id.to_string();
+        move |spool| spool.load(&id)
+    })
+    .await
+    {
+        Ok(env) => env,
+        Err(e) => {
+            // Gone already (delivered before a rescan), or unreadable: nothing to retry.
+            tracing::debug!(id, error = %e, "relay: message not loadable");
+            return Outcome::default();
+        }
+    };
+    let now = ctx.clock.now();
+    let mut last_error: Option<(u16, String)> = None;
+
+    if pending(&env, true).next().is_some() {
+        deliver_local(ctx, &mut env, now, &mut last_error).await;
+        save(ctx, &env).await;
+    }
+    if pending(&env, false).next().is_some() {
+        if ctx.shutdown.is_cancelled() {
+            return Outcome::default();
+        }
+        match deliver_remote(ctx, &mut env, &mut last_error).await {
+            Some(()) => save(ctx, &env).await,
+            // Shut down mid-session: the message stays due for the next start.
+            None => return Outcome::default(),
+        }
+    }
+
+    if !env.is_settled() {
+        env.attempts += 1;
+        if let Some(delay) = retry::next_attempt(ctx.settings.schedule(), env.attempts) {
+            let at = now + delay;
+            env.next_attempt = unix_secs(at);
+            tracing::info!(id, attempts = env.attempts, retry_in = ?delay, "relay: deferred");
+            save(ctx, &env).await;
+            return Outcome {
+                retry_at: Some(at),
+                queued: vec![],
+            };
+        }
+        let (code, why) = last_error.unwrap_or((451, "temporary failure".into()));
+        let text = format!("gave up after {} attempts; last error: {why}", env.attempts);
+        for r in env
+            .recipients
+            .iter_mut()
+            .filter(|r| r.status == Status::Pending)
+        {
+            r.status = Status::Failed {
+                code,
+                text: text.clone(),
+            };
+        }
+        save(ctx, &env).await;
+    }
+    settle(ctx, env).await
+}
+
+/// Delivers pending local recipients into their Maildirs; errors are transient except an
+/// unusable mailbox name.
+async fn deliver_local(
+    ctx: &Ctx,
+    env: &mut Envelope,
+    now: SystemTime,
+    last_error: &mut Option<(u16, String)>,
+) {
+    let targets: Vec<(usize, String)> = env
+        .recipients
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match (&r.status, &r.local_user) {
+            (Status::Pending, Some(user)) => Some((i, user.clone())),
+            _ => None,
+        })
+        .collect();
+    let root = ctx.settings.maildir.clone();
+    let host = ctx.settings.hostname.clone();
+    let unique = format!("{}.{}", unix_secs(now), env.id);
+    let body = ctx.spool.body_path(&env.id);
+    // RFC 5321 §4.4: the delivering system records the reverse-path.
+    let return_path = format!("Return-Path: <{}>\r\n", printable(&env.mail_from));
+    let job = move || -> io::Result<Vec<(usize, io::Result<PathBuf>)>> {
+        let mut bytes = return_path.into_bytes();
+        bytes.extend_from_slice(&std::fs::read(&body)?);
+        Ok(targets
+            .into_iter()
+            .map(|(i, user)| (i, maildir::deliver(&root, &user, &unique, &host, &bytes)))
+            .collect())
+    };
+    let results = match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(results)) => results,
+        Ok(Err(e)) => {
+            tracing::error!(id = env.id, error = %e, "relay: cannot read spooled message");
+            *last_error = Some((451, format!("local delivery: cannot read message: {e}")));
+            return;
+        }
+        Err(e) => {
+            *last_error = Some((451, format!("local delivery task failed: {e}")));
+            return;
+        }
+    };
+    for (i, result) in results {
+        let Some(r) = env.recipients.get_mut(i) else {
+            continue;
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!(id = env.id, rcpt = r.address, "relay: delivered locally");
+                r.status = Status::Delivered;
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                tracing::warn!(id = env.id, rcpt = r.address, error = %e, "relay: bad mailbox");
+                r.status = Status::Failed {
+                    code: 550,
+                    text: format!("5.1.1 mailbox: {e}"),
+                };
+            }
+            Err(e) => {
+                tracing::warn!(id = env.id, rcpt = r.address, error = %e, "relay: local deferred");
+                *last_error = Some((451, format!("4.2.0 mailbox: {e}")));
+            }
+        }
+    }
+}
+
+/// Hands the pending remote recipients to the smarthost in one session. `None` if shutdown
+/// interrupted the session (nothing recorded).
+async fn deliver_remote(
+    ctx: &Ctx,
+    env: &mut Envelope,
+    last_error: &mut Option<(u16, String)>,
+) -> Option<()> {
+    let idx: Vec<usize> = env
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.status == Status::Pending && r.local_user.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let connector = match &ctx.upstream {
+        Smarthost::Ready(c) => c,
+        Smarthost::None => {
+            for &i in &idx {
+                let text = "5.3.0 no smarthost configured for remote delivery".to_string();
+                env.recipients[i].status = Status::Failed { code: 554, text };
+            }
+            return Some(());
+        }
+        Smarthost::Broken(why) => {
+            *last_error = Some((451, format!("smarthost unusable: {why}")));
+            return Some(());
+        }
+    };
+    let addresses: Vec<String> = idx
+        .iter()
+        .map(|&i| env.recipients[i].address.clone())
+        .collect();
+    let body = ctx.spool.body_path(&env.id);
+    let msg = Message {
+        mail_from: &env.mail_from,
+        recipients: &addresses,
+        body: &body,
+        size: env.size,
+    };
+    let result = tokio::select! {
+        () = ctx.shutdown.cancelled() => return None,
+        r = connector.send(&ctx.settings.hostname, &msg) => r,
+    };
+    match result {
+        Ok(replies) => {
+            for (&i, reply) in idx.iter().zip(replies) {
+                let r = &mut env.recipients[i];
+                if reply.is_positive() {
+                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: relayed");
+                    r.status = Status::Delivered;
+                } else if reply.is_permanent() {
+                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: rejected");
+                    r.status = Status::Failed {
+                        code: reply.code,
+                        text: reply.text(),
+                    };
+                } else {
+                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: rcpt deferred");
+                    *last_error = Some((reply.code, reply.text()));
+                }
+            }
+        }
+        Err(e) if e.is_permanent() => {
+            tracing::info!(id = env.id, error = %e, "relay: message rejected by smarthost");
+            let (code, text) = match e.reply() {
+                Some(reply) => (reply.code, reply.text()),
+                None => (553, e.to_string()),
+            };
+            for &i in &idx {
+                env.recipients[i].status = Status::Failed {
+                    code,
+                    text: text.clone(),
+                };
+            }
+        }
+        Err(e) => {
+            tracing::warn!(id = env.id, error = %e, "relay: smarthost deferred");
+            let code = e.reply().map_or(451, |r| r.code);
+            *last_error = Some((code, e.to_string()));
+        }
+    }
+    Some(())
+}
+
+/// Finishes a settled message: removes it, after bouncing failed recipients if any.
+async fn settle(ctx: &Ctx, env: Envelope) -> Outcome {
+    let failed: Vec<&Recipient> = env
+        .recipients
+        .iter()
+        .filter(|r| matches!(r.status, Status::Failed { .. }))
+        .collect();
+    let id = env.id.clone();
+    if failed.is_empty() {
+        tracing::info!(id, "relay: all recipients delivered");
+        remove(ctx, &id).await;
+        return Outcome::default();
+    }
+    if !env.is_null_sender() && env.mail_from == printable(&env.mail_from) {
+        let headers = original_headers(ctx, &id).await;
+        let (bounce, text) = bounce(
+            &ctx.settings.hostname,
+            &env,
+            &failed,
+            &headers,
+            ctx.clock.now(),
+        );
+        let queued = blocking(ctx, move |spool| spool.enqueue_bytes(bounce, &text)).await;
+        match queued {
+            Ok(bounce_id) => {
+                tracing::info!(
+                    id,
+                    bounce = bounce_id,
+                    failed = failed.len(),
+                    "relay: bounced"
+                );
+                remove(ctx, &id).await;
+                return Outcome {
+                    retry_at: None,
+                    queued: vec![bounce_id],
+                };
+            }
+            Err(e) => tracing::error!(id, error = %e, "relay: cannot queue bounce"),
+        }
+    }
+    let dest = ctx.settings.dead_letter.clone();
+    let moved = blocking(ctx, {
+        let id = id.clone();
+        move |spool| spool.move_out(&id, &dest)
+    })
+    .await;
+    match moved {
+        Ok(path) => tracing::error!(
+            id,
+            sender = env.mail_from,
+            failed = failed.len(),
+            path = %path.display(),
+            "relay: undeliverable and unreportable; moved to dead letters"
+        ),
+        Err(e) => {
+            tracing::error!(id, error = %e, "relay: cannot move to dead letters; will retry");
+            return Outcome {
+                retry_at: Some(ctx.clock.now() + CRASH_RETRY),
+                queued: vec![],
+            };
+        }
+    }
+    Outcome::default()
+}
+
+/// The bounce for `failed` recipients of `env`: its envelope (null sender, to the original
+/// sender's mailbox if they were authorized locally, else relayed) and its text.
+fn bounce(
+    host: &str,
+    env: &Envelope,
+    failed: &[&Recipient],
+    headers: &str,
+    now: SystemTime,
+) -> (Envelope, Vec<u8>) {
+    let to = Recipient::new(env.mail_from.clone(), env.authorized_as.clone());
+    let client = format!("bounce of {}", env.id);
+    let envelope = Envelope::new("", vec![to], unix_secs(now), client, None);
+    let mut t = String::new();
+    let mut line = |s: &str| {
+        t.push_str(s);
+        t.push_str("\r\n");
+    };
+    line(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{host}>"
+    ));
+    line(&format!("To: <{}>", env.mail_from));
+    line("Subject: Undelivered Mail Returned to Sender");
+    line(&format!("Date: {}", rfc5322_date(unix_secs(now))));
+    line(&format!("Message-ID: <{}.bounce@{host}>", env.id));
+    line("Auto-Submitted: auto-replied");
+    line("MIME-Version: 1.0");
+    line("Content-Type: text/plain; charset=utf-8");
+    line("Content-Transfer-Encoding: 8bit");
+    line("");
+    line(&format!("This is the mail system at {host}."));
+    line("");
+    line("Your message could not be delivered to one or more recipients.");
+    line("The recipients and the reasons are listed below.");
+    line("");
+    line(&format!("Reporting-MTA: dns; {host}"));
+    line(&format!("Arrival-Date: {}", rfc5322_date(env.received_at)));
+    for r in failed {
+        let Status::Failed { code, text } = &r.status else {
+            continue;
+        };
+        line("");
+        line(&format!(
+            "Final-Recipient: rfc822; {}",
+            printable(&r.address)
+        ));
+        line("Action: failed");
+        line(&format!("Status: {}", enhanced_status(*code, text)));
+        line(&format!(
+            "Diagnostic-Code: smtp; {code} {}",
+            printable(text)
+        ));
+    }
+    line("");
+    line("--- Headers of the original message follow ---");
+    line("");
+    t.push_str(headers);
+    (envelope, t.into_bytes())
+}
+
+/// The RFC 3463 status for the report: the reply's own enhanced code if it starts with one,
+/// else the generic one of its class.
+fn enhanced_status(code: u16, text: &str) -> String {
+    let first = text.split_ascii_whitespace().next().unwrap_or("");
+    let parts: Vec<&str> = first.split('.').collect();
+    let valid = parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    if valid {
+        first.to_string()
+    } else if code >= 500 {
+        "5.0.0".into()
+    } else {
+        "4.0.0".into()
+    }
+}
+
+/// `s` with control characters replaced, safe to put in a header line.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// The header section of the stored message (bounded), with CRLF line ends.
+async fn original_headers(ctx: &Ctx, id: &str) -> String {
+    let path = ctx.spool.body_path(id);
+    let read = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        std::fs::File::open(path)?
+            .take(BOUNCE_HEADERS as u64)
+            .read_to_end(&mut buf)?;
+        Ok(buf)
+    })
+    .await;
+    let Ok(Ok(buf)) = read else {
+        return "(original message unavailable)\r\n".into();
+    };
+    let end = match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(pos) => pos + 2,
+        // Truncated: keep whole lines only.
+        None => buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1),
+    };
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// `Sat, 28 Nov 2026 21:14:06 +0000` (RFC 5322 §3.3) for Unix seconds `secs`.
+fn rfc5322_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian, 400-year eras).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn pending(env: &Envelope, local: bool) -> impl Iterator<Item = &Recipient> {
+    env.recipients
+        .iter()
+        .filter(move |r| r.status == Status::Pending && r.local_user.is_some() == local)
+}
+
+async fn save(ctx: &Ctx, env: &Envelope) {
+    let copy = env.clone();
+    if let Err(e) = blocking(ctx, move |spool| spool.update(&copy)).await {
+        // The next attempt repeats the step (at-least-once), so this is not fatal.
+        tracing::error!(id = env.id, error = %e, "relay: cannot update envelope");
+    }
+}
+
+async fn remove(ctx: &Ctx, id: &str) {
+    let owned = id.to_string();
+    if let Err(e) = blocking(ctx, move |spool| spool.remove(&owned)).await {
+        tracing::error!(id, error = %e, "relay: cannot remove delivered message");
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    ctx: &Ctx,
+    f: impl FnOnce(&Spool) -> Result<T, crate::spool::Error> + Send + 'static,
+) -> Result<T, crate::spool::Error> {
+    let spool = ctx.spool.clone();
+    tokio::task::spawn_blocking(move || f(&spool))
+        .await
+        .map_err(|e| crate::spool::Error::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        let cases = [
+            (0, "Thu, 01 Jan 1970 00:00:00 +0000"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000"),
+            (1_700_000_000, "Tue, 14 Nov 2023 22:13:20 +0000"),
+            (1_735_646_400, "Tue, 31 Dec 2024 12:00:00 +0000"),
+            // 2100 is not a leap year.
+            (4_107_542_399, "Sun, 28 Feb 2100 23:59:59 +0000"),
+            (4_107_542_400, "Mon, 01 Mar 2100 00:00:00 +0000"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(rfc5322_date(secs), want);
+        }
+    }
+
+    #[test]
+    fn enhanced_status_codes() {
+        let cases = [
+            (550, "5.1.1 no such user", "5.1.1"),
+            (451, "4.3.0 try later", "4.3.0"),
+            (550, "no such user", "5.0.0"),
+            (421, "", "4.0.0"),
+            (550, "5.1 broken", "5.0.0"),
+            (550, "5.1.1234 long", "5.0.0"),
+        ];
+        for (code, text, want) in cases {
+            assert_eq!(enhanced_status(code, text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn bounce_lists_failed_recipients() {
+        let mut env = Envelope::new(
+            "alice@example.org",
+            vec![
+                Recipient::new("ok@remote.example", None),
+                Recipient::new("gone@remote.example", None),
+            ],
+            1_700_000_000,
+            "peer",
+            Some("alice".into()),
+        );
+        env.id = "1700000000.000001.000001.1".into();
+        env.recipients[0].status = Status::Delivered;
+        env.recipients[1].status = Status::Failed {
+            code: 550,
+            text: "5.1.1 user unknown\r\nInjected: x".into(),
+        };
+        let failed: Vec<&Recipient> = env.recipients[1..].iter().collect();
+        let headers = "Subject: hello\r\nFrom: alice@example.org\r\n";
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let (b, text) = bounce("gw.example", &env, &failed, headers, now);
+        assert!(b.is_null_sender());
+        assert_eq!(
+            b.recipients,
+            vec![Recipient::new("alice@example.org", Some("alice".into()))]
+        );
+        let text = String::from_utf8(text).unwrap();
+        for want in [
+            "From: Mail Delivery System <MAILER-DAEMON@gw.example>\r\n",
+            "To: <alice@example.org>\r\n",
+            "Auto-Submitted: auto-replied\r\n",
+            "Final-Recipient: rfc822; gone@remote.example\r\n",
+            "Status: 5.1.1\r\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 user unknown??Injected: x\r\n",
+            "\r\nSubject: hello\r\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("ok@remote.example"));
+        assert!(!text.contains("\r\nInjected"));
+        assert!(text.lines().all(|l| l.len() < 200));
+    }
+
+    #[test]
+    fn default_schedule_without_smarthost() {
+        let s = Settings {
+            hostname: "h".into(),
+            maildir: "/m".into(),
+            dead_letter: "/d".into(),
+            upstream: None,
+        };
+        assert_eq!(s.schedule(), &retry::DEFAULT_SCHEDULE);
+    }
+
+    #[test]
+    fn settings_debug_hides_the_password() {
+        let up = Upstream {
+            address: "127.0.0.1:25".parse().unwrap(),
+            server_name: "mx".into(),
+            tls: crate::config::UpstreamTls::None,
+            danger_accept_invalid_certs: false,
+            username: Some("gw".into()),
+            password: Some("hunter2-secret".into()),
+            retry: vec![],
+            command_timeout: Duration::from_secs(1),
+        };
+        let s = Settings {
+            hostname: "h".into(),
+            maildir: "/m".into(),
+            dead_letter: "/d".into(),
+            upstream: Some(up.clone()),
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let c = Connector::new(up).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
