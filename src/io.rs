@@ -38,7 +38,13 @@ pub struct LineReader {
 impl LineReader {
     /// A reader refusing lines longer than `max_line` bytes (CRLF excluded).
     pub fn new(max_line: usize) -> Self {
-        Self { buf: Vec::new(), start: 0, end: 0, max_line, discarding: false }
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            max_line,
+            discarding: false,
+        }
     }
 
     /// Changes the line cap (e.g. larger while a SASL exchange runs).
@@ -151,7 +157,10 @@ impl LineReader {
             self.start = 0;
         }
         if self.buf.len() - self.end < MIN_READ {
-            let want = (self.buf.len() * 2).clamp(self.end + MIN_READ, self.cap_total().max(self.end + MIN_READ));
+            let want = (self.buf.len() * 2).clamp(
+                self.end + MIN_READ,
+                self.cap_total().max(self.end + MIN_READ),
+            );
             self.buf.resize(want, 0);
         }
         let n = stream.read(&mut self.buf[self.end..]).await?;
@@ -213,7 +222,11 @@ mod tests {
             let got = lines(input, 64, chunk).await;
             assert_eq!(
                 got,
-                vec![Ok(b"EHLO a".to_vec()), Ok(b"MAIL FROM:<x@y>".to_vec()), Ok(b"NOOP".to_vec())],
+                vec![
+                    Ok(b"EHLO a".to_vec()),
+                    Ok(b"MAIL FROM:<x@y>".to_vec()),
+                    Ok(b"NOOP".to_vec())
+                ],
                 "chunk {chunk}"
             );
         }

@@ -27,7 +27,10 @@ pub fn mailbox_path(root: &Path, user: &str) -> io::Result<PathBuf> {
         || user.contains(['/', '\\', '\0'])
         || user.chars().any(char::is_control);
     if bad {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid mailbox name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid mailbox name",
+        ));
     }
     Ok(root.join(user))
 }
@@ -45,8 +48,15 @@ pub fn deliver(
     let dir = ensure_mailbox(root, user)?;
     let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
     // Maildir file names must not contain '/' or ':'.
-    let host: String = hostname.chars().map(|c| if c == '/' || c == ':' { '_' } else { c }).collect();
-    let name = format!("{unique}.M{n}P{}.{host},S={}", std::process::id(), bytes.len());
+    let host: String = hostname
+        .chars()
+        .map(|c| if c == '/' || c == ':' { '_' } else { c })
+        .collect();
+    let name = format!(
+        "{unique}.M{n}P{}.{host},S={}",
+        std::process::id(),
+        bytes.len()
+    );
     let tmp = dir.join("tmp").join(&name);
     let dst = dir.join("new").join(&name);
     let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;

@@ -87,7 +87,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -106,7 +109,10 @@ fn serve(path: &Path) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -132,8 +138,10 @@ fn serve(path: &Path) -> ExitCode {
 /// Cancels `shutdown` on SIGINT or SIGTERM.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -212,7 +220,10 @@ fn allowlist(path: &Path, action: AllowlistAction) -> ExitCode {
         Err(code) => return code,
     };
     let Some(addr) = config.listeners.control else {
-        eprintln!("{}: set listeners.control to use this command", path.display());
+        eprintln!(
+            "{}: set listeners.control to use this command",
+            path.display()
+        );
         return ExitCode::FAILURE;
     };
     let line = match action {
@@ -234,7 +245,10 @@ fn allowlist(path: &Path, action: AllowlistAction) -> ExitCode {
 }
 
 fn control(addr: SocketAddr, line: &str) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{e}");
@@ -244,7 +258,11 @@ fn control(addr: SocketAddr, line: &str) -> ExitCode {
     match runtime.block_on(mailgate::control::request(addr, line)) {
         Ok(answer) => {
             print!("{answer}");
-            if answer.starts_with("ERR") { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+            if answer.starts_with("ERR") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("cannot reach the gateway at {addr}: {e}");

@@ -114,8 +114,11 @@ impl Shared {
     /// A fresh session id: unique for this process run, short enough for every log line.
     pub fn next_session_id(&self) -> String {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}{:04x}", crate::clock::unix_secs(self.clock.now()) & 0xffff_ffff, n & 0xffff)
-            + &format!(".{n}")
+        format!(
+            "{:x}{:04x}",
+            crate::clock::unix_secs(self.clock.now()) & 0xffff_ffff,
+            n & 0xffff
+        ) + &format!(".{n}")
     }
 
     /// Records a failed login and returns how long to wait before answering it: the fixed
@@ -129,12 +132,13 @@ impl Shared {
 
     /// The delay to impose before even trying a login from this address/user.
     pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
-        self.throttle.delay(crate::canonical_ip(ip), user, self.clock.now())
+        self.throttle
+            .delay(crate::canonical_ip(ip), user, self.clock.now())
     }
 
     /// Records a successful login (resets the throttle).
     pub fn auth_succeeded(&self, ip: IpAddr, user: &str) {
-        self.throttle.record_success(crate::canonical_ip(ip), Some(user));
+        self.throttle.record_success(crate::canonical_ip(ip), user);
     }
 }
 
@@ -177,7 +181,8 @@ impl Server {
             path: config.state_dir.display().to_string(),
             source,
         })?;
-        let users = UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
+        let users =
+            UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
         tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");
         let (acceptor, origin) = crate::tls::acceptor(&config.tls, &config.hostname)?;
         if origin == crate::tls::Origin::SelfSigned {
@@ -186,8 +191,12 @@ impl Server {
                 "no [tls] cert/key configured: using a self-signed certificate made at start"
             );
         }
-        let mechanisms =
-            config.auth.mechanisms.iter().filter_map(|m| crate::sasl::find(m)).collect();
+        let mechanisms = config
+            .auth
+            .mechanisms
+            .iter()
+            .filter_map(|m| crate::sasl::find(m))
+            .collect();
         let pbs = &config.pop_before_smtp;
         let allowlist = Arc::new(Allowlist::new(
             pbs.ttl,
@@ -222,20 +231,26 @@ impl Server {
         ];
         for (role, addrs) in roles {
             for addr in addrs {
-                let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
-                    addr: *addr,
-                    role: role.name(),
-                    source,
-                })?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: *addr,
+                        role: role.name(),
+                        source,
+                    })?;
                 listeners.push((role, listener));
             }
         }
         let control = match l.control {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind {
-                addr,
-                role: "control",
-                source,
-            })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr,
+                        role: "control",
+                        source,
+                    })?,
+            ),
             None => None,
         };
         let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
@@ -254,7 +269,13 @@ impl Server {
             per_ip: DashMap::new(),
             config,
         });
-        Ok(Server { shared, listeners, control, relay_task, relay_shutdown })
+        Ok(Server {
+            shared,
+            listeners,
+            control,
+            relay_task,
+            relay_shutdown,
+        })
     }
 
     /// The bound address of each listener (useful with port 0).
@@ -277,7 +298,13 @@ impl Server {
 
     /// Serves until `shutdown` fires, then drains sessions and saves state.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Server { shared, listeners, control, relay_task, relay_shutdown } = self;
+        let Server {
+            shared,
+            listeners,
+            control,
+            relay_task,
+            relay_shutdown,
+        } = self;
         let tracker = TaskTracker::new();
         let sessions = CancellationToken::new();
         let semaphore = Arc::new(Semaphore::new(shared.config.limits.max_connections));
@@ -389,7 +416,11 @@ fn admit(shared: &Arc<Shared>, semaphore: &Arc<Semaphore>, ip: IpAddr) -> Option
     if !admitted {
         return None;
     }
-    Some(Slot { _permit: permit, ip, shared: shared.clone() })
+    Some(Slot {
+        _permit: permit,
+        ip,
+        shared: shared.clone(),
+    })
 }
 
 /// Answers a connection over the caps with a one-line refusal (RFC 5321 §3.1: 421 at

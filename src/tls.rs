@@ -71,9 +71,13 @@ pub fn self_signed(
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let err = |message: String| Error::Pem { path: path.display().to_string(), message };
-    let certs: Result<Vec<_>, _> =
-        CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?.collect();
+    let err = |message: String| Error::Pem {
+        path: path.display().to_string(),
+        message,
+    };
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect();
     let certs = certs.map_err(|e| err(e.to_string()))?;
     if certs.is_empty() {
         return Err(err("no CERTIFICATE block found".into()));
@@ -82,8 +86,10 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| Error::Pem { path: path.display().to_string(), message: e.to_string() })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| Error::Pem {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Describes a finished handshake for logs and Received headers, e.g. `TLSv1.3

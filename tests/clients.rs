@@ -13,7 +13,11 @@ fn s(v: &[&str]) -> Vec<String> {
 
 async fn swaks(args: &[&str]) -> (bool, String) {
     let out = run("swaks", s(args), None).await;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -27,16 +31,38 @@ async fn swaks_auth_mechanisms_over_starttls_and_implicit_tls() {
     let subs = gw.addr("submissions").to_string();
     for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
         let (ok, text) = swaks(&[
-            "--server", &sub, "--tls", "--auth", mech, "--auth-user", "alice", "--auth-password",
-            PASSWORD, "--from", "alice@example.test", "--to", "bob@example.test", "--header",
+            "--server",
+            &sub,
+            "--tls",
+            "--auth",
+            mech,
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            PASSWORD,
+            "--from",
+            "alice@example.test",
+            "--to",
+            "bob@example.test",
+            "--header",
             &format!("Subject: via swaks {mech}"),
         ])
         .await;
         assert!(ok, "swaks STARTTLS {mech} failed:\n{text}");
         assert!(text.contains("235 2.7.0"), "{text}");
         let (ok, text) = swaks(&[
-            "--server", &subs, "--tls-on-connect", "--auth", mech, "--auth-user", "alice",
-            "--auth-password", PASSWORD, "--from", "alice@example.test", "--to",
+            "--server",
+            &subs,
+            "--tls-on-connect",
+            "--auth",
+            mech,
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            PASSWORD,
+            "--from",
+            "alice@example.test",
+            "--to",
             "friend@remote.example",
         ])
         .await;
@@ -44,15 +70,36 @@ async fn swaks_auth_mechanisms_over_starttls_and_implicit_tls() {
     }
     // Wrong password: 535, and swaks reports failure.
     let (ok, text) = swaks(&[
-        "--server", &sub, "--tls", "--auth", "LOGIN", "--auth-user", "alice", "--auth-password",
-        "nope", "--from", "alice@example.test", "--to", "bob@example.test",
+        "--server",
+        &sub,
+        "--tls",
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        "nope",
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@example.test",
     ])
     .await;
     assert!(!ok && text.contains("535 5.7.8"), "{text}");
     // Plaintext AUTH without TLS from a network not allowed: refused before credentials are sent.
     let (ok, text) = swaks(&[
-        "--server", &sub, "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", PASSWORD,
-        "--from", "alice@example.test", "--to", "bob@example.test",
+        "--server",
+        &sub,
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        PASSWORD,
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@example.test",
     ])
     .await;
     assert!(!ok, "plaintext AUTH without TLS must fail:\n{text}");
@@ -68,7 +115,11 @@ async fn swaks_unauthorized_relay_refused() {
     }
     let gw = Gateway::start("").await;
     let (ok, text) = swaks(&[
-        "--server", &gw.addr("smtp").to_string(), "--from", "x@remote.example", "--to",
+        "--server",
+        &gw.addr("smtp").to_string(),
+        "--from",
+        "x@remote.example",
+        "--to",
         "victim@elsewhere.example",
     ])
     .await;
@@ -83,37 +134,70 @@ async fn curl_smtp_and_pop3() {
     }
     let gw = Gateway::start("").await;
     let msg = gw.dir.path().join("msg.eml");
-    std::fs::write(&msg, "Subject: via curl\r\nFrom: alice@example.test\r\n\r\nhello from curl\r\n").unwrap();
+    std::fs::write(
+        &msg,
+        "Subject: via curl\r\nFrom: alice@example.test\r\n\r\nhello from curl\r\n",
+    )
+    .unwrap();
     for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
         let out = run(
             "curl",
             s(&[
-                "-sS", "--ssl-reqd", "-k", "--url", &format!("smtp://{}", gw.addr("submission")),
-                "--login-options", &format!("AUTH={mech}"), "--user", &format!("alice:{PASSWORD}"),
-                "--mail-from", "alice@example.test", "--mail-rcpt", "bob@example.test",
-                "--upload-file", &msg.to_string_lossy(),
+                "-sS",
+                "--ssl-reqd",
+                "-k",
+                "--url",
+                &format!("smtp://{}", gw.addr("submission")),
+                "--login-options",
+                &format!("AUTH={mech}"),
+                "--user",
+                &format!("alice:{PASSWORD}"),
+                "--mail-from",
+                "alice@example.test",
+                "--mail-rcpt",
+                "bob@example.test",
+                "--upload-file",
+                &msg.to_string_lossy(),
             ]),
             None,
         )
         .await;
-        assert!(out.status.success(), "curl SMTP {mech}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "curl SMTP {mech}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     gw.wait_for_mail("bob", 3).await;
     // POP3 over STLS: list, retrieve, delete.
     let pop = |path: &str, extra: &[&str]| {
-        let mut args = s(&["-sS", "--ssl-reqd", "-k", "--user", &format!("bob:{PASSWORD}")]);
+        let mut args = s(&[
+            "-sS",
+            "--ssl-reqd",
+            "-k",
+            "--user",
+            &format!("bob:{PASSWORD}"),
+        ]);
         args.extend(s(extra));
         args.push(format!("pop3://{}/{path}", gw.addr("pop3")));
         args
     };
     let out = run("curl", pop("", &[]), None).await;
     let list = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(list.lines().count(), 3, "{list}");
     let out = run("curl", pop("1", &[]), None).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello from curl"));
     let out = run("curl", pop("1", &["-X", "DELE", "-I"]), None).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(gw.mailbox("bob").len(), 2);
     gw.stop().await;
 }

@@ -45,7 +45,10 @@ fn start(config: &std::path::Path) -> Child {
 
 async fn wait_listening(port: u16) {
     for _ in 0..400 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -59,7 +62,8 @@ async fn stream_messages(port: u16, start: usize, accepted: &mut Vec<usize>) {
     let mut n = start;
     'outer: loop {
         let Ok(Ok(tcp)) =
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
         else {
             return;
         };
@@ -67,7 +71,11 @@ async fn stream_messages(port: u16, start: usize, accepted: &mut Vec<usize>) {
         if c.reply_opt().await != Some(220) {
             return;
         }
-        for line in ["EHLO loader", "MAIL FROM:<load@remote.example>", "RCPT TO:<alice@example.test>"] {
+        for line in [
+            "EHLO loader",
+            "MAIL FROM:<load@remote.example>",
+            "RCPT TO:<alice@example.test>",
+        ] {
             c.send(line).await;
             if !matches!(c.reply_opt().await, Some(250)) {
                 return;
@@ -77,7 +85,10 @@ async fn stream_messages(port: u16, start: usize, accepted: &mut Vec<usize>) {
         if c.reply_opt().await != Some(354) {
             return;
         }
-        let body = format!("Subject: msg-{n}\r\nX-Seq: {n}\r\n\r\n{}\r\n.\r\n", "x".repeat(2000));
+        let body = format!(
+            "Subject: msg-{n}\r\nX-Seq: {n}\r\n\r\n{}\r\n.\r\n",
+            "x".repeat(2000)
+        );
         if c.try_send_raw(body.as_bytes()).await.is_err() {
             return;
         }
@@ -107,7 +118,11 @@ async fn sigkill_mid_stream_loses_no_accepted_message() {
     });
     stream_messages(smtp, 0, &mut accepted).await;
     killer.await.unwrap();
-    assert!(accepted.len() >= 3, "too few messages before the kill: {}", accepted.len());
+    assert!(
+        accepted.len() >= 3,
+        "too few messages before the kill: {}",
+        accepted.len()
+    );
 
     let mut child = start(&config);
     wait_listening(smtp).await;
@@ -123,7 +138,11 @@ async fn sigkill_mid_stream_loses_no_accepted_message() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(missing.is_empty(), "accepted but lost after SIGKILL: {missing:?} of {}", accepted.len());
+    assert!(
+        missing.is_empty(),
+        "accepted but lost after SIGKILL: {missing:?} of {}",
+        accepted.len()
+    );
 }
 
 #[test]
@@ -134,12 +153,19 @@ fn check_config_accepts_the_shipped_config_and_reports_bad_ones() {
         .arg(format!("{root}/config/mailgate.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "hostname = \"h\"\nbogus_key = 1\n[limits]\nsmtp_idle_timeout = \"five minutes\"\n")
-        .unwrap();
+    std::fs::write(
+        &bad,
+        "hostname = \"h\"\nbogus_key = 1\n[limits]\nsmtp_idle_timeout = \"five minutes\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .args(["check-config", "--config"])
         .arg(&bad)
@@ -163,11 +189,26 @@ fn passwd_writes_hashed_forms_not_plaintext() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"carols-password\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"carols-password\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let users = std::fs::read_to_string(dir.path().join("users")).unwrap();
     assert!(users.contains("carol:{ARGON2ID}"), "{users}");
-    assert!(!users.contains("carols-password"), "plaintext stored: {users}");
-    assert!(users.contains("alice:{PLAIN}secret-pw"), "other users kept: {users}");
+    assert!(
+        !users.contains("carols-password"),
+        "plaintext stored: {users}"
+    );
+    assert!(
+        users.contains("alice:{PLAIN}secret-pw"),
+        "other users kept: {users}"
+    );
 }

@@ -21,7 +21,8 @@ async fn deliver(gw: &Gateway, user: &str, subject: &str) {
     c.cmd("MAIL FROM:<x@remote.example>", 250).await;
     c.cmd(&format!("RCPT TO:<{user}@example.test>"), 250).await;
     c.cmd("DATA", 354).await;
-    c.send_raw(format!("Subject: {subject}\r\n\r\nline one\r\n..leading dot\r\n.\r\n").as_bytes()).await;
+    c.send_raw(format!("Subject: {subject}\r\n\r\nline one\r\n..leading dot\r\n.\r\n").as_bytes())
+        .await;
     c.expect(250).await;
     c.cmd("QUIT", 221).await;
 }
@@ -51,10 +52,16 @@ async fn retrieve_and_delete_only_on_quit() {
     let uidl = c.multiline().await;
     c.pop_cmd("RETR 1", true).await;
     let body = c.multiline().await.join("\n");
-    assert!(body.contains("Subject: first") && body.contains("\n.leading dot"), "{body}");
+    assert!(
+        body.contains("Subject: first") && body.contains("\n.leading dot"),
+        "{body}"
+    );
     c.pop_cmd("TOP 2 0", true).await;
     let top = c.multiline().await.join("\n");
-    assert!(top.contains("Subject: second") && !top.contains("line one"), "{top}");
+    assert!(
+        top.contains("Subject: second") && !top.contains("line one"),
+        "{top}"
+    );
     c.pop_cmd("DELE 1", true).await;
     c.pop_cmd("DELE 1", false).await;
     c.pop_cmd("RETR 1", false).await;
@@ -86,7 +93,10 @@ async fn plaintext_login_needs_tls_and_mailbox_is_exclusive() {
     let gw = Gateway::start("").await;
     let mut c = Client::connect(gw.addr("pop3")).await;
     let greeting = c.pop(true).await;
-    assert!(greeting.contains('<') && greeting.contains("@mail.example.test>"), "{greeting}");
+    assert!(
+        greeting.contains('<') && greeting.contains("@mail.example.test>"),
+        "{greeting}"
+    );
     c.pop_cmd("CAPA", true).await;
     let capa = c.multiline().await;
     assert!(capa.contains(&"STLS".to_string()), "{capa:?}");
@@ -103,7 +113,11 @@ async fn plaintext_login_needs_tls_and_mailbox_is_exclusive() {
 
     let mut other = Client::connect_tls(gw.addr("pop3s")).await;
     other.pop(true).await;
-    other.pop_cmd(&format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))), false)
+    other
+        .pop_cmd(
+            &format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))),
+            false,
+        )
         .await
         .contains("[IN-USE]")
         .then_some(())
@@ -111,7 +125,12 @@ async fn plaintext_login_needs_tls_and_mailbox_is_exclusive() {
     c.pop_cmd("QUIT", true).await;
     let mut third = Client::connect_tls(gw.addr("pop3s")).await;
     third.pop(true).await;
-    third.pop_cmd(&format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))), true).await;
+    third
+        .pop_cmd(
+            &format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))),
+            true,
+        )
+        .await;
     third.pop_cmd("QUIT", true).await;
     gw.stop().await;
 }
@@ -123,7 +142,8 @@ async fn apop_and_wrong_password() {
     let greeting = c.pop(true).await;
     let ts = &greeting[greeting.find('<').unwrap()..=greeting.rfind('>').unwrap()];
     let digest = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{ts}{PASSWORD}")));
-    c.pop_cmd("APOP alice 0123456789abcdef0123456789abcdef", false).await;
+    c.pop_cmd("APOP alice 0123456789abcdef0123456789abcdef", false)
+        .await;
     c.pop_cmd(&format!("APOP alice {digest}"), true).await;
     c.pop_cmd("STAT", true).await;
     c.pop_cmd("QUIT", true).await;

@@ -33,7 +33,13 @@ async fn inbound_local_delivery_and_unknown_user() {
     c.expect(220).await;
     let ehlo = c.cmd("EHLO client.example", 250).await;
     let text = ehlo.join("\n");
-    for ext in ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES", "STARTTLS"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "STARTTLS",
+    ] {
         assert!(text.contains(ext), "{ext} missing in {text}");
     }
     c.cmd("MAIL FROM:<someone@remote.example>", 250).await;
@@ -41,12 +47,21 @@ async fn inbound_local_delivery_and_unknown_user() {
     assert!(r[0].contains("5.1.1"), "{r:?}");
     c.cmd("RCPT TO:<Alice@Example.Test>", 250).await;
     c.cmd("DATA", 354).await;
-    c.send_raw(b"Subject: hi\r\n\r\nhello\r\n..dot\r\n.\r\n").await;
+    c.send_raw(b"Subject: hi\r\n\r\nhello\r\n..dot\r\n.\r\n")
+        .await;
     c.expect(250).await;
     c.cmd("QUIT", 221).await;
     let mail = gw.wait_for_mail("alice", 1).await;
-    assert!(mail[0].starts_with("Received: from client.example ([127.0.0.1])"), "{}", mail[0]);
-    assert!(mail[0].contains("\r\nSubject: hi\r\n\r\nhello\r\n.dot\r\n"), "{}", mail[0]);
+    assert!(
+        mail[0].starts_with("Received: from client.example ([127.0.0.1])"),
+        "{}",
+        mail[0]
+    );
+    assert!(
+        mail[0].contains("\r\nSubject: hi\r\n\r\nhello\r\n.dot\r\n"),
+        "{}",
+        mail[0]
+    );
     gw.stop().await;
 }
 
@@ -82,10 +97,18 @@ async fn submission_requires_auth_and_tls_for_plain() {
     let mut c = Client::connect_from(host(9), gw.addr("submission")).await;
     c.expect(220).await;
     let ehlo = c.cmd("EHLO c", 250).await.join("\n");
-    assert!(!ehlo.contains("PLAIN") && !ehlo.contains("LOGIN"), "plaintext offered: {ehlo}");
+    assert!(
+        !ehlo.contains("PLAIN") && !ehlo.contains("LOGIN"),
+        "plaintext offered: {ehlo}"
+    );
     assert!(ehlo.contains("CRAM-MD5"), "{ehlo}");
     c.cmd("MAIL FROM:<alice@example.test>", 530).await;
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)), 530).await;
+    let r = c
+        .cmd(
+            &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+            530,
+        )
+        .await;
     assert!(r[0].contains("5.7.0"), "{r:?}");
     c.cmd("STARTTLS", 220).await;
     let mut c = c.starttls().await;
@@ -93,9 +116,18 @@ async fn submission_requires_auth_and_tls_for_plain() {
     assert!(ehlo.contains("AUTH PLAIN LOGIN CRAM-MD5"), "{ehlo}");
     assert!(ehlo.contains("AUTH=PLAIN LOGIN CRAM-MD5"), "{ehlo}");
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", "wrong")), 535).await;
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)), 235).await;
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)), 503).await;
+    c.cmd(&format!("AUTH PLAIN {}", plain("alice", "wrong")), 535)
+        .await;
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+        235,
+    )
+    .await;
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+        503,
+    )
+    .await;
     c.cmd("MAIL FROM:<alice@example.test>", 250).await;
     c.cmd("RCPT TO:<bob@example.test>", 250).await;
     c.cmd("DATA", 354).await;
@@ -104,7 +136,11 @@ async fn submission_requires_auth_and_tls_for_plain() {
     c.cmd("QUIT", 221).await;
     let mail = gw.wait_for_mail("bob", 1).await;
     assert!(mail[0].contains("ESMTPSA"), "{}", mail[0]);
-    assert!(mail[0].contains("authenticated as alice with PLAIN"), "{}", mail[0]);
+    assert!(
+        mail[0].contains("authenticated as alice with PLAIN"),
+        "{}",
+        mail[0]
+    );
     gw.stop().await;
 }
 
@@ -124,7 +160,9 @@ async fn auth_reply_codes() {
     let r = c.cmd(&B64.encode("alice"), 334).await;
     assert_eq!(r[0], format!("334 {}", B64.encode("Password:")));
     c.cmd(&B64.encode("bad"), 535).await;
-    let r = c.cmd(&format!("AUTH LOGIN {}", B64.encode("alice")), 334).await;
+    let r = c
+        .cmd(&format!("AUTH LOGIN {}", B64.encode("alice")), 334)
+        .await;
     assert_eq!(r[0], format!("334 {}", B64.encode("Password:")));
     c.cmd(&B64.encode(common::PASSWORD), 235).await;
     c.cmd("MAIL FROM:<alice@example.test>", 250).await;
@@ -197,8 +235,15 @@ async fn smuggling_attempts_never_split_a_message() {
     c.cmd("QUIT", 221).await;
     let mail = gw.wait_for_mail("alice", 1).await;
     assert_eq!(mail.len(), 1);
-    assert!(mail[0].contains("MAIL FROM:<forged@x>") && mail[0].contains("end\r\n"), "{}", mail[0]);
-    assert!(gw.mailbox("bob").is_empty(), "a smuggled message was delivered");
+    assert!(
+        mail[0].contains("MAIL FROM:<forged@x>") && mail[0].contains("end\r\n"),
+        "{}",
+        mail[0]
+    );
+    assert!(
+        gw.mailbox("bob").is_empty(),
+        "a smuggled message was delivered"
+    );
     good_session(&gw).await;
     gw.stop().await;
 }
@@ -210,7 +255,8 @@ async fn starttls_injection_is_discarded() {
     c.expect(220).await;
     c.cmd("EHLO c", 250).await;
     // The injected commands arrive in the same packet as STARTTLS.
-    c.send_raw(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<alice@example.test>\r\n").await;
+    c.send_raw(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<alice@example.test>\r\n")
+        .await;
     c.expect(220).await;
     let mut c = c.starttls().await;
     // Had the injected MAIL been executed after TLS, this would be 503 (nested MAIL) or the
@@ -232,7 +278,9 @@ async fn long_lines_idle_timeout_and_size() {
     let r = c.cmd(&long, 500).await;
     assert!(r[0].contains("5.5.2"), "{r:?}");
     c.cmd("EHLO c", 250).await;
-    let r = c.cmd("MAIL FROM:<x@remote.example> SIZE=999999999999", 552).await;
+    let r = c
+        .cmd("MAIL FROM:<x@remote.example> SIZE=999999999999", 552)
+        .await;
     assert!(r[0].contains("5.3.4"), "{r:?}");
     c.cmd("NOOP", 250).await;
     // The idle timeout (3 s in tests) closes the connection with 421.

@@ -209,7 +209,10 @@ impl std::fmt::Debug for Upstream {
             .field("address", &self.address)
             .field("server_name", &self.server_name)
             .field("tls", &self.tls)
-            .field("danger_accept_invalid_certs", &self.danger_accept_invalid_certs)
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("retry", &self.retry)

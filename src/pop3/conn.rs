@@ -17,7 +17,6 @@ use crate::pop3::machine::{Action, Session, Settings};
 use crate::pop3::reply::{MessageEncoder, Reply};
 use crate::server::Shared;
 
-
 enum End<S> {
     Closed,
     StartTls(S, Session),
@@ -76,7 +75,12 @@ fn settings(shared: &Shared, peer: SocketAddr, tls_active: bool, id: &str) -> Se
     let cfg = &shared.config;
     let ip = crate::canonical_ip(peer.ip());
     let apop_timestamp = cfg.auth.apop.then(|| {
-        format!("<{}.{}@{}>", id, crate::clock::unix_secs(shared.clock.now()), cfg.hostname)
+        format!(
+            "<{}.{}@{}>",
+            id,
+            crate::clock::unix_secs(shared.clock.now()),
+            cfg.hostname
+        )
     });
     Settings {
         hostname: cfg.hostname.clone(),
@@ -121,7 +125,11 @@ where
             reader.shrink();
         }
         reader.set_max_line(session.line_limit());
-        let idle = if lock.is_some() { limits.pop3_idle_timeout } else { limits.preauth_idle_timeout };
+        let idle = if lock.is_some() {
+            limits.pop3_idle_timeout
+        } else {
+            limits.preauth_idle_timeout
+        };
         let line = tokio::select! {
             r = timeout(idle, reader.next_line(&mut stream)) => r,
             _ = shutdown.cancelled() => {
@@ -161,7 +169,10 @@ where
                 }
                 Action::AuthFailed => {
                     let note = output.note.unwrap_or("invalid credentials");
-                    tracing::info!(user = output.user.as_deref().unwrap_or("-"), "login failed: {note}");
+                    tracing::info!(
+                        user = output.user.as_deref().unwrap_or("-"),
+                        "login failed: {note}"
+                    );
                     let delay = shared.auth_failure_delay(peer.ip(), output.user.as_deref());
                     tokio::time::sleep(delay).await;
                     output.reply.encode(&mut out);
@@ -190,21 +201,24 @@ where
                     continue;
                 }
                 Action::SendMessage { path, top } => {
-                    if let Err(e) = send_message(&mut stream, &mut out, output.reply, &path, top).await {
+                    if let Err(e) =
+                        send_message(&mut stream, &mut out, output.reply, &path, top).await
+                    {
                         tracing::warn!(path = %path.display(), "cannot send message: {e}");
                         return End::Closed;
                     }
                 }
                 Action::Commit { delete } => {
                     let n = delete.len();
-                    let ok = match tokio::task::spawn_blocking(move || maildir::remove(&delete)).await {
-                        Ok(Ok(())) => true,
-                        Ok(Err(e)) => {
-                            tracing::error!("deleting messages failed: {e}");
-                            false
-                        }
-                        Err(_) => false,
-                    };
+                    let ok =
+                        match tokio::task::spawn_blocking(move || maildir::remove(&delete)).await {
+                            Ok(Ok(())) => true,
+                            Ok(Err(e)) => {
+                                tracing::error!("deleting messages failed: {e}");
+                                false
+                            }
+                            Err(_) => false,
+                        };
                     if ok && n > 0 {
                         tracing::info!(deleted = n, "messages deleted");
                     }
@@ -225,13 +239,19 @@ async fn open_mailbox(
     if !shared.mailboxes_in_use.insert(user.to_string()) {
         return (Err(MailboxError::InUse), None);
     }
-    let lock = MailboxLock { user: user.to_string(), shared: shared.clone() };
+    let lock = MailboxLock {
+        user: user.to_string(),
+        shared: shared.clone(),
+    };
     let root = shared.config.delivery.maildir.clone();
     let owned = user.to_string();
     match tokio::task::spawn_blocking(move || maildir::list(&root, &owned)).await {
         Ok(Ok(mb)) => (Ok(mb), Some(lock)),
         Ok(Err(e)) => (Err(MailboxError::Io(e)), None),
-        Err(e) => (Err(MailboxError::Io(std::io::Error::other(e.to_string()))), None),
+        Err(e) => (
+            Err(MailboxError::Io(std::io::Error::other(e.to_string()))),
+            None,
+        ),
     }
 }
 

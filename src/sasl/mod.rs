@@ -65,7 +65,7 @@ impl fmt::Display for Failure {
 }
 
 /// A server-side SASL mechanism in progress.
-pub trait Mechanism: Send {
+pub trait Mechanism: Send + Sync {
     /// Feeds one decoded client message (or `None`: no initial response) and returns what to
     /// do next. See the module docs for the contract.
     fn step(&mut self, input: Option<&[u8]>) -> Step;
@@ -105,12 +105,26 @@ impl fmt::Debug for Descriptor {
 
 /// Every mechanism this build knows.
 pub static MECHANISMS: &[Descriptor] = &[
-    Descriptor { name: "PLAIN", plaintext: true, start: plain::start },
-    Descriptor { name: "LOGIN", plaintext: true, start: login::start },
-    Descriptor { name: "CRAM-MD5", plaintext: false, start: cram_md5::start },
+    Descriptor {
+        name: "PLAIN",
+        plaintext: true,
+        start: plain::start,
+    },
+    Descriptor {
+        name: "LOGIN",
+        plaintext: true,
+        start: login::start,
+    },
+    Descriptor {
+        name: "CRAM-MD5",
+        plaintext: false,
+        start: cram_md5::start,
+    },
 ];
 
 /// Looks a mechanism up by name, case-insensitively.
 pub fn find(name: &str) -> Option<&'static Descriptor> {
-    MECHANISMS.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+    MECHANISMS
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name))
 }

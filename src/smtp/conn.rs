@@ -82,7 +82,8 @@ fn settings(
     let ip = crate::canonical_ip(peer.ip());
     let tls_active = tls_info.is_some();
     let pbs = &cfg.pop_before_smtp;
-    let allowlist = (pbs.enabled && pbs.listeners.contains(&role)).then(|| shared.allowlist.clone());
+    let allowlist =
+        (pbs.enabled && pbs.listeners.contains(&role)).then(|| shared.allowlist.clone());
     Settings {
         role,
         hostname: cfg.hostname.clone(),
@@ -134,7 +135,11 @@ where
             }
             reader.shrink();
         }
-        reader.set_max_line(if session.in_sasl() { MAX_SASL_LINE } else { limits.max_line_length });
+        reader.set_max_line(if session.in_sasl() {
+            MAX_SASL_LINE
+        } else {
+            limits.max_line_length
+        });
         let line = tokio::select! {
             r = timeout(limits.smtp_idle_timeout, reader.next_line(&mut stream)) => r,
             _ = shutdown.cancelled() => {
@@ -174,14 +179,21 @@ where
                     // RFC 3207 §4.2 / CVE-2011-0411: anything pipelined behind STARTTLS was
                     // sent in plaintext and must not be executed after the handshake.
                     if !reader.buffered().is_empty() {
-                        tracing::warn!(bytes = reader.buffered().len(), "discarded plaintext pipelined after STARTTLS");
+                        tracing::warn!(
+                            bytes = reader.buffered().len(),
+                            "discarded plaintext pipelined after STARTTLS"
+                        );
                     }
                     reader.clear();
                     return End::StartTls(stream, session);
                 }
                 Action::AuthFailed { user, note } => {
-                    tracing::info!(user = user.as_deref().unwrap_or("-"), "authentication failed: {note}");
-                    let delay = shared.auth_failure_delay(session.settings().peer.ip(), user.as_deref());
+                    tracing::info!(
+                        user = user.as_deref().unwrap_or("-"),
+                        "authentication failed: {note}"
+                    );
+                    let delay =
+                        shared.auth_failure_delay(session.settings().peer.ip(), user.as_deref());
                     tokio::time::sleep(delay).await;
                     next.reply.encode(&mut out);
                 }
@@ -195,10 +207,11 @@ where
                     if flush(&mut stream, &mut out).await.is_err() {
                         return End::Closed;
                     }
-                    let outcome = match receive_data(&mut stream, &mut reader, &session, shared).await {
-                        Some(outcome) => outcome,
-                        None => return End::Closed,
-                    };
+                    let outcome =
+                        match receive_data(&mut stream, &mut reader, &session, shared).await {
+                            Some(outcome) => outcome,
+                            None => return End::Closed,
+                        };
                     next = session.handle_data_end(outcome);
                     continue;
                 }
@@ -264,7 +277,10 @@ where
         }
     }
     if rx.bare_line_endings() > 0 {
-        tracing::info!(count = rx.bare_line_endings(), "normalized bare CR/LF in message");
+        tracing::info!(
+            count = rx.bare_line_endings(),
+            "normalized bare CR/LF in message"
+        );
     }
     let incoming = incoming?;
     if rx.exceeded() {
@@ -293,7 +309,11 @@ where
 fn received_header(session: &Session, txn: &Transaction, now: std::time::SystemTime) -> String {
     let s = session.settings();
     let helo = session.helo().unwrap_or("unknown");
-    let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+    let helo: String = helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
     let mut h = format!(
         "Received: from {helo} ([{}])\r\n\tby {} (mailgate) with {}",
         crate::canonical_ip(s.peer.ip()),

@@ -102,7 +102,10 @@ pub struct Output {
 
 impl Output {
     fn cont(reply: Reply) -> Self {
-        Output { reply, action: Action::Continue }
+        Output {
+            reply,
+            action: Action::Continue,
+        }
     }
 }
 
@@ -189,7 +192,11 @@ enum State {
     /// 354 sent; the loop is receiving the body.
     ReceivingData(Transaction),
     /// An AUTH exchange is running.
-    InSasl { mechanism: Box<dyn Mechanism>, name: &'static str, after: Box<State> },
+    InSasl {
+        mechanism: Box<dyn Mechanism>,
+        name: &'static str,
+        after: Box<State>,
+    },
     /// QUIT or a fatal error.
     Done,
 }
@@ -265,7 +272,11 @@ impl Session {
 
     /// The protocol name for the Received header (RFC 3848).
     pub fn protocol_name(&self) -> &'static str {
-        match (self.esmtp, self.settings.tls_active, matches!(self.auth, Some(Authorization::Sasl { .. }))) {
+        match (
+            self.esmtp,
+            self.settings.tls_active,
+            matches!(self.auth, Some(Authorization::Sasl { .. })),
+        ) {
             (false, _, _) => "SMTP",
             (true, false, false) => "ESMTP",
             (true, true, false) => "ESMTPS",
@@ -307,7 +318,10 @@ impl Session {
             Command::Noop => Output::cont(reply::ok()),
             Command::Quit => {
                 self.state = State::Done;
-                Output { reply: reply::closing(&self.settings.hostname), action: Action::Close }
+                Output {
+                    reply: reply::closing(&self.settings.hostname),
+                    action: Action::Close,
+                }
             }
             Command::Vrfy(_) => Output::cont(reply::vrfy()),
             Command::Expn(_) => Output::cont(reply::not_implemented()),
@@ -332,13 +346,19 @@ impl Session {
         self.errors += 1;
         if self.errors > self.settings.max_errors {
             self.state = State::Done;
-            return Output { reply: reply::too_many_errors(&self.settings.hostname), action: Action::Close };
+            return Output {
+                reply: reply::too_many_errors(&self.settings.hostname),
+                action: Action::Close,
+            };
         }
         Output::cont(reply)
     }
 
     fn hello(&mut self, name: String, esmtp: bool) -> Output {
-        if matches!(self.state, State::ReceivingData(_) | State::InSasl { .. } | State::Done) {
+        if matches!(
+            self.state,
+            State::ReceivingData(_) | State::InSasl { .. } | State::Done
+        ) {
             return self.error(reply::bad_sequence());
         }
         // RFC 5321 §4.1.4: EHLO/HELO resets any transaction.
@@ -392,7 +412,10 @@ impl Session {
             return self.error(reply::bad_sequence());
         }
         self.state = State::Done;
-        Output { reply: reply::ready_to_start_tls(), action: Action::StartTls }
+        Output {
+            reply: reply::ready_to_start_tls(),
+            action: Action::StartTls,
+        }
     }
 
     fn mail(&mut self, now: SystemTime, from: ReversePath, params: command::MailParams) -> Output {
@@ -406,7 +429,10 @@ impl Session {
         {
             return Output::cont(reply::message_too_big());
         }
-        let needs_auth = matches!(self.settings.role, SmtpRole::Submission | SmtpRole::Submissions);
+        let needs_auth = matches!(
+            self.settings.role,
+            SmtpRole::Submission | SmtpRole::Submissions
+        );
         if needs_auth && self.auth.is_none() && self.ip_authorization(now).is_none() {
             return Output::cont(reply::auth_required());
         }
@@ -430,7 +456,9 @@ impl Session {
         if let Some(list) = &self.settings.allowlist
             && let Some(entry) = list.lookup(ip, now)
         {
-            return Some(Authorization::PopBeforeSmtp { user: entry.user.clone() });
+            return Some(Authorization::PopBeforeSmtp {
+                user: entry.user.clone(),
+            });
         }
         if self.settings.trusted {
             return Some(Authorization::TrustedNetwork);
@@ -464,7 +492,10 @@ impl Session {
         if relay.is_some() && t.relay_authorization.is_none() {
             t.relay_authorization = relay;
         }
-        t.recipients.push(Recipient { address, local_user });
+        t.recipients.push(Recipient {
+            address,
+            local_user,
+        });
         Output::cont(reply::recipient_ok())
     }
 
@@ -478,8 +509,17 @@ impl Session {
         let addr = match to {
             ForwardPath::Postmaster => {
                 // RFC 5321 §4.5.1: <postmaster> must always be accepted.
-                let user = self.settings.auth.lookup("postmaster").ok_or_else(reply::no_such_user)?;
-                let domain = self.settings.local_domains.first().cloned().unwrap_or_default();
+                let user = self
+                    .settings
+                    .auth
+                    .lookup("postmaster")
+                    .ok_or_else(reply::no_such_user)?;
+                let domain = self
+                    .settings
+                    .local_domains
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
                 return Ok((format!("postmaster@{domain}"), Some(user), None));
             }
             ForwardPath::Address(a) => a,
@@ -490,7 +530,12 @@ impl Session {
         {
             return Err(reply::relay_denied());
         }
-        if self.settings.local_domains.iter().any(|d| *d == addr.domain) {
+        if self
+            .settings
+            .local_domains
+            .iter()
+            .any(|d| *d == addr.domain)
+        {
             let user = self
                 .settings
                 .auth
@@ -508,7 +553,10 @@ impl Session {
         match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitingRcpt(t) if !t.recipients.is_empty() => {
                 self.state = State::ReceivingData(t);
-                Output { reply: reply::start_data(), action: Action::ReceiveData }
+                Output {
+                    reply: reply::start_data(),
+                    action: Action::ReceiveData,
+                }
             }
             State::AwaitingRcpt(t) => {
                 self.state = State::AwaitingRcpt(t);
@@ -517,7 +565,11 @@ impl Session {
             other => {
                 let helo = matches!(other, State::AwaitingHelo);
                 self.state = other;
-                if helo { self.error(reply::need_helo()) } else { self.error(reply::need_mail()) }
+                if helo {
+                    self.error(reply::need_helo())
+                } else {
+                    self.error(reply::need_mail())
+                }
             }
         }
     }
@@ -567,7 +619,11 @@ impl Session {
         let mut mechanism = (desc.start)(&ctx);
         let step = mechanism.step(input.as_deref());
         let after = Box::new(std::mem::replace(&mut self.state, State::Done));
-        self.state = State::InSasl { mechanism, name: desc.name, after };
+        self.state = State::InSasl {
+            mechanism,
+            name: desc.name,
+            after,
+        };
         self.sasl_step(step, None)
     }
 
@@ -596,10 +652,16 @@ impl Session {
             Step::Challenge(bytes) => Output::cont(reply::auth_challenge(B64.encode(bytes))),
             Step::Success(identity) => {
                 let name = self.leave_sasl();
-                self.auth = Some(Authorization::Sasl { user: identity.user.clone(), mechanism: name });
+                self.auth = Some(Authorization::Sasl {
+                    user: identity.user.clone(),
+                    mechanism: name,
+                });
                 Output {
                     reply: reply::auth_ok(),
-                    action: Action::Authenticated { user: identity.user, mechanism: name },
+                    action: Action::Authenticated {
+                        user: identity.user,
+                        mechanism: name,
+                    },
                 }
             }
             Step::Failure(Failure::Malformed(why)) => {
@@ -619,9 +681,15 @@ impl Session {
             self.state = State::Done;
             let _ = reply;
             let reply = reply::too_many_auth_failures(&self.settings.hostname);
-            return Output { reply, action: Action::Close };
+            return Output {
+                reply,
+                action: Action::Close,
+            };
         }
-        Output { reply, action: Action::AuthFailed { user, note } }
+        Output {
+            reply,
+            action: Action::AuthFailed { user, note },
+        }
     }
 
     /// Ends the SASL exchange, restoring the state before AUTH; returns the mechanism name.

@@ -20,7 +20,7 @@
 
 pub mod address;
 pub mod command;
-pub mod data;
-pub mod reply;
-pub mod machine;
 pub mod conn;
+pub mod data;
+pub mod machine;
+pub mod reply;

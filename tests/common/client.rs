@@ -22,8 +22,13 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects from `source` (e.g. 127.0.0.2) to `addr`.
 pub async fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(source, 0)).expect("bind source");
-    tokio::time::timeout(TIMEOUT, socket.connect(addr)).await.expect("connect timeout").expect("connect")
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind source");
+    tokio::time::timeout(TIMEOUT, socket.connect(addr))
+        .await
+        .expect("connect timeout")
+        .expect("connect")
 }
 
 impl Client {
@@ -50,7 +55,9 @@ impl Client {
 
     /// Wraps a stream.
     pub fn over(stream: Box<dyn Stream>) -> Client {
-        Client { io: BufReader::new(stream) }
+        Client {
+            io: BufReader::new(stream),
+        }
     }
 
     /// Upgrades to TLS (after STARTTLS/STLS was accepted).
@@ -76,7 +83,10 @@ impl Client {
     pub async fn reply_opt(&mut self) -> Option<u16> {
         loop {
             let mut buf = Vec::new();
-            let n = tokio::time::timeout(TIMEOUT, self.io.read_until(b'\n', &mut buf)).await.ok()?.ok()?;
+            let n = tokio::time::timeout(TIMEOUT, self.io.read_until(b'\n', &mut buf))
+                .await
+                .ok()?
+                .ok()?;
             if n < 4 {
                 return None;
             }
@@ -112,8 +122,14 @@ impl Client {
     pub async fn reply(&mut self) -> (u16, Vec<String>) {
         let mut lines = Vec::new();
         loop {
-            let line = self.line().await.expect("connection closed while reading a reply");
-            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad reply {line:?}"));
+            let line = self
+                .line()
+                .await
+                .expect("connection closed while reading a reply");
+            let code: u16 = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("bad reply {line:?}"));
             let more = line.as_bytes().get(3) == Some(&b'-');
             lines.push(line);
             if !more {
@@ -138,7 +154,11 @@ impl Client {
     /// Expects a POP3 `+OK` (true) or `-ERR` (false) line; returns it.
     pub async fn pop(&mut self, ok: bool) -> String {
         let line = self.line().await.expect("connection closed");
-        assert_eq!(line.starts_with("+OK"), ok, "unexpected POP3 reply {line:?}");
+        assert_eq!(
+            line.starts_with("+OK"),
+            ok,
+            "unexpected POP3 reply {line:?}"
+        );
         line
     }
 
@@ -152,7 +172,10 @@ impl Client {
     pub async fn multiline(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         loop {
-            let line = self.line().await.expect("connection closed in multi-line response");
+            let line = self
+                .line()
+                .await
+                .expect("connection closed in multi-line response");
             if line == "." {
                 return out;
             }
@@ -167,7 +190,9 @@ impl Client {
 }
 
 /// A client TLS handshake that accepts any certificate (test gateways are self-signed).
-pub async fn tls<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> tokio_rustls::client::TlsStream<S> {
+pub async fn tls<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+) -> tokio_rustls::client::TlsStream<S> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -177,7 +202,10 @@ pub async fn tls<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> tokio_rustls::
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from("mail.example.test").expect("name");
-    tokio::time::timeout(TIMEOUT, connector.connect(name, stream)).await.expect("tls timeout").expect("tls")
+    tokio::time::timeout(TIMEOUT, connector.connect(name, stream))
+        .await
+        .expect("tls timeout")
+        .expect("tls")
 }
 
 #[derive(Debug)]
@@ -201,7 +229,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -210,7 +243,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

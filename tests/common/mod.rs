@@ -91,13 +91,22 @@ impl Gateway {
         let path = dir.path().join("mailgate.toml");
         std::fs::write(&path, text).expect("config file");
         let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let server = Server::bind_with_clock(config, clock).await.expect("gateway binds");
+        let server = Server::bind_with_clock(config, clock)
+            .await
+            .expect("gateway binds");
         let addrs = server.local_addrs();
         let control = server.control_addr();
         let shared = server.shared();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
-        Gateway { dir, addrs, control, shared, shutdown, task }
+        Gateway {
+            dir,
+            addrs,
+            control,
+            shared,
+            shutdown,
+            task,
+        }
     }
 
     /// The address of the first listener of `role` (by config name: "smtp", "pop3", ...).
@@ -128,7 +137,10 @@ impl Gateway {
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        panic!("{user} did not receive {n} message(s); has {:?}", self.mailbox(user));
+        panic!(
+            "{user} did not receive {n} message(s); has {:?}",
+            self.mailbox(user)
+        );
     }
 
     /// Stops the gateway and waits for it.
@@ -147,7 +159,9 @@ pub fn mailbox_files(dir: &Path) -> Vec<String> {
             let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
             names.sort();
             for p in names {
-                out.push(String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned());
+                out.push(
+                    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned(),
+                );
             }
         }
     }
