@@ -58,7 +58,7 @@ async fn wait_listening(port: u16) {
 
 /// Sends messages numbered from `start` until the connection fails; returns those accepted.
 async fn stream_messages(port: u16, start: usize, accepted: &mut Vec<usize>) {
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut n = start;
     'outer: loop {
         let Ok(Ok(tcp)) =

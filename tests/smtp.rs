@@ -53,7 +53,7 @@ async fn inbound_local_delivery_and_unknown_user() {
     c.cmd("QUIT", 221).await;
     let mail = gw.wait_for_mail("alice", 1).await;
     assert!(
-        mail[0].starts_with("Received: from client.example ([127.0.0.1])"),
+        mail[0].starts_with("Return-Path: <someone@remote.example>\r\nReceived: from client.example ([127.0.0.1])\r\n"),
         "{}",
         mail[0]
     );
@@ -84,7 +84,9 @@ async fn unauthorized_relay_and_old_tricks_are_refused() {
         let (code, lines) = c.reply().await;
         assert!(code >= 500, "{rcpt} accepted: {lines:?}");
     }
-    c.cmd("DATA", 503).await;
+    // RFC 5321 §3.3: no valid recipients, so DATA is refused (554 or 503).
+    c.send("DATA").await;
+    assert!(c.reply().await.0 >= 500);
     c.cmd("QUIT", 221).await;
     good_session(&gw).await;
     gw.stop().await;

@@ -287,8 +287,9 @@ impl Session {
 
     /// Handles a line that exceeded the line limit (RFC 5321 §4.5.3.1.4).
     pub fn handle_overlong(&mut self) -> Output {
-        if let State::InSasl { after, .. } = std::mem::replace(&mut self.state, State::Done) {
-            self.state = *after;
+        if self.in_sasl() {
+            // RFC 4954 §4: an over-long exchange line ends the exchange.
+            self.leave_sasl();
             return Output::cont(reply::auth_line_too_long());
         }
         self.error(reply::line_too_long())
