@@ -454,7 +454,7 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
         let _ = tokio::task::spawn_blocking(move || allowlist.purge(now)).await;
         shared.throttle.purge(now);
         rounds += 1;
-        if rounds % 10 == 0 {
+        if rounds.is_multiple_of(10) {
             save_allowlist(&shared);
         }
     }

@@ -99,8 +99,7 @@ pub fn describe(conn: &rustls::ServerConnection) -> String {
         .protocol_version()
         .and_then(|v| v.as_str())
         .unwrap_or("TLS")
-        .replace('_', ".")
-        .replace("TLSv1.", "TLSv1.");
+        .replace("_", ".");
     let suite = conn
         .negotiated_cipher_suite()
         .and_then(|s| s.suite().as_str())

@@ -19,7 +19,7 @@ use crate::server::Shared;
 
 enum End<S> {
     Closed,
-    StartTls(S, Session),
+    StartTls(S, Box<Session>),
 }
 
 /// Releases the maildrop lock when the session ends, however it ends.
@@ -165,7 +165,7 @@ where
                     }
                     // RFC 2595 §4 / RFC 3207 §4.2: never execute plaintext sent before TLS.
                     reader.clear();
-                    return End::StartTls(stream, session);
+                    return End::StartTls(stream, Box::new(session));
                 }
                 Action::AuthFailed => {
                     let note = output.note.unwrap_or("invalid credentials");

@@ -28,7 +28,7 @@ enum End<S> {
     /// The session is over.
     Closed,
     /// STARTTLS was accepted: run the handshake on the stream, then continue.
-    StartTls(S, Session),
+    StartTls(S, Box<Session>),
 }
 
 /// Serves one SMTP connection from accept to close.
@@ -185,7 +185,7 @@ where
                         );
                     }
                     reader.clear();
-                    return End::StartTls(stream, session);
+                    return End::StartTls(stream, Box::new(session));
                 }
                 Action::AuthFailed { user, note } => {
                     tracing::info!(

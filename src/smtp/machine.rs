@@ -531,12 +531,7 @@ impl Session {
         {
             return Err(reply::relay_denied());
         }
-        if self
-            .settings
-            .local_domains
-            .iter()
-            .any(|d| *d == addr.domain)
-        {
+        if self.settings.local_domains.contains(&addr.domain) {
             let user = self
                 .settings
                 .auth
