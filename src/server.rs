@@ -107,6 +107,7 @@ pub struct Shared {
     /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
     pub mailboxes_in_use: DashSet<String>,
     next_session: AtomicU64,
+    started: u64,
     per_ip: DashMap<IpAddr, usize>,
 }
 
@@ -114,11 +115,8 @@ impl Shared {
     /// A fresh session id: unique for this process run, short enough for every log line.
     pub fn next_session_id(&self) -> String {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{:x}{:04x}",
-            crate::clock::unix_secs(self.clock.now()) & 0xffff_ffff,
-            n & 0xffff
-        ) + &format!(".{n}")
+        // Start time plus a counter: unique across restarts, sortable, short.
+        format!("{:08x}{n:06x}", self.started & 0xffff_ffff)
     }
 
     /// Records a failed login and returns how long to wait before answering it: the fixed
@@ -254,6 +252,7 @@ impl Server {
             None => None,
         };
         let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
+        let started = crate::clock::unix_secs(clock.now());
         let shared = Arc::new(Shared {
             local_domains: Arc::new(config.relay.local_domains.clone()),
             users: Arc::new(users),
@@ -266,6 +265,7 @@ impl Server {
             clock,
             mailboxes_in_use: DashSet::new(),
             next_session: AtomicU64::new(1),
+            started,
             per_ip: DashMap::new(),
             config,
         });
