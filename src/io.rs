@@ -181,6 +181,27 @@ impl LineReader {
     }
 }
 
+/// Runs `f`, which may block for a while (a slow password hash such as Argon2 or bcrypt),
+/// without stalling the other tasks on this worker thread: on the multi-threaded runtime the
+/// worker hands its other tasks off first. Elsewhere (a current-thread runtime in a tool or
+/// test) `f` just runs.
+pub fn may_block<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Whether a command line may verify credentials (AUTH, PASS, APOP): those run through
+/// [`may_block`].
+pub fn verifies_credentials(line: &[u8]) -> bool {
+    let verb = line.split(|b| *b == b' ').next().unwrap_or_default();
+    [&b"AUTH"[..], b"PASS", b"APOP"]
+        .iter()
+        .any(|v| verb.eq_ignore_ascii_case(v))
+}
+
 /// Writes `out` fully and flushes, then clears it for reuse.
 pub async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
     if !out.is_empty() {
@@ -213,6 +234,16 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn credential_commands_are_recognized() {
+        for line in [&b"AUTH PLAIN abc"[..], b"auth", b"PASS secret", b"apop u d"] {
+            assert!(verifies_credentials(line), "{line:?}");
+        }
+        for line in [&b"MAIL FROM:<a@b>"[..], b"AUTHX", b"", b"PASSWORD x"] {
+            assert!(!verifies_credentials(line), "{line:?}");
+        }
     }
 
     #[tokio::test]

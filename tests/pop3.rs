@@ -4,14 +4,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
-use mailgate::clock::ManualClock;
+use mailgate::clock::{Clock, ManualClock, SystemClock};
 
 /// Delivers a message to `user` over SMTP.
 async fn deliver(gw: &Gateway, user: &str, subject: &str) {
@@ -152,7 +152,7 @@ async fn apop_and_wrong_password() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pop_before_smtp_allows_same_address_until_ttl() {
-    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), common::USERS).unwrap();
     let gw = Gateway::start_with_clock(dir, &common::config_text(""), clock.clone()).await;

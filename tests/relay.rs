@@ -313,7 +313,10 @@ async fn unreportable_failure_goes_to_dead_letters() {
     notifier.notify(&id);
 
     let dead_body = env.dead.join(format!("{id}.eml"));
-    eventually("dead letter", || dead_body.exists()).await;
+    let dead_env = env.dead.join(format!("{id}.json"));
+    // The body and the envelope move one after the other; wait for the whole move.
+    eventually("dead letter", || dead_body.exists() && dead_env.exists()).await;
+    eventually("spool empty", || spool_is_empty(&env.spool_dir)).await;
     assert_eq!(fs::read(&dead_body).expect("dead body"), BODY);
     let text = fs::read(env.dead.join(format!("{id}.json"))).expect("dead envelope");
     let dead = Envelope::parse(&text).expect("parse dead envelope");

@@ -148,7 +148,14 @@ where
             }
             Ok(Err(_)) | Ok(Ok(None)) => return End::Closed,
             Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
-            Ok(Ok(Some(Line::Complete(range)))) => session.handle_line(reader.slice(range)),
+            Ok(Ok(Some(Line::Complete(range)))) => {
+                let line = reader.slice(range);
+                if session.in_sasl() || crate::io::verifies_credentials(line) {
+                    crate::io::may_block(|| session.handle_line(line))
+                } else {
+                    session.handle_line(line)
+                }
+            }
         };
         loop {
             match output.action {

@@ -247,7 +247,12 @@ impl Session {
         }
     }
 
-    /// Whether the session has ended (the connection should be closed).
+    /// Whether an AUTH exchange is waiting for a client line.
+    pub fn in_sasl(&self) -> bool {
+        matches!(self.state, State::InSasl { .. })
+    }
+
+    /// Whether the session has ended.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }

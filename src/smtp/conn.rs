@@ -159,7 +159,12 @@ where
             Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let now = shared.clock.now();
-                session.handle_line(now, reader.slice(range))
+                let line = reader.slice(range);
+                if session.in_sasl() || crate::io::verifies_credentials(line) {
+                    crate::io::may_block(|| session.handle_line(now, line))
+                } else {
+                    session.handle_line(now, line)
+                }
             }
         };
         let mut next = out_line;
