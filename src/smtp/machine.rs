@@ -575,8 +575,9 @@ impl Session {
             return self.error(reply::already_authenticated());
         }
         match self.state {
-            State::AwaitingMail => {}
-            State::AwaitingHelo => return self.error(reply::need_helo()),
+            // RFC 4954 §3: AUTH is an ESMTP extension, available only after EHLO.
+            State::AwaitingMail if self.esmtp => {}
+            State::AwaitingHelo | State::AwaitingMail => return self.error(reply::need_helo()),
             _ => return self.error(reply::bad_sequence()),
         }
         let Some(desc) = self
@@ -719,3 +720,7 @@ fn sender_belongs_to(mail_from: &str, user: &str, local_domains: &[String]) -> b
     };
     local.eq_ignore_ascii_case(user) && local_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

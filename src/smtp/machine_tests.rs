@@ -1,0 +1,363 @@
+//! Transcript tests for the SMTP machine: lines in, reply codes and actions out, no IO.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::*;
+use crate::auth::UserStore;
+
+const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
+    let users = UserStore::parse(
+        "alice:{PLAIN}pw\nbob:{PLAIN}pw\npostmaster:{PLAIN}pw\n",
+        "test",
+    )
+    .expect("users");
+    Settings {
+        role,
+        hostname: "mx.example.test".into(),
+        peer: "192.0.2.7:40000".parse::<SocketAddr>().expect("addr"),
+        tls_active: false,
+        tls_info: None,
+        starttls_available: true,
+        plaintext_allowed,
+        trusted: false,
+        allowlist: None,
+        restrict_sender: false,
+        auth: Arc::new(users),
+        mechanisms: ["PLAIN", "LOGIN", "CRAM-MD5"]
+            .iter()
+            .filter_map(|m| sasl::find(m))
+            .collect(),
+        local_domains: Arc::new(vec!["example.test".into()]),
+        max_message_size: 1000,
+        max_recipients: 2,
+        max_auth_failures: 3,
+        max_errors: 10,
+        nonce: "n".into(),
+    }
+}
+
+/// Feeds `line` and returns (code, action).
+fn send(s: &mut Session, line: &str) -> (u16, Action) {
+    let out = s.handle_line(T0, line.as_bytes());
+    (out.reply.code, out.action)
+}
+
+fn code(s: &mut Session, line: &str) -> u16 {
+    send(s, line).0
+}
+
+fn plain(user: &str, pass: &str) -> String {
+    B64.encode(format!("\0{user}\0{pass}"))
+}
+
+fn ehlo_text(s: &mut Session) -> String {
+    let out = s.handle_line(T0, b"EHLO client.example");
+    assert_eq!(out.reply.code, 250);
+    out.reply.lines.join("\n")
+}
+
+#[test]
+fn sequence_errors() {
+    let mut s = Session::new(settings(SmtpRole::Smtp, false));
+    assert_eq!(s.greeting().code, 220);
+    assert_eq!(code(&mut s, "MAIL FROM:<a@remote.example>"), 503);
+    assert_eq!(code(&mut s, "HELO client"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<alice@example.test>"), 503);
+    assert_eq!(code(&mut s, "DATA"), 503);
+    assert_eq!(
+        code(&mut s, "AUTH PLAIN"),
+        503,
+        "AUTH needs EHLO (RFC 4954 §3)"
+    );
+    assert_eq!(code(&mut s, "NOOP"), 250);
+    assert_eq!(code(&mut s, "VRFY alice"), 252);
+    assert_eq!(code(&mut s, "FROB"), 500);
+    assert_eq!(send(&mut s, "QUIT"), (221, Action::Close));
+}
+
+#[test]
+fn ehlo_advertises_only_what_this_connection_may_use() {
+    let mut s = Session::new(settings(SmtpRole::Submission, false));
+    let text = ehlo_text(&mut s);
+    for ext in [
+        "PIPELINING",
+        "SIZE 1000",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "STARTTLS",
+    ] {
+        assert!(text.contains(ext), "{ext}: {text}");
+    }
+    assert!(
+        text.contains("AUTH CRAM-MD5") && !text.contains("PLAIN"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("AUTH="),
+        "no LOGIN offered, no legacy line: {text}"
+    );
+
+    let mut s = Session::new(settings(SmtpRole::Submission, true));
+    let text = ehlo_text(&mut s);
+    assert!(text.contains("AUTH PLAIN LOGIN CRAM-MD5"), "{text}");
+    assert!(text.contains("AUTH=PLAIN LOGIN CRAM-MD5"), "{text}");
+}
+
+#[test]
+fn plaintext_mechanisms_need_tls() {
+    let mut s = Session::new(settings(SmtpRole::Submission, false));
+    ehlo_text(&mut s);
+    assert_eq!(
+        code(&mut s, &format!("AUTH PLAIN {}", plain("alice", "pw"))),
+        530
+    );
+    assert_eq!(code(&mut s, "AUTH LOGIN"), 530);
+    let mut no_tls = settings(SmtpRole::Submission, false);
+    no_tls.starttls_available = false;
+    let mut s = Session::new(no_tls);
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "AUTH LOGIN"), 538);
+}
+
+#[test]
+fn local_delivery_and_relay_refusal() {
+    let mut s = Session::new(settings(SmtpRole::Smtp, false));
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<x@remote.example>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<nobody@example.test>"), 550);
+    assert_eq!(code(&mut s, "RCPT TO:<elsewhere@remote.example>"), 554);
+    for trick in [
+        "<\"x@remote.example\"@example.test>",
+        "<x%remote.example@example.test>",
+        "<remote.example!x@example.test>",
+        "<@example.test:x@remote.example>",
+        "<alice@[192.0.2.1]>",
+    ] {
+        let c = code(&mut s, &format!("RCPT TO:{trick}"));
+        assert!(c >= 500, "{trick} got {c}");
+    }
+    assert_eq!(code(&mut s, "RCPT TO:<ALICE@Example.TEST>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<postmaster>"), 250);
+    assert_eq!(
+        code(&mut s, "RCPT TO:<bob@example.test>"),
+        452,
+        "max_recipients is 2"
+    );
+    assert_eq!(send(&mut s, "DATA"), (354, Action::ReceiveData));
+    let t = s.data_transaction().expect("transaction").clone();
+    assert_eq!(t.recipients[0].local_user.as_deref(), Some("alice"));
+    assert_eq!(t.relay_authorization, None);
+    let out = s.handle_data_end(DataOutcome::Queued("q1".into()));
+    assert_eq!(out.reply.code, 250);
+    assert_eq!(
+        code(&mut s, "RCPT TO:<alice@example.test>"),
+        503,
+        "transaction ended"
+    );
+}
+
+#[test]
+fn submission_needs_authorization_then_relays() {
+    let mut s = Session::new(settings(SmtpRole::Submission, true));
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<alice@example.test>"), 530);
+    let (c, action) = send(&mut s, &format!("AUTH PLAIN {}", plain("alice", "wrong")));
+    assert_eq!(c, 535);
+    assert!(matches!(action, Action::AuthFailed { .. }));
+    let (c, action) = send(&mut s, &format!("AUTH PLAIN {}", plain("alice", "pw")));
+    assert_eq!(c, 235);
+    assert_eq!(
+        action,
+        Action::Authenticated {
+            user: "alice".into(),
+            mechanism: "PLAIN"
+        }
+    );
+    assert_eq!(code(&mut s, "AUTH PLAIN"), 503, "AUTH twice");
+    assert_eq!(code(&mut s, "MAIL FROM:<alice@example.test>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<friend@remote.example>"), 250);
+    assert_eq!(send(&mut s, "DATA").0, 354);
+    let t = s.data_transaction().expect("transaction");
+    assert_eq!(t.recipients[0].local_user, None);
+    assert_eq!(s.protocol_name(), "ESMTPA");
+}
+
+#[test]
+fn auth_exchange_codes() {
+    let mut s = Session::new(settings(SmtpRole::Submission, true));
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "AUTH NOPE"), 504);
+    assert_eq!(code(&mut s, "AUTH PLAIN ***"), 501);
+    assert_eq!(code(&mut s, "AUTH PLAIN *"), 501);
+    assert_eq!(code(&mut s, "AUTH PLAIN"), 334);
+    assert!(s.in_sasl());
+    assert_eq!(code(&mut s, "*"), 501, "cancel");
+    assert!(!s.in_sasl());
+    assert_eq!(code(&mut s, "AUTH LOGIN"), 334);
+    assert_eq!(code(&mut s, "not base64!"), 501);
+    assert_eq!(code(&mut s, "AUTH LOGIN"), 334);
+    let out = s.handle_overlong();
+    assert_eq!(out.reply.code, 500);
+    assert_eq!(out.reply.enhanced, Some((5, 5, 6)));
+    assert!(!s.in_sasl());
+    assert_eq!(
+        code(&mut s, "MAIL FROM:<a@example.test>"),
+        530,
+        "state restored, still unauthorized"
+    );
+    assert_eq!(
+        code(&mut s, &format!("AUTH LOGIN {}", B64.encode("alice"))),
+        334
+    );
+    assert_eq!(code(&mut s, &B64.encode("pw")), 235);
+}
+
+#[test]
+fn auth_inside_a_transaction_is_refused() {
+    let mut s = Session::new(settings(SmtpRole::Smtp, true));
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<a@remote.example>"), 250);
+    assert_eq!(
+        code(&mut s, &format!("AUTH PLAIN {}", plain("alice", "pw"))),
+        503
+    );
+}
+
+#[test]
+fn too_many_auth_failures_close() {
+    let mut s = Session::new(settings(SmtpRole::Submission, true));
+    ehlo_text(&mut s);
+    for _ in 0..2 {
+        assert_eq!(
+            code(&mut s, &format!("AUTH PLAIN {}", plain("alice", "x"))),
+            535
+        );
+    }
+    let (c, action) = send(&mut s, &format!("AUTH PLAIN {}", plain("alice", "x")));
+    assert_eq!((c, action), (421, Action::Close));
+}
+
+#[test]
+fn too_many_errors_close() {
+    let mut s = Session::new(settings(SmtpRole::Smtp, false));
+    for _ in 0..10 {
+        assert_eq!(code(&mut s, "BOGUS"), 500);
+    }
+    assert_eq!(send(&mut s, "BOGUS"), (421, Action::Close));
+}
+
+#[test]
+fn starttls_resets_the_session() {
+    let mut s = Session::new(settings(SmtpRole::Submission, false));
+    ehlo_text(&mut s);
+    assert_eq!(send(&mut s, "STARTTLS"), (220, Action::StartTls));
+    let mut tls = settings(SmtpRole::Submission, true);
+    tls.tls_active = true;
+    tls.tls_info = Some("TLSv1.3 TLS13_AES_128_GCM_SHA256".into());
+    let mut s = s.after_tls(tls);
+    assert_eq!(
+        code(&mut s, "MAIL FROM:<a@example.test>"),
+        503,
+        "EHLO again first"
+    );
+    let text = ehlo_text(&mut s);
+    assert!(
+        !text.contains("STARTTLS") && text.contains("AUTH PLAIN"),
+        "{text}"
+    );
+    assert_eq!(code(&mut s, "STARTTLS"), 503);
+}
+
+#[test]
+fn pop_before_smtp_and_trusted_networks_authorize_relay() {
+    let list = Arc::new(Allowlist::new(Duration::from_secs(1800), 64, 100, 5));
+    let mut cfg = settings(SmtpRole::Smtp, false);
+    cfg.allowlist = Some(list.clone());
+    let mut s = Session::new(cfg.clone());
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<alice@example.test>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 554);
+    list.insert(cfg.peer.ip(), "alice", T0);
+    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 250);
+    assert_eq!(send(&mut s, "DATA").0, 354);
+    let t = s.data_transaction().expect("transaction");
+    assert_eq!(
+        t.relay_authorization,
+        Some(Authorization::PopBeforeSmtp {
+            user: "alice".into()
+        })
+    );
+    // After the TTL the entry no longer authorizes.
+    let later = T0 + Duration::from_secs(1801);
+    let mut s = Session::new(cfg.clone());
+    ehlo_text(&mut s);
+    assert_eq!(
+        s.handle_line(later, b"MAIL FROM:<alice@example.test>")
+            .reply
+            .code,
+        250
+    );
+    assert_eq!(
+        s.handle_line(later, b"RCPT TO:<x@remote.example>")
+            .reply
+            .code,
+        554
+    );
+
+    cfg.allowlist = None;
+    cfg.trusted = true;
+    let mut s = Session::new(cfg);
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<printer@example.test>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 250);
+}
+
+#[test]
+fn restrict_sender_limits_pop_before_smtp_relays() {
+    let list = Arc::new(Allowlist::new(Duration::from_secs(1800), 64, 100, 5));
+    let mut cfg = settings(SmtpRole::Smtp, false);
+    cfg.allowlist = Some(list.clone());
+    cfg.restrict_sender = true;
+    list.insert(cfg.peer.ip(), "alice", T0);
+    let mut s = Session::new(cfg);
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<bob@example.test>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 550);
+    assert_eq!(
+        code(&mut s, "RCPT TO:<alice@example.test>"),
+        250,
+        "local delivery is not relay"
+    );
+    assert_eq!(code(&mut s, "RSET"), 250);
+    assert_eq!(code(&mut s, "MAIL FROM:<Alice@Example.Test>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 250);
+}
+
+#[test]
+fn size_limits() {
+    let mut s = Session::new(settings(SmtpRole::Smtp, false));
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<a@remote.example> SIZE=1001"), 552);
+    assert_eq!(
+        code(
+            &mut s,
+            "MAIL FROM:<a@remote.example> SIZE=1000 BODY=8BITMIME"
+        ),
+        250
+    );
+    assert_eq!(code(&mut s, "RCPT TO:<alice@example.test>"), 250);
+    assert_eq!(send(&mut s, "DATA").0, 354);
+    assert_eq!(s.handle_data_end(DataOutcome::TooBig).reply.code, 552);
+    assert_eq!(
+        code(&mut s, "MAIL FROM:<a@remote.example>"),
+        250,
+        "a new transaction may start"
+    );
+}
