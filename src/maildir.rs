@@ -37,13 +37,44 @@ pub fn mailbox_path(root: &Path, user: &str) -> io::Result<PathBuf> {
 
 /// Delivers the message `bytes` (already carrying its headers) into `user`'s mailbox, durably.
 /// `unique` must be unique for this host and time (e.g. `<unix secs>.<id>`); the file name is
-/// `<unique>.<counter>.<hostname>`. Returns the final path.
+/// `<unique>.M<counter>P<pid>.<hostname>,S=<size>`. Returns the final path.
 pub fn deliver(
     root: &Path,
     user: &str,
     unique: &str,
     hostname: &str,
     bytes: &[u8],
+) -> io::Result<PathBuf> {
+    deliver_with(root, user, unique, hostname, bytes.len() as u64, |f| {
+        f.write_all(bytes)
+    })
+}
+
+/// Delivers `prefix` (e.g. a `Return-Path:` line) followed by the file at `source` into
+/// `user`'s mailbox, durably, streaming the file rather than holding it in memory.
+pub fn deliver_file(
+    root: &Path,
+    user: &str,
+    unique: &str,
+    hostname: &str,
+    prefix: &[u8],
+    source: &Path,
+) -> io::Result<PathBuf> {
+    let mut src = File::open(source)?;
+    let size = prefix.len() as u64 + src.metadata()?.len();
+    deliver_with(root, user, unique, hostname, size, |f| {
+        f.write_all(prefix)?;
+        io::copy(&mut src, f).map(|_| ())
+    })
+}
+
+fn deliver_with(
+    root: &Path,
+    user: &str,
+    unique: &str,
+    hostname: &str,
+    size: u64,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<PathBuf> {
     let dir = ensure_mailbox(root, user)?;
     let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
@@ -52,16 +83,15 @@ pub fn deliver(
         .chars()
         .map(|c| if c == '/' || c == ':' { '_' } else { c })
         .collect();
-    let name = format!(
-        "{unique}.M{n}P{}.{host},S={}",
-        std::process::id(),
-        bytes.len()
-    );
+    let name = format!("{unique}.M{n}P{}.{host},S={size}", std::process::id());
     let tmp = dir.join("tmp").join(&name);
     let dst = dir.join("new").join(&name);
     let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
+    if let Err(e) = write(&mut f).and_then(|()| f.sync_all()) {
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     drop(f);
     fs::rename(&tmp, &dst)?;
     File::open(dir.join("new"))?.sync_all()?;

@@ -392,11 +392,15 @@ async fn deliver_local(
     // RFC 5321 §4.4: the delivering system records the reverse-path.
     let return_path = format!("Return-Path: <{}>\r\n", printable(&env.mail_from));
     let job = move || -> io::Result<Vec<(usize, io::Result<PathBuf>)>> {
-        let mut bytes = return_path.into_bytes();
-        bytes.extend_from_slice(&std::fs::read(&body)?);
+        // Fail the whole step (transiently) if the spooled body is unreadable.
+        std::fs::metadata(&body)?;
+        let prefix = return_path.into_bytes();
         Ok(targets
             .into_iter()
-            .map(|(i, user)| (i, maildir::deliver(&root, &user, &unique, &host, &bytes)))
+            .map(|(i, user)| {
+                let r = maildir::deliver_file(&root, &user, &unique, &host, &prefix, &body);
+                (i, r)
+            })
             .collect())
     };
     let results = match tokio::task::spawn_blocking(job).await {
