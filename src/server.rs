@@ -102,6 +102,12 @@ pub struct Shared {
     pub notifier: Notifier,
     /// TLS for implicit-TLS listeners and STARTTLS/STLS.
     pub acceptor: TlsAcceptor,
+    /// `tls-server-end-point` channel-binding data of our certificate.
+    pub tls_end_point: Vec<u8>,
+    /// SASL mechanism settings.
+    pub sasl_options: Arc<crate::sasl::Options>,
+    /// OAuth bearer-token validation, if configured.
+    pub tokens: Option<Arc<dyn crate::sasl::TokenValidator>>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
@@ -117,6 +123,25 @@ impl Shared {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         // Start time plus a counter: unique across restarts, sortable, short.
         format!("{:08x}{n:06x}", self.started & 0xffff_ffff)
+    }
+
+    /// The SASL environment for one connection phase; `tls` is the TLS session, if any.
+    pub fn sasl_environment(
+        &self,
+        session: &str,
+        tls: Option<&rustls::ServerConnection>,
+    ) -> crate::sasl::Environment {
+        crate::sasl::Environment {
+            auth: self.users.clone(),
+            tokens: self.tokens.clone(),
+            options: self.sasl_options.clone(),
+            hostname: self.config.hostname.clone(),
+            session: session.to_string(),
+            seed: rand::random(),
+            now: self.clock.now(),
+            channel_binding: tls
+                .map(|c| Arc::new(crate::tls::channel_binding(c, &self.tls_end_point))),
+        }
     }
 
     /// Records a failed login and returns how long to wait before answering it: the fixed
@@ -182,8 +207,8 @@ impl Server {
         let users =
             UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
         tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");
-        let (acceptor, origin) = crate::tls::acceptor(&config.tls, &config.hostname)?;
-        if origin == crate::tls::Origin::SelfSigned {
+        let tls = crate::tls::server(&config.tls, &config.hostname)?;
+        if tls.origin == crate::tls::Origin::SelfSigned {
             tracing::warn!(
                 hostname = %config.hostname,
                 "no [tls] cert/key configured: using a self-signed certificate made at start"
@@ -253,6 +278,15 @@ impl Server {
         };
         let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
         let started = crate::clock::unix_secs(clock.now());
+        let sasl_options = crate::sasl::Options {
+            ntlm_domain: config
+                .hostname
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_uppercase(),
+            ntlm_v1: false,
+        };
         let shared = Arc::new(Shared {
             local_domains: Arc::new(config.relay.local_domains.clone()),
             users: Arc::new(users),
@@ -261,7 +295,10 @@ impl Server {
             throttle,
             spool,
             notifier,
-            acceptor,
+            acceptor: tls.acceptor,
+            tls_end_point: tls.end_point,
+            sasl_options: Arc::new(sasl_options),
+            tokens: None,
             clock,
             mailboxes_in_use: DashSet::new(),
             next_session: AtomicU64::new(1),

@@ -41,8 +41,78 @@ pub enum Origin {
     SelfSigned,
 }
 
-/// Builds the acceptor all TLS listeners and STARTTLS upgrades share.
-pub fn acceptor(cfg: &TlsConfig, hostname: &str) -> Result<(TlsAcceptor, Origin), Error> {
+/// The server's TLS setup.
+pub struct ServerTls {
+    /// The acceptor all TLS listeners and STARTTLS upgrades share.
+    pub acceptor: TlsAcceptor,
+    /// Where the certificate came from.
+    pub origin: Origin,
+    /// `tls-server-end-point` channel-binding data (RFC 5929 §4.1): the hash of our leaf
+    /// certificate.
+    pub end_point: Vec<u8>,
+}
+
+/// Builds the server TLS setup from `[tls]`, or a self-signed certificate for `hostname`.
+pub fn server(cfg: &TlsConfig, hostname: &str) -> Result<ServerTls, Error> {
+    let (acceptor, origin, chain) = build(cfg, hostname)?;
+    let end_point = chain
+        .first()
+        .map(|leaf| end_point_hash(leaf))
+        .unwrap_or_default();
+    Ok(ServerTls {
+        acceptor,
+        origin,
+        end_point,
+    })
+}
+
+/// RFC 5929 §4.1: hash the certificate with its signature's hash, SHA-256 for MD5/SHA-1.
+/// SHA-256 is what our generated (ECDSA P-256) certificates and most deployed ones use.
+fn end_point_hash(cert: &CertificateDer<'_>) -> Vec<u8> {
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+    // The signatureAlgorithm OIDs of the common SHA-384/512 signatures, in DER.
+    const SHA384: [&[u8]; 2] = [
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03], // ecdsa-with-SHA384
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c], // sha384WithRSAEncryption
+    ];
+    const SHA512: [&[u8]; 2] = [
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04], // ecdsa-with-SHA512
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d], // sha512WithRSAEncryption
+    ];
+    let der = cert.as_ref();
+    // The outer signatureAlgorithm follows tbsCertificate; its OID sits near the end.
+    let tail = &der[der.len().saturating_sub(160)..];
+    let has = |oid: &[u8]| tail.windows(oid.len()).any(|w| w == oid);
+    if SHA512.iter().any(|o| has(o)) {
+        Sha512::digest(der).to_vec()
+    } else if SHA384.iter().any(|o| has(o)) {
+        Sha384::digest(der).to_vec()
+    } else {
+        Sha256::digest(der).to_vec()
+    }
+}
+
+/// Channel-binding data of an established session (RFC 9266, RFC 5929).
+pub fn channel_binding(
+    conn: &rustls::ServerConnection,
+    end_point: &[u8],
+) -> crate::sasl::ChannelBinding {
+    // RFC 9266 §2: 32 bytes, label "EXPORTER-Channel-Binding", no context. Only defined for
+    // TLS 1.3 (and 1.2 with extended master secret, which rustls always uses).
+    let tls_exporter = conn
+        .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
+        .map(|k| k.to_vec());
+    crate::sasl::ChannelBinding {
+        tls_exporter,
+        tls_server_end_point: (!end_point.is_empty()).then(|| end_point.to_vec()),
+    }
+}
+
+fn build(
+    cfg: &TlsConfig,
+    hostname: &str,
+) -> Result<(TlsAcceptor, Origin, Vec<CertificateDer<'static>>), Error> {
     let (chain, key, origin) = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => (load_certs(cert)?, load_key(key)?, Origin::Files),
         _ => {
@@ -54,8 +124,8 @@ pub fn acceptor(cfg: &TlsConfig, hostname: &str) -> Result<(TlsAcceptor, Origin)
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok((TlsAcceptor::from(Arc::new(config)), origin))
+        .with_single_cert(chain.clone(), key)?;
+    Ok((TlsAcceptor::from(Arc::new(config)), origin, chain))
 }
 
 /// Makes a self-signed certificate and key for `hostname`.
@@ -118,8 +188,13 @@ mod tests {
 
     #[test]
     fn self_signed_acceptor_builds() {
-        let (_, origin) = acceptor(&TlsConfig::default(), "mail.example.test").unwrap();
-        assert_eq!(origin, Origin::SelfSigned);
+        let tls = server(&TlsConfig::default(), "mail.example.test").unwrap();
+        assert_eq!(tls.origin, Origin::SelfSigned);
+        assert_eq!(
+            tls.end_point.len(),
+            32,
+            "ECDSA P-256 SHA-256 certificate: SHA-256"
+        );
     }
 
     #[test]
@@ -128,7 +203,7 @@ mod tests {
             cert: Some("/nonexistent/cert.pem".into()),
             key: Some("/nonexistent/key.pem".into()),
         };
-        let err = acceptor(&cfg, "h").err().unwrap().to_string();
+        let err = server(&cfg, "h").err().unwrap().to_string();
         assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     }
 }

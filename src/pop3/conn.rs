@@ -52,11 +52,11 @@ pub async fn serve(
             Ok(Err(e)) => return tracing::info!("TLS handshake failed: {e}"),
             Err(_) => return tracing::info!("TLS handshake timed out"),
         };
-        let session = Session::new(settings(&shared, peer, true, &id));
+        let session = Session::new(settings(&shared, peer, Some(tls.get_ref().1), &id));
         let _ = phase(tls, session, peer, &shared, &shutdown, true).await;
         return;
     }
-    let session = Session::new(settings(&shared, peer, false, &id));
+    let session = Session::new(settings(&shared, peer, None, &id));
     let (tcp, session) = match phase(tcp, session, peer, &shared, &shutdown, true).await {
         End::Closed => return,
         End::StartTls(tcp, session) => (tcp, session),
@@ -67,11 +67,17 @@ pub async fn serve(
         Err(_) => return tracing::info!("STLS handshake timed out"),
     };
     drop(session);
-    let session = Session::after_tls(settings(&shared, peer, true, &id));
+    let session = Session::after_tls(settings(&shared, peer, Some(tls.get_ref().1), &id));
     let _ = phase(tls, session, peer, &shared, &shutdown, false).await;
 }
 
-fn settings(shared: &Shared, peer: SocketAddr, tls_active: bool, id: &str) -> Settings {
+fn settings(
+    shared: &Shared,
+    peer: SocketAddr,
+    tls: Option<&rustls::ServerConnection>,
+    id: &str,
+) -> Settings {
+    let tls_active = tls.is_some();
     let cfg = &shared.config;
     let ip = crate::canonical_ip(peer.ip());
     let apop_timestamp = cfg.auth.apop.then(|| {
@@ -84,14 +90,13 @@ fn settings(shared: &Shared, peer: SocketAddr, tls_active: bool, id: &str) -> Se
     });
     Settings {
         hostname: cfg.hostname.clone(),
-        auth: shared.users.clone(),
+        sasl: shared.sasl_environment(id, tls),
         mechanisms: shared.mechanisms.clone(),
         plaintext_allowed: tls_active
             || crate::config::in_networks(&cfg.auth.insecure_plaintext_networks, ip),
         stls_available: !tls_active,
         tls_active,
         apop_timestamp,
-        nonce: id.to_string(),
         max_failures: cfg.auth.max_failures,
     }
 }

@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use base64::Engine;
 use base64::alphabet;
@@ -19,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::command::{self, Command, Secret};
 use super::reply::Reply;
-use crate::auth::{Authenticator, Verdict};
+use crate::auth::Verdict;
 use crate::maildir::{Mailbox, MailboxError, MessageInfo};
 use crate::sasl::{self, Failure, Mechanism, Step};
 
@@ -32,10 +31,10 @@ const SASL_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// What a session may offer; fixed for its lifetime (STLS starts a new session).
 #[derive(Clone)]
 pub struct Settings {
-    /// Our host name, for SASL contexts.
+    /// Our host name.
     pub hostname: String,
-    /// Verifies credentials.
-    pub auth: Arc<dyn Authenticator>,
+    /// The SASL environment (credentials, token validator, channel binding, randomness).
+    pub sasl: sasl::Environment,
     /// The enabled SASL mechanisms, in the order they are advertised.
     pub mechanisms: Vec<&'static sasl::Descriptor>,
     /// Whether cleartext passwords are acceptable: TLS is active, or the client is in
@@ -47,8 +46,6 @@ pub struct Settings {
     pub tls_active: bool,
     /// The APOP timestamp such as `<1234.5678@host>`; APOP is offered iff this is set.
     pub apop_timestamp: Option<String>,
-    /// A fresh unique token for this session; SASL attempt `k` uses `<nonce>.<k>`.
-    pub nonce: String,
     /// Failed authentications before the session closes (0 is treated as 1).
     pub max_failures: u32,
 }
@@ -350,6 +347,7 @@ impl Session {
                 };
                 let verdict =
                     self.settings
+                        .sasl
                         .auth
                         .verify_apop(&user, ts.as_bytes(), digest.as_bytes());
                 self.verdict(verdict, user, "APOP")
@@ -390,7 +388,11 @@ impl Session {
         else {
             return Output::cont(Reply::user_first());
         };
-        let verdict = self.settings.auth.verify_password(&user, password.expose());
+        let verdict = self
+            .settings
+            .sasl
+            .auth
+            .verify_password(&user, password.expose());
         self.verdict(verdict, user, "USER")
     }
 
@@ -434,7 +436,9 @@ impl Session {
         self.settings
             .mechanisms
             .iter()
-            .filter(|d| plaintext || !d.plaintext)
+            .filter(|d| {
+                (plaintext || !(d.plaintext || d.bearer_token)) && self.settings.sasl.can_offer(d)
+            })
             .map(|d| d.name.to_owned())
             .collect()
     }
@@ -468,7 +472,10 @@ impl Session {
         let Some(&desc) = found else {
             return Output::cont(Reply::unsupported_mechanism());
         };
-        if desc.plaintext && !self.settings.plaintext_allowed {
+        if !self.settings.sasl.can_offer(desc) {
+            return Output::cont(Reply::unsupported_mechanism());
+        }
+        if (desc.plaintext || desc.bearer_token) && !self.settings.plaintext_allowed {
             return Output::cont(self.plaintext_refused());
         }
         // RFC 5034 §4: "=" is an empty initial response.
@@ -481,11 +488,7 @@ impl Session {
             },
         };
         self.attempts = self.attempts.saturating_add(1);
-        let ctx = sasl::Context {
-            auth: Arc::clone(&self.settings.auth),
-            hostname: self.settings.hostname.clone(),
-            nonce: format!("{}.{}", self.settings.nonce, self.attempts),
-        };
+        let ctx = self.settings.sasl.context(self.attempts);
         let mut mechanism = (desc.start)(&ctx);
         let step = mechanism.step(initial.as_ref().map(|b| b.as_slice()));
         self.sasl_step(step, mechanism, desc.name)

@@ -107,24 +107,27 @@ fn start_xtest(ctx: &Context) -> Box<dyn Mechanism> {
 static XTEST: Descriptor = Descriptor {
     name: "XTEST",
     plaintext: false,
+    channel_binding: false,
+    bearer_token: false,
     start: start_xtest,
 };
 static XPLAIN: Descriptor = Descriptor {
     name: "XPLAIN",
     plaintext: true,
+    channel_binding: false,
+    bearer_token: false,
     start: start_xtest,
 };
 
 fn settings(plaintext_allowed: bool) -> Settings {
     Settings {
         hostname: "mx.example".into(),
-        auth: Arc::new(TestAuth),
+        sasl: crate::sasl::Environment::basic(Arc::new(TestAuth), "mx.example", "n0nce", [1; 32]),
         mechanisms: vec![&XPLAIN, &XTEST],
         plaintext_allowed,
         stls_available: true,
         tls_active: false,
         apop_timestamp: Some(TIMESTAMP.into()),
-        nonce: "n0nce".into(),
         max_failures: 3,
     }
 }

@@ -18,6 +18,7 @@ pub mod plain;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::auth::Authenticator;
 
@@ -71,16 +72,135 @@ pub trait Mechanism: Send + Sync {
     fn step(&mut self, input: Option<&[u8]>) -> Step;
 }
 
-/// What a mechanism may use besides the client's bytes; supplied by the session.
+/// What a mechanism may use besides the client's bytes, for one attempt; made by
+/// [`Environment::context`].
 #[derive(Clone)]
 pub struct Context {
     /// Verifies credentials.
     pub auth: Arc<dyn Authenticator>,
+    /// Validates OAuth bearer tokens, if configured.
+    pub tokens: Option<Arc<dyn TokenValidator>>,
+    /// Mechanism settings from the configuration.
+    pub options: Arc<Options>,
     /// The server's host name, for challenges.
     pub hostname: String,
-    /// A fresh unique token for this attempt (random and time based, made by the session),
-    /// used in challenges such as CRAM-MD5's `<token@hostname>`.
+    /// A fresh unique token for this attempt, used in challenges such as CRAM-MD5's
+    /// `<token@hostname>`.
     pub nonce: String,
+    /// 32 fresh random bytes for this attempt (server challenges and nonces).
+    pub random: [u8; 32],
+    /// Wall-clock time when the connection phase started (e.g. the NTLM timestamp).
+    pub now: SystemTime,
+    /// Channel-binding data of the TLS session, if the connection runs over TLS.
+    pub channel_binding: Option<Arc<ChannelBinding>>,
+}
+
+/// Mechanism settings from the configuration (`[auth]`).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The NTLM domain (NetBIOS form, upper case) announced in NTLM challenges.
+    pub ntlm_domain: String,
+    /// Whether NTLMv1 responses are accepted (weakest legacy class; off by default).
+    pub ntlm_v1: bool,
+}
+
+/// Channel-binding data (RFC 5929, RFC 9266) of a TLS session, for SCRAM-*-PLUS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelBinding {
+    /// `tls-exporter` (RFC 9266): 32 bytes exported with the label
+    /// "EXPORTER-Channel-Binding" and no context.
+    pub tls_exporter: Option<Vec<u8>>,
+    /// `tls-server-end-point` (RFC 5929 §4): the hash of our certificate.
+    pub tls_server_end_point: Option<Vec<u8>>,
+}
+
+/// Validates an OAuth 2.0 bearer token (RFC 6750) for XOAUTH2 and OAUTHBEARER (RFC 7628).
+pub trait TokenValidator: Send + Sync + 'static {
+    /// Returns the canonical user the token stands for. `claimed` is the user name the client
+    /// named (XOAUTH2 `user=`, OAUTHBEARER `a=`), which must match the token's user if given.
+    fn validate(&self, token: &[u8], claimed: Option<&str>) -> Result<String, TokenError>;
+}
+
+/// Why a bearer token was refused; mapped to the RFC 7628 §3.2.2 error status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// Expired, badly signed, wrong issuer or audience, or unknown user: `invalid_token`.
+    Invalid(String),
+    /// The token lacks a required scope: `insufficient_scope`.
+    InsufficientScope(String),
+    /// The validator could not decide (e.g. introspection endpoint down): temporary failure.
+    Unavailable(String),
+}
+
+/// The per-connection SASL environment the session machines hold; it makes one [`Context`]
+/// per attempt.
+#[derive(Clone)]
+pub struct Environment {
+    /// Verifies credentials.
+    pub auth: Arc<dyn Authenticator>,
+    /// Validates OAuth bearer tokens, if configured.
+    pub tokens: Option<Arc<dyn TokenValidator>>,
+    /// Mechanism settings.
+    pub options: Arc<Options>,
+    /// The server's host name.
+    pub hostname: String,
+    /// The session id, the stem of each attempt's nonce.
+    pub session: String,
+    /// 32 random bytes made at connection start; each attempt's randomness is derived from it.
+    pub seed: [u8; 32],
+    /// When the connection phase started.
+    pub now: SystemTime,
+    /// Channel-binding data when the connection runs over TLS.
+    pub channel_binding: Option<Arc<ChannelBinding>>,
+}
+
+impl Environment {
+    /// An environment with no token validator, default options and no TLS; `seed` must be
+    /// fresh randomness for each connection.
+    pub fn basic(
+        auth: Arc<dyn Authenticator>,
+        hostname: &str,
+        session: &str,
+        seed: [u8; 32],
+    ) -> Self {
+        Environment {
+            auth,
+            tokens: None,
+            options: Arc::new(Options::default()),
+            hostname: hostname.to_string(),
+            session: session.to_string(),
+            seed,
+            now: SystemTime::UNIX_EPOCH,
+            channel_binding: None,
+        }
+    }
+
+    /// The context for attempt number `attempt` (1-based) of this connection.
+    pub fn context(&self, attempt: u32) -> Context {
+        use sha2::{Digest, Sha256};
+        // Derive distinct per-attempt randomness from the connection's random seed.
+        let mut h = Sha256::new();
+        h.update(self.seed);
+        h.update(attempt.to_be_bytes());
+        let random: [u8; 32] = h.finalize().into();
+        Context {
+            auth: self.auth.clone(),
+            tokens: self.tokens.clone(),
+            options: self.options.clone(),
+            hostname: self.hostname.clone(),
+            nonce: format!("{}.{attempt}", self.session),
+            random,
+            now: self.now,
+            channel_binding: self.channel_binding.clone(),
+        }
+    }
+
+    /// Whether `desc` can be offered on this connection (apart from the plaintext rule, which
+    /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator.
+    pub fn can_offer(&self, desc: &Descriptor) -> bool {
+        (!desc.channel_binding || self.channel_binding.is_some())
+            && (!desc.bearer_token || self.tokens.is_some())
+    }
 }
 
 /// A registry entry: one per mechanism.
@@ -90,6 +210,11 @@ pub struct Descriptor {
     /// Whether the client sends the password in the clear (PLAIN, LOGIN): offered only over
     /// TLS or to `insecure_plaintext_networks`.
     pub plaintext: bool,
+    /// Whether the mechanism needs TLS channel binding (the `-PLUS` variants).
+    pub channel_binding: bool,
+    /// Whether the mechanism carries an OAuth bearer token (needs a token validator). Tokens
+    /// are bearer secrets: these mechanisms follow the plaintext rule too.
+    pub bearer_token: bool,
     /// Starts a new exchange.
     pub start: fn(&Context) -> Box<dyn Mechanism>,
 }
@@ -99,6 +224,8 @@ impl fmt::Debug for Descriptor {
         f.debug_struct("Descriptor")
             .field("name", &self.name)
             .field("plaintext", &self.plaintext)
+            .field("channel_binding", &self.channel_binding)
+            .field("bearer_token", &self.bearer_token)
             .finish()
     }
 }
@@ -108,16 +235,22 @@ pub static MECHANISMS: &[Descriptor] = &[
     Descriptor {
         name: "PLAIN",
         plaintext: true,
+        channel_binding: false,
+        bearer_token: false,
         start: plain::start,
     },
     Descriptor {
         name: "LOGIN",
         plaintext: true,
+        channel_binding: false,
+        bearer_token: false,
         start: login::start,
     },
     Descriptor {
         name: "CRAM-MD5",
         plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
         start: cram_md5::start,
     },
 ];

@@ -120,11 +120,10 @@ fn malformed(why: &'static str) -> Step {
 #[cfg(test)]
 pub(super) fn test_context(users: &str, nonce: &str, hostname: &str) -> Context {
     let store = crate::auth::UserStore::parse(users, "test").expect("test users parse");
-    Context {
-        auth: std::sync::Arc::new(store),
-        hostname: hostname.to_owned(),
-        nonce: nonce.to_owned(),
-    }
+    let mut ctx =
+        super::Environment::basic(std::sync::Arc::new(store), hostname, "s", [7; 32]).context(1);
+    ctx.nonce = nonce.to_owned();
+    ctx
 }
 
 #[cfg(test)]

@@ -49,8 +49,7 @@ pub async fn serve(
             Ok(Err(e)) => return tracing::info!("TLS handshake failed: {e}"),
             Err(_) => return tracing::info!("TLS handshake timed out"),
         };
-        let info = crate::tls::describe(tls.get_ref().1);
-        let session = Session::new(settings(&shared, role, peer, Some(info), &id));
+        let session = Session::new(settings(&shared, role, peer, Some(tls.get_ref().1), &id));
         let _ = phase(tls, session, &shared, &shutdown, true).await;
         return;
     }
@@ -64,9 +63,8 @@ pub async fn serve(
         Ok(Err(e)) => return tracing::info!("STARTTLS handshake failed: {e}"),
         Err(_) => return tracing::info!("STARTTLS handshake timed out"),
     };
-    let info = crate::tls::describe(tls.get_ref().1);
-    tracing::debug!(tls = %info, "STARTTLS complete");
-    let session = session.after_tls(settings(&shared, role, peer, Some(info), &id));
+    tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "STARTTLS complete");
+    let session = session.after_tls(settings(&shared, role, peer, Some(tls.get_ref().1), &id));
     let _ = phase(tls, session, &shared, &shutdown, false).await;
 }
 
@@ -75,9 +73,10 @@ fn settings(
     shared: &Shared,
     role: SmtpRole,
     peer: SocketAddr,
-    tls_info: Option<String>,
+    tls: Option<&rustls::ServerConnection>,
     id: &str,
 ) -> Settings {
+    let tls_info = tls.map(crate::tls::describe);
     let cfg = &shared.config;
     let ip = crate::canonical_ip(peer.ip());
     let tls_active = tls_info.is_some();
@@ -96,14 +95,13 @@ fn settings(
         trusted: crate::config::in_networks(&cfg.relay.trusted_networks, ip),
         allowlist,
         restrict_sender: pbs.restrict_sender,
-        auth: shared.users.clone(),
+        sasl: shared.sasl_environment(id, tls),
         mechanisms: shared.mechanisms.clone(),
         local_domains: shared.local_domains.clone(),
         max_message_size: cfg.limits.max_message_size,
         max_recipients: cfg.limits.max_recipients,
         max_auth_failures: cfg.auth.max_failures,
         max_errors: cfg.limits.max_errors,
-        nonce: id.to_string(),
     }
 }
 

@@ -15,7 +15,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::allowlist::Allowlist;
-use crate::auth::Authenticator;
 use crate::config::SmtpRole;
 use crate::sasl::{self, Failure, Mechanism, Step};
 use crate::smtp::address::{ForwardPath, ReversePath};
@@ -46,8 +45,8 @@ pub struct Settings {
     pub allowlist: Option<Arc<Allowlist>>,
     /// Limit MAIL FROM on a POP-before-SMTP relay to the user's own addresses.
     pub restrict_sender: bool,
-    /// Credentials.
-    pub auth: Arc<dyn Authenticator>,
+    /// The SASL environment (credentials, token validator, channel binding, randomness).
+    pub sasl: sasl::Environment,
     /// Enabled SASL mechanisms in order.
     pub mechanisms: Vec<&'static sasl::Descriptor>,
     /// Domains delivered locally (lower case).
@@ -60,8 +59,6 @@ pub struct Settings {
     pub max_auth_failures: u32,
     /// Bad commands before disconnect.
     pub max_errors: u32,
-    /// Unique token for SASL challenges.
-    pub nonce: String,
 }
 
 /// What the connection loop must do after sending the reply.
@@ -397,7 +394,10 @@ impl Session {
         self.settings
             .mechanisms
             .iter()
-            .filter(|d| !d.plaintext || self.settings.plaintext_allowed)
+            .filter(|d| {
+                let cleartext = d.plaintext || d.bearer_token;
+                (!cleartext || self.settings.plaintext_allowed) && self.settings.sasl.can_offer(d)
+            })
             .map(|d| d.name)
             .collect()
     }
@@ -512,6 +512,7 @@ impl Session {
                 // RFC 5321 §4.5.1: <postmaster> must always be accepted.
                 let user = self
                     .settings
+                    .sasl
                     .auth
                     .lookup("postmaster")
                     .ok_or_else(reply::no_such_user)?;
@@ -534,6 +535,7 @@ impl Session {
         if self.settings.local_domains.contains(&addr.domain) {
             let user = self
                 .settings
+                .sasl
                 .auth
                 .lookup(&addr.local.to_ascii_lowercase())
                 .ok_or_else(reply::no_such_user)?;
@@ -589,7 +591,10 @@ impl Session {
         else {
             return self.error(reply::auth_unrecognized_mechanism());
         };
-        if desc.plaintext && !self.settings.plaintext_allowed {
+        if !self.settings.sasl.can_offer(desc) {
+            return self.error(reply::auth_unrecognized_mechanism());
+        }
+        if (desc.plaintext || desc.bearer_token) && !self.settings.plaintext_allowed {
             // RFC 4954 §6: 538 when no TLS can be had; before STARTTLS, ask for it (530).
             let r = if self.settings.starttls_available && !self.settings.tls_active {
                 reply::starttls_required()
@@ -608,11 +613,7 @@ impl Session {
             },
         };
         self.sasl_attempts += 1;
-        let ctx = sasl::Context {
-            auth: self.settings.auth.clone(),
-            hostname: self.settings.hostname.clone(),
-            nonce: format!("{}.{}", self.settings.nonce, self.sasl_attempts),
-        };
+        let ctx = self.settings.sasl.context(self.sasl_attempts);
         let mut mechanism = (desc.start)(&ctx);
         let step = mechanism.step(input.as_deref());
         let after = Box::new(std::mem::replace(&mut self.state, State::Done));

@@ -29,7 +29,7 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
         trusted: false,
         allowlist: None,
         restrict_sender: false,
-        auth: Arc::new(users),
+        sasl: sasl::Environment::basic(Arc::new(users), "mx.example.test", "n", [1; 32]),
         mechanisms: ["PLAIN", "LOGIN", "CRAM-MD5"]
             .iter()
             .filter_map(|m| sasl::find(m))
@@ -39,7 +39,6 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
         max_recipients: 2,
         max_auth_failures: 3,
         max_errors: 10,
-        nonce: "n".into(),
     }
 }
 
