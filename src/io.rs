@@ -9,6 +9,7 @@ use std::io;
 use std::ops::Range;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroize;
 
 /// Smallest read granted to the socket at a time.
 const MIN_READ: usize = 1024;
@@ -71,9 +72,19 @@ impl LineReader {
         }
     }
 
+    /// Overwrites the bytes of a consumed line that carried credentials (PASS, AUTH data), so
+    /// they do not linger in the buffer.
+    pub fn wipe(&mut self, range: Range<usize>) {
+        if let Some(bytes) = self.buf.get_mut(range) {
+            bytes.zeroize();
+        }
+    }
+
     /// Drops everything buffered (RFC 3207 §4.2: plaintext sent before the TLS handshake
     /// must not be executed after it).
     pub fn clear(&mut self) {
+        self.buf.zeroize();
+        self.buf.clear();
         self.start = 0;
         self.end = 0;
         self.discarding = false;
@@ -87,6 +98,7 @@ impl LineReader {
     /// Releases the buffer's memory while the session idles.
     pub fn shrink(&mut self) {
         if self.start == self.end {
+            self.buf.zeroize();
             self.buf = Vec::new();
             self.start = 0;
             self.end = 0;
@@ -153,8 +165,11 @@ impl LineReader {
         // a few reads of pipelined input.
         if self.start > 0 && self.buf.len() - self.end < MIN_READ {
             self.buf.copy_within(self.start..self.end, 0);
+            let old_end = self.end;
             self.end -= self.start;
             self.start = 0;
+            // Leave no stale copy of earlier lines (which may have carried credentials).
+            self.buf[self.end..old_end].zeroize();
         }
         if self.buf.len() - self.end < MIN_READ {
             let want = (self.buf.len() * 2).clamp(
@@ -196,7 +211,10 @@ pub fn may_block<R>(f: impl FnOnce() -> R) -> R {
 /// Whether a command line may verify credentials (AUTH, PASS, APOP): those run through
 /// [`may_block`].
 pub fn verifies_credentials(line: &[u8]) -> bool {
-    let verb = line.split(|b| *b == b' ').next().unwrap_or_default();
+    let verb = line
+        .split(|b| *b == b' ' || *b == b'\t')
+        .next()
+        .unwrap_or_default();
     [&b"AUTH"[..], b"PASS", b"APOP"]
         .iter()
         .any(|v| verb.eq_ignore_ascii_case(v))
@@ -238,7 +256,13 @@ mod tests {
 
     #[test]
     fn credential_commands_are_recognized() {
-        for line in [&b"AUTH PLAIN abc"[..], b"auth", b"PASS secret", b"apop u d"] {
+        for line in [
+            &b"AUTH PLAIN abc"[..],
+            b"auth",
+            b"PASS secret",
+            b"apop u d",
+            b"AUTH\tPLAIN",
+        ] {
             assert!(verifies_credentials(line), "{line:?}");
         }
         for line in [&b"MAIL FROM:<a@b>"[..], b"AUTHX", b"", b"PASSWORD x"] {

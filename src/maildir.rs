@@ -11,13 +11,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
-/// Creates `<root>/<user>/{tmp,new,cur}` if missing and returns the mailbox path.
+/// Creates `<root>/<user>/{tmp,new,cur}` if missing and returns the mailbox path. Folders it
+/// creates are made durable (their parent is fsynced), so a first delivery survives a crash.
 pub fn ensure_mailbox(root: &Path, user: &str) -> io::Result<PathBuf> {
     let dir = mailbox_path(root, user)?;
+    if dir.join("new").is_dir() && dir.join("cur").is_dir() && dir.join("tmp").is_dir() {
+        return Ok(dir);
+    }
+    create_durably(root)?;
+    create_durably(&dir)?;
     for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(dir.join(sub))?;
+        create_durably(&dir.join(sub))?;
     }
     Ok(dir)
+}
+
+/// Creates `dir` (and missing parents); if it was created, fsyncs its parent folder.
+fn create_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The mailbox folder of `user`, refusing names that could escape `root`.

@@ -169,6 +169,15 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !config.relay.local_domains.is_empty()
+        && mailgate::auth::Authenticator::lookup(&users, "postmaster").is_none()
+    {
+        println!(
+            "warning: {}: no user \"postmaster\"; RFC 5321 §4.5.1 requires mail to <postmaster> \
+             to be accepted: add one (it may share a password with an admin)",
+            config.auth.users_file.display()
+        );
+    }
     for user in users.users() {
         for mech in &config.auth.mechanisms {
             if let Err(why) = users.can_serve(user, mech) {

@@ -114,6 +114,7 @@ pub struct Shared {
     pub mailboxes_in_use: DashSet<String>,
     next_session: AtomicU64,
     started: u64,
+    verify_slots: Semaphore,
     per_ip: DashMap<IpAddr, usize>,
 }
 
@@ -153,10 +154,21 @@ impl Shared {
         self.config.auth.failure_delay + self.throttle.delay(ip, user, now)
     }
 
-    /// The delay to impose before even trying a login from this address/user.
-    pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
-        self.throttle
-            .delay(crate::canonical_ip(ip), user, self.clock.now())
+    /// Runs a credential check `f` (a command that may verify a password) for a client at
+    /// `ip`: first waits out the address's throttle delay, so that a success is no faster to
+    /// learn than a failure, then runs `f` with one of a few verification slots, so slow
+    /// hashes can neither stall the runtime nor exhaust memory when many arrive at once.
+    pub async fn check_credentials<R>(&self, ip: IpAddr, f: impl FnOnce() -> R) -> R {
+        let wait = self
+            .throttle
+            .delay(crate::canonical_ip(ip), None, self.clock.now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        // The semaphore is never closed, so acquire cannot fail; if it did, run unthrottled
+        // rather than refuse the login.
+        let _slot = self.verify_slots.acquire().await.ok();
+        crate::io::may_block(f)
     }
 
     /// Records a successful login (resets the throttle).
@@ -303,6 +315,10 @@ impl Server {
             mailboxes_in_use: DashSet::new(),
             next_session: AtomicU64::new(1),
             started,
+            // Password hashes are CPU- and memory-bound: a few per core at a time.
+            verify_slots: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            ),
             per_ip: DashMap::new(),
             config,
         });
@@ -492,7 +508,8 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
         shared.throttle.purge(now);
         rounds += 1;
         if rounds.is_multiple_of(10) {
-            save_allowlist(&shared);
+            let shared = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || save_allowlist(&shared)).await;
         }
     }
 }

@@ -479,8 +479,10 @@ impl<'a> Checker<'a> {
     }
 
     fn prefix(&mut self, key: &str, len: u8) -> u8 {
-        if len > 128 {
-            let hint = "write a prefix length from 0 to 128, e.g. 64";
+        // Shorter than /32 would group whole providers (one login opening the relay, or one
+        // failure throttling, for millions of addresses).
+        if !(32..=128).contains(&len) {
+            let hint = "write a prefix length from 32 to 128, e.g. 64";
             self.bad(
                 key,
                 None,

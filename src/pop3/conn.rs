@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::io::{Line, LineReader, flush};
 use crate::maildir::{self, MailboxError};
@@ -44,7 +45,20 @@ pub async fn serve(
 ) {
     let id = shared.next_session_id();
     let span = tracing::info_span!("pop3", session = %id, peer = %peer);
-    let _enter = span.enter();
+    // Instrument rather than enter: see smtp/conn.rs.
+    serve_in_span(tcp, peer, implicit_tls, shared, shutdown, id)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_in_span(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    id: String,
+) {
     let limits = &shared.config.limits;
     if implicit_tls {
         let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
@@ -66,8 +80,7 @@ pub async fn serve(
         Ok(Err(e)) => return tracing::info!("STLS handshake failed: {e}"),
         Err(_) => return tracing::info!("STLS handshake timed out"),
     };
-    drop(session);
-    let session = Session::after_tls(settings(&shared, peer, Some(tls.get_ref().1), &id));
+    let session = session.after_tls(settings(&shared, peer, Some(tls.get_ref().1), &id));
     let _ = phase(tls, session, peer, &shared, &shutdown, false).await;
 }
 
@@ -154,9 +167,13 @@ where
             Ok(Err(_)) | Ok(Ok(None)) => return End::Closed,
             Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
             Ok(Ok(Some(Line::Complete(range)))) => {
-                let line = reader.slice(range);
+                let line = reader.slice(range.clone());
                 if session.in_sasl() || crate::io::verifies_credentials(line) {
-                    crate::io::may_block(|| session.handle_line(line))
+                    let out = shared
+                        .check_credentials(peer.ip(), || session.handle_line(line))
+                        .await;
+                    reader.wipe(range);
+                    out
                 } else {
                     session.handle_line(line)
                 }

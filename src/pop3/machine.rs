@@ -212,8 +212,12 @@ impl Session {
 
     /// The session that continues a connection after the STLS handshake (RFC 2595 §4: no new
     /// greeting; everything learnt before TLS is forgotten).
-    pub fn after_tls(settings: Settings) -> Self {
-        Self::new(settings)
+    pub fn after_tls(self, settings: Settings) -> Self {
+        // Failed logins before STLS still count toward max_failures.
+        let failures = self.failures;
+        let mut next = Self::new(settings);
+        next.failures = failures;
+        next
     }
 
     /// The greeting, with the APOP timestamp when APOP is offered.
@@ -524,14 +528,20 @@ impl Session {
                 Output::cont(Reply::challenge(&bytes))
             }
             Step::Success(identity) => self.authenticated(identity.user, format!("SASL {name}")),
-            Step::Failure(Failure::BadCredentials) => {
-                self.failed(Reply::invalid_credentials(), None, None)
-            }
-            Step::Failure(Failure::Unavailable(why)) => {
-                self.failed(Reply::invalid_credentials(), Some(why), None)
-            }
-            Step::Failure(Failure::Malformed(why)) => {
-                self.failed(Reply::malformed_auth(), Some(why), None)
+            Step::Failure(failure) => {
+                // The name the client tried feeds the per-user throttle and the log.
+                let user = mechanism.user().map(str::to_owned);
+                match failure {
+                    Failure::BadCredentials => {
+                        self.failed(Reply::invalid_credentials(), None, user)
+                    }
+                    Failure::Unavailable(why) => {
+                        self.failed(Reply::invalid_credentials(), Some(why), user)
+                    }
+                    Failure::Malformed(why) => {
+                        self.failed(Reply::malformed_auth(), Some(why), user)
+                    }
+                }
             }
         }
     }

@@ -119,6 +119,11 @@ static XPLAIN: Descriptor = Descriptor {
     start: start_xtest,
 };
 
+/// The nonce of SASL attempt `k` in these tests' environment.
+fn nonce(k: u32) -> String {
+    settings(false).sasl.context(k).nonce
+}
+
 fn settings(plaintext_allowed: bool) -> Settings {
     Settings {
         hostname: "mx.example".into(),
@@ -421,7 +426,7 @@ fn plaintext_needs_tls_and_capa_follows() {
         tls_active: true,
         ..settings(false)
     };
-    let mut s = Session::after_tls(tls);
+    let mut s = s.after_tls(tls);
     ok_continue(
         &mut s,
         "CAPA",
@@ -504,7 +509,7 @@ fn apop_logs_in_when_offered() {
 #[test]
 fn sasl_exchange_with_challenge() {
     let mut s = Session::new(settings(false));
-    let challenge = format!("+ {}\r\n", BASE64.encode("n0nce.1"));
+    let challenge = format!("+ {}\r\n", BASE64.encode(nonce(1)));
     ok_continue(&mut s, "AUTH xtest", &challenge);
     assert_eq!(s.line_limit(), command::MAX_SASL_LINE_LEN);
     let response = BASE64.encode("alice\0secret");
@@ -521,13 +526,13 @@ fn sasl_initial_response_cancel_and_errors() {
     ok_continue(
         &mut s,
         "AUTH XTEST",
-        &format!("+ {}\r\n", BASE64.encode("n0nce.1")),
+        &format!("+ {}\r\n", BASE64.encode(nonce(1))),
     );
     ok_continue(&mut s, "*", "-ERR authentication cancelled\r\n");
     ok_continue(
         &mut s,
         "AUTH XTEST",
-        &format!("+ {}\r\n", BASE64.encode("n0nce.2")),
+        &format!("+ {}\r\n", BASE64.encode(nonce(2))),
     );
     ok_continue(
         &mut s,
@@ -581,7 +586,7 @@ fn sasl_failure_counts_toward_the_limit() {
     ok_continue(
         &mut s,
         "AUTH XTEST",
-        &format!("+ {}\r\n", BASE64.encode("n0nce.1")),
+        &format!("+ {}\r\n", BASE64.encode(nonce(1))),
     );
     let out = check(
         &mut s,
@@ -619,7 +624,7 @@ fn wrong_state_unknown_and_overlong_lines() {
     ok_continue(
         &mut s,
         "AUTH XTEST",
-        &format!("+ {}\r\n", BASE64.encode("n0nce.1")),
+        &format!("+ {}\r\n", BASE64.encode(nonce(1))),
     );
     s.handle_overlong();
     ok_continue(

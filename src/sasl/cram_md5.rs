@@ -16,6 +16,7 @@ pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
         ctx: ctx.clone(),
         challenge,
         state: State::Start,
+        user: None,
     })
 }
 
@@ -23,6 +24,7 @@ struct CramMd5 {
     ctx: Context,
     challenge: Vec<u8>,
     state: State,
+    user: Option<String>,
 }
 
 enum State {
@@ -44,6 +46,7 @@ impl Mechanism for CramMd5 {
             (State::Start, Some(_)) => malformed("CRAM-MD5 takes no initial response"),
             (State::AwaitingResponse, Some(response)) => match parse(response) {
                 Ok((user, digest)) => {
+                    self.user = Some(user.chars().take(crate::auth::MAX_USER_LEN).collect());
                     let verdict = self
                         .ctx
                         .auth
@@ -55,6 +58,10 @@ impl Mechanism for CramMd5 {
             (State::AwaitingResponse, None) => malformed("missing client response"),
             (State::Done, _) => malformed("exchange already finished"),
         }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 }
 

@@ -20,12 +20,14 @@ pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
     Box::new(Login {
         ctx: ctx.clone(),
         state: State::Start,
+        user: None,
     })
 }
 
 struct Login {
     ctx: Context,
     state: State,
+    user: Option<String>,
 }
 
 enum State {
@@ -48,6 +50,7 @@ impl Mechanism for Login {
             }
             (State::Start | State::AwaitingUser, Some(user)) => match parse_user(user) {
                 Ok(user) => {
+                    self.user = Some(user.chars().take(crate::auth::MAX_USER_LEN).collect());
                     self.state = State::AwaitingPassword { user };
                     Step::Challenge(PASSWORD_CHALLENGE.to_vec())
                 }
@@ -67,6 +70,10 @@ impl Mechanism for Login {
             }
             (State::Done, _) => malformed("exchange already finished"),
         }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 }
 

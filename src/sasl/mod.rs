@@ -70,6 +70,12 @@ pub trait Mechanism: Send + Sync {
     /// Feeds one decoded client message (or `None`: no initial response) and returns what to
     /// do next. See the module docs for the contract.
     fn step(&mut self, input: Option<&[u8]>) -> Step;
+
+    /// The user name the client claimed so far, if the mechanism has seen one: for logs and
+    /// per-user throttling of failures. MUST NOT return password material.
+    fn user(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What a mechanism may use besides the client's bytes, for one attempt; made by
@@ -188,7 +194,16 @@ impl Environment {
             tokens: self.tokens.clone(),
             options: self.options.clone(),
             hostname: self.hostname.clone(),
-            nonce: format!("{}.{attempt}", self.session),
+            // Random as well as unique: a CRAM-MD5 challenge must never repeat, not even
+            // across restarts, or a sniffed exchange could be replayed.
+            nonce: format!(
+                "{}.{attempt}.{:016x}",
+                self.session,
+                u64::from_be_bytes([
+                    random[0], random[1], random[2], random[3], random[4], random[5], random[6],
+                    random[7]
+                ])
+            ),
             random,
             now: self.now,
             channel_binding: self.channel_binding.clone(),

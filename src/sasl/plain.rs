@@ -19,6 +19,7 @@ pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
     Box::new(Plain {
         ctx: ctx.clone(),
         state: State::Start,
+        user: None,
     })
 }
 
@@ -34,6 +35,7 @@ pub(super) fn verdict_step(verdict: Verdict) -> Step {
 struct Plain {
     ctx: Context,
     state: State,
+    user: Option<String>,
 }
 
 enum State {
@@ -57,14 +59,19 @@ impl Mechanism for Plain {
             (State::Done, _) => malformed("exchange already finished"),
         }
     }
+
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
 }
 
 impl Plain {
-    fn finish(&self, message: &[u8]) -> Step {
+    fn finish(&mut self, message: &[u8]) -> Step {
         let (authzid, authcid, password) = match parse(message) {
             Ok(fields) => fields,
             Err(why) => return malformed(why),
         };
+        self.user = Some(authcid.chars().take(crate::auth::MAX_USER_LEN).collect());
         let Ok(authcid) = stringprep::saslprep(authcid) else {
             return malformed("authentication identity rejected by SASLprep");
         };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::SmtpRole;
 use crate::io::{Line, LineReader, flush};
@@ -41,7 +42,21 @@ pub async fn serve(
 ) {
     let id = shared.next_session_id();
     let span = tracing::info_span!("smtp", session = %id, peer = %peer, role = role.name());
-    let _enter = span.enter();
+    // Instrument rather than enter: an entered span would leak onto other tasks polled on this
+    // worker across awaits and mislabel their log lines.
+    serve_in_span(tcp, peer, role, shared, shutdown, id)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_in_span(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    role: SmtpRole,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    id: String,
+) {
     let limits = &shared.config.limits;
     if role == SmtpRole::Submissions {
         let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
@@ -157,9 +172,14 @@ where
             Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let now = shared.clock.now();
-                let line = reader.slice(range);
+                let line = reader.slice(range.clone());
                 if session.in_sasl() || crate::io::verifies_credentials(line) {
-                    crate::io::may_block(|| session.handle_line(now, line))
+                    let ip = session.settings().peer.ip();
+                    let out = shared
+                        .check_credentials(ip, || session.handle_line(now, line))
+                        .await;
+                    reader.wipe(range);
+                    out
                 } else {
                     session.handle_line(now, line)
                 }
@@ -190,15 +210,20 @@ where
                     reader.clear();
                     return End::StartTls(stream, Box::new(session));
                 }
-                Action::AuthFailed { user, note } => {
+                Action::AuthFailed { user, note, close } => {
                     tracing::info!(
                         user = user.as_deref().unwrap_or("-"),
                         "authentication failed: {note}"
                     );
-                    let delay =
-                        shared.auth_failure_delay(session.settings().peer.ip(), user.as_deref());
+                    let ip = session.settings().peer.ip();
+                    let delay = shared.auth_failure_delay(ip, user.as_deref());
                     tokio::time::sleep(delay).await;
                     next.reply.encode(&mut out);
+                    if close {
+                        reply::too_many_auth_failures(&shared.config.hostname).encode(&mut out);
+                        let _ = flush(&mut stream, &mut out).await;
+                        return End::Closed;
+                    }
                 }
                 Action::Authenticated { user, mechanism } => {
                     tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
@@ -285,7 +310,10 @@ where
             "normalized bare CR/LF in message"
         );
     }
-    let incoming = incoming?;
+    let Some(incoming) = incoming else {
+        // The spool could not even start a message: say so (451), accept nothing.
+        return Some(DataOutcome::LocalError);
+    };
     if rx.exceeded() {
         incoming.abort();
         return Some(DataOutcome::TooBig);
@@ -343,10 +371,17 @@ fn received_header(session: &Session, txn: &Transaction, now: std::time::SystemT
 /// The spool envelope for the transaction.
 fn envelope(session: &Session, txn: &Transaction, now: std::time::SystemTime) -> Envelope {
     let s = session.settings();
+    // The envelope's `authorized_as` names the local mailbox a bounce goes to: the user behind
+    // the authorization, and only when the sender address is that user's own. Otherwise a
+    // bounce goes to the sender address through the normal route.
     let authorized_as = session
         .authorization()
         .or(txn.relay_authorization.as_ref())
-        .map(|a| a.describe());
+        .and_then(|a| a.user())
+        .filter(|user| {
+            crate::smtp::machine::sender_belongs_to(&txn.mail_from, user, &s.local_domains)
+        })
+        .map(str::to_owned);
     Envelope::new(
         txn.mail_from.clone(),
         txn.recipients
@@ -354,7 +389,15 @@ fn envelope(session: &Session, txn: &Transaction, now: std::time::SystemTime) ->
             .map(|r| Recipient::new(r.address.clone(), r.local_user.clone()))
             .collect(),
         crate::clock::unix_secs(now),
-        format!("{} helo={}", s.peer, session.helo().unwrap_or("-")),
+        format!(
+            "{} helo={} {}",
+            s.peer,
+            session.helo().unwrap_or("-"),
+            session
+                .authorization()
+                .or(txn.relay_authorization.as_ref())
+                .map_or_else(|| "unauthenticated".to_string(), |a| a.describe())
+        ),
         authorized_as,
     )
 }

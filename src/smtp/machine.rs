@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use zeroize::Zeroizing;
 
 use crate::allowlist::Allowlist;
 use crate::config::SmtpRole;
@@ -78,6 +79,8 @@ pub enum Action {
         user: Option<String>,
         /// Why, for the log (never a secret).
         note: String,
+        /// Too many failures: after the reply, answer 421 and close.
+        close: bool,
     },
     /// Authentication succeeded.
     Authenticated {
@@ -605,24 +608,25 @@ impl Session {
         }
         let input = match initial {
             None => None,
-            Some("=") => Some(Vec::new()),
+            Some("=") => Some(Zeroizing::new(Vec::new())),
             Some("*") => return Output::cont(reply::auth_cancelled()),
             Some(text) => match B64.decode(text) {
-                Ok(bytes) => Some(bytes),
+                Ok(bytes) => Some(Zeroizing::new(bytes)),
                 Err(_) => return self.error(reply::auth_malformed()),
             },
         };
         self.sasl_attempts += 1;
         let ctx = self.settings.sasl.context(self.sasl_attempts);
         let mut mechanism = (desc.start)(&ctx);
-        let step = mechanism.step(input.as_deref());
+        let step = mechanism.step(input.as_ref().map(|b| b.as_slice()));
+        let user = mechanism.user().map(str::to_owned);
         let after = Box::new(std::mem::replace(&mut self.state, State::Done));
         self.state = State::InSasl {
             mechanism,
             name: desc.name,
             after,
         };
-        self.sasl_step(step, None)
+        self.sasl_step(step, user)
     }
 
     fn sasl_line(&mut self, line: &[u8]) -> Output {
@@ -632,17 +636,20 @@ impl Session {
             return Output::cont(reply::auth_cancelled());
         }
         let decoded = match B64.decode(line) {
-            Ok(bytes) => bytes,
+            Ok(bytes) => Zeroizing::new(bytes),
             Err(_) => {
                 self.leave_sasl();
                 return self.error(reply::auth_malformed());
             }
         };
-        let step = match &mut self.state {
-            State::InSasl { mechanism, .. } => mechanism.step(Some(&decoded)),
+        let (step, user) = match &mut self.state {
+            State::InSasl { mechanism, .. } => {
+                let step = mechanism.step(Some(&decoded));
+                (step, mechanism.user().map(str::to_owned))
+            }
             _ => unreachable!("sasl_line is only called in the InSasl state"),
         };
-        self.sasl_step(step, user_hint(&decoded))
+        self.sasl_step(step, user)
     }
 
     fn sasl_step(&mut self, step: Step, hint: Option<String>) -> Output {
@@ -675,18 +682,14 @@ impl Session {
 
     fn auth_failed(&mut self, reply: Reply, user: Option<String>, note: String) -> Output {
         self.auth_failures += 1;
-        if self.auth_failures >= self.settings.max_auth_failures {
+        let close = self.auth_failures >= self.settings.max_auth_failures;
+        if close {
             self.state = State::Done;
-            let _ = reply;
-            let reply = reply::too_many_auth_failures(&self.settings.hostname);
-            return Output {
-                reply,
-                action: Action::Close,
-            };
         }
+        // Even the last failure gets its delay and is recorded before the session closes.
         Output {
             reply,
-            action: Action::AuthFailed { user, note },
+            action: Action::AuthFailed { user, note, close },
         }
     }
 
@@ -705,17 +708,8 @@ impl Session {
     }
 }
 
-/// Extracts a loggable user name from the last SASL client message where the format makes it
-/// unambiguous (CRAM-MD5's `user digest`); never returns password material.
-fn user_hint(decoded: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(decoded).ok()?;
-    let (user, digest) = text.rsplit_once(' ')?;
-    (digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()) && !user.is_empty())
-        .then(|| user.chars().take(64).collect())
-}
-
 /// Whether `mail_from` is one of `user`'s own addresses (`user@<local domain>`).
-fn sender_belongs_to(mail_from: &str, user: &str, local_domains: &[String]) -> bool {
+pub fn sender_belongs_to(mail_from: &str, user: &str, local_domains: &[String]) -> bool {
     let Some((local, domain)) = mail_from.rsplit_once('@') else {
         return false;
     };
