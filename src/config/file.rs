@@ -221,6 +221,16 @@ pub struct AuthFile {
     pub max_failures: u32,
     /// `[auth.throttle]`.
     pub throttle: ThrottleFile,
+    /// NetBIOS domain announced in NTLM challenges. Default: the first label of `hostname`,
+    /// upper-cased.
+    pub ntlm_domain: Option<String>,
+    /// Accept NTLMv1 and NTLMv1 with extended session security. Default false.
+    pub ntlm_v1: bool,
+    /// After a successful plaintext login, store the forms stronger mechanisms need.
+    /// Default false.
+    pub derive_on_login: bool,
+    /// `[auth.oauth]`: bearer-token validation for XOAUTH2 and OAUTHBEARER.
+    pub oauth: Option<OAuthFile>,
 }
 
 impl Default for AuthFile {
@@ -233,6 +243,59 @@ impl Default for AuthFile {
             failure_delay: default_failure_delay(),
             max_failures: default_max_failures(),
             throttle: ThrottleFile::default(),
+            ntlm_domain: None,
+            ntlm_v1: false,
+            derive_on_login: false,
+            oauth: None,
+        }
+    }
+}
+
+/// `[auth.oauth]`: how bearer tokens (RFC 6750) are validated.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthFile {
+    /// JWKS file (RFC 7517) with the issuer's public keys (RS256, ES256).
+    pub jwks_file: Option<PathBuf>,
+    /// File holding the shared HS256 secret.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (at least one must match).
+    pub audience: Vec<String>,
+    /// Accepted signature algorithms. Default ["RS256", "ES256"].
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`/`nbf`. Default "60s".
+    pub clock_skew: String,
+    /// The claim that names the user. Default "sub".
+    pub user_claim: String,
+    /// A scope the token must carry (space-separated `scope` claim).
+    pub required_scope: Option<String>,
+    /// RFC 7662 introspection endpoint (HTTPS; HTTP only on loopback).
+    pub introspection_url: Option<String>,
+    /// Client id for introspection (HTTP Basic).
+    pub introspection_client_id: Option<String>,
+    /// File with the client secret for introspection.
+    pub introspection_secret_file: Option<PathBuf>,
+    /// Accept any certificate from the introspection endpoint (tests only). Default false.
+    pub danger_accept_invalid_certs: bool,
+}
+
+impl Default for OAuthFile {
+    fn default() -> Self {
+        OAuthFile {
+            jwks_file: None,
+            hs256_secret_file: None,
+            issuer: None,
+            audience: Vec::new(),
+            algorithms: vec!["RS256".into(), "ES256".into()],
+            clock_skew: "60s".into(),
+            user_claim: "sub".into(),
+            required_scope: None,
+            introspection_url: None,
+            introspection_client_id: None,
+            introspection_secret_file: None,
+            danger_accept_invalid_certs: false,
         }
     }
 }
@@ -375,6 +438,47 @@ pub struct UpstreamFile {
     pub retry: Vec<String>,
     /// Per-command timeout. Default [`default_command_timeout`].
     pub command_timeout: String,
+    /// AUTH mechanism: "auto", "plain", "login", "xoauth2" or "oauthbearer". Default "auto".
+    pub auth: String,
+    /// `[delivery.upstream.oauth]`: where the access token for XOAUTH2/OAUTHBEARER comes from.
+    pub oauth: Option<UpstreamOAuthFile>,
+}
+
+/// `[delivery.upstream.oauth]`: the OAuth 2.0 token endpoint (RFC 6749) for the smarthost.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamOAuthFile {
+    /// Token endpoint URL (HTTPS; HTTP only on loopback).
+    pub token_url: String,
+    /// "refresh_token" or "client_credentials". Default "refresh_token".
+    pub grant: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// File with the client secret (never the secret itself in this file).
+    pub client_secret_file: Option<PathBuf>,
+    /// File with the refresh token (refresh_token grant).
+    pub refresh_token_file: Option<PathBuf>,
+    /// Requested scope.
+    pub scope: Option<String>,
+    /// Refresh this long before the token expires. Default "60s".
+    pub refresh_margin: String,
+    /// Accept any certificate from the token endpoint (tests only). Default false.
+    pub danger_accept_invalid_certs: bool,
+}
+
+impl Default for UpstreamOAuthFile {
+    fn default() -> Self {
+        UpstreamOAuthFile {
+            token_url: String::new(),
+            grant: "refresh_token".into(),
+            client_id: String::new(),
+            client_secret_file: None,
+            refresh_token_file: None,
+            scope: None,
+            refresh_margin: "60s".into(),
+            danger_accept_invalid_certs: false,
+        }
+    }
 }
 
 impl Default for UpstreamFile {
@@ -388,6 +492,8 @@ impl Default for UpstreamFile {
             password: None,
             retry: default_retry(),
             command_timeout: default_command_timeout(),
+            auth: "auto".into(),
+            oauth: None,
         }
     }
 }

@@ -111,6 +111,50 @@ pub struct AuthConfig {
     pub max_failures: u32,
     /// Per-address/per-user throttling of failed logins.
     pub throttle: Throttle,
+    /// NetBIOS domain announced in NTLM challenges (upper case).
+    pub ntlm_domain: String,
+    /// Whether NTLMv1 (and NTLMv1 with extended session security) is accepted.
+    pub ntlm_v1: bool,
+    /// Store stronger forms (SCRAM keys, ...) after a successful plaintext login.
+    pub derive_on_login: bool,
+    /// Bearer-token validation, if configured.
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `[auth.oauth]`.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// JWKS file with public keys. Absolute.
+    pub jwks_file: Option<PathBuf>,
+    /// HS256 shared-secret file. Absolute.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// Required issuer.
+    pub issuer: Option<String>,
+    /// Accepted audiences (non-empty).
+    pub audience: Vec<String>,
+    /// Accepted algorithms: "RS256", "ES256", "HS256".
+    pub algorithms: Vec<String>,
+    /// Allowed clock skew.
+    pub clock_skew: Duration,
+    /// The claim naming the user.
+    pub user_claim: String,
+    /// A scope the token must carry.
+    pub required_scope: Option<String>,
+    /// RFC 7662 introspection, if configured.
+    pub introspection: Option<Introspection>,
+}
+
+/// RFC 7662 token introspection endpoint.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    /// Endpoint URL.
+    pub url: String,
+    /// Client id (HTTP Basic).
+    pub client_id: Option<String>,
+    /// Client secret file. Absolute.
+    pub secret_file: Option<PathBuf>,
+    /// Accept any certificate (tests only).
+    pub danger_accept_invalid_certs: bool,
 }
 
 /// Growing delay for failed logins, per client address and per user name.
@@ -201,6 +245,55 @@ pub struct Upstream {
     pub retry: Vec<Duration>,
     /// Timeout for each upstream command.
     pub command_timeout: Duration,
+    /// Which AUTH mechanism to use upstream.
+    pub auth: UpstreamAuth,
+    /// Where the OAuth access token comes from (XOAUTH2/OAUTHBEARER).
+    pub oauth: Option<UpstreamOAuth>,
+}
+
+/// The AUTH mechanism used with the smarthost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// PLAIN if offered, else LOGIN (when username/password are set).
+    Auto,
+    /// AUTH PLAIN.
+    Plain,
+    /// AUTH LOGIN.
+    Login,
+    /// AUTH XOAUTH2 with an access token.
+    Xoauth2,
+    /// AUTH OAUTHBEARER (RFC 7628) with an access token.
+    Oauthbearer,
+}
+
+/// The OAuth 2.0 grant used to obtain upstream access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// RFC 6749 §6: refresh-token grant.
+    RefreshToken,
+    /// RFC 6749 §4.4: client-credentials grant.
+    ClientCredentials,
+}
+
+/// `[delivery.upstream.oauth]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamOAuth {
+    /// Token endpoint.
+    pub token_url: String,
+    /// The grant.
+    pub grant: Grant,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret file. Absolute.
+    pub client_secret_file: Option<PathBuf>,
+    /// Refresh token file. Absolute.
+    pub refresh_token_file: Option<PathBuf>,
+    /// Requested scope.
+    pub scope: Option<String>,
+    /// Refresh this long before expiry.
+    pub refresh_margin: Duration,
+    /// Accept any certificate (tests only).
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -217,6 +310,8 @@ impl std::fmt::Debug for Upstream {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("retry", &self.retry)
             .field("command_timeout", &self.command_timeout)
+            .field("auth", &self.auth)
+            .field("oauth", &self.oauth)
             .finish()
     }
 }

@@ -15,8 +15,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::file::{self, File, SectionError};
 use super::{
-    AuthConfig, Config, ConfigErrors, DeliveryConfig, Limits, Listeners, PopBeforeSmtp, Problem,
-    RelayConfig, SmtpRole, Throttle, TlsConfig, Upstream, UpstreamTls,
+    AuthConfig, Config, ConfigErrors, DeliveryConfig, Grant, Introspection, Limits, Listeners,
+    OAuthConfig, PopBeforeSmtp, Problem, RelayConfig, SmtpRole, Throttle, TlsConfig, Upstream,
+    UpstreamAuth, UpstreamOAuth, UpstreamTls,
 };
 
 /// Longest accepted duration text; durations are short, this only bounds the parser.
@@ -293,6 +294,34 @@ impl<'a> Checker<'a> {
             failure_delay: self.delay("auth.failure_delay", &a.failure_delay),
             max_failures: a.max_failures,
             throttle,
+            ntlm_domain: match &a.ntlm_domain {
+                Some(d)
+                    if d.is_empty()
+                        || d.len() > 15
+                        || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+                {
+                    self.bad(
+                        "auth.ntlm_domain",
+                        None,
+                        format!("\"{d}\" is not a NetBIOS domain name"),
+                        "write 1 to 15 letters, digits or '-', e.g. \"EXAMPLE\"",
+                    );
+                    d.to_ascii_uppercase()
+                }
+                Some(d) => d.to_ascii_uppercase(),
+                None => f
+                    .hostname
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(15)
+                    .collect::<String>()
+                    .to_ascii_uppercase(),
+            },
+            ntlm_v1: a.ntlm_v1,
+            derive_on_login: a.derive_on_login,
+            oauth: a.oauth.as_ref().map(|o| self.oauth(base, o)),
         }
     }
 
@@ -361,11 +390,11 @@ impl<'a> Checker<'a> {
             maildir: under("delivery.maildir", &d.maildir, "maildir"),
             spool: under("delivery.spool", &d.spool, "spool"),
             dead_letter: under("delivery.dead_letter", &d.dead_letter, "dead-letter"),
-            upstream: d.upstream.as_ref().and_then(|u| self.upstream(u)),
+            upstream: d.upstream.as_ref().and_then(|u| self.upstream(base, u)),
         }
     }
 
-    fn upstream(&mut self, u: &file::UpstreamFile) -> Option<Upstream> {
+    fn upstream(&mut self, base: &Path, u: &file::UpstreamFile) -> Option<Upstream> {
         let address = if u.address.is_empty() {
             self.bad(
                 "delivery.upstream",
@@ -418,6 +447,56 @@ impl<'a> Checker<'a> {
             None,
             &u.command_timeout,
         );
+        let auth = match u.auth.as_str() {
+            "auto" => UpstreamAuth::Auto,
+            "plain" => UpstreamAuth::Plain,
+            "login" => UpstreamAuth::Login,
+            "xoauth2" => UpstreamAuth::Xoauth2,
+            "oauthbearer" => UpstreamAuth::Oauthbearer,
+            other => {
+                self.bad(
+                    "delivery.upstream.auth",
+                    None,
+                    format!("\"{other}\" is not an upstream AUTH mechanism"),
+                    "write \"auto\", \"plain\", \"login\", \"xoauth2\" or \"oauthbearer\"",
+                );
+                UpstreamAuth::Auto
+            }
+        };
+        let oauth = u.oauth.as_ref().map(|o| self.upstream_oauth(base, o));
+        let wants_token = matches!(auth, UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer);
+        if wants_token && oauth.is_none() {
+            self.bad(
+                "delivery.upstream.auth",
+                None,
+                format!("\"{}\" needs a token endpoint", u.auth),
+                "add a [delivery.upstream.oauth] table with token_url, client_id and a grant",
+            );
+        }
+        if wants_token && u.username.is_none() {
+            self.bad(
+                "delivery.upstream.username",
+                None,
+                "is required with an OAuth mechanism".into(),
+                "write the mailbox the token belongs to, e.g. username = \"relay@example.com\"",
+            );
+        }
+        if wants_token && u.password.is_some() {
+            self.bad(
+                "delivery.upstream.password",
+                None,
+                "is not used with an OAuth mechanism".into(),
+                "remove password; the access token comes from [delivery.upstream.oauth]",
+            );
+        }
+        if !wants_token && oauth.is_some() {
+            self.bad(
+                "delivery.upstream.oauth",
+                None,
+                "is set but auth is not \"xoauth2\" or \"oauthbearer\"".into(),
+                "set auth = \"xoauth2\" (or \"oauthbearer\"), or remove the table",
+            );
+        }
         let address = address?;
         Some(Upstream {
             address,
@@ -431,7 +510,168 @@ impl<'a> Checker<'a> {
             password: u.password.clone(),
             retry,
             command_timeout,
+            auth,
+            oauth,
         })
+    }
+
+    fn upstream_oauth(&mut self, base: &Path, o: &file::UpstreamOAuthFile) -> UpstreamOAuth {
+        let key = "delivery.upstream.oauth";
+        self.url(&format!("{key}.token_url"), &o.token_url);
+        if o.client_id.is_empty() {
+            self.bad(
+                &format!("{key}.client_id"),
+                None,
+                "is missing".into(),
+                "write the OAuth client id registered with the provider",
+            );
+        }
+        let grant = match o.grant.as_str() {
+            "refresh_token" => Grant::RefreshToken,
+            "client_credentials" => Grant::ClientCredentials,
+            other => {
+                self.bad(
+                    &format!("{key}.grant"),
+                    None,
+                    format!("\"{other}\" is not a supported grant"),
+                    "write \"refresh_token\" or \"client_credentials\"",
+                );
+                Grant::RefreshToken
+            }
+        };
+        if grant == Grant::RefreshToken && o.refresh_token_file.is_none() {
+            self.bad(
+                &format!("{key}.refresh_token_file"),
+                None,
+                "is required with grant = \"refresh_token\"".into(),
+                "write the path of a file holding the refresh token",
+            );
+        }
+        if grant == Grant::ClientCredentials && o.client_secret_file.is_none() {
+            self.bad(
+                &format!("{key}.client_secret_file"),
+                None,
+                "is required with grant = \"client_credentials\"".into(),
+                "write the path of a file holding the client secret",
+            );
+        }
+        let file = |ck: &mut Self, name: &str, p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| ck.path(base, &format!("{key}.{name}"), p))
+        };
+        UpstreamOAuth {
+            token_url: o.token_url.clone(),
+            grant,
+            client_id: o.client_id.clone(),
+            client_secret_file: file(self, "client_secret_file", &o.client_secret_file),
+            refresh_token_file: file(self, "refresh_token_file", &o.refresh_token_file),
+            scope: o.scope.clone(),
+            refresh_margin: self.delay(&format!("{key}.refresh_margin"), &o.refresh_margin),
+            danger_accept_invalid_certs: o.danger_accept_invalid_certs,
+        }
+    }
+
+    fn oauth(&mut self, base: &Path, o: &file::OAuthFile) -> OAuthConfig {
+        let key = "auth.oauth";
+        let path = |ck: &mut Self, name: &str, p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| ck.path(base, &format!("{key}.{name}"), p))
+        };
+        let jwks_file = path(self, "jwks_file", &o.jwks_file);
+        let hs256_secret_file = path(self, "hs256_secret_file", &o.hs256_secret_file);
+        let mut algorithms = Vec::new();
+        for (i, a) in o.algorithms.iter().enumerate() {
+            let upper = a.to_ascii_uppercase();
+            if !["RS256", "ES256", "HS256"].contains(&upper.as_str()) {
+                self.bad(
+                    &format!("{key}.algorithms"),
+                    Some(i),
+                    format!("\"{a}\" is not a supported algorithm"),
+                    "write \"RS256\", \"ES256\" or \"HS256\"",
+                );
+            } else if !algorithms.contains(&upper) {
+                algorithms.push(upper);
+            }
+        }
+        if algorithms.iter().any(|a| a == "HS256") && hs256_secret_file.is_none() {
+            self.bad(
+                &format!("{key}.hs256_secret_file"),
+                None,
+                "is required when HS256 is accepted".into(),
+                "write the path of a file holding the shared secret",
+            );
+        }
+        if algorithms.iter().any(|a| a != "HS256")
+            && jwks_file.is_none()
+            && o.introspection_url.is_none()
+        {
+            self.bad(
+                &format!("{key}.jwks_file"),
+                None,
+                "is required for RS256/ES256 tokens".into(),
+                "write the path of the issuer's JWKS file, or list only \"HS256\"",
+            );
+        }
+        if o.audience.is_empty() {
+            self.bad(
+                &format!("{key}.audience"),
+                None,
+                "is empty: tokens issued for any other service would be accepted".into(),
+                "write the audience your tokens carry, e.g. audience = [\"mailgate\"]",
+            );
+        }
+        if o.user_claim.is_empty() {
+            self.bad(
+                &format!("{key}.user_claim"),
+                None,
+                "is empty".into(),
+                "write the claim naming the user, e.g. \"sub\" or \"email\"",
+            );
+        }
+        let introspection = o.introspection_url.as_ref().map(|url| {
+            self.url(&format!("{key}.introspection_url"), url);
+            Introspection {
+                url: url.clone(),
+                client_id: o.introspection_client_id.clone(),
+                secret_file: path(
+                    self,
+                    "introspection_secret_file",
+                    &o.introspection_secret_file,
+                ),
+                danger_accept_invalid_certs: o.danger_accept_invalid_certs,
+            }
+        });
+        OAuthConfig {
+            jwks_file,
+            hs256_secret_file,
+            issuer: o.issuer.clone(),
+            audience: o.audience.clone(),
+            algorithms,
+            clock_skew: self.delay(&format!("{key}.clock_skew"), &o.clock_skew),
+            user_claim: o.user_claim.clone(),
+            required_scope: o.required_scope.clone(),
+            introspection,
+        }
+    }
+
+    /// An endpoint URL: HTTPS, or HTTP to a loopback host (tests, local sidecars).
+    fn url(&mut self, key: &str, url: &str) {
+        let loopback_http = url
+            .strip_prefix("http://")
+            .map(|rest| {
+                let host = rest.split(['/', '?']).next().unwrap_or_default();
+                let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+                matches!(host, "127.0.0.1" | "localhost" | "[::1]") || host.starts_with("127.")
+            })
+            .unwrap_or(false);
+        if !(url.starts_with("https://") && url.len() > "https://".len()) && !loopback_http {
+            self.bad(
+                key,
+                None,
+                format!("\"{url}\" is not an https:// URL"),
+                "write an https:// URL (http:// is accepted only for loopback hosts)",
+            );
+        }
     }
 
     fn limits(&mut self, f: &File) -> Limits {
