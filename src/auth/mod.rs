@@ -80,6 +80,66 @@ pub trait Authenticator: Send + Sync + 'static {
     fn verify_apop(&self, user: &str, timestamp: &[u8], digest: &[u8]) -> Verdict;
     /// The canonical name of an existing user, for recipient checks.
     fn lookup(&self, user: &str) -> Option<String>;
+
+    /// The NT hash (MD4 of the UTF-16LE password, MS-NLMP §3.3.1) of `user`, with the
+    /// canonical name, for NTLM. Unknown user: `Err(BadCredentials)`; no usable stored form:
+    /// `Err(Unavailable)`.
+    fn ntlm_hash(&self, user: &str) -> Result<(String, Secret), Verdict> {
+        let _ = user;
+        Err(Verdict::Unavailable(
+            "NTLM is not served by this credential store",
+        ))
+    }
+
+    /// The SCRAM credentials (RFC 5802 §3: salt, iterations, StoredKey, ServerKey) of `user`
+    /// for `hash`, with the canonical name. Unknown user: `Err(BadCredentials)`; no usable
+    /// stored form: `Err(Unavailable)`.
+    fn scram_credentials(
+        &self,
+        user: &str,
+        hash: ScramHash,
+    ) -> Result<(String, ScramCredentials), Verdict> {
+        let _ = (user, hash);
+        Err(Verdict::Unavailable(
+            "SCRAM is not served by this credential store",
+        ))
+    }
+
+    /// Told after a successful login that carried the cleartext `password` (PLAIN, LOGIN,
+    /// USER/PASS), so a store may derive and keep stronger forms (`derive_on_login`).
+    fn plaintext_login(&self, user: &str, password: &[u8]) {
+        let _ = (user, password);
+    }
+}
+
+/// The hash function of a SCRAM mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScramHash {
+    /// SCRAM-SHA-1 (RFC 5802).
+    Sha1,
+    /// SCRAM-SHA-256 (RFC 7677).
+    Sha256,
+}
+
+/// Stored SCRAM credentials (RFC 5802 §3); the password itself is not needed.
+#[derive(Clone)]
+pub struct ScramCredentials {
+    /// The salt.
+    pub salt: Vec<u8>,
+    /// PBKDF2 iteration count.
+    pub iterations: u32,
+    /// StoredKey = H(HMAC(SaltedPassword, "Client Key")).
+    pub stored_key: Secret,
+    /// ServerKey = HMAC(SaltedPassword, "Server Key").
+    pub server_key: Secret,
+}
+
+impl fmt::Debug for ScramCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramCredentials")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A secret held in memory (a cleartext password, a digest or an HMAC context): zeroed on drop,
@@ -358,6 +418,16 @@ impl Authenticator for UserStore {
     fn lookup(&self, user: &str) -> Option<String> {
         let name = user.to_lowercase();
         self.users.contains_key(&name).then_some(name)
+    }
+
+    fn ntlm_hash(&self, user: &str) -> Result<(String, Secret), Verdict> {
+        let name = self.lookup(user).ok_or(Verdict::BadCredentials)?;
+        match self.nt_hash(&name) {
+            Some(hash) => Ok((name, hash)),
+            None => Err(Verdict::Unavailable(
+                "NTLM needs a {PLAIN} or {NTLM} stored form",
+            )),
+        }
     }
 }
 

@@ -988,6 +988,8 @@ mod tests {
             password: None,
             retry: vec![],
             command_timeout: Duration::from_secs(5),
+            auth: crate::config::UpstreamAuth::Auto,
+            oauth: None,
         }
     }
 

@@ -856,6 +856,8 @@ mod tests {
             password: Some("hunter2-secret".into()),
             retry: vec![],
             command_timeout: Duration::from_secs(1),
+            auth: crate::config::UpstreamAuth::Auto,
+            oauth: None,
         };
         let s = Settings {
             hostname: "h".into(),

@@ -209,6 +209,8 @@ impl Smarthost {
             password,
             retry,
             command_timeout: Duration::from_secs(5),
+            auth: mailgate::config::UpstreamAuth::Auto,
+            oauth: None,
         }
     }
 }
