@@ -154,6 +154,12 @@ impl Shared {
         self.config.auth.failure_delay + self.throttle.delay(ip, user, now)
     }
 
+    /// The delay the throttle currently imposes on `ip` (and `user`, if given).
+    pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+        self.throttle
+            .delay(crate::canonical_ip(ip), user, self.clock.now())
+    }
+
     /// Runs a credential check `f` (a command that may verify a password) for a client at
     /// `ip`: first waits out the address's throttle delay, so that a success is no faster to
     /// learn than a failure, then runs `f` with one of a few verification slots, so slow

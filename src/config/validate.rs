@@ -664,7 +664,8 @@ impl<'a> Checker<'a> {
                 matches!(host, "127.0.0.1" | "localhost" | "[::1]") || host.starts_with("127.")
             })
             .unwrap_or(false);
-        if !(url.starts_with("https://") && url.len() > "https://".len()) && !loopback_http {
+        let https = url.starts_with("https://") && url.len() > "https://".len();
+        if !https && !loopback_http {
             self.bad(
                 key,
                 None,

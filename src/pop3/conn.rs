@@ -111,6 +111,7 @@ fn settings(
         tls_active,
         apop_timestamp,
         max_failures: cfg.auth.max_failures,
+        max_errors: cfg.limits.max_errors,
     }
 }
 

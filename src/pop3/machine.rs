@@ -48,6 +48,8 @@ pub struct Settings {
     pub apop_timestamp: Option<String>,
     /// Failed authentications before the session closes (0 is treated as 1).
     pub max_failures: u32,
+    /// Unparseable or over-long command lines before the session closes (0 means no limit).
+    pub max_errors: u32,
 }
 
 impl fmt::Debug for Settings {
@@ -147,6 +149,7 @@ pub struct Session {
     settings: Settings,
     state: State,
     failures: u32,
+    errors: u32,
     attempts: u32,
 }
 
@@ -206,6 +209,7 @@ impl Session {
             settings,
             state: State::AwaitingUser,
             failures: 0,
+            errors: 0,
             attempts: 0,
         }
     }
@@ -271,7 +275,7 @@ impl Session {
         }
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
-            Err(e) => return Output::cont(Reply::syntax(&e)),
+            Err(e) => return self.error(Reply::syntax(&e)),
         };
         if matches!(self.state, State::Transaction { .. }) {
             self.transaction(cmd)
@@ -288,7 +292,18 @@ impl Session {
             State::Updating { .. } | State::Done => return Output::closing(Reply::session_closed()),
             _ => {}
         }
-        Output::cont(Reply::line_too_long())
+        self.error(Reply::line_too_long())
+    }
+
+    /// Answers a protocol error, closing the session once `max_errors` is exceeded (the
+    /// maildrop is left untouched: no UPDATE state).
+    fn error(&mut self, reply: Reply) -> Output {
+        self.errors = self.errors.saturating_add(1);
+        if self.settings.max_errors > 0 && self.errors > self.settings.max_errors {
+            self.state = State::Done;
+            return Output::closing(Reply::too_many_errors());
+        }
+        Output::cont(reply)
     }
 
     /// Handles the result of [`Action::OpenMailbox`].

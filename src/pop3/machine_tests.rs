@@ -134,6 +134,7 @@ fn settings(plaintext_allowed: bool) -> Settings {
         tls_active: false,
         apop_timestamp: Some(TIMESTAMP.into()),
         max_failures: 3,
+        max_errors: 0,
     }
 }
 
@@ -672,4 +673,18 @@ fn user_is_known_only_after_authentication() {
     assert_eq!(s.user(), Some("alice"));
     s.handle_line(b"QUIT");
     assert_eq!(s.user(), None);
+}
+
+#[test]
+fn too_many_bad_commands_close_the_session() {
+    let mut s = Session::new(Settings {
+        max_errors: 2,
+        ..settings(false)
+    });
+    for _ in 0..2 {
+        let out = s.handle_line(b"BOGUS");
+        assert!(out.reply.is_err() && out.action == Action::Continue);
+    }
+    let out = s.handle_line(b"BOGUS");
+    assert_eq!(out.action, Action::Close);
 }

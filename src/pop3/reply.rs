@@ -300,6 +300,11 @@ impl Reply {
         }
     }
 
+    /// Too many bad commands: the session ends (without UPDATE).
+    pub fn too_many_errors() -> Self {
+        Self::err("too many errors, closing")
+    }
+
     /// A line over the length limit.
     pub fn line_too_long() -> Self {
         Self::err("line too long")

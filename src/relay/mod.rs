@@ -128,7 +128,7 @@ pub fn spawn(
         let upstream = match settings.upstream.clone() {
             None => Smarthost::None,
             Some(up) => match tokio::task::spawn_blocking(move || Connector::new(up)).await {
-                Ok(Ok(c)) => Smarthost::Ready(c),
+                Ok(Ok(c)) => Smarthost::Ready(Box::new(c)),
                 Ok(Err(e)) => Smarthost::Broken(e.to_string()),
                 Err(e) => Smarthost::Broken(e.to_string()),
             },
@@ -160,7 +160,7 @@ pub fn spawn(
 
 enum Smarthost {
     None,
-    Ready(Connector),
+    Ready(Box<Connector>),
     Broken(String),
 }
 
