@@ -1,6 +1,6 @@
-//! The LOGIN (draft-murchison-sasl-login) server mechanism, started with `mailgate::sasl::find("LOGIN")` and stepped
-//! with the fuzzer's messages (see `mailgate_fuzz::sasl_exchange`): never panics, and a
-//! success names the one known user.
+//! The LOGIN (draft-murchison-sasl-login) server mechanism, started with
+//! `mailgate::sasl::find("LOGIN")` and stepped with the fuzzer's messages (see
+//! `mailgate_fuzz::sasl_exchange`): never panics, and a success names the one known user.
 
 #![no_main]
 
