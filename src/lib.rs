@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allowlist;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -1,0 +1,373 @@
+//! The audit log: every authentication decision and every relay authorized by address, as JSON
+//! lines appended to `[audit] path`, rotated by size.
+//!
+//! Sessions hand events to an [`Auditor`], which never blocks them: events go through a bounded
+//! channel to one writer task that owns the file. A full channel drops the event and counts it;
+//! a failed write (full disk, permissions) is logged once per burst and counted; neither takes
+//! the gateway down or delays mail. Rotation renames `audit.log` to `audit.log.1`, shifting
+//! older files up to `keep`, so readers find the current and rotated logs by name.
+
+pub mod event;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use event::{Class, Event, Kind, Outcome, classify};
+
+/// Events buffered between sessions and the writer before new ones are dropped.
+pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+
+/// How often buffered lines are flushed to the file.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Where and how the audit log is written (`[audit]`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The current log file; rotated files get `.1`, `.2`, ... appended.
+    pub path: PathBuf,
+    /// Rotate when the current file would exceed this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+}
+
+/// Counters about the audit log itself, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events written.
+    pub written: AtomicU64,
+    /// Events dropped because the writer fell behind.
+    pub dropped: AtomicU64,
+    /// Failed writes, flushes or rotations.
+    pub write_errors: AtomicU64,
+}
+
+/// The handle sessions record events through. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    tx: Option<mpsc::Sender<Event>>,
+    stats: Arc<Stats>,
+}
+
+impl Auditor {
+    /// An auditor that records nothing (audit disabled).
+    pub fn disabled() -> Auditor {
+        Auditor {
+            tx: None,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// Starts the writer task; it runs until `shutdown` fires and the channel is drained.
+    pub fn start(
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> (Auditor, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(writer(settings, rx, stats.clone(), shutdown));
+        (
+            Auditor {
+                tx: Some(tx),
+                stats,
+            },
+            task,
+        )
+    }
+
+    /// Records `event` without waiting; drops it (and counts the drop) if the writer is behind.
+    pub fn record(&self, event: Event) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(event).is_err() {
+            let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n + 1, "audit writer is behind; events dropped");
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// The rotated file number `n` of `path` (`audit.log.1`, ...); 0 is the current file.
+pub fn rotated(path: &Path, n: usize) -> PathBuf {
+    if n == 0 {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// The current and rotated log files that exist, oldest first.
+pub fn files(path: &Path, keep: usize) -> Vec<PathBuf> {
+    (0..=keep.max(64))
+        .rev()
+        .map(|n| rotated(path, n))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// The writer task: owns the file, batches lines, flushes often, rotates by size.
+async fn writer(
+    settings: Settings,
+    mut rx: mpsc::Receiver<Event>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    let mut out = Output::new(settings, stats);
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break;
+                }
+                // Disk work stays off the async workers.
+                out = run_blocking(out, std::mem::take(&mut batch)).await;
+            }
+            _ = tick.tick() => {
+                out = run_blocking(out, Vec::new()).await;
+            }
+            _ = shutdown.cancelled() => {
+                rx.close();
+                while let Some(e) = rx.recv().await {
+                    batch.push(e);
+                }
+                out = run_blocking(out, std::mem::take(&mut batch)).await;
+                break;
+            }
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || out.flush()).await;
+}
+
+async fn run_blocking(mut out: Output, batch: Vec<Event>) -> Output {
+    let (settings, stats) = (out.settings.clone(), out.stats.clone());
+    let job = tokio::task::spawn_blocking(move || {
+        for e in &batch {
+            out.write(e);
+        }
+        out.flush();
+        out
+    });
+    match job.await {
+        Ok(out) => out,
+        // Writing counts its errors instead of panicking; should the task fail anyway, the
+        // batch is lost (and counted) and the writer starts afresh.
+        Err(e) => {
+            tracing::error!("audit writer task failed: {e}");
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            Output::new(settings, stats)
+        }
+    }
+}
+
+/// The open file and its size.
+struct Output {
+    settings: Settings,
+    stats: Arc<Stats>,
+    file: Option<BufWriter<File>>,
+    size: u64,
+    failing: bool,
+    line: Vec<u8>,
+}
+
+impl Output {
+    fn new(settings: Settings, stats: Arc<Stats>) -> Output {
+        Output {
+            settings,
+            stats,
+            file: None,
+            size: 0,
+            failing: false,
+            line: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, event: &Event) {
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, event).is_err() {
+            return;
+        }
+        self.line.push(b'\n');
+        let line = std::mem::take(&mut self.line);
+        let result = self
+            .rotate_if_needed(line.len() as u64)
+            .and_then(|()| self.open())
+            .and_then(|f| f.write_all(&line));
+        self.account(result, line.len() as u64);
+        self.line = line;
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            let r = f.flush();
+            if r.is_err() {
+                // Drop the writer: the next write reopens (the disk may have recovered).
+                self.file = None;
+            }
+            self.account(r.map(|_| ()), 0);
+        }
+    }
+
+    fn account(&mut self, result: io::Result<()>, bytes: u64) {
+        match result {
+            Ok(()) => {
+                if bytes > 0 {
+                    self.size += bytes;
+                    self.stats.written.fetch_add(1, Ordering::Relaxed);
+                }
+                if self.failing {
+                    tracing::info!(path = %self.settings.path.display(), "audit log writable again");
+                    self.failing = false;
+                }
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.file = None;
+                if !self.failing {
+                    tracing::error!(path = %self.settings.path.display(), "audit log write failed: {e}");
+                    self.failing = true;
+                }
+            }
+        }
+    }
+
+    fn open(&mut self) -> io::Result<&mut BufWriter<File>> {
+        if self.file.is_none() {
+            if let Some(dir) = self.settings.path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.settings.path)?;
+            self.size = f.metadata()?.len();
+            self.file = Some(BufWriter::with_capacity(64 * 1024, f));
+        }
+        // Just set above when missing.
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("audit file not open"))
+    }
+
+    fn rotate_if_needed(&mut self, incoming: u64) -> io::Result<()> {
+        if self.file.is_none() {
+            self.size = fs::metadata(&self.settings.path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        if self.size + incoming <= self.settings.max_size || self.size == 0 {
+            return Ok(());
+        }
+        if let Some(mut f) = self.file.take() {
+            f.flush()?;
+        }
+        let path = &self.settings.path;
+        if self.settings.keep == 0 {
+            fs::remove_file(path)?;
+        } else {
+            let _ = fs::remove_file(rotated(path, self.settings.keep));
+            for n in (1..self.settings.keep).rev() {
+                let from = rotated(path, n);
+                if from.exists() {
+                    fs::rename(&from, rotated(path, n + 1))?;
+                }
+            }
+            fs::rename(path, rotated(path, 1))?;
+        }
+        self.size = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> Event {
+        let mut e = Event::new(
+            Kind::Auth,
+            "smtp",
+            format!("2026-11-28T00:00:{:02}.000Z", n % 60),
+            Outcome::Success,
+        );
+        e.recipients = Some(n);
+        e
+    }
+
+    #[tokio::test]
+    async fn writes_lines_and_rotates_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            path: path.clone(),
+            max_size: 400,
+            keep: 2,
+        };
+        let (auditor, task) = Auditor::start(settings, shutdown.clone());
+        for n in 0..40 {
+            auditor.record(event(n));
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        let kept = files(&path, 2);
+        assert_eq!(kept.len(), 3, "current plus two rotated: {kept:?}");
+        let mut seen = Vec::new();
+        for f in &kept {
+            let text = fs::read_to_string(f).unwrap();
+            assert!(text.len() <= 400 + 200, "{f:?} too big");
+            for line in text.lines() {
+                let e: Event = serde_json::from_str(line).unwrap();
+                seen.push(e.recipients.unwrap());
+            }
+        }
+        // Oldest files first: the kept events are the newest, in order.
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(seen.last(), Some(&39));
+        assert_eq!(auditor.stats().written.load(Ordering::Relaxed), 40);
+    }
+
+    #[tokio::test]
+    async fn a_failing_disk_is_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        // The log path is a directory: every write fails.
+        let path = dir.path().join("audit.log");
+        fs::create_dir(&path).unwrap();
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            path,
+            max_size: 1 << 20,
+            keep: 1,
+        };
+        let (auditor, task) = Auditor::start(settings, shutdown.clone());
+        for n in 0..5 {
+            auditor.record(event(n));
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        assert!(auditor.stats().write_errors.load(Ordering::Relaxed) >= 5);
+        assert_eq!(auditor.stats().written.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn disabled_auditor_ignores_events() {
+        let a = Auditor::disabled();
+        a.record(event(1));
+        assert_eq!(a.stats().dropped.load(Ordering::Relaxed), 0);
+    }
+}
