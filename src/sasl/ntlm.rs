@@ -1,10 +1,11 @@
-//! The NTLM mechanism (MS-NLMP, with the SMTP and POP3 framing of MS-SMTPNTLM §2.2 and
-//! MS-POP3 §2.2): the client sends NEGOTIATE, the server answers a CHALLENGE with a fresh
-//! server challenge and target information, the client proves knowledge of the user's NT hash
-//! in AUTHENTICATE. Messages are in `message.rs`, the response computations in `crypto.rs`.
+//! The NTLM mechanism (MS-NLMP, with the SMTP and POP3 framing of MS-SMTPNTLM and MS-POP3):
+//! the client sends NEGOTIATE, the server answers a CHALLENGE with a fresh server challenge and
+//! target information, the client proves knowledge of the user's NT hash in AUTHENTICATE.
+//! Messages are in `message.rs`, the response computations in `crypto.rs`.
 //!
 //! `AUTH NTLM` without an initial response gets an empty challenge (`334 ` / `+ `), after which
-//! the client sends NEGOTIATE; `AUTH NTLM <NEGOTIATE>` gets the CHALLENGE at once.
+//! the client sends NEGOTIATE (clients do not read this first continuation);
+//! `AUTH NTLM <NEGOTIATE>` gets the CHALLENGE at once.
 //!
 //! Which responses verify (MS-NLMP §3.3, checked against the stored NT hash only):
 //! - NTLMv2 (NT response longer than 24 bytes) is the normal case; LMv2 in the LM field is
@@ -231,7 +232,9 @@ impl Ntlm {
             return malformed("NTLM user or domain name too long");
         }
         let mailbox = self.mailbox(&user, &domain);
-        self.user = Some(mailbox.clone().unwrap_or_else(|| user.clone()));
+        if !user.is_empty() {
+            self.user = Some(mailbox.clone().unwrap_or_else(|| user.clone()));
+        }
         if user.is_empty() {
             // Anonymous NTLM (MS-NLMP §3.2.5.1.2) is never a login.
             return Step::Failure(Failure::BadCredentials);

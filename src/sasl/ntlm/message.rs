@@ -396,7 +396,7 @@ pub fn encode_string(s: &str, unicode: bool) -> Vec<u8> {
 /// send) and as Latin-1 otherwise (the OEM code page is not known to the server).
 pub fn decode_string(bytes: &[u8], unicode: bool) -> Result<String, Error> {
     if unicode {
-        if bytes.len() % 2 != 0 {
+        if !bytes.len().is_multiple_of(2) {
             return Err(Error::String("NTLM Unicode string has an odd length"));
         }
         let units = bytes
