@@ -297,13 +297,8 @@ impl Server {
         let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
         let started = crate::clock::unix_secs(clock.now());
         let sasl_options = crate::sasl::Options {
-            ntlm_domain: config
-                .hostname
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_uppercase(),
-            ntlm_v1: false,
+            ntlm_domain: config.auth.ntlm_domain.clone(),
+            ntlm_v1: config.auth.ntlm_v1,
         };
         let shared = Arc::new(Shared {
             local_domains: Arc::new(config.relay.local_domains.clone()),

@@ -14,6 +14,7 @@
 
 pub mod cram_md5;
 pub mod login;
+pub mod ntlm;
 pub mod plain;
 
 use std::fmt;
@@ -74,6 +75,12 @@ pub trait Mechanism: Send + Sync {
     /// The user name the client claimed so far, if the mechanism has seen one: for logs and
     /// per-user throttling of failures. MUST NOT return password material.
     fn user(&self) -> Option<&str> {
+        None
+    }
+
+    /// After `Success`: which variant of the mechanism succeeded, for the log (NTLM says
+    /// `NTLMv2`, `LMv2`, `NTLMv1` or `NTLMv1-ESS`; the last two are the weakest legacy class).
+    fn detail(&self) -> Option<&'static str> {
         None
     }
 }
@@ -267,6 +274,13 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         start: cram_md5::start,
+    },
+    Descriptor {
+        name: "NTLM",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
+        start: ntlm::start,
     },
 ];
 
