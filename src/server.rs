@@ -108,6 +108,8 @@ pub struct Shared {
     pub sasl_options: Arc<crate::sasl::Options>,
     /// OAuth bearer-token validation, if configured.
     pub tokens: Option<Arc<dyn crate::sasl::TokenValidator>>,
+    /// The audit log.
+    pub audit: crate::audit::Auditor,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
@@ -207,6 +209,8 @@ pub struct Server {
     control: Option<TcpListener>,
     relay_task: tokio::task::JoinHandle<()>,
     relay_shutdown: CancellationToken,
+    audit_task: Option<tokio::task::JoinHandle<()>>,
+    audit_shutdown: CancellationToken,
 }
 
 impl Server {
@@ -296,6 +300,20 @@ impl Server {
         };
         let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
         let started = crate::clock::unix_secs(clock.now());
+        let audit_shutdown = CancellationToken::new();
+        let (audit, audit_task) = match &config.audit {
+            Some(a) => {
+                let settings = crate::audit::Settings {
+                    path: a.path.clone(),
+                    max_size: a.max_size,
+                    keep: a.keep,
+                };
+                let (auditor, task) =
+                    crate::audit::Auditor::start(settings, audit_shutdown.clone());
+                (auditor, Some(task))
+            }
+            None => (crate::audit::Auditor::disabled(), None),
+        };
         let sasl_options = crate::sasl::Options {
             ntlm_domain: config.auth.ntlm_domain.clone(),
             ntlm_v1: config.auth.ntlm_v1,
@@ -312,6 +330,7 @@ impl Server {
             tls_end_point: tls.end_point,
             sasl_options: Arc::new(sasl_options),
             tokens: None,
+            audit,
             clock,
             mailboxes_in_use: DashSet::new(),
             next_session: AtomicU64::new(1),
@@ -329,6 +348,8 @@ impl Server {
             control,
             relay_task,
             relay_shutdown,
+            audit_task,
+            audit_shutdown,
         })
     }
 
@@ -358,6 +379,8 @@ impl Server {
             control,
             relay_task,
             relay_shutdown,
+            audit_task,
+            audit_shutdown,
         } = self;
         let tracker = TaskTracker::new();
         let sessions = CancellationToken::new();
@@ -397,6 +420,11 @@ impl Server {
         relay_shutdown.cancel();
         let _ = tokio::time::timeout(grace, relay_task).await;
         save_allowlist(&shared);
+        // Last: the audit writer drains what the sessions and the relay recorded.
+        audit_shutdown.cancel();
+        if let Some(task) = audit_task {
+            let _ = tokio::time::timeout(grace, task).await;
+        }
     }
 }
 

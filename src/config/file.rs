@@ -16,6 +16,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 /// The top-level keys of the file, in the order [`File`] declares them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "audit",
+    "admin",
     "hostname",
     "state_dir",
     "tls",
@@ -49,6 +51,44 @@ pub struct File {
     pub delivery: DeliveryFile,
     /// `[limits]`.
     pub limits: LimitsFile,
+    /// `[audit]`.
+    pub audit: AuditFile,
+    /// `[admin]`.
+    pub admin: AdminFile,
+}
+
+/// `[audit]`: the authentication audit log.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditFile {
+    /// Write the audit log. Default true.
+    pub enabled: bool,
+    /// The log file. Default `<state_dir>/audit.log`.
+    pub path: Option<PathBuf>,
+    /// Rotate when the file reaches this many bytes. Default 64 MiB.
+    pub max_size: u64,
+    /// Rotated files kept. Default 10.
+    pub keep: usize,
+}
+
+impl Default for AuditFile {
+    fn default() -> Self {
+        AuditFile {
+            enabled: true,
+            path: None,
+            max_size: 64 * 1024 * 1024,
+            keep: 10,
+        }
+    }
+}
+
+/// `[admin]`: the admin HTTP endpoint (`listeners.admin`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminFile {
+    /// File holding a bearer token the admin endpoint requires. Default: none (loopback
+    /// listeners only).
+    pub token_file: Option<PathBuf>,
 }
 
 /// A problem met while mirroring the file, before any validation.
@@ -94,6 +134,8 @@ impl File {
             relay: section(root, "relay", &mut errors).unwrap_or_default(),
             delivery: section(root, "delivery", &mut errors).unwrap_or_default(),
             limits: section(root, "limits", &mut errors).unwrap_or_default(),
+            audit: section(root, "audit", &mut errors).unwrap_or_default(),
+            admin: section(root, "admin", &mut errors).unwrap_or_default(),
         };
         (file, errors)
     }
@@ -160,6 +202,8 @@ impl Default for File {
             relay: RelayFile::default(),
             delivery: DeliveryFile::default(),
             limits: LimitsFile::default(),
+            audit: AuditFile::default(),
+            admin: AdminFile::default(),
         }
     }
 }
@@ -201,6 +245,8 @@ pub struct ListenersFile {
     pub submissions: Vec<String>,
     /// Control socket (loopback only); absent means no control socket.
     pub control: Option<String>,
+    /// Admin HTTP endpoint (metrics, report, dashboard); absent means none.
+    pub admin: Option<String>,
 }
 
 /// `[auth]`.

@@ -44,6 +44,21 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Resource limits and timeouts.
     pub limits: Limits,
+    /// The audit log, if enabled.
+    pub audit: Option<AuditConfig>,
+    /// The admin HTTP endpoint's bearer-token file, if any. Absolute.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The current log file. Absolute.
+    pub path: PathBuf,
+    /// Rotation size in bytes.
+    pub max_size: u64,
+    /// Rotated files kept.
+    pub keep: usize,
 }
 
 /// `[tls]`: PEM certificate chain and key; both absent means "self-signed at start".
@@ -92,6 +107,8 @@ pub struct Listeners {
     pub submissions: Vec<SocketAddr>,
     /// Control socket address for `mailgate allowlist` (loopback only).
     pub control: Option<SocketAddr>,
+    /// Admin HTTP endpoint (metrics, report API, dashboard).
+    pub admin: Option<SocketAddr>,
 }
 
 /// `[auth]`.

@@ -15,9 +15,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::file::{self, File, SectionError};
 use super::{
-    AuthConfig, Config, ConfigErrors, DeliveryConfig, Grant, Introspection, Limits, Listeners,
-    OAuthConfig, PopBeforeSmtp, Problem, RelayConfig, SmtpRole, Throttle, TlsConfig, Upstream,
-    UpstreamAuth, UpstreamOAuth, UpstreamTls,
+    AuditConfig, AuthConfig, Config, ConfigErrors, DeliveryConfig, Grant, Introspection, Limits,
+    Listeners, OAuthConfig, PopBeforeSmtp, Problem, RelayConfig, SmtpRole, Throttle, TlsConfig,
+    Upstream, UpstreamAuth, UpstreamOAuth, UpstreamTls,
 };
 
 /// Longest accepted duration text; durations are short, this only bounds the parser.
@@ -152,6 +152,33 @@ impl<'a> Checker<'a> {
         let relay = self.relay(f);
         let delivery = self.delivery(&base, &state_dir, f);
         let limits = self.limits(f);
+        let audit = f.audit.enabled.then(|| {
+            self.at_least("audit.max_size", f.audit.max_size, 4096);
+            AuditConfig {
+                path: match &f.audit.path {
+                    Some(p) => self.path(&base, "audit.path", p),
+                    None => state_dir.join("audit.log"),
+                },
+                max_size: f.audit.max_size,
+                keep: f.audit.keep,
+            }
+        });
+        let admin_token_file = f
+            .admin
+            .token_file
+            .as_ref()
+            .map(|p| self.path(&base, "admin.token_file", p));
+        if let Some(a) = listeners.admin
+            && !crate::canonical_ip(a.ip()).is_loopback()
+            && admin_token_file.is_none()
+        {
+            self.bad(
+                "listeners.admin",
+                None,
+                format!("{a} is not a loopback address and [admin] token_file is not set"),
+                "listen on 127.0.0.1, or set [admin] token_file to require a bearer token",
+            );
+        }
         Config {
             source: Some(source),
             hostname,
@@ -163,6 +190,8 @@ impl<'a> Checker<'a> {
             relay,
             delivery,
             limits,
+            audit,
+            admin_token_file,
         }
     }
 
@@ -197,6 +226,10 @@ impl<'a> Checker<'a> {
                 .control
                 .as_ref()
                 .and_then(|a| self.addr("listeners.control", None, a)),
+            admin: l
+                .admin
+                .as_ref()
+                .and_then(|a| self.addr("listeners.admin", None, a)),
         };
         if let Some(c) = out.control
             && !c.ip().is_loopback()
