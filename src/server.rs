@@ -298,6 +298,7 @@ impl Server {
                 .unwrap_or_default()
                 .to_uppercase(),
             ntlm_v1: false,
+            channel_binding_offered: config.auth.mechanisms.iter().any(|m| m.ends_with("-PLUS")),
         };
         let shared = Arc::new(Shared {
             local_domains: Arc::new(config.relay.local_domains.clone()),

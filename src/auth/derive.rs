@@ -243,7 +243,10 @@ mod tests {
             store.scram_credentials("alice", ScramHash::Sha256),
             Err(Verdict::Unavailable(_))
         ));
-        assert_eq!(store.verify_password("alice", b"password"), Verdict::Ok("alice".into()));
+        assert_eq!(
+            store.verify_password("alice", b"password"),
+            Verdict::Ok("alice".into())
+        );
         store.plaintext_login("Alice", b"password");
         assert_eq!(
             store.schemes("alice"),
@@ -257,7 +260,10 @@ mod tests {
         let lines: Vec<&str> = after.lines().collect();
         assert_eq!(lines.len(), 6, "{after}");
         assert_eq!(lines[0], "# users");
-        assert!(lines[2].starts_with("alice:{SCRAM-SHA-256}4096,"), "{after}");
+        assert!(
+            lines[2].starts_with("alice:{SCRAM-SHA-256}4096,"),
+            "{after}"
+        );
         assert!(lines[2].ends_with(":1000:1000::/home/alice::"), "{after}");
         assert!(lines[4].starts_with("alice:{NTLM}8846F7EAEE8FB117AD06BDD830B7586C:1000"));
         assert_eq!(lines[5], "bob:{PLAIN}b");
@@ -297,7 +303,10 @@ mod tests {
         store.plaintext_login("alice", b"password");
         let after = fs::read_to_string(&path).expect("read");
         assert!(after.starts_with(&format!("alice:{ARGON}\nalice:{{SCRAM-SHA-256}}")));
-        assert!(after.ends_with("carol:{PLAIN}new\ndave:{PLAIN}d\n"), "{after}");
+        assert!(
+            after.ends_with("carol:{PLAIN}new\ndave:{PLAIN}d\n"),
+            "{after}"
+        );
         store.plaintext_login("carol", b"password");
         assert_eq!(fs::read_to_string(&path).expect("read"), after);
         assert_eq!(store.schemes("carol"), ["ARGON2ID"]);

@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::scheme::{Form, Rejection};
 use super::{Error, MAX_FILE_BYTES, MAX_USER_LEN};
@@ -168,7 +168,9 @@ pub(crate) fn append_forms(old: &[u8], user: &str, forms: &[String]) -> Vec<u8> 
     let mine: Vec<usize> = (0..lines.len())
         .filter(|&i| user_line_rest(lines[i], user).is_some())
         .collect();
-    let rest = mine.first().and_then(|&i| user_line_rest(lines[i], user).flatten());
+    let rest = mine
+        .first()
+        .and_then(|&i| user_line_rest(lines[i], user).flatten());
     let mut added = Vec::new();
     for form in forms {
         added.extend_from_slice(format!("{user}:{form}").as_bytes());
@@ -193,12 +195,14 @@ pub(crate) fn append_forms(old: &[u8], user: &str, forms: &[String]) -> Vec<u8> 
     out
 }
 
-/// How long [`lock`] waits for another writer before giving up.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often [`lock`] tries, [`LOCK_RETRY`] apart, before giving up (about 5 s).
+const LOCK_TRIES: u32 = 500;
+/// The pause between two tries of [`lock`].
+const LOCK_RETRY: Duration = Duration::from_millis(10);
 
 /// Takes the exclusive writer lock of the users file at `path` (an OS file lock on
 /// `.NAME.lock` in the same folder, created if missing); released when the returned file is
-/// dropped. Waits up to [`LOCK_WAIT`].
+/// dropped. Waits up to [`LOCK_TRIES`] times [`LOCK_RETRY`].
 pub(crate) fn lock(path: &Path) -> Result<File, Error> {
     let err = |source| Error::Write {
         path: path.to_owned(),
@@ -212,22 +216,17 @@ pub(crate) fn lock(path: &Path) -> Result<File, Error> {
     let file = options
         .open(dir.join(format!(".{name}.lock")))
         .map_err(err)?;
-    let start = Instant::now();
-    loop {
+    for _ in 0..LOCK_TRIES {
         match file.try_lock() {
             Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "another writer holds the users-file lock",
-                )));
-            }
+            Err(fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_RETRY),
             Err(fs::TryLockError::Error(e)) => return Err(err(e)),
         }
     }
+    Err(err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "another writer holds the users-file lock",
+    )))
 }
 
 /// The folder and file name of `path`.
@@ -343,7 +342,10 @@ mod tests {
         let add = vec!["{NTLM}00".to_string(), "{PLAIN}y".to_string()];
         let cases: [(&str, &str); 5] = [
             ("", "bob:{NTLM}00\nbob:{PLAIN}y\n"),
-            ("alice:{PLAIN}a", "alice:{PLAIN}a\nbob:{NTLM}00\nbob:{PLAIN}y\n"),
+            (
+                "alice:{PLAIN}a",
+                "alice:{PLAIN}a\nbob:{NTLM}00\nbob:{PLAIN}y\n",
+            ),
             (
                 "Bob:{PLAIN}x:1:2::/h\r\nalice:{PLAIN}a\r\nbob:{NTLM}11\n# end\n",
                 "Bob:{PLAIN}x:1:2::/h\r\nalice:{PLAIN}a\r\nbob:{NTLM}11\nbob:{NTLM}00:1:2::/h\n\
@@ -370,7 +372,10 @@ mod tests {
             .write(true)
             .open(dir.path().join(".users.lock"))
             .expect("open lock file");
-        assert!(matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
         drop(held);
         other.try_lock().expect("free after drop");
     }

@@ -91,7 +91,13 @@ pub const SCHEMES: &[(&str, &[&str])] = &[
     ),
     (
         "SCRAM-SHA-256",
-        &["PLAIN", "LOGIN", "USER", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"],
+        &[
+            "PLAIN",
+            "LOGIN",
+            "USER",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-256-PLUS",
+        ],
     ),
 ];
 
@@ -467,7 +473,12 @@ impl UserStore {
     fn derived_salt(&self, user: &str, hash: ScramHash) -> Vec<u8> {
         let mut salt = ScramHash::Sha256.hmac(
             self.salt_key.expose(),
-            &[b"SCRAM salt\0", hash.name().as_bytes(), b"\0", user.as_bytes()],
+            &[
+                b"SCRAM salt\0",
+                hash.name().as_bytes(),
+                b"\0",
+                user.as_bytes(),
+            ],
         );
         salt.truncate(scram::SALT_LEN);
         salt

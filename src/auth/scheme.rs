@@ -195,9 +195,8 @@ impl Form {
     /// The stored SCRAM credentials for `hash`, if this is that form.
     pub fn scram(&self, hash: ScramHash) -> Option<&ScramCredentials> {
         match (self, hash) {
-            (Form::ScramSha1(keys), ScramHash::Sha1) | (Form::ScramSha256(keys), ScramHash::Sha256) => {
-                Some(keys)
-            }
+            (Form::ScramSha1(keys), ScramHash::Sha1)
+            | (Form::ScramSha256(keys), ScramHash::Sha256) => Some(keys),
             _ => None,
         }
     }

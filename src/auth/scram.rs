@@ -92,7 +92,11 @@ impl ScramHash {
     /// it in constant time.
     pub fn verify(self, credentials: &ScramCredentials, password: &[u8]) -> bool {
         let got = self.credentials(password, credentials.salt.clone(), credentials.iterations);
-        bool::from(got.stored_key.expose().ct_eq(credentials.stored_key.expose()))
+        bool::from(
+            got.stored_key
+                .expose()
+                .ct_eq(credentials.stored_key.expose()),
+        )
     }
 }
 
@@ -124,7 +128,10 @@ pub(crate) fn field(hash: ScramHash, credentials: &ScramCredentials) -> String {
 /// The field for `password` with a fresh random salt and [`SCRAM_ITERATIONS`].
 pub(crate) fn new_field(hash: ScramHash, password: &[u8]) -> String {
     let salt: [u8; SALT_LEN] = rand::random();
-    field(hash, &hash.credentials(password, salt.to_vec(), SCRAM_ITERATIONS))
+    field(
+        hash,
+        &hash.credentials(password, salt.to_vec(), SCRAM_ITERATIONS),
+    )
 }
 
 /// Parses the data of a `{SCRAM-SHA-…}` field (after the scheme prefix).
@@ -148,9 +155,13 @@ pub(crate) fn parse_field(hash: ScramHash, data: &str) -> Result<ScramCredential
             )));
         }
     };
-    let salt = B64.decode(salt).map_err(|_| bad("has a salt that is not base64"))?;
+    let salt = B64
+        .decode(salt)
+        .map_err(|_| bad("has a salt that is not base64"))?;
     if salt.is_empty() || salt.len() > MAX_SALT_LEN {
-        return Err(bad(&format!("has a salt not 1..={MAX_SALT_LEN} bytes long")));
+        return Err(bad(&format!(
+            "has a salt not 1..={MAX_SALT_LEN} bytes long"
+        )));
     }
     let key = |text: &str, what: &str| match B64.decode(text) {
         Ok(bytes) if bytes.len() == hash.output_len() => Ok(Secret::new(bytes)),
@@ -241,9 +252,24 @@ mod tests {
     fn pbkdf2_rfc6070_vectors() {
         // RFC 6070 §2: PBKDF2-HMAC-SHA1, dkLen 20.
         let cases: [(&[u8], &[u8], u32, &str); 3] = [
-            (b"password", b"salt", 1, "0c60c80f961f0e71f3a9b524af6012062fe037a6"),
-            (b"password", b"salt", 2, "ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957"),
-            (b"password", b"salt", 4096, "4b007901b765489abead49d926f721d065a429c1"),
+            (
+                b"password",
+                b"salt",
+                1,
+                "0c60c80f961f0e71f3a9b524af6012062fe037a6",
+            ),
+            (
+                b"password",
+                b"salt",
+                2,
+                "ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957",
+            ),
+            (
+                b"password",
+                b"salt",
+                4096,
+                "4b007901b765489abead49d926f721d065a429c1",
+            ),
         ];
         for (pw, salt, n, want) in cases {
             let got = ScramHash::Sha1.salted_password(pw, salt, n);
@@ -255,7 +281,9 @@ mod tests {
     fn fields_round_trip_and_bad_fields_are_rejected() {
         for hash in [ScramHash::Sha1, ScramHash::Sha256] {
             let f = new_field(hash, "pass\u{AD}word".as_bytes());
-            let data = f.strip_prefix(&format!("{{{}}}", hash.name())).expect("prefix");
+            let data = f
+                .strip_prefix(&format!("{{{}}}", hash.name()))
+                .expect("prefix");
             let c = parse_field(hash, data).unwrap_or_else(|r| panic!("{}", r.message));
             assert_eq!(c.iterations, SCRAM_ITERATIONS);
             assert_eq!(c.salt.len(), SALT_LEN);
@@ -271,7 +299,10 @@ mod tests {
             (format!("4096,!!,{key},{key}"), "salt that is not base64"),
             (format!("4096,,{key},{key}"), "salt not"),
             (format!("4096,c2FsdA==,AAAA,{key}"), "StoredKey"),
-            (format!("4096,c2FsdA==,{key},{key},x"), "four comma-separated"),
+            (
+                format!("4096,c2FsdA==,{key},{key},x"),
+                "four comma-separated",
+            ),
         ];
         for (data, want) in cases {
             match parse_field(ScramHash::Sha256, &data) {
