@@ -483,3 +483,54 @@ fn garbage_never_panics() {
         assert!(matches!(m.step(Some(&junk)), Step::Failure(_)));
     }
 }
+
+/// `derive_on_login` end to end: a user stored only as `{ARGON2ID}` cannot use SCRAM until a
+/// PLAIN or LOGIN login stores the keys, and then can.
+#[test]
+fn plaintext_logins_derive_the_keys_scram_then_uses() {
+    use crate::auth::UserStore;
+    use crate::sasl::{Environment, login, plain};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("users");
+    std::fs::write(&path, format!("hashed:{ARGON}\n")).expect("write");
+    let mechanisms: Vec<String> = ["LOGIN", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-1"]
+        .map(String::from)
+        .to_vec();
+    let store = UserStore::load(&path)
+        .expect("load")
+        .with_derivation(&path, &mechanisms);
+    let ctx = Environment::basic(Arc::new(store), "h", "s", [7; 32]).context(1);
+    for hash in [ScramHash::Sha256, ScramHash::Sha1] {
+        let mut m = start(&ctx, hash, false);
+        let got = exchange(m.as_mut(), hash, "n,,", "hashed", "password");
+        assert!(
+            matches!(got, Step::Failure(Failure::Unavailable(_))),
+            "{got:?}"
+        );
+    }
+    // A wrong password derives nothing.
+    assert_eq!(plain::start(&ctx).step(Some(b"\0hashed\0wrong")), bad());
+    assert_eq!(
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count(),
+        1
+    );
+    let mut m = login::start(&ctx);
+    assert_eq!(m.step(Some(b"hashed")), challenge("Password:"));
+    assert_eq!(m.step(Some(b"password")), ok("hashed"));
+    for hash in [ScramHash::Sha256, ScramHash::Sha1] {
+        let mut m = start(&ctx, hash, false);
+        let got = exchange(m.as_mut(), hash, "n,,", "hashed", "password");
+        assert_eq!(got, ok("hashed"), "{hash:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count(),
+        3
+    );
+}
