@@ -34,10 +34,15 @@ enum Command {
         config: PathBuf,
     },
     /// Set a user's password: reads it from standard input and writes the stored forms that
-    /// the enabled mechanisms need into the users file.
+    /// the enabled mechanisms need into the users file. With --scheme, changes nothing and
+    /// lists the stored schemes (of USER, or every scheme) and the mechanisms each can serve.
     Passwd {
-        /// The user name.
-        user: String,
+        /// The user name (optional with --scheme).
+        #[arg(required_unless_present = "scheme")]
+        user: Option<String>,
+        /// List stored schemes and the mechanisms they serve instead of setting a password.
+        #[arg(long)]
+        scheme: bool,
         /// The configuration file (names the users file and the mechanisms).
         #[arg(long, default_value = "config/mailgate.toml")]
         config: PathBuf,
@@ -79,7 +84,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => check_config(&config),
-        Command::Passwd { user, config } => passwd(&config, &user),
+        Command::Passwd {
+            user,
+            scheme: true,
+            config,
+        } => schemes(&config, user.as_deref()),
+        Command::Passwd {
+            user: Some(user),
+            config,
+            ..
+        } => passwd(&config, &user),
+        Command::Passwd { user: None, .. } => {
+            eprintln!("passwd: name the USER, or pass --scheme");
+            ExitCode::FAILURE
+        }
         Command::Allowlist { action, config } => allowlist(&config, action),
     }
 }
@@ -180,7 +198,7 @@ fn check_config(path: &Path) -> ExitCode {
     }
     for user in users.users() {
         for mech in &config.auth.mechanisms {
-            if let Err(why) = users.can_serve(user, mech) {
+            if let Err(why) = users.can_serve(&user, mech) {
                 println!("warning: user {user} cannot log in with {mech}: {why}");
             }
         }
@@ -223,6 +241,45 @@ fn passwd(path: &Path, user: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `passwd --scheme`: without a user, every scheme the users file may hold; with one, that
+/// user's stored schemes and the enabled mechanisms none of them serves.
+fn schemes(path: &Path, user: Option<&str>) -> ExitCode {
+    use mailgate::auth::{SCHEMES, UserStore, mechanisms_served};
+    let Some(user) = user else {
+        println!("{:<14} serves", "scheme");
+        for (scheme, mechanisms) in SCHEMES {
+            println!("{scheme:<14} {}", mechanisms.join(" "));
+        }
+        return ExitCode::SUCCESS;
+    };
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let users = match UserStore::load(&config.auth.users_file) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stored = users.schemes(user);
+    if stored.is_empty() {
+        eprintln!("{}: no user {user}", config.auth.users_file.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{:<14} serves", "scheme");
+    for scheme in stored {
+        println!("{scheme:<14} {}", mechanisms_served(scheme).join(" "));
+    }
+    for mech in &config.auth.mechanisms {
+        if let Err(why) = users.can_serve(user, mech) {
+            println!("enabled mechanism {mech} cannot serve {user}: {why}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn allowlist(path: &Path, action: AllowlistAction) -> ExitCode {

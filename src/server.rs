@@ -229,6 +229,13 @@ impl Server {
         let users =
             UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
         tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");
+        // derive_on_login: a successful plaintext login stores the forms stronger mechanisms
+        // need (SCRAM keys, ...), so users can move to them without a password reset.
+        let users = if config.auth.derive_on_login {
+            users.with_derivation(&config.auth.users_file, &config.auth.mechanisms)
+        } else {
+            users
+        };
         let tls = crate::tls::server(&config.tls, &config.hostname)?;
         if tls.origin == crate::tls::Origin::SelfSigned {
             tracing::warn!(
@@ -317,6 +324,7 @@ impl Server {
         let sasl_options = crate::sasl::Options {
             ntlm_domain: config.auth.ntlm_domain.clone(),
             ntlm_v1: config.auth.ntlm_v1,
+            channel_binding_offered: config.auth.mechanisms.iter().any(|m| m.ends_with("-PLUS")),
         };
         let shared = Arc::new(Shared {
             local_domains: Arc::new(config.relay.local_domains.clone()),

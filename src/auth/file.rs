@@ -4,11 +4,14 @@
 //! A line is `user:password[:uid:gid:gecos:home:shell:extra_fields]` (Dovecot passwd-file).
 //! [`set_user`] replaces one user's lines and keeps every other byte of the file: it writes a
 //! temporary file in the same folder, fsyncs it, renames it over the file and fsyncs the folder,
-//! so a crash leaves either the old file or the new one.
+//! so a crash leaves either the old file or the new one. Writers of this process and of
+//! `mailgate passwd` take an exclusive lock on a `.NAME.lock` file beside the users file first
+//! ([`lock`]), so that one never writes over another's change.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::scheme::{Form, Rejection};
 use super::{Error, MAX_FILE_BYTES, MAX_USER_LEN};
@@ -92,6 +95,7 @@ pub fn set_user(path: &Path, user: &str, forms: &[String]) -> Result<(), Error> 
         }
         Form::parse(form).map_err(|r| argument("password form", r))?;
     }
+    let _lock = lock(path)?;
     let old = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -151,6 +155,95 @@ fn rewrite(old: &[u8], user: &str, forms: &[String]) -> Vec<u8> {
     out
 }
 
+/// The file `old` with one line per form added for `user` right after the user's last line,
+/// each with the trailing fields (uid..extra_fields) of the user's first line; appended at the
+/// end if the user has no line.
+pub(crate) fn append_forms(old: &[u8], user: &str, forms: &[String]) -> Vec<u8> {
+    let body = old.strip_suffix(b"\n").unwrap_or(old);
+    let lines: Vec<&[u8]> = if old.is_empty() {
+        Vec::new()
+    } else {
+        body.split(|&b| b == b'\n').collect()
+    };
+    let mine: Vec<usize> = (0..lines.len())
+        .filter(|&i| user_line_rest(lines[i], user).is_some())
+        .collect();
+    let rest = mine
+        .first()
+        .and_then(|&i| user_line_rest(lines[i], user).flatten());
+    let mut added = Vec::new();
+    for form in forms {
+        added.extend_from_slice(format!("{user}:{form}").as_bytes());
+        if let Some(rest) = rest {
+            added.push(b':');
+            added.extend_from_slice(rest.strip_suffix(b"\r").unwrap_or(rest));
+        }
+        added.push(b'\n');
+    }
+    let mut out = Vec::with_capacity(old.len() + added.len());
+    let after = mine.last().copied();
+    for (i, line) in lines.iter().enumerate() {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        if Some(i) == after {
+            out.extend_from_slice(&added);
+        }
+    }
+    if after.is_none() {
+        out.extend_from_slice(&added);
+    }
+    out
+}
+
+/// How often [`lock`] tries, [`LOCK_RETRY`] apart, before giving up (about 5 s).
+const LOCK_TRIES: u32 = 500;
+/// The pause between two tries of [`lock`].
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+/// Takes the exclusive writer lock of the users file at `path` (an OS file lock on
+/// `.NAME.lock` in the same folder, created if missing); released when the returned file is
+/// dropped. Waits up to [`LOCK_TRIES`] times [`LOCK_RETRY`].
+pub(crate) fn lock(path: &Path) -> Result<File, Error> {
+    let err = |source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let (dir, name) = dir_and_name(path).map_err(err)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(dir.join(format!(".{name}.lock")))
+        .map_err(err)?;
+    for _ in 0..LOCK_TRIES {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_RETRY),
+            Err(fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+    }
+    Err(err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "another writer holds the users-file lock",
+    )))
+}
+
+/// The folder and file name of `path`.
+fn dir_and_name(path: &Path) -> io::Result<(PathBuf, String)> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "users file path has no file name",
+        )
+    })?;
+    Ok((dir, name.to_string_lossy().into_owned()))
+}
+
 /// If `line` belongs to `user`, its trailing fields after the password (if any).
 fn user_line_rest<'a>(line: &'a [u8], user: &str) -> Option<Option<&'a [u8]>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -164,22 +257,9 @@ fn user_line_rest<'a>(line: &'a [u8], user: &str) -> Option<Option<&'a [u8]>> {
 }
 
 /// Replaces `path` with `bytes`: temp file in the same folder, fsync, rename, folder fsync.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "users file path has no file name",
-        )
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (dir, name) = dir_and_name(path)?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     // A temp file left by a crashed run of this same process id is stale.
     let _ = fs::remove_file(&tmp);
     let result = write_then_rename(path, &tmp, &dir, bytes);
@@ -258,6 +338,49 @@ mod tests {
     }
 
     #[test]
+    fn append_forms_table() {
+        let add = vec!["{NTLM}00".to_string(), "{PLAIN}y".to_string()];
+        let cases: [(&str, &str); 5] = [
+            ("", "bob:{NTLM}00\nbob:{PLAIN}y\n"),
+            (
+                "alice:{PLAIN}a",
+                "alice:{PLAIN}a\nbob:{NTLM}00\nbob:{PLAIN}y\n",
+            ),
+            (
+                "Bob:{PLAIN}x:1:2::/h\r\nalice:{PLAIN}a\r\nbob:{NTLM}11\n# end\n",
+                "Bob:{PLAIN}x:1:2::/h\r\nalice:{PLAIN}a\r\nbob:{NTLM}11\nbob:{NTLM}00:1:2::/h\n\
+                 bob:{PLAIN}y:1:2::/h\n# end\n",
+            ),
+            (
+                "#bob:{PLAIN}c\nbob:{PLAIN}x\nbobby:{PLAIN}z\n",
+                "#bob:{PLAIN}c\nbob:{PLAIN}x\nbob:{NTLM}00\nbob:{PLAIN}y\nbobby:{PLAIN}z\n",
+            ),
+            ("bob:{PLAIN}x", "bob:{PLAIN}x\nbob:{NTLM}00\nbob:{PLAIN}y\n"),
+        ];
+        for (old, want) in cases {
+            let got = append_forms(old.as_bytes(), "bob", &add);
+            assert_eq!(String::from_utf8_lossy(&got), want, "from {old:?}");
+        }
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users");
+        let held = lock(&path).expect("first lock");
+        let other = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(".users.lock"))
+            .expect("open lock file");
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().expect("free after drop");
+    }
+
+    #[test]
     fn user_names() {
         for ok in ["alice", "Alice@Example.ORG", "a.b-c_d+e"] {
             assert_eq!(
@@ -297,8 +420,13 @@ mod tests {
         set_user(&path, "alice", &["{PLAIN}b".to_string()]).expect("replace");
         let text = fs::read_to_string(&path).expect("read");
         assert_eq!(text, "# keep\nalice:{PLAIN}b:1:2\nbob:{PLAIN}new\n");
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
-        assert_eq!(leftovers.len(), 1, "no temp file left behind");
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert_eq!(leftovers, ["users"], "no temp file left behind");
     }
 
     #[test]

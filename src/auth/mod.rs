@@ -12,20 +12,28 @@
 //! | CRAM-MD5 (RFC 2195 §2)                  | `{PLAIN}` or `{CRAM-MD5}`  |
 //! | APOP (RFC 1939 §7)                      | `{PLAIN}`                  |
 //! | NTLM (MS-NLMP §3.3.1, [`UserStore::nt_hash`]) | `{PLAIN}` or `{NTLM}` |
+//! | SCRAM-SHA-1(-PLUS) (RFC 5802)           | `{PLAIN}` or `{SCRAM-SHA-1}` |
+//! | SCRAM-SHA-256(-PLUS) (RFC 7677)         | `{PLAIN}` or `{SCRAM-SHA-256}` |
 //!
 //! Secrets are compared in constant time, held in [`Secret`] (zeroed on drop, never printed),
 //! and an unknown user costs about as much as a known one. `file.rs` owns the on-disk side:
-//! line syntax, user-name rules and the atomic rewrite behind `mailgate passwd`.
+//! line syntax, user-name rules and the atomic rewrite behind `mailgate passwd`; `scram.rs` the
+//! SCRAM keys; `derive.rs` the `derive_on_login` upgrade, which adds the forms the enabled
+//! mechanisms need after a successful cleartext login. The users map sits behind a lock so that
+//! such an upgrade is seen by later logins without a restart.
 
+mod derive;
 mod file;
 mod scheme;
+pub mod scram;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::{Argon2, PasswordHasher as _};
 use subtle::ConstantTimeEq;
@@ -47,6 +55,62 @@ pub const MAX_USER_LEN: usize = 255;
 
 const CRAM_UNAVAILABLE: &str = "CRAM-MD5 needs a {PLAIN} or {CRAM-MD5} stored form";
 const APOP_UNAVAILABLE: &str = "APOP needs a {PLAIN} stored form";
+const NTLM_UNAVAILABLE: &str = "NTLM needs a {PLAIN} or {NTLM} stored form";
+const SCRAM_SHA1_UNAVAILABLE: &str = "SCRAM-SHA-1 needs a {PLAIN} or {SCRAM-SHA-1} stored form";
+const SCRAM_SHA256_UNAVAILABLE: &str =
+    "SCRAM-SHA-256 needs a {PLAIN} or {SCRAM-SHA-256} stored form";
+
+/// Every scheme the users file may hold, each with the mechanisms (SASL names, plus `USER` and
+/// `APOP` for POP3) it can serve, for `mailgate passwd --scheme` and [`UserStore::can_serve`].
+pub const SCHEMES: &[(&str, &[&str])] = &[
+    (
+        "PLAIN",
+        &[
+            "PLAIN",
+            "LOGIN",
+            "USER",
+            "CRAM-MD5",
+            "APOP",
+            "NTLM",
+            "SCRAM-SHA-1",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-256-PLUS",
+        ],
+    ),
+    ("CRAM-MD5", &["PLAIN", "LOGIN", "USER", "CRAM-MD5"]),
+    ("SHA512-CRYPT", CLEARTEXT_ONLY),
+    ("SHA256-CRYPT", CLEARTEXT_ONLY),
+    ("BLF-CRYPT", CLEARTEXT_ONLY),
+    ("ARGON2ID", CLEARTEXT_ONLY),
+    ("ARGON2I", CLEARTEXT_ONLY),
+    ("NTLM", &["PLAIN", "LOGIN", "USER", "NTLM"]),
+    (
+        "SCRAM-SHA-1",
+        &["PLAIN", "LOGIN", "USER", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"],
+    ),
+    (
+        "SCRAM-SHA-256",
+        &[
+            "PLAIN",
+            "LOGIN",
+            "USER",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-256-PLUS",
+        ],
+    ),
+];
+
+/// What a one-way password hash serves: the checks that receive the cleartext password.
+const CLEARTEXT_ONLY: &[&str] = &["PLAIN", "LOGIN", "USER"];
+
+/// The mechanisms the stored `scheme` can serve (see [`SCHEMES`]); empty for an unknown scheme.
+pub fn mechanisms_served(scheme: &str) -> &'static [&'static str] {
+    SCHEMES
+        .iter()
+        .find(|(s, _)| s.eq_ignore_ascii_case(scheme))
+        .map_or(&[], |(_, m)| *m)
+}
 
 /// The result of a credential check.
 #[derive(Clone, PartialEq, Eq)]
@@ -103,6 +167,21 @@ pub trait Authenticator: Send + Sync + 'static {
         Err(Verdict::Unavailable(
             "SCRAM is not served by this credential store",
         ))
+    }
+
+    /// Credentials for the mock exchange SCRAM runs when [`Authenticator::scram_credentials`]
+    /// fails (RFC 5802 §5.1: an unknown user must not be revealed before the proof): the salt
+    /// MUST be the same each time for the same `user`. This default derives it from the name
+    /// alone, so an observer who knows the rule can tell an unknown user; stores override it
+    /// with a keyed derivation.
+    fn scram_decoy(&self, user: &str, hash: ScramHash) -> ScramCredentials {
+        let seed = hash.digest(format!("mailgate SCRAM decoy\0{}\0{user}", hash.name()).as_bytes());
+        ScramCredentials {
+            salt: seed[..scram::SALT_LEN].to_vec(),
+            iterations: scram::SCRAM_ITERATIONS,
+            stored_key: Secret::new(hash.digest(&seed)),
+            server_key: Secret::new(hash.digest(&seed)),
+        }
     }
 
     /// Told after a successful login that carried the cleartext `password` (PLAIN, LOGIN,
@@ -237,16 +316,29 @@ fn list_problems(problems: &[Problem]) -> String {
 
 /// The users of a passwd-file and their stored password forms.
 pub struct UserStore {
-    users: HashMap<String, Vec<Form>>,
+    /// The users; replaced as a whole (copy on write) when `derive_on_login` adds forms, so
+    /// readers only hold the lock to clone the `Arc`.
+    users: RwLock<Arc<HashMap<String, Vec<Form>>>>,
     /// The first slow hash of the file: verified (and the result ignored) for unknown users,
     /// so that a miss costs what a hit costs.
     decoy: Option<Form>,
+    /// Random for each load: keys the SCRAM salts made for `{PLAIN}` users and for the mock
+    /// exchange of unknown users, so that neither can be told from outside.
+    salt_key: Secret,
+    /// Whether some user has a `{PLAIN}` form (SCRAM keys are then derived at login, and the
+    /// mock exchange spends as much).
+    plain_users: bool,
+    /// Where and what `derive_on_login` writes, if enabled.
+    derivation: Option<derive::Derivation>,
+    /// Users whose derivation failed in this run (e.g. a read-only folder): not tried again.
+    derive_failed: Mutex<HashSet<String>>,
 }
 
 impl fmt::Debug for UserStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserStore")
-            .field("users", &self.users.len())
+            .field("users", &self.len())
+            .field("derive_on_login", &self.derivation.is_some())
             .finish()
     }
 }
@@ -289,21 +381,29 @@ impl UserStore {
         parse_with(text, origin, Vec::new())
     }
 
+    /// Enables `derive_on_login`: after a successful cleartext login, the forms that
+    /// `mechanisms` (the configured list) need and the user lacks are derived from the password
+    /// and added to the users file at `path` (see [`Authenticator::plaintext_login`]).
+    pub fn with_derivation(mut self, path: &Path, mechanisms: &[String]) -> UserStore {
+        self.derivation = Some(derive::Derivation::new(path, mechanisms));
+        self
+    }
+
     /// The user names, sorted.
-    pub fn users(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.users.keys().map(String::as_str).collect();
+    pub fn users(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.snapshot().keys().cloned().collect();
         names.sort_unstable();
         names
     }
 
     /// Number of users.
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.snapshot().len()
     }
 
     /// Whether the store has no users.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.snapshot().is_empty()
     }
 
     /// The stored schemes of `user` (e.g. `["ARGON2ID", "CRAM-MD5"]`), in file order; empty for
@@ -318,19 +418,19 @@ impl UserStore {
     /// with what is stored; the error says why not, for check-config warnings.
     pub fn can_serve(&self, user: &str, mechanism: &str) -> Result<(), &'static str> {
         let forms = self.forms(user).ok_or("no such user")?;
-        let has = |scheme: &str| forms.iter().any(|f| f.scheme() == scheme);
-        match mechanism.to_ascii_uppercase().as_str() {
-            "PLAIN" | "LOGIN" | "USER" => Ok(()),
-            "CRAM-MD5" if has("PLAIN") || has("CRAM-MD5") => Ok(()),
-            "CRAM-MD5" => Err(CRAM_UNAVAILABLE),
-            "APOP" if has("PLAIN") => Ok(()),
-            "APOP" => Err(APOP_UNAVAILABLE),
-            "NTLM" if has("PLAIN") || has("NTLM") => Ok(()),
-            "NTLM" => Err("NTLM needs a {PLAIN} or {NTLM} stored form"),
-            m if m.starts_with("SCRAM-") && has("PLAIN") => Ok(()),
-            m if m.starts_with("SCRAM-") => Err("SCRAM needs a {PLAIN} stored form"),
-            _ => Err("mechanism is not served from the users file"),
+        let mechanism = mechanism.to_ascii_uppercase();
+        let served = |f: &Form| mechanisms_served(f.scheme()).contains(&mechanism.as_str());
+        if forms.iter().any(served) {
+            return Ok(());
         }
+        Err(match mechanism.as_str() {
+            "CRAM-MD5" => CRAM_UNAVAILABLE,
+            "APOP" => APOP_UNAVAILABLE,
+            "NTLM" => NTLM_UNAVAILABLE,
+            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => SCRAM_SHA1_UNAVAILABLE,
+            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => SCRAM_SHA256_UNAVAILABLE,
+            _ => "mechanism is not served from the users file",
+        })
     }
 
     /// The NT hash of `user`'s password (MS-NLMP §3.3.1, the NTOWFv1 / key input of NTOWFv2),
@@ -343,8 +443,45 @@ impl UserStore {
         })
     }
 
-    fn forms(&self, user: &str) -> Option<&Vec<Form>> {
-        self.users.get(&user.to_lowercase())
+    /// The current users map (cheap: an `Arc` clone).
+    fn snapshot(&self) -> Arc<HashMap<String, Vec<Form>>> {
+        // A panic while holding the lock cannot leave the map half-changed (it is replaced
+        // whole), so a poisoned lock is still sound to read.
+        self.users
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the forms of `user` (canonical name) in memory.
+    fn set_forms(&self, user: &str, forms: Vec<Form>) {
+        let mut guard = self
+            .users
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = HashMap::clone(&guard);
+        map.insert(user.to_owned(), forms);
+        *guard = Arc::new(map);
+    }
+
+    fn forms(&self, user: &str) -> Option<Vec<Form>> {
+        self.snapshot().get(&user.to_lowercase()).cloned()
+    }
+
+    /// A salt for `user` that stays the same for the life of this store but cannot be
+    /// predicted from outside: HMAC-SHA-256 keyed with `salt_key`.
+    fn derived_salt(&self, user: &str, hash: ScramHash) -> Vec<u8> {
+        let mut salt = ScramHash::Sha256.hmac(
+            self.salt_key.expose(),
+            &[
+                b"SCRAM salt\0",
+                hash.name().as_bytes(),
+                b"\0",
+                user.as_bytes(),
+            ],
+        );
+        salt.truncate(scram::SALT_LEN);
+        salt
     }
 
     /// Spends about what a known user's password check costs, for an unknown user.
@@ -363,7 +500,8 @@ impl UserStore {
 impl Authenticator for UserStore {
     fn verify_password(&self, user: &str, password: &[u8]) -> Verdict {
         let name = user.to_lowercase();
-        let Some(forms) = self.users.get(&name) else {
+        let users = self.snapshot();
+        let Some(forms) = users.get(&name) else {
             self.decoy_password(password);
             return Verdict::BadCredentials;
         };
@@ -377,7 +515,8 @@ impl Authenticator for UserStore {
     fn verify_cram_md5(&self, user: &str, challenge: &[u8], digest: &[u8]) -> Verdict {
         let name = user.to_lowercase();
         let want = decode_digest(digest);
-        let Some(forms) = self.users.get(&name) else {
+        let users = self.snapshot();
+        let Some(forms) = users.get(&name) else {
             let _ = HmacMd5State::new(b"decoy password").finish(challenge);
             return Verdict::BadCredentials;
         };
@@ -400,7 +539,8 @@ impl Authenticator for UserStore {
     fn verify_apop(&self, user: &str, timestamp: &[u8], digest: &[u8]) -> Verdict {
         let name = user.to_lowercase();
         let want = decode_digest(digest);
-        let Some(forms) = self.users.get(&name) else {
+        let users = self.snapshot();
+        let Some(forms) = users.get(&name) else {
             let _ = scheme::apop_digest(timestamp, b"decoy password");
             return Verdict::BadCredentials;
         };
@@ -417,23 +557,65 @@ impl Authenticator for UserStore {
 
     fn lookup(&self, user: &str) -> Option<String> {
         let name = user.to_lowercase();
-        self.users.contains_key(&name).then_some(name)
+        self.snapshot().contains_key(&name).then_some(name)
     }
 
     fn ntlm_hash(&self, user: &str) -> Result<(String, Secret), Verdict> {
         let name = self.lookup(user).ok_or(Verdict::BadCredentials)?;
         match self.nt_hash(&name) {
             Some(hash) => Ok((name, hash)),
-            None => Err(Verdict::Unavailable(
-                "NTLM needs a {PLAIN} or {NTLM} stored form",
-            )),
+            None => Err(Verdict::Unavailable(NTLM_UNAVAILABLE)),
         }
+    }
+
+    fn scram_credentials(
+        &self,
+        user: &str,
+        hash: ScramHash,
+    ) -> Result<(String, ScramCredentials), Verdict> {
+        let name = user.to_lowercase();
+        let forms = self.forms(&name).ok_or(Verdict::BadCredentials)?;
+        if let Some(keys) = forms.iter().find_map(|f| f.scram(hash)) {
+            return Ok((name, keys.clone()));
+        }
+        if let Some(password) = forms.iter().find_map(Form::plain) {
+            let salt = self.derived_salt(&name, hash);
+            let keys = hash.credentials(password, salt, scram::SCRAM_ITERATIONS);
+            return Ok((name, keys));
+        }
+        Err(Verdict::Unavailable(match hash {
+            ScramHash::Sha1 => SCRAM_SHA1_UNAVAILABLE,
+            ScramHash::Sha256 => SCRAM_SHA256_UNAVAILABLE,
+        }))
+    }
+
+    fn scram_decoy(&self, user: &str, hash: ScramHash) -> ScramCredentials {
+        let name = user.to_lowercase();
+        let salt = self.derived_salt(&name, hash);
+        if self.plain_users {
+            // Spend what deriving a {PLAIN} user's keys costs.
+            hash.credentials(self.salt_key.expose(), salt, scram::SCRAM_ITERATIONS)
+        } else {
+            let key = |label: &[u8]| Secret::new(hash.hmac(self.salt_key.expose(), &[label]));
+            ScramCredentials {
+                stored_key: key(b"decoy StoredKey"),
+                server_key: key(b"decoy ServerKey"),
+                salt,
+                iterations: scram::SCRAM_ITERATIONS,
+            }
+        }
+    }
+
+    fn plaintext_login(&self, user: &str, password: &[u8]) {
+        self.derive_on_login(user, password);
     }
 }
 
 /// The password fields `mailgate passwd` writes for `password`: always an `{ARGON2ID}` hash
-/// (the argon2 crate's defaults, which follow OWASP: m=19 MiB, t=2, p=1, random salt), and a
-/// `{CRAM-MD5}` context if `CRAM-MD5` is among `mechanisms`.
+/// (the argon2 crate's defaults, which follow OWASP: m=19 MiB, t=2, p=1, random salt), then
+/// what the enabled `mechanisms` need: a `{CRAM-MD5}` context for `CRAM-MD5`, `{SCRAM-SHA-256}`
+/// and `{SCRAM-SHA-1}` keys (random salt, 4096 iterations) for SCRAM-SHA-256(-PLUS) and
+/// SCRAM-SHA-1(-PLUS), and an `{NTLM}` hash for `NTLM` (if the password is UTF-8).
 ///
 /// # Panics
 /// If the operating system's random source fails, or the password exceeds 4 GiB (Argon2's
@@ -443,12 +625,11 @@ pub fn stored_forms(password: &[u8], mechanisms: &[String]) -> Vec<String> {
         .hash_password(password)
         .expect("Argon2 with default parameters fails only on RNG failure or a 4 GiB password");
     let mut forms = vec![format!("{{ARGON2ID}}{hash}")];
-    if mechanisms
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case("CRAM-MD5"))
-    {
-        forms.push(scheme::cram_md5_field(password));
-    }
+    forms.extend(
+        derive::Wanted::for_mechanisms(mechanisms)
+            .into_iter()
+            .filter_map(|w| w.field(password)),
+    );
     forms
 }
 
@@ -537,11 +718,19 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
         .map(|(_, f)| f)
         .find(|f| f.is_slow())
         .cloned();
-    let users = users
+    let users: HashMap<String, Vec<Form>> = users
         .into_iter()
         .map(|(name, forms)| (name, forms.into_iter().map(|(_, f)| f).collect()))
         .collect();
-    Ok(UserStore { users, decoy })
+    let plain_users = users.values().flatten().any(|f| f.plain().is_some());
+    Ok(UserStore {
+        users: RwLock::new(Arc::new(users)),
+        decoy,
+        salt_key: Secret::new(rand::random::<[u8; 32]>().to_vec()),
+        plain_users,
+        derivation: None,
+        derive_failed: Mutex::new(HashSet::new()),
+    })
 }
 
 fn too(message: String, hint: &str) -> Rejection {

@@ -6,7 +6,8 @@
 //! (alias `HMAC-MD5`: the two MD5 states of RFC 2104 §2 after the padded key, as Dovecot's
 //! `hmac-cram-md5.c` writes them), `SHA512-CRYPT` and `SHA256-CRYPT` (Drepper's SHA-crypt),
 //! `BLF-CRYPT` (bcrypt), `ARGON2ID` and `ARGON2I` (PHC strings, RFC 9106) and `NTLM` (the NT
-//! hash, MS-NLMP §3.3.1). Also here: HMAC-MD5 for CRAM-MD5 (RFC 2195 §2) and the APOP digest
+//! hash, MS-NLMP §3.3.1), `SCRAM-SHA-1` and `SCRAM-SHA-256` (RFC 5802 §3 keys in Dovecot's
+//! form, see `scram.rs`). Also here: HMAC-MD5 for CRAM-MD5 (RFC 2195 §2) and the APOP digest
 //! (RFC 1939 §7).
 
 use std::str::FromStr;
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-use super::Secret;
+use super::{ScramCredentials, ScramHash, Secret, scram};
 
 /// Largest Argon2 memory cost accepted from the users file, in KiB (1 GiB): a higher one would
 /// let one login exhaust memory.
@@ -50,6 +51,10 @@ pub(crate) enum Form {
     Bcrypt(String),
     /// The 16-byte NT hash: MD4 of the UTF-16LE password.
     Ntlm(Secret),
+    /// SCRAM-SHA-1 salt, iteration count, StoredKey and ServerKey (RFC 5802 §3).
+    ScramSha1(ScramCredentials),
+    /// SCRAM-SHA-256 salt, iteration count, StoredKey and ServerKey (RFC 7677).
+    ScramSha256(ScramCredentials),
 }
 
 impl std::fmt::Debug for Form {
@@ -118,10 +123,12 @@ impl Form {
                 })?;
                 Ok(Form::Ntlm(Secret::new(nt)))
             }
+            "SCRAM-SHA-1" => scram::parse_field(ScramHash::Sha1, data).map(Form::ScramSha1),
+            "SCRAM-SHA-256" => scram::parse_field(ScramHash::Sha256, data).map(Form::ScramSha256),
             _ => Err(reject(
                 format!("unknown password scheme {{{scheme}}}"),
                 "use one of PLAIN, CRAM-MD5, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, \
-                 ARGON2ID, ARGON2I, CRYPT, NTLM",
+                 ARGON2ID, ARGON2I, CRYPT, NTLM, SCRAM-SHA-1, SCRAM-SHA-256",
             )),
         }
     }
@@ -137,6 +144,8 @@ impl Form {
             Form::Argon2i(_) => "ARGON2I",
             Form::Bcrypt(_) => "BLF-CRYPT",
             Form::Ntlm(_) => "NTLM",
+            Form::ScramSha1(_) => "SCRAM-SHA-1",
+            Form::ScramSha256(_) => "SCRAM-SHA-256",
         }
     }
 
@@ -169,6 +178,8 @@ impl Form {
                 Some(nt) => bool::from(nt.as_slice().ct_eq(stored.expose())),
                 None => false,
             },
+            Form::ScramSha1(keys) => ScramHash::Sha1.verify(keys, password),
+            Form::ScramSha256(keys) => ScramHash::Sha256.verify(keys, password),
         }
     }
 
@@ -177,6 +188,15 @@ impl Form {
         match self {
             Form::Plain(pw) => Some(HmacMd5State::new(pw.expose()).finish(challenge)),
             Form::CramMd5(ctx) => Some(HmacMd5State::from_context(ctx.expose())?.finish(challenge)),
+            _ => None,
+        }
+    }
+
+    /// The stored SCRAM credentials for `hash`, if this is that form.
+    pub fn scram(&self, hash: ScramHash) -> Option<&ScramCredentials> {
+        match (self, hash) {
+            (Form::ScramSha1(keys), ScramHash::Sha1)
+            | (Form::ScramSha256(keys), ScramHash::Sha256) => Some(keys),
             _ => None,
         }
     }
@@ -201,6 +221,8 @@ impl Form {
             | (Form::Argon2id(a), Form::Argon2id(b))
             | (Form::Argon2i(a), Form::Argon2i(b))
             | (Form::Bcrypt(a), Form::Bcrypt(b)) => a == b,
+            (Form::ScramSha1(a), Form::ScramSha1(b))
+            | (Form::ScramSha256(a), Form::ScramSha256(b)) => scram::same(a, b),
             _ => false,
         }
     }

@@ -412,6 +412,12 @@ impl Session {
             .sasl
             .auth
             .verify_password(&user, password.expose());
+        if let Verdict::Ok(canonical) = &verdict {
+            self.settings
+                .sasl
+                .auth
+                .plaintext_login(canonical, password.expose());
+        }
         self.verdict(verdict, user, "USER")
     }
 

@@ -9,6 +9,7 @@
 
 use super::plain::verdict_step;
 use super::{Context, Failure, MAX_TOKEN_LEN, Mechanism, Step};
+use crate::auth::Verdict;
 
 /// The first challenge.
 pub const USERNAME_CHALLENGE: &[u8] = b"Username:";
@@ -63,7 +64,11 @@ impl Mechanism for Login {
                 if password.is_empty() {
                     return malformed("empty password");
                 }
-                verdict_step(self.ctx.auth.verify_password(&user, password))
+                let verdict = self.ctx.auth.verify_password(&user, password);
+                if let Verdict::Ok(canonical) = &verdict {
+                    self.ctx.auth.plaintext_login(canonical, password);
+                }
+                verdict_step(verdict)
             }
             (State::AwaitingUser | State::AwaitingPassword { .. }, None) => {
                 malformed("missing client response")

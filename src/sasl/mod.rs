@@ -16,6 +16,7 @@ pub mod cram_md5;
 pub mod login;
 pub mod ntlm;
 pub mod plain;
+pub mod scram;
 
 use std::fmt;
 use std::sync::Arc;
@@ -115,6 +116,10 @@ pub struct Options {
     pub ntlm_domain: String,
     /// Whether NTLMv1 responses are accepted (weakest legacy class; off by default).
     pub ntlm_v1: bool,
+    /// Whether a channel-binding (`-PLUS`) mechanism is configured, hence offered on every TLS
+    /// connection: SCRAM then refuses a client that says it could bind but thinks the server
+    /// cannot (RFC 5802 §6, downgrade protection).
+    pub channel_binding_offered: bool,
 }
 
 /// Channel-binding data (RFC 5929, RFC 9266) of a TLS session, for SCRAM-*-PLUS.
@@ -281,6 +286,34 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         start: ntlm::start,
+    },
+    Descriptor {
+        name: "SCRAM-SHA-256",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
+        start: scram::start_sha256,
+    },
+    Descriptor {
+        name: "SCRAM-SHA-256-PLUS",
+        plaintext: false,
+        channel_binding: true,
+        bearer_token: false,
+        start: scram::start_sha256_plus,
+    },
+    Descriptor {
+        name: "SCRAM-SHA-1",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
+        start: scram::start_sha1,
+    },
+    Descriptor {
+        name: "SCRAM-SHA-1-PLUS",
+        plaintext: false,
+        channel_binding: true,
+        bearer_token: false,
+        start: scram::start_sha1_plus,
     },
 ];
 

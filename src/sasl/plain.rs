@@ -87,6 +87,10 @@ impl Plain {
             Verdict::Ok(user) if !authzid.is_empty() && !self.authorizes(authzid, &user) => {
                 Step::Failure(Failure::BadCredentials)
             }
+            Verdict::Ok(user) => {
+                self.ctx.auth.plaintext_login(&user, password.as_bytes());
+                verdict_step(Verdict::Ok(user))
+            }
             verdict => verdict_step(verdict),
         }
     }

@@ -53,6 +53,20 @@ impl Client {
         Client::over(Box::new(tls(tcp).await))
     }
 
+    /// Implicit TLS from 127.0.0.1, with the session's `tls-exporter` channel-binding data
+    /// (RFC 9266 §2: 32 bytes exported with the label "EXPORTER-Channel-Binding", no context).
+    pub async fn connect_tls_exporter(addr: SocketAddr) -> (Client, Vec<u8>) {
+        let tcp = connect_from(IpAddr::from([127, 0, 0, 1]), addr).await;
+        let stream = tls(tcp).await;
+        let exporter = stream
+            .get_ref()
+            .1
+            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .expect("tls-exporter keying material")
+            .to_vec();
+        (Client::over(Box::new(stream)), exporter)
+    }
+
     /// Wraps a stream.
     pub fn over(stream: Box<dyn Stream>) -> Client {
         Client {

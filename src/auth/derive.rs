@@ -1,0 +1,341 @@
+//! `derive_on_login`: after a successful cleartext login (PLAIN, LOGIN, POP3 USER/PASS) the
+//! stored forms the enabled mechanisms need and the user lacks — SCRAM keys above all, also
+//! `{CRAM-MD5}` and `{NTLM}` — are derived from the password and added to the users file, so a
+//! user stored only as `{ARGON2ID}` can use SCRAM-SHA-256 from the next login on.
+//!
+//! The fast path (nothing missing) touches no file. Otherwise, under the users-file lock that
+//! `mailgate passwd` takes too, the file is read again; the new lines are added only if the
+//! user's lines *in that file* still accept the password (so a password changed meanwhile is
+//! never overwritten by keys of the old one); the file is replaced atomically (temporary file,
+//! fsync, rename, folder fsync) only if it did not change while the lines were made; and then
+//! the in-memory store takes the user's forms from the file. Failures are logged (never with
+//! the password) and that user is not tried again in this run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::scheme::Form;
+use super::{Error, MAX_FILE_BYTES, ScramHash, UserStore, file, scheme, scram};
+
+/// Where and what `derive_on_login` writes.
+pub(crate) struct Derivation {
+    path: PathBuf,
+    wanted: Vec<Wanted>,
+}
+
+impl Derivation {
+    pub(crate) fn new(path: &Path, mechanisms: &[String]) -> Derivation {
+        Derivation {
+            path: path.to_owned(),
+            wanted: Wanted::for_mechanisms(mechanisms),
+        }
+    }
+}
+
+/// A stored form an enabled mechanism needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// `{SCRAM-SHA-1}` or `{SCRAM-SHA-256}`.
+    Scram(ScramHash),
+    /// `{CRAM-MD5}`.
+    CramMd5,
+    /// `{NTLM}`.
+    Ntlm,
+}
+
+impl Wanted {
+    /// The forms `mechanisms` need (besides a cleartext-checkable one), each once, in order.
+    pub(crate) fn for_mechanisms(mechanisms: &[String]) -> Vec<Wanted> {
+        let mut out = Vec::new();
+        for m in mechanisms {
+            let wanted = match m.to_ascii_uppercase().as_str() {
+                "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => Wanted::Scram(ScramHash::Sha256),
+                "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => Wanted::Scram(ScramHash::Sha1),
+                "CRAM-MD5" => Wanted::CramMd5,
+                "NTLM" => Wanted::Ntlm,
+                _ => continue,
+            };
+            if !out.contains(&wanted) {
+                out.push(wanted);
+            }
+        }
+        out
+    }
+
+    /// Whether one of `forms` already serves the mechanism (a `{PLAIN}` serves them all).
+    fn served_by(self, forms: &[Form]) -> bool {
+        forms.iter().any(|f| {
+            f.plain().is_some()
+                || match self {
+                    Wanted::Scram(hash) => f.scram(hash).is_some(),
+                    Wanted::CramMd5 => matches!(f, Form::CramMd5(_)),
+                    Wanted::Ntlm => matches!(f, Form::Ntlm(_)),
+                }
+        })
+    }
+
+    /// The password field for `password`; `None` for `{NTLM}` of a non-UTF-8 password.
+    pub(crate) fn field(self, password: &[u8]) -> Option<String> {
+        match self {
+            Wanted::Scram(hash) => Some(scram::new_field(hash, password)),
+            Wanted::CramMd5 => Some(scheme::cram_md5_field(password)),
+            Wanted::Ntlm => {
+                scheme::nt_hash(password).map(|nt| format!("{{NTLM}}{}", hex::encode_upper(nt)))
+            }
+        }
+    }
+}
+
+/// Why a derivation did not happen; logged, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+enum Skip {
+    #[error(transparent)]
+    File(#[from] Error),
+    #[error("the user is no longer in the users file")]
+    Gone,
+    #[error("the password in the users file changed since the login")]
+    PasswordChanged,
+    #[error("the users file kept changing while the new lines were written")]
+    Busy,
+}
+
+impl UserStore {
+    /// The `derive_on_login` hook; see the module docs.
+    pub(super) fn derive_on_login(&self, user: &str, password: &[u8]) {
+        let Some(derivation) = &self.derivation else {
+            return;
+        };
+        let name = user.to_lowercase();
+        let Some(forms) = self.forms(&name) else {
+            return;
+        };
+        if derivation.wanted.iter().all(|w| w.served_by(&forms)) {
+            return;
+        }
+        let mut failed = self
+            .derive_failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if failed.contains(&name) {
+            return;
+        }
+        // Holding `derive_failed` also keeps two logins of this process from deriving at once.
+        match derive(&derivation.path, &derivation.wanted, &name, password) {
+            Ok((forms, added)) => {
+                if added > 0 {
+                    tracing::info!(user = %name, added, "derived stored forms after login");
+                }
+                self.set_forms(&name, forms);
+            }
+            Err(e) => {
+                tracing::warn!(user = %name, "derive_on_login: {e}");
+                failed.insert(name);
+            }
+        }
+    }
+}
+
+/// Adds the forms of `wanted` that `user` lacks to the file; returns the user's forms as the
+/// file now holds them and how many were added.
+fn derive(
+    path: &Path,
+    wanted: &[Wanted],
+    user: &str,
+    password: &[u8],
+) -> Result<(Vec<Form>, usize), Skip> {
+    let _lock = file::lock(path)?;
+    // An editor that does not take the lock may still write meanwhile: try a few times.
+    for _ in 0..3 {
+        let old = read(path)?;
+        let text = String::from_utf8_lossy(&old);
+        let store = UserStore::parse(&text, &path.display().to_string())?;
+        let forms = store.forms(user).ok_or(Skip::Gone)?;
+        if !forms.iter().any(|f| f.verify_password(password)) {
+            return Err(Skip::PasswordChanged);
+        }
+        let (fields, added): (Vec<String>, Vec<Form>) = wanted
+            .iter()
+            .filter(|w| !w.served_by(&forms))
+            .filter_map(|w| w.field(password))
+            .filter_map(|field| Form::parse(&field).ok().map(|form| (field, form)))
+            .unzip();
+        if fields.is_empty() {
+            return Ok((forms, 0));
+        }
+        let mut all = forms;
+        all.extend(added);
+        let new = file::append_forms(&old, user, &fields);
+        if read(path)? != old {
+            continue;
+        }
+        file::write_atomically(path, &new).map_err(|source| Error::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+        return Ok((all, fields.len()));
+    }
+    Err(Skip::Busy)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    let bytes = fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::TooLarge {
+            path: path.to_owned(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Authenticator, Verdict};
+
+    const ARGON: &str = "{ARGON2ID}$argon2id$v=19$m=256,t=2,p=1$c29tZXNhbHQ$\
+                         nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4";
+
+    fn mechs(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn setup(text: &str, names: &[&str]) -> (tempfile::TempDir, PathBuf, UserStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users");
+        fs::write(&path, text).expect("write");
+        let store = UserStore::load(&path)
+            .expect("load")
+            .with_derivation(&path, &mechs(names));
+        (dir, path, store)
+    }
+
+    #[test]
+    fn wanted_forms_follow_the_mechanisms() {
+        let got = Wanted::for_mechanisms(&mechs(&[
+            "PLAIN",
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-256",
+            "scram-sha-1",
+            "NTLM",
+            "CRAM-MD5",
+        ]));
+        assert_eq!(
+            got,
+            [
+                Wanted::Scram(ScramHash::Sha256),
+                Wanted::Scram(ScramHash::Sha1),
+                Wanted::Ntlm,
+                Wanted::CramMd5
+            ]
+        );
+    }
+
+    #[test]
+    fn login_adds_missing_forms_to_file_and_memory() {
+        let text = format!("# users\nalice:{ARGON}:1000:1000::/home/alice::\nbob:{{PLAIN}}b\n");
+        let names = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-1", "NTLM"];
+        let (_dir, path, store) = setup(&text, &names);
+        assert!(matches!(
+            store.scram_credentials("alice", ScramHash::Sha256),
+            Err(Verdict::Unavailable(_))
+        ));
+        assert_eq!(
+            store.verify_password("alice", b"password"),
+            Verdict::Ok("alice".into())
+        );
+        store.plaintext_login("Alice", b"password");
+        assert_eq!(
+            store.schemes("alice"),
+            ["ARGON2ID", "SCRAM-SHA-256", "SCRAM-SHA-1", "NTLM"]
+        );
+        let (_, keys) = store
+            .scram_credentials("alice", ScramHash::Sha256)
+            .expect("derived keys");
+        assert!(ScramHash::Sha256.verify(&keys, b"password"));
+        let after = fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = after.lines().collect();
+        assert_eq!(lines.len(), 6, "{after}");
+        assert_eq!(lines[0], "# users");
+        assert!(
+            lines[2].starts_with("alice:{SCRAM-SHA-256}4096,"),
+            "{after}"
+        );
+        assert!(lines[2].ends_with(":1000:1000::/home/alice::"), "{after}");
+        assert!(lines[4].starts_with("alice:{NTLM}8846F7EAEE8FB117AD06BDD830B7586C:1000"));
+        assert_eq!(lines[5], "bob:{PLAIN}b");
+        // The file reloads with the same forms; a second login changes nothing.
+        let reloaded = UserStore::load(&path).expect("reload");
+        assert_eq!(reloaded.schemes("alice"), store.schemes("alice"));
+        store.plaintext_login("alice", b"password");
+        assert_eq!(fs::read_to_string(&path).expect("read"), after);
+        // {PLAIN} already serves everything: nothing is written for bob.
+        store.plaintext_login("bob", b"b");
+        assert_eq!(fs::read_to_string(&path).expect("read"), after);
+    }
+
+    #[test]
+    fn nothing_happens_without_derivation_or_with_a_wrong_password() {
+        let text = format!("alice:{ARGON}\n");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users");
+        fs::write(&path, &text).expect("write");
+        UserStore::load(&path)
+            .expect("load")
+            .plaintext_login("alice", b"password");
+        assert_eq!(fs::read_to_string(&path).expect("read"), text);
+        let (_dir, path, store) = setup(&text, &["SCRAM-SHA-256"]);
+        store.plaintext_login("alice", b"not the password");
+        assert_eq!(fs::read_to_string(&path).expect("read"), text);
+        assert_eq!(store.schemes("alice"), ["ARGON2ID"]);
+    }
+
+    #[test]
+    fn a_concurrent_edit_is_kept_and_a_changed_password_is_not_overwritten() {
+        let text = format!("alice:{ARGON}\ncarol:{ARGON}\n");
+        let (_dir, path, store) = setup(&text, &["SCRAM-SHA-256"]);
+        // Another writer adds a user and changes carol's password after the store loaded.
+        let edited = format!("alice:{ARGON}\ncarol:{{PLAIN}}new\ndave:{{PLAIN}}d\n");
+        fs::write(&path, &edited).expect("edit");
+        store.plaintext_login("alice", b"password");
+        let after = fs::read_to_string(&path).expect("read");
+        assert!(after.starts_with(&format!("alice:{ARGON}\nalice:{{SCRAM-SHA-256}}")));
+        assert!(
+            after.ends_with("carol:{PLAIN}new\ndave:{PLAIN}d\n"),
+            "{after}"
+        );
+        store.plaintext_login("carol", b"password");
+        assert_eq!(fs::read_to_string(&path).expect("read"), after);
+        assert_eq!(store.schemes("carol"), ["ARGON2ID"]);
+    }
+
+    #[test]
+    fn concurrent_derivations_from_two_stores_both_land() {
+        let text = format!("alice:{ARGON}\nbob:{ARGON}\n");
+        let (_dir, path, first) = setup(&text, &["SCRAM-SHA-256"]);
+        let second = UserStore::load(&path)
+            .expect("load")
+            .with_derivation(&path, &mechs(&["SCRAM-SHA-256"]));
+        std::thread::scope(|s| {
+            s.spawn(|| first.plaintext_login("alice", b"password"));
+            s.spawn(|| second.plaintext_login("bob", b"password"));
+        });
+        let store = UserStore::load(&path).expect("reload");
+        for user in ["alice", "bob"] {
+            assert_eq!(store.schemes(user), ["ARGON2ID", "SCRAM-SHA-256"], "{user}");
+        }
+    }
+
+    #[test]
+    fn an_unwritable_file_is_not_retried() {
+        let text = format!("alice:{ARGON}\n");
+        let (dir, _path, store) = setup(&text, &["SCRAM-SHA-256"]);
+        drop(dir);
+        store.plaintext_login("alice", b"password");
+        assert!(store.derive_failed.lock().expect("lock").contains("alice"));
+        assert_eq!(store.schemes("alice"), ["ARGON2ID"]);
+    }
+}

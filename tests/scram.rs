@@ -1,0 +1,342 @@
+//! End-to-end SCRAM tests against the real gateway: SCRAM-SHA-256-PLUS with `tls-exporter`
+//! (RFC 9266) from a rustls client, and Python's `scramp` driving SMTP AUTH SCRAM-SHA-256 over
+//! implicit TLS (also `-PLUS` with `tls-server-end-point`, RFC 5929 §4, and the downgrade
+//! case) and POP3 AUTH SCRAM-SHA-1 (RFC 5034). Users are served from `{PLAIN}` (alice) and from
+//! stored `{SCRAM-SHA-*}` keys written by `stored_forms` (carol).
+//!
+//! The Python tests are skipped with a notice when `scramp` is missing, unless
+//! `MAILGATE_REQUIRE_CLIENTS=1` (CI), which turns the skip into a failure.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use common::client::Client;
+use common::{Gateway, PASSWORD, USERS, config_text, have, run};
+
+const MECHANISMS: &str = r#"mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"]"#;
+const CAROL_PASSWORD: &str = "carol's pw";
+
+/// A gateway offering the SCRAM mechanisms; carol is stored as `{ARGON2ID}` plus SCRAM keys.
+async fn gateway() -> Gateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let users = dir.path().join("users");
+    std::fs::write(&users, USERS).expect("users file");
+    let mechanisms: Vec<String> = ["SCRAM-SHA-256", "SCRAM-SHA-1"].map(String::from).to_vec();
+    let forms = mailgate::auth::stored_forms(CAROL_PASSWORD.as_bytes(), &mechanisms);
+    mailgate::auth::set_user(&users, "carol", &forms).expect("set carol");
+    let text = config_text("").replace("[auth]\n", &format!("[auth]\n{MECHANISMS}\n"));
+    Gateway::start_in(dir, &text).await
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// PBKDF2-HMAC-SHA-256 with one output block (RFC 5802 `Hi`).
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    let mut u = hmac(password, &[salt, &1u32.to_be_bytes()].concat());
+    let mut out = u.clone();
+    for _ in 1..iterations {
+        u = hmac(password, &u);
+        out.iter_mut().zip(&u).for_each(|(o, b)| *o ^= b);
+    }
+    out
+}
+
+/// The SCRAM-SHA-256 client-final message and the server-final message it expects.
+fn client_final(password: &str, bare: &str, server_first: &str, cbind: &[u8]) -> (String, String) {
+    let attr = |name: &str| {
+        server_first
+            .split(',')
+            .find_map(|a| a.strip_prefix(name))
+            .expect("server-first attribute")
+    };
+    let salt = B64.decode(attr("s=")).expect("salt");
+    let salted = hi(
+        password.as_bytes(),
+        &salt,
+        attr("i=").parse().expect("iterations"),
+    );
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(&client_key);
+    let without_proof = format!("c={},r={}", B64.encode(cbind), attr("r="));
+    let auth = format!("{bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    let server_signature = hmac(&hmac(&salted, b"Server Key"), auth.as_bytes());
+    (
+        format!("{without_proof},p={}", B64.encode(proof)),
+        format!("v={}", B64.encode(server_signature)),
+    )
+}
+
+/// Sends `AUTH mech` with the client-first message and the client-final message; returns the
+/// SMTP code after the client-final message (334 on success, checked against the expected
+/// server signature, which is then acknowledged with an empty line and must get 235).
+async fn smtp_scram(c: &mut Client, gs2: &str, user: &str, password: &str, cbind: &[u8]) -> u16 {
+    let mech = if gs2.starts_with('p') {
+        "SCRAM-SHA-256-PLUS"
+    } else {
+        "SCRAM-SHA-256"
+    };
+    let bare = format!("n={user},r=rOprNGfwEbeRWgbNEkqO");
+    let first = B64.encode(format!("{gs2}{bare}"));
+    c.send(&format!("AUTH {mech} {first}")).await;
+    let (code, lines) = c.reply().await;
+    if code != 334 {
+        return code;
+    }
+    let server_first = String::from_utf8(B64.decode(&lines[0][4..]).expect("b64")).expect("utf8");
+    assert!(
+        server_first.starts_with("r=rOprNGfwEbeRWgbNEkqO"),
+        "{server_first}"
+    );
+    let (last, want) = client_final(password, &bare, &server_first, cbind);
+    c.send(&B64.encode(last)).await;
+    let (code, lines) = c.reply().await;
+    if code != 334 {
+        return code;
+    }
+    let server_final = B64.decode(&lines[0][4..]).expect("b64");
+    assert_eq!(
+        String::from_utf8_lossy(&server_final),
+        want,
+        "server signature"
+    );
+    c.cmd("", 235).await;
+    334
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scram_sha256_plus_with_tls_exporter_from_rustls() {
+    let gw = gateway().await;
+    let addr = gw.addr("submissions");
+    let exporter_gs2 = "p=tls-exporter,,";
+    let cases: [(&str, &str, &str, bool, u16); 6] = [
+        ("alice", PASSWORD, exporter_gs2, true, 334),
+        ("carol", CAROL_PASSWORD, exporter_gs2, true, 334),
+        ("alice", "wrong", exporter_gs2, true, 535),
+        // Binding data from another session: a man in the middle.
+        ("alice", PASSWORD, exporter_gs2, false, 501),
+        // The client could bind but thinks the server cannot, while -PLUS is offered.
+        ("alice", PASSWORD, "y,,", true, 501),
+        ("alice", PASSWORD, "n,,", true, 334),
+    ];
+    for (user, password, gs2, same_session, want) in cases {
+        let (mut c, exporter) = Client::connect_tls_exporter(addr).await;
+        c.expect(220).await;
+        let ehlo = c.cmd("EHLO client.example", 250).await;
+        assert!(
+            ehlo.iter().any(|l| l.contains("SCRAM-SHA-256-PLUS")),
+            "{ehlo:?}"
+        );
+        let mut data = exporter.clone();
+        if !same_session {
+            data[0] ^= 1;
+        }
+        let cbind = if gs2.starts_with('p') {
+            [gs2.as_bytes(), &data].concat()
+        } else {
+            gs2.as_bytes().to_vec()
+        };
+        let got = smtp_scram(&mut c, gs2, user, password, &cbind).await;
+        assert_eq!(got, want, "{user} {gs2} same session: {same_session}");
+        c.send("QUIT").await;
+    }
+    // Without TLS, -PLUS is neither offered nor accepted.
+    let mut c = Client::connect(gw.addr("smtp")).await;
+    c.expect(220).await;
+    let ehlo = c.cmd("EHLO client.example", 250).await;
+    assert!(!ehlo.iter().any(|l| l.contains("-PLUS")), "{ehlo:?}");
+    assert!(ehlo.iter().any(|l| l.contains("SCRAM-SHA-256")), "{ehlo:?}");
+    let first = B64.encode("p=tls-exporter,,n=alice,r=abc");
+    c.cmd(&format!("AUTH SCRAM-SHA-256-PLUS {first}"), 504)
+        .await;
+    gw.stop().await;
+}
+
+/// Whether Python's `scramp` is importable; skips (or fails under MAILGATE_REQUIRE_CLIENTS=1).
+fn have_scramp() -> bool {
+    if !have("python3") {
+        return false;
+    }
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import scramp"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("MAILGATE_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("python3 scramp is required (MAILGATE_REQUIRE_CLIENTS=1): pip install scramp");
+        }
+        eprintln!("SKIPPED: python3 scramp not installed (pip install scramp)");
+    }
+    found
+}
+
+/// A scramp client: `smtp PORT MECH USER PASSWORD CB EXPECT` or the same with `pop3`. CB is
+/// `none`, `end-point` (tls-server-end-point: SHA-256 of the server certificate) or `y` (binding
+/// data given to a mechanism without -PLUS, so scramp says `y`). EXPECT is `ok`, `535`, `501`.
+const SCRAMP_CLIENT: &str = r#"
+import base64, hashlib, socket, ssl, sys
+from scramp import ScramClient
+
+proto, port, mech, user, password, cb, expect = sys.argv[1:]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+raw = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+sock = ctx.wrap_socket(raw, server_hostname="mail.example.test") if proto == "smtp" else raw
+f = sock.makefile("rb")
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+unb64 = lambda s: base64.b64decode(s).decode()
+
+def send(line):
+    sock.sendall(line.encode() + b"\r\n")
+
+def smtp_reply():
+    lines = []
+    while True:
+        line = f.readline().decode().rstrip("\r\n")
+        lines.append(line)
+        if line[3:4] != "-":
+            return int(line[:3]), lines
+
+def pop_reply():
+    return f.readline().decode().rstrip("\r\n")
+
+binding = None
+if cb in ("end-point", "y"):
+    der = sock.getpeercert(binary_form=True)
+    binding = ("tls-server-end-point", hashlib.sha256(der).digest())
+client = ScramClient([mech], user, password, channel_binding=binding)
+first = client.get_client_first()
+assert first.startswith("y,," if cb == "y" else ("p=" if mech.endswith("PLUS") else "n,,")), first
+
+if proto == "smtp":
+    assert smtp_reply()[0] == 220
+    send("EHLO client.example")
+    code, lines = smtp_reply()
+    offered = [l.split() for l in lines if l[4:].startswith("AUTH ")]
+    assert code == 250 and any(mech in words for words in offered), lines
+    send("AUTH " + mech + " " + b64(first))
+    code, lines = smtp_reply()
+    if code != 334 and expect != "ok":
+        assert code == int(expect), lines
+        print("refused as expected")
+        sys.exit(0)
+    assert code == 334, lines
+    client.set_server_first(unb64(lines[0][4:]))
+    send(b64(client.get_client_final()))
+    code, lines = smtp_reply()
+    if expect != "ok":
+        assert code == int(expect), lines
+        print("refused as expected")
+        sys.exit(0)
+    assert code == 334, lines
+    client.set_server_final(unb64(lines[0][4:]))
+    send("")
+    code, lines = smtp_reply()
+    assert code == 235, lines
+    send("QUIT")
+    assert smtp_reply()[0] == 221
+else:
+    assert pop_reply().startswith("+OK")
+    send("AUTH " + mech + " " + b64(first))
+    line = pop_reply()
+    assert line.startswith("+ "), line
+    client.set_server_first(unb64(line[2:]))
+    send(b64(client.get_client_final()))
+    line = pop_reply()
+    if expect != "ok":
+        assert line.startswith("-ERR"), line
+        print("refused as expected")
+        sys.exit(0)
+    assert line.startswith("+ "), line
+    client.set_server_final(unb64(line[2:]))
+    send("")
+    line = pop_reply()
+    assert line.startswith("+OK"), line
+    send("STAT")
+    assert pop_reply().startswith("+OK")
+    send("QUIT")
+    assert pop_reply().startswith("+OK")
+print("scramp ok")
+"#;
+
+async fn scramp(args: &[&str]) {
+    let mut argv = vec!["-c".to_string(), SCRAMP_CLIENT.to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let out = run("python3", argv, None).await;
+    assert!(
+        out.status.success(),
+        "scramp {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scramp_smtp_scram_sha256_over_implicit_tls() {
+    if !have_scramp() {
+        return;
+    }
+    let gw = gateway().await;
+    let port = gw.addr("submissions").port().to_string();
+    let cases = [
+        ("SCRAM-SHA-256", "alice", PASSWORD, "none", "ok"),
+        ("SCRAM-SHA-256", "carol", CAROL_PASSWORD, "none", "ok"),
+        ("SCRAM-SHA-256", "carol", "wrong", "none", "535"),
+        ("SCRAM-SHA-256", "nobody", PASSWORD, "none", "535"),
+        ("SCRAM-SHA-256-PLUS", "alice", PASSWORD, "end-point", "ok"),
+        (
+            "SCRAM-SHA-256-PLUS",
+            "carol",
+            CAROL_PASSWORD,
+            "end-point",
+            "ok",
+        ),
+        (
+            "SCRAM-SHA-1-PLUS",
+            "carol",
+            CAROL_PASSWORD,
+            "end-point",
+            "ok",
+        ),
+        // Downgrade: scramp could bind, is told SCRAM-SHA-256 only, and says `y`.
+        ("SCRAM-SHA-256", "alice", PASSWORD, "y", "501"),
+    ];
+    for (mech, user, password, cb, expect) in cases {
+        scramp(&["smtp", &port, mech, user, password, cb, expect]).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scramp_pop3_scram_sha1() {
+    if !have_scramp() {
+        return;
+    }
+    let gw = gateway().await;
+    let port = gw.addr("pop3").port().to_string();
+    let cases = [
+        ("alice", PASSWORD, "ok"),
+        ("carol", CAROL_PASSWORD, "ok"),
+        ("alice", "wrong", "err"),
+    ];
+    for (user, password, expect) in cases {
+        scramp(&["pop3", &port, "SCRAM-SHA-1", user, password, "none", expect]).await;
+    }
+    gw.stop().await;
+}
