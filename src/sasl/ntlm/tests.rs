@@ -29,6 +29,7 @@ fn context(domain: &str, v1: bool) -> Context {
     ctx.options = Arc::new(Options {
         ntlm_domain: domain.to_owned(),
         ntlm_v1: v1,
+        ..Options::default()
     });
     ctx.random[..8].copy_from_slice(&SERVER_CHALLENGE);
     ctx.now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
