@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod io;
 pub mod maildir;
+pub mod policy;
 pub mod pop3;
 pub mod relay;
 pub mod sasl;

@@ -16,6 +16,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 /// The top-level keys of the file, in the order [`File`] declares them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "policy",
+    "notices",
     "audit",
     "admin",
     "hostname",
@@ -55,6 +57,71 @@ pub struct File {
     pub audit: AuditFile,
     /// `[admin]`.
     pub admin: AdminFile,
+    /// `[[policy]]` rules, in order.
+    pub policy: Vec<PolicyFile>,
+    /// `[notices]`.
+    pub notices: NoticesFile,
+}
+
+/// One `[[policy]]` rule. Empty criteria match everything.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Name shown in the audit log. Default `policy[<index>]`.
+    pub name: Option<String>,
+    /// Mechanisms ("PLAIN", "CRAM-MD5", "NTLM", "NTLMv1", "USER", "APOP",
+    /// "pop-before-smtp", "trusted-network", ...).
+    pub mechanisms: Vec<String>,
+    /// Classes ("insecure", "weak", "basic", "modern").
+    pub classes: Vec<String>,
+    /// Users.
+    pub users: Vec<String>,
+    /// Client networks (CIDR).
+    pub networks: Vec<String>,
+    /// Listener roles.
+    pub listeners: Vec<String>,
+    /// Start date ("2027-01-01" or RFC 3339), inclusive.
+    pub from: Option<String>,
+    /// End date, exclusive.
+    pub until: Option<String>,
+    /// "allow", "warn", "brownout", "transition" or "deny" (required).
+    pub action: String,
+    /// Brownout share of attempts refused, 0.0 to 1.0.
+    pub share: Option<f64>,
+    /// Audit "would_deny" instead of refusing. Default false.
+    pub dry_run: bool,
+    /// Message shown to the client.
+    pub message: Option<String>,
+    /// URL shown with the message.
+    pub url: Option<String>,
+    /// Header line added to relayed messages under a warn rule, e.g. "X-Auth-Warning: ...".
+    pub header: Option<String>,
+    /// Drop a notice into the user's mailbox (warn, brownout). Default false.
+    pub notify: bool,
+    /// The date from which the mechanism will be refused, named in notices.
+    pub refuse_from: Option<String>,
+}
+
+/// `[notices]`: notices to users under warn/brownout rules, and the admin digest.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoticesFile {
+    /// At most one notice per user and mechanism within this interval. Default "7d".
+    pub interval: String,
+    /// Local user who receives the periodic legacy-auth digest. Default: none.
+    pub digest_to: Option<String>,
+    /// How often the digest is sent. Default "1d".
+    pub digest_interval: String,
+}
+
+impl Default for NoticesFile {
+    fn default() -> Self {
+        NoticesFile {
+            interval: "7d".into(),
+            digest_to: None,
+            digest_interval: "1d".into(),
+        }
+    }
 }
 
 /// `[audit]`: the authentication audit log.
@@ -136,6 +203,8 @@ impl File {
             limits: section(root, "limits", &mut errors).unwrap_or_default(),
             audit: section(root, "audit", &mut errors).unwrap_or_default(),
             admin: section(root, "admin", &mut errors).unwrap_or_default(),
+            policy: section(root, "policy", &mut errors).unwrap_or_default(),
+            notices: section(root, "notices", &mut errors).unwrap_or_default(),
         };
         (file, errors)
     }
@@ -204,6 +273,8 @@ impl Default for File {
             limits: LimitsFile::default(),
             audit: AuditFile::default(),
             admin: AdminFile::default(),
+            policy: Vec::new(),
+            notices: NoticesFile::default(),
         }
     }
 }

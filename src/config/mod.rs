@@ -48,6 +48,21 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// The admin HTTP endpoint's bearer-token file, if any. Absolute.
     pub admin_token_file: Option<PathBuf>,
+    /// The migration policy (`[[policy]]` rules in order).
+    pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// Notices and the admin digest.
+    pub notices: Notices,
+}
+
+/// `[notices]`.
+#[derive(Debug, Clone)]
+pub struct Notices {
+    /// At most one notice per user and mechanism within this interval.
+    pub interval: Duration,
+    /// Local user receiving the legacy-auth digest.
+    pub digest_to: Option<String>,
+    /// Digest period.
+    pub digest_interval: Duration,
 }
 
 /// `[audit]`.
