@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod io;
 pub mod maildir;
+pub mod oauth;
 pub mod pop3;
 pub mod relay;
 pub mod sasl;

@@ -14,7 +14,10 @@
 
 pub mod cram_md5;
 pub mod login;
+pub mod oauth_message;
+pub mod oauthbearer;
 pub mod plain;
+pub mod xoauth2;
 
 use std::fmt;
 use std::sync::Arc;
@@ -267,6 +270,20 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         start: cram_md5::start,
+    },
+    Descriptor {
+        name: "XOAUTH2",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: true,
+        start: xoauth2::start,
+    },
+    Descriptor {
+        name: "OAUTHBEARER",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: true,
+        start: oauthbearer::start,
     },
 ];
 
