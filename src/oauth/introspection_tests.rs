@@ -1,7 +1,7 @@
 //! Introspection against a small HTTP server on 127.0.0.1, spawned per test.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +26,28 @@ struct Endpoint {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+type Answer = fn(&str) -> Option<(&'static str, String)>;
+
 impl Endpoint {
-    fn start(answer: fn(&str) -> Option<(&'static str, String)>) -> Endpoint {
+    fn start(answer: Answer) -> Endpoint {
+        Self::start_with(None, answer)
+    }
+
+    /// Serves HTTPS with a self-signed certificate for 127.0.0.1.
+    fn start_tls(answer: Answer) -> Endpoint {
+        let (chain, key) = crate::tls::self_signed("127.0.0.1").expect("certificate");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        Self::start_with(Some(Arc::new(config)), answer)
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>, answer: Answer) -> Endpoint {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -36,13 +56,21 @@ impl Endpoint {
             // Bounded: a test makes only a few requests.
             for stream in listener.incoming().take(16) {
                 let Ok(stream) = stream else { return };
-                let Some(req) = read_request(&stream) else {
+                let mut s: Box<dyn ReadWrite> = match &tls {
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                            return;
+                        };
+                        Box::new(rustls::StreamOwned::new(conn, stream))
+                    }
+                    None => Box::new(stream),
+                };
+                let Some(req) = read_request(&mut s) else {
                     continue;
                 };
                 log.lock().expect("log").push(req.clone());
                 match answer(&req.body) {
                     Some((status, body)) => {
-                        let mut s = stream;
                         let _ = write!(
                             s,
                             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
@@ -50,6 +78,7 @@ impl Endpoint {
                              Connection: close\r\n\r\n{body}",
                             body.len()
                         );
+                        let _ = s.flush();
                     }
                     None => std::thread::sleep(Duration::from_secs(8)),
                 }
@@ -74,7 +103,10 @@ impl Endpoint {
     }
 }
 
-fn read_request(stream: &TcpStream) -> Option<Seen> {
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+fn read_request(stream: &mut Box<dyn ReadWrite>) -> Option<Seen> {
     let mut reader = BufReader::new(stream);
     let (mut len, mut authorization) = (0usize, None);
     loop {
@@ -258,6 +290,29 @@ fn validator_uses_introspection_for_opaque_and_unknown_key_tokens() {
     let forged = mint(RS256, 2, Some("rsa-1"), &claims("bob"));
     assert!(v.validate(forged.as_bytes(), None).is_err());
     assert_eq!(ep.seen().len(), before);
+}
+
+#[test]
+fn https_endpoint() {
+    let ep = Endpoint::start_tls(idp);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = ep.config(dir.path());
+    cfg.url = format!("https://{}/introspect", ep.addr);
+    // A self-signed certificate is refused against the system roots...
+    let client = Client::new(&cfg).expect("client");
+    assert!(matches!(
+        client.introspect("tok-alice", NOW),
+        Err(TokenError::Unavailable(_))
+    ));
+    assert!(ep.seen().is_empty());
+    // ...and accepted only with danger_accept_invalid_certs.
+    cfg.danger_accept_invalid_certs = true;
+    let client = Client::new(&cfg).expect("client");
+    let claims = client
+        .introspect("tok-alice", NOW)
+        .expect("active over HTTPS");
+    assert_eq!(claims["sub"], json!("alice"));
+    assert_eq!(ep.seen().len(), 1);
 }
 
 #[test]
