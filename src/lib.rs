@@ -10,6 +10,8 @@
 //! - `smtp/`, `pop3/`: sans-IO protocol cores and their connection loops.
 //! - `server`: listeners, caps, shutdown; `tls`: certificates; `io`: bounded line reads.
 //! - `spool/`: the durable queue; `relay/`: delivery to Maildir and the smarthost.
+//! - `oauth/`: bearer-token validation (JWT, RFC 7662 introspection) for XOAUTH2/OAUTHBEARER.
+//! - `audit/`: the audit log; `policy`: migration rules.
 //! - `clock`: time as an input.
 //! - `smtp/`: SMTP command, address, reply and DATA parsers (sans-IO).
 
@@ -23,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod io;
 pub mod maildir;
+pub mod oauth;
 pub mod policy;
 pub mod pop3;
 pub mod relay;

@@ -47,6 +47,9 @@ pub enum Error {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] crate::tls::Error),
+    /// `[auth.oauth]` could not be set up.
+    #[error("[auth.oauth]: {0}")]
+    OAuth(#[from] crate::oauth::Error),
     /// The spool could not be opened.
     #[error("spool: {0}")]
     Spool(String),
@@ -305,6 +308,15 @@ impl Server {
             ),
             None => None,
         };
+        let users: Arc<dyn Authenticator> = Arc::new(users);
+        let tokens = match &config.auth.oauth {
+            Some(o) => Some(Arc::new(crate::oauth::Validator::from_config(
+                o,
+                users.clone(),
+                clock.clone(),
+            )?) as Arc<dyn crate::sasl::TokenValidator>),
+            None => None,
+        };
         let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
         let started = crate::clock::unix_secs(clock.now());
         let audit_shutdown = CancellationToken::new();
@@ -328,7 +340,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             local_domains: Arc::new(config.relay.local_domains.clone()),
-            users: Arc::new(users),
+            users,
             mechanisms,
             allowlist,
             throttle,
@@ -337,7 +349,7 @@ impl Server {
             acceptor: tls.acceptor,
             tls_end_point: tls.end_point,
             sasl_options: Arc::new(sasl_options),
-            tokens: None,
+            tokens,
             audit,
             clock,
             mailboxes_in_use: DashSet::new(),

@@ -16,10 +16,6 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 /// The top-level keys of the file, in the order [`File`] declares them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "policy",
-    "notices",
-    "audit",
-    "admin",
     "hostname",
     "state_dir",
     "tls",
@@ -29,6 +25,10 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "relay",
     "delivery",
     "limits",
+    "audit",
+    "admin",
+    "policy",
+    "notices",
 ];
 
 /// The whole file.
@@ -739,6 +739,8 @@ mod tests {
         for key in TOP_LEVEL_KEYS {
             let value = if key.ends_with("name") || *key == "state_dir" {
                 "\"x\""
+            } else if *key == "policy" {
+                "[]"
             } else {
                 "{}"
             };

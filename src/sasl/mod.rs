@@ -15,8 +15,11 @@
 pub mod cram_md5;
 pub mod login;
 pub mod ntlm;
+pub mod oauth_message;
+pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
+pub mod xoauth2;
 
 use std::fmt;
 use std::sync::Arc;
@@ -314,6 +317,20 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: true,
         bearer_token: false,
         start: scram::start_sha1_plus,
+    },
+    Descriptor {
+        name: "XOAUTH2",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: true,
+        start: xoauth2::start,
+    },
+    Descriptor {
+        name: "OAUTHBEARER",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: true,
+        start: oauthbearer::start,
     },
 ];
 
