@@ -311,6 +311,17 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+        for (i, name) in mechanisms.iter().enumerate() {
+            let bearer = crate::sasl::find(name).is_some_and(|d| d.bearer_token);
+            if bearer && a.oauth.is_none() {
+                self.bad(
+                    "auth.mechanisms",
+                    Some(i),
+                    format!("{name} needs token validation, and [auth.oauth] is not set"),
+                    "add an [auth.oauth] table (jwks_file, issuer, audience), or remove it",
+                );
+            }
+        }
         let t = &a.throttle;
         let throttle = Throttle {
             free_failures: t.free_failures,
