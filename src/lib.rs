@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod io;
 pub mod maildir;
+pub mod notices;
 pub mod oauth;
 pub mod policy;
 pub mod pop3;

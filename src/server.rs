@@ -113,6 +113,10 @@ pub struct Shared {
     pub tokens: Option<Arc<dyn crate::sasl::TokenValidator>>,
     /// The audit log.
     pub audit: crate::audit::Auditor,
+    /// Notices to users under warn/brownout rules.
+    pub notices: Arc<crate::notices::Notices>,
+    /// The migration policy; replaced on SIGHUP, read once per connection phase.
+    policy: std::sync::RwLock<Arc<crate::policy::Policy>>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
@@ -157,6 +161,55 @@ impl Shared {
         let ip = crate::canonical_ip(ip);
         self.throttle.record_failure(ip, user, now);
         self.config.auth.failure_delay + self.throttle.delay(ip, user, now)
+    }
+
+    /// Drops a notice into `user`'s mailbox if one is due for this mechanism (a `notify`
+    /// policy rule matched); the write happens off the async workers.
+    pub fn notify_user(
+        &self,
+        user: &str,
+        record: &crate::audit::Record,
+        event: &crate::audit::Event,
+    ) {
+        let now = self.clock.now();
+        if !self.notices.due(user, &record.mechanism, now) {
+            return;
+        }
+        let notice = crate::notices::Notice {
+            user: user.to_string(),
+            mechanism: record.mechanism.clone(),
+            client: event.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            software: event
+                .client_software
+                .clone()
+                .or_else(|| event.client_name.clone()),
+            refuse_from: record.refuse_from.clone(),
+            message: record.reason.clone(),
+        };
+        let notices = self.notices.clone();
+        tokio::task::spawn_blocking(move || match notices.deliver(&notice, now) {
+            Ok(_) => {
+                tracing::info!(user = %notice.user, mechanism = %notice.mechanism, "legacy-auth notice delivered")
+            }
+            Err(e) => tracing::warn!(user = %notice.user, "cannot deliver legacy-auth notice: {e}"),
+        });
+    }
+
+    /// The current migration policy.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            // A writer panicked mid-swap; the Arc inside is still whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the migration policy (SIGHUP reload); sessions pick it up at their next phase.
+    pub fn set_policy(&self, policy: Arc<crate::policy::Policy>) {
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
     }
 
     /// The delay the throttle currently imposes on `ip` (and `user`, if given).
@@ -351,6 +404,12 @@ impl Server {
             sasl_options: Arc::new(sasl_options),
             tokens,
             audit,
+            policy: std::sync::RwLock::new(config.policy.clone()),
+            notices: Arc::new(crate::notices::Notices::new(
+                config.notices.interval,
+                config.delivery.maildir.clone(),
+                config.hostname.clone(),
+            )),
             clock,
             mailboxes_in_use: DashSet::new(),
             next_session: AtomicU64::new(1),

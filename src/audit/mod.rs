@@ -21,6 +21,62 @@ use tokio_util::sync::CancellationToken;
 
 pub use event::{Class, Event, Kind, Outcome, classify};
 
+/// An audit fact decided by a protocol core (sans-IO); the connection loop adds the session
+/// details (time, session id, peer, TLS, client name) and records it as an [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// What happened.
+    pub kind: Kind,
+    /// The mechanism or method as recorded ("PLAIN", "NTLMv2", "USER", "pop-before-smtp").
+    pub mechanism: String,
+    /// The user name as the client gave it.
+    pub user_given: Option<String>,
+    /// The canonical user.
+    pub user: Option<String>,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The class.
+    pub class: Class,
+    /// The policy rule that decided.
+    pub rule: Option<String>,
+    /// Why (failure reason or policy message); never a secret.
+    pub reason: Option<String>,
+    /// A policy rule asks for a notice to the user.
+    pub notify: bool,
+    /// The refusal date to name in the notice.
+    pub refuse_from: Option<String>,
+}
+
+impl Record {
+    /// A record of `kind` with no policy involvement.
+    pub fn new(kind: Kind, mechanism: &str, class: Class, outcome: Outcome) -> Record {
+        Record {
+            kind,
+            mechanism: mechanism.to_string(),
+            user_given: None,
+            user: None,
+            outcome,
+            class,
+            rule: None,
+            reason: None,
+            notify: false,
+            refuse_from: None,
+        }
+    }
+
+    /// Fills in what a policy decision adds.
+    pub fn with_decision(mut self, d: &crate::policy::Decision) -> Record {
+        self.outcome = d.outcome;
+        self.rule = d.rule.clone();
+        if d.text.is_some() {
+            self.reason = d.text.clone();
+        }
+        self.notify = d.notify;
+        self.refuse_from = d.refuse_from.clone();
+        self
+    }
+}
+
 /// Events buffered between sessions and the writer before new ones are dropped.
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 

@@ -12,6 +12,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::audit::{Event, Kind, Record};
 use crate::io::{Line, LineReader, flush};
 use crate::maildir::{self, MailboxError};
 use crate::pop3::machine::{Action, Session, Settings};
@@ -66,11 +67,11 @@ async fn serve_in_span(
             Ok(Err(e)) => return tracing::info!("TLS handshake failed: {e}"),
             Err(_) => return tracing::info!("TLS handshake timed out"),
         };
-        let session = Session::new(settings(&shared, peer, Some(tls.get_ref().1), &id));
+        let session = Session::new(settings(&shared, peer, Some(tls.get_ref().1), &id, "pop3s"));
         let _ = phase(tls, session, peer, &shared, &shutdown, true).await;
         return;
     }
-    let session = Session::new(settings(&shared, peer, None, &id));
+    let session = Session::new(settings(&shared, peer, None, &id, "pop3"));
     let (tcp, session) = match phase(tcp, session, peer, &shared, &shutdown, true).await {
         End::Closed => return,
         End::StartTls(tcp, session) => (tcp, session),
@@ -80,7 +81,7 @@ async fn serve_in_span(
         Ok(Err(e)) => return tracing::info!("STLS handshake failed: {e}"),
         Err(_) => return tracing::info!("STLS handshake timed out"),
     };
-    let session = session.after_tls(settings(&shared, peer, Some(tls.get_ref().1), &id));
+    let session = session.after_tls(settings(&shared, peer, Some(tls.get_ref().1), &id, "pop3"));
     let _ = phase(tls, session, peer, &shared, &shutdown, false).await;
 }
 
@@ -89,6 +90,7 @@ fn settings(
     peer: SocketAddr,
     tls: Option<&rustls::ServerConnection>,
     id: &str,
+    listener: &'static str,
 ) -> Settings {
     let tls_active = tls.is_some();
     let cfg = &shared.config;
@@ -110,6 +112,10 @@ fn settings(
         stls_available: !tls_active,
         tls_active,
         apop_timestamp,
+        policy: shared.policy(),
+        listener,
+        peer: peer.ip(),
+        tls_info: tls.map(crate::tls::describe),
         max_failures: cfg.auth.max_failures,
         max_errors: cfg.limits.max_errors,
     }
@@ -181,6 +187,9 @@ where
             }
         };
         loop {
+            if let Some(record) = output.audit.take() {
+                audit(shared, &session, peer, record);
+            }
             match output.action {
                 Action::Continue => output.reply.encode(&mut out),
                 Action::Close => {
@@ -207,6 +216,15 @@ where
                     tokio::time::sleep(delay).await;
                     output.reply.encode(&mut out);
                     if output.close {
+                        let mut lockout = Record::new(
+                            Kind::Lockout,
+                            "-",
+                            crate::audit::Class::Insecure,
+                            crate::audit::Outcome::Failure,
+                        );
+                        lockout.user_given = output.user.take();
+                        lockout.reason = Some("too many failed logins".into());
+                        audit(shared, &session, peer, lockout);
                         let _ = flush(&mut stream, &mut out).await;
                         return End::Closed;
                     }
@@ -217,7 +235,7 @@ where
                     match &result {
                         Ok(mb) => {
                             tracing::info!(%user, %method, messages = mb.messages.len(), "logged in");
-                            allowlist_login(shared, peer, &user);
+                            allowlist_login(shared, &session, peer, &user);
                         }
                         Err(MailboxError::InUse) => {
                             tracing::info!(%user, %method, "login refused: mailbox in use");
@@ -286,11 +304,27 @@ async fn open_mailbox(
 }
 
 /// Enters the client address into the POP-before-SMTP allowlist after a login.
-fn allowlist_login(shared: &Shared, peer: SocketAddr, user: &str) {
+fn allowlist_login(shared: &Shared, session: &Session, peer: SocketAddr, user: &str) {
     if !shared.config.pop_before_smtp.enabled {
         return;
     }
     let outcome = shared.allowlist.insert(peer.ip(), user, shared.clock.now());
+    let mut record = Record::new(
+        Kind::Allowlist,
+        "pop-before-smtp",
+        crate::audit::Class::Insecure,
+        crate::audit::Outcome::Success,
+    );
+    record.user = Some(user.to_string());
+    record.reason = Some(
+        if outcome.refreshed {
+            "refreshed"
+        } else {
+            "added"
+        }
+        .to_string(),
+    );
+    audit(shared, session, peer, record);
     if outcome.shared_warning {
         tracing::warn!(
             address = %crate::canonical_ip(peer.ip()),
@@ -298,6 +332,35 @@ fn allowlist_login(shared: &Shared, peer: SocketAddr, user: &str) {
             "address allowlisted by many different users within one TTL (NAT or shared host?)"
         );
     }
+}
+
+/// Records an audit event for `record`, adding the session's details.
+fn audit(shared: &Shared, session: &Session, peer: SocketAddr, record: Record) {
+    let s = session.settings();
+    let now = shared.clock.now();
+    let mut e = Event::new(
+        record.kind,
+        "pop3",
+        crate::audit::event::rfc3339(now),
+        record.outcome,
+    );
+    e.listener = Some(s.listener.to_string());
+    e.session = Some(s.sasl.session.clone());
+    e.client_ip = Some(crate::canonical_ip(peer.ip()));
+    e.client_port = Some(peer.port());
+    e.tls = s.tls_info.clone();
+    e.user_given = record.user_given.clone();
+    e.user = record.user.clone();
+    e.mechanism = Some(record.mechanism.clone());
+    e.class = Some(record.class);
+    e.rule = record.rule.clone();
+    e.reason = record.reason.clone();
+    if record.notify
+        && let Some(user) = &record.user
+    {
+        shared.notify_user(user, &record, &e);
+    }
+    shared.audit.record(e);
 }
 
 /// Streams a message (RETR) or its top (TOP) after the `+OK` line.

@@ -9,7 +9,9 @@
 //! ends any other way removes nothing.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::alphabet;
@@ -18,8 +20,10 @@ use zeroize::Zeroizing;
 
 use super::command::{self, Command, Secret};
 use super::reply::Reply;
+use crate::audit::{Kind, Outcome, Record, classify};
 use crate::auth::Verdict;
 use crate::maildir::{Mailbox, MailboxError, MessageInfo};
+use crate::policy::{Action as PolicyAction, Attempt, Policy};
 use crate::sasl::{self, Failure, Mechanism, Step};
 
 /// Base64 for client SASL lines: padding is accepted but not required, as some clients drop it.
@@ -46,6 +50,14 @@ pub struct Settings {
     pub tls_active: bool,
     /// The APOP timestamp such as `<1234.5678@host>`; APOP is offered iff this is set.
     pub apop_timestamp: Option<String>,
+    /// The migration policy.
+    pub policy: Arc<Policy>,
+    /// The listener role ("pop3" or "pop3s"), for policy rules and the audit.
+    pub listener: &'static str,
+    /// The client address, for policy rules.
+    pub peer: IpAddr,
+    /// The TLS version and cipher, for the audit log.
+    pub tls_info: Option<String>,
     /// Failed authentications before the session closes (0 is treated as 1).
     pub max_failures: u32,
     /// Unparseable or over-long command lines before the session closes (0 means no limit).
@@ -81,6 +93,8 @@ pub struct Output {
     /// Close the connection after writing the reply and doing the action. Set with
     /// [`Action::Close`] and with the [`Action::AuthFailed`] that reaches `max_failures`.
     pub close: bool,
+    /// An audit fact to record (authentication decisions).
+    pub audit: Option<Record>,
 }
 
 /// What the connection loop does after writing [`Output::reply`].
@@ -132,6 +146,7 @@ impl Output {
             note: None,
             user: None,
             close,
+            audit: None,
         }
     }
 
@@ -250,6 +265,11 @@ impl Session {
             State::AwaitingMailbox { user } | State::Transaction { user, .. } => Some(user),
             _ => None,
         }
+    }
+
+    /// The settings this session runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Whether an AUTH exchange is waiting for a client line.
@@ -423,20 +443,78 @@ impl Session {
 
     fn verdict(&mut self, verdict: Verdict, tried: String, method: &str) -> Output {
         match verdict {
-            Verdict::Ok(user) => self.authenticated(user, method.to_owned()),
-            Verdict::BadCredentials => self.failed(Reply::invalid_credentials(), None, Some(tried)),
+            Verdict::Ok(user) => self.authenticated(user, Some(tried), method, method.to_owned()),
+            Verdict::BadCredentials => {
+                self.failed(Reply::invalid_credentials(), None, Some(tried), method)
+            }
             Verdict::Unavailable(why) => {
-                self.failed(Reply::invalid_credentials(), Some(why), Some(tried))
+                self.failed(Reply::invalid_credentials(), Some(why), Some(tried), method)
             }
         }
     }
 
-    fn authenticated(&mut self, user: String, method: String) -> Output {
+    /// Credentials verified: the policy decides whether the login goes on.
+    fn authenticated(
+        &mut self,
+        user: String,
+        given: Option<String>,
+        mechanism: &str,
+        method: String,
+    ) -> Output {
+        let class = classify(mechanism, self.settings.tls_active);
+        let decision = self.settings.policy.evaluate(&Attempt {
+            mechanism,
+            class,
+            user: Some(&user),
+            ip: crate::canonical_ip(self.settings.peer),
+            listener: self.settings.listener,
+            // Policy windows are days long; the connection's start time is precise enough.
+            now: self.settings.sasl.now,
+            roll: {
+                // A fresh roll per login attempt, from the connection's random seed.
+                let r = self
+                    .settings
+                    .sasl
+                    .context(u32::MAX - self.attempts - self.failures)
+                    .random;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&r[24..32]);
+                crate::policy::roll(b)
+            },
+        });
+        let mut record =
+            Record::new(Kind::Auth, mechanism, class, Outcome::Success).with_decision(&decision);
+        record.user_given = given;
+        record.user = Some(user.clone());
+        if !decision.allowed() {
+            // Refused by policy: no maildrop, and (the caller's rule) no allowlist entry.
+            self.state = State::AwaitingUser;
+            let text = decision.text.as_deref();
+            let reply = match decision.action {
+                PolicyAction::Brownout => Reply::policy_brownout(text),
+                _ => Reply::policy_denied(text),
+            };
+            let mut out = Output::cont(reply);
+            out.audit = Some(record);
+            return out;
+        }
         self.state = State::AwaitingMailbox { user: user.clone() };
-        Output::new(Reply::empty(), Action::OpenMailbox { user, method })
+        let mut out = Output::new(Reply::empty(), Action::OpenMailbox { user, method });
+        out.audit = Some(record);
+        out
     }
 
-    fn failed(&mut self, reply: Reply, note: Option<&'static str>, user: Option<String>) -> Output {
+    fn failed(
+        &mut self,
+        reply: Reply,
+        note: Option<&'static str>,
+        user: Option<String>,
+        mechanism: &str,
+    ) -> Output {
+        let class = classify(mechanism, self.settings.tls_active);
+        let mut record = Record::new(Kind::Auth, mechanism, class, Outcome::Failure);
+        record.user_given = user.clone();
+        record.reason = Some(note.unwrap_or("invalid credentials").to_string());
         self.failures = self.failures.saturating_add(1);
         let close = self.failures >= self.settings.max_failures.max(1);
         self.state = if close {
@@ -448,6 +526,7 @@ impl Session {
             note,
             user,
             close,
+            audit: Some(record),
             ..Output::new(reply, Action::AuthFailed)
         }
     }
@@ -548,19 +627,24 @@ impl Session {
                 self.state = State::InSasl { mechanism, name };
                 Output::cont(Reply::challenge(&bytes))
             }
-            Step::Success(identity) => self.authenticated(identity.user, format!("SASL {name}")),
+            Step::Success(identity) => {
+                let mech = mechanism.detail().unwrap_or(name);
+                let given = mechanism.user().map(str::to_owned);
+                self.authenticated(identity.user, given, mech, format!("SASL {mech}"))
+            }
             Step::Failure(failure) => {
                 // The name the client tried feeds the per-user throttle and the log.
                 let user = mechanism.user().map(str::to_owned);
+                let mech = mechanism.detail().unwrap_or(name);
                 match failure {
                     Failure::BadCredentials => {
-                        self.failed(Reply::invalid_credentials(), None, user)
+                        self.failed(Reply::invalid_credentials(), None, user, mech)
                     }
                     Failure::Unavailable(why) => {
-                        self.failed(Reply::invalid_credentials(), Some(why), user)
+                        self.failed(Reply::invalid_credentials(), Some(why), user, mech)
                     }
                     Failure::Malformed(why) => {
-                        self.failed(Reply::malformed_auth(), Some(why), user)
+                        self.failed(Reply::malformed_auth(), Some(why), user, mech)
                     }
                 }
             }

@@ -135,6 +135,10 @@ fn settings(plaintext_allowed: bool) -> Settings {
         apop_timestamp: Some(TIMESTAMP.into()),
         max_failures: 3,
         max_errors: 0,
+        policy: Arc::new(crate::policy::Policy::default()),
+        listener: "pop3",
+        peer: "192.0.2.7".parse().expect("ip"),
+        tls_info: None,
     }
 }
 

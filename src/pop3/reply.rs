@@ -300,6 +300,30 @@ impl Reply {
         }
     }
 
+    /// A policy refusal of a login (deny, transition): `-ERR [AUTH]` with the rule's message.
+    pub fn policy_denied(text: Option<&str>) -> Self {
+        Self::new(
+            Kind::Err,
+            Some(Code::Auth),
+            text.map_or(
+                Cow::Borrowed("this sign-in method is no longer accepted"),
+                |t| Cow::Owned(t.to_string()),
+            ),
+        )
+    }
+
+    /// A policy brownout of a login: `-ERR [SYS/TEMP]`, so clients retry later.
+    pub fn policy_brownout(text: Option<&str>) -> Self {
+        Self::new(
+            Kind::Err,
+            Some(Code::SysTemp),
+            text.map_or(
+                Cow::Borrowed("temporarily unavailable, try again later"),
+                |t| Cow::Owned(t.to_string()),
+            ),
+        )
+    }
+
     /// Too many bad commands: the session ends (without UPDATE).
     pub fn too_many_errors() -> Self {
         Self::err("too many errors, closing")

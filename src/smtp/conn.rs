@@ -13,11 +13,13 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::audit::{Event, Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
 use crate::io::{Line, LineReader, flush};
 use crate::server::Shared;
 use crate::smtp::data::{DataReceiver, Feed};
-use crate::smtp::machine::{Action, DataOutcome, Session, Settings, Transaction};
+use crate::smtp::headers::HeaderPeek;
+use crate::smtp::machine::{Action, Authorization, DataOutcome, Session, Settings, Transaction};
 use crate::smtp::reply;
 use crate::spool::entry::{Envelope, Recipient};
 
@@ -111,6 +113,7 @@ fn settings(
         allowlist,
         restrict_sender: pbs.restrict_sender,
         sasl: shared.sasl_environment(id, tls),
+        policy: shared.policy(),
         mechanisms: shared.mechanisms.clone(),
         local_domains: shared.local_domains.clone(),
         max_message_size: cfg.limits.max_message_size,
@@ -187,6 +190,9 @@ where
         };
         let mut next = out_line;
         loop {
+            if let Some(record) = next.audit.take() {
+                audit(shared, &session, record, None);
+            }
             match next.action {
                 Action::Continue => next.reply.encode(&mut out),
                 Action::Close => {
@@ -220,6 +226,15 @@ where
                     tokio::time::sleep(delay).await;
                     next.reply.encode(&mut out);
                     if close {
+                        let mut lockout = Record::new(
+                            Kind::Lockout,
+                            "-",
+                            crate::audit::Class::Insecure,
+                            crate::audit::Outcome::Failure,
+                        );
+                        lockout.user_given = user;
+                        lockout.reason = Some("too many failed authentications".into());
+                        audit(shared, &session, lockout, None);
                         reply::too_many_auth_failures(&shared.config.hostname).encode(&mut out);
                         let _ = flush(&mut stream, &mut out).await;
                         return End::Closed;
@@ -273,13 +288,21 @@ where
     let now = shared.clock.now();
     let mut buf = Vec::with_capacity(16 * 1024);
     buf.extend_from_slice(received_header(session, &txn, now).as_bytes());
+    if let Some(h) = &txn.warn_header {
+        // A `warn` policy rule: tell whoever reads the message.
+        buf.extend_from_slice(h.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
     let mut rx = DataReceiver::new(limits.max_message_size);
     let mut failed = incoming.is_none();
+    let mut peek = HeaderPeek::new();
     loop {
+        let before = buf.len();
         let (done, consumed) = match rx.feed(reader.buffered(), &mut buf) {
             Feed::NeedMore => (false, reader.buffered().len()),
             Feed::Done { consumed } => (true, consumed),
         };
+        peek.feed(&buf[before..]);
         reader.consume(consumed);
         if (done || buf.len() >= 32 * 1024) && !failed {
             if let Some(inc) = incoming.as_mut()
@@ -327,6 +350,7 @@ where
         Ok(id) => {
             tracing::info!(queue_id = %id, from = %txn.mail_from, rcpts = txn.recipients.len(), "queued");
             shared.notifier.notify(&id);
+            audit_accept(shared, session, &txn, &id, peek.client_software());
             Some(DataOutcome::Queued(id))
         }
         Err(e) => {
@@ -334,6 +358,89 @@ where
             Some(DataOutcome::LocalError)
         }
     }
+}
+
+/// Records an audit event for `record`, adding the session's details.
+fn audit(
+    shared: &Shared,
+    session: &Session,
+    record: Record,
+    extra: Option<(&str, u32, Option<String>)>,
+) {
+    let s = session.settings();
+    let now = shared.clock.now();
+    let mut e = Event::new(
+        record.kind,
+        "smtp",
+        crate::audit::event::rfc3339(now),
+        record.outcome,
+    );
+    e.listener = Some(s.role.name().to_string());
+    e.session = Some(s.sasl.session.clone());
+    e.client_ip = Some(crate::canonical_ip(s.peer.ip()));
+    e.client_port = Some(s.peer.port());
+    e.tls = s.tls_info.clone();
+    e.client_name = session.helo().map(|h| h.chars().take(255).collect());
+    e.user_given = record.user_given.clone();
+    e.user = record.user.clone();
+    e.mechanism = Some(record.mechanism.clone());
+    e.class = Some(record.class);
+    e.rule = record.rule.clone();
+    e.reason = record.reason.clone();
+    if let Some((queue_id, recipients, software)) = extra {
+        e.queue_id = Some(queue_id.to_string());
+        e.recipients = Some(recipients);
+        e.client_software = software;
+    }
+    if record.notify
+        && let Some(user) = &record.user
+    {
+        shared.notify_user(user, &record, &e);
+    }
+    shared.audit.record(e);
+}
+
+/// Records the acceptance of a message sent under an authentication or an address-based
+/// relay authorization, with the client software its headers name.
+fn audit_accept(
+    shared: &Shared,
+    session: &Session,
+    txn: &Transaction,
+    queue_id: &str,
+    software: Option<String>,
+) {
+    let tls = session.settings().tls_active;
+    let record = match (session.authorization(), &txn.relay_authorization) {
+        (Some(Authorization::Sasl { user, mechanism }), _) => {
+            let mut r = Record::new(
+                Kind::Accept,
+                mechanism,
+                classify(mechanism, tls),
+                Outcome::Success,
+            );
+            r.user = Some(user.clone());
+            r
+        }
+        (_, Some(a)) => {
+            let Some(mechanism) = a.address_mechanism() else {
+                return;
+            };
+            let outcome = txn.relay_outcome.unwrap_or(Outcome::Success);
+            let mut r = Record::new(
+                Kind::Relay,
+                mechanism,
+                crate::audit::Class::Insecure,
+                outcome,
+            );
+            r.user = a.user().map(str::to_owned);
+            r.rule = txn.relay_rule.clone();
+            r
+        }
+        // Inbound mail to local users: not an authentication fact.
+        _ => return,
+    };
+    let rcpts = u32::try_from(txn.recipients.len()).unwrap_or(u32::MAX);
+    audit(shared, session, record, Some((queue_id, rcpts, software)));
 }
 
 /// The Received header (RFC 5321 §4.4, protocol names per RFC 3848).

@@ -16,7 +16,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
 use crate::allowlist::Allowlist;
+use crate::audit::{Class, Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
+use crate::policy::{Action as PolicyAction, Attempt, Policy};
 use crate::sasl::{self, Failure, Mechanism, Step};
 use crate::smtp::address::{ForwardPath, ReversePath};
 use crate::smtp::command::{self, Command};
@@ -48,6 +50,8 @@ pub struct Settings {
     pub restrict_sender: bool,
     /// The SASL environment (credentials, token validator, channel binding, randomness).
     pub sasl: sasl::Environment,
+    /// The migration policy.
+    pub policy: Arc<Policy>,
     /// Enabled SASL mechanisms in order.
     pub mechanisms: Vec<&'static sasl::Descriptor>,
     /// Domains delivered locally (lower case).
@@ -98,11 +102,22 @@ pub struct Output {
     pub reply: Reply,
     /// What to do next.
     pub action: Action,
+    /// An audit fact to record (authentication decisions, policy refusals of relays).
+    pub audit: Option<Record>,
 }
 
 impl Output {
+    fn new(reply: Reply, action: Action) -> Self {
+        Output {
+            reply,
+            action,
+            audit: None,
+        }
+    }
+
     fn cont(reply: Reply) -> Self {
         Output {
+            audit: None,
             reply,
             action: Action::Continue,
         }
@@ -129,6 +144,15 @@ pub enum Authorization {
 }
 
 impl Authorization {
+    /// For address-based authorizations, the mechanism name the audit and policy use.
+    pub fn address_mechanism(&self) -> Option<&'static str> {
+        match self {
+            Authorization::Sasl { .. } => None,
+            Authorization::PopBeforeSmtp { .. } => Some("pop-before-smtp"),
+            Authorization::TrustedNetwork => Some("trusted-network"),
+        }
+    }
+
     /// The user behind the authorization, if any.
     pub fn user(&self) -> Option<&str> {
         match self {
@@ -169,6 +193,12 @@ pub struct Transaction {
     pub relay_authorization: Option<Authorization>,
     /// The body was declared 8BITMIME.
     pub eight_bit: bool,
+    /// The policy outcome for an address-authorized relay (decided at its first recipient).
+    pub relay_outcome: Option<Outcome>,
+    /// The policy rule that decided it.
+    pub relay_rule: Option<String>,
+    /// A header a `warn` rule adds to the message.
+    pub warn_header: Option<String>,
 }
 
 /// The outcome of receiving DATA, reported by the connection loop.
@@ -211,6 +241,12 @@ pub struct Session {
     auth_failures: u32,
     errors: u32,
     sasl_attempts: u32,
+    /// The brownout roll of the current AUTH attempt.
+    sasl_roll: f64,
+    /// The time of the command being handled.
+    now: SystemTime,
+    /// A header a `warn` rule asks to add to this session's messages.
+    warn_header: Option<String>,
 }
 
 impl Session {
@@ -225,6 +261,9 @@ impl Session {
             auth_failures: 0,
             errors: 0,
             sasl_attempts: 0,
+            sasl_roll: 0.0,
+            now: SystemTime::UNIX_EPOCH,
+            warn_header: None,
         }
     }
 
@@ -297,6 +336,7 @@ impl Session {
 
     /// Handles one command line (without CRLF).
     pub fn handle_line(&mut self, now: SystemTime, line: &[u8]) -> Output {
+        self.now = now;
         if self.in_sasl() {
             return self.sasl_line(line);
         }
@@ -319,10 +359,7 @@ impl Session {
             Command::Noop => Output::cont(reply::ok()),
             Command::Quit => {
                 self.state = State::Done;
-                Output {
-                    reply: reply::closing(&self.settings.hostname),
-                    action: Action::Close,
-                }
+                Output::new(reply::closing(&self.settings.hostname), Action::Close)
             }
             Command::Vrfy(_) => Output::cont(reply::vrfy()),
             Command::Expn(_) => Output::cont(reply::not_implemented()),
@@ -347,10 +384,10 @@ impl Session {
         self.errors += 1;
         if self.errors > self.settings.max_errors {
             self.state = State::Done;
-            return Output {
-                reply: reply::too_many_errors(&self.settings.hostname),
-                action: Action::Close,
-            };
+            return Output::new(
+                reply::too_many_errors(&self.settings.hostname),
+                Action::Close,
+            );
         }
         Output::cont(reply)
     }
@@ -416,10 +453,7 @@ impl Session {
             return self.error(reply::bad_sequence());
         }
         self.state = State::Done;
-        Output {
-            reply: reply::ready_to_start_tls(),
-            action: Action::StartTls,
-        }
+        Output::new(reply::ready_to_start_tls(), Action::StartTls)
     }
 
     fn mail(&mut self, now: SystemTime, from: ReversePath, params: command::MailParams) -> Output {
@@ -450,6 +484,9 @@ impl Session {
             recipients: Vec::new(),
             relay_authorization: None,
             eight_bit,
+            relay_outcome: None,
+            relay_rule: None,
+            warn_header: self.warn_header.clone(),
         });
         Output::cont(reply::sender_ok())
     }
@@ -492,6 +529,40 @@ impl Session {
             && !sender_belongs_to(&t.mail_from, user, &self.settings.local_domains)
         {
             return Output::cont(reply::sender_not_allowed());
+        }
+        if let Some(a) = &relay
+            && t.relay_outcome.is_none()
+            && let Some(mechanism) = a.address_mechanism()
+        {
+            // POP-before-SMTP and trusted networks: the policy decides once per transaction.
+            let decision = self.settings.policy.evaluate(&Attempt {
+                mechanism,
+                class: Class::Insecure,
+                user: a.user(),
+                ip: crate::canonical_ip(self.settings.peer.ip()),
+                listener: self.settings.role.name(),
+                now,
+                roll: roll_from(&self.settings.sasl.context(u32::MAX - self.errors).random),
+            });
+            if !decision.allowed() {
+                let text = decision.text.as_deref();
+                let reply = match decision.action {
+                    PolicyAction::Brownout => reply::policy_relay_brownout(text),
+                    _ => reply::policy_relay_denied(text),
+                };
+                let mut record =
+                    Record::new(Kind::Relay, mechanism, Class::Insecure, Outcome::Denied)
+                        .with_decision(&decision);
+                record.user = a.user().map(str::to_owned);
+                let mut out = Output::cont(reply);
+                out.audit = Some(record);
+                return out;
+            }
+            t.relay_outcome = Some(decision.outcome);
+            t.relay_rule = decision.rule.clone();
+            if decision.header.is_some() {
+                t.warn_header = decision.header;
+            }
         }
         if relay.is_some() && t.relay_authorization.is_none() {
             t.relay_authorization = relay;
@@ -554,10 +625,7 @@ impl Session {
         match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitingRcpt(t) if !t.recipients.is_empty() => {
                 self.state = State::ReceivingData(t);
-                Output {
-                    reply: reply::start_data(),
-                    action: Action::ReceiveData,
-                }
+                Output::new(reply::start_data(), Action::ReceiveData)
             }
             State::AwaitingRcpt(t) => {
                 self.state = State::AwaitingRcpt(t);
@@ -617,16 +685,18 @@ impl Session {
         };
         self.sasl_attempts += 1;
         let ctx = self.settings.sasl.context(self.sasl_attempts);
+        self.sasl_roll = roll_from(&ctx.random);
         let mut mechanism = (desc.start)(&ctx);
         let step = mechanism.step(input.as_ref().map(|b| b.as_slice()));
         let user = mechanism.user().map(str::to_owned);
+        let detail = mechanism.detail();
         let after = Box::new(std::mem::replace(&mut self.state, State::Done));
         self.state = State::InSasl {
             mechanism,
             name: desc.name,
             after,
         };
-        self.sasl_step(step, user)
+        self.sasl_step(step, user, detail)
     }
 
     fn sasl_line(&mut self, line: &[u8]) -> Output {
@@ -642,54 +712,115 @@ impl Session {
                 return self.error(reply::auth_malformed());
             }
         };
-        let (step, user) = match &mut self.state {
+        let (step, user, detail) = match &mut self.state {
             State::InSasl { mechanism, .. } => {
                 let step = mechanism.step(Some(&decoded));
-                (step, mechanism.user().map(str::to_owned))
+                (
+                    step,
+                    mechanism.user().map(str::to_owned),
+                    mechanism.detail(),
+                )
             }
             _ => unreachable!("sasl_line is only called in the InSasl state"),
         };
-        self.sasl_step(step, user)
+        self.sasl_step(step, user, detail)
     }
 
-    fn sasl_step(&mut self, step: Step, hint: Option<String>) -> Output {
+    fn sasl_step(
+        &mut self,
+        step: Step,
+        hint: Option<String>,
+        detail: Option<&'static str>,
+    ) -> Output {
         match step {
             Step::Challenge(bytes) => Output::cont(reply::auth_challenge(B64.encode(bytes))),
             Step::Success(identity) => {
                 let name = self.leave_sasl();
-                self.auth = Some(Authorization::Sasl {
-                    user: identity.user.clone(),
-                    mechanism: name,
-                });
-                Output {
-                    reply: reply::auth_ok(),
-                    action: Action::Authenticated {
-                        user: identity.user,
-                        mechanism: name,
-                    },
-                }
+                self.authenticated(identity.user, hint, detail.unwrap_or(name))
             }
             Step::Failure(Failure::Malformed(why)) => {
                 let name = self.leave_sasl();
-                self.auth_failed(reply::auth_malformed(), hint, format!("{name}: {why}"))
+                let mech = detail.unwrap_or(name);
+                self.auth_failed(
+                    reply::auth_malformed(),
+                    hint,
+                    mech,
+                    format!("{mech}: {why}"),
+                )
             }
             Step::Failure(f) => {
                 let name = self.leave_sasl();
-                self.auth_failed(reply::auth_invalid(), hint, format!("{name}: {f}"))
+                let mech = detail.unwrap_or(name);
+                self.auth_failed(reply::auth_invalid(), hint, mech, format!("{mech}: {f}"))
             }
         }
     }
 
-    fn auth_failed(&mut self, reply: Reply, user: Option<String>, note: String) -> Output {
+    /// Credentials verified: the policy decides whether the client gets through.
+    fn authenticated(
+        &mut self,
+        user: String,
+        given: Option<String>,
+        mechanism: &'static str,
+    ) -> Output {
+        let class = classify(mechanism, self.settings.tls_active);
+        let decision = self.settings.policy.evaluate(&Attempt {
+            mechanism,
+            class,
+            user: Some(&user),
+            ip: crate::canonical_ip(self.settings.peer.ip()),
+            listener: self.settings.role.name(),
+            now: self.now,
+            roll: self.sasl_roll,
+        });
+        let mut record =
+            Record::new(Kind::Auth, mechanism, class, Outcome::Success).with_decision(&decision);
+        record.user_given = given;
+        record.user = Some(user.clone());
+        if !decision.allowed() {
+            let text = decision.text.as_deref();
+            let reply = match decision.action {
+                PolicyAction::Transition => reply::policy_transition(text),
+                PolicyAction::Brownout => reply::policy_brownout(text),
+                _ => reply::policy_too_weak(text),
+            };
+            let mut out = Output::cont(reply);
+            out.audit = Some(record);
+            return out;
+        }
+        self.auth = Some(Authorization::Sasl {
+            user: user.clone(),
+            mechanism,
+        });
+        self.warn_header = decision.header;
+        Output {
+            reply: reply::auth_ok(),
+            action: Action::Authenticated { user, mechanism },
+            audit: Some(record),
+        }
+    }
+
+    fn auth_failed(
+        &mut self,
+        reply: Reply,
+        user: Option<String>,
+        mechanism: &str,
+        note: String,
+    ) -> Output {
         self.auth_failures += 1;
         let close = self.auth_failures >= self.settings.max_auth_failures;
         if close {
             self.state = State::Done;
         }
+        let class = classify(mechanism, self.settings.tls_active);
+        let mut record = Record::new(Kind::Auth, mechanism, class, Outcome::Failure);
+        record.user_given = user.clone();
+        record.reason = Some(note.clone());
         // Even the last failure gets its delay and is recorded before the session closes.
         Output {
             reply,
             action: Action::AuthFailed { user, note, close },
+            audit: Some(record),
         }
     }
 
@@ -706,6 +837,14 @@ impl Session {
             }
         }
     }
+}
+
+/// A brownout roll from the last 8 of an attempt's random bytes (the first ones may go into
+/// the mechanism's challenge).
+fn roll_from(random: &[u8; 32]) -> f64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&random[24..32]);
+    crate::policy::roll(b)
 }
 
 /// Whether `mail_from` is one of `user`'s own addresses (`user@<local domain>`).

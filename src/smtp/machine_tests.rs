@@ -30,6 +30,7 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
         allowlist: None,
         restrict_sender: false,
         sasl: sasl::Environment::basic(Arc::new(users), "mx.example.test", "n", [1; 32]),
+        policy: Arc::new(crate::policy::Policy::default()),
         mechanisms: ["PLAIN", "LOGIN", "CRAM-MD5"]
             .iter()
             .filter_map(|m| sasl::find(m))

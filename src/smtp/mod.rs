@@ -22,5 +22,6 @@ pub mod address;
 pub mod command;
 pub mod conn;
 pub mod data;
+pub mod headers;
 pub mod machine;
 pub mod reply;

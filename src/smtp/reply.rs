@@ -362,6 +362,54 @@ pub fn bad_sequence() -> Reply {
     r(503, (5, 5, 1), "Bad sequence of commands")
 }
 
+/// A policy refusal of an authentication: 534 5.7.9 (mechanism too weak, RFC 4954 §6),
+/// with the rule's message if it has one.
+pub fn policy_too_weak(text: Option<&str>) -> Reply {
+    policy(534, (5, 7, 9), "Authentication mechanism is too weak", text)
+}
+
+/// A policy refusal asking for a new password: 432 4.7.12 (RFC 4954 §6).
+pub fn policy_transition(text: Option<&str>) -> Reply {
+    policy(432, (4, 7, 12), "A password transition is needed", text)
+}
+
+/// A policy brownout of an authentication: 454 4.7.0, a temporary failure clients retry.
+pub fn policy_brownout(text: Option<&str>) -> Reply {
+    policy(
+        454,
+        (4, 7, 0),
+        "Temporary authentication failure, try again later",
+        text,
+    )
+}
+
+/// A policy refusal of an address-authorized relay: 550 5.7.1.
+pub fn policy_relay_denied(text: Option<&str>) -> Reply {
+    policy(
+        550,
+        (5, 7, 1),
+        "Relaying from this address is no longer allowed",
+        text,
+    )
+}
+
+/// A policy brownout of an address-authorized relay: 450 4.7.0.
+pub fn policy_relay_brownout(text: Option<&str>) -> Reply {
+    policy(
+        450,
+        (4, 7, 0),
+        "Relaying temporarily refused, try again later",
+        text,
+    )
+}
+
+fn policy(code: u16, enhanced: (u8, u16, u16), default: &'static str, text: Option<&str>) -> Reply {
+    match text {
+        Some(t) => Reply::new(code, Some(enhanced), t.to_string()),
+        None => r(code, enhanced, default),
+    }
+}
+
 /// 503 5.5.1: a command that needs EHLO/HELO first (RFC 5321 §4.1.4).
 pub fn need_helo() -> Reply {
     r(503, (5, 5, 1), "Send EHLO or HELO first")

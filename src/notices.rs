@@ -1,0 +1,174 @@
+//! Notices to users still on legacy authentication: under a `warn` or `brownout` policy rule
+//! with `notify = true`, a short message is dropped into the user's own mailbox, at most once
+//! per `[notices] interval` per user and mechanism, naming the client address, the mechanism,
+//! the software seen and the date from which it will be refused.
+//!
+//! The rate limit is kept in memory: after a restart a user may get one more notice.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+
+/// Upper bound on remembered (user, mechanism) pairs.
+const MAX_REMEMBERED: usize = 100_000;
+
+/// What a notice says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The canonical user (also the mailbox).
+    pub user: String,
+    /// The mechanism as recorded.
+    pub mechanism: String,
+    /// The client address.
+    pub client: String,
+    /// The client software seen (User-Agent, X-Mailer, or EHLO name).
+    pub software: Option<String>,
+    /// The date from which the mechanism will be refused.
+    pub refuse_from: Option<String>,
+    /// The policy rule's message.
+    pub message: Option<String>,
+}
+
+/// Decides when a notice is due and writes it.
+#[derive(Debug)]
+pub struct Notices {
+    interval: Duration,
+    maildir: PathBuf,
+    hostname: String,
+    sent: DashMap<(String, String), SystemTime>,
+}
+
+impl Notices {
+    /// Notices delivered into `maildir`, at most one per `interval` per user and mechanism.
+    pub fn new(interval: Duration, maildir: PathBuf, hostname: String) -> Self {
+        Notices {
+            interval,
+            maildir,
+            hostname,
+            sent: DashMap::new(),
+        }
+    }
+
+    /// Whether a notice for `user` and `mechanism` is due at `now`; if so, records it as sent.
+    pub fn due(&self, user: &str, mechanism: &str, now: SystemTime) -> bool {
+        let key = (user.to_string(), mechanism.to_string());
+        if let Some(last) = self.sent.get(&key)
+            && now.duration_since(*last).unwrap_or_default() < self.interval
+        {
+            return false;
+        }
+        if self.sent.len() >= MAX_REMEMBERED {
+            let interval = self.interval;
+            self.sent
+                .retain(|_, t| now.duration_since(*t).unwrap_or_default() < interval);
+        }
+        self.sent.insert(key, now);
+        true
+    }
+
+    /// Writes `notice` into the user's mailbox (blocking file I/O: call off the runtime).
+    pub fn deliver(&self, notice: &Notice, now: SystemTime) -> std::io::Result<PathBuf> {
+        let text = render(notice, &self.hostname, now);
+        let unique = format!("{}.notice", crate::clock::unix_secs(now));
+        crate::maildir::deliver(
+            &self.maildir,
+            &notice.user,
+            &unique,
+            &self.hostname,
+            text.as_bytes(),
+        )
+    }
+}
+
+/// The notice as a complete message (CRLF line ends).
+pub fn render(n: &Notice, hostname: &str, now: SystemTime) -> String {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(200).collect() };
+    let mut body = vec![
+        format!(
+            "A mail program signed in to your mailbox \"{}\" from {} using {}.",
+            clean(&n.user),
+            clean(&n.client),
+            clean(&n.mechanism)
+        ),
+        String::new(),
+    ];
+    if let Some(s) = &n.software {
+        body.push(format!("The program identified itself as: {}", clean(s)));
+        body.push(String::new());
+    }
+    body.push("This way of signing in is outdated and is being phased out.".into());
+    if let Some(date) = &n.refuse_from {
+        body.push(format!("From {} it will be refused.", clean(date)));
+    }
+    if let Some(m) = &n.message {
+        body.push(String::new());
+        body.push(clean(m));
+    }
+    body.push(String::new());
+    body.push(
+        "Please update the program's account settings (use TLS and a modern sign-in method), \
+         or ask your mail administrator for help."
+            .into(),
+    );
+    let mut out = format!(
+        "From: Mail administrator <postmaster@{hostname}>\r\nTo: <{}>\r\nSubject: Your mail \
+         program uses an outdated sign-in method\r\nDate: {}\r\nAuto-Submitted: auto-generated\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+        clean(&n.user),
+        httpdate::fmt_http_date(now)
+    );
+    for line in body {
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    #[test]
+    fn at_most_one_notice_per_interval_per_user_and_mechanism() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Notices::new(Duration::from_secs(3600), dir.path().into(), "mx".into());
+        assert!(n.due("alice", "CRAM-MD5", T0));
+        assert!(!n.due("alice", "CRAM-MD5", T0 + Duration::from_secs(3599)));
+        assert!(n.due("alice", "PLAIN", T0));
+        assert!(n.due("bob", "CRAM-MD5", T0));
+        assert!(n.due("alice", "CRAM-MD5", T0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn notice_lands_in_the_mailbox_and_names_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Notices::new(
+            Duration::from_secs(1),
+            dir.path().into(),
+            "mx.example.test".into(),
+        );
+        let notice = Notice {
+            user: "alice".into(),
+            mechanism: "CRAM-MD5".into(),
+            client: "192.0.2.7".into(),
+            software: Some("Outlook Express 6".into()),
+            refuse_from: Some("2027-01-01".into()),
+            message: Some("See https://example.test/migrate".into()),
+        };
+        let path = n.deliver(&notice, T0).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        for want in [
+            "192.0.2.7",
+            "CRAM-MD5",
+            "Outlook Express 6",
+            "From 2027-01-01",
+            "migrate",
+            "To: <alice>",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+    }
+}
