@@ -149,6 +149,7 @@ fn serve(path: &Path) -> ExitCode {
             }
         };
         tokio::spawn(signals(shutdown.clone()));
+        tokio::spawn(reloads(path.to_path_buf(), server.shared()));
         server.run(shutdown).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
@@ -170,6 +171,31 @@ async fn signals(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.cancel();
+}
+
+/// Reloads the configuration on SIGHUP; a config with errors is refused and the running one
+/// kept.
+async fn reloads(path: PathBuf, shared: std::sync::Arc<mailgate::server::Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Config::load(&path)).await
+        };
+        match loaded {
+            Ok(Ok(config)) => {
+                shared.reload(&config);
+            }
+            Ok(Err(errors)) => {
+                tracing::error!("SIGHUP: {}: not reloaded:\n{errors}", path.display());
+            }
+            Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
+        }
+    }
 }
 
 fn check_config(path: &Path) -> ExitCode {
@@ -203,8 +229,51 @@ fn check_config(path: &Path) -> ExitCode {
             }
         }
     }
+    print_policy_coverage(&config, &users);
     println!("{}: OK ({} users)", path.display(), users.len());
     ExitCode::SUCCESS
+}
+
+/// Shows, for each `[[policy]]` rule, whether it is in force today and which users and
+/// mechanisms it covers.
+fn print_policy_coverage(config: &Config, users: &mailgate::auth::UserStore) {
+    use mailgate::audit::classify;
+    let now = mailgate::clock::Clock::now(&mailgate::clock::SystemClock);
+    let mut methods: Vec<String> = config.auth.mechanisms.clone();
+    methods.extend(["USER", "APOP", "pop-before-smtp", "trusted-network"].map(String::from));
+    let names = users.users();
+    for rule in &config.policy.rules {
+        let when = match (rule.from, rule.until) {
+            (Some(f), _) if now < f => "not yet in force",
+            (_, Some(u)) if now >= u => "expired",
+            _ => "in force today",
+        };
+        let mode = if rule.dry_run { " (dry run)" } else { "" };
+        println!(
+            "policy \"{}\": {}{mode}, {when}",
+            rule.name,
+            rule.action.as_str()
+        );
+        for mech in &methods {
+            // Over TLS where the mechanism needs it; the class decides class-based rules.
+            let tls = !matches!(mech.as_str(), "pop-before-smtp" | "trusted-network");
+            let class = classify(mech, tls);
+            let covered: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|u| {
+                    config
+                        .policy
+                        .covering(mech, class, u)
+                        .first()
+                        .is_some_and(|r| r.name == rule.name)
+                })
+                .collect();
+            if !covered.is_empty() {
+                println!("  {mech} ({class}): {}", covered.join(", "));
+            }
+        }
+    }
 }
 
 fn passwd(path: &Path, user: &str) -> ExitCode {

@@ -195,6 +195,49 @@ impl Shared {
         });
     }
 
+    /// Applies a reloaded configuration (SIGHUP): the migration policy takes effect for the
+    /// next session phase, open sessions are untouched. Other changed sections are named in a
+    /// warning: they take effect at the next restart. Returns the names of those sections.
+    pub fn reload(&self, new: &Config) -> Vec<&'static str> {
+        self.set_policy(new.policy.clone());
+        let old = &self.config;
+        let mut restart = Vec::new();
+        let changed =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        if old.hostname != new.hostname || changed(&old.state_dir, &new.state_dir) {
+            restart.push("hostname/state_dir");
+        }
+        if changed(&old.listeners, &new.listeners) {
+            restart.push("listeners");
+        }
+        if changed(&old.tls, &new.tls) {
+            restart.push("tls");
+        }
+        if changed(&old.auth, &new.auth) {
+            restart.push("auth");
+        }
+        if changed(&old.pop_before_smtp, &new.pop_before_smtp) {
+            restart.push("pop_before_smtp");
+        }
+        if changed(&old.relay, &new.relay) {
+            restart.push("relay");
+        }
+        if changed(&old.delivery, &new.delivery) {
+            restart.push("delivery");
+        }
+        if changed(&old.limits, &new.limits) {
+            restart.push("limits");
+        }
+        if changed(&old.audit, &new.audit) || changed(&old.notices, &new.notices) {
+            restart.push("audit/notices");
+        }
+        tracing::info!(rules = new.policy.rules.len(), "policy reloaded");
+        if !restart.is_empty() {
+            tracing::warn!(sections = ?restart, "these changes take effect at the next restart");
+        }
+        restart
+    }
+
     /// The current migration policy.
     pub fn policy(&self) -> Arc<crate::policy::Policy> {
         match self.policy.read() {
