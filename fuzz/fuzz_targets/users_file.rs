@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(store.users().len(), store.len());
     for user in store.users() {
+        let user = user.as_str();
         assert_eq!(store.lookup(user).as_deref(), Some(user));
         if user.is_ascii() {
             assert_eq!(store.lookup(&user.to_uppercase()).as_deref(), Some(user));

@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use mailgate::auth::UserStore;
-use mailgate::sasl::{self, Context, Step};
+use mailgate::sasl::{self, Step};
 
 /// Splits `data` into a two-byte control prefix and the payload. Short inputs have a zero
 /// prefix and no payload.
@@ -83,11 +83,9 @@ pub fn sasl_exchange(name: &str, data: &[u8]) -> Option<bool> {
         Ok(store) => Arc::new(store),
         Err(e) => panic!("the fuzz users file does not parse: {e}"),
     });
-    let ctx = Context {
-        auth: auth.clone(),
-        hostname: "mx.fuzz.test".to_owned(),
-        nonce: "1234.5678".to_owned(),
-    };
+    let auth: Arc<dyn mailgate::auth::Authenticator> = auth.clone();
+    let mut ctx = sasl::Environment::basic(auth, "mx.fuzz.test", "fuzz", [7; 32]).context(1);
+    ctx.nonce = "1234.5678".to_owned();
     let Some(descriptor) = sasl::find(name) else {
         panic!("no mechanism {name}");
     };
