@@ -3,9 +3,12 @@
 //!
 //! It speaks RFC 5321 (greeting, EHLO with HELO fallback per §4.1.1.1, MAIL/RCPT/DATA,
 //! dot-stuffing per §4.5.2, QUIT, reply syntax per §4.2), STARTTLS per RFC 3207, implicit TLS
-//! per RFC 8314, AUTH PLAIN (RFC 4616) or LOGIN per RFC 4954, and the SIZE parameter of
+//! per RFC 8314, AUTH per RFC 4954 with PLAIN (RFC 4616), LOGIN, XOAUTH2 or OAUTHBEARER
+//! (RFC 7628 §3.1, including the error challenge of §3.2.2), and the SIZE parameter of
 //! RFC 1870. Every command and the connection set-up are bounded by the upstream's
-//! `command_timeout`; reply lines by [`MAX_LINE`] and replies by [`MAX_LINES`].
+//! `command_timeout`; reply lines by [`MAX_LINE`] and replies by [`MAX_LINES`]. The access
+//! token for the OAuth mechanisms comes from the caller ([`Connector::send_as`]); obtaining and
+//! refreshing it is `oauth.rs`'s job.
 //!
 //! The client is written here rather than taken from a mail-sending library because the spool
 //! needs two things such send APIs do not give: a separate outcome for every recipient (so
@@ -33,7 +36,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
-use crate::config::{Upstream, UpstreamTls};
+use super::oauth::Secret;
+use crate::config::{Upstream, UpstreamAuth, UpstreamTls};
 
 /// Longest reply line accepted, CRLF included (RFC 5321 §4.5.3.1.5 says 512; servers exceed
 /// it in practice, so we allow more but still bound it).
@@ -41,6 +45,10 @@ pub const MAX_LINE: usize = 4096;
 
 /// Most lines accepted in one multi-line reply.
 pub const MAX_LINES: usize = 100;
+
+/// Longest AUTH command with an initial response; a longer one is sent as a reply to an empty
+/// challenge instead (RFC 4954 §4, with the 512-octet command line of RFC 5321 §4.5.3.1.4).
+pub const MAX_AUTH_LINE: usize = 512;
 
 /// Chunk size for streaming the message body.
 const BODY_CHUNK: usize = 16 * 1024;
@@ -182,9 +190,15 @@ pub enum Error {
     /// TLS is required but the server does not offer STARTTLS.
     #[error("smarthost does not offer STARTTLS")]
     StartTlsUnavailable,
-    /// Credentials are configured but the server offers neither PLAIN nor LOGIN.
-    #[error("smarthost offers no usable AUTH mechanism (need PLAIN or LOGIN)")]
-    AuthUnavailable,
+    /// Credentials are configured but the server does not offer the mechanism for them.
+    #[error("smarthost does not offer AUTH {wanted}")]
+    AuthUnavailable {
+        /// The mechanism(s) we could use.
+        wanted: &'static str,
+    },
+    /// AUTH XOAUTH2 or OAUTHBEARER is configured but no access token was given.
+    #[error("no access token for AUTH {0}")]
+    NoToken(&'static str),
     /// The TLS set-up is unusable (bad server name or protocol configuration).
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
@@ -215,6 +229,18 @@ impl Error {
             Error::InvalidAddress(_) => true,
             _ => false,
         }
+    }
+
+    /// Whether the smarthost refused our credentials (535, RFC 4954 §6): for a token, the sign
+    /// that it expired or was revoked.
+    pub fn is_auth_rejected(&self) -> bool {
+        matches!(
+            self,
+            Error::Rejected {
+                stage: Stage::Auth,
+                reply,
+            } if reply.code == 535
+        )
     }
 
     /// The smarthost's reply, if the error is one.
@@ -386,17 +412,29 @@ impl Connector {
     /// the reply to the end of DATA (or to DATA itself if that was refused). An `Err` applies to
     /// every recipient.
     pub async fn send(&self, helo: &str, msg: &Message<'_>) -> Result<Vec<Reply>, Error> {
+        self.send_as(helo, msg, None).await
+    }
+
+    /// As [`Connector::send`], presenting `token` when the upstream's `auth` is XOAUTH2 or
+    /// OAUTHBEARER (without one, those fail with [`Error::NoToken`]). A rejected token shows
+    /// as [`Error::is_auth_rejected`].
+    pub async fn send_as(
+        &self,
+        helo: &str,
+        msg: &Message<'_>,
+        token: Option<&Secret>,
+    ) -> Result<Vec<Reply>, Error> {
         if !is_sendable(msg.mail_from) {
             return Err(Error::InvalidAddress(msg.mail_from.to_string()));
         }
-        let mut session = self.open(helo).await?;
+        let mut session = self.open(helo, token).await?;
         let result = session.transaction(msg).await;
         // QUIT is a courtesy; the outcome is already decided.
         session.quit().await;
         result
     }
 
-    async fn open(&self, helo: &str) -> Result<Session, Error> {
+    async fn open(&self, helo: &str, token: Option<&Secret>) -> Result<Session, Error> {
         let up = &self.upstream;
         let t = up.command_timeout;
         let tcp = tokio::time::timeout(t, TcpStream::connect(up.address))
@@ -440,8 +478,19 @@ impl Connector {
             caps = s.ehlo(helo).await?;
         }
         s.size = caps.size;
-        if let (Some(user), Some(pass)) = (&up.username, &up.password) {
-            s.auth(&caps, user, pass).await?;
+        match (up.auth, &up.username, &up.password) {
+            (UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer, user, _) => {
+                let bearer = Bearer {
+                    oauthbearer: up.auth == UpstreamAuth::Oauthbearer,
+                    user: user.as_deref().unwrap_or_default(),
+                    host: &up.server_name,
+                    port: up.address.port(),
+                };
+                let token = token.ok_or(Error::NoToken(bearer.name()))?;
+                s.auth_bearer(&caps, &bearer, token).await?;
+            }
+            (_, Some(user), Some(pass)) => s.auth(&caps, up.auth, user, pass).await?,
+            _ => {}
         }
         Ok(s)
     }
@@ -566,13 +615,32 @@ impl Session {
         Ok(Caps::default())
     }
 
-    async fn auth(&mut self, caps: &Caps, user: &str, pass: &str) -> Result<(), Error> {
+    async fn auth(
+        &mut self,
+        caps: &Caps,
+        mechanism: UpstreamAuth,
+        user: &str,
+        pass: &str,
+    ) -> Result<(), Error> {
         let offered = |m: &str| caps.auth.iter().any(|a| a == m);
-        if offered("PLAIN") {
+        let plain = match mechanism {
+            UpstreamAuth::Plain if offered("PLAIN") => true,
+            UpstreamAuth::Plain => return Err(Error::AuthUnavailable { wanted: "PLAIN" }),
+            UpstreamAuth::Login if offered("LOGIN") => false,
+            UpstreamAuth::Login => return Err(Error::AuthUnavailable { wanted: "LOGIN" }),
+            _ if offered("PLAIN") => true,
+            _ if offered("LOGIN") => false,
+            _ => {
+                return Err(Error::AuthUnavailable {
+                    wanted: "PLAIN or LOGIN",
+                });
+            }
+        };
+        if plain {
             let token = Zeroizing::new(format!("\0{user}\0{pass}"));
             let line = Zeroizing::new(format!("AUTH PLAIN {}", BASE64.encode(token.as_bytes())));
             self.command(Stage::Auth, &line).await?;
-        } else if offered("LOGIN") {
+        } else {
             self.send_line(Stage::Auth, "AUTH LOGIN").await?;
             for secret in [user, pass] {
                 let reply = self.read_reply(Stage::Auth).await?;
@@ -592,8 +660,60 @@ impl Session {
                     reply,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// AUTH XOAUTH2 or OAUTHBEARER with `token`. The initial response goes on the AUTH line
+    /// if it fits in [`MAX_AUTH_LINE`], else after an empty 334 (RFC 4954 §4). A 334 in reply
+    /// is the server's error report (RFC 7628 §3.2.2; XOAUTH2 servers do the same): we answer
+    /// with the dummy response it asks for and return the failure that follows.
+    async fn auth_bearer(
+        &mut self,
+        caps: &Caps,
+        bearer: &Bearer<'_>,
+        token: &Secret,
+    ) -> Result<(), Error> {
+        let name = bearer.name();
+        if !caps.auth.iter().any(|a| a == name) {
+            return Err(Error::AuthUnavailable { wanted: name });
+        }
+        let response = bearer.initial_response(token);
+        let line = Zeroizing::new(format!("AUTH {name} {}", response.as_str()));
+        if line.len() + 2 <= MAX_AUTH_LINE {
+            self.send_line(Stage::Auth, &line).await?;
         } else {
-            return Err(Error::AuthUnavailable);
+            self.send_line(Stage::Auth, &format!("AUTH {name}")).await?;
+            let reply = self.read_reply(Stage::Auth).await?;
+            if reply.code != 334 {
+                return Err(Error::Rejected {
+                    stage: Stage::Auth,
+                    reply,
+                });
+            }
+            self.send_line(Stage::Auth, &response).await?;
+        }
+        let mut reply = self.read_reply(Stage::Auth).await?;
+        if reply.code == 334 {
+            let detail = BASE64.decode(reply.text().trim()).unwrap_or_default();
+            let detail = String::from_utf8_lossy(&detail[..detail.len().min(512)]).into_owned();
+            tracing::debug!(addr = %self.addr, mechanism = name, detail, "smarthost: AUTH error");
+            // RFC 7628 §3.2.3: a single %x01 (base64 "AQ=="); XOAUTH2 expects an empty line.
+            let dummy = if bearer.oauthbearer { "AQ==" } else { "" };
+            self.send_line(Stage::Auth, dummy).await?;
+            reply = self.read_reply(Stage::Auth).await?;
+            if reply.code == 334 {
+                // A server that keeps challenging is broken; do not loop.
+                return Err(Error::Malformed(
+                    "second AUTH challenge after an error".into(),
+                ));
+            }
+        }
+        if !reply.is_positive() {
+            return Err(Error::Rejected {
+                stage: Stage::Auth,
+                reply,
+            });
         }
         Ok(())
     }
@@ -695,6 +815,41 @@ impl Session {
             let _ = self.read_reply(Stage::Quit).await;
         }
         let _ = self.io.shutdown().await;
+    }
+}
+
+/// The parameters of an XOAUTH2 or OAUTHBEARER exchange.
+struct Bearer<'a> {
+    oauthbearer: bool,
+    user: &'a str,
+    host: &'a str,
+    port: u16,
+}
+
+impl Bearer<'_> {
+    fn name(&self) -> &'static str {
+        if self.oauthbearer {
+            "OAUTHBEARER"
+        } else {
+            "XOAUTH2"
+        }
+    }
+
+    /// The base64 initial response: for XOAUTH2 `user=U^Aauth=Bearer T^A^A`; for OAUTHBEARER
+    /// the GS2 header `n,a=U,` (RFC 5801 saslname escaping) then `^Ahost=H^Aport=P^Aauth=Bearer
+    /// T^A^A` (RFC 7628 §3.1).
+    fn initial_response(&self, token: &Secret) -> Zeroizing<String> {
+        let t = token.expose();
+        let raw = Zeroizing::new(if self.oauthbearer {
+            let user = self.user.replace('=', "=3D").replace(',', "=2C");
+            format!(
+                "n,a={user},\x01host={}\x01port={}\x01auth=Bearer {t}\x01\x01",
+                self.host, self.port
+            )
+        } else {
+            format!("user={}\x01auth=Bearer {t}\x01\x01", self.user)
+        });
+        Zeroizing::new(BASE64.encode(raw.as_bytes()))
     }
 }
 
@@ -1088,6 +1243,201 @@ mod tests {
         );
     }
 
+    #[test]
+    fn bearer_initial_responses() {
+        // RFC 7628 §4.1 and the XOAUTH2 example of Google's protocol description.
+        let oauthbearer = Bearer {
+            oauthbearer: true,
+            user: "user@example.com",
+            host: "server.example.com",
+            port: 143,
+        };
+        let token = Secret::new("vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==".into());
+        assert_eq!(
+            oauthbearer.initial_response(&token).as_str(),
+            "bixhPXVzZXJAZXhhbXBsZS5jb20sAWhvc3Q9c2VydmVyLmV4YW1wbGUuY29tAXBvcnQ9MTQzAWF1dGg9QmVh\
+             cmVyIHZGOWRmdDRxbVRjMk52YjNSbGNrQmhiSFJoZG1semRHRXVZMjl0Q2c9PQEB"
+        );
+        let xoauth2 = Bearer {
+            oauthbearer: false,
+            user: "someuser@example.com",
+            host: "",
+            port: 0,
+        };
+        let token = Secret::new("ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg".into());
+        assert_eq!(
+            xoauth2.initial_response(&token).as_str(),
+            "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNr\
+             QmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+        );
+        // RFC 5801 saslname: "=" and "," are escaped in the authzid.
+        let odd = Bearer {
+            user: "a=b,c",
+            ..oauthbearer
+        };
+        let raw = BASE64
+            .decode(odd.initial_response(&Secret::new("t".into())).as_str())
+            .unwrap();
+        assert!(raw.starts_with(b"n,a=a=3Db=2Cc,\x01host="));
+    }
+
+    fn message(rcpts: &[String]) -> Message<'_> {
+        Message {
+            mail_from: "s@x",
+            recipients: rcpts,
+            body: Path::new("/nonexistent"),
+            size: 1,
+        }
+    }
+
+    fn oauth_upstream(addr: SocketAddr, auth: UpstreamAuth) -> Upstream {
+        let mut up = upstream(addr);
+        up.auth = auth;
+        up.username = Some("relay@example.com".into());
+        up
+    }
+
+    #[tokio::test]
+    async fn xoauth2_with_initial_response() {
+        let (addr, server) = scripted(&[
+            "220 mx\r\n",
+            "250-mx\r\n250 AUTH LOGIN PLAIN XOAUTH2\r\n",
+            "235 2.7.0 ok\r\n",
+            "250 ok\r\n",
+            "550 no\r\n",
+            "221 bye\r\n",
+        ])
+        .await;
+        let rcpts = vec!["r@x".to_string()];
+        let token = Secret::new("tok-1".into());
+        let c = Connector::new(oauth_upstream(addr, UpstreamAuth::Xoauth2)).unwrap();
+        let got = c.send_as("gw", &message(&rcpts), Some(&token)).await;
+        assert_eq!(got.unwrap(), vec![reply(550, &["no"])]);
+        let seen = server.await.unwrap();
+        let want = BASE64.encode("user=relay@example.com\x01auth=Bearer tok-1\x01\x01");
+        assert_eq!(seen[1], format!("AUTH XOAUTH2 {want}\r\n"));
+        assert_eq!(seen[2], "MAIL FROM:<s@x>\r\n");
+    }
+
+    #[tokio::test]
+    async fn oauthbearer_error_challenge_then_535() {
+        let (addr, server) = scripted(&[
+            "220 mx\r\n",
+            "250-mx\r\n250 AUTH OAUTHBEARER\r\n",
+            "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NoZW1lcyI6ImJlYXJlciJ9\r\n",
+            "535 5.7.8 token expired\r\n",
+            "221 bye\r\n",
+        ])
+        .await;
+        let rcpts = vec!["r@x".to_string()];
+        let mut up = oauth_upstream(addr, UpstreamAuth::Oauthbearer);
+        up.server_name = "smtp.example.com".into();
+        let c = Connector::new(up).unwrap();
+        let token = Secret::new("tok-1".into());
+        let err = c
+            .send_as("gw", &message(&rcpts), Some(&token))
+            .await
+            .unwrap_err();
+        assert!(err.is_auth_rejected() && !err.is_permanent(), "{err}");
+        let seen = server.await.unwrap();
+        let port = addr.port();
+        let want = BASE64.encode(format!(
+            "n,a=relay@example.com,\x01host=smtp.example.com\x01port={port}\x01\
+             auth=Bearer tok-1\x01\x01"
+        ));
+        assert_eq!(
+            seen[1..],
+            [format!("AUTH OAUTHBEARER {want}\r\n"), "AQ==\r\n".into()]
+        );
+    }
+
+    #[tokio::test]
+    async fn long_token_waits_for_the_empty_challenge() {
+        let (addr, server) = scripted(&[
+            "220 mx\r\n",
+            "250-mx\r\n250 AUTH XOAUTH2\r\n",
+            "334 \r\n",
+            "334 eyJzdGF0dXMiOiI0MDEifQ==\r\n",
+            "535 5.7.3 Authentication unsuccessful\r\n",
+            "221 bye\r\n",
+        ])
+        .await;
+        let rcpts = vec!["r@x".to_string()];
+        let token = Secret::new("x".repeat(600));
+        let c = Connector::new(oauth_upstream(addr, UpstreamAuth::Xoauth2)).unwrap();
+        let err = c
+            .send_as("gw", &message(&rcpts), Some(&token))
+            .await
+            .unwrap_err();
+        assert!(err.is_auth_rejected(), "{err}");
+        let seen = server.await.unwrap();
+        assert_eq!(seen[1], "AUTH XOAUTH2\r\n");
+        let sent = BASE64.decode(seen[2].trim_end()).unwrap();
+        assert!(sent.ends_with(format!("Bearer {}\x01\x01", token.expose()).as_bytes()));
+        // XOAUTH2 answers the error challenge with an empty line.
+        assert_eq!(seen[3], "\r\n");
+    }
+
+    #[tokio::test]
+    async fn mechanism_choice_follows_the_config() {
+        let rcpts = vec!["r@x".to_string()];
+        let msg = message(&rcpts);
+        // (auth, EHLO reply, expected AUTH line or error)
+        let cases: [(UpstreamAuth, &str, Result<&str, &str>); 6] = [
+            (
+                UpstreamAuth::Auto,
+                "250 AUTH LOGIN PLAIN",
+                Ok("AUTH PLAIN AHUAcA=="),
+            ),
+            (UpstreamAuth::Auto, "250 AUTH LOGIN", Ok("AUTH LOGIN")),
+            (
+                UpstreamAuth::Login,
+                "250 AUTH PLAIN LOGIN",
+                Ok("AUTH LOGIN"),
+            ),
+            (UpstreamAuth::Plain, "250 AUTH LOGIN", Err("AUTH PLAIN")),
+            (
+                UpstreamAuth::Xoauth2,
+                "250 AUTH PLAIN OAUTHBEARER",
+                Err("AUTH XOAUTH2"),
+            ),
+            (
+                UpstreamAuth::Oauthbearer,
+                "250 AUTH PLAIN",
+                Err("AUTH OAUTHBEARER"),
+            ),
+        ];
+        for (auth, ehlo, want) in cases {
+            let ehlo = format!("250-mx\r\n{ehlo}\r\n");
+            let (addr, server) = scripted(&["220 mx\r\n", &ehlo, "421 4.3.0 stop\r\n"]).await;
+            let mut up = upstream(addr);
+            up.auth = auth;
+            up.username = Some("u".into());
+            up.password = Some("p".into());
+            let token = Secret::new("t".into());
+            let result = Connector::new(up)
+                .unwrap()
+                .send_as("gw", &msg, Some(&token))
+                .await;
+            let seen = server.await.unwrap();
+            match (result, want) {
+                (Err(Error::AuthUnavailable { wanted }), Err(line)) => {
+                    assert_eq!(format!("AUTH {wanted}"), line);
+                }
+                (Err(Error::Rejected { stage, .. }), Ok(line)) => {
+                    assert_eq!(stage, Stage::Auth);
+                    assert_eq!(seen[1], format!("{line}\r\n"), "{auth:?}");
+                }
+                (got, want) => panic!("{auth:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        // An OAuth mechanism without a token does not even connect to AUTH.
+        let (addr, _server) = scripted(&["220 mx\r\n", "250-mx\r\n250 AUTH XOAUTH2\r\n"]).await;
+        let c = Connector::new(oauth_upstream(addr, UpstreamAuth::Xoauth2)).unwrap();
+        let err = c.send("gw", &msg).await.unwrap_err();
+        assert!(matches!(err, Error::NoToken("XOAUTH2")), "{err}");
+    }
+
     #[tokio::test]
     async fn session_failures() {
         let rcpts = vec!["r@x".to_string()];
@@ -1144,7 +1494,7 @@ mod tests {
             .send("gw", &msg)
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::AuthUnavailable), "{err}");
+        assert!(matches!(err, Error::AuthUnavailable { .. }), "{err}");
 
         // A server that accepts but never speaks: the greeting times out.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
