@@ -655,20 +655,22 @@ mod tests {
         }
     }
 
+    /// (grant, scope, secret, refresh token, body, authorization)
+    type Case<'a> = (
+        Grant,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a Secret>,
+        &'a str,
+        Option<String>,
+    );
+
     #[test]
     fn token_requests() {
         let scope = "https://outlook.office.com/SMTP.Send offline_access";
         let refresh = secret("1//rt+x");
         let basic = |pair: &str| Some(format!("Basic {}", BASE64.encode(pair)));
-        // (grant, scope, secret, refresh token, body, authorization)
-        let cases: [(
-            Grant,
-            Option<&str>,
-            Option<&str>,
-            Option<&Secret>,
-            &str,
-            Option<String>,
-        ); 4] = [
+        let cases: [Case<'_>; 4] = [
             (
                 Grant::RefreshToken,
                 None,
