@@ -476,7 +476,9 @@ impl<'a> Checker<'a> {
                 UpstreamTls::Starttls
             }
         };
-        if u.username.is_some() != u.password.is_some() {
+        // With XOAUTH2/OAUTHBEARER the username stands alone (checked below).
+        let token_auth = matches!(u.auth.as_str(), "xoauth2" | "oauthbearer");
+        if !token_auth && u.username.is_some() != u.password.is_some() {
             self.bad(
                 "delivery.upstream",
                 None,

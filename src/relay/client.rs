@@ -3,9 +3,12 @@
 //!
 //! It speaks RFC 5321 (greeting, EHLO with HELO fallback per §4.1.1.1, MAIL/RCPT/DATA,
 //! dot-stuffing per §4.5.2, QUIT, reply syntax per §4.2), STARTTLS per RFC 3207, implicit TLS
-//! per RFC 8314, AUTH PLAIN (RFC 4616) or LOGIN per RFC 4954, and the SIZE parameter of
+//! per RFC 8314, AUTH per RFC 4954 with PLAIN (RFC 4616), LOGIN, XOAUTH2 or OAUTHBEARER
+//! (RFC 7628 §3.1, including the error challenge of §3.2.2), and the SIZE parameter of
 //! RFC 1870. Every command and the connection set-up are bounded by the upstream's
-//! `command_timeout`; reply lines by [`MAX_LINE`] and replies by [`MAX_LINES`].
+//! `command_timeout`; reply lines by [`MAX_LINE`] and replies by [`MAX_LINES`]. The access
+//! token for the OAuth mechanisms comes from the caller ([`Connector::send_as`]); obtaining and
+//! refreshing it is `oauth.rs`'s job.
 //!
 //! The client is written here rather than taken from a mail-sending library because the spool
 //! needs two things such send APIs do not give: a separate outcome for every recipient (so
@@ -33,7 +36,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
-use crate::config::{Upstream, UpstreamTls};
+use super::oauth::Secret;
+use crate::config::{Upstream, UpstreamAuth, UpstreamTls};
 
 /// Longest reply line accepted, CRLF included (RFC 5321 §4.5.3.1.5 says 512; servers exceed
 /// it in practice, so we allow more but still bound it).
@@ -41,6 +45,10 @@ pub const MAX_LINE: usize = 4096;
 
 /// Most lines accepted in one multi-line reply.
 pub const MAX_LINES: usize = 100;
+
+/// Longest AUTH command with an initial response; a longer one is sent as a reply to an empty
+/// challenge instead (RFC 4954 §4, with the 512-octet command line of RFC 5321 §4.5.3.1.4).
+pub const MAX_AUTH_LINE: usize = 512;
 
 /// Chunk size for streaming the message body.
 const BODY_CHUNK: usize = 16 * 1024;
@@ -182,9 +190,15 @@ pub enum Error {
     /// TLS is required but the server does not offer STARTTLS.
     #[error("smarthost does not offer STARTTLS")]
     StartTlsUnavailable,
-    /// Credentials are configured but the server offers neither PLAIN nor LOGIN.
-    #[error("smarthost offers no usable AUTH mechanism (need PLAIN or LOGIN)")]
-    AuthUnavailable,
+    /// Credentials are configured but the server does not offer the mechanism for them.
+    #[error("smarthost does not offer AUTH {wanted}")]
+    AuthUnavailable {
+        /// The mechanism(s) we could use.
+        wanted: &'static str,
+    },
+    /// AUTH XOAUTH2 or OAUTHBEARER is configured but no access token was given.
+    #[error("no access token for AUTH {0}")]
+    NoToken(&'static str),
     /// The TLS set-up is unusable (bad server name or protocol configuration).
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
@@ -215,6 +229,18 @@ impl Error {
             Error::InvalidAddress(_) => true,
             _ => false,
         }
+    }
+
+    /// Whether the smarthost refused our credentials (535, RFC 4954 §6): for a token, the sign
+    /// that it expired or was revoked.
+    pub fn is_auth_rejected(&self) -> bool {
+        matches!(
+            self,
+            Error::Rejected {
+                stage: Stage::Auth,
+                reply,
+            } if reply.code == 535
+        )
     }
 
     /// The smarthost's reply, if the error is one.
@@ -386,17 +412,29 @@ impl Connector {
     /// the reply to the end of DATA (or to DATA itself if that was refused). An `Err` applies to
     /// every recipient.
     pub async fn send(&self, helo: &str, msg: &Message<'_>) -> Result<Vec<Reply>, Error> {
+        self.send_as(helo, msg, None).await
+    }
+
+    /// As [`Connector::send`], presenting `token` when the upstream's `auth` is XOAUTH2 or
+    /// OAUTHBEARER (without one, those fail with [`Error::NoToken`]). A rejected token shows
+    /// as [`Error::is_auth_rejected`].
+    pub async fn send_as(
+        &self,
+        helo: &str,
+        msg: &Message<'_>,
+        token: Option<&Secret>,
+    ) -> Result<Vec<Reply>, Error> {
         if !is_sendable(msg.mail_from) {
             return Err(Error::InvalidAddress(msg.mail_from.to_string()));
         }
-        let mut session = self.open(helo).await?;
+        let mut session = self.open(helo, token).await?;
         let result = session.transaction(msg).await;
         // QUIT is a courtesy; the outcome is already decided.
         session.quit().await;
         result
     }
 
-    async fn open(&self, helo: &str) -> Result<Session, Error> {
+    async fn open(&self, helo: &str, token: Option<&Secret>) -> Result<Session, Error> {
         let up = &self.upstream;
         let t = up.command_timeout;
         let tcp = tokio::time::timeout(t, TcpStream::connect(up.address))
@@ -440,8 +478,19 @@ impl Connector {
             caps = s.ehlo(helo).await?;
         }
         s.size = caps.size;
-        if let (Some(user), Some(pass)) = (&up.username, &up.password) {
-            s.auth(&caps, user, pass).await?;
+        match (up.auth, &up.username, &up.password) {
+            (UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer, user, _) => {
+                let bearer = Bearer {
+                    oauthbearer: up.auth == UpstreamAuth::Oauthbearer,
+                    user: user.as_deref().unwrap_or_default(),
+                    host: &up.server_name,
+                    port: up.address.port(),
+                };
+                let token = token.ok_or(Error::NoToken(bearer.name()))?;
+                s.auth_bearer(&caps, &bearer, token).await?;
+            }
+            (_, Some(user), Some(pass)) => s.auth(&caps, up.auth, user, pass).await?,
+            _ => {}
         }
         Ok(s)
     }
@@ -566,13 +615,32 @@ impl Session {
         Ok(Caps::default())
     }
 
-    async fn auth(&mut self, caps: &Caps, user: &str, pass: &str) -> Result<(), Error> {
+    async fn auth(
+        &mut self,
+        caps: &Caps,
+        mechanism: UpstreamAuth,
+        user: &str,
+        pass: &str,
+    ) -> Result<(), Error> {
         let offered = |m: &str| caps.auth.iter().any(|a| a == m);
-        if offered("PLAIN") {
+        let plain = match mechanism {
+            UpstreamAuth::Plain if offered("PLAIN") => true,
+            UpstreamAuth::Plain => return Err(Error::AuthUnavailable { wanted: "PLAIN" }),
+            UpstreamAuth::Login if offered("LOGIN") => false,
+            UpstreamAuth::Login => return Err(Error::AuthUnavailable { wanted: "LOGIN" }),
+            _ if offered("PLAIN") => true,
+            _ if offered("LOGIN") => false,
+            _ => {
+                return Err(Error::AuthUnavailable {
+                    wanted: "PLAIN or LOGIN",
+                });
+            }
+        };
+        if plain {
             let token = Zeroizing::new(format!("\0{user}\0{pass}"));
             let line = Zeroizing::new(format!("AUTH PLAIN {}", BASE64.encode(token.as_bytes())));
             self.command(Stage::Auth, &line).await?;
-        } else if offered("LOGIN") {
+        } else {
             self.send_line(Stage::Auth, "AUTH LOGIN").await?;
             for secret in [user, pass] {
                 let reply = self.read_reply(Stage::Auth).await?;
@@ -592,8 +660,60 @@ impl Session {
                     reply,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// AUTH XOAUTH2 or OAUTHBEARER with `token`. The initial response goes on the AUTH line
+    /// if it fits in [`MAX_AUTH_LINE`], else after an empty 334 (RFC 4954 §4). A 334 in reply
+    /// is the server's error report (RFC 7628 §3.2.2; XOAUTH2 servers do the same): we answer
+    /// with the dummy response it asks for and return the failure that follows.
+    async fn auth_bearer(
+        &mut self,
+        caps: &Caps,
+        bearer: &Bearer<'_>,
+        token: &Secret,
+    ) -> Result<(), Error> {
+        let name = bearer.name();
+        if !caps.auth.iter().any(|a| a == name) {
+            return Err(Error::AuthUnavailable { wanted: name });
+        }
+        let response = bearer.initial_response(token);
+        let line = Zeroizing::new(format!("AUTH {name} {}", response.as_str()));
+        if line.len() + 2 <= MAX_AUTH_LINE {
+            self.send_line(Stage::Auth, &line).await?;
         } else {
-            return Err(Error::AuthUnavailable);
+            self.send_line(Stage::Auth, &format!("AUTH {name}")).await?;
+            let reply = self.read_reply(Stage::Auth).await?;
+            if reply.code != 334 {
+                return Err(Error::Rejected {
+                    stage: Stage::Auth,
+                    reply,
+                });
+            }
+            self.send_line(Stage::Auth, &response).await?;
+        }
+        let mut reply = self.read_reply(Stage::Auth).await?;
+        if reply.code == 334 {
+            let detail = BASE64.decode(reply.text().trim()).unwrap_or_default();
+            let detail = String::from_utf8_lossy(&detail[..detail.len().min(512)]).into_owned();
+            tracing::debug!(addr = %self.addr, mechanism = name, detail, "smarthost: AUTH error");
+            // RFC 7628 §3.2.3: a single %x01 (base64 "AQ=="); XOAUTH2 expects an empty line.
+            let dummy = if bearer.oauthbearer { "AQ==" } else { "" };
+            self.send_line(Stage::Auth, dummy).await?;
+            reply = self.read_reply(Stage::Auth).await?;
+            if reply.code == 334 {
+                // A server that keeps challenging is broken; do not loop.
+                return Err(Error::Malformed(
+                    "second AUTH challenge after an error".into(),
+                ));
+            }
+        }
+        if !reply.is_positive() {
+            return Err(Error::Rejected {
+                stage: Stage::Auth,
+                reply,
+            });
         }
         Ok(())
     }
@@ -698,6 +818,41 @@ impl Session {
     }
 }
 
+/// The parameters of an XOAUTH2 or OAUTHBEARER exchange.
+struct Bearer<'a> {
+    oauthbearer: bool,
+    user: &'a str,
+    host: &'a str,
+    port: u16,
+}
+
+impl Bearer<'_> {
+    fn name(&self) -> &'static str {
+        if self.oauthbearer {
+            "OAUTHBEARER"
+        } else {
+            "XOAUTH2"
+        }
+    }
+
+    /// The base64 initial response: for XOAUTH2 `user=U^Aauth=Bearer T^A^A`; for OAUTHBEARER
+    /// the GS2 header `n,a=U,` (RFC 5801 saslname escaping) then `^Ahost=H^Aport=P^Aauth=Bearer
+    /// T^A^A` (RFC 7628 §3.1).
+    fn initial_response(&self, token: &Secret) -> Zeroizing<String> {
+        let t = token.expose();
+        let raw = Zeroizing::new(if self.oauthbearer {
+            let user = self.user.replace('=', "=3D").replace(',', "=2C");
+            format!(
+                "n,a={user},\x01host={}\x01port={}\x01auth=Bearer {t}\x01\x01",
+                self.host, self.port
+            )
+        } else {
+            format!("user={}\x01auth=Bearer {t}\x01\x01", self.user)
+        });
+        Zeroizing::new(BASE64.encode(raw.as_bytes()))
+    }
+}
+
 /// Whether `addr` can be put between angle brackets in a command: no controls, spaces or
 /// brackets, and not absurdly long (RFC 5321 §4.5.3.1.3 allows 256 octets for a path).
 fn is_sendable(addr: &str) -> bool {
@@ -777,404 +932,5 @@ impl ServerCertVerifier for AcceptAnyCert {
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    use tokio::net::TcpListener;
-    use tokio::task::JoinHandle;
-
-    use super::*;
-
-    fn reply(code: u16, lines: &[&str]) -> Reply {
-        Reply {
-            code,
-            lines: lines.iter().map(|l| l.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn reply_lines() {
-        // `None`: the line is malformed; `Some(None)`: more lines follow.
-        let cases: [(&[u8], Option<Option<Reply>>); 9] = [
-            (b"250 ok", Some(Some(reply(250, &["ok"])))),
-            (b"250", Some(Some(reply(250, &[""])))),
-            (b"421 4.3.2 bye", Some(Some(reply(421, &["4.3.2 bye"])))),
-            (b"250-first", Some(None)),
-            (b"25", None),
-            (b"abc ok", None),
-            (b"150 ok", None),
-            (b"650 ok", None),
-            (b"250_ok", None),
-        ];
-        for (line, want) in cases {
-            match (ReplyParser::default().push_line(line), want) {
-                (Ok(got), Some(want)) => assert_eq!(got, want, "{line:?}"),
-                (Err(Error::Malformed(_)), None) => {}
-                (got, want) => panic!("{line:?}: got {got:?}, want {want:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn multiline_replies_and_bounds() {
-        let mut p = ReplyParser::default();
-        assert_eq!(p.push_line(b"250-mx.example").unwrap(), None);
-        assert_eq!(p.push_line(b"250-SIZE 1000").unwrap(), None);
-        let r = p.push_line(b"250 AUTH PLAIN LOGIN").unwrap().unwrap();
-        assert_eq!(
-            r,
-            reply(250, &["mx.example", "SIZE 1000", "AUTH PLAIN LOGIN"])
-        );
-        assert_eq!(
-            Caps::parse(&r),
-            Caps {
-                size: true,
-                starttls: false,
-                auth: vec!["PLAIN".into(), "LOGIN".into()]
-            }
-        );
-        // The parser starts afresh after a complete reply.
-        assert_eq!(p.push_line(b"354 go").unwrap(), Some(reply(354, &["go"])));
-
-        let mut p = ReplyParser::default();
-        p.push_line(b"250-a").unwrap();
-        assert!(matches!(p.push_line(b"251 b"), Err(Error::Malformed(_))));
-
-        let mut p = ReplyParser::default();
-        for _ in 0..MAX_LINES {
-            p.push_line(b"250-x").unwrap();
-        }
-        assert!(matches!(
-            p.push_line(b"250 x"),
-            Err(Error::TooManyLines { .. })
-        ));
-        let long = [b"250 ".as_slice(), &vec![b'x'; MAX_LINE]].concat();
-        let mut p = ReplyParser::default();
-        assert!(matches!(p.push_line(&long), Err(Error::LineTooLong { .. })));
-    }
-
-    #[test]
-    fn replies_do_not_depend_on_read_sizes() {
-        let wire = b"220 hi\r\n250-a\r\n250-b\nx\r\n250 c\r\n354 go\r\n".to_vec();
-        // "x" is a malformed line; everything before it must parse the same at every split.
-        let mut chunk = 1;
-        while chunk <= 512 {
-            let mut buf = Vec::new();
-            let mut parser = ReplyParser::default();
-            let mut got = Vec::new();
-            let mut err = None;
-            'feed: for piece in wire.chunks(chunk) {
-                buf.extend_from_slice(piece);
-                while let Some(line) = take_line(&mut buf).unwrap() {
-                    match parser.push_line(&line) {
-                        Ok(Some(r)) => got.push(r),
-                        Ok(None) => {}
-                        Err(e) => {
-                            err = Some(e);
-                            break 'feed;
-                        }
-                    }
-                }
-            }
-            assert_eq!(got, vec![reply(220, &["hi"])], "chunk {chunk}");
-            assert!(matches!(err, Some(Error::Malformed(_))), "chunk {chunk}");
-            chunk *= 2;
-        }
-    }
-
-    #[test]
-    fn take_line_is_bounded() {
-        let mut buf = vec![b'x'; MAX_LINE + 1];
-        assert!(matches!(
-            take_line(&mut buf),
-            Err(Error::LineTooLong { .. })
-        ));
-        let mut buf = vec![b'x'; MAX_LINE];
-        assert_eq!(take_line(&mut buf).unwrap(), None);
-        buf.push(b'\n');
-        assert!(matches!(
-            take_line(&mut buf),
-            Err(Error::LineTooLong { .. })
-        ));
-    }
-
-    #[test]
-    fn dot_stuffing_at_every_chunk_size() {
-        let cases: [(&[u8], &[u8]); 6] = [
-            (b"", b".\r\n"),
-            (b"a\r\n", b"a\r\n.\r\n"),
-            (b"no newline", b"no newline\r\n.\r\n"),
-            (b".\r\n", b"..\r\n.\r\n"),
-            (b".a\r\nb.\r\n..c\r\n", b"..a\r\nb.\r\n...c\r\n.\r\n"),
-            (b"x\r\n.\r\n.", b"x\r\n..\r\n..\r\n.\r\n"),
-        ];
-        for (input, want) in cases {
-            for chunk in [1, 2, 4, 8, 16, 512] {
-                let mut s = DotStuffer::default();
-                let mut out = Vec::new();
-                for piece in input.chunks(chunk) {
-                    s.push(piece, &mut out);
-                }
-                s.finish(&mut out);
-                assert_eq!(out, want, "{:?} at {chunk}", String::from_utf8_lossy(input));
-            }
-        }
-    }
-
-    #[test]
-    fn permanence() {
-        let rej = |stage, code| Error::Rejected {
-            stage,
-            reply: reply(code, &["x"]),
-        };
-        assert!(rej(Stage::Mail, 550).is_permanent());
-        assert!(rej(Stage::Data, 554).is_permanent());
-        assert!(!rej(Stage::Mail, 451).is_permanent());
-        assert!(!rej(Stage::Auth, 535).is_permanent());
-        assert!(!rej(Stage::Greeting, 554).is_permanent());
-        assert!(!Error::Closed(Stage::Data).is_permanent());
-        assert!(Error::InvalidAddress("a b".into()).is_permanent());
-        assert!(reply(451, &[]).is_transient() && reply(550, &[]).is_permanent());
-        assert!(is_sendable("") && is_sendable("a@b") && !is_sendable("a>\r\nRSET"));
-    }
-
-    /// A one-connection scripted server: sends the greeting, then answers each received line
-    /// with the next scripted reply, reading a whole DATA transfer as one entry after a 354.
-    /// Returns what it received.
-    async fn scripted(script: &[&str]) -> (SocketAddr, JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let script: Vec<String> = script.iter().map(|s| s.to_string()).collect();
-        let task = tokio::spawn(async move {
-            let (sock, _) = listener.accept().await.unwrap();
-            let (r, mut w) = sock.into_split();
-            let mut r = BufReader::new(r);
-            let mut seen = Vec::new();
-            let mut replies = script.into_iter();
-            let Some(greeting) = replies.next() else {
-                return seen;
-            };
-            w.write_all(greeting.as_bytes()).await.unwrap();
-            let mut in_data = false;
-            loop {
-                let mut entry = String::new();
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap() == 0 {
-                        return seen;
-                    }
-                    entry.push_str(&line);
-                    if !in_data || line == ".\r\n" {
-                        break;
-                    }
-                }
-                seen.push(entry);
-                let Some(next) = replies.next() else {
-                    return seen;
-                };
-                in_data = next.starts_with("354");
-                w.write_all(next.as_bytes()).await.unwrap();
-            }
-        });
-        (addr, task)
-    }
-
-    fn upstream(addr: SocketAddr) -> Upstream {
-        Upstream {
-            address: addr,
-            server_name: "127.0.0.1".into(),
-            tls: UpstreamTls::None,
-            danger_accept_invalid_certs: false,
-            username: None,
-            password: None,
-            retry: vec![],
-            command_timeout: Duration::from_secs(5),
-            auth: crate::config::UpstreamAuth::Auto,
-            oauth: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn helo_fallback_per_recipient_results_and_stuffing() {
-        let (addr, server) = scripted(&[
-            "220 mx ESMTP\r\n",
-            "502 5.5.1 what\r\n",
-            "250 mx\r\n",
-            "250 ok\r\n",
-            "250 ok\r\n",
-            "550 5.1.1 unknown\r\n",
-            "451 4.3.0 later\r\n",
-            "354 go\r\n",
-            "250-2.0.0 queued\r\n250 as 12\r\n",
-            "221 bye\r\n",
-        ])
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let body = dir.path().join("m");
-        std::fs::write(&body, b"Subject: t\r\n\r\n.hidden\r\nend").unwrap();
-        let rcpts = vec!["a@x".to_string(), "b@x".into(), "c@x".into()];
-        let msg = Message {
-            mail_from: "s@x",
-            recipients: &rcpts,
-            body: &body,
-            size: 30,
-        };
-        let got = Connector::new(upstream(addr))
-            .unwrap()
-            .send("gw.test", &msg)
-            .await
-            .unwrap();
-        let queued = reply(250, &["2.0.0 queued", "as 12"]);
-        assert_eq!(
-            got,
-            vec![
-                queued,
-                reply(550, &["5.1.1 unknown"]),
-                reply(451, &["4.3.0 later"])
-            ]
-        );
-        let seen = server.await.unwrap();
-        assert_eq!(
-            seen,
-            vec![
-                "EHLO gw.test\r\n",
-                "HELO gw.test\r\n",
-                "MAIL FROM:<s@x>\r\n",
-                "RCPT TO:<a@x>\r\n",
-                "RCPT TO:<b@x>\r\n",
-                "RCPT TO:<c@x>\r\n",
-                "DATA\r\n",
-                "Subject: t\r\n\r\n..hidden\r\nend\r\n.\r\n",
-                "QUIT\r\n",
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn auth_login_and_size() {
-        let (addr, server) = scripted(&[
-            "220 mx\r\n",
-            "250-mx\r\n250-SIZE 100000\r\n250 AUTH LOGIN\r\n",
-            "334 VXNlcm5hbWU6\r\n",
-            "334 UGFzc3dvcmQ6\r\n",
-            "235 2.7.0 ok\r\n",
-            "250 ok\r\n",
-            "550 no\r\n",
-            "221 bye\r\n",
-        ])
-        .await;
-        let mut up = upstream(addr);
-        up.username = Some("gw".into());
-        up.password = Some("s3cret".into());
-        let rcpts = vec!["r@x".to_string()];
-        let msg = Message {
-            mail_from: "",
-            recipients: &rcpts,
-            body: Path::new("/nonexistent"),
-            size: 5,
-        };
-        let got = Connector::new(up).unwrap().send("gw", &msg).await.unwrap();
-        // No recipient accepted: no DATA, so the missing body file is never opened.
-        assert_eq!(got, vec![reply(550, &["no"])]);
-        let seen = server.await.unwrap();
-        assert_eq!(
-            seen[1..6],
-            [
-                "AUTH LOGIN\r\n",
-                "Z3c=\r\n",
-                "czNjcmV0\r\n",
-                "MAIL FROM:<> SIZE=5\r\n",
-                "RCPT TO:<r@x>\r\n"
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn session_failures() {
-        let rcpts = vec!["r@x".to_string()];
-        let msg = Message {
-            mail_from: "s@x",
-            recipients: &rcpts,
-            body: Path::new("/none"),
-            size: 1,
-        };
-
-        let (addr, _server) =
-            scripted(&["220 mx\r\n", "250 mx\r\n", "552 5.3.4 too big\r\n"]).await;
-        let err = Connector::new(upstream(addr))
-            .unwrap()
-            .send("gw", &msg)
-            .await
-            .unwrap_err();
-        assert!(err.is_permanent(), "{err}");
-        assert_eq!(err.reply(), Some(&reply(552, &["5.3.4 too big"])));
-
-        let (addr, _server) = scripted(&["421 4.3.2 busy\r\n"]).await;
-        let err = Connector::new(upstream(addr))
-            .unwrap()
-            .send("gw", &msg)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Rejected {
-                    stage: Stage::Greeting,
-                    ..
-                }
-            ) && !err.is_permanent()
-        );
-
-        let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n"]).await;
-        let mut up = upstream(addr);
-        up.tls = UpstreamTls::Starttls;
-        up.danger_accept_invalid_certs = true;
-        let err = Connector::new(up)
-            .unwrap()
-            .send("gw", &msg)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::StartTlsUnavailable), "{err}");
-
-        let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n"]).await;
-        let mut up = upstream(addr);
-        up.username = Some("u".into());
-        up.password = Some("p".into());
-        let err = Connector::new(up)
-            .unwrap()
-            .send("gw", &msg)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::AuthUnavailable), "{err}");
-
-        // A server that accepts but never speaks: the greeting times out.
-        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut up = upstream(silent.local_addr().unwrap());
-        up.command_timeout = Duration::from_millis(100);
-        let err = Connector::new(up)
-            .unwrap()
-            .send("gw", &msg)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Timeout {
-                    stage: Stage::Greeting,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-
-        let bad = Message {
-            mail_from: "a b@x",
-            ..msg.clone()
-        };
-        let err = Connector::new(upstream(addr))
-            .unwrap()
-            .send("gw", &bad)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::InvalidAddress(_)) && err.is_permanent());
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

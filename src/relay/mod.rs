@@ -10,10 +10,16 @@
 //! failure cannot be reported (null sender, or the bounce cannot be queued) go to the
 //! dead-letter folder. Retry timing comes from [`retry`] (RFC 5321 §4.5.4.1).
 //!
+//! With XOAUTH2 or OAUTHBEARER upstream, the worker holds one [`oauth::TokenSource`] that its
+//! deliveries share. A missing token is a transient failure like an unreachable smarthost: the
+//! message stays in the spool and is retried on the schedule. When the smarthost answers 535 to
+//! a token, the token is dropped, a new one fetched and AUTH tried once more in a new session.
+//!
 //! On shutdown the worker stops claiming work; a delivery in progress finishes its local step
 //! and abandons its upstream session, leaving the message due for the next start.
 
 pub mod client;
+pub mod oauth;
 pub mod retry;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -29,10 +35,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, unix_secs};
-use crate::config::{DeliveryConfig, Upstream};
+use crate::config::{DeliveryConfig, Upstream, UpstreamAuth};
 use crate::maildir;
 use crate::spool::{Envelope, Recipient, Spool, Status};
-use client::{Connector, Message};
+use client::{Connector, Message, Reply};
+use oauth::TokenSource;
 
 /// Deliveries in progress at once.
 pub const CONCURRENCY: usize = 8;
@@ -127,9 +134,8 @@ pub fn spawn(
     let handle = tokio::spawn(async move {
         let upstream = match settings.upstream.clone() {
             None => Smarthost::None,
-            Some(up) => match tokio::task::spawn_blocking(move || Connector::new(up)).await {
-                Ok(Ok(c)) => Smarthost::Ready(Box::new(c)),
-                Ok(Err(e)) => Smarthost::Broken(e.to_string()),
+            Some(up) => match tokio::task::spawn_blocking(move || smarthost(up)).await {
+                Ok(s) => s,
                 Err(e) => Smarthost::Broken(e.to_string()),
             },
         };
@@ -160,8 +166,78 @@ pub fn spawn(
 
 enum Smarthost {
     None,
-    Ready(Box<Connector>),
+    Ready {
+        connector: Box<Connector>,
+        /// For XOAUTH2 and OAUTHBEARER.
+        tokens: Option<Arc<TokenSource>>,
+    },
     Broken(String),
+}
+
+/// Prepares the smarthost connection (and token source); blocking, as both read trust roots.
+fn smarthost(up: Upstream) -> Smarthost {
+    let tokens = match (up.auth, &up.oauth) {
+        (UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer, Some(cfg)) => {
+            Some(Arc::new(TokenSource::new(cfg.clone())))
+        }
+        (UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer, None) => {
+            return Smarthost::Broken("OAuth AUTH without [delivery.upstream.oauth]".into());
+        }
+        _ => None,
+    };
+    match Connector::new(up) {
+        Ok(c) => Smarthost::Ready {
+            connector: Box::new(c),
+            tokens,
+        },
+        Err(e) => Smarthost::Broken(e.to_string()),
+    }
+}
+
+/// Why a session with the smarthost failed.
+#[derive(Debug, thiserror::Error)]
+enum RemoteError {
+    #[error(transparent)]
+    Smtp(#[from] client::Error),
+    #[error("no upstream access token: {0}")]
+    Token(#[from] oauth::Error),
+}
+
+impl RemoteError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, RemoteError::Smtp(e) if e.is_permanent())
+    }
+
+    fn reply(&self) -> Option<&Reply> {
+        match self {
+            RemoteError::Smtp(e) => e.reply(),
+            RemoteError::Token(_) => None,
+        }
+    }
+}
+
+/// One delivery to the smarthost. With a token source: fetch (or reuse) the token; if the
+/// smarthost refuses it, drop it, fetch a new one and try once more in a new session.
+async fn relay(
+    ctx: &Ctx,
+    connector: &Connector,
+    tokens: Option<&TokenSource>,
+    msg: &Message<'_>,
+) -> Result<Vec<Reply>, RemoteError> {
+    let helo = &ctx.settings.hostname;
+    let Some(tokens) = tokens else {
+        return Ok(connector.send(helo, msg).await?);
+    };
+    let token = tokens.token(ctx.clock.now()).await?;
+    match connector.send_as(helo, msg, Some(&token)).await {
+        Err(e) if e.is_auth_rejected() => {
+            tracing::info!(error = %e, "relay: smarthost refused the access token; refreshing");
+            tokens.invalidate(&token).await;
+            let fresh = tokens.token(ctx.clock.now()).await?;
+            Ok(connector.send_as(helo, msg, Some(&fresh)).await?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// What every delivery task shares.
@@ -453,8 +529,8 @@ async fn deliver_remote(
         .filter(|(_, r)| r.status == Status::Pending && r.local_user.is_none())
         .map(|(i, _)| i)
         .collect();
-    let connector = match &ctx.upstream {
-        Smarthost::Ready(c) => c,
+    let (connector, tokens) = match &ctx.upstream {
+        Smarthost::Ready { connector, tokens } => (connector, tokens.as_deref()),
         Smarthost::None => {
             for &i in &idx {
                 let text = "5.3.0 no smarthost configured for remote delivery".to_string();
@@ -480,7 +556,7 @@ async fn deliver_remote(
     };
     let result = tokio::select! {
         () = ctx.shutdown.cancelled() => return None,
-        r = connector.send(&ctx.settings.hostname, &msg) => r,
+        r = relay(ctx, connector, tokens, &msg) => r,
     };
     match result {
         Ok(replies) => {

@@ -1,8 +1,10 @@
 //! A scriptable SMTP smarthost on `127.0.0.1:0` for end-to-end tests: it records every message
 //! it accepts (envelope and dot-unstuffed data), can be told to answer a given code at MAIL,
 //! RCPT or end of DATA (always, or for the first N times, optionally for one recipient only),
-//! can require AUTH PLAIN (RFC 4616) and can offer STARTTLS (RFC 3207) with a fresh
-//! self-signed certificate. It speaks just enough RFC 5321 for a client under test.
+//! can require AUTH PLAIN (RFC 4616) or an OAuth bearer token over XOAUTH2 or OAUTHBEARER
+//! (RFC 7628, answering a bad token with the §3.2.2 JSON error challenge before the 535), and
+//! can offer STARTTLS (RFC 3207) with a fresh self-signed certificate. It speaks just enough
+//! RFC 5321 for a client under test.
 //!
 //! Use from a test crate with `#[path = "common/smarthost.rs"] mod smarthost;`.
 
@@ -78,6 +80,76 @@ impl Fault {
     }
 }
 
+/// An OAuth SASL mechanism the smarthost can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerMech {
+    /// `AUTH XOAUTH2`: a bad token gets a plain 535.
+    Xoauth2,
+    /// `AUTH OAUTHBEARER` (RFC 7628): a bad token gets the JSON error challenge, then 535.
+    Oauthbearer,
+}
+
+impl BearerMech {
+    /// The SASL name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BearerMech::Xoauth2 => "XOAUTH2",
+            BearerMech::Oauthbearer => "OAUTHBEARER",
+        }
+    }
+}
+
+/// The access tokens the smarthost accepts right now; shared with whatever issues them.
+#[derive(Debug, Clone, Default)]
+pub struct ValidTokens(Arc<Mutex<Vec<String>>>);
+
+impl ValidTokens {
+    /// Accepts `token` from now on.
+    pub fn allow(&self, token: &str) {
+        self.0.lock().expect("tokens lock").push(token.to_string());
+    }
+
+    /// Accepts no token issued so far (as if all were revoked or expired).
+    pub fn revoke_all(&self) {
+        self.0.lock().expect("tokens lock").clear();
+    }
+
+    /// Whether `token` is accepted.
+    pub fn contains(&self, token: &str) -> bool {
+        self.0
+            .lock()
+            .expect("tokens lock")
+            .iter()
+            .any(|t| t == token)
+    }
+}
+
+/// Require AUTH with an OAuth bearer token before MAIL ([`Smarthost::start_with_bearer`]).
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    /// The one mechanism offered.
+    pub mechanism: BearerMech,
+    /// The user the token must be presented for.
+    pub user: String,
+    /// The tokens accepted.
+    pub tokens: ValidTokens,
+}
+
+/// One AUTH attempt with a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BearerAttempt {
+    /// The mechanism used.
+    pub mechanism: String,
+    /// The user presented.
+    pub user: String,
+    /// The token presented.
+    pub token: String,
+    /// For OAUTHBEARER, the `host` and `port` fields.
+    pub host_port: Option<(String, String)>,
+    /// Whether it was accepted.
+    pub accepted: bool,
+}
+
 /// How the smarthost behaves.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -100,15 +172,19 @@ pub struct Received {
     pub data: Vec<u8>,
     /// The user that authenticated, if any.
     pub auth_user: Option<String>,
+    /// The bearer token that session authenticated with, if any.
+    pub auth_token: Option<String>,
     /// Whether the session was under TLS.
     pub tls: bool,
 }
 
 struct State {
     options: Options,
+    bearer: Option<Bearer>,
     tls: Option<TlsAcceptor>,
     used: Mutex<Vec<u32>>,
     messages: Mutex<Vec<Received>>,
+    bearer_attempts: Mutex<Vec<BearerAttempt>>,
     count: watch::Sender<usize>,
     sessions: AtomicUsize,
 }
@@ -129,6 +205,15 @@ impl Drop for Smarthost {
 impl Smarthost {
     /// Starts listening on `127.0.0.1:0`.
     pub async fn start(options: Options) -> Smarthost {
+        Self::start_inner(options, None).await
+    }
+
+    /// Starts listening on `127.0.0.1:0`, requiring AUTH with a bearer token.
+    pub async fn start_with_bearer(options: Options, bearer: Bearer) -> Smarthost {
+        Self::start_inner(options, Some(bearer)).await
+    }
+
+    async fn start_inner(options: Options, bearer: Option<Bearer>) -> Smarthost {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind smarthost");
@@ -138,9 +223,11 @@ impl Smarthost {
         let (count, _) = watch::channel(0);
         let state = Arc::new(State {
             options,
+            bearer,
             tls,
             used,
             messages: Mutex::new(Vec::new()),
+            bearer_attempts: Mutex::new(Vec::new()),
             count,
             sessions: AtomicUsize::new(0),
         });
@@ -170,6 +257,15 @@ impl Smarthost {
     /// Messages accepted so far.
     pub fn messages(&self) -> Vec<Received> {
         self.state.messages.lock().expect("smarthost lock").clone()
+    }
+
+    /// Every XOAUTH2/OAUTHBEARER attempt so far, in order.
+    pub fn bearer_attempts(&self) -> Vec<BearerAttempt> {
+        self.state
+            .bearer_attempts
+            .lock()
+            .expect("smarthost lock")
+            .clone()
     }
 
     /// Connections accepted so far.
@@ -280,6 +376,7 @@ async fn session(state: &State, conn: &mut Conn) -> std::io::Result<()> {
     conn.reply("220 smarthost.test ESMTP").await?;
     let mut tls = false;
     let mut user: Option<String> = None;
+    let mut token: Option<String> = None;
     let mut from: Option<String> = None;
     let mut rcpts: Vec<String> = Vec::new();
     loop {
@@ -295,8 +392,16 @@ async fn session(state: &State, conn: &mut Conn) -> std::io::Result<()> {
                 if state.tls.is_some() && !tls {
                     caps.push("STARTTLS");
                 }
+                let mut mechs = Vec::new();
                 if state.options.auth.is_some() {
-                    caps.push("AUTH PLAIN");
+                    mechs.push("PLAIN");
+                }
+                if let Some(b) = &state.bearer {
+                    mechs.push(b.mechanism.name());
+                }
+                let auth = format!("AUTH {}", mechs.join(" "));
+                if !mechs.is_empty() {
+                    caps.push(&auth);
                 }
                 let last = caps.len() - 1;
                 for (i, cap) in caps.iter().enumerate() {
@@ -315,13 +420,22 @@ async fn session(state: &State, conn: &mut Conn) -> std::io::Result<()> {
                 conn.io = Box::new(acceptor.accept(plain).await?);
                 conn.buf.clear();
                 tls = true;
-                (user, from, rcpts) = (None, None, Vec::new());
+                (user, token, from, rcpts) = (None, None, None, Vec::new());
+            }
+            "AUTH" if bearer_mech(state, &line).is_some() => {
+                let Some(bearer) = &state.bearer else {
+                    continue;
+                };
+                if let Some((u, t)) = bearer_auth(state, bearer, conn, &line).await? {
+                    (user, token) = (Some(u), Some(t));
+                }
             }
             "AUTH" => {
                 let mut words = line.split(' ').skip(1);
-                if !words
-                    .next()
-                    .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"))
+                if state.options.auth.is_none()
+                    || !words
+                        .next()
+                        .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"))
                 {
                     conn.reply("504 5.5.4 only PLAIN").await?;
                     continue;
@@ -348,7 +462,8 @@ async fn session(state: &State, conn: &mut Conn) -> std::io::Result<()> {
                 }
             }
             "MAIL" => {
-                if state.options.auth.is_some() && user.is_none() {
+                let required = state.options.auth.is_some() || state.bearer.is_some();
+                if required && user.is_none() {
                     conn.reply("530 5.7.0 authentication required").await?;
                 } else if let Some(code) = state.fault(Stage::Mail, None) {
                     conn.reply(&scripted(code)).await?;
@@ -399,6 +514,7 @@ async fn session(state: &State, conn: &mut Conn) -> std::io::Result<()> {
                         rcpt_to: std::mem::take(&mut rcpts),
                         data,
                         auth_user: user.clone(),
+                        auth_token: token.clone(),
                         tls,
                     };
                     let n = {
@@ -424,6 +540,118 @@ async fn session(state: &State, conn: &mut Conn) -> std::io::Result<()> {
             _ => conn.reply("500 5.5.2 unknown command").await?,
         }
     }
+}
+
+/// The bearer mechanism named by an AUTH line, if it is the one required.
+fn bearer_mech(state: &State, line: &str) -> Option<BearerMech> {
+    let bearer = state.bearer.as_ref()?;
+    let name = line.split(' ').nth(1)?;
+    name.eq_ignore_ascii_case(bearer.mechanism.name())
+        .then_some(bearer.mechanism)
+}
+
+/// Runs an XOAUTH2 or OAUTHBEARER exchange; the user and token if accepted.
+async fn bearer_auth(
+    state: &State,
+    bearer: &Bearer,
+    conn: &mut Conn,
+    line: &str,
+) -> std::io::Result<Option<(String, String)>> {
+    let response = match line.split(' ').nth(2) {
+        Some(r) => r.to_string(),
+        None => {
+            conn.reply("334 ").await?;
+            let raw = conn.line().await?;
+            String::from_utf8_lossy(&raw).trim_end().to_string()
+        }
+    };
+    let decoded = BASE64.decode(response.as_bytes()).unwrap_or_default();
+    let text = String::from_utf8_lossy(&decoded).into_owned();
+    let parsed = match bearer.mechanism {
+        BearerMech::Xoauth2 => parse_xoauth2(&text),
+        BearerMech::Oauthbearer => parse_oauthbearer(&text),
+    };
+    let Some(Presented {
+        user: got_user,
+        token: got_token,
+        host_port,
+    }) = parsed
+    else {
+        conn.reply("501 5.5.2 malformed initial response").await?;
+        return Ok(None);
+    };
+    let accepted = got_user == bearer.user && bearer.tokens.contains(&got_token);
+    state
+        .bearer_attempts
+        .lock()
+        .expect("smarthost lock")
+        .push(BearerAttempt {
+            mechanism: bearer.mechanism.name().to_string(),
+            user: got_user.clone(),
+            token: got_token.clone(),
+            host_port,
+            accepted,
+        });
+    if accepted {
+        conn.reply("235 2.7.0 authenticated").await?;
+        return Ok(Some((got_user, got_token)));
+    }
+    if bearer.mechanism == BearerMech::Oauthbearer {
+        // RFC 7628 §3.2.2: the error as JSON in a challenge; the client must answer %x01.
+        let json = r#"{"status":"invalid_token","schemes":"bearer","scope":"smtp"}"#;
+        conn.reply(&format!("334 {}", BASE64.encode(json))).await?;
+        let answer = conn.line().await?;
+        if answer != b"AQ==\r\n" {
+            conn.reply("501 5.5.2 expected the %x01 dummy response")
+                .await?;
+            return Ok(None);
+        }
+    }
+    conn.reply("535 5.7.8 invalid token").await?;
+    Ok(None)
+}
+
+/// What a client presented in an XOAUTH2 or OAUTHBEARER initial response.
+struct Presented {
+    user: String,
+    token: String,
+    host_port: Option<(String, String)>,
+}
+
+/// `user=U^Aauth=Bearer T^A^A`.
+fn parse_xoauth2(text: &str) -> Option<Presented> {
+    let rest = text.strip_suffix("\x01\x01")?;
+    let (user, auth) = rest.split_once('\x01')?;
+    let user = user.strip_prefix("user=")?;
+    let token = auth.strip_prefix("auth=Bearer ")?;
+    Some(Presented {
+        user: user.to_string(),
+        token: token.to_string(),
+        host_port: None,
+    })
+}
+
+/// `n,a=U,^Ahost=H^Aport=P^Aauth=Bearer T^A^A` (RFC 7628 §3.1); `a=` unescaped per RFC 5801.
+fn parse_oauthbearer(text: &str) -> Option<Presented> {
+    let rest = text.strip_suffix("\x01\x01")?;
+    let (gs2, kvpairs) = rest.split_once('\x01')?;
+    let authzid = gs2.strip_prefix("n,a=")?.strip_suffix(',')?;
+    let user = authzid.replace("=2C", ",").replace("=3D", "=");
+    let (mut host, mut port, mut token) = (None, None, None);
+    for kv in kvpairs.split('\x01') {
+        let (k, v) = kv.split_once('=')?;
+        match k {
+            "host" => host = Some(v.to_string()),
+            "port" => port = Some(v.to_string()),
+            "auth" => token = Some(v.strip_prefix("Bearer ")?.to_string()),
+            _ => {}
+        }
+    }
+    Some(Presented {
+        user,
+        token: token?,
+        host_port: host.zip(port),
+    })
 }
 
 /// A TLS acceptor with a fresh self-signed certificate for `localhost`.

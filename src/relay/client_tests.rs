@@ -1,0 +1,596 @@
+//! Tests of the upstream SMTP client: reply parsing at every read size, dot-stuffing, and
+//! sessions against a scripted loopback server (AUTH PLAIN, LOGIN, XOAUTH2, OAUTHBEARER).
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+fn reply(code: u16, lines: &[&str]) -> Reply {
+    Reply {
+        code,
+        lines: lines.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+#[test]
+fn reply_lines() {
+    // `None`: the line is malformed; `Some(None)`: more lines follow.
+    let cases: [(&[u8], Option<Option<Reply>>); 9] = [
+        (b"250 ok", Some(Some(reply(250, &["ok"])))),
+        (b"250", Some(Some(reply(250, &[""])))),
+        (b"421 4.3.2 bye", Some(Some(reply(421, &["4.3.2 bye"])))),
+        (b"250-first", Some(None)),
+        (b"25", None),
+        (b"abc ok", None),
+        (b"150 ok", None),
+        (b"650 ok", None),
+        (b"250_ok", None),
+    ];
+    for (line, want) in cases {
+        match (ReplyParser::default().push_line(line), want) {
+            (Ok(got), Some(want)) => assert_eq!(got, want, "{line:?}"),
+            (Err(Error::Malformed(_)), None) => {}
+            (got, want) => panic!("{line:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn multiline_replies_and_bounds() {
+    let mut p = ReplyParser::default();
+    assert_eq!(p.push_line(b"250-mx.example").unwrap(), None);
+    assert_eq!(p.push_line(b"250-SIZE 1000").unwrap(), None);
+    let r = p.push_line(b"250 AUTH PLAIN LOGIN").unwrap().unwrap();
+    assert_eq!(
+        r,
+        reply(250, &["mx.example", "SIZE 1000", "AUTH PLAIN LOGIN"])
+    );
+    assert_eq!(
+        Caps::parse(&r),
+        Caps {
+            size: true,
+            starttls: false,
+            auth: vec!["PLAIN".into(), "LOGIN".into()]
+        }
+    );
+    // The parser starts afresh after a complete reply.
+    assert_eq!(p.push_line(b"354 go").unwrap(), Some(reply(354, &["go"])));
+
+    let mut p = ReplyParser::default();
+    p.push_line(b"250-a").unwrap();
+    assert!(matches!(p.push_line(b"251 b"), Err(Error::Malformed(_))));
+
+    let mut p = ReplyParser::default();
+    for _ in 0..MAX_LINES {
+        p.push_line(b"250-x").unwrap();
+    }
+    assert!(matches!(
+        p.push_line(b"250 x"),
+        Err(Error::TooManyLines { .. })
+    ));
+    let long = [b"250 ".as_slice(), &vec![b'x'; MAX_LINE]].concat();
+    let mut p = ReplyParser::default();
+    assert!(matches!(p.push_line(&long), Err(Error::LineTooLong { .. })));
+}
+
+#[test]
+fn replies_do_not_depend_on_read_sizes() {
+    let wire = b"220 hi\r\n250-a\r\n250-b\nx\r\n250 c\r\n354 go\r\n".to_vec();
+    // "x" is a malformed line; everything before it must parse the same at every split.
+    let mut chunk = 1;
+    while chunk <= 512 {
+        let mut buf = Vec::new();
+        let mut parser = ReplyParser::default();
+        let mut got = Vec::new();
+        let mut err = None;
+        'feed: for piece in wire.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            while let Some(line) = take_line(&mut buf).unwrap() {
+                match parser.push_line(&line) {
+                    Ok(Some(r)) => got.push(r),
+                    Ok(None) => {}
+                    Err(e) => {
+                        err = Some(e);
+                        break 'feed;
+                    }
+                }
+            }
+        }
+        assert_eq!(got, vec![reply(220, &["hi"])], "chunk {chunk}");
+        assert!(matches!(err, Some(Error::Malformed(_))), "chunk {chunk}");
+        chunk *= 2;
+    }
+}
+
+#[test]
+fn take_line_is_bounded() {
+    let mut buf = vec![b'x'; MAX_LINE + 1];
+    assert!(matches!(
+        take_line(&mut buf),
+        Err(Error::LineTooLong { .. })
+    ));
+    let mut buf = vec![b'x'; MAX_LINE];
+    assert_eq!(take_line(&mut buf).unwrap(), None);
+    buf.push(b'\n');
+    assert!(matches!(
+        take_line(&mut buf),
+        Err(Error::LineTooLong { .. })
+    ));
+}
+
+#[test]
+fn dot_stuffing_at_every_chunk_size() {
+    let cases: [(&[u8], &[u8]); 6] = [
+        (b"", b".\r\n"),
+        (b"a\r\n", b"a\r\n.\r\n"),
+        (b"no newline", b"no newline\r\n.\r\n"),
+        (b".\r\n", b"..\r\n.\r\n"),
+        (b".a\r\nb.\r\n..c\r\n", b"..a\r\nb.\r\n...c\r\n.\r\n"),
+        (b"x\r\n.\r\n.", b"x\r\n..\r\n..\r\n.\r\n"),
+    ];
+    for (input, want) in cases {
+        for chunk in [1, 2, 4, 8, 16, 512] {
+            let mut s = DotStuffer::default();
+            let mut out = Vec::new();
+            for piece in input.chunks(chunk) {
+                s.push(piece, &mut out);
+            }
+            s.finish(&mut out);
+            assert_eq!(out, want, "{:?} at {chunk}", String::from_utf8_lossy(input));
+        }
+    }
+}
+
+#[test]
+fn permanence() {
+    let rej = |stage, code| Error::Rejected {
+        stage,
+        reply: reply(code, &["x"]),
+    };
+    assert!(rej(Stage::Mail, 550).is_permanent());
+    assert!(rej(Stage::Data, 554).is_permanent());
+    assert!(!rej(Stage::Mail, 451).is_permanent());
+    assert!(!rej(Stage::Auth, 535).is_permanent());
+    assert!(!rej(Stage::Greeting, 554).is_permanent());
+    assert!(!Error::Closed(Stage::Data).is_permanent());
+    assert!(Error::InvalidAddress("a b".into()).is_permanent());
+    assert!(reply(451, &[]).is_transient() && reply(550, &[]).is_permanent());
+    assert!(is_sendable("") && is_sendable("a@b") && !is_sendable("a>\r\nRSET"));
+}
+
+/// A one-connection scripted server: sends the greeting, then answers each received line
+/// with the next scripted reply, reading a whole DATA transfer as one entry after a 354.
+/// Returns what it received.
+async fn scripted(script: &[&str]) -> (SocketAddr, JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script: Vec<String> = script.iter().map(|s| s.to_string()).collect();
+    let task = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, mut w) = sock.into_split();
+        let mut r = BufReader::new(r);
+        let mut seen = Vec::new();
+        let mut replies = script.into_iter();
+        let Some(greeting) = replies.next() else {
+            return seen;
+        };
+        w.write_all(greeting.as_bytes()).await.unwrap();
+        let mut in_data = false;
+        loop {
+            let mut entry = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap() == 0 {
+                    return seen;
+                }
+                entry.push_str(&line);
+                if !in_data || line == ".\r\n" {
+                    break;
+                }
+            }
+            seen.push(entry);
+            let Some(next) = replies.next() else {
+                return seen;
+            };
+            in_data = next.starts_with("354");
+            w.write_all(next.as_bytes()).await.unwrap();
+        }
+    });
+    (addr, task)
+}
+
+fn upstream(addr: SocketAddr) -> Upstream {
+    Upstream {
+        address: addr,
+        server_name: "127.0.0.1".into(),
+        tls: UpstreamTls::None,
+        danger_accept_invalid_certs: false,
+        username: None,
+        password: None,
+        retry: vec![],
+        command_timeout: Duration::from_secs(5),
+        auth: crate::config::UpstreamAuth::Auto,
+        oauth: None,
+    }
+}
+
+#[tokio::test]
+async fn helo_fallback_per_recipient_results_and_stuffing() {
+    let (addr, server) = scripted(&[
+        "220 mx ESMTP\r\n",
+        "502 5.5.1 what\r\n",
+        "250 mx\r\n",
+        "250 ok\r\n",
+        "250 ok\r\n",
+        "550 5.1.1 unknown\r\n",
+        "451 4.3.0 later\r\n",
+        "354 go\r\n",
+        "250-2.0.0 queued\r\n250 as 12\r\n",
+        "221 bye\r\n",
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("m");
+    std::fs::write(&body, b"Subject: t\r\n\r\n.hidden\r\nend").unwrap();
+    let rcpts = vec!["a@x".to_string(), "b@x".into(), "c@x".into()];
+    let msg = Message {
+        mail_from: "s@x",
+        recipients: &rcpts,
+        body: &body,
+        size: 30,
+    };
+    let got = Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw.test", &msg)
+        .await
+        .unwrap();
+    let queued = reply(250, &["2.0.0 queued", "as 12"]);
+    assert_eq!(
+        got,
+        vec![
+            queued,
+            reply(550, &["5.1.1 unknown"]),
+            reply(451, &["4.3.0 later"])
+        ]
+    );
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            "EHLO gw.test\r\n",
+            "HELO gw.test\r\n",
+            "MAIL FROM:<s@x>\r\n",
+            "RCPT TO:<a@x>\r\n",
+            "RCPT TO:<b@x>\r\n",
+            "RCPT TO:<c@x>\r\n",
+            "DATA\r\n",
+            "Subject: t\r\n\r\n..hidden\r\nend\r\n.\r\n",
+            "QUIT\r\n",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn auth_login_and_size() {
+    let (addr, server) = scripted(&[
+        "220 mx\r\n",
+        "250-mx\r\n250-SIZE 100000\r\n250 AUTH LOGIN\r\n",
+        "334 VXNlcm5hbWU6\r\n",
+        "334 UGFzc3dvcmQ6\r\n",
+        "235 2.7.0 ok\r\n",
+        "250 ok\r\n",
+        "550 no\r\n",
+        "221 bye\r\n",
+    ])
+    .await;
+    let mut up = upstream(addr);
+    up.username = Some("gw".into());
+    up.password = Some("s3cret".into());
+    let rcpts = vec!["r@x".to_string()];
+    let msg = Message {
+        mail_from: "",
+        recipients: &rcpts,
+        body: Path::new("/nonexistent"),
+        size: 5,
+    };
+    let got = Connector::new(up).unwrap().send("gw", &msg).await.unwrap();
+    // No recipient accepted: no DATA, so the missing body file is never opened.
+    assert_eq!(got, vec![reply(550, &["no"])]);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen[1..6],
+        [
+            "AUTH LOGIN\r\n",
+            "Z3c=\r\n",
+            "czNjcmV0\r\n",
+            "MAIL FROM:<> SIZE=5\r\n",
+            "RCPT TO:<r@x>\r\n"
+        ]
+    );
+}
+
+#[test]
+fn bearer_initial_responses() {
+    // RFC 7628 §4.1 and the XOAUTH2 example of Google's protocol description.
+    let oauthbearer = Bearer {
+        oauthbearer: true,
+        user: "user@example.com",
+        host: "server.example.com",
+        port: 143,
+    };
+    let token = Secret::new("vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==".into());
+    assert_eq!(
+        oauthbearer.initial_response(&token).as_str(),
+        "bixhPXVzZXJAZXhhbXBsZS5jb20sAWhvc3Q9c2VydmVyLmV4YW1wbGUuY29tAXBvcnQ9MTQzAWF1dGg9QmVh\
+         cmVyIHZGOWRmdDRxbVRjMk52YjNSbGNrQmhiSFJoZG1semRHRXVZMjl0Q2c9PQEB"
+    );
+    let xoauth2 = Bearer {
+        oauthbearer: false,
+        user: "someuser@example.com",
+        host: "",
+        port: 0,
+    };
+    let token = Secret::new("ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg".into());
+    assert_eq!(
+        xoauth2.initial_response(&token).as_str(),
+        "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNr\
+         QmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+    );
+    // RFC 5801 saslname: "=" and "," are escaped in the authzid.
+    let odd = Bearer {
+        user: "a=b,c",
+        ..oauthbearer
+    };
+    let raw = BASE64
+        .decode(odd.initial_response(&Secret::new("t".into())).as_str())
+        .unwrap();
+    assert!(raw.starts_with(b"n,a=a=3Db=2Cc,\x01host="));
+}
+
+fn message(rcpts: &[String]) -> Message<'_> {
+    Message {
+        mail_from: "s@x",
+        recipients: rcpts,
+        body: Path::new("/nonexistent"),
+        size: 1,
+    }
+}
+
+fn oauth_upstream(addr: SocketAddr, auth: UpstreamAuth) -> Upstream {
+    let mut up = upstream(addr);
+    up.auth = auth;
+    up.username = Some("relay@example.com".into());
+    up
+}
+
+#[tokio::test]
+async fn xoauth2_with_initial_response() {
+    let (addr, server) = scripted(&[
+        "220 mx\r\n",
+        "250-mx\r\n250 AUTH LOGIN PLAIN XOAUTH2\r\n",
+        "235 2.7.0 ok\r\n",
+        "250 ok\r\n",
+        "550 no\r\n",
+        "221 bye\r\n",
+    ])
+    .await;
+    let rcpts = vec!["r@x".to_string()];
+    let token = Secret::new("tok-1".into());
+    let c = Connector::new(oauth_upstream(addr, UpstreamAuth::Xoauth2)).unwrap();
+    let got = c.send_as("gw", &message(&rcpts), Some(&token)).await;
+    assert_eq!(got.unwrap(), vec![reply(550, &["no"])]);
+    let seen = server.await.unwrap();
+    let want = BASE64.encode("user=relay@example.com\x01auth=Bearer tok-1\x01\x01");
+    assert_eq!(seen[1], format!("AUTH XOAUTH2 {want}\r\n"));
+    assert_eq!(seen[2], "MAIL FROM:<s@x>\r\n");
+}
+
+#[tokio::test]
+async fn oauthbearer_error_challenge_then_535() {
+    let (addr, server) = scripted(&[
+        "220 mx\r\n",
+        "250-mx\r\n250 AUTH OAUTHBEARER\r\n",
+        "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NoZW1lcyI6ImJlYXJlciJ9\r\n",
+        "535 5.7.8 token expired\r\n",
+        "221 bye\r\n",
+    ])
+    .await;
+    let rcpts = vec!["r@x".to_string()];
+    let mut up = oauth_upstream(addr, UpstreamAuth::Oauthbearer);
+    up.server_name = "smtp.example.com".into();
+    let c = Connector::new(up).unwrap();
+    let token = Secret::new("tok-1".into());
+    let err = c
+        .send_as("gw", &message(&rcpts), Some(&token))
+        .await
+        .unwrap_err();
+    assert!(err.is_auth_rejected() && !err.is_permanent(), "{err}");
+    let seen = server.await.unwrap();
+    let port = addr.port();
+    let want = BASE64.encode(format!(
+        "n,a=relay@example.com,\x01host=smtp.example.com\x01port={port}\x01\
+         auth=Bearer tok-1\x01\x01"
+    ));
+    assert_eq!(
+        seen[1..],
+        [format!("AUTH OAUTHBEARER {want}\r\n"), "AQ==\r\n".into()]
+    );
+}
+
+#[tokio::test]
+async fn long_token_waits_for_the_empty_challenge() {
+    let (addr, server) = scripted(&[
+        "220 mx\r\n",
+        "250-mx\r\n250 AUTH XOAUTH2\r\n",
+        "334 \r\n",
+        "334 eyJzdGF0dXMiOiI0MDEifQ==\r\n",
+        "535 5.7.3 Authentication unsuccessful\r\n",
+        "221 bye\r\n",
+    ])
+    .await;
+    let rcpts = vec!["r@x".to_string()];
+    let token = Secret::new("x".repeat(600));
+    let c = Connector::new(oauth_upstream(addr, UpstreamAuth::Xoauth2)).unwrap();
+    let err = c
+        .send_as("gw", &message(&rcpts), Some(&token))
+        .await
+        .unwrap_err();
+    assert!(err.is_auth_rejected(), "{err}");
+    let seen = server.await.unwrap();
+    assert_eq!(seen[1], "AUTH XOAUTH2\r\n");
+    let sent = BASE64.decode(seen[2].trim_end()).unwrap();
+    assert!(sent.ends_with(format!("Bearer {}\x01\x01", token.expose()).as_bytes()));
+    // XOAUTH2 answers the error challenge with an empty line.
+    assert_eq!(seen[3], "\r\n");
+}
+
+#[tokio::test]
+async fn mechanism_choice_follows_the_config() {
+    let rcpts = vec!["r@x".to_string()];
+    let msg = message(&rcpts);
+    // (auth, EHLO reply, expected AUTH line or error)
+    let cases: [(UpstreamAuth, &str, Result<&str, &str>); 6] = [
+        (
+            UpstreamAuth::Auto,
+            "250 AUTH LOGIN PLAIN",
+            Ok("AUTH PLAIN AHUAcA=="),
+        ),
+        (UpstreamAuth::Auto, "250 AUTH LOGIN", Ok("AUTH LOGIN")),
+        (
+            UpstreamAuth::Login,
+            "250 AUTH PLAIN LOGIN",
+            Ok("AUTH LOGIN"),
+        ),
+        (UpstreamAuth::Plain, "250 AUTH LOGIN", Err("AUTH PLAIN")),
+        (
+            UpstreamAuth::Xoauth2,
+            "250 AUTH PLAIN OAUTHBEARER",
+            Err("AUTH XOAUTH2"),
+        ),
+        (
+            UpstreamAuth::Oauthbearer,
+            "250 AUTH PLAIN",
+            Err("AUTH OAUTHBEARER"),
+        ),
+    ];
+    for (auth, ehlo, want) in cases {
+        let ehlo = format!("250-mx\r\n{ehlo}\r\n");
+        let (addr, server) = scripted(&["220 mx\r\n", &ehlo, "421 4.3.0 stop\r\n"]).await;
+        let mut up = upstream(addr);
+        up.auth = auth;
+        up.username = Some("u".into());
+        up.password = Some("p".into());
+        let token = Secret::new("t".into());
+        let result = Connector::new(up)
+            .unwrap()
+            .send_as("gw", &msg, Some(&token))
+            .await;
+        let seen = server.await.unwrap();
+        match (result, want) {
+            (Err(Error::AuthUnavailable { wanted }), Err(line)) => {
+                assert_eq!(format!("AUTH {wanted}"), line);
+            }
+            (Err(Error::Rejected { stage, .. }), Ok(line)) => {
+                assert_eq!(stage, Stage::Auth);
+                assert_eq!(seen[1], format!("{line}\r\n"), "{auth:?}");
+            }
+            (got, want) => panic!("{auth:?}: got {got:?}, want {want:?}"),
+        }
+    }
+    // An OAuth mechanism without a token does not even connect to AUTH.
+    let (addr, _server) = scripted(&["220 mx\r\n", "250-mx\r\n250 AUTH XOAUTH2\r\n"]).await;
+    let c = Connector::new(oauth_upstream(addr, UpstreamAuth::Xoauth2)).unwrap();
+    let err = c.send("gw", &msg).await.unwrap_err();
+    assert!(matches!(err, Error::NoToken("XOAUTH2")), "{err}");
+}
+
+#[tokio::test]
+async fn session_failures() {
+    let rcpts = vec!["r@x".to_string()];
+    let msg = Message {
+        mail_from: "s@x",
+        recipients: &rcpts,
+        body: Path::new("/none"),
+        size: 1,
+    };
+
+    let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n", "552 5.3.4 too big\r\n"]).await;
+    let err = Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw", &msg)
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert_eq!(err.reply(), Some(&reply(552, &["5.3.4 too big"])));
+
+    let (addr, _server) = scripted(&["421 4.3.2 busy\r\n"]).await;
+    let err = Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw", &msg)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rejected {
+                stage: Stage::Greeting,
+                ..
+            }
+        ) && !err.is_permanent()
+    );
+
+    let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n"]).await;
+    let mut up = upstream(addr);
+    up.tls = UpstreamTls::Starttls;
+    up.danger_accept_invalid_certs = true;
+    let err = Connector::new(up)
+        .unwrap()
+        .send("gw", &msg)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StartTlsUnavailable), "{err}");
+
+    let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n"]).await;
+    let mut up = upstream(addr);
+    up.username = Some("u".into());
+    up.password = Some("p".into());
+    let err = Connector::new(up)
+        .unwrap()
+        .send("gw", &msg)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AuthUnavailable { .. }), "{err}");
+
+    // A server that accepts but never speaks: the greeting times out.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut up = upstream(silent.local_addr().unwrap());
+    up.command_timeout = Duration::from_millis(100);
+    let err = Connector::new(up)
+        .unwrap()
+        .send("gw", &msg)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                stage: Stage::Greeting,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let bad = Message {
+        mail_from: "a b@x",
+        ..msg.clone()
+    };
+    let err = Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw", &bad)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidAddress(_)) && err.is_permanent());
+}
