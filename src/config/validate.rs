@@ -522,6 +522,14 @@ impl<'a> Checker<'a> {
             }
         };
         let oauth = u.oauth.as_ref().map(|o| self.upstream_oauth(base, o));
+        if matches!(auth, UpstreamAuth::Plain | UpstreamAuth::Login) && u.username.is_none() {
+            self.bad(
+                "delivery.upstream.auth",
+                None,
+                format!("\"{}\" needs username and password", u.auth),
+                "set username and password, or auth = \"auto\" for no AUTH without them",
+            );
+        }
         let wants_token = matches!(auth, UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer);
         if wants_token && oauth.is_none() {
             self.bad(

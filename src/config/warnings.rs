@@ -68,6 +68,40 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
                 "delivery.upstream: tls = \"none\" sends the upstream password in the clear".into(),
             );
         }
+        if u.tls == UpstreamTls::None && u.oauth.is_some() {
+            out.push(
+                "delivery.upstream: tls = \"none\" sends the OAuth access token in the clear"
+                    .into(),
+            );
+        }
+        if u.oauth
+            .as_ref()
+            .is_some_and(|o| o.danger_accept_invalid_certs)
+        {
+            out.push(
+                "delivery.upstream.oauth.danger_accept_invalid_certs: the token endpoint's \
+                 certificate is not checked"
+                    .into(),
+            );
+        }
+    }
+    if c.auth.oauth.as_ref().is_some_and(|o| {
+        o.introspection
+            .as_ref()
+            .is_some_and(|i| i.danger_accept_invalid_certs)
+    }) {
+        out.push(
+            "auth.oauth.danger_accept_invalid_certs: the introspection endpoint's certificate is \
+             not checked"
+                .into(),
+        );
+    }
+    if c.auth.ntlm_v1 {
+        out.push(
+            "auth.ntlm_v1 = true: NTLMv1 responses reveal the NT hash to modest brute force; \
+             enable only for clients that cannot do NTLMv2"
+                .into(),
+        );
     }
     let lim = &c.limits;
     if lim.smtp_idle_timeout < Duration::from_secs(5 * 60) {
