@@ -364,9 +364,26 @@ impl Server {
         }
         let spool =
             Arc::new(Spool::open(&config.delivery.spool).map_err(|e| Error::Spool(e.to_string()))?);
+        let audit_shutdown = CancellationToken::new();
+        let (audit, audit_task) = match &config.audit {
+            Some(a) => {
+                let settings = crate::audit::Settings {
+                    path: a.path.clone(),
+                    max_size: a.max_size,
+                    keep: a.keep,
+                };
+                let (auditor, task) =
+                    crate::audit::Auditor::start(settings, audit_shutdown.clone());
+                (auditor, Some(task))
+            }
+            None => (crate::audit::Auditor::disabled(), None),
+        };
         let relay_shutdown = CancellationToken::new();
+        let mut relay_settings =
+            crate::relay::Settings::from_config(&config.hostname, &config.delivery);
+        relay_settings.audit = audit.clone();
         let (relay_task, notifier) = crate::relay::spawn(
-            crate::relay::Settings::from_config(&config.hostname, &config.delivery),
+            relay_settings,
             spool.clone(),
             clock.clone(),
             relay_shutdown.clone(),
@@ -415,20 +432,7 @@ impl Server {
         };
         let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
         let started = crate::clock::unix_secs(clock.now());
-        let audit_shutdown = CancellationToken::new();
-        let (audit, audit_task) = match &config.audit {
-            Some(a) => {
-                let settings = crate::audit::Settings {
-                    path: a.path.clone(),
-                    max_size: a.max_size,
-                    keep: a.keep,
-                };
-                let (auditor, task) =
-                    crate::audit::Auditor::start(settings, audit_shutdown.clone());
-                (auditor, Some(task))
-            }
-            None => (crate::audit::Auditor::disabled(), None),
-        };
+
         let sasl_options = crate::sasl::Options {
             ntlm_domain: config.auth.ntlm_domain.clone(),
             ntlm_v1: config.auth.ntlm_v1,

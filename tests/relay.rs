@@ -44,6 +44,7 @@ impl Env {
             maildir: self.maildir.clone(),
             dead_letter: self.dead.clone(),
             upstream,
+            audit: mailgate::audit::Auditor::disabled(),
         }
     }
 

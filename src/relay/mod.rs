@@ -67,6 +67,8 @@ pub struct Settings {
     pub dead_letter: PathBuf,
     /// The smarthost; `None` makes remote recipients fail permanently.
     pub upstream: Option<Upstream>,
+    /// Where defers, bounces and dead letters are recorded.
+    pub audit: crate::audit::Auditor,
 }
 
 impl fmt::Debug for Settings {
@@ -89,6 +91,7 @@ impl Settings {
             maildir: delivery.maildir.clone(),
             dead_letter: delivery.dead_letter.clone(),
             upstream: delivery.upstream.clone(),
+            audit: crate::audit::Auditor::disabled(),
         }
     }
 
@@ -247,6 +250,25 @@ struct Ctx {
     spool: Arc<Spool>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
+}
+
+/// Records a delivery fact (defer, bounce) in the audit log.
+fn audit_delivery(ctx: &Ctx, env: &Envelope, kind: crate::audit::Kind, reason: Option<String>) {
+    let now = ctx.clock.now();
+    let outcome = crate::audit::Outcome::Failure;
+    let mut e = crate::audit::Event::new(kind, "relay", crate::audit::event::rfc3339(now), outcome);
+    e.queue_id = Some(env.id.clone());
+    e.user = env.authorized_as.clone();
+    e.reason = reason;
+    e.recipients = Some(
+        env.recipients
+            .iter()
+            .filter(|r| !matches!(r.status, Status::Delivered))
+            .count()
+            .try_into()
+            .unwrap_or(u32::MAX),
+    );
+    ctx.settings.audit.record(e);
 }
 
 /// What a delivery task reports back to the scheduler.
@@ -421,6 +443,8 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
             let at = now + delay;
             env.next_attempt = unix_secs(at);
             tracing::info!(id, attempts = env.attempts, retry_in = ?delay, "relay: deferred");
+            let reason = last_error.as_ref().map(|(c, t)| format!("{c} {t}"));
+            audit_delivery(ctx, &env, crate::audit::Kind::Defer, reason);
             save(ctx, &env).await;
             return Outcome {
                 retry_at: Some(at),
@@ -624,6 +648,12 @@ async fn settle(ctx: &Ctx, env: Envelope) -> Outcome {
         let queued = blocking(ctx, move |spool| spool.enqueue_bytes(bounce, &text)).await;
         match queued {
             Ok(bounce_id) => {
+                audit_delivery(
+                    ctx,
+                    &env,
+                    crate::audit::Kind::Bounce,
+                    Some(format!("bounced as {bounce_id}")),
+                );
                 tracing::info!(
                     id,
                     bounce = bounce_id,
@@ -646,13 +676,21 @@ async fn settle(ctx: &Ctx, env: Envelope) -> Outcome {
     })
     .await;
     match moved {
-        Ok(path) => tracing::error!(
+        Ok(path) => {
+            audit_delivery(
+                ctx,
+                &env,
+                crate::audit::Kind::Bounce,
+                Some("moved to dead letters".into()),
+            );
+            tracing::error!(
             id,
             sender = env.mail_from,
             failed = failed.len(),
             path = %path.display(),
             "relay: undeliverable and unreportable; moved to dead letters"
-        ),
+            );
+        }
         Err(e) => {
             tracing::error!(id, error = %e, "relay: cannot move to dead letters; will retry");
             return Outcome {
@@ -917,6 +955,7 @@ mod tests {
             maildir: "/m".into(),
             dead_letter: "/d".into(),
             upstream: None,
+            audit: crate::audit::Auditor::disabled(),
         };
         assert_eq!(s.schedule(), &retry::DEFAULT_SCHEDULE);
     }
@@ -940,6 +979,7 @@ mod tests {
             maildir: "/m".into(),
             dead_letter: "/d".into(),
             upstream: Some(up.clone()),
+            audit: crate::audit::Auditor::disabled(),
         };
         assert!(!format!("{s:?}").contains("hunter2"));
         let c = Connector::new(up).unwrap();
