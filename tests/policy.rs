@@ -12,6 +12,8 @@ mod common;
 mod extra;
 #[path = "common/mech.rs"]
 mod mech;
+#[path = "common/smarthost.rs"]
+mod smarthost;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -224,6 +226,68 @@ header = "X-Auth-Warning: PLAIN will be refused from 2027-01-01"
         mail.iter().filter(|m| m.contains("X-Auth-Warning")).count(),
         1,
         "{mail:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_headers_travel_with_relayed_mail() {
+    let smarthost = smarthost::Smarthost::start(smarthost::Options::default()).await;
+    let address = format!("\"{}\"", smarthost.addr());
+    let gw = start_with(
+        r#"
+[[policy]]
+name = "warn-plain"
+mechanisms = ["PLAIN"]
+action = "warn"
+header = "X-Auth-Warning: PLAIN is going away"
+
+[[policy]]
+name = "warn-pop-before-smtp"
+mechanisms = ["pop-before-smtp"]
+action = "warn"
+header = "X-Auth-Warning: POP-before-SMTP is going away"
+"#,
+        &[
+            ("delivery.upstream", "address", address.as_str()),
+            ("delivery.upstream", "tls", r#""none""#),
+            ("delivery.upstream", "retry", r#"["200ms", "200ms"]"#),
+        ],
+    )
+    .await;
+    // SMTP AUTH PLAIN, relayed to a remote recipient.
+    let (mut c, _, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235, "{:?}", x.lines);
+    mech::send_mail(&mut c, "alice@example.test", "friend@remote.example", "").await;
+    c.cmd("QUIT", 221).await;
+    let got = smarthost.wait_for(1, mech::DEADLINE).await;
+    let first = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(
+        first.contains("\r\nX-Auth-Warning: PLAIN is going away\r\n"),
+        "{first}"
+    );
+    // POP-before-SMTP: the rule decides at the first relayed recipient.
+    let (mut p, _, _) = mech::pop3(host(13), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "bob", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, port) = mech::smtp(host(13), gw.addr("smtp"), false, "old-pc").await;
+    let id = mech::send_mail(&mut c, "bob@example.test", "other@remote.example", "").await;
+    c.cmd("QUIT", 221).await;
+    let got = smarthost.wait_for(2, mech::DEADLINE).await;
+    let second = String::from_utf8_lossy(&got[1].data).into_owned();
+    assert!(
+        second.contains("\r\nX-Auth-Warning: POP-before-SMTP is going away\r\n"),
+        "{second}"
+    );
+    assert!(!second.contains("PLAIN is going away"), "{second}");
+    let e = event(&gw, host(13), port, Kind::Relay).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref(), e.queue_id.as_deref()),
+        (
+            Outcome::Warned,
+            Some("warn-pop-before-smtp"),
+            Some(id.as_str())
+        )
     );
     gw.stop().await;
 }
