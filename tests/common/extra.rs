@@ -65,6 +65,11 @@ pub struct Binary {
 impl Binary {
     /// Starts `mailgate serve --config <config>`.
     pub fn start(config: &Path) -> Binary {
+        Self::start_with_log(config, "info")
+    }
+
+    /// Starts `mailgate serve --config <config>` logging at `level` (`MAILGATE_LOG`).
+    pub fn start_with_log(config: &Path, level: &str) -> Binary {
         let dir = config.parent().expect("config folder");
         let log = dir.join("gateway.log");
         let err = std::fs::OpenOptions::new()
@@ -75,7 +80,7 @@ impl Binary {
         let child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
             .args(["serve", "--config"])
             .arg(config)
-            .env("MAILGATE_LOG", "info")
+            .env("MAILGATE_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::from(err))
             .spawn()

@@ -1,0 +1,794 @@
+//! Migration policy end to end: `[[policy]]` rules decide SMTP AUTH, POP3 logins and
+//! POP-before-SMTP relays in the real gateway. Each action (deny, warn, transition, brownout,
+//! dry run) gets its reply code, audit outcome and side effects (warning header, notices, no
+//! allowlist entry); each criterion (mechanism, class, user, network, listener, date window)
+//! narrows a rule; the first matching rule wins. The built binary reloads the policy on SIGHUP
+//! and `mailgate check-config` shows what each rule covers.
+
+mod common;
+// The harness waits on real time for the binary and files; the clock rule is for the gateway.
+#[allow(clippy::disallowed_methods)]
+#[path = "common/extra.rs"]
+mod extra;
+#[path = "common/mech.rs"]
+mod mech;
+#[path = "common/smarthost.rs"]
+mod smarthost;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailgate::audit::{Kind, Outcome};
+use mailgate::clock::{Clock, ManualClock, SystemClock};
+
+use common::client::Client;
+use common::{Gateway, PASSWORD, host};
+use mech::{wait_events, wait_one};
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// The base config with `policy` (TOML `[[policy]]` tables) and any key `edits`.
+fn config(policy: &str, edits: &[(&str, &str, &str)]) -> String {
+    extra::set_all(&common::config_text(policy), edits)
+}
+
+async fn start(policy: &str) -> Gateway {
+    start_with(policy, &[]).await
+}
+
+async fn start_with(policy: &str, edits: &[(&str, &str, &str)]) -> Gateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    Gateway::start_in(dir, &config(policy, edits)).await
+}
+
+fn audit_log(gw: &Gateway) -> PathBuf {
+    gw.state().join("audit.log")
+}
+
+/// The one audit event of kind `kind` from the client at `(ip, port)`.
+async fn event(gw: &Gateway, ip: IpAddr, port: u16, kind: Kind) -> mailgate::audit::Event {
+    wait_one(&audit_log(gw), &format!("{kind:?}"), ip, port, |e| {
+        e.kind == kind
+    })
+    .await
+}
+
+/// AUTH PLAIN over implicit TLS (submissions) from `source`; returns the reply.
+async fn plain_tls(gw: &Gateway, source: IpAddr, user: &str) -> (Client, u16, mech::Exchange) {
+    let (mut c, port) = mech::smtp(source, gw.addr("submissions"), true, "c").await;
+    let x = mech::smtp_plain(&mut c, user, PASSWORD).await;
+    (c, port, x)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deny_on_smtp_auth_answers_534_with_the_message_and_url() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "no-plain"
+mechanisms = ["PLAIN"]
+action = "deny"
+message = "PLAIN sign-in is retired"
+url = "https://example.test/migrate"
+"#,
+    )
+    .await;
+    let (mut c, port, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 534, "{:?}", x.lines);
+    let line = &x.lines[0];
+    assert!(line.starts_with("534 5.7.9 "), "{line}");
+    assert!(
+        line.contains("PLAIN sign-in is retired") && line.contains("https://example.test/migrate"),
+        "{line}"
+    );
+    // Not authenticated: submission still wants AUTH.
+    c.cmd("MAIL FROM:<alice@example.test>", 530).await;
+    let e = event(&gw, LOCAL, port, Kind::Auth).await;
+    assert_eq!(e.result, Outcome::Denied);
+    assert_eq!(e.rule.as_deref(), Some("no-plain"));
+    assert_eq!(e.user.as_deref(), Some("alice"));
+    assert_eq!(e.mechanism.as_deref(), Some("PLAIN"));
+    assert!(
+        e.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("PLAIN sign-in is retired")),
+        "{e:?}"
+    );
+    // Another mechanism in the same session is not covered.
+    assert_eq!(mech::smtp_login(&mut c, "alice", PASSWORD).await.code, 235);
+    c.cmd("MAIL FROM:<alice@example.test>", 250).await;
+    c.cmd("QUIT", 221).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deny_on_pop3_login_gives_auth_error_and_no_allowlist_entry() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "no-user-pass"
+mechanisms = ["USER"]
+action = "deny"
+message = "Use a modern sign-in"
+"#,
+    )
+    .await;
+    let (mut p, port, _) = mech::pop3(host(11), gw.addr("pop3s"), true).await;
+    let x = mech::pop_user_pass(&mut p, "alice", PASSWORD).await;
+    assert_eq!(x.code, 0, "{:?}", x.lines);
+    assert!(
+        x.lines[0].starts_with("-ERR [AUTH] ") && x.lines[0].contains("Use a modern sign-in"),
+        "{:?}",
+        x.lines
+    );
+    // Refused by policy: no maildrop, back in AUTHORIZATION.
+    p.pop_cmd("STAT", false).await;
+    let e = event(&gw, host(11), port, Kind::Auth).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref()),
+        (Outcome::Denied, Some("no-user-pass"))
+    );
+    p.pop_cmd("QUIT", true).await;
+    // No relay from that address: the login made no allowlist entry.
+    let (mut c, _) = mech::smtp(host(11), gw.addr("smtp"), false, "c").await;
+    c.cmd("MAIL FROM:<alice@example.test>", 250).await;
+    c.cmd("RCPT TO:<friend@remote.example>", 554).await;
+    c.cmd("QUIT", 221).await;
+    assert!(
+        mech::read_events(&audit_log(&gw))
+            .iter()
+            .all(|e| e.kind != Kind::Allowlist),
+        "a refused login made an allowlist entry"
+    );
+    // AUTH PLAIN is another mechanism: allowed, and it opens the relay.
+    let (mut p, port, _) = mech::pop3(host(11), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_plain(&mut p, "alice", PASSWORD).await.code, 1);
+    event(&gw, host(11), port, Kind::Allowlist).await;
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, _) = mech::smtp(host(11), gw.addr("smtp"), false, "c").await;
+    c.cmd("MAIL FROM:<alice@example.test>", 250).await;
+    c.cmd("RCPT TO:<friend@remote.example>", 250).await;
+    c.cmd("QUIT", 221).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deny_on_pop_before_smtp_refuses_the_relay_at_rcpt() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "no-pop-before-smtp"
+mechanisms = ["pop-before-smtp"]
+action = "deny"
+message = "Relaying after a POP3 login has ended; use SMTP AUTH"
+"#,
+    )
+    .await;
+    let (mut p, _, _) = mech::pop3(host(12), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "alice", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, port) = mech::smtp(host(12), gw.addr("smtp"), false, "c").await;
+    c.cmd("MAIL FROM:<alice@example.test>", 250).await;
+    let r = c.cmd("RCPT TO:<friend@remote.example>", 550).await;
+    assert!(
+        r[0].starts_with("550 5.7.1 ") && r[0].contains("Relaying after a POP3 login has ended"),
+        "{r:?}"
+    );
+    // Local delivery needs no relay authorization.
+    c.cmd("RCPT TO:<bob@example.test>", 250).await;
+    c.cmd("QUIT", 221).await;
+    let e = event(&gw, host(12), port, Kind::Relay).await;
+    assert_eq!(e.result, Outcome::Denied);
+    assert_eq!(e.rule.as_deref(), Some("no-pop-before-smtp"));
+    assert_eq!(e.mechanism.as_deref(), Some("pop-before-smtp"));
+    assert_eq!(e.user.as_deref(), Some("alice"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_lets_the_client_through_and_marks_its_mail() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "warn-plain"
+mechanisms = ["PLAIN"]
+action = "warn"
+header = "X-Auth-Warning: PLAIN will be refused from 2027-01-01"
+"#,
+    )
+    .await;
+    let (mut c, port, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235, "{:?}", x.lines);
+    mech::send_mail(&mut c, "alice@example.test", "bob@example.test", "").await;
+    c.cmd("QUIT", 221).await;
+    let e = event(&gw, LOCAL, port, Kind::Auth).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref()),
+        (Outcome::Warned, Some("warn-plain"))
+    );
+    let mail = gw.wait_for_mail("bob", 1).await;
+    assert!(
+        mail[0].contains("\r\nX-Auth-Warning: PLAIN will be refused from 2027-01-01\r\n"),
+        "{}",
+        mail[0]
+    );
+    // A mechanism the rule does not name: no header.
+    let (mut c, _) = mech::smtp(LOCAL, gw.addr("submissions"), true, "c").await;
+    assert_eq!(mech::smtp_login(&mut c, "alice", PASSWORD).await.code, 235);
+    mech::send_mail(&mut c, "alice@example.test", "bob@example.test", "").await;
+    c.cmd("QUIT", 221).await;
+    let mail = gw.wait_for_mail("bob", 2).await;
+    assert_eq!(
+        mail.iter().filter(|m| m.contains("X-Auth-Warning")).count(),
+        1,
+        "{mail:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_headers_travel_with_relayed_mail() {
+    let smarthost = smarthost::Smarthost::start(smarthost::Options::default()).await;
+    let address = format!("\"{}\"", smarthost.addr());
+    let gw = start_with(
+        r#"
+[[policy]]
+name = "warn-plain"
+mechanisms = ["PLAIN"]
+action = "warn"
+header = "X-Auth-Warning: PLAIN is going away"
+
+[[policy]]
+name = "warn-pop-before-smtp"
+mechanisms = ["pop-before-smtp"]
+action = "warn"
+header = "X-Auth-Warning: POP-before-SMTP is going away"
+"#,
+        &[
+            ("delivery.upstream", "address", address.as_str()),
+            ("delivery.upstream", "tls", r#""none""#),
+            ("delivery.upstream", "retry", r#"["200ms", "200ms"]"#),
+        ],
+    )
+    .await;
+    // SMTP AUTH PLAIN, relayed to a remote recipient.
+    let (mut c, _, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235, "{:?}", x.lines);
+    mech::send_mail(&mut c, "alice@example.test", "friend@remote.example", "").await;
+    c.cmd("QUIT", 221).await;
+    let got = smarthost.wait_for(1, mech::DEADLINE).await;
+    let first = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(
+        first.contains("\r\nX-Auth-Warning: PLAIN is going away\r\n"),
+        "{first}"
+    );
+    // POP-before-SMTP: the rule decides at the first relayed recipient.
+    let (mut p, _, _) = mech::pop3(host(13), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "bob", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, port) = mech::smtp(host(13), gw.addr("smtp"), false, "old-pc").await;
+    let id = mech::send_mail(&mut c, "bob@example.test", "other@remote.example", "").await;
+    c.cmd("QUIT", 221).await;
+    let got = smarthost.wait_for(2, mech::DEADLINE).await;
+    let second = String::from_utf8_lossy(&got[1].data).into_owned();
+    assert!(
+        second.contains("\r\nX-Auth-Warning: POP-before-SMTP is going away\r\n"),
+        "{second}"
+    );
+    assert!(!second.contains("PLAIN is going away"), "{second}");
+    let e = event(&gw, host(13), port, Kind::Relay).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref(), e.queue_id.as_deref()),
+        (
+            Outcome::Warned,
+            Some("warn-pop-before-smtp"),
+            Some(id.as_str())
+        )
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transition_answers_432() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "new-password"
+users = ["bob"]
+action = "transition"
+"#,
+    )
+    .await;
+    let (_c, port, x) = plain_tls(&gw, LOCAL, "bob").await;
+    assert_eq!(x.code, 432, "{:?}", x.lines);
+    assert!(x.lines[0].starts_with("432 4.7.12 "), "{:?}", x.lines);
+    let e = event(&gw, LOCAL, port, Kind::Auth).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref()),
+        (Outcome::Denied, Some("new-password"))
+    );
+    let (_c, _, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn brownout_refuses_its_share() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "brownout-all"
+users = ["alice"]
+action = "brownout"
+share = 1.0
+message = "Legacy sign-in is browning out"
+
+[[policy]]
+name = "brownout-none"
+users = ["bob"]
+action = "brownout"
+share = 0.0
+"#,
+    )
+    .await;
+    for _ in 0..3 {
+        let (_c, port, x) = plain_tls(&gw, LOCAL, "alice").await;
+        assert_eq!(x.code, 454, "{:?}", x.lines);
+        assert!(
+            x.lines[0].starts_with("454 4.7.0 ") && x.lines[0].contains("browning out"),
+            "{:?}",
+            x.lines
+        );
+        let e = event(&gw, LOCAL, port, Kind::Auth).await;
+        assert_eq!(
+            (e.result, e.rule.as_deref()),
+            (Outcome::Brownout, Some("brownout-all"))
+        );
+        let (_c, port, x) = plain_tls(&gw, LOCAL, "bob").await;
+        assert_eq!(x.code, 235, "{:?}", x.lines);
+        let e = event(&gw, LOCAL, port, Kind::Auth).await;
+        assert_eq!(
+            (e.result, e.rule.as_deref()),
+            (Outcome::Warned, Some("brownout-none"))
+        );
+    }
+    // POP3: a temporary refusal.
+    let (mut p, _, _) = mech::pop3(LOCAL, gw.addr("pop3s"), true).await;
+    let x = mech::pop_user_pass(&mut p, "alice", PASSWORD).await;
+    assert!(x.lines[0].starts_with("-ERR [SYS/TEMP] "), "{:?}", x.lines);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_allows_and_audits_would_deny() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "rehearsal"
+mechanisms = ["PLAIN", "USER"]
+action = "deny"
+dry_run = true
+"#,
+    )
+    .await;
+    let (_c, port, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235, "{:?}", x.lines);
+    let e = event(&gw, LOCAL, port, Kind::Auth).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref()),
+        (Outcome::WouldDeny, Some("rehearsal"))
+    );
+    let (mut p, port, _) = mech::pop3(LOCAL, gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "bob", PASSWORD).await.code, 1);
+    let e = event(&gw, LOCAL, port, Kind::Auth).await;
+    assert_eq!(e.result, Outcome::WouldDeny);
+    // Allowed, so the login opened the relay.
+    event(&gw, LOCAL, port, Kind::Allowlist).await;
+    p.pop_cmd("QUIT", true).await;
+    gw.stop().await;
+}
+
+/// One login attempt for the criteria table.
+#[derive(Debug, Clone, Copy)]
+struct Try {
+    source: u8,
+    listener: &'static str,
+    mechanism: &'static str,
+    user: &'static str,
+    /// 235 allowed, 534 denied (POP3: `+OK` / `-ERR [AUTH]` map to the same).
+    want: u16,
+}
+
+const fn t(
+    source: u8,
+    listener: &'static str,
+    mechanism: &'static str,
+    user: &'static str,
+    want: u16,
+) -> Try {
+    Try {
+        source,
+        listener,
+        mechanism,
+        user,
+        want,
+    }
+}
+
+/// Runs `t` against `gw`; returns the SMTP code (POP3 mapped to 235 / 534 / 0).
+async fn attempt(gw: &Gateway, t: Try) -> u16 {
+    let source = host(t.source);
+    let tls = matches!(t.listener, "submissions" | "pop3s");
+    if t.listener.starts_with("pop3") {
+        let (mut p, _, _) = mech::pop3(source, gw.addr(t.listener), tls).await;
+        let x = mech::pop_user_pass(&mut p, t.user, PASSWORD).await;
+        p.pop_cmd("QUIT", true).await;
+        return match x.lines[0].as_str() {
+            l if l.starts_with("+OK") => 235,
+            l if l.starts_with("-ERR [AUTH]") => 534,
+            _ => 0,
+        };
+    }
+    let (mut c, _) = mech::smtp(source, gw.addr(t.listener), tls, "c").await;
+    let x = match t.mechanism {
+        "PLAIN" => mech::smtp_plain(&mut c, t.user, PASSWORD).await,
+        "CRAM-MD5" => mech::smtp_cram(&mut c, t.user, PASSWORD).await,
+        other => panic!("no client for {other}"),
+    };
+    c.send("QUIT").await;
+    x.code
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
+    // 127.0.0.0/8 may send cleartext passwords, so PLAIN without TLS is class insecure.
+    let cases: Vec<(&str, &str, Vec<Try>)> = vec![
+        (
+            "mechanisms",
+            r#"mechanisms = ["CRAM-MD5"]"#,
+            vec![
+                t(1, "submission", "CRAM-MD5", "alice", 534),
+                t(1, "submission", "PLAIN", "alice", 235),
+            ],
+        ),
+        (
+            "classes",
+            r#"classes = ["insecure"]"#,
+            vec![
+                t(1, "submission", "PLAIN", "alice", 534),
+                t(1, "submissions", "PLAIN", "alice", 235),
+                t(1, "submission", "CRAM-MD5", "alice", 235),
+                t(1, "pop3", "USER", "alice", 534),
+                t(1, "pop3s", "USER", "bob", 235),
+            ],
+        ),
+        (
+            "users",
+            r#"users = ["Bob"]"#,
+            vec![
+                t(1, "submissions", "PLAIN", "bob", 534),
+                t(1, "submissions", "PLAIN", "alice", 235),
+                t(1, "pop3s", "USER", "bob", 534),
+            ],
+        ),
+        (
+            "networks",
+            r#"networks = ["127.0.0.20/31"]"#,
+            vec![
+                t(20, "submissions", "PLAIN", "alice", 534),
+                t(21, "submission", "CRAM-MD5", "alice", 534),
+                t(22, "submissions", "PLAIN", "alice", 235),
+                t(1, "submissions", "PLAIN", "alice", 235),
+            ],
+        ),
+        (
+            "listeners",
+            r#"listeners = ["submission", "pop3s"]"#,
+            vec![
+                t(1, "submission", "PLAIN", "alice", 534),
+                t(1, "smtp", "PLAIN", "alice", 235),
+                t(1, "submissions", "PLAIN", "alice", 235),
+                t(1, "pop3s", "USER", "alice", 534),
+                t(1, "pop3", "USER", "alice", 235),
+            ],
+        ),
+        (
+            "from in the future",
+            r#"from = "2999-01-01""#,
+            vec![t(1, "submissions", "PLAIN", "alice", 235)],
+        ),
+        (
+            "until in the past",
+            r#"until = "2001-01-01T00:00:00Z""#,
+            vec![t(1, "submissions", "PLAIN", "alice", 235)],
+        ),
+        (
+            "window containing now",
+            "from = \"2001-01-01\"\nuntil = \"2999-01-01\"",
+            vec![t(1, "submissions", "PLAIN", "alice", 534)],
+        ),
+    ];
+    for (name, criterion, tries) in cases {
+        let policy = format!("\n[[policy]]\nname = \"{name}\"\naction = \"deny\"\n{criterion}\n");
+        let gw = start_with(
+            &policy,
+            &[("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#)],
+        )
+        .await;
+        for attempt_ in tries {
+            let got = attempt(&gw, attempt_).await;
+            assert_eq!(got, attempt_.want, "rule {name}: {attempt_:?}");
+        }
+        // Every denial names the rule.
+        for e in mech::read_events(&audit_log(&gw)) {
+            if e.result == Outcome::Denied {
+                assert_eq!(e.rule.as_deref(), Some(name), "{e:?}");
+            }
+        }
+        gw.stop().await;
+    }
+
+    // An exception before a broader rule: the first match decides.
+    let gw = start(
+        r#"
+[[policy]]
+name = "exempt-alice"
+users = ["alice"]
+action = "allow"
+
+[[policy]]
+name = "deny-everyone"
+action = "deny"
+"#,
+    )
+    .await;
+    let (_c, port, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235);
+    let e = event(&gw, LOCAL, port, Kind::Auth).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref()),
+        (Outcome::Success, Some("exempt-alice"))
+    );
+    let (_c, port, x) = plain_tls(&gw, LOCAL, "bob").await;
+    assert_eq!(x.code, 534);
+    let e = event(&gw, LOCAL, port, Kind::Auth).await;
+    assert_eq!(e.rule.as_deref(), Some("deny-everyone"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_under_warn_sends_one_notice_per_interval() {
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    let text = config(
+        r#"
+[[policy]]
+name = "cram-sunset"
+mechanisms = ["CRAM-MD5"]
+action = "warn"
+notify = true
+refuse_from = "2027-06-01"
+message = "CRAM-MD5 is being retired"
+"#,
+        &[("notices", "interval", r#""7d""#)],
+    );
+    let gw = Gateway::start_with_clock(dir, &text, clock.clone()).await;
+    let maildir = gw.state().join("maildir").join("alice");
+    let login = || async {
+        let (mut c, port) = mech::smtp(host(9), gw.addr("submission"), false, "OldMailer").await;
+        assert_eq!(mech::smtp_cram(&mut c, "alice", PASSWORD).await.code, 235);
+        c.cmd("QUIT", 221).await;
+        let e = event(&gw, host(9), port, Kind::Auth).await;
+        assert_eq!(
+            (e.result, e.rule.as_deref()),
+            (Outcome::Warned, Some("cram-sunset"))
+        );
+    };
+    login().await;
+    let notices = mech::wait_mail(&maildir, 1, "the first notice").await;
+    for want in [
+        "To: <alice>",
+        "Auto-Submitted: auto-generated",
+        "127.0.0.9",
+        "CRAM-MD5",
+        "OldMailer",
+        "From 2027-06-01 it will be refused.",
+        "CRAM-MD5 is being retired",
+    ] {
+        assert!(
+            notices[0].contains(want),
+            "{want} missing in {}",
+            notices[0]
+        );
+    }
+    // Within the interval: no second notice.
+    login().await;
+    login().await;
+    // After the interval: one more.
+    clock.advance(Duration::from_secs(8 * 86_400));
+    login().await;
+    let notices = mech::wait_mail(&maildir, 2, "the notice after the interval").await;
+    // The logins within the interval had their chance to deliver before the last one.
+    let audit = wait_events(&audit_log(&gw), "four warned logins", 4, |e| {
+        e.result == Outcome::Warned
+    })
+    .await;
+    assert_eq!(audit.len(), 4);
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    // Bob, on a mechanism the rule does not name, gets nothing.
+    let (_c, _, x) = plain_tls(&gw, LOCAL, "bob").await;
+    assert_eq!(x.code, 235);
+    assert!(gw.mailbox("bob").is_empty());
+    gw.stop().await;
+}
+
+/// A config for the built binary on `ports`, with `policy` appended.
+fn binary_config(ports: &mech::Ports, policy: &str) -> String {
+    ports.apply(&common::config_text(policy))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_policy_for_new_sessions_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    let ports = mech::Ports::free();
+    let path = dir.path().join("mailgate.toml");
+    std::fs::write(&path, binary_config(&ports, "")).expect("config");
+    let gw = extra::Binary::start(&path);
+    let submissions = ports.addr("submissions");
+    extra::wait_listening(submissions).await;
+
+    // Before the reload: PLAIN works.
+    let (mut before, _) = mech::smtp(LOCAL, submissions, true, "c").await;
+    assert_eq!(
+        mech::smtp_plain(&mut before, "alice", PASSWORD).await.code,
+        235
+    );
+    // A session opened (not yet authenticated) before the reload.
+    let (mut open, _) = mech::smtp(LOCAL, submissions, true, "c").await;
+
+    let policy = "\n[[policy]]\nname = \"reloaded-deny\"\nmechanisms = [\"PLAIN\"]\n\
+                  action = \"deny\"\nmessage = \"PLAIN is now refused\"\n";
+    std::fs::write(&path, binary_config(&ports, policy)).expect("config");
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -HUP failed");
+    extra::eventually("the reload", mech::DEADLINE, || async {
+        gw.log_text().contains("policy reloaded")
+    })
+    .await;
+    assert!(
+        !gw.log_text().contains("next restart"),
+        "only the policy changed:\n{}",
+        gw.log_text()
+    );
+
+    // A new session gets the new policy.
+    let (mut after, _) = mech::smtp(LOCAL, submissions, true, "c").await;
+    let x = mech::smtp_plain(&mut after, "alice", PASSWORD).await;
+    assert_eq!(x.code, 534, "{:?}", x.lines);
+    assert!(x.lines[0].contains("PLAIN is now refused"), "{:?}", x.lines);
+    after.cmd("QUIT", 221).await;
+
+    // Sessions from before keep theirs: the authenticated one sends mail, the open one logs in.
+    mech::send_mail(&mut before, "alice@example.test", "bob@example.test", "").await;
+    before.cmd("QUIT", 221).await;
+    assert_eq!(
+        mech::smtp_plain(&mut open, "alice", PASSWORD).await.code,
+        235
+    );
+    open.cmd("QUIT", 221).await;
+
+    // A broken config is refused and the running policy kept.
+    std::fs::write(
+        &path,
+        binary_config(&ports, "\n[[policy]]\naction = \"explode\"\n"),
+    )
+    .expect("config");
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    extra::eventually("the refused reload", mech::DEADLINE, || async {
+        gw.log_text().contains("not reloaded")
+    })
+    .await;
+    let (mut c, _) = mech::smtp(LOCAL, submissions, true, "c").await;
+    assert_eq!(mech::smtp_plain(&mut c, "alice", PASSWORD).await.code, 534);
+    c.cmd("QUIT", 221).await;
+
+    let mut gw = gw;
+    gw.terminate();
+    assert!(
+        gw.wait_exit(Duration::from_secs(15)).await.is_some(),
+        "gateway did not exit"
+    );
+    let maildir = dir.path().join("state/maildir/bob");
+    mech::wait_mail(&maildir, 1, "the message from the pre-reload session").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_shows_what_each_rule_covers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    let text = common::config_text(
+        r#"
+[[policy]]
+name = "exempt-bob"
+users = ["bob"]
+action = "allow"
+
+[[policy]]
+name = "no-cram"
+mechanisms = ["CRAM-MD5"]
+action = "deny"
+
+[[policy]]
+name = "relay-sunset"
+mechanisms = ["pop-before-smtp"]
+action = "warn"
+from = "2999-01-01"
+
+[[policy]]
+name = "rehearse-apop"
+mechanisms = ["APOP"]
+action = "deny"
+dry_run = true
+until = "2001-01-01"
+"#,
+    );
+    let path = dir.path().join("mailgate.toml");
+    std::fs::write(&path, text).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check-config failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let after = |header: &str| -> Vec<&str> {
+        let start = lines
+            .iter()
+            .position(|l| *l == header)
+            .unwrap_or_else(|| panic!("{header:?} missing in:\n{stdout}"));
+        lines[start + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| l.trim())
+            .collect()
+    };
+    let bob = after("policy \"exempt-bob\": allow, in force today");
+    assert!(bob.contains(&"CRAM-MD5 (weak): bob"), "{bob:?}");
+    assert!(bob.contains(&"PLAIN (basic): bob"), "{bob:?}");
+    // Bob is exempt, so the CRAM-MD5 rule covers the others only.
+    let cram = after("policy \"no-cram\": deny, in force today");
+    assert_eq!(cram, ["CRAM-MD5 (weak): alice, postmaster"], "{stdout}");
+    let relay = after("policy \"relay-sunset\": warn, not yet in force");
+    assert_eq!(
+        relay,
+        ["pop-before-smtp (insecure): alice, postmaster"],
+        "{stdout}"
+    );
+    let apop = after("policy \"rehearse-apop\": deny (dry run), expired");
+    assert_eq!(apop, ["APOP (weak): alice, postmaster"], "{stdout}");
+    assert!(
+        lines.last().is_some_and(|l| l.ends_with("OK (3 users)")),
+        "{stdout}"
+    );
+}
