@@ -489,25 +489,63 @@ pub(crate) trait Collect: Send {
     fn merge(&mut self, other: Self);
 }
 
-/// A capped set: the [`LIST_CAP`] smallest distinct values, and hashes of the others (so that
-/// "+N more" is exact but cheap).
+/// A capped set: the [`LIST_CAP`] smallest distinct values, and the hashes of every distinct
+/// value (so that "+N more" is exact, and a value seen before costs one hash probe and no
+/// string comparison).
 #[derive(Debug, Default)]
 pub(crate) struct Capped {
     values: Vec<String>,
-    overflow: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    /// [`prefix`] of the largest kept value, so most new values are turned away without
+    /// reading it.
+    max_prefix: u128,
 }
 
-/// FNV-1a with a final mix (MurmurHash3's fmix64, as FNV's low bits are weak and the set
-/// indexes by them): the overflow sets key on it, so it needs to be fast and spread, not secret.
+/// The first 16 bytes of `v`, zero-padded, as a big-endian number: where two prefixes differ,
+/// they order as the strings do.
+fn prefix(v: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = v.len().min(16);
+    b[..n].copy_from_slice(&v.as_bytes()[..n]);
+    u128::from_be_bytes(b)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// FNV-1a with a final mix (MurmurHash3's fmix64, since FNV's low bits are weak and hash
+/// tables index by them). Fast on short keys and well spread; not meant to resist chosen keys,
+/// which only slow a report down.
+#[derive(Debug)]
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(FNV_OFFSET)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
+        }
+    }
+}
+
 fn hash(s: &str) -> u64 {
-    let mut h = s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    let mut h = Fnv::default();
+    h.write(s.as_bytes());
+    h.finish()
 }
 
 /// A hasher for keys that are already hashes.
@@ -522,7 +560,7 @@ impl Hasher for Prehashed {
     fn write(&mut self, bytes: &[u8]) {
         // Only u64 keys are hashed; fold anything else in rather than panic.
         for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
         }
     }
 
@@ -533,44 +571,51 @@ impl Hasher for Prehashed {
 
 impl Capped {
     pub(crate) fn insert(&mut self, v: &str) {
-        // Once full, most new values sort after the largest kept one: one comparison.
-        if self.values.len() == LIST_CAP && self.values.last().is_some_and(|m| v > m.as_str()) {
-            self.overflow.insert(hash(v));
+        if !self.seen.insert(hash(v)) {
             return;
         }
-        let at = match self.values.binary_search_by(|x| x.as_str().cmp(v)) {
-            Ok(_) => return,
-            Err(at) => at,
-        };
-        // Every overflowed value is larger than every kept one, so a value below the largest
-        // kept one is new.
-        if at < LIST_CAP {
-            self.values.insert(at, v.to_string());
-            if self.values.len() > LIST_CAP
-                && let Some(evicted) = self.values.pop()
+        self.keep(v);
+    }
+
+    /// Keeps a new value if it is among the smallest.
+    fn keep(&mut self, v: &str) {
+        if self.values.len() == LIST_CAP {
+            let p = prefix(v);
+            if p > self.max_prefix
+                || (p == self.max_prefix && self.values.last().is_some_and(|m| v > m.as_str()))
             {
-                self.overflow.insert(hash(&evicted));
+                return;
             }
-        } else {
-            self.overflow.insert(hash(v));
+        }
+        if let Err(at) = self.values.binary_search_by(|x| x.as_str().cmp(v)) {
+            self.values.insert(at, v.to_string());
+            self.values.truncate(LIST_CAP);
+            self.max_prefix = self.values.last().map_or(0, |m| prefix(m));
         }
     }
 
     fn merge(&mut self, other: Capped) {
+        // The smallest of the union are among the smallest of each side.
         for v in &other.values {
-            self.insert(v);
+            self.keep(v);
         }
-        let kept: Vec<u64> = self.values.iter().map(|v| hash(v)).collect();
-        self.overflow
-            .extend(other.overflow.into_iter().filter(|h| !kept.contains(h)));
+        self.seen.extend(other.seen);
     }
 
     fn finish(self) -> Values {
         Values {
+            more: (self.seen.len() - self.values.len()) as u64,
             values: self.values,
-            more: self.overflow.len() as u64,
         }
     }
+}
+
+/// The length of a canonical time, `2026-11-28T21:05:05.123Z`.
+const TIME_LEN: usize = 24;
+
+fn time_text(t: Option<[u8; TIME_LEN]>) -> String {
+    t.map(|t| String::from_utf8_lossy(&t).into_owned())
+        .unwrap_or_default()
 }
 
 /// The running totals of one group.
@@ -578,8 +623,9 @@ impl Capped {
 struct Acc {
     events: u64,
     successes: u64,
-    first: String,
-    last: String,
+    /// Canonical times (the scanner normalizes them), inline: no pointer to chase per event.
+    first: Option<[u8; TIME_LEN]>,
+    last: Option<[u8; TIME_LEN]>,
     classes: u8,
     mechanisms: Capped,
     users: Capped,
@@ -592,13 +638,9 @@ impl Acc {
     fn add(&mut self, e: &Seen<'_>) {
         self.events += 1;
         self.successes += u64::from(e.allowed);
-        if self.first.is_empty() || e.time < self.first.as_str() {
-            self.first.clear();
-            self.first.push_str(e.time);
-        }
-        if e.time > self.last.as_str() {
-            self.last.clear();
-            self.last.push_str(e.time);
+        if let Ok(t) = <[u8; TIME_LEN]>::try_from(e.time.as_bytes()) {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
         }
         if let Some(c) = e.class {
             self.classes |= 1 << c as u8;
@@ -620,12 +662,11 @@ impl Acc {
     fn merge(&mut self, o: Acc) {
         self.events += o.events;
         self.successes += o.successes;
-        if self.first.is_empty() || (!o.first.is_empty() && o.first < self.first) {
-            self.first = o.first;
-        }
-        if o.last > self.last {
-            self.last = o.last;
-        }
+        self.first = match (self.first, o.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = self.last.max(o.last);
         self.classes |= o.classes;
         self.mechanisms.merge(o.mechanisms);
         self.users.merge(o.users);
@@ -640,8 +681,8 @@ impl Acc {
             events: self.events,
             successes: self.successes,
             failures: self.events - self.successes,
-            first_seen: self.first,
-            last_seen: self.last,
+            first_seen: time_text(self.first),
+            last_seen: time_text(self.last),
             classes: Class::ALL
                 .into_iter()
                 .filter(|c| self.classes & (1 << *c as u8) != 0)
@@ -659,14 +700,14 @@ impl Acc {
 #[derive(Debug)]
 pub(crate) struct Groups {
     by: GroupBy,
-    map: HashMap<String, Acc>,
+    map: HashMap<String, Acc, BuildHasherDefault<Fnv>>,
 }
 
 impl Groups {
     pub(crate) fn new(by: GroupBy) -> Groups {
         Groups {
             by,
-            map: HashMap::new(),
+            map: HashMap::default(),
         }
     }
 

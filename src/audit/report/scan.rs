@@ -19,7 +19,7 @@ use memchr::memmem;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::{Collect, Error, Filter, KINDS, LineRef, SKIPPED_SHOWN, Seen, parse_time};
+use super::{Collect, Error, Filter, KINDS, LineRef, SKIPPED_SHOWN, Seen, TIME_LEN, parse_time};
 use crate::audit::event::{Class, classify};
 
 /// Bytes read per block handed to a worker.
@@ -92,22 +92,18 @@ impl Window {
             return false;
         };
         let rest = &line[at + self.time_key.needle().len()..];
-        match rest.get(..CANONICAL_LEN).map(std::str::from_utf8) {
-            Some(Ok(t)) if canonical(t) && rest.get(CANONICAL_LEN) == Some(&b'"') => {
-                !self.contains(t)
-            }
+        match rest.get(..TIME_LEN).map(std::str::from_utf8) {
+            Some(Ok(t)) if canonical(t) && rest.get(TIME_LEN) == Some(&b'"') => !self.contains(t),
             _ => false,
         }
     }
 }
 
-const CANONICAL_LEN: usize = "2026-11-28T21:05:05.123Z".len();
-
 /// Whether `t` has the writer's exact shape, `YYYY-MM-DDTHH:MM:SS.mmmZ`, so that text order is
 /// time order.
 pub(crate) fn canonical(t: &str) -> bool {
     let b = t.as_bytes();
-    b.len() == CANONICAL_LEN
+    b.len() == TIME_LEN
         && b.iter().enumerate().all(|(i, c)| match i {
             4 | 7 => *c == b'-',
             10 => *c == b'T',
@@ -201,16 +197,19 @@ impl<C: Collect> Worker<C> {
             return;
         }
         let data = &block.data;
+        // Checked once for the block, UTF-8 need not be checked again string by string; a
+        // block with a bad byte is parsed line by line from bytes.
+        let text = std::str::from_utf8(data).ok();
         let (mut start, mut n) = (0, 0);
-        for end in memchr::memchr_iter(b'\n', data) {
-            self.line(&data[start..end], w, block.seq, n);
+        // Each newline ends a line, and so does the end of a file without a final newline.
+        let ends = memchr::memchr_iter(b'\n', data)
+            .chain((data.last() != Some(&b'\n')).then_some(data.len()));
+        for end in ends {
+            // Newlines are ASCII, so these are character boundaries.
+            let line_text = text.and_then(|t| t.get(start..end));
+            self.line(&data[start..end], line_text, w, block.seq, n);
             n += 1;
             start = end + 1;
-        }
-        if start < data.len() {
-            // The last line of a file that does not end in a newline.
-            self.line(&data[start..], w, block.seq, n);
-            n += 1;
         }
         self.lines.push((block.seq, n));
     }
@@ -222,10 +221,12 @@ impl<C: Collect> Worker<C> {
         }
     }
 
-    fn line(&mut self, mut line: &[u8], w: &Window, seq: usize, n: u64) {
+    /// One line, as bytes and, when known to be UTF-8, as text.
+    fn line(&mut self, mut line: &[u8], text: Option<&str>, w: &Window, seq: usize, n: u64) {
         while let [rest @ .., b'\r' | b' ' | b'\t'] = line {
             line = rest;
         }
+        let text = text.and_then(|t| t.get(..line.len()));
         if line.is_empty() {
             return;
         }
@@ -235,7 +236,11 @@ impl<C: Collect> Worker<C> {
         if w.bounded() && w.outside(line) {
             return;
         }
-        let Ok(l) = serde_json::from_slice::<Line>(line) else {
+        let parsed = match text {
+            Some(text) => serde_json::from_str::<Line>(text),
+            None => serde_json::from_slice::<Line>(line),
+        };
+        let Ok(l) = parsed else {
             return self.skip(seq, n);
         };
         let time = if canonical(&l.time) {
