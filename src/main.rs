@@ -1,5 +1,5 @@
 //! The `mailgate` command: parse flags, load the config, start logging, and run until SIGINT or
-//! SIGTERM; plus the admin subcommands (check-config, passwd, allowlist).
+//! SIGTERM; plus the admin subcommands (check-config, passwd, allowlist, audit).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -55,6 +55,41 @@ enum Command {
         #[arg(long, global = true, default_value = "config/mailgate.toml")]
         config: PathBuf,
     },
+    /// Report who still authenticates how, from the audit log (the current file and its
+    /// rotations). By default: users of legacy authentication, most recently seen first.
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The configuration file (names the audit log).
+    #[arg(long, default_value = "config/mailgate.toml")]
+    config: PathBuf,
+    /// Read this log (and its rotations PATH.1, PATH.2, ...) instead of the configured one.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Only events at or after this: a duration before now ("7d", "12h") or a date
+    /// ("2026-11-01", midnight UTC) or RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events before this (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only these classes (insecure, weak, basic, modern, or all).
+    #[arg(long, default_value = "insecure,weak,basic")]
+    class: String,
+    /// Only these users (comma-separated; canonical or as given).
+    #[arg(long)]
+    user: Vec<String>,
+    /// Only these kinds (auth, relay, accept, allowlist, lockout, defer, bounce, or all).
+    #[arg(long, default_value = "auth,relay,accept")]
+    kind: String,
+    /// Group by user, ip, mechanism, client (software) or class.
+    #[arg(long, default_value = "user")]
+    group_by: String,
+    /// Output: table, json or csv.
+    #[arg(long, default_value = "table")]
+    format: String,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +134,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Command::Allowlist { action, config } => allowlist(&config, action),
+        Command::Audit(args) => audit(args),
     }
 }
 
@@ -403,6 +439,83 @@ fn control(addr: SocketAddr, line: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("cannot reach the gateway at {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit(args: AuditArgs) -> ExitCode {
+    use mailgate::audit::report::{self, Filter, Format, GroupBy};
+    use mailgate::clock::Clock;
+
+    let mut params = vec![("class", args.class.as_str()), ("kind", args.kind.as_str())];
+    params.extend(args.since.as_deref().map(|s| ("since", s)));
+    params.extend(args.until.as_deref().map(|s| ("until", s)));
+    params.extend(args.user.iter().map(|u| ("user", u.as_str())));
+    let parsed = Filter::from_params(&params).and_then(|f| {
+        let by: GroupBy = args.group_by.parse()?;
+        let format: Format = args.format.parse()?;
+        Ok((f, by, format))
+    });
+    let (filter, by, format) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("audit: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (path, keep) = match args.file {
+        Some(path) => (path, 0),
+        None => match load(&args.config) {
+            Ok(Config {
+                audit: Some(audit), ..
+            }) => (audit.path, audit.keep),
+            Ok(_) => {
+                eprintln!("{}: the audit log is disabled", args.config.display());
+                return ExitCode::FAILURE;
+            }
+            Err(code) => return code,
+        },
+    };
+    let files = mailgate::audit::files(&path, keep);
+    if files.is_empty() {
+        eprintln!("audit: no log at {}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let now = mailgate::clock::SystemClock.now();
+    let report = match report::report(&files, &filter, by, now) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("audit: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if report.skipped > 0 {
+        let at: Vec<String> = report
+            .skipped_at
+            .iter()
+            .map(|l| format!("{}:{}", l.file.display(), l.line))
+            .collect();
+        let more = if report.skipped > at.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
+        eprintln!(
+            "warning: skipped {} corrupt or truncated line(s): {}{more}",
+            report.skipped,
+            at.join(", ")
+        );
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = report::render(&report, by, format, now, &mut out)
+        .and_then(|()| std::io::Write::flush(&mut out));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("audit: {e}");
             ExitCode::FAILURE
         }
     }

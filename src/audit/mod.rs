@@ -8,6 +8,7 @@
 //! older files up to `keep`, so readers find the current and rotated logs by name.
 
 pub mod event;
+pub mod report;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
