@@ -81,6 +81,42 @@ impl Notices {
     }
 }
 
+/// The admin digest: the legacy-authentication report of the last `period` as a message for
+/// `to`, or `None` when the period saw no legacy authentication.
+pub fn digest(
+    files: &[PathBuf],
+    period: Duration,
+    to: &str,
+    hostname: &str,
+    now: SystemTime,
+) -> Result<Option<String>, crate::audit::report::Error> {
+    use crate::audit::report::{self, Filter, Format, GroupBy, TimeSpec};
+    let filter = Filter {
+        since: Some(TimeSpec::Ago(period)),
+        ..Filter::default()
+    };
+    let by_user = report::report(files, &filter, GroupBy::User, now)?;
+    if by_user.groups.is_empty() {
+        return Ok(None);
+    }
+    let by_client = report::report(files, &filter, GroupBy::Client, now)?;
+    let mut table = Vec::new();
+    let _ = report::render(&by_user, GroupBy::User, Format::Table, now, &mut table);
+    table.extend_from_slice(b"\n");
+    let _ = report::render(&by_client, GroupBy::Client, Format::Table, now, &mut table);
+    let text = String::from_utf8_lossy(&table).replace('\n', "\r\n");
+    Ok(Some(format!(
+        "From: mailgate <postmaster@{hostname}>\r\nTo: <{to}>\r\nSubject: Legacy \
+         authentication digest: {} users\r\nDate: {}\r\nAuto-Submitted: auto-generated\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nUsers and clients \
+         that used legacy authentication in the last {} (`mailgate audit --since {}`):\r\n\r\n{text}",
+        by_user.groups.len(),
+        httpdate::fmt_http_date(now),
+        humantime::format_duration(period),
+        humantime::format_duration(period),
+    )))
+}
+
 /// The notice as a complete message (CRLF line ends).
 pub fn render(n: &Notice, hostname: &str, now: SystemTime) -> String {
     let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(200).collect() };
@@ -140,6 +176,49 @@ mod tests {
         assert!(n.due("alice", "PLAIN", T0));
         assert!(n.due("bob", "CRAM-MD5", T0));
         assert!(n.due("alice", "CRAM-MD5", T0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn digest_lists_legacy_users_of_the_period() {
+        use crate::audit::{Class, Event, Kind, Outcome};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut lines = String::new();
+        for (user, mech, class, ago) in [
+            ("alice", "CRAM-MD5", Class::Weak, 60),
+            ("bob", "SCRAM-SHA-256", Class::Modern, 60),
+            ("carol", "PLAIN", Class::Insecure, 3 * 86_400),
+        ] {
+            let t = crate::audit::event::rfc3339(now - Duration::from_secs(ago));
+            let mut e = Event::new(Kind::Auth, "smtp", t, Outcome::Success);
+            e.user = Some(user.into());
+            e.mechanism = Some(mech.into());
+            e.class = Some(class);
+            lines.push_str(&serde_json::to_string(&e).unwrap());
+            lines.push('\n');
+        }
+        std::fs::write(&log, lines).unwrap();
+        let text = digest(
+            &[log.clone()],
+            Duration::from_secs(86_400),
+            "postmaster",
+            "mx",
+            now,
+        )
+        .unwrap()
+        .expect("alice used CRAM-MD5 today");
+        assert!(
+            text.contains("alice") && text.contains("CRAM-MD5"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("bob"),
+            "modern logins are not legacy: {text}"
+        );
+        assert!(!text.contains("carol"), "outside the period: {text}");
+        let quiet = digest(&[log], Duration::from_secs(10), "postmaster", "mx", now).unwrap();
+        assert!(quiet.is_none());
     }
 
     #[test]

@@ -534,6 +534,9 @@ impl Server {
             ));
         }
         tracker.spawn(housekeeping(shared.clone(), shutdown.clone()));
+        if shared.config.notices.digest_to.is_some() && shared.config.audit.is_some() {
+            tracker.spawn(digests(shared.clone(), shutdown.clone()));
+        }
         shutdown.cancelled().await;
         tracing::info!("shutting down");
         // Sessions answer 421 / -ERR at their next read; give them a bounded time.
@@ -666,6 +669,47 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
             let shared = shared.clone();
             let _ = tokio::task::spawn_blocking(move || save_allowlist(&shared)).await;
         }
+    }
+}
+
+/// Sends the legacy-authentication digest to `[notices] digest_to` every `digest_interval`.
+async fn digests(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let period = shared.config.notices.digest_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || send_digest(&shared, period)).await;
+    }
+}
+
+fn send_digest(shared: &Shared, period: Duration) {
+    let (Some(to), Some(audit)) = (&shared.config.notices.digest_to, &shared.config.audit) else {
+        return;
+    };
+    let now = shared.clock.now();
+    let files = crate::audit::files(&audit.path, audit.keep);
+    let host = &shared.config.hostname;
+    match crate::notices::digest(&files, period, to, host, now) {
+        Ok(Some(text)) => {
+            let unique = format!("{}.digest", crate::clock::unix_secs(now));
+            match crate::maildir::deliver(
+                &shared.config.delivery.maildir,
+                to,
+                &unique,
+                host,
+                text.as_bytes(),
+            ) {
+                Ok(_) => tracing::info!(to = %to, "legacy-auth digest delivered"),
+                Err(e) => tracing::warn!(to = %to, "cannot deliver the digest: {e}"),
+            }
+        }
+        Ok(None) => tracing::debug!("no legacy authentication in the digest period"),
+        Err(e) => tracing::warn!("cannot build the digest: {e}"),
     }
 }
 
