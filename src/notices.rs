@@ -200,7 +200,7 @@ mod tests {
         }
         std::fs::write(&log, lines).unwrap();
         let text = digest(
-            &[log.clone()],
+            std::slice::from_ref(&log),
             Duration::from_secs(86_400),
             "postmaster",
             "mx",
