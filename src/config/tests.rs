@@ -86,7 +86,7 @@ fn demo_config_runs_on_loopback_with_its_users() {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| l.split(':').next())
         .collect();
-    assert_eq!(names, ["alice", "bob", "carol"]);
+    assert_eq!(names, ["alice", "bob", "carol", "postmaster"]);
 }
 
 #[test]
