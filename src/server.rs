@@ -238,6 +238,27 @@ impl Shared {
         restart
     }
 
+    /// Runs the server side of a TLS handshake on `tcp` within `limits.tls_handshake_timeout`;
+    /// `None` (with a log line naming `what`) if it fails or times out.
+    pub async fn accept_tls(
+        &self,
+        tcp: TcpStream,
+        what: &str,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let limit = self.config.limits.tls_handshake_timeout;
+        match tokio::time::timeout(limit, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                tracing::info!("{what} handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::info!("{what} handshake timed out");
+                None
+            }
+        }
+    }
+
     /// The current migration policy.
     pub fn policy(&self) -> Arc<crate::policy::Policy> {
         match self.policy.read() {

@@ -244,6 +244,16 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Equality in constant time (for equal lengths), so comparing secrets leaks no timing.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == other.0.len() && bool::from(self.0.as_slice().ct_eq(other.0.as_slice()))
+    }
+}
+
+impl Eq for Secret {}
+
 /// One problem found in a users file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

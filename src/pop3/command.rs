@@ -7,10 +7,6 @@
 //! octets, and `AUTH` (RFC 5034 §4) carries a base64 initial response up to
 //! [`MAX_SASL_LINE_LEN`] octets. Also covers `CAPA` (RFC 2449 §5) and `STLS` (RFC 2595 §4).
 
-use std::fmt;
-
-use zeroize::Zeroizing;
-
 use crate::sasl;
 
 /// Longest argument in octets (RFC 2449 §4).
@@ -29,28 +25,9 @@ pub const MAX_SASL_LINE_LEN: usize = sasl::MAX_TOKEN_LEN * 4 / 3 + 4;
 /// Longest line the parser accepts at all: `AUTH <mechanism> <initial response>`.
 pub const MAX_AUTH_LINE_LEN: usize = "AUTH ".len() + MAX_ARG_LEN + 1 + MAX_SASL_LINE_LEN;
 
-/// A secret the client sent (a password or a SASL initial response). Zeroized on drop; its
-/// `Debug` output shows nothing of the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<Vec<u8>>);
-
-impl Secret {
-    /// Wraps `bytes`.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
-    }
-
-    /// The secret bytes.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
+/// A secret the client sent (a password or a SASL initial response): zeroized on drop, with a
+/// `Debug` that shows nothing.
+pub use crate::auth::Secret;
 
 /// A parsed POP3 command. Variants are spelled as the RFC keywords.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,12 +60,9 @@ async fn serve_in_span(
     shutdown: CancellationToken,
     id: String,
 ) {
-    let limits = &shared.config.limits;
     if implicit_tls {
-        let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return tracing::info!("TLS handshake failed: {e}"),
-            Err(_) => return tracing::info!("TLS handshake timed out"),
+        let Some(tls) = shared.accept_tls(tcp, "TLS").await else {
+            return;
         };
         let session = Session::new(settings(&shared, peer, Some(tls.get_ref().1), &id, "pop3s"));
         let _ = phase(tls, session, peer, &shared, &shutdown, true).await;
@@ -76,10 +73,8 @@ async fn serve_in_span(
         End::Closed => return,
         End::StartTls(tcp, session) => (tcp, session),
     };
-    let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return tracing::info!("STLS handshake failed: {e}"),
-        Err(_) => return tracing::info!("STLS handshake timed out"),
+    let Some(tls) = shared.accept_tls(tcp, "STLS").await else {
+        return;
     };
     let session = session.after_tls(settings(&shared, peer, Some(tls.get_ref().1), &id, "pop3"));
     let _ = phase(tls, session, peer, &shared, &shutdown, false).await;

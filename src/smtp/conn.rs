@@ -59,12 +59,9 @@ async fn serve_in_span(
     shutdown: CancellationToken,
     id: String,
 ) {
-    let limits = &shared.config.limits;
     if role == SmtpRole::Submissions {
-        let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return tracing::info!("TLS handshake failed: {e}"),
-            Err(_) => return tracing::info!("TLS handshake timed out"),
+        let Some(tls) = shared.accept_tls(tcp, "TLS").await else {
+            return;
         };
         let session = Session::new(settings(&shared, role, peer, Some(tls.get_ref().1), &id));
         let _ = phase(tls, session, &shared, &shutdown, true).await;
@@ -75,10 +72,8 @@ async fn serve_in_span(
         End::Closed => return,
         End::StartTls(tcp, session) => (tcp, session),
     };
-    let tls = match timeout(limits.tls_handshake_timeout, shared.acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return tracing::info!("STARTTLS handshake failed: {e}"),
-        Err(_) => return tracing::info!("STARTTLS handshake timed out"),
+    let Some(tls) = shared.accept_tls(tcp, "STARTTLS").await else {
+        return;
     };
     tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "STARTTLS complete");
     let session = session.after_tls(settings(&shared, role, peer, Some(tls.get_ref().1), &id));
