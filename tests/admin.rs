@@ -524,6 +524,11 @@ async fn metrics_report_allowlist_and_dashboard() {
     );
     let r = http(admin, "GET", "/api/timeline?bucket=0s", None, None).await;
     assert_eq!(r.status, 400, "{r:?}");
+    let r = http(admin, "GET", "/api/nothing", None, None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (404, Some("no such route"))
+    );
 
     allowlist_round_trip(&gw).await;
     let _ = gw.stop().await;

@@ -60,6 +60,7 @@ pub(super) fn router(shared: Arc<Shared>, access: Arc<Access>) -> Router {
         .route("/api/timeline", get(timeline_json))
         .route("/api/allowlist", get(list).post(add))
         .route("/api/allowlist/{ip}", delete(remove))
+        .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -125,6 +126,10 @@ async fn dashboard() -> Response {
         HeaderValue::from_static(PAGE_POLICY),
     );
     r
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such route".into())
 }
 
 async fn healthz() -> &'static str {
