@@ -12,11 +12,13 @@
 //! - `spool/`: the durable queue; `relay/`: delivery to Maildir and the smarthost.
 //! - `oauth/`: bearer-token validation (JWT, RFC 7662 introspection) for XOAUTH2/OAUTHBEARER.
 //! - `audit/`: the audit log; `policy`: migration rules.
+//! - `admin/`: the admin HTTP endpoint (metrics, report API, allowlist, dashboard).
 //! - `clock`: time as an input.
 //! - `smtp/`: SMTP command, address, reply and DATA parsers (sans-IO).
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod allowlist;
 pub mod audit;
 pub mod auth;

@@ -53,6 +53,9 @@ pub enum Error {
     /// The spool could not be opened.
     #[error("spool: {0}")]
     Spool(String),
+    /// The admin endpoint could not be set up (its token file).
+    #[error("admin endpoint: {0}")]
+    Admin(#[from] crate::admin::Error),
     /// The state directory could not be created.
     #[error("state directory {path}: {source}")]
     StateDir {
@@ -113,6 +116,8 @@ pub struct Shared {
     pub tokens: Option<Arc<dyn crate::sasl::TokenValidator>>,
     /// The audit log.
     pub audit: crate::audit::Auditor,
+    /// Admin endpoint: counters fed by the audit events (`GET /metrics`).
+    pub metrics: crate::admin::metrics::Metrics,
     /// Notices to users under warn/brownout rules.
     pub notices: Arc<crate::notices::Notices>,
     /// The migration policy; replaced on SIGHUP, read once per connection phase.
@@ -299,6 +304,11 @@ impl Shared {
         crate::io::may_block(f)
     }
 
+    /// Client connections open on the mail listeners (admin endpoint: `GET /metrics`).
+    pub fn open_connections(&self) -> usize {
+        self.per_ip.iter().map(|n| *n.value()).sum()
+    }
+
     /// Records a successful login (resets the throttle).
     pub fn auth_succeeded(&self, ip: IpAddr, user: &str) {
         self.throttle.record_success(crate::canonical_ip(ip), user);
@@ -327,6 +337,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<(Role, TcpListener)>,
     control: Option<TcpListener>,
+    admin: Option<(TcpListener, crate::admin::Access)>,
     relay_task: tokio::task::JoinHandle<()>,
     relay_shutdown: CancellationToken,
     audit_task: Option<tokio::task::JoinHandle<()>>,
@@ -399,6 +410,9 @@ impl Server {
             }
             None => (crate::audit::Auditor::disabled(), None),
         };
+        // Admin endpoint: every audit event also feeds the metrics (before the relay's clone).
+        let metrics = crate::admin::metrics::Metrics::new();
+        let audit = audit.with_observer(metrics.observer());
         let relay_shutdown = CancellationToken::new();
         let mut relay_settings =
             crate::relay::Settings::from_config(&config.hostname, &config.delivery);
@@ -442,6 +456,21 @@ impl Server {
             ),
             None => None,
         };
+        // Admin endpoint: its token is read once, here, so a bad file stops the start.
+        let admin = match l.admin {
+            Some(addr) => {
+                let access = crate::admin::Access::load(config.admin_token_file.as_deref())?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr,
+                        role: "admin",
+                        source,
+                    })?;
+                Some((listener, access))
+            }
+            None => None,
+        };
         let users: Arc<dyn Authenticator> = Arc::new(users);
         let tokens = match &config.auth.oauth {
             Some(o) => Some(Arc::new(crate::oauth::Validator::from_config(
@@ -472,6 +501,7 @@ impl Server {
             sasl_options: Arc::new(sasl_options),
             tokens,
             audit,
+            metrics,
             policy: std::sync::RwLock::new(config.policy.clone()),
             notices: Arc::new(crate::notices::Notices::new(
                 config.notices.interval,
@@ -493,6 +523,7 @@ impl Server {
             shared,
             listeners,
             control,
+            admin,
             relay_task,
             relay_shutdown,
             audit_task,
@@ -513,6 +544,11 @@ impl Server {
         self.control.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The bound admin endpoint address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// The shared state (tests inspect the allowlist through it).
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
@@ -524,6 +560,7 @@ impl Server {
             shared,
             listeners,
             control,
+            admin,
             relay_task,
             relay_shutdown,
             audit_task,
@@ -551,6 +588,14 @@ impl Server {
                 listener,
                 shared.allowlist.clone(),
                 shared.clock.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some((listener, access)) = admin {
+            tracker.spawn(crate::admin::serve(
+                listener,
+                access,
+                shared.clone(),
                 shutdown.clone(),
             ));
         }

@@ -106,11 +106,26 @@ pub struct Stats {
     pub write_errors: AtomicU64,
 }
 
+/// Sees every event an [`Auditor`] records, before it is queued (e.g. to count it in metrics);
+/// it must be quick and must not block.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// The handle sessions record events through. Cloning is cheap.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auditor {
     tx: Option<mpsc::Sender<Event>>,
     stats: Arc<Stats>,
+    observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("enabled", &self.tx.is_some())
+            .field("stats", &self.stats)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Auditor {
@@ -119,7 +134,14 @@ impl Auditor {
         Auditor {
             tx: None,
             stats: Arc::new(Stats::default()),
+            observer: None,
         }
+    }
+
+    /// This auditor, also showing every event to `observer` (even when the log is disabled).
+    pub fn with_observer(mut self, observer: Observer) -> Auditor {
+        self.observer = Some(observer);
+        self
     }
 
     /// Starts the writer task; it runs until `shutdown` fires and the channel is drained.
@@ -134,6 +156,7 @@ impl Auditor {
             Auditor {
                 tx: Some(tx),
                 stats,
+                observer: None,
             },
             task,
         )
@@ -141,6 +164,9 @@ impl Auditor {
 
     /// Records `event` without waiting; drops it (and counts the drop) if the writer is behind.
     pub fn record(&self, event: Event) {
+        if let Some(observe) = &self.observer {
+            observe(&event);
+        }
         let Some(tx) = &self.tx else { return };
         if tx.try_send(event).is_err() {
             let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -419,6 +445,18 @@ mod tests {
         task.await.unwrap();
         assert!(auditor.stats().write_errors.load(Ordering::Relaxed) >= 5);
         assert_eq!(auditor.stats().written.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_observer_sees_every_event_even_when_disabled() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let count = seen.clone();
+        let a = Auditor::disabled().with_observer(Arc::new(move |e: &Event| {
+            count.fetch_add(u64::from(e.recipients.unwrap_or(0)), Ordering::Relaxed);
+        }));
+        a.clone().record(event(2));
+        a.record(event(3));
+        assert_eq!(seen.load(Ordering::Relaxed), 5);
     }
 
     #[test]

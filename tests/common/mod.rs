@@ -29,6 +29,8 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub addrs: Vec<(Role, SocketAddr)>,
     pub control: Option<SocketAddr>,
+    /// The admin endpoint, when `[listeners] admin` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -96,6 +98,7 @@ impl Gateway {
             .expect("gateway binds");
         let addrs = server.local_addrs();
         let control = server.control_addr();
+        let admin_addr = server.admin_addr();
         let shared = server.shared();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
@@ -103,6 +106,7 @@ impl Gateway {
             dir,
             addrs,
             control,
+            admin_addr,
             shared,
             shutdown,
             task,
@@ -116,6 +120,11 @@ impl Gateway {
             .find(|(r, _)| r.name() == role)
             .map(|(_, a)| *a)
             .unwrap_or_else(|| panic!("no {role} listener"))
+    }
+
+    /// The admin endpoint's address (the config must set `[listeners] admin`).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin_addr.expect("no admin listener configured")
     }
 
     /// The state folder.

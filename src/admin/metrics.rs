@@ -1,0 +1,272 @@
+//! The gateway's metrics in the Prometheus text format (version 0.0.4), for `GET /metrics`.
+//!
+//! Counters that follow from audit events (authentications and relays) are counted where the
+//! events are recorded: [`Metrics::observe`] sees every [`Event`] handed to the
+//! [`Auditor`](crate::audit::Auditor), whether or not the audit log is enabled. Everything else
+//! is read when scraped ([`Gauges`]): the allowlist size, open client connections, queue depth
+//! and the audit writer's own counters. Label values come from the gateway (mechanism names,
+//! classes, outcomes), never from free client text, and are bounded by [`label`] regardless.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::audit::{Event, Kind};
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Longest label value kept; longer (or oddly spelled) values are counted as "other".
+pub const MAX_LABEL: usize = 40;
+
+/// Labels of `mailgate_authentications_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AuthLabels {
+    protocol: String,
+    mechanism: String,
+    class: String,
+    result: String,
+}
+
+/// Labels of `mailgate_relays_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RelayLabels {
+    kind: String,
+    result: String,
+}
+
+/// Counters fed by audit events. Cloning shares the counts.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    auths: Family<AuthLabels, Counter>,
+    relays: Family<RelayLabels, Counter>,
+}
+
+/// Values read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Allowlist entries (POP-before-SMTP).
+    pub allowlist_entries: u64,
+    /// Client connections open on the mail listeners.
+    pub connections: u64,
+    /// Messages waiting in the spool.
+    pub queue_depth: u64,
+    /// Audit events written.
+    pub audit_written: u64,
+    /// Audit events dropped because the writer fell behind.
+    pub audit_dropped: u64,
+    /// Failed audit writes, flushes or rotations.
+    pub audit_write_errors: u64,
+}
+
+impl Metrics {
+    /// Empty counters.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// An observer for [`Auditor::with_observer`](crate::audit::Auditor::with_observer).
+    pub fn observer(&self) -> Arc<dyn Fn(&Event) + Send + Sync> {
+        let m = self.clone();
+        Arc::new(move |e: &Event| m.observe(e))
+    }
+
+    /// Counts `e`: an `auth` event by protocol, mechanism, class and result; a `relay` event
+    /// (authorized by address) by its kind (`pop-before-smtp`, `trusted-network`) and result;
+    /// an `accept` event under SMTP AUTH as a relay of kind `sasl`.
+    pub fn observe(&self, e: &Event) {
+        let mechanism = e.mechanism.as_deref().unwrap_or("none");
+        match e.kind {
+            Kind::Auth => {
+                let labels = AuthLabels {
+                    protocol: label(&e.protocol),
+                    mechanism: label(mechanism),
+                    class: e.class.map_or("none", |c| c.as_str()).to_string(),
+                    result: e.result.as_str().to_string(),
+                };
+                self.auths.get_or_create(&labels).inc();
+            }
+            Kind::Relay => {
+                let labels = RelayLabels {
+                    kind: label(mechanism),
+                    result: e.result.as_str().to_string(),
+                };
+                self.relays.get_or_create(&labels).inc();
+            }
+            Kind::Accept if e.mechanism.is_some() => {
+                let labels = RelayLabels {
+                    kind: "sasl".to_string(),
+                    result: e.result.as_str().to_string(),
+                };
+                self.relays.get_or_create(&labels).inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The exposition text: the counters, then `gauges`.
+    pub fn encode(&self, gauges: &Gauges) -> String {
+        let mut reg = Registry::with_prefix("mailgate");
+        reg.register(
+            "authentications",
+            "Authentication decisions by protocol, mechanism, class and result",
+            self.auths.clone(),
+        );
+        reg.register(
+            "relays",
+            "Messages relayed or refused, by authorization kind (pop-before-smtp, \
+             trusted-network, sasl) and result",
+            self.relays.clone(),
+        );
+        let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        reg.register(
+            "allowlist_entries",
+            "Addresses on the POP-before-SMTP allowlist",
+            gauge(gauges.allowlist_entries),
+        );
+        reg.register(
+            "connections",
+            "Client connections open on the mail listeners",
+            gauge(gauges.connections),
+        );
+        reg.register(
+            "queue_depth",
+            "Messages waiting in the spool",
+            gauge(gauges.queue_depth),
+        );
+        reg.register(
+            "audit_events_written",
+            "Audit events written to the log",
+            ConstCounter::new(gauges.audit_written),
+        );
+        reg.register(
+            "audit_events_dropped",
+            "Audit events dropped because the writer fell behind",
+            ConstCounter::new(gauges.audit_dropped),
+        );
+        reg.register(
+            "audit_write_errors",
+            "Failed audit log writes, flushes or rotations",
+            ConstCounter::new(gauges.audit_write_errors),
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &reg);
+        out
+    }
+}
+
+/// `value` as a label value: names of at most [`MAX_LABEL`] ASCII letters, digits, `-`, `_`
+/// and `.` pass; anything else becomes "other", so no input can grow the series count.
+pub fn label(value: &str) -> String {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_LABEL
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        value.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Class, Outcome};
+
+    fn event(kind: Kind, protocol: &str, mechanism: Option<&str>, class: Option<Class>) -> Event {
+        let mut e = Event::new(
+            kind,
+            protocol,
+            "2026-11-28T00:00:00.000Z".into(),
+            Outcome::Success,
+        );
+        e.mechanism = mechanism.map(str::to_string);
+        e.class = class;
+        e
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        let cases = [
+            ("PLAIN", "PLAIN"),
+            ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256-PLUS"),
+            ("pop-before-smtp", "pop-before-smtp"),
+            ("", "other"),
+            ("has space", "other"),
+            ("quote\"", "other"),
+            ("Ünicode", "other"),
+            (&"X".repeat(MAX_LABEL + 1), "other"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(label(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn events_are_counted_by_their_labels() {
+        let m = Metrics::new();
+        let plain = event(Kind::Auth, "smtp", Some("PLAIN"), Some(Class::Basic));
+        m.observe(&plain);
+        m.observe(&plain);
+        let mut failed = event(Kind::Auth, "pop3", Some("USER"), Some(Class::Insecure));
+        failed.result = Outcome::Failure;
+        m.observe(&failed);
+        m.observe(&event(Kind::Relay, "smtp", Some("pop-before-smtp"), None));
+        m.observe(&event(
+            Kind::Accept,
+            "smtp",
+            Some("PLAIN"),
+            Some(Class::Basic),
+        ));
+        // Inbound mail without authorization, and events that are not counted here.
+        m.observe(&event(Kind::Accept, "smtp", None, None));
+        m.observe(&event(Kind::Lockout, "smtp", Some("PLAIN"), None));
+        m.observe(&event(
+            Kind::Allowlist,
+            "pop3",
+            Some("pop-before-smtp"),
+            None,
+        ));
+        let text = m.encode(&Gauges {
+            allowlist_entries: 3,
+            connections: 2,
+            queue_depth: 1,
+            audit_written: 7,
+            audit_dropped: 0,
+            audit_write_errors: 4,
+        });
+        let want = [
+            "# TYPE mailgate_authentications_total counter",
+            "mailgate_authentications_total{protocol=\"smtp\",mechanism=\"PLAIN\",\
+             class=\"basic\",result=\"success\"} 2",
+            "mailgate_authentications_total{protocol=\"pop3\",mechanism=\"USER\",\
+             class=\"insecure\",result=\"failure\"} 1",
+            "mailgate_relays_total{kind=\"pop-before-smtp\",result=\"success\"} 1",
+            "mailgate_relays_total{kind=\"sasl\",result=\"success\"} 1",
+            "# TYPE mailgate_allowlist_entries gauge",
+            "mailgate_allowlist_entries 3",
+            "mailgate_connections 2",
+            "mailgate_queue_depth 1",
+            "mailgate_audit_events_written_total 7",
+            "mailgate_audit_events_dropped_total 0",
+            "mailgate_audit_write_errors_total 4",
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        for w in want {
+            assert!(lines.contains(&w), "missing {w:?} in:\n{text}");
+        }
+        let relays = lines
+            .iter()
+            .filter(|l| l.starts_with("mailgate_relays_total{"))
+            .count();
+        assert_eq!(relays, 2, "{text}");
+    }
+}

@@ -1,0 +1,451 @@
+//! The admin endpoint's routes and handlers (listed in `mod.rs`), and the access check every
+//! request passes first. Reports and timelines read the audit log on blocking threads; errors
+//! are answered as `{"error": "..."}` with a 4xx or 5xx status.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get};
+use serde::Deserialize;
+
+use super::metrics::{self, Gauges};
+use super::{Access, MAX_BODY, Peer, Verdict};
+use crate::allowlist;
+use crate::audit::report::{self, Filter, GroupBy};
+use crate::audit::{Class, Event, Kind, Outcome};
+use crate::control::{self, ListedEntry};
+use crate::server::Shared;
+
+/// The dashboard page: inline CSS and JavaScript, no external asset.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The page may load nothing from anywhere and talk only to this endpoint.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// Query parameters read per request; more is refused.
+const MAX_PARAMS: usize = 64;
+
+/// Query parameters each reading route understands.
+const REPORT_KEYS: [&str; 6] = ["since", "until", "class", "user", "kind", "group_by"];
+const TIMELINE_KEYS: [&str; 6] = ["since", "until", "class", "user", "kind", "bucket"];
+
+/// Timeline bucket when none is given.
+const DEFAULT_BUCKET: Duration = Duration::from_secs(3600);
+
+/// What the handlers share.
+#[derive(Clone)]
+struct App {
+    shared: Arc<Shared>,
+    access: Arc<Access>,
+}
+
+/// The routes, behind the access check.
+pub(super) fn router(shared: Arc<Shared>, access: Arc<Access>) -> Router {
+    let app = App { shared, access };
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(scrape))
+        .route("/api/report", get(report_json))
+        .route("/api/timeline", get(timeline_json))
+        .route("/api/allowlist", get(list).post(add))
+        .route("/api/allowlist/{ip}", delete(remove))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(message: impl ToString) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mailgate admin\""),
+            );
+        }
+        r
+    }
+}
+
+/// Lets a request through if [`Access`] allows it; the page and the health check need no
+/// token. API answers are never cached.
+async fn guard(
+    State(app): State<App>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let data = !matches!(request.uri().path(), "/" | "/healthz");
+    match app.access.check(peer, request.headers(), data) {
+        Verdict::Allow => {}
+        Verdict::Unauthorized => {
+            return ApiError(StatusCode::UNAUTHORIZED, "bearer token required".into())
+                .into_response();
+        }
+        Verdict::Forbidden => {
+            tracing::warn!(%peer, "admin: refused non-loopback peer (no token configured)");
+            return ApiError(StatusCode::FORBIDDEN, "loopback clients only".into()).into_response();
+        }
+    }
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn dashboard() -> Response {
+    let mut r = Html(DASHBOARD).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    r
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such route".into())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
+    let shared = app.shared.clone();
+    // Counting the spool's envelopes reads a directory: off the async workers.
+    let queue_depth = tokio::task::spawn_blocking(move || queue_depth(&shared))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let stats = app.shared.audit.stats();
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    let gauges = Gauges {
+        allowlist_entries: app.shared.allowlist.len() as u64,
+        connections: app.shared.open_connections() as u64,
+        queue_depth,
+        audit_written: load(&stats.written),
+        audit_dropped: load(&stats.dropped),
+        audit_write_errors: load(&stats.write_errors),
+    };
+    let text = app.shared.metrics.encode(&gauges);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Messages in the spool: envelopes in its `env/` folder (an unreadable folder counts 0).
+fn queue_depth(shared: &Shared) -> u64 {
+    let env = shared.spool.root().join("env");
+    std::fs::read_dir(env).map_or(0, |rd| {
+        rd.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count() as u64
+    })
+}
+
+/// The query's pairs, refusing keys outside `known` (a typo would silently widen a report).
+fn params(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    if pairs.len() > MAX_PARAMS {
+        return Err(ApiError::bad(format!(
+            "more than {MAX_PARAMS} query parameters"
+        )));
+    }
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad(format!(
+            "unknown parameter {k:?}; expected one of {}",
+            known.join(", ")
+        )));
+    }
+    Ok(pairs)
+}
+
+/// The last value given for `key`.
+fn last<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Runs `f` over the audit log's files on a blocking thread.
+async fn over_log<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce(&[std::path::PathBuf]) -> Result<T, report::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let Some(audit) = shared.config.audit.clone() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the audit log is disabled ([audit] enabled = false)".into(),
+        ));
+    };
+    let job = tokio::task::spawn_blocking(move || {
+        let files = crate::audit::files(&audit.path, audit.keep);
+        f(&files)
+    });
+    match job.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e @ report::Error::Io { .. })) => {
+            Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
+        Ok(Err(e)) => Err(ApiError::bad(e)),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn report_json(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<report::Report>, ApiError> {
+    let pairs = params(query, &REPORT_KEYS)?;
+    let group_by = match last(&pairs, "group_by") {
+        Some(g) => g.parse::<GroupBy>().map_err(ApiError::bad)?,
+        None => GroupBy::default(),
+    };
+    let filter = Filter::from_params(&pairs).map_err(ApiError::bad)?;
+    let now = app.shared.clock.now();
+    let r = over_log(&app.shared, move |files| {
+        report::report(files, &filter, group_by, now)
+    })
+    .await?;
+    Ok(Json(r))
+}
+
+async fn timeline_json(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Vec<report::Bucket>>, ApiError> {
+    let pairs = params(query, &TIMELINE_KEYS)?;
+    let bucket = match last(&pairs, "bucket") {
+        Some(b) => {
+            humantime::parse_duration(b).map_err(|e| ApiError::bad(format!("bucket {b:?}: {e}")))?
+        }
+        None => DEFAULT_BUCKET,
+    };
+    let filter = Filter::from_params(&pairs).map_err(ApiError::bad)?;
+    let now = app.shared.clock.now();
+    let buckets = over_log(&app.shared, move |files| {
+        report::timeline(files, &filter, bucket, now)
+    })
+    .await?;
+    Ok(Json(buckets))
+}
+
+async fn list(State(app): State<App>) -> Json<Vec<ListedEntry>> {
+    let now = app.shared.clock.now();
+    Json(
+        app.shared
+            .allowlist
+            .entries(now)
+            .into_iter()
+            .map(|(net, e)| listed(net, e))
+            .collect(),
+    )
+}
+
+fn listed(net: ipnet::IpNet, e: allowlist::Entry) -> ListedEntry {
+    ListedEntry {
+        net: net.to_string(),
+        user: e.user,
+        inserted_at: crate::clock::unix_secs(e.inserted_at),
+        expires_at: crate::clock::unix_secs(e.expires_at),
+    }
+}
+
+/// `POST /api/allowlist`: the entry to add.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddEntry {
+    ip: String,
+    /// Seconds, or a duration ("30m"); default: `[pop_before_smtp] ttl`.
+    ttl: Option<Ttl>,
+    user: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Ttl {
+    Seconds(u64),
+    Text(String),
+}
+
+/// Checks an entry as the control channel does: an address, a TTL from 1 s to
+/// [`allowlist::MAX_TTL`], a user name without control characters.
+fn validate(body: AddEntry, default_ttl: Duration) -> Result<(IpAddr, Duration, String), ApiError> {
+    let ip: IpAddr = body
+        .ip
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad(control::Error::BadAddress))?;
+    let max = allowlist::MAX_TTL.as_secs();
+    let ttl = match body.ttl {
+        None => default_ttl,
+        Some(Ttl::Seconds(s)) => Duration::from_secs(s),
+        Some(Ttl::Text(t)) => humantime::parse_duration(t.trim()).unwrap_or(Duration::ZERO),
+    };
+    if ttl < Duration::from_secs(1) || ttl > allowlist::MAX_TTL {
+        return Err(ApiError::bad(control::Error::BadTtl { max }));
+    }
+    let user = body.user;
+    if user.is_empty() || user.len() > allowlist::MAX_USER_LEN || user.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad(control::Error::BadUser));
+    }
+    Ok((ip, ttl, user))
+}
+
+async fn add(
+    State(app): State<App>,
+    body: Result<Json<AddEntry>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    let shared = &app.shared;
+    let (ip, ttl, user) = validate(body, shared.config.pop_before_smtp.ttl)?;
+    let now = shared.clock.now();
+    shared.allowlist.insert_with_ttl(ip, &user, ttl, now);
+    tracing::info!(%ip, user, ttl_secs = ttl.as_secs(), "admin: allowlist add");
+    record(shared, ip, Some(&user), "added");
+    let entry = shared
+        .allowlist
+        .lookup(ip, now)
+        .map(|e| listed(shared.allowlist.key(ip), e))
+        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "entry not kept".into()))?;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+async fn remove(State(app): State<App>, Path(ip): Path<String>) -> Result<StatusCode, ApiError> {
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::bad(control::Error::BadAddress))?;
+    if !app.shared.allowlist.remove(ip) {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not found".into()));
+    }
+    tracing::info!(%ip, "admin: allowlist remove");
+    record(&app.shared, ip, None, "removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Audits an allowlist change made through the endpoint (`kind: allowlist`, protocol
+/// `control`, listener and mechanism `admin`; the address is the entry's).
+fn record(shared: &Shared, ip: IpAddr, user: Option<&str>, what: &str) {
+    let now = crate::audit::event::rfc3339(shared.clock.now());
+    let mut e = Event::new(Kind::Allowlist, "control", now, Outcome::Success);
+    e.listener = Some("admin".into());
+    e.client_ip = Some(crate::canonical_ip(ip));
+    e.user = user.map(str::to_string);
+    e.mechanism = Some("admin".into());
+    e.class = Some(Class::Insecure);
+    e.reason = Some(what.to_string());
+    shared.audit.record(e);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ip: &str, ttl: Option<Ttl>, user: &str) -> AddEntry {
+        AddEntry {
+            ip: ip.into(),
+            ttl,
+            user: user.into(),
+        }
+    }
+
+    #[test]
+    fn entries_are_validated() {
+        let day = Duration::from_secs(86_400);
+        let ok = [
+            (entry("192.0.2.1", None, "alice"), "192.0.2.1", day),
+            (
+                entry(" 2001:db8::1 ", Some(Ttl::Seconds(60)), "bob"),
+                "2001:db8::1",
+                Duration::from_secs(60),
+            ),
+            (
+                entry("192.0.2.2", Some(Ttl::Text("30m".into())), "c"),
+                "192.0.2.2",
+                Duration::from_secs(1800),
+            ),
+        ];
+        for (body, ip, ttl) in ok {
+            let (got_ip, got_ttl, _) = validate(body, day).unwrap();
+            assert_eq!((got_ip, got_ttl), (ip.parse().unwrap(), ttl));
+        }
+        let too_long = "u".repeat(allowlist::MAX_USER_LEN + 1);
+        let bad = [
+            (entry("nope", None, "alice"), "bad address"),
+            (entry("192.0.2.1", Some(Ttl::Seconds(0)), "a"), "bad ttl"),
+            (
+                entry("192.0.2.1", Some(Ttl::Seconds(u64::MAX)), "a"),
+                "bad ttl",
+            ),
+            (
+                entry("192.0.2.1", Some(Ttl::Text("soon".into())), "a"),
+                "bad ttl",
+            ),
+            (entry("192.0.2.1", None, ""), "bad user"),
+            (entry("192.0.2.1", None, "a\nb"), "bad user"),
+            (entry("192.0.2.1", None, &too_long), "bad user"),
+        ];
+        for (body, want) in bad {
+            let shown = format!("{body:?}");
+            let err = validate(body, day).unwrap_err();
+            assert_eq!(err.0, StatusCode::BAD_REQUEST, "{shown}");
+            assert!(err.1.starts_with(want), "{shown}: {}", err.1);
+        }
+    }
+
+    #[test]
+    fn unknown_and_too_many_parameters_are_refused() {
+        let q = |pairs: Vec<(&str, &str)>| {
+            Ok(Query(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ))
+        };
+        assert!(params(q(vec![("since", "7d"), ("class", "all")]), &REPORT_KEYS).is_ok());
+        let err = params(q(vec![("sinse", "7d")]), &REPORT_KEYS).unwrap_err();
+        assert!(err.1.contains("sinse"), "{}", err.1);
+        assert!(params(q(vec![("group_by", "ip")]), &TIMELINE_KEYS).is_err());
+        let many = vec![("user", "a"); MAX_PARAMS + 1];
+        assert!(params(q(many), &REPORT_KEYS).is_err());
+        let pairs = vec![("a".to_string(), "1".to_string()), ("a".into(), "2".into())];
+        assert_eq!(last(&pairs, "a"), Some("2"));
+    }
+}

@@ -1,0 +1,701 @@
+//! The admin endpoint end to end: the real gateway with `[listeners] admin` on loopback, driven
+//! by real logins, and read over HTTP/1.1 by a small raw client. `/metrics` is parsed line by
+//! line as the Prometheus text format and its counts checked against the logins made; the
+//! report and timeline JSON are checked against the same logins; the allowlist API's entries
+//! are shown to authorize relaying (and their removal to end it); the dashboard page is served
+//! self-contained; and a configured bearer token is required.
+
+mod common;
+#[allow(clippy::disallowed_methods)]
+#[path = "common/extra.rs"]
+mod extra;
+#[path = "common/mech.rs"]
+mod mech;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::{Gateway, PASSWORD, host};
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// The base test config with the admin endpoint on an ephemeral loopback port, plus `edits`.
+async fn start(edits: &[(&str, &str, &str)]) -> Gateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    std::fs::write(dir.path().join("admin-token"), "tok-3f9a1c\n").expect("token file");
+    let mut all = vec![("listeners", "admin", r#""127.0.0.1:0""#)];
+    all.extend_from_slice(edits);
+    let text = extra::set_all(&common::config_text(""), &all);
+    Gateway::start_in(dir, &text).await
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str("Content-Type: application/json\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or_default());
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(15), exchange)
+        .await
+        .expect("admin endpoint answers in time")
+        .expect("admin request");
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("end of headers");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let mut parts = status_line.splitn(3, ' ');
+    assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line}");
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).expect("status");
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        dechunk(rest)
+    } else {
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(rest.len());
+        rest[..len].to_string()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+}
+
+/// A parsed exposition: samples by name and label set, and each family's type.
+#[derive(Debug, Default)]
+struct Exposition {
+    types: HashMap<String, String>,
+    samples: HashMap<(String, BTreeMap<String, String>), f64>,
+}
+
+impl Exposition {
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.samples.get(&(name.to_string(), labels)).copied()
+    }
+}
+
+fn metric_name_ok(n: &str) -> bool {
+    let mut bytes = n.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// Parses the Prometheus text format (0.0.4) strictly: `# HELP name text`, `# TYPE name type`
+/// once per family before its samples, `name{label="value",...} value` with escapes in values;
+/// panics with the line on anything else.
+fn parse_metrics(text: &str) -> Exposition {
+    let mut x = Exposition::default();
+    let mut helped = HashSet::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut words = rest.splitn(3, ' ');
+            let (what, name) = (words.next(), words.next().unwrap_or_default());
+            match what {
+                Some("HELP") => {
+                    assert!(metric_name_ok(name), "bad HELP: {line}");
+                    assert!(helped.insert(name.to_string()), "HELP twice: {line}");
+                }
+                Some("TYPE") => {
+                    assert!(metric_name_ok(name), "bad TYPE: {line}");
+                    let t = words.next().unwrap_or_default();
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                        "bad type: {line}"
+                    );
+                    let before = x.types.insert(name.to_string(), t.to_string());
+                    assert!(before.is_none(), "TYPE twice: {line}");
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let name = &line[..name_end];
+        assert!(metric_name_ok(name), "bad metric name: {line}");
+        assert!(x.types.contains_key(name), "sample before its TYPE: {line}");
+        let mut labels = BTreeMap::new();
+        let mut rest = &line[name_end..];
+        if let Some(after) = rest.strip_prefix('{') {
+            let mut chars = after.char_indices().peekable();
+            let mut key = String::new();
+            loop {
+                let (i, c) = chars
+                    .next()
+                    .unwrap_or_else(|| panic!("open labels: {line}"));
+                match c {
+                    '}' if key.is_empty() => {
+                        rest = &after[i + 1..];
+                        break;
+                    }
+                    ',' if key.is_empty() => {}
+                    '=' => {
+                        assert_eq!(chars.next().map(|p| p.1), Some('"'), "{line}");
+                        let mut value = String::new();
+                        loop {
+                            match chars.next().map(|p| p.1) {
+                                Some('\\') => match chars.next().map(|p| p.1) {
+                                    Some('n') => value.push('\n'),
+                                    Some(e @ ('\\' | '"')) => value.push(e),
+                                    other => panic!("bad escape {other:?}: {line}"),
+                                },
+                                Some('"') => break,
+                                Some(c) => value.push(c),
+                                None => panic!("open label value: {line}"),
+                            }
+                        }
+                        assert!(metric_name_ok(&key), "bad label name {key:?}: {line}");
+                        let k = std::mem::take(&mut key);
+                        assert!(labels.insert(k, value).is_none(), "label twice: {line}");
+                    }
+                    c => key.push(c),
+                }
+            }
+        }
+        let mut fields = rest.split_ascii_whitespace();
+        let value = fields.next().unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        if let Some(ts) = fields.next() {
+            ts.parse::<i64>()
+                .unwrap_or_else(|_| panic!("bad timestamp: {line}"));
+        }
+        assert!(fields.next().is_none(), "trailing text: {line}");
+        let before = x.samples.insert((name.to_string(), labels), value);
+        assert!(before.is_none(), "duplicate sample: {line}");
+    }
+    x
+}
+
+async fn scrape(gw: &Gateway, token: Option<&str>) -> Exposition {
+    let r = http(gw.admin(), "GET", "/metrics", token, None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.headers["content-type"].starts_with("text/plain; version=0.0.4"),
+        "{r:?}"
+    );
+    parse_metrics(&r.body)
+}
+
+fn auths(x: &Exposition, protocol: &str, mechanism: &str, class: &str, result: &str) -> f64 {
+    let labels = [
+        ("protocol", protocol),
+        ("mechanism", mechanism),
+        ("class", class),
+        ("result", result),
+    ];
+    x.value("mailgate_authentications_total", &labels)
+        .unwrap_or(0.0)
+}
+
+fn relays(x: &Exposition, kind: &str, result: &str) -> f64 {
+    x.value(
+        "mailgate_relays_total",
+        &[("kind", kind), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Polls `GET path` until `done` holds for its JSON (the audit writer flushes every 200 ms).
+async fn poll_json(gw: &Gateway, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + mech::DEADLINE;
+    loop {
+        let r = http(gw.admin(), "GET", path, None, None).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        let v = r.json();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never reached the expected state: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v["values"]
+        .as_array()
+        .expect("a values list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Logins of each class over SMTP and POP3, mail under SMTP AUTH and under POP-before-SMTP.
+async fn drive_logins(gw: &Gateway) {
+    // Two PLAIN logins over TLS (basic), one of them sending a message; one wrong password.
+    let (mut c, _) = mech::smtp(LOCAL, gw.addr("submissions"), true, "desk").await;
+    assert_eq!(mech::smtp_plain(&mut c, "alice", PASSWORD).await.code, 235);
+    mech::send_mail(&mut c, "alice@example.test", "bob@example.test", "").await;
+    c.cmd("QUIT", 221).await;
+    let (mut c, _) = mech::smtp(LOCAL, gw.addr("submissions"), true, "desk").await;
+    assert_eq!(mech::smtp_plain(&mut c, "alice", "wrong").await.code, 535);
+    assert_eq!(mech::smtp_plain(&mut c, "alice", PASSWORD).await.code, 235);
+    c.cmd("QUIT", 221).await;
+    // CRAM-MD5 (weak).
+    let (mut c, _) = mech::smtp(LOCAL, gw.addr("submissions"), true, "desk").await;
+    assert_eq!(mech::smtp_cram(&mut c, "alice", PASSWORD).await.code, 235);
+    c.cmd("QUIT", 221).await;
+    // POP3 USER/PASS over TLS from 127.0.0.7 (basic), then relaying from there by address.
+    let (mut p, _, _) = mech::pop3(host(7), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "alice", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, _) = mech::smtp(host(7), gw.addr("smtp"), false, "laptop").await;
+    mech::send_mail(&mut c, "alice@example.test", "friend@elsewhere.test", "").await;
+    c.cmd("QUIT", 221).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_report_allowlist_and_dashboard() {
+    let gw = start(&[]).await;
+    let admin = gw.admin();
+
+    let r = http(admin, "GET", "/healthz", None, None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+
+    // Before any login: the gauges and the audit counters are there; the counters fed by
+    // events have no series yet (and an empty family is left out).
+    let x = scrape(&gw, None).await;
+    let declared = [
+        ("mailgate_allowlist_entries", "gauge"),
+        ("mailgate_connections", "gauge"),
+        ("mailgate_queue_depth", "gauge"),
+        ("mailgate_audit_events_written_total", "counter"),
+        ("mailgate_audit_events_dropped_total", "counter"),
+        ("mailgate_audit_write_errors_total", "counter"),
+    ];
+    for (name, t) in declared {
+        assert_eq!(x.types.get(name).map(String::as_str), Some(t), "{name}");
+    }
+    assert_eq!(auths(&x, "smtp", "PLAIN", "basic", "success"), 0.0);
+    assert_eq!(x.value("mailgate_allowlist_entries", &[]), Some(0.0));
+
+    drive_logins(&gw).await;
+
+    // The counters follow the audit events as they are recorded.
+    let x = scrape(&gw, None).await;
+    for name in ["mailgate_authentications_total", "mailgate_relays_total"] {
+        assert_eq!(
+            x.types.get(name).map(String::as_str),
+            Some("counter"),
+            "{name}"
+        );
+    }
+    assert_eq!(auths(&x, "smtp", "PLAIN", "basic", "success"), 2.0);
+    assert_eq!(auths(&x, "smtp", "PLAIN", "basic", "failure"), 1.0);
+    assert_eq!(auths(&x, "smtp", "CRAM-MD5", "weak", "success"), 1.0);
+    assert_eq!(auths(&x, "pop3", "USER", "basic", "success"), 1.0);
+    let total: f64 = x
+        .samples
+        .iter()
+        .filter(|((n, _), _)| n == "mailgate_authentications_total")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, 5.0, "{:?}", x.samples);
+    assert_eq!(relays(&x, "sasl", "success"), 1.0);
+    assert_eq!(relays(&x, "pop-before-smtp", "success"), 1.0);
+    assert_eq!(x.value("mailgate_allowlist_entries", &[]), Some(1.0));
+    assert_eq!(x.value("mailgate_audit_write_errors_total", &[]), Some(0.0));
+    assert_eq!(
+        x.value("mailgate_audit_events_dropped_total", &[]),
+        Some(0.0)
+    );
+    assert!(
+        x.value("mailgate_queue_depth", &[])
+            .is_some_and(|v| v >= 0.0)
+    );
+
+    // An open session is an open connection.
+    let (held, _) = mech::smtp(LOCAL, gw.addr("smtp"), false, "held").await;
+    let x = scrape(&gw, None).await;
+    assert!(
+        x.value("mailgate_connections", &[])
+            .is_some_and(|v| v >= 1.0),
+        "{:?}",
+        x.value("mailgate_connections", &[])
+    );
+    drop(held);
+
+    // The report: seven legacy events, all alice's (the failure is grouped by the name given).
+    let report = poll_json(&gw, "/api/report?since=7d&group_by=user", |v| {
+        v["events"] == 7
+    })
+    .await;
+    let groups = report["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{report:#}");
+    let alice = &groups[0];
+    assert_eq!(alice["key"], "alice");
+    assert_eq!(
+        (alice["successes"].as_u64(), alice["failures"].as_u64()),
+        (Some(6), Some(1))
+    );
+    assert_eq!(
+        alice["classes"],
+        serde_json::json!(["insecure", "weak", "basic"])
+    );
+    assert_eq!(
+        strings(&alice["mechanisms"]),
+        ["CRAM-MD5", "PLAIN", "USER", "pop-before-smtp"]
+    );
+    assert_eq!(strings(&alice["client_ips"]), ["127.0.0.1", "127.0.0.7"]);
+    // Filters as in `mailgate audit`: authentication events per mechanism.
+    let r = http(
+        admin,
+        "GET",
+        "/api/report?kind=auth&group_by=mechanism",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let by_mech: HashMap<String, (u64, u64)> = r.json()["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let n = |k: &str| g[k].as_u64().unwrap_or(u64::MAX);
+            (
+                g["key"].as_str().unwrap_or("").to_string(),
+                (n("successes"), n("failures")),
+            )
+        })
+        .collect();
+    let want: HashMap<String, (u64, u64)> =
+        [("PLAIN", (2, 1)), ("CRAM-MD5", (1, 0)), ("USER", (1, 0))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+    assert_eq!(by_mech, want);
+    for bad in [
+        "/api/report?group_by=weekday",
+        "/api/report?sinse=7d",
+        "/api/report?class=x",
+    ] {
+        let r = http(admin, "GET", bad, None, None).await;
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(
+            r.json()["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{r:?}"
+        );
+    }
+
+    // The dashboard: one self-contained page that reads the timeline and the report.
+    let page = http(admin, "GET", "/", None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers["content-type"].starts_with("text/html"),
+        "{page:?}"
+    );
+    let csp = &page.headers["content-security-policy"];
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    check_self_contained(&page.body);
+    assert!(
+        page.body
+            .contains(r#"api("api/timeline?since=" + since + "&bucket=" + bucket)"#)
+    );
+    assert!(
+        page.body
+            .contains(r#"api("api/report?since=" + since + "&group_by=user")"#)
+    );
+    // Its data as the page asks for it by default (7 days in 3-hour buckets): the chart's
+    // classes add up to the table's events.
+    let timeline = poll_json(&gw, "/api/timeline?since=7d&bucket=3h", |v| {
+        v.as_array().is_some_and(|b| {
+            b.iter()
+                .map(|b| b["events"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                == 7
+        })
+    })
+    .await;
+    let buckets = timeline.as_array().expect("buckets");
+    assert!(
+        (56..=57).contains(&buckets.len()),
+        "{} buckets",
+        buckets.len()
+    );
+    let mut classes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut mechanisms: BTreeMap<String, u64> = BTreeMap::new();
+    for b in buckets {
+        assert!(
+            b["start"].as_str().is_some_and(|s| s.ends_with(":00:00Z")),
+            "{b}"
+        );
+        for (map, field) in [(&mut classes, "classes"), (&mut mechanisms, "mechanisms")] {
+            for (k, v) in b[field].as_object().expect("counts") {
+                *map.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    let counts = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    assert_eq!(
+        classes,
+        counts(&[("basic", 5), ("insecure", 1), ("weak", 1)])
+    );
+    assert_eq!(
+        mechanisms,
+        counts(&[
+            ("CRAM-MD5", 1),
+            ("PLAIN", 4),
+            ("USER", 1),
+            ("pop-before-smtp", 1)
+        ])
+    );
+    let r = http(admin, "GET", "/api/timeline?bucket=0s", None, None).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = http(admin, "GET", "/api/nothing", None, None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (404, Some("no such route"))
+    );
+
+    allowlist_round_trip(&gw).await;
+    let _ = gw.stop().await;
+}
+
+/// Entries added through the API authorize relaying from their address until removed.
+async fn allowlist_round_trip(gw: &Gateway) {
+    let admin = gw.admin();
+    let body = r#"{"ip": "127.0.0.9", "ttl": 600, "user": "carol"}"#;
+    let r = http(admin, "POST", "/api/allowlist", None, Some(body)).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let added = r.json();
+    assert_eq!(
+        (added["net"].as_str(), added["user"].as_str()),
+        (Some("127.0.0.9/32"), Some("carol"))
+    );
+    let ttl =
+        added["expires_at"].as_u64().unwrap_or(0) - added["inserted_at"].as_u64().unwrap_or(0);
+    assert_eq!(ttl, 600);
+
+    let listed = http(admin, "GET", "/api/allowlist", None, None).await;
+    assert_eq!(listed.status, 200);
+    let nets: Vec<String> = listed
+        .json()
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["net"].as_str().unwrap_or(""),
+                e["user"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(nets, ["127.0.0.7/32 alice", "127.0.0.9/32 carol"]);
+    let x = scrape(gw, None).await;
+    assert_eq!(x.value("mailgate_allowlist_entries", &[]), Some(2.0));
+
+    // 127.0.0.9 may now relay without logging in.
+    let (mut c, _) = mech::smtp(host(9), gw.addr("smtp"), false, "printer").await;
+    c.cmd("MAIL FROM:<scanner@example.test>", 250).await;
+    c.cmd("RCPT TO:<someone@elsewhere.test>", 250).await;
+    c.cmd("QUIT", 221).await;
+
+    for (bad, why) in [
+        (
+            r#"{"ip": "nowhere", "ttl": 60, "user": "x"}"#,
+            "bad address",
+        ),
+        (r#"{"ip": "127.0.0.10", "ttl": 0, "user": "x"}"#, "bad ttl"),
+        (
+            r#"{"ip": "127.0.0.10", "ttl": "2h", "user": "x\u0007"}"#,
+            "bad user",
+        ),
+        (r#"{"ip": "127.0.0.10", "user": "x", "extra": 1}"#, "extra"),
+    ] {
+        let r = http(admin, "POST", "/api/allowlist", None, Some(bad)).await;
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        let e = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+
+    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.9", None, None).await;
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.9", None, None).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = http(admin, "DELETE", "/api/allowlist/not-an-ip", None, None).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    let (mut c, _) = mech::smtp(host(9), gw.addr("smtp"), false, "printer").await;
+    c.cmd("MAIL FROM:<scanner@example.test>", 250).await;
+    c.cmd("RCPT TO:<someone@elsewhere.test>", 554).await;
+    c.cmd("QUIT", 221).await;
+
+    // Both changes are audited.
+    let log = gw.state().join("audit.log");
+    let events = mech::wait_events(&log, "admin allowlist changes", 2, |e| {
+        e.kind == mailgate::audit::Kind::Allowlist && e.listener.as_deref() == Some("admin")
+    })
+    .await;
+    let what: Vec<_> = events
+        .iter()
+        .map(|e| e.reason.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(what, ["added", "removed"]);
+    assert_eq!(events[0].client_ip, Some(host(9)));
+    assert_eq!(events[0].user.as_deref(), Some("carol"));
+}
+
+/// Every `src=`/`href=` is relative or `data:`, and nothing names another site.
+fn check_self_contained(html: &str) {
+    let lower = html.to_ascii_lowercase();
+    for attr in ["src=", "href="] {
+        for (i, _) in lower.match_indices(attr) {
+            let value = lower[i + attr.len()..].trim_start_matches(['"', '\'']);
+            let scheme = value.split(['/', '"', '\'', ' ', '>']).next().unwrap_or("");
+            assert!(
+                !value.starts_with("//") && (!scheme.contains(':') || scheme.starts_with("data:")),
+                "external reference: {}",
+                &html[i..(i + 60).min(html.len())]
+            );
+        }
+    }
+    for external in [
+        "http://",
+        "https://",
+        "@import",
+        "url(",
+        "<link",
+        "<script src",
+        "<iframe",
+    ] {
+        assert!(!lower.contains(external), "the page refers to {external:?}");
+    }
+    assert!(
+        lower.contains("<script>") && lower.contains("<style>"),
+        "inline script and style"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_token_is_required() {
+    let gw = start(&[("admin", "token_file", r#""admin-token""#)]).await;
+    let admin = gw.admin();
+    for path in [
+        "/metrics",
+        "/api/report",
+        "/api/timeline?since=1h",
+        "/api/allowlist",
+    ] {
+        let r = http(admin, "GET", path, None, None).await;
+        assert_eq!(r.status, 401, "{path} without a token: {r:?}");
+        assert!(r.headers["www-authenticate"].starts_with("Bearer"), "{r:?}");
+        let r = http(admin, "GET", path, Some("tok-3f9a1"), None).await;
+        assert_eq!(r.status, 401, "{path} with a wrong token: {r:?}");
+        let r = http(admin, "GET", path, Some("tok-3f9a1c"), None).await;
+        assert_eq!(r.status, 200, "{path} with the token: {r:?}");
+    }
+    let body = r#"{"ip": "127.0.0.11", "ttl": 60, "user": "dave"}"#;
+    let r = http(admin, "POST", "/api/allowlist", None, Some(body)).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(gw.shared.allowlist.len(), 0);
+    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.7", None, None).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    // The scrape with the token parses, and the page and the health check need none.
+    scrape(&gw, Some("tok-3f9a1c")).await;
+    assert_eq!(http(admin, "GET", "/healthz", None, None).await.status, 200);
+    let page = http(admin, "GET", "/", None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("sessionStorage"));
+    let _ = gw.stop().await;
+}
+
+#[test]
+fn the_metrics_parser_refuses_malformed_lines() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{k=\"v\\\"x\"} 3\n";
+    let x = parse_metrics(good);
+    assert_eq!(x.value("a_total", &[("k", "v\"x")]), Some(3.0));
+    for bad in [
+        "a_total 1\n",
+        "# TYPE a counter\na{k=\"v\"}\n",
+        "# TYPE a counter\na{k=v} 1\n",
+        "# TYPE a counter\na 1\na 2\n",
+        "# TYPE a gauge\na one\n",
+        "# TYPE a wibble\n",
+    ] {
+        let r = std::panic::catch_unwind(|| parse_metrics(bad));
+        assert!(r.is_err(), "accepted {bad:?}");
+    }
+}
