@@ -448,6 +448,9 @@ impl Connector {
                 stage: Stage::Connect,
                 source,
             })?;
+        // Commands are written whole; without this, the final ".\r\n" waits for the
+        // smarthost's delayed ACK (about 40 ms per message).
+        let _ = tcp.set_nodelay(true);
         let mut s = Session {
             io: Box::new(tcp),
             buf: Vec::new(),

@@ -252,6 +252,11 @@ struct Ctx {
     shutdown: CancellationToken,
 }
 
+/// Whether every recipient is delivered (nothing failed, nothing pending).
+fn done_cleanly(env: &Envelope) -> bool {
+    env.recipients.iter().all(|r| r.status == Status::Delivered)
+}
+
 /// Records a delivery fact (defer, bounce) in the audit log.
 fn audit_delivery(ctx: &Ctx, env: &Envelope, kind: crate::audit::Kind, reason: Option<String>) {
     let now = ctx.clock.now();
@@ -424,13 +429,18 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
 
     if pending(&env, true).next().is_some() {
         deliver_local(ctx, &mut env, now, &mut last_error).await;
-        save(ctx, &env).await;
+        if !done_cleanly(&env) {
+            save(ctx, &env).await;
+        }
     }
     if pending(&env, false).next().is_some() {
         if ctx.shutdown.is_cancelled() {
             return Outcome::default();
         }
         match deliver_remote(ctx, &mut env, &mut last_error).await {
+            // Fully delivered: it is removed next, so rewriting its envelope first would only
+            // cost an fsync (a crash in between delivers again: at least once).
+            Some(()) if done_cleanly(&env) => {}
             Some(()) => save(ctx, &env).await,
             // Shut down mid-session: the message stays due for the next start.
             None => return Outcome::default(),

@@ -79,6 +79,65 @@ pub struct Spool {
     tmp: PathBuf,
     msg: PathBuf,
     env: PathBuf,
+    msg_sync: std::sync::Arc<GroupSync>,
+    env_sync: std::sync::Arc<GroupSync>,
+}
+
+/// Group commit for a directory's fsync: sessions committing at the same time share one
+/// fsync of the folder instead of queueing one each. A caller returns only after an fsync
+/// that *started after* its call has completed, so its rename is covered, exactly as if it
+/// had synced alone.
+#[derive(Debug, Default)]
+struct GroupSync {
+    state: std::sync::Mutex<SyncState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Generations started and completed; a generation is one fsync.
+    started: u64,
+    completed: u64,
+    running: bool,
+    /// The last generation whose fsync failed.
+    failed: Option<u64>,
+}
+
+impl GroupSync {
+    fn sync(&self, dir: &Path) -> Result<(), Error> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // The first fsync that starts from now on covers this caller's rename.
+        let target = st.started + 1;
+        while st.completed < target {
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.running = true;
+            st.started += 1;
+            let generation = st.started;
+            drop(st);
+            let result = sync_dir(dir);
+            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.running = false;
+            st.completed = generation;
+            if result.is_err() {
+                st.failed = Some(generation);
+            }
+            self.done.notify_all();
+            if generation >= target {
+                return result;
+            }
+        }
+        match st.failed {
+            Some(g) if g >= target => Err(Error::Io {
+                op: "fsync",
+                path: dir.to_path_buf(),
+                source: io::Error::other("a shared directory fsync failed"),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Spool {
@@ -92,6 +151,8 @@ impl Spool {
             tmp: dir.join("tmp"),
             msg: dir.join("msg"),
             env: dir.join("env"),
+            msg_sync: Default::default(),
+            env_sync: Default::default(),
         };
         for d in [&spool.tmp, &spool.msg, &spool.env] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
@@ -220,12 +281,13 @@ impl Spool {
     }
 
     /// Removes message `id` (envelope first, so a crash leaves only an orphan body that the
-    /// next open cleans up).
+    /// next open cleans up). The removal is not fsynced: should a crash undo it, the message is
+    /// delivered again (at least once, never zero times), and every delivered message saves
+    /// a directory fsync.
     pub fn remove(&self, id: &str) -> Result<(), Error> {
         check_id(id)?;
         let env = self.envelope_path(id);
         remove_if_exists(&env)?;
-        sync_dir(&self.env)?;
         remove_if_exists(&self.body_path(id))?;
         Ok(())
     }
@@ -278,7 +340,7 @@ impl Spool {
         drop(file);
         let body = self.body_path(id);
         fs::rename(&tmp, &body).map_err(io_err("rename", &tmp))?;
-        sync_dir(&self.msg)?;
+        self.msg_sync.sync(&self.msg)?;
         env.id = id.to_string();
         env.size = size;
         if let Err(err) = self.write_envelope(env) {
@@ -313,7 +375,7 @@ impl Spool {
             });
         }
         fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-        sync_dir(&self.env)
+        self.env_sync.sync(&self.env)
     }
 }
 
@@ -496,6 +558,31 @@ fn copy_durably(from: &Path, to: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_sync_covers_every_caller_and_shares_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = std::sync::Arc::new(GroupSync::default());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let g = g.clone();
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || g.sync(&path))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        {
+            let st = g.state.lock().unwrap();
+            assert!(st.completed >= 1 && st.completed <= 16, "{st:?}");
+            assert_eq!(st.started, st.completed);
+            assert!(!st.running);
+        }
+        // A missing folder fails its caller, and the next caller syncs afresh.
+        assert!(g.sync(&dir.path().join("missing")).is_err());
+        assert!(g.sync(dir.path()).is_ok());
+    }
 
     fn envelope() -> Envelope {
         let rcpts = vec![Recipient::new("bob@example.org", Some("bob".into()))];
