@@ -177,6 +177,56 @@ pub fn describe(conn: &rustls::ServerConnection) -> String {
     format!("{version} {suite}")
 }
 
+/// A client-side certificate verifier that accepts any server certificate while still checking
+/// the handshake signatures: for `danger_accept_invalid_certs` upstreams, test clients and the
+/// load generator (self-signed test servers). Never for a default setting.
+#[derive(Debug)]
+pub struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl AcceptAnyCert {
+    /// A verifier checking signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        AcceptAnyCert(provider)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// An `io::Error` for a handshake that timed out.
 pub fn handshake_timeout() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
