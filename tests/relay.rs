@@ -103,10 +103,14 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Both the envelopes and the bodies are gone (the spool removes the envelope first, so
+/// checking only `env/` would race with the removal of the body).
 fn spool_is_empty(dir: &Path) -> bool {
-    fs::read_dir(dir.join("env"))
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(false)
+    ["env", "msg"].iter().all(|sub| {
+        fs::read_dir(dir.join(sub))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+    })
 }
 
 async fn stop(handle: JoinHandle<()>, token: CancellationToken) {
