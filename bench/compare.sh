@@ -310,7 +310,7 @@ echo "== mailgate (fresh state for each scenario)"
 mg() { # KEY LOAD-ARGS...: counts the CPU of relaying what the sessions queued, too
     local key=$1; shift
     start_mailgate
-    run "$key" mailgate "$MG_PID" --settle-dir "$T/mailgate/state/spool/env" "$@"
+    run "$key" mailgate "$MG_PID" --settle-dir "$T/mailgate/state/spool" "$@"
 }
 mg relay --scenario relay --target 127.0.0.1:$MG_SMTP --concurrency $CONC
 for mech in plain login cram ntlm; do

@@ -68,21 +68,28 @@ pub fn deliver(
     })
 }
 
-/// Delivers `prefix` (e.g. a `Return-Path:` line) followed by the file at `source` into
-/// `user`'s mailbox, durably, streaming the file rather than holding it in memory.
-pub fn deliver_file(
+/// Delivers `prefix` (e.g. a `Return-Path:` line) followed by `size` bytes read from `source`
+/// into `user`'s mailbox, durably, streaming rather than holding the message in memory.
+pub fn deliver_from(
     root: &Path,
     user: &str,
     unique: &str,
     hostname: &str,
     prefix: &[u8],
-    source: &Path,
+    source: &mut impl io::Read,
+    size: u64,
 ) -> io::Result<PathBuf> {
-    let mut src = File::open(source)?;
-    let size = prefix.len() as u64 + src.metadata()?.len();
-    deliver_with(root, user, unique, hostname, size, |f| {
+    let total = prefix.len() as u64 + size;
+    deliver_with(root, user, unique, hostname, total, |f| {
         f.write_all(prefix)?;
-        io::copy(&mut src, f).map(|_| ())
+        let copied = io::copy(source, f)?;
+        if copied != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("message ended after {copied} of {size} octets"),
+            ));
+        }
+        Ok(())
     })
 }
 

@@ -58,6 +58,15 @@ enum Command {
     /// Report who still authenticates how, from the audit log (the current file and its
     /// rotations). By default: users of legacy authentication, most recently seen first.
     Audit(AuditArgs),
+    /// List the messages waiting in the spool (read-only; works while the gateway runs).
+    Queue {
+        /// The configuration file (names the spool).
+        #[arg(long, default_value = "config/mailgate.toml")]
+        config: PathBuf,
+        /// Print one JSON envelope per line instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -135,6 +144,7 @@ fn main() -> ExitCode {
         }
         Command::Allowlist { action, config } => allowlist(&config, action),
         Command::Audit(args) => audit(args),
+        Command::Queue { config, json } => queue(&config, json),
     }
 }
 
@@ -442,6 +452,65 @@ fn control(addr: SocketAddr, line: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn queue(config: &std::path::Path, json: bool) -> ExitCode {
+    use mailgate::spool::Status;
+    let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let messages = match mailgate::spool::inspect(&config.delivery.spool) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("queue: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        for env in &messages {
+            match serde_json::to_string(env) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("queue: {}: {e}", env.id),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    for env in &messages {
+        let from = if env.mail_from.is_empty() {
+            "<>"
+        } else {
+            env.mail_from.as_str()
+        };
+        println!(
+            "{}  {} octets  received {}  attempts {}  next {}  from {from}",
+            env.id,
+            env.size,
+            mailgate::audit::event::rfc3339(at(env.received_at)),
+            env.attempts,
+            mailgate::audit::event::rfc3339(at(env.next_attempt)),
+        );
+        for r in &env.recipients {
+            let state = match &r.status {
+                Status::Pending => "pending".to_string(),
+                Status::Delivered => "delivered".to_string(),
+                Status::Failed { code, text } => format!("failed: {code} {text}"),
+            };
+            let local = if r.local_user.is_some() {
+                " (local)"
+            } else {
+                ""
+            };
+            println!("    {}{local}: {state}", r.address);
+        }
+    }
+    println!(
+        "{} message(s) in {}",
+        messages.len(),
+        config.delivery.spool.display()
+    );
+    ExitCode::SUCCESS
 }
 
 fn audit(args: AuditArgs) -> ExitCode {

@@ -5,7 +5,7 @@
 mod smarthost;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,16 +103,6 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Both the envelopes and the bodies are gone (the spool removes the envelope first, so
-/// checking only `env/` would race with the removal of the body).
-fn spool_is_empty(dir: &Path) -> bool {
-    ["env", "msg"].iter().all(|sub| {
-        fs::read_dir(dir.join(sub))
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false)
-    })
-}
-
 async fn stop(handle: JoinHandle<()>, token: CancellationToken) {
     token.cancel();
     tokio::time::timeout(WAIT, handle)
@@ -152,14 +142,14 @@ async fn delivers_local_and_remote_over_starttls_with_auth() {
     assert_eq!(got[0].auth_user.as_deref(), Some("gw"));
     assert!(got[0].tls);
 
-    eventually("spool to empty", || spool_is_empty(&env.spool_dir)).await;
+    eventually("spool to empty", || spool.is_empty()).await;
     let mail = env.mailbox("bob");
     assert_eq!(mail.len(), 1);
     assert_eq!(
         mail[0],
         [b"Return-Path: <alice@local.test>\r\n".as_slice(), BODY].concat()
     );
-    assert!(!spool.body_path(&id).exists());
+    assert!(!spool.contains(&id));
     stop(handle, token).await;
 }
 
@@ -180,7 +170,7 @@ async fn transient_failures_are_retried() {
     let got = smarthost.wait_for(1, WAIT).await;
     assert_eq!(got[0].rcpt_to, vec!["carol@remote.test"]);
     assert_eq!(smarthost.sessions(), 3, "two deferrals, then delivery");
-    eventually("spool to empty", || spool_is_empty(&env.spool_dir)).await;
+    eventually("spool to empty", || spool.is_empty()).await;
     stop(handle, token).await;
 }
 
@@ -224,7 +214,7 @@ async fn permanent_failure_bounces_to_senders_mailbox() {
     );
     assert!(!bounce.contains("ok@remote.test"), "{bounce}");
     assert!(!bounce.contains("leading dot"), "body not quoted: {bounce}");
-    eventually("spool to empty", || spool_is_empty(&env.spool_dir)).await;
+    eventually("spool to empty", || spool.is_empty()).await;
     stop(handle, token).await;
 }
 
@@ -251,7 +241,7 @@ async fn exhausted_schedule_bounces_with_last_error() {
     assert!(bounce.contains("Status: 4.0.0"), "{bounce}");
     assert_eq!(smarthost.sessions(), 3);
     assert!(smarthost.messages().is_empty());
-    eventually("spool to empty", || spool_is_empty(&env.spool_dir)).await;
+    eventually("spool to empty", || spool.is_empty()).await;
     stop(handle, token).await;
 }
 
@@ -285,12 +275,12 @@ async fn restart_picks_up_the_spool_without_delivering_twice() {
     drop(spool);
 
     let settings = env.settings(Some(smarthost.upstream(vec![Duration::from_millis(100)])));
-    let (_spool, handle, _notifier, token) = env.start(settings);
+    let (spool, handle, _notifier, token) = env.start(settings);
     let got = smarthost.wait_for(2, WAIT).await;
     let mut rcpts: Vec<String> = got.iter().flat_map(|m| m.rcpt_to.clone()).collect();
     rcpts.sort();
     assert_eq!(rcpts, vec!["r1@remote.test", "r2@remote.test"]);
-    eventually("spool to empty", || spool_is_empty(&env.spool_dir)).await;
+    eventually("spool to empty", || spool.is_empty()).await;
     assert!(
         env.mailbox("bob").is_empty(),
         "local part must not be delivered again"
@@ -321,7 +311,7 @@ async fn unreportable_failure_goes_to_dead_letters() {
     let dead_env = env.dead.join(format!("{id}.json"));
     // The body and the envelope move one after the other; wait for the whole move.
     eventually("dead letter", || dead_body.exists() && dead_env.exists()).await;
-    eventually("spool empty", || spool_is_empty(&env.spool_dir)).await;
+    eventually("spool empty", || spool.is_empty()).await;
     assert_eq!(fs::read(&dead_body).expect("dead body"), BODY);
     let text = fs::read(env.dead.join(format!("{id}.json"))).expect("dead envelope");
     let dead = Envelope::parse(&text).expect("parse dead envelope");
@@ -329,7 +319,7 @@ async fn unreportable_failure_goes_to_dead_letters() {
         matches!(&dead.recipients[0].status, Status::Failed { text, .. }
         if text.contains("no smarthost"))
     );
-    assert!(spool_is_empty(&env.spool_dir));
+    assert!(spool.is_empty());
     stop(handle, token).await;
 }
 
@@ -347,6 +337,6 @@ async fn local_only_delivery_and_prompt_shutdown() {
         env.mailbox("bob").len() == 1 && env.mailbox("carol").len() == 1
     })
     .await;
-    eventually("spool to empty", || spool_is_empty(&env.spool_dir)).await;
+    eventually("spool to empty", || spool.is_empty()).await;
     stop(handle, token).await;
 }

@@ -78,7 +78,7 @@ async fn submit_as_alice(gw: &Gateway, rcpts: &[&str], wire_body: &str) {
 
 /// Whether the gateway's spool holds no envelope.
 fn spool_is_empty(gw: &Gateway) -> bool {
-    std::fs::read_dir(gw.state().join("spool/env")).map_or(true, |mut d| d.next().is_none())
+    mailgate::spool::inspect(&gw.state().join("spool")).is_ok_and(|q| q.is_empty())
 }
 
 async fn wait_spool_empty(gw: &Gateway) {

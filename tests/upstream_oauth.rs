@@ -372,7 +372,7 @@ async fn submit(gw: &Gateway, subject: &str) {
 }
 
 fn spool_len(gw: &Gateway) -> usize {
-    std::fs::read_dir(gw.state().join("spool/env")).map_or(0, |d| d.count())
+    mailgate::spool::inspect(&gw.state().join("spool")).map_or(0, |q| q.len())
 }
 
 async fn wait_spool_empty(gw: &Gateway) {

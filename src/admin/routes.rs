@@ -163,14 +163,9 @@ async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// Messages in the spool: envelopes in its `env/` folder (an unreadable folder counts 0).
+/// Messages in the spool.
 fn queue_depth(shared: &Shared) -> u64 {
-    let env = shared.spool.root().join("env");
-    std::fs::read_dir(env).map_or(0, |rd| {
-        rd.flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .count() as u64
-    })
+    shared.spool.len() as u64
 }
 
 /// The query's pairs, refusing keys outside `known` (a typo would silently widen a report).

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 
 use super::oauth::Secret;
 use crate::config::{Upstream, UpstreamAuth, UpstreamTls};
+use crate::spool::Body;
 
 /// Longest reply line accepted, CRLF included (RFC 5321 §4.5.3.1.5 says 512; servers exceed
 /// it in practice, so we allow more but still bound it).
@@ -362,7 +363,7 @@ pub struct Message<'a> {
     /// Forward-paths without brackets.
     pub recipients: &'a [String],
     /// The stored message (CRLF line endings, not dot-stuffed).
-    pub body: &'a Path,
+    pub body: &'a Body,
     /// Its size in octets, for the SIZE parameter.
     pub size: u64,
 }
@@ -730,25 +731,38 @@ impl Session {
         }
     }
 
-    async fn stream_body(&mut self, path: &Path) -> Result<(), Error> {
+    async fn stream_body(&mut self, body: &Body) -> Result<(), Error> {
         let body_err = |source| Error::Body {
-            path: path.to_path_buf(),
+            path: body.path().to_path_buf(),
             source,
         };
-        let mut file = tokio::fs::File::open(path).await.map_err(body_err)?;
         let mut stuffer = DotStuffer::default();
-        let mut chunk = vec![0u8; BODY_CHUNK];
-        let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 8);
-        loop {
-            let n = file.read(&mut chunk).await.map_err(body_err)?;
-            if n == 0 {
-                break;
+        let mut out = Vec::with_capacity(BODY_CHUNK.min(body.len() as usize) * 9 / 8 + 8);
+        if let Some(bytes) = body.in_memory() {
+            stuffer.push(bytes, &mut out);
+        } else {
+            let mut pos = 0;
+            while pos < body.len() {
+                let chunk = body.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; BODY_CHUNK];
+                    let n = chunk.read_at(&mut buf, pos)?;
+                    buf.truncate(n);
+                    Ok(buf)
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+                .map_err(body_err)?;
+                if read.is_empty() {
+                    return Err(body_err(io::ErrorKind::UnexpectedEof.into()));
+                }
+                pos += read.len() as u64;
+                out.clear();
+                stuffer.push(&read, &mut out);
+                self.write(Stage::Data, &out).await?;
             }
             out.clear();
-            stuffer.push(&chunk[..n], &mut out);
-            self.write(Stage::Data, &out).await?;
         }
-        out.clear();
         stuffer.finish(&mut out);
         self.write(Stage::Data, &out).await
     }

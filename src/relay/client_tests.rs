@@ -7,6 +7,9 @@ use tokio::task::JoinHandle;
 
 use super::*;
 
+/// A body for sessions that fail before DATA.
+static EMPTY: std::sync::LazyLock<Body> = std::sync::LazyLock::new(|| Body::from_bytes(vec![]));
+
 fn reply(code: u16, lines: &[&str]) -> Reply {
     Reply {
         code,
@@ -231,9 +234,15 @@ async fn helo_fallback_per_recipient_results_and_stuffing() {
         "221 bye\r\n",
     ])
     .await;
+    // The body comes from a real spool slot, streamed from the file.
     let dir = tempfile::tempdir().unwrap();
-    let body = dir.path().join("m");
-    std::fs::write(&body, b"Subject: t\r\n\r\n.hidden\r\nend").unwrap();
+    let spool = crate::spool::Spool::open(dir.path()).unwrap();
+    let env = crate::spool::Envelope::new("s@x", vec![], 0, "test", None);
+    let id = spool
+        .enqueue_bytes(env, b"Subject: t\r\n\r\n.hidden\r\nend")
+        .unwrap();
+    let body = spool.body(&id).unwrap();
+    assert!(body.in_memory().is_none());
     let rcpts = vec!["a@x".to_string(), "b@x".into(), "c@x".into()];
     let msg = Message {
         mail_from: "s@x",
@@ -292,7 +301,7 @@ async fn auth_login_and_size() {
     let msg = Message {
         mail_from: "",
         recipients: &rcpts,
-        body: Path::new("/nonexistent"),
+        body: &EMPTY,
         size: 5,
     };
     let got = Connector::new(up).unwrap().send("gw", &msg).await.unwrap();
@@ -353,7 +362,7 @@ fn message(rcpts: &[String]) -> Message<'_> {
     Message {
         mail_from: "s@x",
         recipients: rcpts,
-        body: Path::new("/nonexistent"),
+        body: &EMPTY,
         size: 1,
     }
 }
@@ -512,7 +521,7 @@ async fn session_failures() {
     let msg = Message {
         mail_from: "s@x",
         recipients: &rcpts,
-        body: Path::new("/none"),
+        body: &EMPTY,
         size: 1,
     };
 

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, unix_secs};
 use crate::config::{DeliveryConfig, Upstream, UpstreamAuth};
 use crate::maildir;
-use crate::spool::{Envelope, Recipient, Spool, Status};
+use crate::spool::{Body, Envelope, Recipient, Spool, Status};
 use client::{Connector, Message, Reply};
 use oauth::TokenSource;
 
@@ -411,13 +411,13 @@ impl Worker {
 
 /// Runs one delivery attempt for message `id`.
 async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
-    let mut env = match blocking(ctx, {
+    let (mut env, body) = match blocking(ctx, {
         let id = id.to_string();
-        move |spool| spool.load(&id)
+        move |spool| spool.open_message(&id, crate::spool::PRELOAD_LIMIT)
     })
     .await
     {
-        Ok(env) => env,
+        Ok(loaded) => loaded,
         Err(e) => {
             // Gone already (delivered before a rescan), or unreadable: nothing to retry.
             tracing::debug!(id, error = %e, "relay: message not loadable");
@@ -428,7 +428,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
     let mut last_error: Option<(u16, String)> = None;
 
     if pending(&env, true).next().is_some() {
-        deliver_local(ctx, &mut env, now, &mut last_error).await;
+        deliver_local(ctx, &mut env, &body, now, &mut last_error).await;
         if !done_cleanly(&env) {
             save(ctx, &env).await;
         }
@@ -437,7 +437,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
         if ctx.shutdown.is_cancelled() {
             return Outcome::default();
         }
-        match deliver_remote(ctx, &mut env, &mut last_error).await {
+        match deliver_remote(ctx, &mut env, &body, &mut last_error).await {
             // Fully delivered: it is removed next, so rewriting its envelope first would only
             // cost an fsync (a crash in between delivers again: at least once).
             Some(()) if done_cleanly(&env) => {}
@@ -475,7 +475,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
         }
         save(ctx, &env).await;
     }
-    settle(ctx, env).await
+    settle(ctx, env, &body).await
 }
 
 /// Delivers pending local recipients into their Maildirs; errors are transient except an
@@ -483,6 +483,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
 async fn deliver_local(
     ctx: &Ctx,
     env: &mut Envelope,
+    body: &Body,
     now: SystemTime,
     last_error: &mut Option<(u16, String)>,
 ) {
@@ -498,17 +499,26 @@ async fn deliver_local(
     let root = ctx.settings.maildir.clone();
     let host = ctx.settings.hostname.clone();
     let unique = format!("{}.{}", unix_secs(now), env.id);
-    let body = ctx.spool.body_path(&env.id);
+    let body = body.clone();
     // RFC 5321 §4.4: the delivering system records the reverse-path.
     let return_path = format!("Return-Path: <{}>\r\n", printable(&env.mail_from));
     let job = move || -> io::Result<Vec<(usize, io::Result<PathBuf>)>> {
         // Fail the whole step (transiently) if the spooled body is unreadable.
-        std::fs::metadata(&body)?;
+        body.read_at(&mut [0u8; 1], 0)?;
         let prefix = return_path.into_bytes();
         Ok(targets
             .into_iter()
             .map(|(i, user)| {
-                let r = maildir::deliver_file(&root, &user, &unique, &host, &prefix, &body);
+                let mut src = body.reader();
+                let r = maildir::deliver_from(
+                    &root,
+                    &user,
+                    &unique,
+                    &host,
+                    &prefix,
+                    &mut src,
+                    body.len(),
+                );
                 (i, r)
             })
             .collect())
@@ -554,6 +564,7 @@ async fn deliver_local(
 async fn deliver_remote(
     ctx: &Ctx,
     env: &mut Envelope,
+    body: &Body,
     last_error: &mut Option<(u16, String)>,
 ) -> Option<()> {
     let idx: Vec<usize> = env
@@ -581,11 +592,10 @@ async fn deliver_remote(
         .iter()
         .map(|&i| env.recipients[i].address.clone())
         .collect();
-    let body = ctx.spool.body_path(&env.id);
     let msg = Message {
         mail_from: &env.mail_from,
         recipients: &addresses,
-        body: &body,
+        body,
         size: env.size,
     };
     let result = tokio::select! {
@@ -634,7 +644,7 @@ async fn deliver_remote(
 }
 
 /// Finishes a settled message: removes it, after bouncing failed recipients if any.
-async fn settle(ctx: &Ctx, env: Envelope) -> Outcome {
+async fn settle(ctx: &Ctx, env: Envelope, body: &Body) -> Outcome {
     let failed: Vec<&Recipient> = env
         .recipients
         .iter()
@@ -647,7 +657,7 @@ async fn settle(ctx: &Ctx, env: Envelope) -> Outcome {
         return Outcome::default();
     }
     if !env.is_null_sender() && env.mail_from == printable(&env.mail_from) {
-        let headers = original_headers(ctx, &id).await;
+        let headers = original_headers(body).await;
         let (bounce, text) = bounce(
             &ctx.settings.hostname,
             &env,
@@ -798,14 +808,12 @@ fn printable(s: &str) -> String {
 }
 
 /// The header section of the stored message (bounded), with CRLF line ends.
-async fn original_headers(ctx: &Ctx, id: &str) -> String {
-    let path = ctx.spool.body_path(id);
+async fn original_headers(body: &Body) -> String {
+    let body = body.clone();
     let read = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
-        use std::io::Read;
-        let mut buf = Vec::new();
-        std::fs::File::open(path)?
-            .take(BOUNCE_HEADERS as u64)
-            .read_to_end(&mut buf)?;
+        let mut buf = vec![0u8; (BOUNCE_HEADERS as u64).min(body.len()) as usize];
+        let n = body.read_at(&mut buf, 0)?;
+        buf.truncate(n);
         Ok(buf)
     })
     .await;

@@ -2,27 +2,40 @@
 //! and bounced, or moved to the dead-letter folder.
 //!
 //! RFC 5321 §6.1 makes accepting a message a promise not to lose it, so the SMTP server may
-//! answer 250 after DATA only once [`Incoming::commit`] has returned: the body was written to
-//! `tmp/`, fsynced and renamed into `msg/`, the envelope written the same way into `env/`, and
-//! both directories fsynced. A crash at any earlier point leaves at most a temp file or an
-//! orphan body without envelope, both of which [`Spool::open`] removes (no 250 was sent for
-//! them). Layout under the spool directory:
+//! answer 250 after DATA only once [`Incoming::commit`] has returned: body and envelope were
+//! written into a slot file and `fdatasync`ed (see [`slot`] for the format and why slots are
+//! reused rather than created per message). Layout under the spool directory:
 //!
-//! - `tmp/`: bodies and envelopes being written; emptied at open.
-//! - `msg/<id>`: message bodies, CRLF line endings, exactly as accepted.
-//! - `env/<id>.json`: envelopes ([`entry`]).
-//! - `corrupt/`: envelopes that could not be read, moved aside at start-up.
+//! - `slots/<n>`: slot files, each free or holding one message with the envelope it was
+//!   accepted with. Free slots are reused; at most [`MAX_FREE_SLOTS`] are kept.
+//! - `env/<id>.json`: the current envelope ([`entry`]) of a message whose delivery state has
+//!   changed since it was accepted (some recipients done, a retry scheduled); it overrides the
+//!   envelope in the slot.
+//! - `tmp/`: envelopes being written; emptied at open.
+//! - `corrupt/`: messages and envelopes that could not be read, moved aside at start-up.
+//!
+//! The spool keeps an index of its slots in memory, so it belongs to one process: the gateway
+//! opens it once at start-up. [`Spool::open`] rebuilds the index by checking every slot's
+//! checksum; a spool in the older one-file-per-message layout (`msg/`) is converted on open.
 //!
 //! Session-facing writes ([`Spool::receive`], [`Incoming`]) are async and run their disk I/O on
-//! the blocking pool. The worker-facing calls are plain blocking functions; callers on the
-//! runtime wrap them in `spawn_blocking`.
+//! the blocking pool, one hop per message of up to [`WRITE_BUFFER`] bytes. The worker-facing
+//! calls are plain blocking functions; callers on the runtime wrap them in `spawn_blocking`.
 
 pub mod entry;
+mod incoming;
+pub mod slot;
 
+pub use incoming::{Body, BodyReader, Incoming};
+use incoming::{Source, Taken};
+
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 
 pub use entry::{Envelope, FormatError, Recipient, Status};
@@ -31,6 +44,16 @@ use crate::clock::{Clock, SystemClock};
 
 /// Bytes an [`Incoming`] buffers before handing a write to the blocking pool.
 pub const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Free slots kept for reuse; a slot freed beyond this is deleted.
+pub const MAX_FREE_SLOTS: usize = 1024;
+
+/// A freed slot longer than this is truncated, so one large message does not keep its disk
+/// space for as long as the slot lives.
+const TRUNCATE_ABOVE: u64 = 1024 * 1024;
+
+/// Bodies up to this size are read into memory in one go by [`Spool::open_message`].
+pub const PRELOAD_LIMIT: u64 = 256 * 1024;
 
 /// Ids handed out by this process; shared by every spool so two handles never collide.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -59,6 +82,9 @@ pub enum Error {
     /// The id is not a valid spool id (see [`entry::is_valid_id`]).
     #[error("spool: invalid message id {0:?}")]
     InvalidId(String),
+    /// No message with this id is in the spool.
+    #[error("spool: no message {0}")]
+    NotFound(String),
     /// An earlier write of this message failed or was interrupted; it cannot be committed.
     #[error("spool: message {0} was left incomplete by an earlier failed write")]
     Broken(String),
@@ -72,15 +98,34 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error + us
     move |source| Error::Io { op, path, source }
 }
 
-/// A spool directory.
+/// A spool directory and the in-memory index of its slots.
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
     tmp: PathBuf,
-    msg: PathBuf,
+    slots: PathBuf,
     env: PathBuf,
-    msg_sync: std::sync::Arc<GroupSync>,
-    env_sync: std::sync::Arc<GroupSync>,
+    index: Arc<Mutex<Index>>,
+    slots_sync: Arc<GroupSync>,
+    env_sync: Arc<GroupSync>,
+}
+
+/// Which slot holds which message, and which slots are free.
+#[derive(Debug, Default)]
+struct Index {
+    queued: HashMap<String, Queued>,
+    free: Vec<u32>,
+    /// The number the next new slot file gets.
+    next: u32,
+}
+
+/// Where a queued message lives.
+#[derive(Debug, Clone)]
+struct Queued {
+    slot: u32,
+    header: slot::Header,
+    /// `env/<id>.json` holds a newer envelope than the slot.
+    overridden: bool,
 }
 
 /// Group commit for a directory's fsync: sessions committing at the same time share one
@@ -141,35 +186,30 @@ impl GroupSync {
 }
 
 impl Spool {
-    /// Opens (creating if missing) the spool at `dir`, removes leftover temp files and bodies
-    /// that never got an envelope, and fsyncs the layout. Call it once per process, at
-    /// start-up, before any message is received: the clean-up would discard messages that are
-    /// being committed.
+    /// Opens (creating if missing) the spool at `dir` and rebuilds the index: every slot whose
+    /// checksum holds is a queued message, every other slot is free; leftover temp files and
+    /// envelopes of messages that are gone are removed, and a spool in the older layout is
+    /// converted. Call it once per process, at start-up, before any message is received.
     pub fn open(dir: &Path) -> Result<Spool, Error> {
         let spool = Spool {
             root: dir.to_path_buf(),
             tmp: dir.join("tmp"),
-            msg: dir.join("msg"),
+            slots: dir.join("slots"),
             env: dir.join("env"),
-            msg_sync: Default::default(),
+            index: Default::default(),
+            slots_sync: Default::default(),
             env_sync: Default::default(),
         };
-        for d in [&spool.tmp, &spool.msg, &spool.env] {
+        for d in [&spool.tmp, &spool.slots, &spool.env] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
         for entry in read_dir(&spool.tmp)? {
             fs::remove_file(&entry).map_err(io_err("remove leftover", &entry))?;
         }
-        for body in read_dir(&spool.msg)? {
-            let Some(id) = body.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if !spool.envelope_path(id).exists() {
-                tracing::info!(id, "spool: removing body without envelope (never accepted)");
-                fs::remove_file(&body).map_err(io_err("remove orphan", &body))?;
-            }
-        }
-        for d in [&spool.root, &spool.tmp, &spool.msg, &spool.env] {
+        spool.scan_slots()?;
+        spool.convert_old_layout()?;
+        spool.attach_overrides()?;
+        for d in [&spool.root, &spool.tmp, &spool.slots, &spool.env] {
             sync_dir(d)?;
         }
         Ok(spool)
@@ -180,175 +220,451 @@ impl Spool {
         &self.root
     }
 
-    /// Starts receiving a message: creates its temp file.
+    /// Messages in the spool.
+    pub fn len(&self) -> usize {
+        self.lock().queued.len()
+    }
+
+    /// Whether the spool holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether message `id` is in the spool.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().queued.contains_key(id)
+    }
+
+    /// Starts receiving a message. Nothing touches the disk until the first
+    /// [`WRITE_BUFFER`] bytes or the commit.
     pub async fn receive(&self) -> Result<Incoming, Error> {
-        let id = new_id();
-        let tmp = self.tmp.join(&id);
-        let path = tmp.clone();
-        let file = blocking(move || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(io_err("create", &path))
-        })
-        .await?;
-        Ok(Incoming {
-            spool: self.clone(),
-            id,
-            tmp,
-            file: Some(file),
-            buf: Vec::with_capacity(WRITE_BUFFER),
-            size: 0,
-            done: false,
-        })
+        Ok(Incoming::new(self.clone(), new_id()))
     }
 
     /// Stores a complete message (e.g. a bounce) durably in one call and returns its id. Like
     /// [`Incoming::commit`], sets the envelope's id and size.
     pub fn enqueue_bytes(&self, mut envelope: Envelope, bytes: &[u8]) -> Result<String, Error> {
         let id = new_id();
-        let tmp = self.tmp.join(&id);
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(io_err("create", &tmp))?;
-            file.write_all(bytes).map_err(io_err("write", &tmp))?;
-            self.finish(&id, file, bytes.len() as u64, &mut envelope)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map(|()| id)
+        self.write_new(&id, bytes, &mut envelope)?;
+        Ok(id)
     }
 
-    /// Reads every envelope, oldest id first. Envelopes that cannot be read, or whose body is
-    /// missing, are moved to `corrupt/` with a log line and skipped.
+    /// Reads every envelope, oldest id first.
     pub fn load_all(&self) -> Result<Vec<Envelope>, Error> {
-        let mut out = Vec::new();
-        for path in read_dir(&self.env)? {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let Some(id) = name
-                .strip_suffix(".json")
-                .filter(|id| entry::is_valid_id(id))
-            else {
-                tracing::warn!(path = %path.display(), "spool: ignoring unexpected file");
-                continue;
-            };
-            match self.load(id) {
-                Ok(env) if self.body_path(id).exists() => out.push(env),
-                Ok(_) => {
-                    tracing::error!(id, "spool: envelope without message body, moving aside");
-                    self.quarantine(id);
-                }
-                Err(err) => {
-                    tracing::error!(id, error = %err, "spool: unreadable envelope, moving aside");
-                    self.quarantine(id);
-                }
+        let mut ids: Vec<String> = self.lock().queued.keys().cloned().collect();
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.load(&id) {
+                Ok(env) => out.push(env),
+                // Delivered and removed since the ids were listed.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => tracing::error!(id, error = %e, "spool: cannot read envelope"),
             }
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
-    /// Reads one envelope.
+    /// Reads the current envelope of message `id`.
     pub fn load(&self, id: &str) -> Result<Envelope, Error> {
         check_id(id)?;
-        let path = self.envelope_path(id);
-        let bytes = read_bounded(&path, entry::MAX_ENVELOPE_LEN)?;
-        let env = Envelope::parse(&bytes).map_err(|source| Error::Envelope {
-            path: path.clone(),
-            source,
-        })?;
-        if env.id != id {
-            let source = FormatError::BadId(env.id);
-            return Err(Error::Envelope { path, source });
+        let q = self.queued(id)?;
+        if q.overridden {
+            let path = self.envelope_path(id);
+            match read_bounded(&path, entry::MAX_ENVELOPE_LEN).and_then(|b| parse(&path, &b)) {
+                Ok(env) if env.id == id => return Ok(env),
+                Ok(env) => {
+                    let bad = FormatError::BadId(env.id);
+                    self.distrust_override(id, &Error::Envelope { path, source: bad });
+                }
+                Err(e) => self.distrust_override(id, &e),
+            }
         }
-        Ok(env)
+        let path = self.slot_path(q.slot);
+        let file = File::open(&path).map_err(io_err("open", &path))?;
+        let bytes = slot::read_envelope(&file, &q.header).map_err(io_err("read", &path))?;
+        parse(&path, &bytes)
     }
 
-    /// Where the body of message `id` is stored.
-    pub fn body_path(&self, id: &str) -> PathBuf {
-        self.msg.join(id)
+    /// Reads the current envelope of message `id` and opens its body; a body of up to
+    /// `preload` bytes is read into memory right away.
+    pub fn open_message(&self, id: &str, preload: u64) -> Result<(Envelope, Body), Error> {
+        let env = self.load(id)?;
+        let body = self.body(id)?;
+        if body.len <= preload {
+            let mut bytes = vec![0u8; body.len as usize];
+            body.read_at(&mut bytes, 0)
+                .map_err(io_err("read", &body.path))?;
+            return Ok((env, Body::from_bytes(bytes)));
+        }
+        Ok((env, body))
     }
 
-    /// Atomically replaces the stored envelope of `env.id`.
+    /// Opens the body of message `id`.
+    pub fn body(&self, id: &str) -> Result<Body, Error> {
+        check_id(id)?;
+        let q = self.queued(id)?;
+        let path = self.slot_path(q.slot);
+        let file = File::open(&path).map_err(io_err("open", &path))?;
+        Ok(Body {
+            source: Source::File(Arc::new(file)),
+            path,
+            len: q.header.body_len,
+        })
+    }
+
+    /// Atomically replaces the stored envelope of `env.id` (in `env/`, fsynced).
     pub fn update(&self, env: &Envelope) -> Result<(), Error> {
         check_id(&env.id)?;
-        self.write_envelope(env)
-    }
-
-    /// Removes message `id` (envelope first, so a crash leaves only an orphan body that the
-    /// next open cleans up). The removal is not fsynced: should a crash undo it, the message is
-    /// delivered again (at least once, never zero times), and every delivered message saves
-    /// a directory fsync.
-    pub fn remove(&self, id: &str) -> Result<(), Error> {
-        check_id(id)?;
-        let env = self.envelope_path(id);
-        remove_if_exists(&env)?;
-        remove_if_exists(&self.body_path(id))?;
+        self.queued(&env.id)?;
+        self.write_envelope(env)?;
+        if let Some(q) = self.lock().queued.get_mut(&env.id) {
+            q.overridden = true;
+        }
         Ok(())
     }
 
+    /// Removes message `id`: its envelope override, then its slot, which is marked free. The
+    /// removal is not fsynced: should a crash undo it, the message is delivered again (at
+    /// least once, never zero times). Removing a message that is not there is not an error.
+    pub fn remove(&self, id: &str) -> Result<(), Error> {
+        check_id(id)?;
+        let Some(q) = self.lock().queued.remove(id) else {
+            return Ok(());
+        };
+        if q.overridden {
+            remove_if_exists(&self.envelope_path(id))?;
+        }
+        let path = self.slot_path(q.slot);
+        let freed = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                slot::mark_free(&f)?;
+                if f.metadata()?.len() > TRUNCATE_ABOVE {
+                    f.set_len(0)?;
+                }
+                Ok(())
+            })
+            .map_err(io_err("free", &path));
+        // A slot that could not be marked free is still reused: the next message overwrites
+        // it. Until then a restart would deliver the old message again, hence the error.
+        self.release(q.slot);
+        freed
+    }
+
     /// Moves message `id` out of the spool into `dest` as `<id>.eml` and `<id>.json`, fsyncing
-    /// the copies before removing the originals. Returns the body's new path.
+    /// the copies before removing the message. Returns the body's new path.
     pub fn move_out(&self, id: &str, dest: &Path) -> Result<PathBuf, Error> {
         check_id(id)?;
+        let env = self.load(id)?;
+        let body = self.body(id)?;
         fs::create_dir_all(dest).map_err(io_err("create", dest))?;
-        let body = dest.join(format!("{id}.eml"));
-        copy_durably(&self.body_path(id), &body)?;
-        copy_durably(&self.envelope_path(id), &dest.join(format!("{id}.json")))?;
+        let eml = dest.join(format!("{id}.eml"));
+        write_durably(&eml, |f| io::copy(&mut body.reader(), f).map(|_| ()))?;
+        let json = env.to_bytes().map_err(|source| Error::Envelope {
+            path: dest.join(format!("{id}.json")),
+            source,
+        })?;
+        write_durably(&dest.join(format!("{id}.json")), |f| f.write_all(&json))?;
         sync_dir(dest)?;
         self.remove(id)?;
-        Ok(body)
+        Ok(eml)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queued(&self, id: &str) -> Result<Queued, Error> {
+        self.lock()
+            .queued
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    fn slot_path(&self, n: u32) -> PathBuf {
+        self.slots.join(n.to_string())
     }
 
     fn envelope_path(&self, id: &str) -> PathBuf {
         self.env.join(format!("{id}.json"))
     }
 
-    /// Moves a bad envelope (and its body, if any) into `corrupt/` for an operator to inspect.
-    /// A failure is logged, not returned: one bad file must not stop the rest of the spool.
-    fn quarantine(&self, id: &str) {
-        if let Err(err) = self.try_quarantine(id) {
-            tracing::error!(id, error = %err, "spool: cannot move bad envelope aside");
+    /// A free slot, opened for writing; a new slot file (made durable in its folder) when
+    /// none is free.
+    fn take_slot(&self) -> Result<Taken, Error> {
+        let reuse = self.lock().free.pop();
+        if let Some(n) = reuse {
+            let path = self.slot_path(n);
+            match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(file) => return Ok(Taken::new(self, n, file)),
+                // Deleted behind our back: forget it and make a new one.
+                Err(e) => tracing::warn!(slot = n, error = %e, "spool: free slot unusable"),
+            }
+        }
+        let n = {
+            let mut index = self.lock();
+            index.next += 1;
+            index.next - 1
+        };
+        let path = self.slot_path(n);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        let taken = Taken::new(self, n, file);
+        self.slots_sync.sync(&self.slots)?;
+        Ok(taken)
+    }
+
+    /// Returns slot `n` to the free list, or deletes it when enough are free.
+    fn release(&self, n: u32) {
+        let mut index = self.lock();
+        if index.free.len() < MAX_FREE_SLOTS {
+            index.free.push(n);
+            return;
+        }
+        drop(index);
+        let path = self.slot_path(n);
+        if let Err(e) = remove_if_exists(&path) {
+            tracing::warn!(error = %e, "spool: cannot delete surplus slot");
         }
     }
 
-    fn try_quarantine(&self, id: &str) -> Result<(), Error> {
-        let dir = self.root.join("corrupt");
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let env = self.envelope_path(id);
-        let to = dir.join(format!("{id}.json"));
-        fs::rename(&env, &to).map_err(io_err("move aside", &env))?;
-        let body = self.body_path(id);
-        if body.exists() {
-            let to = dir.join(id);
-            fs::rename(&body, &to).map_err(io_err("move aside", &body))?;
-        }
-        sync_dir(&dir)?;
-        sync_dir(&self.env)
-    }
-
-    /// Makes a written body durable and writes its envelope: fsync, rename into `msg/`, write
-    /// the envelope, fsync both directories.
-    fn finish(&self, id: &str, file: File, size: u64, env: &mut Envelope) -> Result<(), Error> {
-        let tmp = self.tmp.join(id);
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
-        drop(file);
-        let body = self.body_path(id);
-        fs::rename(&tmp, &body).map_err(io_err("rename", &tmp))?;
-        self.msg_sync.sync(&self.msg)?;
+    /// Completes a slot whose body is written: envelope, header, `fdatasync`, index entry.
+    /// On failure the slot goes back to the free list.
+    fn seal(
+        &self,
+        id: &str,
+        mut taken: Taken,
+        size: u64,
+        mut hasher: crc32fast::Hasher,
+        env: &mut Envelope,
+    ) -> Result<(), Error> {
+        let (n, file) = (taken.n, &taken.file);
+        let path = self.slot_path(n);
         env.id = id.to_string();
         env.size = size;
-        if let Err(err) = self.write_envelope(env) {
-            // Without an envelope the body would be an orphan; do not leave it behind.
-            let _ = fs::remove_file(&body);
-            return Err(err);
+        let json = env.to_bytes().map_err(|source| Error::Envelope {
+            path: path.clone(),
+            source,
+        })?;
+        hasher.update(&json);
+        let mut header = slot::Header {
+            id: id.to_string(),
+            body_len: size,
+            env_len: json.len() as u32,
+            crc: 0,
+        };
+        header.crc = header.checksum(hasher);
+        file.write_all_at(&json, header.env_offset())
+            .and_then(|()| file.write_all_at(&header.encode(), 0))
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("write", &path))?;
+        let queued = Queued {
+            slot: n,
+            header,
+            overridden: false,
+        };
+        self.lock().queued.insert(id.to_string(), queued);
+        taken.sealed = true;
+        Ok(())
+    }
+
+    /// Start-up: indexes every slot file.
+    fn scan_slots(&self) -> Result<(), Error> {
+        let mut index = Index::default();
+        for path in read_dir(&self.slots)? {
+            let Some(n) = path
+                .file_name()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                tracing::warn!(path = %path.display(), "spool: ignoring unexpected file");
+                continue;
+            };
+            index.next = index.next.max(n.saturating_add(1));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("open", &path))?;
+            let found =
+                slot::verify(&file, entry::MAX_ENVELOPE_LEN).map_err(io_err("read", &path))?;
+            let Some((header, env)) = found else {
+                index.free.push(n);
+                continue;
+            };
+            let usable = check_id(&header.id)
+                .and_then(|()| parse(&path, &env))
+                .and_then(|e| match e.id == header.id {
+                    true => Ok(()),
+                    false => Err(Error::Envelope {
+                        path: path.clone(),
+                        source: FormatError::BadId(e.id),
+                    }),
+                });
+            if let Err(e) = usable {
+                tracing::error!(slot = n, error = %e, "spool: unreadable message, moving aside");
+                self.quarantine_slot(&file, &header, &env)?;
+                index.free.push(n);
+                continue;
+            }
+            if index.queued.contains_key(&header.id) {
+                tracing::warn!(
+                    id = header.id,
+                    slot = n,
+                    "spool: duplicate slot, freeing it"
+                );
+                slot::mark_free(&file).map_err(io_err("free", &path))?;
+                index.free.push(n);
+                continue;
+            }
+            let id = header.id.clone();
+            let queued = Queued {
+                slot: n,
+                header,
+                overridden: false,
+            };
+            index.queued.insert(id, queued);
+        }
+        // Keep the lowest numbers in use; surplus free slots are deleted.
+        index.free.sort_unstable_by(|a, b| b.cmp(a));
+        while index.free.len() > MAX_FREE_SLOTS {
+            if let Some(n) = index.free.first().copied() {
+                index.free.remove(0);
+                remove_if_exists(&self.slot_path(n))?;
+            }
+        }
+        *self.lock() = index;
+        Ok(())
+    }
+
+    /// Start-up: ties each `env/<id>.json` to its message; envelopes of messages that are
+    /// gone (removed before a crash) are deleted.
+    fn attach_overrides(&self) -> Result<(), Error> {
+        for path in read_dir(&self.env)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let Some(id) = name.strip_suffix(".json") else {
+                tracing::warn!(path = %path.display(), "spool: ignoring unexpected file");
+                continue;
+            };
+            let mut index = self.lock();
+            match index.queued.get_mut(id) {
+                Some(q) => q.overridden = true,
+                None => {
+                    drop(index);
+                    tracing::debug!(id, "spool: removing envelope of a finished message");
+                    remove_if_exists(&path)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Start-up: moves messages of the older layout (`msg/<id>` with `env/<id>.json`) into
+    /// slots, then removes the old files. Bodies without an envelope were never accepted.
+    fn convert_old_layout(&self) -> Result<(), Error> {
+        let msg = self.root.join("msg");
+        if !msg.is_dir() {
+            return Ok(());
+        }
+        for body in read_dir(&msg)? {
+            let id = body.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let env_path = self.envelope_path(id);
+            if check_id(id).is_err() || !env_path.exists() {
+                tracing::info!(id, "spool: removing body without envelope (never accepted)");
+                remove_if_exists(&body)?;
+                continue;
+            }
+            let env = match read_bounded(&env_path, entry::MAX_ENVELOPE_LEN)
+                .and_then(|b| parse(&env_path, &b))
+            {
+                Ok(env) if env.id == id => env,
+                Ok(_) | Err(_) => {
+                    tracing::error!(id, "spool: unreadable envelope, moving aside");
+                    self.quarantine_files(id, &body, &env_path)?;
+                    continue;
+                }
+            };
+            let bytes = fs::read(&body).map_err(io_err("read", &body))?;
+            let mut env = env;
+            self.write_new(id, &bytes, &mut env)?;
+            remove_if_exists(&env_path)?;
+            remove_if_exists(&body)?;
+        }
+        sync_dir(&self.env)?;
+        fs::remove_dir(&msg).map_err(io_err("remove", &msg))?;
+        tracing::info!("spool: converted to the slot layout");
+        Ok(())
+    }
+
+    /// Stores a whole message as `id` in a free slot, durably.
+    fn write_new(&self, id: &str, bytes: &[u8], env: &mut Envelope) -> Result<(), Error> {
+        let taken = self.take_slot()?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(bytes);
+        let path = self.slot_path(taken.n);
+        taken
+            .file
+            .write_all_at(bytes, slot::HEADER_LEN)
+            .map_err(io_err("write", &path))?;
+        self.seal(id, taken, bytes.len() as u64, hasher, env)
+    }
+
+    /// Copies a slot's message into `corrupt/` (`<id>` and `<id>.json`) and frees the slot.
+    fn quarantine_slot(&self, file: &File, header: &slot::Header, env: &[u8]) -> Result<(), Error> {
+        let dir = self.corrupt_dir()?;
+        let name = if check_id(&header.id).is_ok() {
+            header.id.clone()
+        } else {
+            new_id()
+        };
+        let body = Body {
+            source: Source::File(Arc::new(file.try_clone().map_err(io_err("open", &dir))?)),
+            path: dir.clone(),
+            len: header.body_len,
+        };
+        write_durably(&dir.join(&name), |f| {
+            io::copy(&mut body.reader(), f).map(|_| ())
+        })?;
+        write_durably(&dir.join(format!("{name}.json")), |f| f.write_all(env))?;
+        sync_dir(&dir)?;
+        slot::mark_free(file).map_err(io_err("free", &dir))
+    }
+
+    /// Moves an old-layout message into `corrupt/`.
+    fn quarantine_files(&self, id: &str, body: &Path, env: &Path) -> Result<(), Error> {
+        let dir = self.corrupt_dir()?;
+        fs::rename(env, dir.join(format!("{id}.json"))).map_err(io_err("move aside", env))?;
+        fs::rename(body, dir.join(id)).map_err(io_err("move aside", body))?;
+        sync_dir(&dir)
+    }
+
+    /// An unreadable `env/<id>.json`: moved aside, and the envelope in the slot is used
+    /// instead (recipients already done may get the message again: at least once).
+    fn distrust_override(&self, id: &str, err: &Error) {
+        tracing::error!(id, error = %err, "spool: unreadable envelope, using the one accepted");
+        let path = self.envelope_path(id);
+        let moved = self.corrupt_dir().and_then(|dir| {
+            fs::rename(&path, dir.join(format!("{id}.json"))).map_err(io_err("move aside", &path))
+        });
+        if let Err(e) = moved {
+            tracing::error!(id, error = %e, "spool: cannot move bad envelope aside");
+        }
+        if let Some(q) = self.lock().queued.get_mut(id) {
+            q.overridden = false;
+        }
+    }
+
+    fn corrupt_dir(&self) -> Result<PathBuf, Error> {
+        let dir = self.root.join("corrupt");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        Ok(dir)
     }
 
     fn write_envelope(&self, env: &Envelope) -> Result<(), Error> {
@@ -379,97 +695,42 @@ impl Spool {
     }
 }
 
-/// A message being received. Bytes are buffered up to [`WRITE_BUFFER`] and written on the
-/// blocking pool. Dropping it without [`commit`](Incoming::commit) discards the message.
-#[derive(Debug)]
-pub struct Incoming {
-    spool: Spool,
-    id: String,
-    tmp: PathBuf,
-    /// `None` after a failed or interrupted write; the message can then only be aborted.
-    file: Option<File>,
-    buf: Vec<u8>,
-    size: u64,
-    done: bool,
-}
-
-impl Incoming {
-    /// The id the message will have once committed.
-    pub fn id(&self) -> &str {
-        &self.id
+/// Lists the messages queued in the spool at `dir` without opening it for writing: for
+/// operators and tests looking at a spool that a running gateway owns. Each slot is read and
+/// checked like at start-up, and the newer envelope in `env/` is preferred; a slot being
+/// written at that moment may be missed. Oldest id first.
+pub fn inspect(dir: &Path) -> Result<Vec<Envelope>, Error> {
+    let slots = dir.join("slots");
+    let mut out = Vec::new();
+    let paths = match read_dir(&slots) {
+        Ok(paths) => paths,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(e),
+    };
+    for path in paths {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            // Deleted as surplus since the listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let found = slot::verify(&file, entry::MAX_ENVELOPE_LEN).map_err(io_err("read", &path))?;
+        let Some((header, bytes)) = found else {
+            continue;
+        };
+        let Ok(accepted) = parse(&path, &bytes) else {
+            continue;
+        };
+        let newer = dir.join("env").join(format!("{}.json", header.id));
+        let env = read_bounded(&newer, entry::MAX_ENVELOPE_LEN)
+            .and_then(|b| parse(&newer, &b))
+            .ok()
+            .filter(|e| e.id == header.id)
+            .unwrap_or(accepted);
+        out.push(env);
     }
-
-    /// Octets written so far.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Appends message bytes (CRLF line endings, already dot-unstuffed).
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.size += bytes.len() as u64;
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= WRITE_BUFFER {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Makes the message durable and stores `envelope` (its id and size are set here). Returns
-    /// the id; only now may the server answer 250.
-    pub async fn commit(mut self, mut envelope: Envelope) -> Result<String, Error> {
-        self.flush().await?;
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Broken(self.id.clone()))?;
-        let spool = self.spool.clone();
-        let id = self.id.clone();
-        let size = self.size;
-        blocking(move || spool.finish(&id, file, size, &mut envelope)).await?;
-        // The temp file has been renamed (or `finish` cleaned up); nothing left to remove.
-        self.done = true;
-        Ok(self.id.clone())
-    }
-
-    /// Discards the message.
-    pub fn abort(self) {
-        drop(self);
-    }
-
-    async fn flush(&mut self) -> Result<(), Error> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Broken(self.id.clone()))?;
-        let buf = std::mem::take(&mut self.buf);
-        let path = self.tmp.clone();
-        // If this future is dropped mid-write, `file` stays `None` and the message is broken.
-        let (file, mut buf) = blocking(move || {
-            file.write_all(&buf).map_err(io_err("write", &path))?;
-            Ok((file, buf))
-        })
-        .await?;
-        buf.clear();
-        self.buf = buf;
-        self.file = Some(file);
-        Ok(())
-    }
-}
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        // Unlinking is a single metadata operation; doing it inline keeps abort deterministic.
-        self.file = None;
-        if let Err(err) = remove_if_exists(&self.tmp) {
-            tracing::warn!(error = %err, "spool: cannot remove aborted message");
-        }
-    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }
 
 /// A fresh id: `<unix secs>.<micros>.<counter>.<pid>`, sortable by time within a second's
@@ -548,200 +809,24 @@ fn remove_if_exists(path: &Path) -> Result<(), Error> {
     }
 }
 
-fn copy_durably(from: &Path, to: &Path) -> Result<(), Error> {
-    fs::copy(from, to).map_err(io_err("copy", from))?;
-    File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync", to))
+/// Creates `path` (replacing it), fills it with `write` and fsyncs it.
+fn write_durably(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), Error> {
+    let mut file = File::create(path).map_err(io_err("create", path))?;
+    write(&mut file)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", path))
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Envelope, Error> {
+    Envelope::parse(bytes).map_err(|source| Error::Envelope {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_sync_covers_every_caller_and_shares_fsyncs() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = std::sync::Arc::new(GroupSync::default());
-        let threads: Vec<_> = (0..16)
-            .map(|_| {
-                let g = g.clone();
-                let path = dir.path().to_path_buf();
-                std::thread::spawn(move || g.sync(&path))
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap().unwrap();
-        }
-        {
-            let st = g.state.lock().unwrap();
-            assert!(st.completed >= 1 && st.completed <= 16, "{st:?}");
-            assert_eq!(st.started, st.completed);
-            assert!(!st.running);
-        }
-        // A missing folder fails its caller, and the next caller syncs afresh.
-        assert!(g.sync(&dir.path().join("missing")).is_err());
-        assert!(g.sync(dir.path()).is_ok());
-    }
-
-    fn envelope() -> Envelope {
-        let rcpts = vec![Recipient::new("bob@example.org", Some("bob".into()))];
-        Envelope::new(
-            "alice@example.org",
-            rcpts,
-            1_700_000_000,
-            "[192.0.2.1]:1025",
-            None,
-        )
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = read_dir(dir)
-            .unwrap()
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[tokio::test]
-    async fn commit_makes_body_and_envelope_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("spool")).unwrap();
-        let mut msg = spool.receive().await.unwrap();
-        // Several buffer-fulls, written in odd-sized pieces.
-        let body: Vec<u8> = (0..3 * WRITE_BUFFER + 17)
-            .map(|i| b'a' + (i % 26) as u8)
-            .collect();
-        for chunk in body.chunks(1000 + 7) {
-            msg.write(chunk).await.unwrap();
-        }
-        assert_eq!(msg.size(), body.len() as u64);
-        let id = msg.commit(envelope()).await.unwrap();
-        assert!(entry::is_valid_id(&id));
-        assert_eq!(fs::read(spool.body_path(&id)).unwrap(), body);
-        let loaded = spool.load(&id).unwrap();
-        assert_eq!(
-            (loaded.id.as_str(), loaded.size),
-            (id.as_str(), body.len() as u64)
-        );
-        assert!(names(&spool.tmp).is_empty());
-        assert_eq!(spool.load_all().unwrap(), vec![loaded]);
-    }
-
-    #[tokio::test]
-    async fn abort_and_drop_leave_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let mut a = spool.receive().await.unwrap();
-        a.write(b"Subject: x\r\n\r\nhi\r\n").await.unwrap();
-        let b = spool.receive().await.unwrap();
-        assert_eq!(names(&spool.tmp).len(), 2);
-        a.abort();
-        drop(b);
-        assert!(names(&spool.tmp).is_empty());
-        assert!(spool.load_all().unwrap().is_empty());
-    }
-
-    #[test]
-    fn open_cleans_leftovers_and_orphans() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let kept = spool.enqueue_bytes(envelope(), b"kept\r\n").unwrap();
-        fs::write(spool.tmp.join("half-written"), b"x").unwrap();
-        fs::write(spool.body_path("1.2.3.4"), b"orphan").unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        assert!(names(&spool.tmp).is_empty());
-        assert_eq!(names(&spool.msg), vec![kept.clone()]);
-        assert_eq!(spool.load_all().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn corrupt_envelopes_are_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let good = spool.enqueue_bytes(envelope(), b"good\r\n").unwrap();
-        let bad = spool.enqueue_bytes(envelope(), b"bad\r\n").unwrap();
-        let bodiless = spool.enqueue_bytes(envelope(), b"gone\r\n").unwrap();
-        let future = spool.enqueue_bytes(envelope(), b"future\r\n").unwrap();
-        let renamed = spool.enqueue_bytes(envelope(), b"renamed\r\n").unwrap();
-        fs::write(spool.envelope_path(&bad), b"{\"version\": 1, \"id\": tru").unwrap();
-        fs::remove_file(spool.body_path(&bodiless)).unwrap();
-        let text = fs::read_to_string(spool.envelope_path(&future)).unwrap();
-        fs::write(
-            spool.envelope_path(&future),
-            text.replace("\"version\": 1", "\"version\": 2"),
-        )
-        .unwrap();
-        // An envelope whose id disagrees with its file name must not be trusted.
-        fs::rename(
-            spool.envelope_path(&renamed),
-            spool.envelope_path("0.other"),
-        )
-        .unwrap();
-        fs::write(spool.env.join("README"), b"not an envelope").unwrap();
-
-        let loaded = spool.load_all().unwrap();
-        assert_eq!(
-            loaded.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            vec![good.as_str()]
-        );
-        let corrupt = names(&dir.path().join("corrupt"));
-        for id in [&bad, &bodiless, &future] {
-            assert!(
-                corrupt.contains(&format!("{id}.json")),
-                "{id} not quarantined"
-            );
-        }
-        assert!(corrupt.contains(&bad) && corrupt.contains(&future));
-        assert!(corrupt.contains(&"0.other.json".to_string()));
-        // A second start-up sees the same good state and no errors.
-        assert_eq!(spool.load_all().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn update_remove_and_move_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("spool")).unwrap();
-        let id = spool.enqueue_bytes(envelope(), b"hello\r\n").unwrap();
-        let mut env = spool.load(&id).unwrap();
-        assert_eq!(env.size, 7);
-        env.attempts = 3;
-        env.recipients[0].status = Status::Failed {
-            code: 550,
-            text: "no".into(),
-        };
-        spool.update(&env).unwrap();
-        assert_eq!(spool.load(&id).unwrap(), env);
-        assert!(names(&spool.tmp).is_empty());
-
-        let dead = dir.path().join("dead");
-        let moved = spool.move_out(&id, &dead).unwrap();
-        assert_eq!(fs::read(moved).unwrap(), b"hello\r\n");
-        assert!(dead.join(format!("{id}.json")).exists());
-        assert!(spool.load_all().unwrap().is_empty());
-        assert!(!spool.body_path(&id).exists());
-
-        let other = spool.enqueue_bytes(envelope(), b"x").unwrap();
-        spool.remove(&other).unwrap();
-        spool.remove(&other).unwrap();
-        assert!(names(&spool.msg).is_empty() && names(&spool.env).is_empty());
-    }
-
-    #[test]
-    fn ids_are_unique_sortable_and_checked() {
-        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), ids.len());
-        assert!(ids.iter().all(|id| entry::is_valid_id(id)));
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        for bad in ["../x", "", "a/b"] {
-            assert!(matches!(spool.load(bad), Err(Error::InvalidId(_))));
-            assert!(matches!(spool.remove(bad), Err(Error::InvalidId(_))));
-        }
-    }
-}
+#[path = "tests.rs"]
+mod tests;

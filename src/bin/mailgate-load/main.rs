@@ -104,8 +104,9 @@ struct Args {
     /// How long the idle mode holds its connections after they are all open.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     hold: Duration,
-    /// A queue folder (e.g. mailgate's `spool/env`): after each run, wait (up to 60 s) until it
-    /// is empty, so the CPU of delivering what the sessions queued is counted.
+    /// A queue folder (mailgate's `spool`, or any folder holding one entry per queued message):
+    /// after each run, wait (up to 60 s) until it is empty, so the CPU of delivering what the
+    /// sessions queued is counted.
     #[arg(long)]
     settle_dir: Option<std::path::PathBuf>,
     /// A label repeated in the RESULT line, for scripts.
@@ -183,8 +184,12 @@ fn parse_sources(spec: &str) -> Result<Vec<IpAddr>, String> {
     Ok((a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect())
 }
 
-/// Entries in `dir` (0 if it cannot be read).
+/// Messages queued in `dir`: a mailgate spool (it has `slots/`) is read as such; any other
+/// folder counts its entries. 0 if it cannot be read.
 fn queued(dir: &std::path::Path) -> usize {
+    if dir.join("slots").is_dir() {
+        return mailgate::spool::inspect(dir).map_or(0, |q| q.len());
+    }
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
 }
 

@@ -1,0 +1,329 @@
+use super::*;
+
+#[test]
+fn group_sync_covers_every_caller_and_shares_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Arc::new(GroupSync::default());
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let g = g.clone();
+            let path = dir.path().to_path_buf();
+            std::thread::spawn(move || g.sync(&path))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    {
+        let st = g.state.lock().unwrap();
+        assert!(st.completed >= 1 && st.completed <= 16, "{st:?}");
+        assert_eq!(st.started, st.completed);
+        assert!(!st.running);
+    }
+    // A missing folder fails its caller, and the next caller syncs afresh.
+    assert!(g.sync(&dir.path().join("missing")).is_err());
+    assert!(g.sync(dir.path()).is_ok());
+}
+
+fn envelope() -> Envelope {
+    let rcpts = vec![Recipient::new("bob@example.org", Some("bob".into()))];
+    Envelope::new(
+        "alice@example.org",
+        rcpts,
+        1_700_000_000,
+        "[192.0.2.1]:1025",
+        None,
+    )
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = read_dir(dir)
+        .unwrap()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn body_of(spool: &Spool, id: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    spool
+        .body(id)
+        .unwrap()
+        .reader()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn commit_makes_body_and_envelope_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    let mut msg = spool.receive().await.unwrap();
+    // Several buffer-fulls, written in odd-sized pieces.
+    let body: Vec<u8> = (0..3 * WRITE_BUFFER + 17)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    for chunk in body.chunks(1000 + 7) {
+        msg.write(chunk).await.unwrap();
+    }
+    assert_eq!(msg.size(), body.len() as u64);
+    let id = msg.commit(envelope()).await.unwrap();
+    assert!(entry::is_valid_id(&id));
+    assert_eq!(body_of(&spool, &id), body);
+    let loaded = spool.load(&id).unwrap();
+    assert_eq!(
+        (loaded.id.as_str(), loaded.size),
+        (id.as_str(), body.len() as u64)
+    );
+    assert_eq!(spool.load_all().unwrap(), vec![loaded.clone()]);
+    // What a restart finds: the same message, checked against its checksum.
+    assert_eq!(
+        inspect(&dir.path().join("spool")).unwrap(),
+        vec![loaded.clone()]
+    );
+    let again = Spool::open(&dir.path().join("spool")).unwrap();
+    assert_eq!(again.load_all().unwrap(), vec![loaded]);
+    assert_eq!(body_of(&again, &id), body);
+}
+
+#[tokio::test]
+async fn small_messages_touch_the_disk_once_and_reuse_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for round in 0..5 {
+        let mut msg = spool.receive().await.unwrap();
+        msg.write(format!("Subject: {round}\r\n\r\nhi\r\n").as_bytes())
+            .await
+            .unwrap();
+        let id = msg.commit(envelope()).await.unwrap();
+        let (env, body) = spool.open_message(&id, PRELOAD_LIMIT).unwrap();
+        assert_eq!(env.size, body.len());
+        assert_eq!(
+            body.in_memory().unwrap(),
+            format!("Subject: {round}\r\n\r\nhi\r\n").as_bytes()
+        );
+        spool.remove(&id).unwrap();
+        assert!(!spool.contains(&id));
+    }
+    // One slot file served every message.
+    assert_eq!(names(&spool.slots), vec!["0".to_string()]);
+    assert!(Spool::open(dir.path()).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn abort_and_drop_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut a = spool.receive().await.unwrap();
+    a.write(&vec![b'x'; WRITE_BUFFER + 1]).await.unwrap();
+    let mut b = spool.receive().await.unwrap();
+    b.write(b"Subject: x\r\n\r\nhi\r\n").await.unwrap();
+    assert_eq!(
+        names(&spool.slots).len(),
+        1,
+        "only a flushed message takes a slot"
+    );
+    a.abort();
+    drop(b);
+    assert!(spool.is_empty());
+    assert_eq!(spool.lock().free, vec![0]);
+    assert!(
+        Spool::open(dir.path())
+            .unwrap()
+            .load_all()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn open_cleans_leftovers_and_stale_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let kept = spool.enqueue_bytes(envelope(), b"kept\r\n").unwrap();
+    fs::write(spool.tmp.join("half-written"), b"x").unwrap();
+    let mut stale = envelope();
+    stale.id = "1.2.3.4".into();
+    fs::write(spool.envelope_path("1.2.3.4"), stale.to_bytes().unwrap()).unwrap();
+    // A slot file torn by a crash before its fsync: not a message.
+    fs::write(spool.slots.join("7"), b"MGSLOT01garbage").unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    assert!(names(&spool.tmp).is_empty());
+    assert!(names(&spool.env).is_empty());
+    assert_eq!(spool.load_all().unwrap().len(), 1);
+    assert!(spool.contains(&kept));
+    // The torn slot is free for reuse; new slots are numbered after the highest.
+    assert_eq!(spool.lock().free, vec![7]);
+    assert_eq!(spool.lock().next, 8);
+}
+
+#[test]
+fn a_crash_that_undoes_the_free_marker_delivers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let id = spool.enqueue_bytes(envelope(), b"once\r\n").unwrap();
+    let slot = spool.slots.join("0");
+    let before = fs::read(&slot).unwrap();
+    spool.remove(&id).unwrap();
+    assert!(Spool::open(dir.path()).unwrap().is_empty());
+    // Put the old state word back, as if the unsynced marker never reached the disk.
+    fs::write(&slot, &before).unwrap();
+    let again = Spool::open(dir.path()).unwrap();
+    assert!(again.contains(&id));
+}
+
+#[test]
+fn unreadable_envelopes_are_moved_aside_without_losing_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let good = spool.enqueue_bytes(envelope(), b"good\r\n").unwrap();
+    let bad = spool.enqueue_bytes(envelope(), b"bad\r\n").unwrap();
+    // An override that cannot be read: the accepted envelope is used, the file moved aside.
+    let mut env = spool.load(&bad).unwrap();
+    env.attempts = 2;
+    spool.update(&env).unwrap();
+    fs::write(spool.envelope_path(&bad), b"{\"version\": 1, \"id\": tru").unwrap();
+    let loaded = spool.load(&bad).unwrap();
+    assert_eq!((loaded.attempts, loaded.size), (0, 5));
+    assert!(names(&dir.path().join("corrupt")).contains(&format!("{bad}.json")));
+
+    // A slot whose envelope is of a future version: copied into corrupt/ at start-up.
+    let future = spool.enqueue_bytes(envelope(), b"future\r\n").unwrap();
+    let q = spool.queued(&future).unwrap();
+    let path = spool.slot_path(q.slot);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let text = String::from_utf8(slot::read_envelope(&file, &q.header).unwrap()).unwrap();
+    let json = text
+        .replace("\"version\": 1", "\"version\": 2")
+        .into_bytes();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(b"future\r\n");
+    hasher.update(&json);
+    let mut header = q.header.clone();
+    header.env_len = json.len() as u32;
+    header.crc = header.checksum(hasher);
+    file.write_all_at(&json, header.env_offset()).unwrap();
+    file.write_all_at(&header.encode(), 0).unwrap();
+
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut ids: Vec<String> = spool
+        .load_all()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![good, bad]);
+    let corrupt = names(&dir.path().join("corrupt"));
+    assert!(corrupt.contains(&future) && corrupt.contains(&format!("{future}.json")));
+    assert_eq!(
+        fs::read(dir.path().join("corrupt").join(&future)).unwrap(),
+        b"future\r\n"
+    );
+}
+
+#[test]
+fn update_remove_and_move_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    let id = spool.enqueue_bytes(envelope(), b"hello\r\n").unwrap();
+    let mut env = spool.load(&id).unwrap();
+    assert_eq!(env.size, 7);
+    env.attempts = 3;
+    env.recipients[0].status = Status::Failed {
+        code: 550,
+        text: "no".into(),
+    };
+    spool.update(&env).unwrap();
+    assert_eq!(spool.load(&id).unwrap(), env);
+    assert_eq!(inspect(spool.root()).unwrap(), vec![env.clone()]);
+    assert!(names(&spool.tmp).is_empty());
+    // The newer envelope survives a restart.
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    assert_eq!(spool.load(&id).unwrap(), env);
+
+    let dead = dir.path().join("dead");
+    let moved = spool.move_out(&id, &dead).unwrap();
+    assert_eq!(fs::read(moved).unwrap(), b"hello\r\n");
+    let saved = fs::read(dead.join(format!("{id}.json"))).unwrap();
+    assert_eq!(Envelope::parse(&saved).unwrap(), env);
+    assert!(spool.load_all().unwrap().is_empty());
+    assert!(matches!(spool.body(&id), Err(Error::NotFound(_))));
+    assert!(names(&spool.env).is_empty());
+
+    let other = spool.enqueue_bytes(envelope(), b"x").unwrap();
+    spool.remove(&other).unwrap();
+    spool.remove(&other).unwrap();
+    assert!(matches!(spool.update(&env), Err(Error::NotFound(_))));
+    assert!(spool.is_empty());
+    assert!(inspect(spool.root()).unwrap().is_empty());
+    assert!(
+        inspect(&dir.path().join("nothing-here"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn large_freed_slots_give_their_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let big = vec![b'x'; TRUNCATE_ABOVE as usize + 1];
+    let id = spool.enqueue_bytes(envelope(), &big).unwrap();
+    let (_, body) = spool.open_message(&id, PRELOAD_LIMIT).unwrap();
+    assert!(body.in_memory().is_none(), "a large body is read from disk");
+    let mut read = Vec::new();
+    body.reader().read_to_end(&mut read).unwrap();
+    assert_eq!(read, big);
+    spool.remove(&id).unwrap();
+    assert_eq!(fs::metadata(spool.slots.join("0")).unwrap().len(), 0);
+    let small = spool.enqueue_bytes(envelope(), b"small\r\n").unwrap();
+    assert_eq!(body_of(&spool, &small), b"small\r\n");
+}
+
+#[test]
+fn the_older_layout_is_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (msg, env_dir) = (dir.path().join("msg"), dir.path().join("env"));
+    fs::create_dir_all(&msg).unwrap();
+    fs::create_dir_all(&env_dir).unwrap();
+    let mut env = envelope();
+    env.id = "1700000000.000001.000001.42".into();
+    env.size = 7;
+    env.attempts = 4;
+    fs::write(msg.join(&env.id), b"old\r\n\r\n").unwrap();
+    fs::write(
+        env_dir.join(format!("{}.json", env.id)),
+        env.to_bytes().unwrap(),
+    )
+    .unwrap();
+    fs::write(msg.join("1.2.3"), b"never accepted").unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    assert_eq!(spool.load_all().unwrap(), vec![env.clone()]);
+    assert_eq!(body_of(&spool, &env.id), b"old\r\n\r\n");
+    assert!(!msg.exists());
+    assert!(names(&env_dir).is_empty());
+}
+
+#[test]
+fn ids_are_unique_sortable_and_checked() {
+    let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len());
+    assert!(ids.iter().all(|id| entry::is_valid_id(id)));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for bad in ["../x", "", "a/b"] {
+        assert!(matches!(spool.load(bad), Err(Error::InvalidId(_))));
+        assert!(matches!(spool.remove(bad), Err(Error::InvalidId(_))));
+    }
+}
