@@ -555,6 +555,8 @@ pub struct UpstreamFile {
     pub retry: Vec<String>,
     /// Per-command timeout. Default [`default_command_timeout`].
     pub command_timeout: String,
+    /// How long an idle smarthost session is kept for the next message. Default "5s".
+    pub keep_idle: String,
     /// AUTH mechanism: "auto", "plain", "login", "xoauth2" or "oauthbearer". Default "auto".
     pub auth: String,
     /// `[delivery.upstream.oauth]`: where the access token for XOAUTH2/OAUTHBEARER comes from.
@@ -609,6 +611,7 @@ impl Default for UpstreamFile {
             password: None,
             retry: default_retry(),
             command_timeout: default_command_timeout(),
+            keep_idle: "5s".into(),
             auth: "auto".into(),
             oauth: None,
         }

@@ -277,6 +277,9 @@ pub struct Upstream {
     pub retry: Vec<Duration>,
     /// Timeout for each upstream command.
     pub command_timeout: Duration,
+    /// How long a session with the smarthost is kept open, idle, for the next message
+    /// (`Duration::ZERO`: a new session per message).
+    pub keep_idle: Duration,
     /// Which AUTH mechanism to use upstream.
     pub auth: UpstreamAuth,
     /// Where the OAuth access token comes from (XOAUTH2/OAUTHBEARER).
@@ -342,6 +345,7 @@ impl std::fmt::Debug for Upstream {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("retry", &self.retry)
             .field("command_timeout", &self.command_timeout)
+            .field("keep_idle", &self.keep_idle)
             .field("auth", &self.auth)
             .field("oauth", &self.oauth)
             .finish()

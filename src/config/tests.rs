@@ -442,6 +442,21 @@ fn upstream_is_typed() {
     let u = ok(&text).delivery.upstream.expect("upstream set");
     assert_eq!((u.tls, u.retry.len()), (UpstreamTls::Starttls, 9));
     assert_eq!(u.command_timeout, Duration::from_secs(300));
+    assert_eq!(u.keep_idle, Duration::from_secs(5));
+
+    for (value, want) in [("0s", Duration::ZERO), ("30s", Duration::from_secs(30))] {
+        let text = format!(
+            "{BASE}[delivery.upstream]\naddress = \"192.0.2.25:587\"\nkeep_idle = \"{value}\"\n"
+        );
+        let u = ok(&text).delivery.upstream.expect("upstream set");
+        assert_eq!(u.keep_idle, want);
+    }
+    let text =
+        format!("{BASE}[delivery.upstream]\naddress = \"192.0.2.25:587\"\nkeep_idle = \"1h\"\n");
+    assert_eq!(
+        where_(&text),
+        [(Some(5), "delivery.upstream.keep_idle".to_string())]
+    );
 
     let text = format!(
         "{BASE}[delivery.upstream]\naddress = \"192.0.2.25:587\"\nretry = [\"1m\", \"x\"]\n"

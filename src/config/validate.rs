@@ -23,6 +23,10 @@ use super::{
 /// Longest accepted duration text; durations are short, this only bounds the parser.
 const MAX_DURATION_TEXT: usize = 64;
 
+/// Longest `[delivery.upstream] keep_idle`: RFC 5321 §4.5.3.2.7 lets a server drop a client
+/// after 5 minutes of silence.
+const MAX_KEEP_IDLE: Duration = Duration::from_secs(300);
+
 /// Parses, mirrors and checks `text`; see [`Config::from_toml`].
 pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let mut ck = Checker {
@@ -505,6 +509,22 @@ impl<'a> Checker<'a> {
             None,
             &u.command_timeout,
         );
+        // "0s" turns reuse off; any other value must be a positive duration.
+        let keep_idle = match u.keep_idle.trim() {
+            "0" | "0s" => Duration::ZERO,
+            text => self.duration("delivery.upstream.keep_idle", None, text),
+        };
+        if keep_idle > MAX_KEEP_IDLE {
+            self.bad(
+                "delivery.upstream.keep_idle",
+                None,
+                format!(
+                    "is longer than {}",
+                    humantime::format_duration(MAX_KEEP_IDLE)
+                ),
+                "servers drop idle clients after a few minutes; write e.g. keep_idle = \"5s\"",
+            );
+        }
         let auth = match u.auth.as_str() {
             "auto" => UpstreamAuth::Auto,
             "plain" => UpstreamAuth::Plain,
@@ -576,6 +596,7 @@ impl<'a> Checker<'a> {
             password: u.password.clone(),
             retry,
             command_timeout,
+            keep_idle,
             auth,
             oauth,
         })

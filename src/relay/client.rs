@@ -242,6 +242,22 @@ impl Error {
         )
     }
 
+    /// Whether a reused session turned out to be closed before its MAIL command was
+    /// answered: a socket error, end of stream or 421 at MAIL. Nothing was accepted then.
+    pub fn is_stale_session(&self) -> bool {
+        match self {
+            Error::Io {
+                stage: Stage::Mail, ..
+            }
+            | Error::Closed(Stage::Mail) => true,
+            Error::Rejected {
+                stage: Stage::Mail,
+                reply,
+            } => reply.code == 421,
+            _ => false,
+        }
+    }
+
     /// The smarthost's reply, if the error is one.
     pub fn reply(&self) -> Option<&Reply> {
         match self {
@@ -368,11 +384,27 @@ pub struct Message<'a> {
     pub size: u64,
 }
 
-/// A configured smarthost: the settings plus the TLS client configuration, built once.
+/// A configured smarthost: the settings plus the TLS client configuration, built once, and
+/// the sessions kept open for the next message (RFC 5321 §3.3 allows any number of mail
+/// transactions per session). Clones share the idle sessions.
 #[derive(Clone)]
 pub struct Connector {
     upstream: Upstream,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    idle: Arc<std::sync::Mutex<Vec<Idle>>>,
+}
+
+/// Idle sessions kept at most; one per concurrent delivery is enough.
+pub const MAX_IDLE_SESSIONS: usize = 16;
+
+/// Transactions per session before it is closed anyway, so that a long-lived session cannot
+/// pin the gateway to one smarthost instance behind a load balancer forever.
+pub const MAX_TRANSACTIONS: u32 = 100;
+
+/// A session waiting for the next message.
+struct Idle {
+    session: Session,
+    since: tokio::time::Instant,
 }
 
 impl fmt::Debug for Connector {
@@ -398,7 +430,11 @@ impl Connector {
                 Some((TlsConnector::from(Arc::new(config)), name))
             }
         };
-        Ok(Connector { upstream, tls })
+        Ok(Connector {
+            upstream,
+            tls,
+            idle: Default::default(),
+        })
     }
 
     /// The smarthost settings.
@@ -426,11 +462,97 @@ impl Connector {
         if !is_sendable(msg.mail_from) {
             return Err(Error::InvalidAddress(msg.mail_from.to_string()));
         }
+        if let Some(mut session) = self.take_idle(token) {
+            match session.transaction(msg).await {
+                Ok((replies, done)) => {
+                    self.finish(session, done).await;
+                    return Ok(replies);
+                }
+                // The smarthost closed the idle session before our MAIL reached it: nothing
+                // of this message was accepted, so a fresh session is safe.
+                Err(e) if e.is_stale_session() => {
+                    tracing::debug!(error = %e, "smarthost: idle session gone; reconnecting");
+                }
+                Err(e) => {
+                    session.quit().await;
+                    return Err(e);
+                }
+            }
+        }
         let mut session = self.open(helo, token).await?;
-        let result = session.transaction(msg).await;
-        // QUIT is a courtesy; the outcome is already decided.
+        match session.transaction(msg).await {
+            Ok((replies, done)) => {
+                self.finish(session, done).await;
+                Ok(replies)
+            }
+            Err(e) => {
+                // QUIT is a courtesy; the outcome is already decided.
+                session.quit().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes (QUIT) the idle sessions that have waited `keep_idle`, or all of them; the
+    /// relay worker calls this now and then, so that no session lingers until the smarthost
+    /// drops it, and at shutdown.
+    pub async fn close_idle(&self, all: bool) {
+        let keep = self.upstream.keep_idle;
+        let now = tokio::time::Instant::now();
+        let expired: Vec<Session> = {
+            let mut idle = self.lock_idle();
+            let (old, fresh): (Vec<Idle>, Vec<Idle>) = idle
+                .drain(..)
+                .partition(|i| all || now.duration_since(i.since) >= keep);
+            *idle = fresh;
+            old.into_iter().map(|i| i.session).collect()
+        };
+        for mut session in expired {
+            session.quit().await;
+        }
+    }
+
+    /// Idle sessions now open.
+    pub fn idle_sessions(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle session that is still fresh enough and was authenticated
+    /// with `token` (a session opened with a token that has since been replaced is not used
+    /// again: the smarthost sees no token after its successor is in use).
+    fn take_idle(&self, token: Option<&Secret>) -> Option<Session> {
+        let keep = self.upstream.keep_idle;
+        let now = tokio::time::Instant::now();
+        let mut idle = self.lock_idle();
+        while let Some(i) = idle.pop() {
+            if now.duration_since(i.since) < keep && i.session.token.as_ref() == token {
+                return Some(i.session);
+            }
+            // Expired or of an older token: dropping closes the socket (no QUIT round trip
+            // on this path).
+        }
+        None
+    }
+
+    /// After a transaction: keeps the session for the next message if reuse is on, the
+    /// transaction ended cleanly and the session has not served too many; else QUIT.
+    async fn finish(&self, mut session: Session, done: bool) {
+        session.transactions += 1;
+        let keep =
+            !self.upstream.keep_idle.is_zero() && done && session.transactions < MAX_TRANSACTIONS;
+        if keep {
+            let mut idle = self.lock_idle();
+            if idle.len() < MAX_IDLE_SESSIONS {
+                let since = tokio::time::Instant::now();
+                idle.push(Idle { session, since });
+                return;
+            }
+        }
         session.quit().await;
-        result
     }
 
     async fn open(&self, helo: &str, token: Option<&Secret>) -> Result<Session, Error> {
@@ -456,6 +578,9 @@ impl Connector {
             timeout: t,
             addr: up.address,
             size: false,
+            pipelining: false,
+            token: None,
+            transactions: 0,
         };
         if up.tls == UpstreamTls::Tls {
             s = self.handshake(s).await?;
@@ -480,6 +605,7 @@ impl Connector {
             caps = s.ehlo(helo).await?;
         }
         s.size = caps.size;
+        s.pipelining = caps.pipelining;
         match (up.auth, &up.username, &up.password) {
             (UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer, user, _) => {
                 let bearer = Bearer {
@@ -490,6 +616,7 @@ impl Connector {
                 };
                 let token = token.ok_or(Error::NoToken(bearer.name()))?;
                 s.auth_bearer(&caps, &bearer, token).await?;
+                s.token = Some(token.clone());
             }
             (_, Some(user), Some(pass)) => s.auth(&caps, up.auth, user, pass).await?,
             _ => {}
@@ -522,6 +649,9 @@ impl Connector {
             timeout: t,
             addr,
             size: false,
+            pipelining: false,
+            token: None,
+            transactions: 0,
         })
     }
 }
@@ -535,6 +665,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 struct Caps {
     size: bool,
     starttls: bool,
+    pipelining: bool,
     auth: Vec<String>,
 }
 
@@ -548,6 +679,7 @@ impl Caps {
             };
             match keyword.to_ascii_uppercase().as_str() {
                 "SIZE" => caps.size = true,
+                "PIPELINING" => caps.pipelining = true,
                 "STARTTLS" => caps.starttls = true,
                 "AUTH" => caps.auth.extend(words.map(|w| w.to_ascii_uppercase())),
                 _ => {}
@@ -563,20 +695,30 @@ struct Session {
     timeout: Duration,
     addr: SocketAddr,
     size: bool,
+    /// The server offered PIPELINING (RFC 2920).
+    pipelining: bool,
+    /// The access token this session authenticated with, if any.
+    token: Option<Secret>,
+    /// Mail transactions completed in this session.
+    transactions: u32,
 }
 
 impl Session {
-    async fn transaction(&mut self, msg: &Message<'_>) -> Result<Vec<Reply>, Error> {
+    /// One mail transaction. Also says whether it ended cleanly (the reply to the end of
+    /// DATA was read), so that the session may carry another.
+    async fn transaction(&mut self, msg: &Message<'_>) -> Result<(Vec<Reply>, bool), Error> {
         let mut mail = format!("MAIL FROM:<{}>", msg.mail_from);
         if self.size {
             mail.push_str(&format!(" SIZE={}", msg.size));
+        }
+        if self.pipelining {
+            return self.pipelined(msg, &mail).await;
         }
         self.command(Stage::Mail, &mail).await?;
         let mut replies = Vec::with_capacity(msg.recipients.len());
         for rcpt in msg.recipients {
             if !is_sendable(rcpt) || rcpt.is_empty() {
-                let lines = vec!["5.1.3 recipient address cannot be sent in SMTP".into()];
-                replies.push(Reply { code: 553, lines });
+                replies.push(unsendable());
                 continue;
             }
             self.send_line(Stage::Rcpt, &format!("RCPT TO:<{rcpt}>"))
@@ -584,20 +726,21 @@ impl Session {
             replies.push(self.read_reply(Stage::Rcpt).await?);
         }
         if !replies.iter().any(Reply::is_positive) {
-            return Ok(replies);
+            // MAIL is still open; RSET or QUIT would be needed before reuse: QUIT it is.
+            return Ok((replies, false));
         }
         self.send_line(Stage::Data, "DATA").await?;
         let go = self.read_reply(Stage::Data).await?;
-        let last = if go.is_intermediate() {
+        let (last, done) = if go.is_intermediate() {
             self.stream_body(msg.body).await?;
-            self.read_reply(Stage::Data).await?
+            (self.read_reply(Stage::Data).await?, true)
         } else {
-            go
+            (go, false)
         };
         for reply in replies.iter_mut().filter(|r| r.is_positive()) {
             *reply = last.clone();
         }
-        Ok(replies)
+        Ok((replies, done))
     }
 
     async fn ehlo(&mut self, helo: &str) -> Result<Caps, Error> {
@@ -731,6 +874,75 @@ impl Session {
         }
     }
 
+    /// The transaction with PIPELINING (RFC 2920 §3.1): MAIL, every RCPT and DATA go out in
+    /// one write and their replies are read in order, so a message costs two round trips.
+    async fn pipelined(
+        &mut self,
+        msg: &Message<'_>,
+        mail: &str,
+    ) -> Result<(Vec<Reply>, bool), Error> {
+        let mut batch = String::with_capacity(mail.len() + 2 + msg.recipients.len() * 64 + 6);
+        batch.push_str(mail);
+        batch.push_str("\r\n");
+        for rcpt in msg.recipients {
+            if is_sendable(rcpt) && !rcpt.is_empty() {
+                batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+            }
+        }
+        batch.push_str("DATA\r\n");
+        tracing::trace!(addr = %self.addr, "smarthost <- {}", batch.trim_end());
+        self.write(Stage::Mail, batch.as_bytes()).await?;
+        let mail_reply = self.read_reply(Stage::Mail).await?;
+        if !mail_reply.is_positive() {
+            // The RCPT and DATA replies are 503s (bad sequence), or never come if the server
+            // is closing (421); MAIL's reply is the answer either way.
+            if mail_reply.code != 421 {
+                let sent = msg
+                    .recipients
+                    .iter()
+                    .filter(|r| is_sendable(r) && !r.is_empty())
+                    .count();
+                for _ in 0..=sent {
+                    self.read_reply(Stage::Rcpt).await?;
+                }
+            }
+            return Err(Error::Rejected {
+                stage: Stage::Mail,
+                reply: mail_reply,
+            });
+        }
+        let mut replies = Vec::with_capacity(msg.recipients.len());
+        for rcpt in msg.recipients {
+            if !is_sendable(rcpt) || rcpt.is_empty() {
+                replies.push(unsendable());
+                continue;
+            }
+            replies.push(self.read_reply(Stage::Rcpt).await?);
+        }
+        let go = self.read_reply(Stage::Data).await?;
+        let accepted = replies.iter().any(Reply::is_positive);
+        if !go.is_intermediate() {
+            // DATA refused (no recipient accepted, or the message as a whole).
+            for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+                *reply = go.clone();
+            }
+            return Ok((replies, false));
+        }
+        if !accepted {
+            // A server that answers 354 with no valid recipient gets an empty message, ended
+            // at once (RFC 2920 §3.1), and nothing is delivered.
+            self.write(Stage::Data, b".\r\n").await?;
+            let _ = self.read_reply(Stage::Data).await?;
+            return Ok((replies, true));
+        }
+        self.stream_body(msg.body).await?;
+        let last = self.read_reply(Stage::Data).await?;
+        for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+            *reply = last.clone();
+        }
+        Ok((replies, true))
+    }
+
     async fn stream_body(&mut self, body: &Body) -> Result<(), Error> {
         let body_err = |source| Error::Body {
             path: body.path().to_path_buf(),
@@ -830,6 +1042,14 @@ impl Session {
             let _ = self.read_reply(Stage::Quit).await;
         }
         let _ = self.io.shutdown().await;
+    }
+}
+
+/// The reply recorded for a recipient address that cannot be put in a RCPT command.
+fn unsendable() -> Reply {
+    Reply {
+        code: 553,
+        lines: vec!["5.1.3 recipient address cannot be sent in SMTP".into()],
     }
 }
 

@@ -55,6 +55,7 @@ fn multiline_replies_and_bounds() {
         Caps {
             size: true,
             starttls: false,
+            pipelining: false,
             auth: vec!["PLAIN".into(), "LOGIN".into()]
         }
     );
@@ -167,41 +168,243 @@ fn permanence() {
 /// with the next scripted reply, reading a whole DATA transfer as one entry after a 354.
 /// Returns what it received.
 async fn scripted(script: &[&str]) -> (SocketAddr, JoinHandle<Vec<String>>) {
+    let (addr, task) = scripted_sessions(&[script]).await;
+    let task = tokio::spawn(async move { task.await.unwrap().concat() });
+    (addr, task)
+}
+
+/// One scripted session per connection, in order; returns what each session received.
+async fn scripted_sessions(scripts: &[&[&str]]) -> (SocketAddr, JoinHandle<Vec<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let script: Vec<String> = script.iter().map(|s| s.to_string()).collect();
+    let scripts: Vec<Vec<String>> = scripts
+        .iter()
+        .map(|s| s.iter().map(|l| l.to_string()).collect())
+        .collect();
     let task = tokio::spawn(async move {
-        let (sock, _) = listener.accept().await.unwrap();
-        let (r, mut w) = sock.into_split();
-        let mut r = BufReader::new(r);
-        let mut seen = Vec::new();
-        let mut replies = script.into_iter();
-        let Some(greeting) = replies.next() else {
-            return seen;
-        };
-        w.write_all(greeting.as_bytes()).await.unwrap();
-        let mut in_data = false;
-        loop {
-            let mut entry = String::new();
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).await.unwrap() == 0 {
-                    return seen;
-                }
-                entry.push_str(&line);
-                if !in_data || line == ".\r\n" {
-                    break;
-                }
-            }
-            seen.push(entry);
-            let Some(next) = replies.next() else {
-                return seen;
-            };
-            in_data = next.starts_with("354");
-            w.write_all(next.as_bytes()).await.unwrap();
+        let mut sessions = Vec::new();
+        for script in scripts {
+            let (sock, _) = listener.accept().await.unwrap();
+            sessions.push(serve_script(sock, script).await);
         }
+        sessions
     });
     (addr, task)
+}
+
+async fn serve_script(sock: tokio::net::TcpStream, script: Vec<String>) -> Vec<String> {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    let mut seen = Vec::new();
+    let mut replies = script.into_iter();
+    let Some(greeting) = replies.next() else {
+        return seen;
+    };
+    w.write_all(greeting.as_bytes()).await.unwrap();
+    let mut in_data = false;
+    loop {
+        let mut entry = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap() == 0 {
+                return seen;
+            }
+            entry.push_str(&line);
+            if !in_data || line == ".\r\n" {
+                break;
+            }
+        }
+        seen.push(entry);
+        let Some(next) = replies.next() else {
+            return seen;
+        };
+        in_data = next.starts_with("354");
+        w.write_all(next.as_bytes()).await.unwrap();
+    }
+}
+
+const ONE_MESSAGE: [&str; 5] = [
+    "250 ok\r\n",
+    "250 ok\r\n",
+    "354 go\r\n",
+    "250 queued\r\n",
+    "",
+];
+
+#[tokio::test]
+async fn sessions_are_reused_for_the_next_message_and_closed_when_idle() {
+    let first: Vec<&str> = ["220 mx\r\n", "250 mx\r\n"]
+        .into_iter()
+        .chain(ONE_MESSAGE[..4].iter().copied())
+        .chain(ONE_MESSAGE[..4].iter().copied())
+        .chain(["221 bye\r\n"])
+        .collect();
+    let (addr, server) = scripted_sessions(&[&first]).await;
+    let mut up = upstream(addr);
+    up.keep_idle = Duration::from_secs(30);
+    let connector = Connector::new(up).unwrap();
+    let rcpts = vec!["a@x".to_string()];
+    let body = Body::from_bytes(b"hi\r\n".to_vec());
+    let msg = Message {
+        mail_from: "s@x",
+        recipients: &rcpts,
+        body: &body,
+        size: 4,
+    };
+    for _ in 0..2 {
+        let got = connector.send("gw", &msg).await.unwrap();
+        assert_eq!(got, vec![reply(250, &["queued"])]);
+        assert_eq!(connector.idle_sessions(), 1);
+    }
+    connector.close_idle(true).await;
+    assert_eq!(connector.idle_sessions(), 0);
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 1, "one connection");
+    let commands: Vec<&str> = seen[0].iter().map(|c| c.lines().next().unwrap()).collect();
+    assert_eq!(
+        commands,
+        [
+            "EHLO gw",
+            "MAIL FROM:<s@x>",
+            "RCPT TO:<a@x>",
+            "DATA",
+            "hi",
+            "MAIL FROM:<s@x>",
+            "RCPT TO:<a@x>",
+            "DATA",
+            "hi",
+            "QUIT"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pipelining_sends_the_envelope_in_one_write() {
+    let script = [
+        "220 mx\r\n",
+        "250-mx\r\n250 PIPELINING\r\n",
+        "250 ok\r\n",
+        "550 5.1.1 no such user\r\n",
+        "250 ok\r\n",
+        "354 go\r\n",
+        "250 queued\r\n",
+        // Second message: MAIL refused; the RCPT and DATA replies are 503s.
+        "451 4.3.0 try later\r\n",
+        "503 5.5.1 no MAIL\r\n",
+        "503 5.5.1 no MAIL\r\n",
+        "503 5.5.1 no MAIL\r\n",
+        "221 bye\r\n",
+    ];
+    let (addr, server) = scripted(&script).await;
+    let mut up = upstream(addr);
+    up.keep_idle = Duration::from_secs(30);
+    let connector = Connector::new(up).unwrap();
+    let rcpts = vec!["a@x".to_string(), "b@x".into()];
+    let body = Body::from_bytes(b"hi\r\n".to_vec());
+    let msg = Message {
+        mail_from: "s@x",
+        recipients: &rcpts,
+        body: &body,
+        size: 4,
+    };
+    let got = connector.send("gw", &msg).await.unwrap();
+    assert_eq!(
+        got,
+        vec![reply(550, &["5.1.1 no such user"]), reply(250, &["queued"])]
+    );
+    let err = connector.send("gw", &msg).await.unwrap_err();
+    assert!(matches!(&err, Error::Rejected { stage: Stage::Mail, reply } if reply.code == 451));
+    assert!(
+        !err.is_stale_session(),
+        "a live session's refusal is the message's"
+    );
+    // The refused MAIL ended that session (QUIT).
+    assert_eq!(connector.idle_sessions(), 0);
+    let seen = server.await.unwrap();
+    let commands: Vec<&str> = seen.iter().map(|c| c.lines().next().unwrap()).collect();
+    assert_eq!(
+        commands,
+        [
+            "EHLO gw",
+            "MAIL FROM:<s@x>",
+            "RCPT TO:<a@x>",
+            "RCPT TO:<b@x>",
+            "DATA",
+            "hi",
+            "MAIL FROM:<s@x>",
+            "RCPT TO:<a@x>",
+            "RCPT TO:<b@x>",
+            "DATA",
+            "QUIT"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pipelining_with_every_recipient_refused_but_354_sends_an_empty_message() {
+    let script = [
+        "220 mx\r\n",
+        "250-mx\r\n250 PIPELINING\r\n",
+        "250 ok\r\n",
+        "550 no\r\n",
+        "354 go\r\n",
+        "554 no valid recipients\r\n",
+        "221 bye\r\n",
+    ];
+    let (addr, server) = scripted(&script).await;
+    let rcpts = vec!["a@x".to_string()];
+    let body = Body::from_bytes(b"secret\r\n".to_vec());
+    let msg = Message {
+        mail_from: "s@x",
+        recipients: &rcpts,
+        body: &body,
+        size: 8,
+    };
+    let got = Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw", &msg)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![reply(550, &["no"])]);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[4], ".\r\n", "{seen:?}");
+    assert!(!seen.concat().contains("secret"));
+}
+
+#[tokio::test]
+async fn a_session_closed_while_idle_is_replaced_without_losing_the_message() {
+    let once: Vec<&str> = ["220 mx\r\n", "250 mx\r\n"]
+        .into_iter()
+        .chain(ONE_MESSAGE[..4].iter().copied())
+        .collect();
+    // The first server session ends after one message (as if it timed us out); the second
+    // carries the next message, and a 421 to MAIL on the third is treated the same way.
+    let third: Vec<&str> = vec!["220 mx\r\n", "250 mx\r\n", "421 4.4.2 idle too long\r\n"];
+    let (addr, server) = scripted_sessions(&[&once, &third, &once]).await;
+    let mut up = upstream(addr);
+    up.keep_idle = Duration::from_secs(30);
+    let connector = Connector::new(up).unwrap();
+    let rcpts = vec!["a@x".to_string()];
+    let body = Body::from_bytes(b"hi\r\n".to_vec());
+    let msg = Message {
+        mail_from: "s@x",
+        recipients: &rcpts,
+        body: &body,
+        size: 4,
+    };
+    connector.send("gw", &msg).await.unwrap();
+    // The idle session is dead: the message goes over a fresh one, whose MAIL gets 421:
+    // that is a reply from a live session, so it is the message's (transient) failure.
+    let err = connector.send("gw", &msg).await.unwrap_err();
+    assert!(matches!(&err, Error::Rejected { stage: Stage::Mail, reply } if reply.code == 421));
+    let got = connector.send("gw", &msg).await.unwrap();
+    assert_eq!(got, vec![reply(250, &["queued"])]);
+    connector.close_idle(true).await;
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 3);
+    // The second MAIL reached the first session as it closed, unanswered.
+    assert_eq!(seen[0].len(), 6, "{:?}", seen[0]);
+    assert_eq!(seen[1].last().map(String::as_str), Some("QUIT\r\n"));
 }
 
 fn upstream(addr: SocketAddr) -> Upstream {
@@ -214,6 +417,7 @@ fn upstream(addr: SocketAddr) -> Upstream {
         password: None,
         retry: vec![],
         command_timeout: Duration::from_secs(5),
+        keep_idle: Duration::ZERO,
         auth: crate::config::UpstreamAuth::Auto,
         oauth: None,
     }

@@ -145,6 +145,13 @@ pub fn spawn(
         if let Smarthost::Broken(why) = &upstream {
             tracing::error!(error = %why, "relay: smarthost unusable; remote mail will wait");
         }
+        let reaper = match &upstream {
+            Smarthost::Ready { connector, .. } => Some(tokio::spawn(close_idle(
+                connector.as_ref().clone(),
+                shutdown.clone(),
+            ))),
+            _ => None,
+        };
         let ctx = Arc::new(Ctx {
             settings,
             upstream,
@@ -163,8 +170,28 @@ pub fn spawn(
             task_ids: HashMap::new(),
         };
         worker.run().await;
+        if let Some(reaper) = reaper {
+            // It closes the idle sessions (QUIT) on its way out.
+            let _ = reaper.await;
+        }
     });
     (handle, notifier)
+}
+
+/// Closes idle smarthost sessions once they have waited `keep_idle`, and all of them at
+/// shutdown.
+async fn close_idle(connector: Connector, shutdown: CancellationToken) {
+    let keep = connector.upstream().keep_idle;
+    if keep.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(keep / 2) => connector.close_idle(false).await,
+        }
+    }
+    connector.close_idle(true).await;
 }
 
 enum Smarthost {
@@ -989,6 +1016,7 @@ mod tests {
             password: Some("hunter2-secret".into()),
             retry: vec![],
             command_timeout: Duration::from_secs(1),
+            keep_idle: Duration::ZERO,
             auth: crate::config::UpstreamAuth::Auto,
             oauth: None,
         };

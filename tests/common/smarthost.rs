@@ -305,6 +305,7 @@ impl Smarthost {
             password,
             retry,
             command_timeout: Duration::from_secs(5),
+            keep_idle: Duration::ZERO,
             auth: mailgate::config::UpstreamAuth::Auto,
             oauth: None,
         }
