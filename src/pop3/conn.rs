@@ -24,6 +24,10 @@ use crate::pop3::machine::{Action, Output, Session, Settings};
 use crate::pop3::reply::{MessageEncoder, Reply};
 use crate::server::Shared;
 
+/// Room reserved for the replies to one command (or one pipelined batch); the buffer is
+/// released while the session waits for the client.
+const REPLY_CAPACITY: usize = 512;
+
 enum End<S> {
     Closed,
     StartTls(S, Box<Session>),
@@ -187,6 +191,8 @@ where
                 return End::Closed;
             }
         };
+        // A command arrived (or the wait ended): room for its replies in one allocation.
+        out.reserve(REPLY_CAPACITY);
         let output = match line {
             Err(_) => {
                 // RFC 1939 §3: an autologout timer ends the session without entering UPDATE.

@@ -31,6 +31,10 @@ use crate::smtp::machine::{
 use crate::smtp::reply;
 use crate::spool::entry::{Envelope, Recipient};
 
+/// Room reserved for the replies to one command (or one pipelined batch); the buffer is
+/// released while the session waits for the client.
+const REPLY_CAPACITY: usize = 512;
+
 /// Largest base64 line during an AUTH exchange (a full SASL token, base64-encoded).
 const MAX_SASL_LINE: usize = crate::sasl::MAX_TOKEN_LEN / 3 * 4 + 8;
 
@@ -199,6 +203,8 @@ where
                 return End::Closed;
             }
         };
+        // A command arrived (or the wait ended): room for its replies in one allocation.
+        out.reserve(REPLY_CAPACITY);
         let output = match line {
             Err(_) => {
                 reply::timeout(&shared.config.hostname).encode(&mut out);
