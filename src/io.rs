@@ -3,12 +3,17 @@
 //!
 //! The reader never holds more than `max_line` bytes of an unfinished line: a longer line is
 //! reported once as [`Line::TooLong`] and the rest of it, up to its LF, is discarded, so a
-//! client cannot grow a session's memory by never sending a line end.
+//! client cannot grow a session's memory by never sending a line end. An idle session holds no
+//! read buffer at all: [`LineReader::shrink`] gives the buffer back once it has been consumed,
+//! and the next read goes to a scratch buffer on the stack, so the heap buffer is allocated
+//! only when bytes have arrived.
 
 use std::io;
 use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use zeroize::Zeroize;
 
 /// Smallest read granted to the socket at a time.
@@ -95,14 +100,20 @@ impl LineReader {
         memchr::memchr(b'\n', self.buffered()).is_some()
     }
 
-    /// Releases the buffer's memory while the session idles.
+    /// Releases the buffer's memory while the session idles (when everything in it has been
+    /// consumed; an unfinished line or pipelined input stays).
     pub fn shrink(&mut self) {
-        if self.start == self.end {
+        if self.start == self.end && self.buf.capacity() > 0 {
             self.buf.zeroize();
             self.buf = Vec::new();
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Bytes of memory the buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Returns the next line from the buffer without reading, if one is complete.
@@ -160,7 +171,14 @@ impl LineReader {
     }
 
     /// Reads more bytes from `stream` into the buffer; returns how many (0 at EOF).
+    ///
+    /// Without a buffer (a new reader, or after [`LineReader::shrink`]) the read goes to a
+    /// scratch buffer on the stack, and the buffer is allocated only once bytes have arrived:
+    /// a session waiting for its client holds no read buffer.
     pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            return std::future::poll_fn(|cx| self.poll_first(stream, cx)).await;
+        }
         // Keep the unfinished line at the front so the buffer never grows past one line plus
         // a few reads of pipelined input.
         if self.start > 0 && self.buf.len() - self.end < MIN_READ {
@@ -181,6 +199,29 @@ impl LineReader {
         let n = stream.read(&mut self.buf[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+
+    /// One read into a stack buffer, copied to a newly allocated buffer if it brought bytes.
+    /// The scratch buffer is not kept across a pending poll: `poll_read` puts nothing in the
+    /// buffer it is given when it returns `Pending`.
+    fn poll_first<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let mut scratch = [0u8; MIN_READ];
+        let mut read = ReadBuf::new(&mut scratch);
+        ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        if n > 0 {
+            self.buf.resize(MIN_READ, 0);
+            self.buf[..n].copy_from_slice(read.filled());
+            self.start = 0;
+            self.end = n;
+        }
+        // The bytes may carry credentials (AUTH, PASS): leave no copy on the stack.
+        scratch.zeroize();
+        Poll::Ready(Ok(n))
     }
 
     fn cap_total(&self) -> usize {
@@ -295,6 +336,54 @@ mod tests {
             let got = lines(&input, 100, chunk).await;
             assert_eq!(got, vec![Err(()), Ok(b"NOOP".to_vec())], "chunk {chunk}");
         }
+    }
+
+    /// Polls `fut` once; `None` while it is pending.
+    async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await;
+        match polled {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_line_holds_no_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut r = LineReader::new(512);
+        for round in 0..3 {
+            {
+                let mut next = Box::pin(r.next_line(&mut server));
+                assert!(poll_once(&mut next).await.is_none(), "round {round}");
+            }
+            assert_eq!(r.capacity(), 0, "round {round}");
+            client.write_all(b"NOOP\r\n").await.unwrap();
+            let line = r.next_line(&mut server).await.unwrap();
+            let Some(Line::Complete(range)) = line else {
+                panic!("round {round}: {line:?}");
+            };
+            assert_eq!(r.slice(range), b"NOOP");
+            assert!(r.capacity() > 0);
+            r.shrink();
+            assert_eq!(r.capacity(), 0);
+        }
+        // An unfinished line survives `shrink`.
+        client.write_all(b"NO").await.unwrap();
+        while r.buffered().len() < 2 {
+            r.fill(&mut server).await.unwrap();
+        }
+        r.shrink();
+        assert_eq!(r.buffered(), b"NO");
+        client.write_all(b"OP\r\n").await.unwrap();
+        let Some(Line::Complete(range)) = r.next_line(&mut server).await.unwrap() else {
+            panic!("no line");
+        };
+        assert_eq!(r.slice(range), b"NOOP");
     }
 
     #[tokio::test]

@@ -2,6 +2,11 @@
 //! timeouts, feeds the sans-IO machine, and carries out its actions: STLS (RFC 2595 §4),
 //! opening and locking the maildrop (RFC 1939 §8), streaming RETR/TOP from Maildir, committing
 //! deletions in the UPDATE state, and entering the POP-before-SMTP allowlist on a login.
+//!
+//! As in smtp/conn.rs, an idle connection holds little: the TLS handshake and the session
+//! after it, credential checks, the delay after a failed login, opening the maildrop, message
+//! transfers and the commit run as boxed futures, and the read and reply buffers are given back
+//! while the session waits for the client.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,9 +20,13 @@ use tracing::Instrument;
 use crate::audit::{Event, Kind, Record};
 use crate::io::{Line, LineReader, flush};
 use crate::maildir::{self, MailboxError};
-use crate::pop3::machine::{Action, Session, Settings};
+use crate::pop3::machine::{Action, Output, Session, Settings};
 use crate::pop3::reply::{MessageEncoder, Reply};
 use crate::server::Shared;
+
+/// Room reserved for the replies to one command (or one pipelined batch); the buffer is
+/// released while the session waits for the client.
+const REPLY_CAPACITY: usize = 512;
 
 enum End<S> {
     Closed,
@@ -61,23 +70,42 @@ async fn serve_in_span(
     id: String,
 ) {
     if implicit_tls {
-        let Some(tls) = shared.accept_tls(tcp, "TLS").await else {
-            return;
-        };
-        let session = Session::new(settings(&shared, peer, Some(tls.get_ref().1), &id, "pop3s"));
-        let _ = phase(tls, session, peer, &shared, &shutdown, true).await;
+        // Boxed: the handshake and the TLS stream are large, and this task only waits on them.
+        Box::pin(serve_tls(tcp, None, peer, &shared, &shutdown, &id)).await;
         return;
     }
-    let session = Session::new(settings(&shared, peer, None, &id, "pop3"));
+    let session = Box::new(Session::new(settings(&shared, peer, None, &id, "pop3")));
     let (tcp, session) = match phase(tcp, session, peer, &shared, &shutdown, true).await {
         End::Closed => return,
         End::StartTls(tcp, session) => (tcp, session),
     };
-    let Some(tls) = shared.accept_tls(tcp, "STLS").await else {
+    Box::pin(serve_tls(tcp, Some(session), peer, &shared, &shutdown, &id)).await;
+}
+
+/// The TLS part of a connection: the handshake, then the session over TLS. `before` is the
+/// session that accepted STLS (`None` for implicit TLS, which greets after the handshake).
+async fn serve_tls(
+    tcp: tokio::net::TcpStream,
+    before: Option<Box<Session>>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    id: &str,
+) {
+    let (what, listener) = if before.is_some() {
+        ("STLS", "pop3")
+    } else {
+        ("TLS", "pop3s")
+    };
+    let Some(tls) = shared.accept_tls(tcp, what).await else {
         return;
     };
-    let session = session.after_tls(settings(&shared, peer, Some(tls.get_ref().1), &id, "pop3"));
-    let _ = phase(tls, session, peer, &shared, &shutdown, false).await;
+    let settings = settings(shared, peer, Some(tls.get_ref().1), id, listener);
+    let (session, greet) = match before {
+        Some(session) => (Box::new(session.after_tls(settings)), false),
+        None => (Box::new(Session::new(settings)), true),
+    };
+    let _ = phase(tls, session, peer, shared, shutdown, greet).await;
 }
 
 fn settings(
@@ -118,7 +146,9 @@ fn settings(
 
 async fn phase<S>(
     mut stream: S,
-    mut session: Session,
+    // Boxed: an async fn keeps its arguments apart from its locals, so a large one would be
+    // stored twice in every connection's task.
+    mut session: Box<Session>,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
@@ -129,7 +159,8 @@ where
 {
     let limits = &shared.config.limits;
     let mut reader = LineReader::new(session.line_limit());
-    let mut out = Vec::with_capacity(256);
+    // Replies are encoded here and written in one go; allocated when there is one to send.
+    let mut out = Vec::new();
     let mut lock: Option<MailboxLock> = None;
     if greet {
         session.greeting().encode(&mut out);
@@ -142,7 +173,9 @@ where
             if flush(&mut stream, &mut out).await.is_err() {
                 return End::Closed;
             }
+            // Waiting for the client: hold no buffers meanwhile.
             reader.shrink();
+            out = Vec::new();
         }
         reader.set_max_line(session.line_limit());
         let idle = if lock.is_some() {
@@ -158,7 +191,9 @@ where
                 return End::Closed;
             }
         };
-        let mut output = match line {
+        // A command arrived (or the wait ended): room for its replies in one allocation.
+        out.reserve(REPLY_CAPACITY);
+        let output = match line {
             Err(_) => {
                 // RFC 1939 §3: an autologout timer ends the session without entering UPDATE.
                 Reply::autologout().encode(&mut out);
@@ -171,9 +206,10 @@ where
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let line = reader.slice(range.clone());
                 if session.in_sasl() || crate::io::verifies_credentials(line) {
-                    let out = shared
-                        .check_credentials(peer.ip(), || session.handle_line(line))
-                        .await;
+                    // Boxed: the throttle wait and the verification slot are rarely live.
+                    let out =
+                        Box::pin(shared.check_credentials(peer.ip(), || session.handle_line(line)))
+                            .await;
                     reader.wipe(range);
                     out
                 } else {
@@ -181,96 +217,154 @@ where
                 }
             }
         };
-        loop {
-            if let Some(record) = output.audit.take() {
-                audit(shared, &session, peer, record);
+        // Most commands only answer; the rest (login outcomes, RETR/TOP, QUIT, STLS) run
+        // boxed, so their state is no part of every waiting connection.
+        // (A match by value: borrowing `output` to test it would keep its storage in the
+        // connection's future across the await below.)
+        let flow = match output {
+            Output {
+                reply,
+                action: Action::Continue,
+                audit: None,
+                ..
+            } => {
+                reply.encode(&mut out);
+                Flow::Next
             }
-            match output.action {
-                Action::Continue => output.reply.encode(&mut out),
-                Action::Close => {
-                    output.reply.encode(&mut out);
-                    let _ = flush(&mut stream, &mut out).await;
-                    return End::Closed;
-                }
-                Action::StartTls => {
-                    output.reply.encode(&mut out);
-                    if flush(&mut stream, &mut out).await.is_err() {
-                        return End::Closed;
-                    }
-                    // RFC 2595 §4 / RFC 3207 §4.2: never execute plaintext sent before TLS.
-                    reader.clear();
-                    return End::StartTls(stream, Box::new(session));
-                }
-                Action::AuthFailed => {
-                    let note = output.note.unwrap_or("invalid credentials");
-                    tracing::info!(
-                        user = output.user.as_deref().unwrap_or("-"),
-                        "login failed: {note}"
-                    );
-                    let delay = shared.auth_failure_delay(peer.ip(), output.user.as_deref());
-                    tokio::time::sleep(delay).await;
-                    output.reply.encode(&mut out);
-                    if output.close {
-                        let mut lockout = Record::new(
-                            Kind::Lockout,
-                            "-",
-                            crate::audit::Class::Insecure,
-                            crate::audit::Outcome::Failure,
-                        );
-                        lockout.user_given = output.user.take();
-                        lockout.reason = Some("too many failed logins".into());
-                        audit(shared, &session, peer, lockout);
-                        let _ = flush(&mut stream, &mut out).await;
-                        return End::Closed;
-                    }
-                }
-                Action::OpenMailbox { user, method } => {
-                    shared.auth_succeeded(peer.ip(), &user);
-                    let (result, new_lock) = open_mailbox(shared, &user).await;
-                    match &result {
-                        Ok(mb) => {
-                            tracing::info!(%user, %method, messages = mb.messages.len(), "logged in");
-                            allowlist_login(shared, &session, peer, &user);
-                        }
-                        Err(MailboxError::InUse) => {
-                            tracing::info!(%user, %method, "login refused: mailbox in use");
-                        }
-                        Err(MailboxError::Io(e)) => {
-                            tracing::error!(%user, "cannot open mailbox: {e}");
-                        }
-                    }
-                    lock = new_lock;
-                    output = session.handle_mailbox(result);
-                    continue;
-                }
-                Action::SendMessage { path, top } => {
-                    if let Err(e) =
-                        send_message(&mut stream, &mut out, output.reply, &path, top).await
-                    {
-                        tracing::warn!(path = %path.display(), "cannot send message: {e}");
-                        return End::Closed;
-                    }
-                }
-                Action::Commit { delete } => {
-                    let n = delete.len();
-                    let ok =
-                        match tokio::task::spawn_blocking(move || maildir::remove(&delete)).await {
-                            Ok(Ok(())) => true,
-                            Ok(Err(e)) => {
-                                tracing::error!("deleting messages failed: {e}");
-                                false
-                            }
-                            Err(_) => false,
-                        };
-                    if ok && n > 0 {
-                        tracing::info!(deleted = n, "messages deleted");
-                    }
-                    output = session.handle_commit(ok);
-                    continue;
-                }
+            output => {
+                let act = act(
+                    output,
+                    &mut stream,
+                    &mut out,
+                    &mut lock,
+                    &mut session,
+                    peer,
+                    shared,
+                );
+                Box::pin(act).await
             }
-            break;
+        };
+        match flow {
+            Flow::Next => {}
+            Flow::Closed => return End::Closed,
+            Flow::StartTls => {
+                // RFC 2595 §4 / RFC 3207 §4.2: never execute plaintext sent before TLS.
+                reader.clear();
+                return End::StartTls(stream, session);
+            }
         }
+    }
+}
+
+/// What the command loop does after [`act`].
+enum Flow {
+    /// Read the next command.
+    Next,
+    /// The session is over.
+    Closed,
+    /// STLS was accepted and its reply sent: drop buffered input, hand over the stream.
+    StartTls,
+}
+
+/// Records the audit fact of `output`, encodes its reply and carries out its action, following
+/// up with the machine's answer where the action produced one (the maildrop opened, the
+/// deletions committed).
+async fn act<S>(
+    mut output: Output,
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    lock: &mut Option<MailboxLock>,
+    session: &mut Session,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Flow
+where
+    S: AsyncWrite + Unpin,
+{
+    loop {
+        if let Some(record) = output.audit.take() {
+            audit(shared, session, peer, record);
+        }
+        match output.action {
+            Action::Continue => output.reply.encode(out),
+            Action::Close => {
+                output.reply.encode(out);
+                let _ = flush(stream, out).await;
+                return Flow::Closed;
+            }
+            Action::StartTls => {
+                output.reply.encode(out);
+                if flush(stream, out).await.is_err() {
+                    return Flow::Closed;
+                }
+                return Flow::StartTls;
+            }
+            Action::AuthFailed => {
+                let note = output.note.unwrap_or("invalid credentials");
+                tracing::info!(
+                    user = output.user.as_deref().unwrap_or("-"),
+                    "login failed: {note}"
+                );
+                let delay = shared.auth_failure_delay(peer.ip(), output.user.as_deref());
+                tokio::time::sleep(delay).await;
+                output.reply.encode(out);
+                if output.close {
+                    let mut lockout = Record::new(
+                        Kind::Lockout,
+                        "-",
+                        crate::audit::Class::Insecure,
+                        crate::audit::Outcome::Failure,
+                    );
+                    lockout.user_given = output.user.take();
+                    lockout.reason = Some("too many failed logins".into());
+                    audit(shared, session, peer, lockout);
+                    let _ = flush(stream, out).await;
+                    return Flow::Closed;
+                }
+            }
+            Action::OpenMailbox { user, method } => {
+                shared.auth_succeeded(peer.ip(), &user);
+                let (result, new_lock) = open_mailbox(shared, &user).await;
+                match &result {
+                    Ok(mb) => {
+                        tracing::info!(%user, %method, messages = mb.messages.len(), "logged in");
+                        allowlist_login(shared, session, peer, &user);
+                    }
+                    Err(MailboxError::InUse) => {
+                        tracing::info!(%user, %method, "login refused: mailbox in use");
+                    }
+                    Err(MailboxError::Io(e)) => {
+                        tracing::error!(%user, "cannot open mailbox: {e}");
+                    }
+                }
+                *lock = new_lock;
+                output = session.handle_mailbox(result);
+                continue;
+            }
+            Action::SendMessage { path, top } => {
+                if let Err(e) = send_message(stream, out, output.reply, &path, top).await {
+                    tracing::warn!(path = %path.display(), "cannot send message: {e}");
+                    return Flow::Closed;
+                }
+            }
+            Action::Commit { delete } => {
+                let n = delete.len();
+                let ok = match tokio::task::spawn_blocking(move || maildir::remove(&delete)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::error!("deleting messages failed: {e}");
+                        false
+                    }
+                    Err(_) => false,
+                };
+                if ok && n > 0 {
+                    tracing::info!(deleted = n, "messages deleted");
+                }
+                output = session.handle_commit(ok);
+                continue;
+            }
+        }
+        return Flow::Next;
     }
 }
 
@@ -395,4 +489,25 @@ where
     }
     encoder.finish(out);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<F, A, B, C, D, E, R>(_: &F) -> usize
+    where
+        F: Fn(A, B, C, D, E) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// As in smtp/conn.rs: the future every connection's task holds stays small, its large
+    /// states boxed.
+    #[test]
+    fn connection_future_stays_small() {
+        let size = future_size(&serve);
+        assert!(size <= 1536, "pop3::conn::serve future is {size} bytes");
+    }
 }

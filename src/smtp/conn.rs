@@ -4,6 +4,12 @@
 //! after a failed AUTH.
 //!
 //! The loop is generic over the stream, so plaintext, TLS and in-memory streams share it.
+//!
+//! Memory per idle connection is kept small: the connection's task holds only what waiting for
+//! the next command needs. The rarely live, large states (the TLS handshake and the session
+//! after it, the DATA receive and commit, a credential check, the delay after a failed AUTH)
+//! are boxed futures allocated when they start and freed when they end; the read buffer and
+//! the reply buffer are given back whenever the session waits for the client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,9 +25,15 @@ use crate::io::{Line, LineReader, flush};
 use crate::server::Shared;
 use crate::smtp::data::{DataReceiver, Feed};
 use crate::smtp::headers::HeaderPeek;
-use crate::smtp::machine::{Action, Authorization, DataOutcome, Session, Settings, Transaction};
+use crate::smtp::machine::{
+    Action, Authorization, DataOutcome, Output, Session, Settings, Transaction,
+};
 use crate::smtp::reply;
 use crate::spool::entry::{Envelope, Recipient};
+
+/// Room reserved for the replies to one command (or one pipelined batch); the buffer is
+/// released while the session waits for the client.
+const REPLY_CAPACITY: usize = 512;
 
 /// Largest base64 line during an AUTH exchange (a full SASL token, base64-encoded).
 const MAX_SASL_LINE: usize = crate::sasl::MAX_TOKEN_LEN / 3 * 4 + 8;
@@ -60,24 +72,51 @@ async fn serve_in_span(
     id: String,
 ) {
     if role == SmtpRole::Submissions {
-        let Some(tls) = shared.accept_tls(tcp, "TLS").await else {
-            return;
-        };
-        let session = Session::new(settings(&shared, role, peer, Some(tls.get_ref().1), &id));
-        let _ = phase(tls, session, &shared, &shutdown, true).await;
+        // Boxed: the handshake and the TLS stream are large, and this task only waits on them.
+        Box::pin(serve_tls(tcp, None, peer, role, &shared, &shutdown, &id)).await;
         return;
     }
-    let session = Session::new(settings(&shared, role, peer, None, &id));
+    let session = Box::new(Session::new(settings(&shared, role, peer, None, &id)));
     let (tcp, session) = match phase(tcp, session, &shared, &shutdown, true).await {
         End::Closed => return,
         End::StartTls(tcp, session) => (tcp, session),
     };
-    let Some(tls) = shared.accept_tls(tcp, "STARTTLS").await else {
+    Box::pin(serve_tls(
+        tcp,
+        Some(session),
+        peer,
+        role,
+        &shared,
+        &shutdown,
+        &id,
+    ))
+    .await;
+}
+
+/// The TLS part of a connection: the handshake, then the session over TLS. `before` is the
+/// session that accepted STARTTLS (`None` for implicit TLS, which greets after the handshake).
+async fn serve_tls(
+    tcp: tokio::net::TcpStream,
+    before: Option<Box<Session>>,
+    peer: SocketAddr,
+    role: SmtpRole,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    id: &str,
+) {
+    let what = if before.is_some() { "STARTTLS" } else { "TLS" };
+    let Some(tls) = shared.accept_tls(tcp, what).await else {
         return;
     };
-    tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "STARTTLS complete");
-    let session = session.after_tls(settings(&shared, role, peer, Some(tls.get_ref().1), &id));
-    let _ = phase(tls, session, &shared, &shutdown, false).await;
+    let settings = settings(shared, role, peer, Some(tls.get_ref().1), id);
+    let (session, greet) = match before {
+        Some(session) => {
+            tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "STARTTLS complete");
+            (Box::new(session.after_tls(settings)), false)
+        }
+        None => (Box::new(Session::new(settings)), true),
+    };
+    let _ = phase(tls, session, shared, shutdown, greet).await;
 }
 
 /// Builds the machine settings for one phase (plaintext, or after TLS).
@@ -121,7 +160,9 @@ fn settings(
 /// Runs the command loop on one stream until the session ends or switches to TLS.
 async fn phase<S>(
     mut stream: S,
-    mut session: Session,
+    // Boxed: an async fn keeps its arguments apart from its locals, so a large one would be
+    // stored twice in every connection's task.
+    mut session: Box<Session>,
     shared: &Shared,
     shutdown: &CancellationToken,
     greet: bool,
@@ -131,7 +172,8 @@ where
 {
     let limits = &shared.config.limits;
     let mut reader = LineReader::new(limits.max_line_length);
-    let mut out = Vec::with_capacity(512);
+    // Replies are encoded here and written in one go; allocated when there is one to send.
+    let mut out = Vec::new();
     if greet {
         session.greeting().encode(&mut out);
         if flush(&mut stream, &mut out).await.is_err() {
@@ -144,7 +186,9 @@ where
             if flush(&mut stream, &mut out).await.is_err() {
                 return End::Closed;
             }
+            // Waiting for the client: hold no buffers meanwhile.
             reader.shrink();
+            out = Vec::new();
         }
         reader.set_max_line(if session.in_sasl() {
             MAX_SASL_LINE
@@ -159,7 +203,9 @@ where
                 return End::Closed;
             }
         };
-        let out_line = match line {
+        // A command arrived (or the wait ended): room for its replies in one allocation.
+        out.reserve(REPLY_CAPACITY);
+        let output = match line {
             Err(_) => {
                 reply::timeout(&shared.config.hostname).encode(&mut out);
                 let _ = flush(&mut stream, &mut out).await;
@@ -173,9 +219,10 @@ where
                 let line = reader.slice(range.clone());
                 if session.in_sasl() || crate::io::verifies_credentials(line) {
                     let ip = session.settings().peer.ip();
-                    let out = shared
-                        .check_credentials(ip, || session.handle_line(now, line))
-                        .await;
+                    // Boxed: the throttle wait and the verification slot are rarely live.
+                    let out =
+                        Box::pin(shared.check_credentials(ip, || session.handle_line(now, line)))
+                            .await;
                     reader.wipe(range);
                     out
                 } else {
@@ -183,79 +230,131 @@ where
                 }
             }
         };
-        let mut next = out_line;
-        loop {
-            if let Some(record) = next.audit.take() {
-                audit(shared, &session, record, None);
+        // Most commands only answer; the rest (DATA, QUIT, STARTTLS, AUTH outcomes, audited
+        // refusals) run boxed, so their state is no part of every waiting connection. (A match
+        // by value: borrowing `output` to test it would keep its storage in the connection's
+        // future across the await below.)
+        let flow = match output {
+            Output {
+                reply,
+                action: Action::Continue,
+                audit: None,
+            } => {
+                reply.encode(&mut out);
+                Flow::Next
             }
-            match next.action {
-                Action::Continue => next.reply.encode(&mut out),
-                Action::Close => {
-                    next.reply.encode(&mut out);
-                    let _ = flush(&mut stream, &mut out).await;
-                    return End::Closed;
-                }
-                Action::StartTls => {
-                    next.reply.encode(&mut out);
-                    if flush(&mut stream, &mut out).await.is_err() {
-                        return End::Closed;
-                    }
-                    // RFC 3207 §4.2 / CVE-2011-0411: anything pipelined behind STARTTLS was
-                    // sent in plaintext and must not be executed after the handshake.
-                    if !reader.buffered().is_empty() {
-                        tracing::warn!(
-                            bytes = reader.buffered().len(),
-                            "discarded plaintext pipelined after STARTTLS"
-                        );
-                    }
-                    reader.clear();
-                    return End::StartTls(stream, Box::new(session));
-                }
-                Action::AuthFailed { user, note, close } => {
-                    tracing::info!(
-                        user = user.as_deref().unwrap_or("-"),
-                        "authentication failed: {note}"
-                    );
-                    let ip = session.settings().peer.ip();
-                    let delay = shared.auth_failure_delay(ip, user.as_deref());
-                    tokio::time::sleep(delay).await;
-                    next.reply.encode(&mut out);
-                    if close {
-                        let mut lockout = Record::new(
-                            Kind::Lockout,
-                            "-",
-                            crate::audit::Class::Insecure,
-                            crate::audit::Outcome::Failure,
-                        );
-                        lockout.user_given = user;
-                        lockout.reason = Some("too many failed authentications".into());
-                        audit(shared, &session, lockout, None);
-                        reply::too_many_auth_failures(&shared.config.hostname).encode(&mut out);
-                        let _ = flush(&mut stream, &mut out).await;
-                        return End::Closed;
-                    }
-                }
-                Action::Authenticated { user, mechanism } => {
-                    tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
-                    shared.auth_succeeded(session.settings().peer.ip(), &user);
-                    next.reply.encode(&mut out);
-                }
-                Action::ReceiveData => {
-                    next.reply.encode(&mut out);
-                    if flush(&mut stream, &mut out).await.is_err() {
-                        return End::Closed;
-                    }
-                    let outcome =
-                        match receive_data(&mut stream, &mut reader, &session, shared).await {
-                            Some(outcome) => outcome,
-                            None => return End::Closed,
-                        };
-                    next = session.handle_data_end(outcome);
-                    continue;
-                }
+            output => {
+                let act = act(
+                    output,
+                    &mut stream,
+                    &mut reader,
+                    &mut session,
+                    &mut out,
+                    shared,
+                );
+                Box::pin(act).await
             }
-            break;
+        };
+        match flow {
+            Flow::Next => {}
+            Flow::Closed => return End::Closed,
+            Flow::StartTls => return End::StartTls(stream, session),
         }
+    }
+}
+
+/// What the command loop does after [`act`].
+enum Flow {
+    /// Read the next command.
+    Next,
+    /// The session is over.
+    Closed,
+    /// STARTTLS was accepted and its reply sent: hand the stream to the handshake.
+    StartTls,
+}
+
+/// Records the audit fact of `next`, encodes its reply and carries out its action, following
+/// up with the machine's answer where the action produced one (the end of DATA).
+async fn act<S>(
+    mut next: Output,
+    stream: &mut S,
+    reader: &mut LineReader,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    shared: &Shared,
+) -> Flow
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if let Some(record) = next.audit.take() {
+            audit(shared, session, record, None);
+        }
+        match next.action {
+            Action::Continue => next.reply.encode(out),
+            Action::Close => {
+                next.reply.encode(out);
+                let _ = flush(stream, out).await;
+                return Flow::Closed;
+            }
+            Action::StartTls => {
+                next.reply.encode(out);
+                if flush(stream, out).await.is_err() {
+                    return Flow::Closed;
+                }
+                // RFC 3207 §4.2 / CVE-2011-0411: anything pipelined behind STARTTLS was
+                // sent in plaintext and must not be executed after the handshake.
+                if !reader.buffered().is_empty() {
+                    tracing::warn!(
+                        bytes = reader.buffered().len(),
+                        "discarded plaintext pipelined after STARTTLS"
+                    );
+                }
+                reader.clear();
+                return Flow::StartTls;
+            }
+            Action::AuthFailed { user, note, close } => {
+                tracing::info!(
+                    user = user.as_deref().unwrap_or("-"),
+                    "authentication failed: {note}"
+                );
+                let ip = session.settings().peer.ip();
+                let delay = shared.auth_failure_delay(ip, user.as_deref());
+                tokio::time::sleep(delay).await;
+                next.reply.encode(out);
+                if close {
+                    let mut lockout = Record::new(
+                        Kind::Lockout,
+                        "-",
+                        crate::audit::Class::Insecure,
+                        crate::audit::Outcome::Failure,
+                    );
+                    lockout.user_given = user;
+                    lockout.reason = Some("too many failed authentications".into());
+                    audit(shared, session, lockout, None);
+                    reply::too_many_auth_failures(&shared.config.hostname).encode(out);
+                    let _ = flush(stream, out).await;
+                    return Flow::Closed;
+                }
+            }
+            Action::Authenticated { user, mechanism } => {
+                tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
+                shared.auth_succeeded(session.settings().peer.ip(), &user);
+                next.reply.encode(out);
+            }
+            Action::ReceiveData => {
+                next.reply.encode(out);
+                if flush(stream, out).await.is_err() {
+                    return Flow::Closed;
+                }
+                let Some(outcome) = receive_data(stream, reader, session, shared).await else {
+                    return Flow::Closed;
+                };
+                next = session.handle_data_end(outcome);
+                continue;
+            }
+        }
+        return Flow::Next;
     }
 }
 
@@ -502,4 +601,28 @@ fn envelope(session: &Session, txn: &Transaction, now: std::time::SystemTime) ->
         ),
         authorized_as,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<F, A, B, C, D, E, R>(_: &F) -> usize
+    where
+        F: Fn(A, B, C, D, E) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connection's task holds this future for its whole life: what it needs while
+    /// waiting for a command must stay small (issue 5: at most 4 KiB per idle connection, all
+    /// costs included). The large states are boxed (it was over 7 KiB before).
+    #[test]
+    fn connection_future_stays_small() {
+        let size = future_size(&serve);
+        assert!(size <= 1536, "smtp::conn::serve future is {size} bytes");
+        let phase = future_size(&phase::<tokio::net::TcpStream>);
+        assert!(phase <= 768, "smtp::conn::phase future is {phase} bytes");
+    }
 }

@@ -5,13 +5,15 @@
 //! time and check every reply code; client source addresses rotate over a loopback range so
 //! that per-address limits and POP-before-SMTP see many clients. The report gives sessions per
 //! second, errors, p50/p99 session latency and, given `--server-pid`, the server's CPU time per
-//! session. `--idle N` instead holds N connections open and reports the server's resident
-//! memory per connection.
+//! session. `--idle N` instead holds N connections open (greeting read) and reports the
+//! server's resident memory per connection: SMTP connections, or POP3 ones with
+//! `--scenario pop3`.
 //!
 //! ```text
 //! mailgate-load --scenario relay --target 127.0.0.1:2525 --concurrency 16 --duration 10s
 //! mailgate-load --scenario pbs --pop3 127.0.0.1:1110 --target 127.0.0.1:2525
 //! mailgate-load --scenario relay --target 127.0.0.1:2525 --idle 5000 --server-pid 1234
+//! mailgate-load --scenario pop3 --target 127.0.0.1:1110 --idle 5000 --server-pid 1234
 //! ```
 
 // A load generator measures wall-clock time; the gateway's rule that only the clock module
@@ -98,7 +100,9 @@ struct Args {
     /// Root pid of the server under test (repeatable): CPU and memory of its process tree.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
-    /// Idle mode: open and hold this many connections, report memory per connection.
+    /// Idle mode: open and hold this many connections, report memory per connection. The
+    /// scenario picks the protocol: `pop3` holds POP3 connections to `--target`, any other
+    /// SMTP connections to `--target`; `--tls implicit` holds TLS connections.
     #[arg(long)]
     idle: Option<usize>,
     /// How long the idle mode holds its connections after they are all open.
@@ -356,8 +360,13 @@ async fn idle(args: &Args, plan: Arc<Plan>, sources: Arc<Vec<IpAddr>>, count: us
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = procfs::rss_bytes(pids);
     let per = (after.saturating_sub(before)) as f64 / held.len().max(1) as f64;
+    let protocol = match args.scenario {
+        Scenario::Pop3 => "pop3",
+        _ => "smtp",
+    };
     println!(
-        "idle: {} connections held ({} failed); server RSS {} KiB -> {} KiB: {:.0} bytes each",
+        "idle: {} {protocol} connections held ({} failed); server RSS {} KiB -> {} KiB: {:.0} \
+         bytes each",
         held.len(),
         errors.values().sum::<u64>(),
         before / 1024,
@@ -369,8 +378,8 @@ async fn idle(args: &Args, plan: Arc<Plan>, sources: Arc<Vec<IpAddr>>, count: us
     }
     tokio::time::sleep(args.hold).await;
     println!(
-        "RESULT label={} scenario=idle tls={:?} held={} errors={} rss_before={before} \
-         rss_after={after} bytes_per_conn={per:.0}",
+        "RESULT label={} scenario=idle protocol={protocol} tls={:?} held={} errors={} \
+         rss_before={before} rss_after={after} bytes_per_conn={per:.0}",
         args.label,
         args.tls,
         held.len(),
