@@ -158,6 +158,7 @@ pub fn spawn(
             spool,
             clock,
             shutdown,
+            freeing: Default::default(),
         });
         let mut worker = Worker {
             ctx,
@@ -170,6 +171,7 @@ pub fn spawn(
             task_ids: HashMap::new(),
         };
         worker.run().await;
+        drain_removals(&worker.ctx).await;
         if let Some(reaper) = reaper {
             // It closes the idle sessions (QUIT) on its way out.
             let _ = reaper.await;
@@ -277,6 +279,7 @@ struct Ctx {
     spool: Arc<Spool>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
+    freeing: Arc<std::sync::Mutex<Freeing>>,
 }
 
 /// Whether every recipient is delivered (nothing failed, nothing pending).
@@ -438,12 +441,18 @@ impl Worker {
 
 /// Runs one delivery attempt for message `id`.
 async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
-    let (mut env, body) = match blocking(ctx, {
-        let id = id.to_string();
-        move |spool| spool.open_message(&id, crate::spool::PRELOAD_LIMIT)
-    })
-    .await
-    {
+    let recent = ctx.spool.take_recent(id);
+    let loaded = match recent {
+        Some(loaded) => Ok(loaded),
+        None => {
+            let id = id.to_string();
+            blocking(ctx, move |spool| {
+                spool.open_message(&id, crate::spool::PRELOAD_LIMIT)
+            })
+            .await
+        }
+    };
+    let (mut env, body) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             // Gone already (delivered before a rescan), or unreadable: nothing to retry.
@@ -680,7 +689,7 @@ async fn settle(ctx: &Ctx, env: Envelope, body: &Body) -> Outcome {
     let id = env.id.clone();
     if failed.is_empty() {
         tracing::info!(id, "relay: all recipients delivered");
-        remove(ctx, &id).await;
+        remove(ctx, &id);
         return Outcome::default();
     }
     if !env.is_null_sender() && env.mail_from == printable(&env.mail_from) {
@@ -707,7 +716,7 @@ async fn settle(ctx: &Ctx, env: Envelope, body: &Body) -> Outcome {
                     failed = failed.len(),
                     "relay: bounced"
                 );
-                remove(ctx, &id).await;
+                remove(ctx, &id);
                 return Outcome {
                     retry_at: None,
                     queued: vec![bounce_id],
@@ -897,11 +906,60 @@ async fn save(ctx: &Ctx, env: &Envelope) {
     }
 }
 
-async fn remove(ctx: &Ctx, id: &str) {
-    let owned = id.to_string();
-    if let Err(e) = blocking(ctx, move |spool| spool.remove(&owned)).await {
-        tracing::error!(id, error = %e, "relay: cannot remove delivered message");
+/// Removes a finished message: out of the spool's index at once, its slot freed by a
+/// background batch (one blocking-pool task drains whatever has accumulated).
+fn remove(ctx: &Ctx, id: &str) {
+    let Some(detached) = ctx.spool.detach(id) else {
+        return;
+    };
+    let mut freeing = lock(&ctx.freeing);
+    freeing.batch.push(detached);
+    if freeing.busy {
+        return;
     }
+    freeing.busy = true;
+    drop(freeing);
+    let (spool, freeing) = (ctx.spool.clone(), ctx.freeing.clone());
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let batch = {
+                let mut f = lock(&freeing);
+                if f.batch.is_empty() {
+                    f.busy = false;
+                    return;
+                }
+                std::mem::take(&mut f.batch)
+            };
+            for d in batch {
+                if let Err(e) = spool.free(d) {
+                    tracing::error!(error = %e, "relay: cannot free the slot of a delivered message");
+                }
+            }
+        }
+    });
+}
+
+/// Waits until every removal has reached the spool files (at shutdown, so that a clean stop
+/// never delivers a message twice after the restart).
+async fn drain_removals(ctx: &Ctx) {
+    for _ in 0..1000 {
+        if !lock(&ctx.freeing).busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::warn!("relay: removals still pending at shutdown");
+}
+
+fn lock(f: &std::sync::Mutex<Freeing>) -> std::sync::MutexGuard<'_, Freeing> {
+    f.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Finished messages whose slots are being freed.
+#[derive(Default)]
+struct Freeing {
+    batch: Vec<crate::spool::Detached>,
+    busy: bool,
 }
 
 async fn blocking<T: Send + 'static>(

@@ -167,7 +167,11 @@ impl Incoming {
                 .write_all_at(&buf, slot::HEADER_LEN + written)
                 .map_err(io_err("write", &path))?;
             let size = written + buf.len() as u64;
-            spool.seal(&id, taken, size, hasher, &mut envelope)
+            spool.seal(&id, taken, size, hasher, &mut envelope)?;
+            if written == 0 {
+                spool.remember(envelope, buf);
+            }
+            Ok(())
         })
         .await?;
         Ok(self.id.clone())

@@ -110,10 +110,26 @@ pub struct Spool {
     env_sync: Arc<GroupSync>,
 }
 
+/// Messages detached from the index, waiting for [`Spool::free`].
+#[derive(Debug)]
+pub struct Detached {
+    id: String,
+    slot: u32,
+    overridden: bool,
+}
+
+/// Messages held in memory after their commit, for [`Spool::take_recent`].
+pub const RECENT_MESSAGES: usize = 256;
+
+/// Largest body held in memory after its commit.
+pub const RECENT_BODY: usize = 64 * 1024;
+
 /// Which slot holds which message, and which slots are free.
 #[derive(Debug, Default)]
 struct Index {
     queued: HashMap<String, Queued>,
+    /// Just committed, not yet picked up by the relay worker: see [`Spool::take_recent`].
+    recent: HashMap<String, (Envelope, Body)>,
     free: Vec<u32>,
     /// The number the next new slot file gets.
     next: u32,
@@ -318,7 +334,9 @@ impl Spool {
         check_id(&env.id)?;
         self.queued(&env.id)?;
         self.write_envelope(env)?;
-        if let Some(q) = self.lock().queued.get_mut(&env.id) {
+        let mut index = self.lock();
+        index.recent.remove(&env.id);
+        if let Some(q) = index.queued.get_mut(&env.id) {
             q.overridden = true;
         }
         Ok(())
@@ -329,13 +347,34 @@ impl Spool {
     /// least once, never zero times). Removing a message that is not there is not an error.
     pub fn remove(&self, id: &str) -> Result<(), Error> {
         check_id(id)?;
-        let Some(q) = self.lock().queued.remove(id) else {
-            return Ok(());
-        };
-        if q.overridden {
-            remove_if_exists(&self.envelope_path(id))?;
+        match self.detach(id) {
+            Some(d) => self.free(d),
+            None => Ok(()),
         }
-        let path = self.slot_path(q.slot);
+    }
+
+    /// The first half of [`Spool::remove`], without I/O: the message leaves the index at once
+    /// (no load, rescan or count sees it any more); [`Spool::free`] then releases its slot, for
+    /// example in a batch on the blocking pool. A restart before `free` finds the message
+    /// again (delivered at least once).
+    pub fn detach(&self, id: &str) -> Option<Detached> {
+        let mut index = self.lock();
+        index.recent.remove(id);
+        let q = index.queued.remove(id)?;
+        Some(Detached {
+            id: id.to_string(),
+            slot: q.slot,
+            overridden: q.overridden,
+        })
+    }
+
+    /// The second half of [`Spool::remove`]: deletes the envelope override and marks the slot
+    /// free (unsynced), then offers it for reuse.
+    pub fn free(&self, d: Detached) -> Result<(), Error> {
+        if d.overridden {
+            remove_if_exists(&self.envelope_path(&d.id))?;
+        }
+        let path = self.slot_path(d.slot);
         let freed = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -349,8 +388,19 @@ impl Spool {
             .map_err(io_err("free", &path));
         // A slot that could not be marked free is still reused: the next message overwrites
         // it. Until then a restart would deliver the old message again, hence the error.
-        self.release(q.slot);
+        self.release(d.slot);
         freed
+    }
+
+    /// The envelope and body of message `id` if it was committed moments ago and is still
+    /// held in memory, for its first delivery attempt without a disk read; taken out of the
+    /// cache (later attempts read the spool).
+    pub fn take_recent(&self, id: &str) -> Option<(Envelope, Body)> {
+        let mut index = self.lock();
+        if !index.queued.contains_key(id) {
+            return None;
+        }
+        index.recent.remove(id)
     }
 
     /// Moves message `id` out of the spool into `dest` as `<id>.eml` and `<id>.json`, fsyncing
@@ -473,6 +523,20 @@ impl Spool {
         self.lock().queued.insert(id.to_string(), queued);
         taken.sealed = true;
         Ok(())
+    }
+
+    /// Keeps a just-committed small message in memory for [`Spool::take_recent`], unless
+    /// the cache is full (the relay worker is behind and will read the spool).
+    fn remember(&self, env: Envelope, body: Vec<u8>) {
+        if body.len() > RECENT_BODY {
+            return;
+        }
+        let mut index = self.lock();
+        if index.recent.len() < RECENT_MESSAGES && index.queued.contains_key(&env.id) {
+            index
+                .recent
+                .insert(env.id.clone(), (env, Body::from_bytes(body)));
+        }
     }
 
     /// Start-up: indexes every slot file.

@@ -139,6 +139,39 @@ async fn abort_and_drop_leave_nothing() {
     );
 }
 
+#[tokio::test]
+async fn a_fresh_small_message_is_handed_over_from_memory_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut msg = spool.receive().await.unwrap();
+    msg.write(b"Subject: s\r\n\r\nx\r\n").await.unwrap();
+    let id = msg.commit(envelope()).await.unwrap();
+    let (env, body) = spool.take_recent(&id).expect("held in memory");
+    assert_eq!((env.id.as_str(), env.size), (id.as_str(), body.len()));
+    assert_eq!(body.in_memory().unwrap(), b"Subject: s\r\n\r\nx\r\n");
+    assert!(spool.take_recent(&id).is_none(), "only once");
+    // An updated envelope is never shadowed by the cached one.
+    let mut msg = spool.receive().await.unwrap();
+    msg.write(b"y\r\n").await.unwrap();
+    let other = msg.commit(envelope()).await.unwrap();
+    let mut env = spool.load(&other).unwrap();
+    env.attempts = 1;
+    spool.update(&env).unwrap();
+    assert!(spool.take_recent(&other).is_none());
+    // Detached messages are gone at once; freeing later releases the slot.
+    let d = spool.detach(&id).unwrap();
+    assert!(!spool.contains(&id) && spool.detach(&id).is_none());
+    assert_eq!(spool.len(), 1);
+    spool.free(d).unwrap();
+    spool.remove(&other).unwrap();
+    assert!(Spool::open(dir.path()).unwrap().is_empty());
+    // A large message is not held in memory.
+    let mut msg = spool.receive().await.unwrap();
+    msg.write(&vec![b'z'; WRITE_BUFFER + 1]).await.unwrap();
+    let big = msg.commit(envelope()).await.unwrap();
+    assert!(spool.take_recent(&big).is_none());
+}
+
 #[test]
 fn open_cleans_leftovers_and_stale_envelopes() {
     let dir = tempfile::tempdir().unwrap();
