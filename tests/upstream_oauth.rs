@@ -287,6 +287,8 @@ struct Setup<'a> {
     client_secret: Option<&'a str>,
     refresh_margin: &'a str,
     retry: &'a str,
+    /// `[delivery.upstream] keep_idle`: "0s" gives every message a session of its own.
+    keep_idle: &'a str,
     clock: Option<Arc<ManualClock>>,
 }
 
@@ -298,6 +300,7 @@ impl Default for Setup<'_> {
             client_secret: Some("cs-1"),
             refresh_margin: "60s",
             retry: r#"["200ms", "200ms"]"#,
+            keep_idle: r#""5s""#,
             clock: None,
         }
     }
@@ -320,6 +323,7 @@ async fn start(smarthost: &Smarthost, endpoint: &TokenEndpoint, setup: Setup<'_>
         ("delivery.upstream", "address", address.as_str()),
         ("delivery.upstream", "tls", r#""none""#),
         ("delivery.upstream", "retry", setup.retry),
+        ("delivery.upstream", "keep_idle", setup.keep_idle),
         ("delivery.upstream", "auth", auth.as_str()),
         ("delivery.upstream", "username", user.as_str()),
         ("delivery.upstream.oauth", "token_url", url.as_str()),
@@ -417,7 +421,12 @@ fn no(t: &str) -> (String, bool) {
 async fn refresh_token_grant_token_is_presented_and_cached() {
     let (smarthost, valid) = smarthost_with(BearerMech::Xoauth2).await;
     let endpoint = TokenEndpoint::start(valid, 3600, false, Some("cs-1")).await;
-    let gw = start(&smarthost, &endpoint, Setup::default()).await;
+    // A session per message, so that the second one presents the cached token again.
+    let setup = Setup {
+        keep_idle: r#""0s""#,
+        ..Setup::default()
+    };
+    let gw = start(&smarthost, &endpoint, setup).await;
 
     submit(&gw, "first").await;
     let got = smarthost.wait_for(1, WAIT).await;
@@ -448,6 +457,7 @@ async fn refresh_token_grant_token_is_presented_and_cached() {
     assert_eq!(got[1].auth_token.as_deref(), Some("at-1"));
     assert_eq!(endpoint.requests().len(), 1);
     assert_eq!(attempts(&smarthost), vec![yes("at-1"), yes("at-1")]);
+    assert_eq!(smarthost.sessions(), 2);
     // Without rotation the refresh-token file is left alone.
     assert_eq!(
         std::fs::read_to_string(refresh_file(&gw)).unwrap(),
