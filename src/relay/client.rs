@@ -579,6 +579,7 @@ impl Connector {
             addr: up.address,
             size: false,
             pipelining: false,
+            chunking: false,
             token: None,
             transactions: 0,
         };
@@ -606,6 +607,7 @@ impl Connector {
         }
         s.size = caps.size;
         s.pipelining = caps.pipelining;
+        s.chunking = caps.chunking;
         match (up.auth, &up.username, &up.password) {
             (UpstreamAuth::Xoauth2 | UpstreamAuth::Oauthbearer, user, _) => {
                 let bearer = Bearer {
@@ -650,6 +652,7 @@ impl Connector {
             addr,
             size: false,
             pipelining: false,
+            chunking: false,
             token: None,
             transactions: 0,
         })
@@ -666,6 +669,7 @@ struct Caps {
     size: bool,
     starttls: bool,
     pipelining: bool,
+    chunking: bool,
     auth: Vec<String>,
 }
 
@@ -680,6 +684,7 @@ impl Caps {
             match keyword.to_ascii_uppercase().as_str() {
                 "SIZE" => caps.size = true,
                 "PIPELINING" => caps.pipelining = true,
+                "CHUNKING" => caps.chunking = true,
                 "STARTTLS" => caps.starttls = true,
                 "AUTH" => caps.auth.extend(words.map(|w| w.to_ascii_uppercase())),
                 _ => {}
@@ -697,6 +702,8 @@ struct Session {
     size: bool,
     /// The server offered PIPELINING (RFC 2920).
     pipelining: bool,
+    /// The server offered CHUNKING (RFC 3030).
+    chunking: bool,
     /// The access token this session authenticated with, if any.
     token: Option<Secret>,
     /// Mail transactions completed in this session.
@@ -710,6 +717,9 @@ impl Session {
         let mut mail = format!("MAIL FROM:<{}>", msg.mail_from);
         if self.size {
             mail.push_str(&format!(" SIZE={}", msg.size));
+        }
+        if self.pipelining && self.chunking {
+            return self.chunked(msg, &mail).await;
         }
         if self.pipelining {
             return self.pipelined(msg, &mail).await;
@@ -874,6 +884,79 @@ impl Session {
         }
     }
 
+    /// The transaction with PIPELINING and CHUNKING (RFC 3030 §4.2): MAIL, every RCPT and
+    /// `BDAT <size> LAST` with the message itself (as stored, no dot-stuffing) go out
+    /// without waiting, so a message costs one round trip. The server reads the chunk even
+    /// when it refused every recipient, and answers each command in order.
+    async fn chunked(
+        &mut self,
+        msg: &Message<'_>,
+        mail: &str,
+    ) -> Result<(Vec<Reply>, bool), Error> {
+        let body = msg.body;
+        let mut batch = Vec::with_capacity(mail.len() + msg.recipients.len() * 64 + 32);
+        batch.extend_from_slice(mail.as_bytes());
+        batch.extend_from_slice(b"\r\n");
+        let mut sent = 0;
+        for rcpt in msg.recipients {
+            if is_sendable(rcpt) && !rcpt.is_empty() {
+                batch.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+                sent += 1;
+            }
+        }
+        batch.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+        tracing::trace!(addr = %self.addr, "smarthost <- {}", String::from_utf8_lossy(&batch).trim_end());
+        match body.in_memory() {
+            Some(bytes) if bytes.len() <= BODY_CHUNK => {
+                batch.extend_from_slice(bytes);
+                self.write(Stage::Mail, &batch).await?;
+            }
+            _ => {
+                self.write(Stage::Mail, &batch).await?;
+                self.send_raw(body).await?;
+            }
+        }
+        let mail_reply = self.read_reply(Stage::Mail).await?;
+        if !mail_reply.is_positive() {
+            if mail_reply.code != 421 {
+                for _ in 0..=sent {
+                    self.read_reply(Stage::Rcpt).await?;
+                }
+            }
+            return Err(Error::Rejected {
+                stage: Stage::Mail,
+                reply: mail_reply,
+            });
+        }
+        let mut replies = Vec::with_capacity(msg.recipients.len());
+        for rcpt in msg.recipients {
+            if !is_sendable(rcpt) || rcpt.is_empty() {
+                replies.push(unsendable());
+                continue;
+            }
+            replies.push(self.read_reply(Stage::Rcpt).await?);
+        }
+        let last = self.read_reply(Stage::Data).await?;
+        for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+            *reply = last.clone();
+        }
+        Ok((replies, true))
+    }
+
+    /// Writes the body as it is stored (for BDAT).
+    async fn send_raw(&mut self, body: &Body) -> Result<(), Error> {
+        if let Some(bytes) = body.in_memory() {
+            return self.write(Stage::Data, bytes).await;
+        }
+        let mut pos = 0;
+        while pos < body.len() {
+            let read = read_chunk(body, pos).await?;
+            pos += read.len() as u64;
+            self.write(Stage::Data, &read).await?;
+        }
+        Ok(())
+    }
+
     /// The transaction with PIPELINING (RFC 2920 §3.1): MAIL, every RCPT and DATA go out in
     /// one write and their replies are read in order, so a message costs two round trips.
     async fn pipelined(
@@ -944,10 +1027,6 @@ impl Session {
     }
 
     async fn stream_body(&mut self, body: &Body) -> Result<(), Error> {
-        let body_err = |source| Error::Body {
-            path: body.path().to_path_buf(),
-            source,
-        };
         let mut stuffer = DotStuffer::default();
         let mut out = Vec::with_capacity(BODY_CHUNK.min(body.len() as usize) * 9 / 8 + 8);
         if let Some(bytes) = body.in_memory() {
@@ -955,19 +1034,7 @@ impl Session {
         } else {
             let mut pos = 0;
             while pos < body.len() {
-                let chunk = body.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; BODY_CHUNK];
-                    let n = chunk.read_at(&mut buf, pos)?;
-                    buf.truncate(n);
-                    Ok(buf)
-                })
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)))
-                .map_err(body_err)?;
-                if read.is_empty() {
-                    return Err(body_err(io::ErrorKind::UnexpectedEof.into()));
-                }
+                let read = read_chunk(body, pos).await?;
                 pos += read.len() as u64;
                 out.clear();
                 stuffer.push(&read, &mut out);
@@ -1043,6 +1110,28 @@ impl Session {
         }
         let _ = self.io.shutdown().await;
     }
+}
+
+/// Reads up to [`BODY_CHUNK`] bytes of a spooled body at `pos`, on the blocking pool.
+async fn read_chunk(body: &Body, pos: u64) -> Result<Vec<u8>, Error> {
+    let body_err = |source| Error::Body {
+        path: body.path().to_path_buf(),
+        source,
+    };
+    let chunk = body.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; BODY_CHUNK];
+        let n = chunk.read_at(&mut buf, pos)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
+    .map_err(body_err)?;
+    if read.is_empty() {
+        return Err(body_err(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(read)
 }
 
 /// The reply recorded for a recipient address that cannot be put in a RCPT command.

@@ -56,6 +56,7 @@ fn multiline_replies_and_bounds() {
             size: true,
             starttls: false,
             pipelining: false,
+            chunking: false,
             auth: vec!["PLAIN".into(), "LOGIN".into()]
         }
     );
@@ -369,6 +370,56 @@ async fn pipelining_with_every_recipient_refused_but_354_sends_an_empty_message(
     let seen = server.await.unwrap();
     assert_eq!(seen[4], ".\r\n", "{seen:?}");
     assert!(!seen.concat().contains("secret"));
+}
+
+#[tokio::test]
+async fn chunking_sends_the_whole_message_in_one_write_without_dot_stuffing() {
+    // The scripted server answers per line: the BDAT line gets nothing, the chunk (one line
+    // here) gets the BDAT reply.
+    let script = [
+        "220 mx\r\n",
+        "250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
+        "250 ok\r\n",
+        "550 5.1.1 unknown\r\n",
+        "250 ok\r\n",
+        "",
+        "250 2.0.0 queued\r\n",
+        "221 bye\r\n",
+    ];
+    let (addr, server) = scripted(&script).await;
+    let rcpts = vec!["a@x".to_string(), "b@x".into()];
+    let body = Body::from_bytes(b".x\r\n".to_vec());
+    let msg = Message {
+        mail_from: "s@x",
+        recipients: &rcpts,
+        body: &body,
+        size: 4,
+    };
+    let got = Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw", &msg)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            reply(550, &["5.1.1 unknown"]),
+            reply(250, &["2.0.0 queued"])
+        ]
+    );
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen,
+        [
+            "EHLO gw\r\n",
+            "MAIL FROM:<s@x>\r\n",
+            "RCPT TO:<a@x>\r\n",
+            "RCPT TO:<b@x>\r\n",
+            "BDAT 4 LAST\r\n",
+            ".x\r\n",
+            "QUIT\r\n"
+        ]
+    );
 }
 
 #[tokio::test]

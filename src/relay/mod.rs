@@ -688,7 +688,7 @@ async fn settle(ctx: &Ctx, env: Envelope, body: &Body) -> Outcome {
         .collect();
     let id = env.id.clone();
     if failed.is_empty() {
-        tracing::info!(id, "relay: all recipients delivered");
+        tracing::debug!(id, "relay: all recipients delivered");
         remove(ctx, &id);
         return Outcome::default();
     }
