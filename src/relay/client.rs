@@ -394,8 +394,8 @@ pub struct Connector {
     idle: Arc<std::sync::Mutex<Vec<Idle>>>,
 }
 
-/// Idle sessions kept at most; one per concurrent delivery is enough.
-pub const MAX_IDLE_SESSIONS: usize = 16;
+/// Idle sessions kept at most: one per concurrent delivery (`relay::CONCURRENCY`).
+pub const MAX_IDLE_SESSIONS: usize = 20;
 
 /// Transactions per session before it is closed anyway, so that a long-lived session cannot
 /// pin the gateway to one smarthost instance behind a load balancer forever.

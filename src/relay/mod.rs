@@ -41,8 +41,10 @@ use crate::spool::{Body, Envelope, Recipient, Spool, Status};
 use client::{Connector, Message, Reply};
 use oauth::TokenSource;
 
-/// Deliveries in progress at once.
-pub const CONCURRENCY: usize = 8;
+/// Deliveries in progress at once (Postfix's default per-destination concurrency is 20 too):
+/// enough that the smarthost's round trips do not let a queue build up behind a busy
+/// listener, each one holding at most one smarthost session.
+pub const CONCURRENCY: usize = 20;
 
 /// Notifications buffered before the worker falls back to rescanning the spool.
 const NOTIFY_QUEUE: usize = 1024;
@@ -134,7 +136,7 @@ pub fn spawn(
         tx,
         overflow: overflow.clone(),
     };
-    let handle = tokio::spawn(async move {
+    let worker = async move {
         let upstream = match settings.upstream.clone() {
             None => Smarthost::None,
             Some(up) => match tokio::task::spawn_blocking(move || smarthost(up)).await {
@@ -176,8 +178,46 @@ pub fn spawn(
             // It closes the idle sessions (QUIT) on its way out.
             let _ = reaper.await;
         }
-    });
-    (handle, notifier)
+    };
+    (run_on_own_thread(worker), notifier)
+}
+
+/// Runs the worker on a thread of its own (a current-thread runtime), so that delivery keeps
+/// its share of the CPU however many sessions the listeners serve: on the shared runtime a
+/// burst of sessions could accept mail faster than the worker's tasks got scheduled, and the
+/// spool would grow. The returned handle completes when the worker has stopped. Falls back
+/// to the calling runtime if the thread cannot be started.
+fn run_on_own_thread(worker: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = std::sync::Arc::new(std::sync::Mutex::new(Some(Box::pin(worker))));
+    let for_thread = worker.clone();
+    let started = std::thread::Builder::new()
+        .name("relay".into())
+        .spawn(move || {
+            let Some(worker) = for_thread.lock().ok().and_then(|mut w| w.take()) else {
+                return;
+            };
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(worker),
+                Err(e) => tracing::error!(error = %e, "relay: cannot start its runtime"),
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "relay: no thread of its own; sharing the runtime");
+        let worker = worker.lock().ok().and_then(|mut w| w.take());
+        return tokio::spawn(async move {
+            if let Some(worker) = worker {
+                worker.await;
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let _ = done_rx.await;
+    })
 }
 
 /// Closes idle smarthost sessions once they have waited `keep_idle`, and all of them at

@@ -118,11 +118,12 @@ pub struct Detached {
     overridden: bool,
 }
 
-/// Messages held in memory after their commit, for [`Spool::take_recent`].
-pub const RECENT_MESSAGES: usize = 256;
+/// Messages held in memory after their commit, for [`Spool::take_recent`] (at most
+/// [`RECENT_BODY`] each: 16 MiB in all at worst).
+pub const RECENT_MESSAGES: usize = 1024;
 
 /// Largest body held in memory after its commit.
-pub const RECENT_BODY: usize = 64 * 1024;
+pub const RECENT_BODY: usize = 16 * 1024;
 
 /// Which slot holds which message, and which slots are free.
 #[derive(Debug, Default)]
