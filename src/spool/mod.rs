@@ -512,8 +512,10 @@ impl Spool {
             crc: 0,
         };
         header.crc = header.checksum(hasher);
+        let end = header.env_offset() + json.len() as u64;
         file.write_all_at(&json, header.env_offset())
             .and_then(|()| file.write_all_at(&header.encode(), 0))
+            .and_then(|()| grow_in_steps(file, end))
             .and_then(|()| file.sync_data())
             .map_err(io_err("write", &path))?;
         let queued = Queued {
@@ -872,6 +874,21 @@ fn remove_if_exists(path: &Path) -> Result<(), Error> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Slot files grow in whole steps of this many bytes.
+const SLOT_STEP: u64 = 4096;
+
+/// Rounds a slot file that now ends at `end` up to the next [`SLOT_STEP`]. Messages of about
+/// the same size then reuse the slot without changing its length, and `fdatasync` has only
+/// data to write: a length that grew by a few bytes (a longer `Received:` line) would make
+/// it write the inode too, every other message.
+fn grow_in_steps(file: &File, end: u64) -> io::Result<()> {
+    let step_end = end.div_ceil(SLOT_STEP) * SLOT_STEP;
+    if file.metadata()?.len() < step_end {
+        file.set_len(step_end)?;
+    }
+    Ok(())
 }
 
 /// Creates `path` (replacing it), fills it with `write` and fsyncs it.
