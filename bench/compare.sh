@@ -331,6 +331,12 @@ IDLE_OUT=$("$LOAD" --scenario relay --target 127.0.0.1:$MG_SMTP --idle "$IDLE" \
 IDLE_BYTES=$(sed -n 's/.* bytes_per_conn=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
 IDLE_HELD=$(sed -n 's/.* held=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
 echo "idle: $IDLE_HELD connections held, ${IDLE_BYTES:-?} bytes each"
+start_mailgate
+IDLE_OUT=$("$LOAD" --scenario pop3 --target 127.0.0.1:$MG_POP3 --idle "$IDLE" \
+    --server-pid "$MG_PID" --hold 1s 2>&1 | grep '^RESULT' || true)
+POP3_IDLE_BYTES=$(sed -n 's/.* bytes_per_conn=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
+POP3_IDLE_HELD=$(sed -n 's/.* held=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
+echo "idle: $POP3_IDLE_HELD POP3 connections held, ${POP3_IDLE_BYTES:-?} bytes each"
 stop_mailgate
 
 if [ "$OTHERS" = 1 ]; then
@@ -384,3 +390,4 @@ awk '
     }' "$RESULTS"
 echo
 echo "- idle: ${IDLE_HELD:-0} SMTP connections held on mailgate: ${IDLE_BYTES:-?} bytes of server RSS each"
+echo "- idle: ${POP3_IDLE_HELD:-0} POP3 connections held on mailgate: ${POP3_IDLE_BYTES:-?} bytes of server RSS each"

@@ -513,11 +513,17 @@ impl Spool {
         };
         header.crc = header.checksum(hasher);
         let end = header.env_offset() + json.len() as u64;
-        file.write_all_at(&json, header.env_offset())
+        let written = file
+            .write_all_at(&json, header.env_offset())
             .and_then(|()| file.write_all_at(&header.encode(), 0))
             .and_then(|()| grow_in_steps(file, end))
-            .and_then(|()| file.sync_data())
-            .map_err(io_err("write", &path))?;
+            .and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // The header may be in the page cache already; a later write-back must not turn
+            // a message that got no 250 into one that a restart delivers.
+            let _ = slot::mark_free(file);
+            return Err(io_err("write", &path)(e));
+        }
         let queued = Queued {
             slot: n,
             header,
