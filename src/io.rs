@@ -261,6 +261,16 @@ pub fn verifies_credentials(line: &[u8]) -> bool {
         .any(|v| verb.eq_ignore_ascii_case(v))
 }
 
+/// The size of the future that `f` returns, without calling it: the connection loops' tests
+/// keep the future every connection's task holds small.
+#[cfg(test)]
+pub(crate) fn future_size<F, A, B, C, D, E, R>(_: &F) -> usize
+where
+    F: Fn(A, B, C, D, E) -> R,
+{
+    std::mem::size_of::<R>()
+}
+
 /// Writes `out` fully and flushes, then clears it for reuse.
 pub async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
     if !out.is_empty() {

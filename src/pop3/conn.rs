@@ -494,14 +494,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future `f` returns, without calling it.
-    fn future_size<F, A, B, C, D, E, R>(_: &F) -> usize
-    where
-        F: Fn(A, B, C, D, E) -> R,
-    {
-        std::mem::size_of::<R>()
-    }
+    use crate::io::future_size;
 
     /// As in smtp/conn.rs: the future every connection's task holds stays small, its large
     /// states boxed.

@@ -894,18 +894,8 @@ impl Session {
         mail: &str,
     ) -> Result<(Vec<Reply>, bool), Error> {
         let body = msg.body;
-        let mut batch = Vec::with_capacity(mail.len() + msg.recipients.len() * 64 + 32);
-        batch.extend_from_slice(mail.as_bytes());
-        batch.extend_from_slice(b"\r\n");
-        let mut sent = 0;
-        for rcpt in msg.recipients {
-            if is_sendable(rcpt) && !rcpt.is_empty() {
-                batch.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
-                sent += 1;
-            }
-        }
-        batch.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
-        tracing::trace!(addr = %self.addr, "smarthost <- {}", String::from_utf8_lossy(&batch).trim_end());
+        let (mut batch, sent) =
+            envelope_batch(mail, msg.recipients, &format!("BDAT {} LAST", body.len()));
         match body.in_memory() {
             Some(bytes) if bytes.len() <= BODY_CHUNK => {
                 batch.extend_from_slice(bytes);
@@ -916,26 +906,7 @@ impl Session {
                 self.send_raw(body).await?;
             }
         }
-        let mail_reply = self.read_reply(Stage::Mail).await?;
-        if !mail_reply.is_positive() {
-            if mail_reply.code != 421 {
-                for _ in 0..=sent {
-                    self.read_reply(Stage::Rcpt).await?;
-                }
-            }
-            return Err(Error::Rejected {
-                stage: Stage::Mail,
-                reply: mail_reply,
-            });
-        }
-        let mut replies = Vec::with_capacity(msg.recipients.len());
-        for rcpt in msg.recipients {
-            if !is_sendable(rcpt) || rcpt.is_empty() {
-                replies.push(unsendable());
-                continue;
-            }
-            replies.push(self.read_reply(Stage::Rcpt).await?);
-        }
+        let mut replies = self.envelope_replies(msg, sent).await?;
         let last = self.read_reply(Stage::Data).await?;
         for reply in replies.iter_mut().filter(|r| r.is_positive()) {
             *reply = last.clone();
@@ -964,44 +935,9 @@ impl Session {
         msg: &Message<'_>,
         mail: &str,
     ) -> Result<(Vec<Reply>, bool), Error> {
-        let mut batch = String::with_capacity(mail.len() + 2 + msg.recipients.len() * 64 + 6);
-        batch.push_str(mail);
-        batch.push_str("\r\n");
-        for rcpt in msg.recipients {
-            if is_sendable(rcpt) && !rcpt.is_empty() {
-                batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
-            }
-        }
-        batch.push_str("DATA\r\n");
-        tracing::trace!(addr = %self.addr, "smarthost <- {}", batch.trim_end());
-        self.write(Stage::Mail, batch.as_bytes()).await?;
-        let mail_reply = self.read_reply(Stage::Mail).await?;
-        if !mail_reply.is_positive() {
-            // The RCPT and DATA replies are 503s (bad sequence), or never come if the server
-            // is closing (421); MAIL's reply is the answer either way.
-            if mail_reply.code != 421 {
-                let sent = msg
-                    .recipients
-                    .iter()
-                    .filter(|r| is_sendable(r) && !r.is_empty())
-                    .count();
-                for _ in 0..=sent {
-                    self.read_reply(Stage::Rcpt).await?;
-                }
-            }
-            return Err(Error::Rejected {
-                stage: Stage::Mail,
-                reply: mail_reply,
-            });
-        }
-        let mut replies = Vec::with_capacity(msg.recipients.len());
-        for rcpt in msg.recipients {
-            if !is_sendable(rcpt) || rcpt.is_empty() {
-                replies.push(unsendable());
-                continue;
-            }
-            replies.push(self.read_reply(Stage::Rcpt).await?);
-        }
+        let (batch, sent) = envelope_batch(mail, msg.recipients, "DATA");
+        self.write(Stage::Mail, &batch).await?;
+        let mut replies = self.envelope_replies(msg, sent).await?;
         let go = self.read_reply(Stage::Data).await?;
         let accepted = replies.iter().any(Reply::is_positive);
         if !go.is_intermediate() {
@@ -1024,6 +960,38 @@ impl Session {
             *reply = last.clone();
         }
         Ok((replies, true))
+    }
+
+    /// Reads the replies to a pipelined MAIL and its `sent` RCPTs: one per recipient (a local
+    /// refusal for unsendable ones). A refused MAIL is the error; the RCPT replies and the one
+    /// to the final command are then 503s (bad sequence) and are read and dropped, unless
+    /// the server is closing (421) and sends none.
+    async fn envelope_replies(
+        &mut self,
+        msg: &Message<'_>,
+        sent: usize,
+    ) -> Result<Vec<Reply>, Error> {
+        let mail_reply = self.read_reply(Stage::Mail).await?;
+        if !mail_reply.is_positive() {
+            if mail_reply.code != 421 {
+                for _ in 0..=sent {
+                    self.read_reply(Stage::Rcpt).await?;
+                }
+            }
+            return Err(Error::Rejected {
+                stage: Stage::Mail,
+                reply: mail_reply,
+            });
+        }
+        let mut replies = Vec::with_capacity(msg.recipients.len());
+        for rcpt in msg.recipients {
+            if !is_sendable(rcpt) || rcpt.is_empty() {
+                replies.push(unsendable());
+                continue;
+            }
+            replies.push(self.read_reply(Stage::Rcpt).await?);
+        }
+        Ok(replies)
     }
 
     async fn stream_body(&mut self, body: &Body) -> Result<(), Error> {
@@ -1110,6 +1078,25 @@ impl Session {
         }
         let _ = self.io.shutdown().await;
     }
+}
+
+/// MAIL, a RCPT per sendable recipient and `last` (DATA or BDAT), CRLF-terminated, for one
+/// pipelined write; also how many RCPTs it holds.
+fn envelope_batch(mail: &str, recipients: &[String], last: &str) -> (Vec<u8>, usize) {
+    let mut batch = Vec::with_capacity(mail.len() + recipients.len() * 64 + last.len() + 8);
+    batch.extend_from_slice(mail.as_bytes());
+    batch.extend_from_slice(b"\r\n");
+    let mut sent = 0;
+    for rcpt in recipients
+        .iter()
+        .filter(|r| is_sendable(r) && !r.is_empty())
+    {
+        batch.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+        sent += 1;
+    }
+    batch.extend_from_slice(last.as_bytes());
+    batch.extend_from_slice(b"\r\n");
+    (batch, sent)
 }
 
 /// Reads up to [`BODY_CHUNK`] bytes of a spooled body at `pos`, on the blocking pool.

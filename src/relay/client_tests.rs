@@ -246,12 +246,7 @@ async fn sessions_are_reused_for_the_next_message_and_closed_when_idle() {
     let connector = Connector::new(up).unwrap();
     let rcpts = vec!["a@x".to_string()];
     let body = Body::from_bytes(b"hi\r\n".to_vec());
-    let msg = Message {
-        mail_from: "s@x",
-        recipients: &rcpts,
-        body: &body,
-        size: 4,
-    };
+    let msg = message_with(&rcpts, &body);
     for _ in 0..2 {
         let got = connector.send("gw", &msg).await.unwrap();
         assert_eq!(got, vec![reply(250, &["queued"])]);
@@ -302,12 +297,7 @@ async fn pipelining_sends_the_envelope_in_one_write() {
     let connector = Connector::new(up).unwrap();
     let rcpts = vec!["a@x".to_string(), "b@x".into()];
     let body = Body::from_bytes(b"hi\r\n".to_vec());
-    let msg = Message {
-        mail_from: "s@x",
-        recipients: &rcpts,
-        body: &body,
-        size: 4,
-    };
+    let msg = message_with(&rcpts, &body);
     let got = connector.send("gw", &msg).await.unwrap();
     assert_eq!(
         got,
@@ -355,17 +345,8 @@ async fn pipelining_with_every_recipient_refused_but_354_sends_an_empty_message(
     let (addr, server) = scripted(&script).await;
     let rcpts = vec!["a@x".to_string()];
     let body = Body::from_bytes(b"secret\r\n".to_vec());
-    let msg = Message {
-        mail_from: "s@x",
-        recipients: &rcpts,
-        body: &body,
-        size: 8,
-    };
-    let got = Connector::new(upstream(addr))
-        .unwrap()
-        .send("gw", &msg)
-        .await
-        .unwrap();
+    let msg = message_with(&rcpts, &body);
+    let got = send_once(addr, &msg).await;
     assert_eq!(got, vec![reply(550, &["no"])]);
     let seen = server.await.unwrap();
     assert_eq!(seen[4], ".\r\n", "{seen:?}");
@@ -389,17 +370,8 @@ async fn chunking_sends_the_whole_message_in_one_write_without_dot_stuffing() {
     let (addr, server) = scripted(&script).await;
     let rcpts = vec!["a@x".to_string(), "b@x".into()];
     let body = Body::from_bytes(b".x\r\n".to_vec());
-    let msg = Message {
-        mail_from: "s@x",
-        recipients: &rcpts,
-        body: &body,
-        size: 4,
-    };
-    let got = Connector::new(upstream(addr))
-        .unwrap()
-        .send("gw", &msg)
-        .await
-        .unwrap();
+    let msg = message_with(&rcpts, &body);
+    let got = send_once(addr, &msg).await;
     assert_eq!(
         got,
         vec![
@@ -437,12 +409,7 @@ async fn a_session_closed_while_idle_is_replaced_without_losing_the_message() {
     let connector = Connector::new(up).unwrap();
     let rcpts = vec!["a@x".to_string()];
     let body = Body::from_bytes(b"hi\r\n".to_vec());
-    let msg = Message {
-        mail_from: "s@x",
-        recipients: &rcpts,
-        body: &body,
-        size: 4,
-    };
+    let msg = message_with(&rcpts, &body);
     connector.send("gw", &msg).await.unwrap();
     // The idle session is dead: the message goes over a fresh one, whose MAIL gets 421:
     // that is a reply from a live session, so it is the message's (transient) failure.
@@ -499,12 +466,7 @@ async fn helo_fallback_per_recipient_results_and_stuffing() {
     let body = spool.body(&id).unwrap();
     assert!(body.in_memory().is_none());
     let rcpts = vec!["a@x".to_string(), "b@x".into(), "c@x".into()];
-    let msg = Message {
-        mail_from: "s@x",
-        recipients: &rcpts,
-        body: &body,
-        size: 30,
-    };
+    let msg = message_with(&rcpts, &body);
     let got = Connector::new(upstream(addr))
         .unwrap()
         .send("gw.test", &msg)
@@ -611,6 +573,25 @@ fn bearer_initial_responses() {
         .decode(odd.initial_response(&Secret::new("t".into())).as_str())
         .unwrap();
     assert!(raw.starts_with(b"n,a=a=3Db=2Cc,\x01host="));
+}
+
+/// A message from `s@x` with `body`, its size the body's.
+fn message_with<'a>(rcpts: &'a [String], body: &'a Body) -> Message<'a> {
+    Message {
+        mail_from: "s@x",
+        recipients: rcpts,
+        body,
+        size: body.len(),
+    }
+}
+
+/// Sends `msg` in a session of its own (no reuse) and expects a result.
+async fn send_once(addr: SocketAddr, msg: &Message<'_>) -> Vec<Reply> {
+    Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw", msg)
+        .await
+        .unwrap()
 }
 
 fn message(rcpts: &[String]) -> Message<'_> {

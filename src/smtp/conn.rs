@@ -606,14 +606,7 @@ fn envelope(session: &Session, txn: &Transaction, now: std::time::SystemTime) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future `f` returns, without calling it.
-    fn future_size<F, A, B, C, D, E, R>(_: &F) -> usize
-    where
-        F: Fn(A, B, C, D, E) -> R,
-    {
-        std::mem::size_of::<R>()
-    }
+    use crate::io::future_size;
 
     /// Every connection's task holds this future for its whole life: what it needs while
     /// waiting for a command must stay small (issue 5: at most 4 KiB per idle connection, all
