@@ -436,3 +436,56 @@ async fn sigkill_mid_stream_loses_no_relayed_message() {
         accepted.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailgate_queue_lists_a_deferred_message_while_the_gateway_runs() {
+    let smarthost = Smarthost::start(Options {
+        faults: vec![Fault::always(Stage::Rcpt, 451)],
+        ..Options::default()
+    })
+    .await;
+    let gw = start(&smarthost, &[("retry", r#"["1h"]"#)]).await;
+    submit_as_alice(
+        &gw,
+        &["friend@remote.example", "bob@example.test"],
+        WIRE_BODY,
+    )
+    .await;
+    // Bob's copy is delivered; the remote recipient is deferred for an hour.
+    eventually("a deferred attempt", WAIT, || {
+        let q = mailgate::spool::inspect(&gw.state().join("spool")).unwrap_or_default();
+        async move { q.first().is_some_and(|e| e.attempts == 1) }
+    })
+    .await;
+    let config = gw
+        .state()
+        .parent()
+        .expect("gateway folder")
+        .join("mailgate.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["queue", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run mailgate queue");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("from alice@example.test"), "{text}");
+    assert!(text.contains("attempts 1"), "{text}");
+    assert!(text.contains("friend@remote.example: pending"), "{text}");
+    assert!(
+        text.contains("bob@example.test (local): delivered"),
+        "{text}"
+    );
+    assert!(text.contains("1 message(s) in"), "{text}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["queue", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run mailgate queue --json");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let env = mailgate::spool::Envelope::parse(line.trim().as_bytes()).expect("one envelope");
+    assert_eq!(env.mail_from, "alice@example.test");
+    assert_eq!(env.recipients.len(), 2);
+    gw.stop().await;
+}
