@@ -1,5 +1,5 @@
 //! Spool slot files (`mailgate::spool::slot`): a slot of any content is read without a panic
-//! or an unbounded allocation, and only a slot whose checksum holds counts as a message.
+//! or an unbounded allocation, and only records whose checksum holds count as messages.
 
 #![no_main]
 
@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 use libfuzzer_sys::fuzz_target;
-use mailgate::spool::slot::{Header, HEADER_LEN, verify};
+use mailgate::spool::slot::{Header, HEADER_LEN, records, verify};
 
 const MAX_ENV: usize = 64 * 1024;
 
@@ -22,15 +22,21 @@ fuzz_target!(|data: &[u8]| {
         .open(&path)
         .expect("temp file");
     file.write_all(data).expect("write");
-    if let Some((header, env)) = verify(&file, MAX_ENV).expect("read") {
+    let found = records(&file, MAX_ENV).expect("read");
+    let mut end = 0;
+    for (base, header, env) in &found {
+        assert!(*base >= end, "records overlap");
         assert_eq!(env.len(), header.env_len as usize);
         assert!(env.len() <= MAX_ENV);
-        assert!(header.env_offset() + env.len() as u64 <= data.len() as u64);
+        assert!(base + header.env_offset() + env.len() as u64 <= data.len() as u64);
+        end = base + header.record_len();
+    }
+    if let Some((base, header, env)) = found.first() {
         // Flipping a body or envelope byte breaks the checksum.
         if header.env_offset() + (env.len() as u64) > HEADER_LEN {
-            let at = HEADER_LEN as usize;
-            file.write_all_at(&[data[at] ^ 1], HEADER_LEN).expect("write");
-            assert!(verify(&file, MAX_ENV).expect("read").is_none());
+            let at = (base + HEADER_LEN) as usize;
+            file.write_all_at(&[data[at] ^ 1], base + HEADER_LEN).expect("write");
+            assert!(verify(&file, *base, MAX_ENV).expect("read").is_none());
         }
     }
 });

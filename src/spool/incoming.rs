@@ -16,6 +16,8 @@ pub struct Body {
     pub(super) source: Source,
     /// The slot file, for error messages.
     pub(super) path: PathBuf,
+    /// Where the body starts in the slot file.
+    pub(super) offset: u64,
     pub(super) len: u64,
 }
 
@@ -33,6 +35,7 @@ impl Body {
             len: bytes.len() as u64,
             source: Source::Memory(bytes),
             path: PathBuf::from("(memory)"),
+            offset: 0,
         }
     }
 
@@ -68,7 +71,7 @@ impl Body {
         let n = buf.len().min((self.len - pos) as usize);
         match &self.source {
             Source::Memory(b) => buf[..n].copy_from_slice(&b[pos as usize..pos as usize + n]),
-            Source::File(f) => f.read_exact_at(&mut buf[..n], slot::HEADER_LEN + pos)?,
+            Source::File(f) => f.read_exact_at(&mut buf[..n], self.offset + pos)?,
         }
         Ok(n)
     }
@@ -150,28 +153,24 @@ impl Incoming {
         if self.broken {
             return Err(Error::Broken(self.id.clone()));
         }
-        let slot = self.slot.take();
         let spool = self.spool.clone();
         let id = self.id.clone();
         let buf = std::mem::take(&mut self.buf);
+        let Some(taken) = self.slot.take() else {
+            // Nothing written yet: the whole message is in memory and joins a group commit.
+            spool.commit_small(id.clone(), buf, envelope).await?;
+            return Ok(id);
+        };
         let written = self.written;
         let hasher = self.hasher.clone();
         blocking(move || {
-            let taken = match slot {
-                Some(t) => t,
-                None => spool.take_slot()?,
-            };
             let path = spool.slot_path(taken.n);
             taken
                 .file
                 .write_all_at(&buf, slot::HEADER_LEN + written)
                 .map_err(io_err("write", &path))?;
             let size = written + buf.len() as u64;
-            spool.seal(&id, taken, size, hasher, &mut envelope)?;
-            if written == 0 {
-                spool.remember(envelope, buf);
-            }
-            Ok(())
+            spool.seal(&id, taken, size, hasher, &mut envelope)
         })
         .await?;
         Ok(self.id.clone())

@@ -23,6 +23,7 @@
 //! calls are plain blocking functions; callers on the runtime wrap them in `spawn_blocking`.
 
 pub mod entry;
+mod group;
 mod incoming;
 pub mod slot;
 
@@ -115,6 +116,7 @@ pub struct Spool {
 pub struct Detached {
     id: String,
     slot: u32,
+    base: u64,
     overridden: bool,
 }
 
@@ -132,14 +134,22 @@ struct Index {
     /// Just committed, not yet picked up by the relay worker: see [`Spool::take_recent`].
     recent: HashMap<String, (Envelope, Body)>,
     free: Vec<u32>,
+    /// Queued records per slot in use; a slot whose count drops to 0 is free again.
+    live: HashMap<u32, u32>,
     /// The number the next new slot file gets.
     next: u32,
+    /// Small messages waiting for the next group commit, and whether a batch is being
+    /// written (see [`Spool::commit_small`]).
+    pending: Vec<group::Pending>,
+    committing: bool,
 }
 
 /// Where a queued message lives.
 #[derive(Debug, Clone)]
 struct Queued {
     slot: u32,
+    /// Offset of its record in the slot file.
+    base: u64,
     header: slot::Header,
     /// `env/<id>.json` holds a newer envelope than the slot.
     overridden: bool,
@@ -299,7 +309,7 @@ impl Spool {
         }
         let path = self.slot_path(q.slot);
         let file = File::open(&path).map_err(io_err("open", &path))?;
-        let bytes = slot::read_envelope(&file, &q.header).map_err(io_err("read", &path))?;
+        let bytes = slot::read_envelope(&file, q.base, &q.header).map_err(io_err("read", &path))?;
         parse(&path, &bytes)
     }
 
@@ -326,6 +336,7 @@ impl Spool {
         Ok(Body {
             source: Source::File(Arc::new(file)),
             path,
+            offset: q.base + slot::HEADER_LEN,
             len: q.header.body_len,
         })
     }
@@ -365,31 +376,45 @@ impl Spool {
         Some(Detached {
             id: id.to_string(),
             slot: q.slot,
+            base: q.base,
             overridden: q.overridden,
         })
     }
 
-    /// The second half of [`Spool::remove`]: deletes the envelope override and marks the slot
-    /// free (unsynced), then offers it for reuse.
+    /// The second half of [`Spool::remove`]: deletes the envelope override and marks the
+    /// record free (unsynced); once no record in its slot is queued, the slot is reused.
     pub fn free(&self, d: Detached) -> Result<(), Error> {
         if d.overridden {
             remove_if_exists(&self.envelope_path(&d.id))?;
         }
         let path = self.slot_path(d.slot);
+        let last = {
+            let mut index = self.lock();
+            let left = index.live.get_mut(&d.slot).map(|n| {
+                *n = n.saturating_sub(1);
+                *n
+            });
+            if left == Some(0) {
+                index.live.remove(&d.slot);
+            }
+            left.unwrap_or(0) == 0
+        };
         let freed = OpenOptions::new()
             .write(true)
             .open(&path)
             .and_then(|f| {
-                slot::mark_free(&f)?;
-                if f.metadata()?.len() > TRUNCATE_ABOVE {
+                slot::mark_free(&f, d.base)?;
+                if last && f.metadata()?.len() > TRUNCATE_ABOVE {
                     f.set_len(0)?;
                 }
                 Ok(())
             })
             .map_err(io_err("free", &path));
-        // A slot that could not be marked free is still reused: the next message overwrites
-        // it. Until then a restart would deliver the old message again, hence the error.
-        self.release(d.slot);
+        // A record that could not be marked free is still overwritten when its slot is
+        // reused. Until then a restart would deliver the old message again, hence the error.
+        if last {
+            self.release(d.slot);
+        }
         freed
     }
 
@@ -512,25 +537,75 @@ impl Spool {
             crc: 0,
         };
         header.crc = header.checksum(hasher);
-        let end = header.env_offset() + json.len() as u64;
+        let end = header.record_len();
         let written = file
             .write_all_at(&json, header.env_offset())
             .and_then(|()| file.write_all_at(&header.encode(), 0))
-            .and_then(|()| grow_in_steps(file, end))
+            .and_then(|()| file.write_all_at(&slot::END, end))
+            .and_then(|()| grow_in_steps(file, end + slot::END.len() as u64))
             .and_then(|()| file.sync_data());
         if let Err(e) = written {
             // The header may be in the page cache already; a later write-back must not turn
             // a message that got no 250 into one that a restart delivers.
-            let _ = slot::mark_free(file);
+            let _ = slot::mark_free(file, 0);
             return Err(io_err("write", &path)(e));
         }
         let queued = Queued {
             slot: n,
+            base: 0,
             header,
             overridden: false,
         };
-        self.lock().queued.insert(id.to_string(), queued);
+        let mut index = self.lock();
+        index.queued.insert(id.to_string(), queued);
+        index.live.insert(n, 1);
         taken.sealed = true;
+        Ok(())
+    }
+
+    /// Writes a batch of small messages into one free slot with one `fdatasync` (the group
+    /// commit behind [`Spool::commit_small`]) and indexes them. On failure none is indexed.
+    fn seal_batch(&self, batch: &mut [group::Pending]) -> Result<(), Error> {
+        let taken = self.take_slot()?;
+        let path = self.slot_path(taken.n);
+        let mut bytes = Vec::with_capacity(batch.iter().map(|p| p.body.len() + 1024).sum());
+        let mut records = Vec::with_capacity(batch.len());
+        for p in batch.iter_mut() {
+            p.env.id = p.id.clone();
+            p.env.size = p.body.len() as u64;
+            let json = p.env.to_bytes().map_err(|source| Error::Envelope {
+                path: path.clone(),
+                source,
+            })?;
+            let base = bytes.len() as u64;
+            records.push((base, slot::encode_record(&mut bytes, &p.id, &p.body, &json)));
+        }
+        bytes.extend_from_slice(&slot::END);
+        let file = &taken.file;
+        let written = file
+            .write_all_at(&bytes, 0)
+            .and_then(|()| grow_in_steps(file, bytes.len() as u64))
+            .and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            for (base, _) in &records {
+                let _ = slot::mark_free(file, *base);
+            }
+            return Err(io_err("write", &path)(e));
+        }
+        let n = taken.n;
+        let mut taken = taken;
+        taken.sealed = true;
+        let mut index = self.lock();
+        index.live.insert(n, records.len() as u32);
+        for (p, (base, header)) in batch.iter().zip(records) {
+            let queued = Queued {
+                slot: n,
+                base,
+                header,
+                overridden: false,
+            };
+            index.queued.insert(p.id.clone(), queued);
+        }
         Ok(())
     }
 
@@ -567,43 +642,47 @@ impl Spool {
                 .open(&path)
                 .map_err(io_err("open", &path))?;
             let found =
-                slot::verify(&file, entry::MAX_ENVELOPE_LEN).map_err(io_err("read", &path))?;
-            let Some((header, env)) = found else {
-                index.free.push(n);
-                continue;
-            };
-            let usable = check_id(&header.id)
-                .and_then(|()| parse(&path, &env))
-                .and_then(|e| match e.id == header.id {
-                    true => Ok(()),
-                    false => Err(Error::Envelope {
-                        path: path.clone(),
-                        source: FormatError::BadId(e.id),
-                    }),
-                });
-            if let Err(e) = usable {
-                tracing::error!(slot = n, error = %e, "spool: unreadable message, moving aside");
-                self.quarantine_slot(&file, &header, &env)?;
-                index.free.push(n);
-                continue;
+                slot::records(&file, entry::MAX_ENVELOPE_LEN).map_err(io_err("read", &path))?;
+            let mut live = 0;
+            for (base, header, env) in found {
+                let usable = check_id(&header.id)
+                    .and_then(|()| parse(&path, &env))
+                    .and_then(|e| match e.id == header.id {
+                        true => Ok(()),
+                        false => Err(Error::Envelope {
+                            path: path.clone(),
+                            source: FormatError::BadId(e.id),
+                        }),
+                    });
+                if let Err(e) = usable {
+                    tracing::error!(slot = n, error = %e, "spool: unreadable message, moving aside");
+                    self.quarantine_record(&file, base, &header, &env)?;
+                    continue;
+                }
+                if index.queued.contains_key(&header.id) {
+                    tracing::warn!(
+                        id = header.id,
+                        slot = n,
+                        "spool: duplicate record, freeing it"
+                    );
+                    slot::mark_free(&file, base).map_err(io_err("free", &path))?;
+                    continue;
+                }
+                let id = header.id.clone();
+                let queued = Queued {
+                    slot: n,
+                    base,
+                    header,
+                    overridden: false,
+                };
+                index.queued.insert(id, queued);
+                live += 1;
             }
-            if index.queued.contains_key(&header.id) {
-                tracing::warn!(
-                    id = header.id,
-                    slot = n,
-                    "spool: duplicate slot, freeing it"
-                );
-                slot::mark_free(&file).map_err(io_err("free", &path))?;
+            if live == 0 {
                 index.free.push(n);
-                continue;
+            } else {
+                index.live.insert(n, live);
             }
-            let id = header.id.clone();
-            let queued = Queued {
-                slot: n,
-                header,
-                overridden: false,
-            };
-            index.queued.insert(id, queued);
         }
         // Keep the lowest numbers in use; surplus free slots are deleted.
         index.free.sort_unstable_by(|a, b| b.cmp(a));
@@ -689,8 +768,14 @@ impl Spool {
         self.seal(id, taken, bytes.len() as u64, hasher, env)
     }
 
-    /// Copies a slot's message into `corrupt/` (`<id>` and `<id>.json`) and frees the slot.
-    fn quarantine_slot(&self, file: &File, header: &slot::Header, env: &[u8]) -> Result<(), Error> {
+    /// Copies a record's message into `corrupt/` (`<id>` and `<id>.json`) and frees it.
+    fn quarantine_record(
+        &self,
+        file: &File,
+        base: u64,
+        header: &slot::Header,
+        env: &[u8],
+    ) -> Result<(), Error> {
         let dir = self.corrupt_dir()?;
         let name = if check_id(&header.id).is_ok() {
             header.id.clone()
@@ -700,6 +785,7 @@ impl Spool {
         let body = Body {
             source: Source::File(Arc::new(file.try_clone().map_err(io_err("open", &dir))?)),
             path: dir.clone(),
+            offset: base + slot::HEADER_LEN,
             len: header.body_len,
         };
         write_durably(&dir.join(&name), |f| {
@@ -707,7 +793,7 @@ impl Spool {
         })?;
         write_durably(&dir.join(format!("{name}.json")), |f| f.write_all(env))?;
         sync_dir(&dir)?;
-        slot::mark_free(file).map_err(io_err("free", &dir))
+        slot::mark_free(file, base).map_err(io_err("free", &dir))
     }
 
     /// Moves an old-layout message into `corrupt/`.
@@ -787,20 +873,19 @@ pub fn inspect(dir: &Path) -> Result<Vec<Envelope>, Error> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err("open", &path)(e)),
         };
-        let found = slot::verify(&file, entry::MAX_ENVELOPE_LEN).map_err(io_err("read", &path))?;
-        let Some((header, bytes)) = found else {
-            continue;
-        };
-        let Ok(accepted) = parse(&path, &bytes) else {
-            continue;
-        };
-        let newer = dir.join("env").join(format!("{}.json", header.id));
-        let env = read_bounded(&newer, entry::MAX_ENVELOPE_LEN)
-            .and_then(|b| parse(&newer, &b))
-            .ok()
-            .filter(|e| e.id == header.id)
-            .unwrap_or(accepted);
-        out.push(env);
+        let found = slot::records(&file, entry::MAX_ENVELOPE_LEN).map_err(io_err("read", &path))?;
+        for (_, header, bytes) in found {
+            let Ok(accepted) = parse(&path, &bytes) else {
+                continue;
+            };
+            let newer = dir.join("env").join(format!("{}.json", header.id));
+            let env = read_bounded(&newer, entry::MAX_ENVELOPE_LEN)
+                .and_then(|b| parse(&newer, &b))
+                .ok()
+                .filter(|e| e.id == header.id)
+                .unwrap_or(accepted);
+            out.push(env);
+        }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
