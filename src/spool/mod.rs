@@ -3,11 +3,13 @@
 //!
 //! RFC 5321 §6.1 makes accepting a message a promise not to lose it, so the SMTP server may
 //! answer 250 after DATA only once [`Incoming::commit`] has returned: body and envelope were
-//! written into a slot file and `fdatasync`ed (see [`slot`] for the format and why slots are
-//! reused rather than created per message). Layout under the spool directory:
+//! written into a slot file and `fdatasync`ed, together with whatever else was committed at
+//! that moment (see [`slot`] for the format and why slots are reused rather than created per
+//! message, and `group.rs` for the group commit). Layout under the spool directory:
 //!
-//! - `slots/<n>`: slot files, each free or holding one message with the envelope it was
-//!   accepted with. Free slots are reused; at most [`MAX_FREE_SLOTS`] are kept.
+//! - `slots/<n>`: slot files, each free or holding the records of one batch of messages with
+//!   the envelopes they were accepted with. A slot is reused once all its records are freed;
+//!   at most [`MAX_FREE_SLOTS`] free slots are kept.
 //! - `env/<id>.json`: the current envelope ([`entry`]) of a message whose delivery state has
 //!   changed since it was accepted (some recipients done, a retry scheduled); it overrides the
 //!   envelope in the slot.
@@ -19,7 +21,8 @@
 //! checksum; a spool in the older one-file-per-message layout (`msg/`) is converted on open.
 //!
 //! Session-facing writes ([`Spool::receive`], [`Incoming`]) are async and run their disk I/O on
-//! the blocking pool, one hop per message of up to [`WRITE_BUFFER`] bytes. The worker-facing
+//! the blocking pool: a message of up to [`WRITE_BUFFER`] bytes joins a group commit, a larger
+//! one is streamed into a slot of its own. The worker-facing
 //! calls are plain blocking functions; callers on the runtime wrap them in `spawn_blocking`.
 
 pub mod entry;
