@@ -81,8 +81,11 @@ impl Record {
 /// Events buffered between sessions and the writer before new ones are dropped.
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 
-/// How often buffered lines are flushed to the file.
+/// How often buffered lines are written and flushed to the file.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Events written at once without waiting for the next flush.
+const WRITE_BATCH: usize = 256;
 
 /// Where and how the audit log is written (`[audit]`).
 #[derive(Debug, Clone)]
@@ -214,15 +217,19 @@ async fn writer(
     let mut batch = Vec::with_capacity(256);
     loop {
         tokio::select! {
-            n = rx.recv_many(&mut batch, 256) => {
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
                 if n == 0 {
                     break;
                 }
-                // Disk work stays off the async workers.
-                out = run_blocking(out, std::mem::take(&mut batch)).await;
+                // Lines wait for the next tick unless a full batch is there: under load that
+                // is one blocking-pool hop and one write per batch instead of per event.
+                if batch.len() >= WRITE_BATCH {
+                    // Disk work stays off the async workers.
+                    out = run_blocking(out, std::mem::take(&mut batch)).await;
+                }
             }
             _ = tick.tick() => {
-                out = run_blocking(out, Vec::new()).await;
+                out = run_blocking(out, std::mem::take(&mut batch)).await;
             }
             _ = shutdown.cancelled() => {
                 rx.close();
