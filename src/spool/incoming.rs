@@ -110,6 +110,8 @@ pub struct Incoming {
     buf: Vec<u8>,
     /// Body bytes already in the slot file.
     written: u64,
+    /// Checksum of the bytes already in the slot file (a message committed from memory is
+    /// checksummed by the group commit instead).
     hasher: crc32fast::Hasher,
 }
 
@@ -138,7 +140,6 @@ impl Incoming {
 
     /// Appends message bytes (CRLF line endings, already dot-unstuffed).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.hasher.update(bytes);
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= WRITE_BUFFER {
             self.flush().await?;
@@ -162,7 +163,8 @@ impl Incoming {
             return Ok(id);
         };
         let written = self.written;
-        let hasher = self.hasher.clone();
+        let mut hasher = self.hasher.clone();
+        hasher.update(&buf);
         blocking(move || {
             let path = spool.slot_path(taken.n);
             taken
@@ -191,6 +193,7 @@ impl Incoming {
         self.broken = true;
         let spool = self.spool.clone();
         let buf = std::mem::take(&mut self.buf);
+        self.hasher.update(&buf);
         let at = slot::HEADER_LEN + self.written;
         let (taken, mut buf) = blocking(move || {
             let taken = match slot {

@@ -255,19 +255,9 @@ mod tests {
     use super::*;
 
     fn write_slot(file: &File, id: &str, body: &[u8], env: &[u8]) -> Header {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(body);
-        hasher.update(env);
-        let mut header = Header {
-            id: id.into(),
-            body_len: body.len() as u64,
-            env_len: env.len() as u32,
-            crc: 0,
-        };
-        header.crc = header.checksum(hasher);
-        file.write_all_at(body, HEADER_LEN).unwrap();
-        file.write_all_at(env, header.env_offset()).unwrap();
-        file.write_all_at(&header.encode(), 0).unwrap();
+        let mut record = Vec::new();
+        let header = encode_record(&mut record, id, body, env);
+        file.write_all_at(&record, 0).unwrap();
         header
     }
 
