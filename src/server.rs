@@ -397,6 +397,7 @@ impl Server {
         }
         let spool =
             Arc::new(Spool::open(&config.delivery.spool).map_err(|e| Error::Spool(e.to_string()))?);
+        spool.set_commit_window(config.delivery.commit_window);
         let audit_shutdown = CancellationToken::new();
         let (audit, audit_task) = match &config.audit {
             Some(a) => {

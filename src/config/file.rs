@@ -531,6 +531,8 @@ pub struct DeliveryFile {
     pub spool: Option<PathBuf>,
     /// Default `<state_dir>/dead-letter`.
     pub dead_letter: Option<PathBuf>,
+    /// How long a group commit waits for messages still being received. Default "500us".
+    pub commit_window: Option<String>,
     /// `[delivery.upstream]`; absent means remote mail bounces.
     pub upstream: Option<UpstreamFile>,
 }

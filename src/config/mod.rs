@@ -243,6 +243,9 @@ pub struct DeliveryConfig {
     pub spool: PathBuf,
     /// Where undeliverable messages go when no bounce can be sent. Absolute.
     pub dead_letter: PathBuf,
+    /// How long a group commit waits, at most, for messages other sessions are still
+    /// receiving (zero: never).
+    pub commit_window: Duration,
     /// The smarthost, if remote mail is relayed.
     pub upstream: Option<Upstream>,
 }

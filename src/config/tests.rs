@@ -451,6 +451,23 @@ fn upstream_is_typed() {
         let u = ok(&text).delivery.upstream.expect("upstream set");
         assert_eq!(u.keep_idle, want);
     }
+    assert_eq!(ok(BASE).delivery.commit_window, Duration::from_micros(500));
+    for (value, want) in [
+        ("0s", Duration::ZERO),
+        ("250us", Duration::from_micros(250)),
+        ("2ms", Duration::from_millis(2)),
+    ] {
+        let text = format!("{BASE}[delivery]\ncommit_window = \"{value}\"\n");
+        assert_eq!(ok(&text).delivery.commit_window, want);
+    }
+    for value in ["1s", "soon"] {
+        let text = format!("{BASE}[delivery]\ncommit_window = \"{value}\"\n");
+        assert_eq!(
+            where_(&text),
+            [(Some(4), "delivery.commit_window".to_string())],
+            "{value}"
+        );
+    }
     let text =
         format!("{BASE}[delivery.upstream]\naddress = \"192.0.2.25:587\"\nkeep_idle = \"1h\"\n");
     assert_eq!(

@@ -27,6 +27,10 @@ const MAX_DURATION_TEXT: usize = 64;
 /// after 5 minutes of silence.
 const MAX_KEEP_IDLE: Duration = Duration::from_secs(300);
 
+/// Longest `[delivery] commit_window`: every message under load may wait this long before
+/// its fsync starts, so more than a few milliseconds only adds latency.
+const MAX_COMMIT_WINDOW: Duration = Duration::from_millis(10);
+
 /// Parses, mirrors and checks `text`; see [`Config::from_toml`].
 pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let mut ck = Checker {
@@ -450,8 +454,31 @@ impl<'a> Checker<'a> {
             maildir: under("delivery.maildir", &d.maildir, "maildir"),
             spool: under("delivery.spool", &d.spool, "spool"),
             dead_letter: under("delivery.dead_letter", &d.dead_letter, "dead-letter"),
+            commit_window: self.commit_window(d.commit_window.as_deref()),
             upstream: d.upstream.as_ref().and_then(|u| self.upstream(base, u)),
         }
+    }
+
+    /// `[delivery] commit_window`: "0s" turns the wait off.
+    fn commit_window(&mut self, text: Option<&str>) -> Duration {
+        const KEY: &str = "delivery.commit_window";
+        let window = match text.map(str::trim) {
+            None => crate::spool::DEFAULT_COMMIT_WINDOW,
+            Some("0" | "0s") => Duration::ZERO,
+            Some(text) => self.duration(KEY, None, text),
+        };
+        if window > MAX_COMMIT_WINDOW {
+            self.bad(
+                KEY,
+                None,
+                format!(
+                    "is longer than {}",
+                    humantime::format_duration(MAX_COMMIT_WINDOW)
+                ),
+                "every message may wait this long for its fsync; write e.g. commit_window = \"500us\"",
+            );
+        }
+        window
     }
 
     fn upstream(&mut self, base: &Path, u: &file::UpstreamFile) -> Option<Upstream> {
@@ -1108,7 +1135,7 @@ impl<'a> Checker<'a> {
 }
 
 /// Parses `"90s"`, `"30m"`, `"1h30m"`, `"5d"`: one or more `<digits><unit>` with no spaces;
-/// units `ms`, `s`, `m`, `h`, `d`, `w`.
+/// units `us`, `ms`, `s`, `m`, `h`, `d`, `w`.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, ()> {
     if text.is_empty() || text.len() > MAX_DURATION_TEXT {
         return Err(());
@@ -1123,6 +1150,7 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, ()> {
             .count();
         let n: u64 = rest[..digits].parse().map_err(|_| ())?;
         let unit = match &rest[digits..digits + letters] {
+            "us" => Duration::from_micros(1),
             "ms" => Duration::from_millis(1),
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),

@@ -113,10 +113,14 @@ pub struct Incoming {
     /// Checksum of the bytes already in the slot file (a message committed from memory is
     /// checksummed by the group commit instead).
     hasher: crc32fast::Hasher,
+    /// Counted among the messages a group commit may wait for (until it commits from
+    /// memory, spills to a slot of its own, or is dropped).
+    counted: bool,
 }
 
 impl Incoming {
     pub(super) fn new(spool: Spool, id: String) -> Incoming {
+        spool.receiving_started();
         Incoming {
             spool,
             id,
@@ -125,6 +129,7 @@ impl Incoming {
             buf: Vec::new(),
             written: 0,
             hasher: crc32fast::Hasher::new(),
+            counted: true,
         }
     }
 
@@ -159,7 +164,10 @@ impl Incoming {
         let buf = std::mem::take(&mut self.buf);
         let Some(taken) = self.slot.take() else {
             // Nothing written yet: the whole message is in memory and joins a group commit.
-            spool.commit_small(id.clone(), buf, envelope).await?;
+            let counted = std::mem::replace(&mut self.counted, false);
+            spool
+                .commit_small(id.clone(), buf, envelope, counted)
+                .await?;
             return Ok(id);
         };
         let written = self.written;
@@ -187,6 +195,10 @@ impl Incoming {
         if self.broken {
             return Err(Error::Broken(self.id.clone()));
         }
+        if std::mem::replace(&mut self.counted, false) {
+            // Too large for a group commit: it goes to a slot of its own.
+            self.spool.receiving_ended();
+        }
         let slot = self.slot.take();
         // If this future is dropped mid-write, the slot is released when the task's result
         // is dropped, and the message is broken.
@@ -213,6 +225,14 @@ impl Incoming {
         self.slot = Some(taken);
         self.broken = false;
         Ok(())
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.counted {
+            self.spool.receiving_ended();
+        }
     }
 }
 

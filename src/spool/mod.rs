@@ -30,6 +30,7 @@ mod group;
 mod incoming;
 pub mod slot;
 
+pub use group::DEFAULT_COMMIT_WINDOW;
 pub use incoming::{Body, BodyReader, Incoming};
 use incoming::{Source, Taken};
 
@@ -112,6 +113,7 @@ pub struct Spool {
     index: Arc<Mutex<Index>>,
     slots_sync: Arc<GroupSync>,
     env_sync: Arc<GroupSync>,
+    window: Arc<group::Window>,
 }
 
 /// Messages detached from the index, waiting for [`Spool::free`].
@@ -145,6 +147,10 @@ struct Index {
     /// written (see [`Spool::commit_small`]).
     pending: Vec<group::Pending>,
     committing: bool,
+    /// Messages being received in memory that will likely join a group commit, and whether
+    /// the writer waits for them (see [`DEFAULT_COMMIT_WINDOW`]).
+    receiving: usize,
+    writer_waiting: bool,
 }
 
 /// Where a queued message lives.
@@ -229,6 +235,7 @@ impl Spool {
             index: Default::default(),
             slots_sync: Default::default(),
             env_sync: Default::default(),
+            window: Default::default(),
         };
         for d in [&spool.tmp, &spool.slots, &spool.env] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;

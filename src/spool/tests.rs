@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn group_sync_covers_every_caller_and_shares_fsyncs() {
@@ -411,6 +412,85 @@ async fn concurrent_commits_share_slots_and_survive_a_restart() {
     assert_eq!(third.lock().free.len(), slots);
     assert!(third.lock().live.is_empty());
     assert!(Spool::open(dir.path()).unwrap().is_empty());
+}
+
+/// Starts receiving a small message with `text` as its body.
+async fn receiving(spool: &Spool, text: &str) -> Incoming {
+    let mut msg = spool.receive().await.unwrap();
+    msg.write(text.as_bytes()).await.unwrap();
+    msg
+}
+
+/// Commits `msg` on its own task, as a session would.
+fn commit_in_background(msg: Incoming) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move { msg.commit(envelope()).await.unwrap() })
+}
+
+/// Waits for a commit that must complete (a wait that never ends fails the test instead of
+/// hanging it).
+async fn committed(task: tokio::task::JoinHandle<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the commit completes")
+        .unwrap()
+}
+
+/// Gives a waiting commit the chance to finish if it wrongly would.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_waits_for_messages_still_being_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    // A window far longer than the test: whatever completes did not wait it out.
+    spool.set_commit_window(Duration::from_secs(3600));
+
+    // A lone sender does not wait.
+    let lone = receiving(&spool, "Subject: lone\r\n\r\nhi\r\n").await;
+    committed(commit_in_background(lone)).await;
+
+    // The first commit waits for the message still being received; both share one batch.
+    let a = receiving(&spool, "Subject: a\r\n\r\nhi\r\n").await;
+    let b = receiving(&spool, "Subject: b\r\n\r\nhi\r\n").await;
+    let first = commit_in_background(a);
+    settle().await;
+    assert!(!first.is_finished(), "the batch waits for b");
+    let second = committed(commit_in_background(b)).await;
+    let first = committed(first).await;
+    let (qa, qb) = (
+        spool.queued(&first).unwrap(),
+        spool.queued(&second).unwrap(),
+    );
+    assert_eq!(qa.slot, qb.slot, "one batch, one slot");
+    assert_ne!(qa.base, qb.base);
+
+    // A message dropped, or grown too large for the group commit, no longer holds it up.
+    let c = receiving(&spool, "Subject: c\r\n\r\nhi\r\n").await;
+    let d = receiving(&spool, "Subject: d\r\n\r\nhi\r\n").await;
+    let waiting = commit_in_background(c);
+    settle().await;
+    assert!(!waiting.is_finished());
+    drop(d);
+    committed(waiting).await;
+
+    let e = receiving(&spool, "Subject: e\r\n\r\nhi\r\n").await;
+    let mut f = receiving(&spool, "Subject: f\r\n\r\n").await;
+    let waiting = commit_in_background(e);
+    settle().await;
+    assert!(!waiting.is_finished());
+    f.write(&vec![b'x'; WRITE_BUFFER]).await.unwrap();
+    committed(waiting).await;
+    committed(commit_in_background(f)).await;
+
+    // With the window off, nothing waits.
+    spool.set_commit_window(Duration::ZERO);
+    let g = receiving(&spool, "Subject: g\r\n\r\nhi\r\n").await;
+    let _h = receiving(&spool, "Subject: h\r\n\r\nhi\r\n").await;
+    committed(commit_in_background(g)).await;
+    assert_eq!(spool.len(), 7);
+    assert_eq!(spool.lock().receiving, 1, "h is still being received");
 }
 
 #[test]
