@@ -242,12 +242,12 @@ impl Drop for Incoming {
 pub(super) struct Taken {
     spool: Spool,
     pub(super) n: u32,
-    pub(super) file: File,
+    pub(super) file: Arc<File>,
     pub(super) sealed: bool,
 }
 
 impl Taken {
-    pub(super) fn new(spool: &Spool, n: u32, file: File) -> Taken {
+    pub(super) fn new(spool: &Spool, n: u32, file: Arc<File>) -> Taken {
         Taken {
             spool: spool.clone(),
             n,

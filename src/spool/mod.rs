@@ -53,6 +53,10 @@ pub const WRITE_BUFFER: usize = 64 * 1024;
 /// Free slots kept for reuse; a slot freed beyond this is deleted.
 pub const MAX_FREE_SLOTS: usize = 1024;
 
+/// Slot files kept open (see [`Spool::slot_file`]): enough for the slots in use on a busy
+/// gateway, few enough that a large backlog does not eat the file-descriptor limit.
+const OPEN_SLOTS: usize = 128;
+
 /// A freed slot longer than this is truncated, so one large message does not keep its disk
 /// space for as long as the slot lives.
 const TRUNCATE_ABOVE: u64 = 1024 * 1024;
@@ -147,6 +151,8 @@ struct Index {
     /// written (see [`Spool::commit_small`]).
     pending: Vec<group::Pending>,
     committing: bool,
+    /// Open slot files, so that writing, reading and freeing records costs no `open`.
+    files: HashMap<u32, Arc<File>>,
     /// Messages being received in memory that will likely join a group commit, and whether
     /// the writer waits for them (see [`DEFAULT_COMMIT_WINDOW`]).
     receiving: usize,
@@ -318,7 +324,7 @@ impl Spool {
             }
         }
         let path = self.slot_path(q.slot);
-        let file = File::open(&path).map_err(io_err("open", &path))?;
+        let file = self.slot_file(q.slot).map_err(io_err("open", &path))?;
         let bytes = slot::read_envelope(&file, q.base, &q.header).map_err(io_err("read", &path))?;
         parse(&path, &bytes)
     }
@@ -342,9 +348,9 @@ impl Spool {
         check_id(id)?;
         let q = self.queued(id)?;
         let path = self.slot_path(q.slot);
-        let file = File::open(&path).map_err(io_err("open", &path))?;
+        let file = self.slot_file(q.slot).map_err(io_err("open", &path))?;
         Ok(Body {
-            source: Source::File(Arc::new(file)),
+            source: Source::File(file),
             path,
             offset: q.base + slot::HEADER_LEN,
             len: q.header.body_len,
@@ -409,9 +415,8 @@ impl Spool {
             }
             left.unwrap_or(0) == 0
         };
-        let freed = OpenOptions::new()
-            .write(true)
-            .open(&path)
+        let freed = self
+            .slot_file(d.slot)
             .and_then(|f| {
                 slot::mark_free(&f, d.base)?;
                 if last && f.metadata()?.len() > TRUNCATE_ABOVE {
@@ -474,6 +479,39 @@ impl Spool {
         self.slots.join(n.to_string())
     }
 
+    /// Slot file `n`, open for reading and writing: from the cache of open slots, or opened
+    /// and cached (the cache holds at most [`OPEN_SLOTS`]; beyond that some other entry is
+    /// closed, once its last user is done with it).
+    fn slot_file(&self, n: u32) -> io::Result<Arc<File>> {
+        if let Some(file) = self.lock().files.get(&n) {
+            return Ok(file.clone());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.slot_path(n))?;
+        Ok(self.cache_slot_file(n, file))
+    }
+
+    fn cache_slot_file(&self, n: u32, file: File) -> Arc<File> {
+        let file = Arc::new(file);
+        let mut index = self.lock();
+        if index.files.len() >= OPEN_SLOTS && !index.files.contains_key(&n) {
+            let other = index.files.keys().next().copied();
+            if let Some(other) = other {
+                index.files.remove(&other);
+            }
+        }
+        index.files.insert(n, file.clone());
+        file
+    }
+
+    /// Deletes slot file `n` (no longer in use) and closes it.
+    fn delete_slot(&self, n: u32) -> Result<(), Error> {
+        self.lock().files.remove(&n);
+        remove_if_exists(&self.slot_path(n))
+    }
+
     fn envelope_path(&self, id: &str) -> PathBuf {
         self.env.join(format!("{id}.json"))
     }
@@ -483,8 +521,7 @@ impl Spool {
     fn take_slot(&self) -> Result<Taken, Error> {
         let reuse = self.lock().free.pop();
         if let Some(n) = reuse {
-            let path = self.slot_path(n);
-            match OpenOptions::new().read(true).write(true).open(&path) {
+            match self.slot_file(n) {
                 Ok(file) => return Ok(Taken::new(self, n, file)),
                 // Deleted behind our back: forget it and make a new one.
                 Err(e) => tracing::warn!(slot = n, error = %e, "spool: free slot unusable"),
@@ -502,7 +539,7 @@ impl Spool {
             .create_new(true)
             .open(&path)
             .map_err(io_err("create", &path))?;
-        let taken = Taken::new(self, n, file);
+        let taken = Taken::new(self, n, self.cache_slot_file(n, file));
         self.slots_sync.sync(&self.slots)?;
         Ok(taken)
     }
@@ -515,8 +552,7 @@ impl Spool {
             return;
         }
         drop(index);
-        let path = self.slot_path(n);
-        if let Err(e) = remove_if_exists(&path) {
+        if let Err(e) = self.delete_slot(n) {
             tracing::warn!(error = %e, "spool: cannot delete surplus slot");
         }
     }
@@ -699,7 +735,7 @@ impl Spool {
         while index.free.len() > MAX_FREE_SLOTS {
             if let Some(n) = index.free.first().copied() {
                 index.free.remove(0);
-                remove_if_exists(&self.slot_path(n))?;
+                self.delete_slot(n)?;
             }
         }
         *self.lock() = index;

@@ -509,3 +509,32 @@ fn a_batch_torn_by_a_crash_is_not_delivered_and_older_records_stay_freed() {
     file.write_all_at(&batch, 0).unwrap();
     assert!(Spool::open(dir.path()).unwrap().is_empty());
 }
+
+#[test]
+fn open_slot_files_are_bounded_and_every_message_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let n = OPEN_SLOTS + 40;
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            spool
+                .enqueue_bytes(envelope(), format!("body {i}\r\n").as_bytes())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names(&spool.slots).len(), n, "one slot each");
+    assert!(spool.lock().files.len() <= OPEN_SLOTS);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(body_of(&spool, id), format!("body {i}\r\n").as_bytes());
+        assert!(spool.lock().files.len() <= OPEN_SLOTS);
+    }
+    for id in &ids {
+        spool.remove(id).unwrap();
+    }
+    assert!(spool.is_empty());
+    assert!(spool.lock().files.len() <= OPEN_SLOTS);
+    // A freed slot is reused through its cached file.
+    let again = spool.enqueue_bytes(envelope(), b"again\r\n").unwrap();
+    assert_eq!(body_of(&spool, &again), b"again\r\n");
+    assert_eq!(names(&spool.slots).len(), n);
+}
