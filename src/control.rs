@@ -164,7 +164,7 @@ pub fn respond(allowlist: &Allowlist, line: &str, now: SystemTime) -> String {
             for (net, e) in allowlist.entries(now) {
                 let listed = ListedEntry {
                     net: net.to_string(),
-                    user: e.user,
+                    user: e.user.into(),
                     inserted_at: unix_secs(e.inserted_at),
                     expires_at: unix_secs(e.expires_at),
                 };

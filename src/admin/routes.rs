@@ -275,7 +275,7 @@ async fn list(State(app): State<App>) -> Json<Vec<ListedEntry>> {
 fn listed(net: ipnet::IpNet, e: allowlist::Entry) -> ListedEntry {
     ListedEntry {
         net: net.to_string(),
-        user: e.user,
+        user: e.user.into(),
         inserted_at: crate::clock::unix_secs(e.inserted_at),
         expires_at: crate::clock::unix_secs(e.expires_at),
     }

@@ -498,7 +498,7 @@ impl Session {
             && let Some(entry) = list.lookup(ip, now)
         {
             return Some(Authorization::PopBeforeSmtp {
-                user: entry.user.clone(),
+                user: entry.user.into(),
             });
         }
         if self.settings.trusted {
