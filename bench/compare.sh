@@ -66,19 +66,12 @@ trap cleanup EXIT
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-wait_port() { # port: until something accepts on 127.0.0.1:port (10 s)
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 
 # --- users: user0000 .. user0999, {PLAIN}bench-password (plus postmaster for mailgate) -------
-for i in $(seq 0 999); do printf 'user%04d\n' "$i"; done > "$T/names"
-sed 's/$/:{PLAIN}bench-password/' "$T/names" > "$T/users"
+bench_users "$T"
 
 # --- smtp-sink: the do-nothing baseline, and the downstream that relayed mail goes to --------
 smtp-sink -u nobody 127.0.0.1:$SINK 1024 > "$T/sink.log" 2>&1 &
@@ -88,12 +81,7 @@ PIDS+=("$!")
 wait_port $SINK; wait_port $DOWNSTREAM
 
 # --- mailgate ------------------------------------------------------------------------------
-mkdir -p "$T/mailgate"
-cp "$T/users" "$T/mailgate/users"
-echo 'postmaster:{PLAIN}bench-password' >> "$T/mailgate/users"
-sed -e "s/:41110/:$MG_POP3/; s/:41995/:$MG_POP3S/; s/:42525/:$MG_SMTP/; s/:42587/:$MG_SUB/" \
-    -e "s/:42465/:$MG_SUBS/; s/:42526/:$MG_CONTROL/; s/:43526/:$DOWNSTREAM/" \
-    "$ROOT/bench/mailgate.toml" > "$T/mailgate/mailgate.toml"
+bench_mailgate_config "$T" "$T/mailgate"
 "$MAILGATE" check-config --config "$T/mailgate/mailgate.toml" > /dev/null
 
 start_mailgate() { # a fresh instance with an empty state folder

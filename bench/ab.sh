@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Checks a change: alternating runs of two mailgate builds, with smtp-sink measured before
+# each pair, so that both builds see the same machine (throughput here moves by 10% from run
+# to run, more than most single changes gain). Prints every round and the medians.
+# See docs/benchmarks.md, "Checking a change".
+#
+# Usage: bench/ab.sh [--rounds 3] [--duration 10s] [--concurrency 16] [--scenario relay]
+#                    OLD-BINARY NEW-BINARY
+#   e.g.  git stash; cargo build --release; cp target/release/mailgate /tmp/mg-old
+#         git stash pop; cargo build --release --bin mailgate --bin mailgate-load
+#         bench/ab.sh /tmp/mg-old target/release/mailgate
+# Scenarios: relay, auth-plain, auth-login, auth-cram, auth-ntlm, pop3 (as in compare.sh).
+# Environment: BASE_PORT (default 30000) moves every port. Needs smtp-sink (Debian: postfix).
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=3
+DURATION=10s
+CONC=16
+SCENARIO=relay
+while [ $# -gt 2 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --concurrency) CONC=$2; shift 2 ;;
+        --scenario) SCENARIO=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+if [ $# -ne 2 ]; then
+    sed -n '2,13p' "$0" >&2
+    exit 2
+fi
+OLD=$(realpath "$1"); NEW=$(realpath "$2")
+command -v smtp-sink > /dev/null || { echo "smtp-sink not found (Debian: postfix)" >&2; exit 1; }
+
+B=${BASE_PORT:-30000}
+MG_POP3=$((B + 1110)); MG_POP3S=$((B + 1995)); MG_SMTP=$((B + 2525))
+MG_SUB=$((B + 2587)); MG_SUBS=$((B + 2465)); MG_CONTROL=$((B + 2526))
+SINK=$((B + 3525)); DOWNSTREAM=$((B + 3526))
+case "$SCENARIO" in
+    relay) TARGET=$MG_SMTP ;;
+    auth-*) TARGET=$MG_SUB ;;
+    pop3) TARGET=$MG_POP3 ;;
+    *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
+esac
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+(cd "$ROOT" && cargo build --release --quiet --bin mailgate-load)
+LOAD=$CARGO_TARGET_DIR/release/mailgate-load
+
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
+T=$(mktemp -d /tmp/mailgate-ab.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+MG_PID=""
+cleanup_servers() {
+    set +e
+    [ -n "$MG_PID" ] && kill "$MG_PID" 2>/dev/null
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+}
+trap 'cleanup_servers; rm -rf "$T"' EXIT
+
+bench_users "$T"
+bench_mailgate_config "$T" "$T/mailgate"
+smtp-sink -u nobody 127.0.0.1:$SINK 1024 > "$T/sink.log" 2>&1 &
+SINK_PID=$!; PIDS+=("$SINK_PID")
+smtp-sink -u nobody 127.0.0.1:$DOWNSTREAM 1024 > "$T/downstream.log" 2>&1 &
+PIDS+=("$!")
+wait_port $SINK; wait_port $DOWNSTREAM
+
+measure() { # label target pids...: one run; prints and returns "rate cpu p99"
+    local label=$1 target=$2; shift 2
+    local pidargs=() p line
+    for p in "$@"; do pidargs+=(--server-pid "$p"); done
+    # mailgate's CPU includes relaying what the sessions queued.
+    [ "$label" = mailgate ] && pidargs+=(--settle-dir "$T/mailgate/state/spool")
+    line=$("$LOAD" --scenario "$SCENARIO" --target 127.0.0.1:"$target" \
+        --pop3 127.0.0.1:$MG_POP3 --concurrency "$CONC" --duration "$DURATION" --runs 1 \
+        --warmup 1s "${pidargs[@]}" 2>&1 |
+        grep '^RESULT' || true)
+    if [ -z "$line" ] || [ "$(result_field errors "$line")" != 0 ]; then
+        echo "$label: failed: ${line:-no result}" >&2
+        return
+    fi
+    echo "$(result_field rate "$line") $(result_field cpu_ms "$line") $(result_field p99_ms "$line")"
+}
+
+run_mailgate() { # binary: a fresh instance, one run
+    rm -rf "$T/mailgate/state"
+    "$1" serve --config "$T/mailgate/mailgate.toml" >> "$T/mailgate/log" 2>&1 &
+    MG_PID=$!
+    wait_port $MG_SMTP; wait_port $MG_POP3
+    measure mailgate "$TARGET" "$MG_PID"
+    kill "$MG_PID"; wait "$MG_PID" 2>/dev/null || true
+    MG_PID=""
+}
+
+echo "scenario $SCENARIO, concurrency $CONC, $ROUNDS rounds of $DURATION; old: $OLD; new: $NEW"
+printf '%-6s %10s %22s %22s\n' round smtp-sink/s "old /s (ratio, ms)" "new /s (ratio, ms)"
+: > "$T/rows"
+for r in $(seq "$ROUNDS"); do
+    # The sink's rate is a reference only for relay; it is measured every round regardless,
+    # so each round costs the same.
+    sink=$(SCENARIO=relay measure smtp-sink $SINK "$SINK_PID")
+    old=$(run_mailgate "$OLD")
+    new=$(run_mailgate "$NEW")
+    if [ -z "$sink" ] || [ -z "$old" ] || [ -z "$new" ]; then
+        echo "round $r failed; the servers' logs are in $T (kept)" >&2
+        trap - EXIT; cleanup_servers; exit 1
+    fi
+    read -r srate _ _ <<< "$sink"
+    read -r orate ocpu _ <<< "$old"
+    read -r nrate ncpu _ <<< "$new"
+    echo "$srate $orate $ocpu $nrate $ncpu" >> "$T/rows"
+    awk -v r="$r" '{ printf "%-6s %10.0f %9.0f (%.2f, %.3f) %9.0f (%.2f, %.3f)\n", r, $1, $2, $2/$1, $3, $4, $4/$1, $5 }' \
+        <<< "$srate $orate $ocpu $nrate $ncpu"
+done
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+mo=$(awk '{ print $2 }' "$T/rows" | median); mn=$(awk '{ print $4 }' "$T/rows" | median)
+co=$(awk '{ print $3 }' "$T/rows" | median); cn=$(awk '{ print $5 }' "$T/rows" | median)
+ro=$(awk '{ print $2 / $1 }' "$T/rows" | median); rn=$(awk '{ print $4 / $1 }' "$T/rows" | median)
+printf 'median: old %.0f/s (%.2f x smtp-sink, %.3f ms CPU), new %.0f/s (%.2f x, %.3f ms): new/old %.3f\n' \
+    "$mo" "$ro" "$co" "$mn" "$rn" "$cn" "$(awk -v a="$mn" -v b="$mo" 'BEGIN { print a / b }')"

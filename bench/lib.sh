@@ -1,0 +1,30 @@
+# Helpers shared by bench/compare.sh and bench/ab.sh; sourced, not run. They expect the
+# port variables (MG_POP3, MG_POP3S, MG_SMTP, MG_SUB, MG_SUBS, MG_CONTROL, DOWNSTREAM) and
+# ROOT (the repository) to be set.
+
+wait_port() { # port: until something accepts on 127.0.0.1:port (10 s)
+    for _ in $(seq 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
+
+bench_users() { # dir: writes dir/names (user0000 .. user0999) and dir/users ({PLAIN})
+    for i in $(seq 0 999); do printf 'user%04d\n' "$i"; done > "$1/names"
+    sed 's/$/:{PLAIN}bench-password/' "$1/names" > "$1/users"
+}
+
+bench_mailgate_config() { # users-dir dest: bench/mailgate.toml on this run's ports, users
+    mkdir -p "$2"
+    cp "$1/users" "$2/users"
+    echo 'postmaster:{PLAIN}bench-password' >> "$2/users"
+    sed -e "s/:41110/:$MG_POP3/; s/:41995/:$MG_POP3S/; s/:42525/:$MG_SMTP/; s/:42587/:$MG_SUB/" \
+        -e "s/:42465/:$MG_SUBS/; s/:42526/:$MG_CONTROL/; s/:43526/:$DOWNSTREAM/" \
+        "$ROOT/bench/mailgate.toml" > "$2/mailgate.toml"
+}
+
+result_field() { # name line: the value of name=... in a mailgate-load RESULT line
+    sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$2"
+}
