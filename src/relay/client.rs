@@ -6,7 +6,8 @@
 //! per RFC 8314, AUTH per RFC 4954 with PLAIN (RFC 4616), LOGIN, XOAUTH2 or OAUTHBEARER
 //! (RFC 7628 §3.1, including the error challenge of §3.2.2), and the SIZE parameter of
 //! RFC 1870. Every command and the connection set-up are bounded by the upstream's
-//! `command_timeout`; reply lines by [`MAX_LINE`] and replies by [`MAX_LINES`]. The access
+//! `command_timeout`; replies are read with [`ReplyParser`], which bounds their lines and
+//! length ([`MAX_REPLY_LINE`](crate::smtp::reply::MAX_REPLY_LINE)). The access
 //! token for the OAuth mechanisms comes from the caller ([`Connector::send_as`]); obtaining and
 //! refreshing it is `oauth.rs`'s job.
 //!
@@ -36,14 +37,9 @@ use zeroize::Zeroizing;
 
 use super::oauth::Secret;
 use crate::config::{Upstream, UpstreamAuth, UpstreamTls};
+pub use crate::smtp::reply::Reply;
+use crate::smtp::reply::{Parsed, ReplyError, ReplyParser};
 use crate::spool::Body;
-
-/// Longest reply line accepted, CRLF included (RFC 5321 §4.5.3.1.5 says 512; servers exceed
-/// it in practice, so we allow more but still bound it).
-pub const MAX_LINE: usize = 4096;
-
-/// Most lines accepted in one multi-line reply.
-pub const MAX_LINES: usize = 100;
 
 /// Longest AUTH command with an initial response; a longer one is sent as a reply to an empty
 /// challenge instead (RFC 4954 §4, with the 512-octet command line of RFC 5321 §4.5.3.1.4).
@@ -51,48 +47,6 @@ pub const MAX_AUTH_LINE: usize = 512;
 
 /// Chunk size for streaming the message body.
 const BODY_CHUNK: usize = 16 * 1024;
-
-/// One SMTP reply (RFC 5321 §4.2): a code and the text of each line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// The text of each line, without code, separator and CRLF.
-    pub lines: Vec<String>,
-}
-
-impl Reply {
-    /// 2xx: the command succeeded.
-    pub fn is_positive(&self) -> bool {
-        (200..300).contains(&self.code)
-    }
-
-    /// 3xx: the server waits for more (354 after DATA, 334 during AUTH).
-    pub fn is_intermediate(&self) -> bool {
-        (300..400).contains(&self.code)
-    }
-
-    /// 4xx: transient failure, try again later.
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
-    /// 5xx: permanent failure, do not retry.
-    pub fn is_permanent(&self) -> bool {
-        (500..600).contains(&self.code)
-    }
-
-    /// The text of all lines joined by a space, for logs and bounces.
-    pub fn text(&self) -> String {
-        self.lines.join(" ")
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code, self.text())
-    }
-}
 
 /// The point of the session at which something failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,20 +122,12 @@ pub enum Error {
     /// The server closed the connection.
     #[error("smarthost closed the connection at {0}")]
     Closed(Stage),
-    /// A reply line was longer than [`MAX_LINE`].
-    #[error("smarthost reply line longer than {limit} bytes")]
-    LineTooLong {
-        /// The limit.
-        limit: usize,
-    },
-    /// A reply had more than [`MAX_LINES`] lines.
-    #[error("smarthost reply longer than {limit} lines")]
-    TooManyLines {
-        /// The limit.
-        limit: usize,
-    },
-    /// A reply line did not follow RFC 5321 §4.2.
-    #[error("malformed smarthost reply line {0:?}")]
+    /// A reply that does not follow RFC 5321 §4.2, or exceeds the parser's bounds.
+    #[error("smarthost reply: {0}")]
+    BadReply(#[from] ReplyError),
+    /// A reply whose text is unusable where it stands (an AUTH challenge that is not what
+    /// RFC 7628 prescribes).
+    #[error("malformed smarthost reply {0:?}")]
     Malformed(String),
     /// The server sent bytes after its STARTTLS reply (RFC 3207 §4.2 forbids acting on them).
     #[error("smarthost sent data after its STARTTLS reply")]
@@ -265,75 +211,6 @@ impl Error {
             _ => None,
         }
     }
-}
-
-/// Assembles replies from lines; sans-IO.
-#[derive(Debug, Default)]
-pub struct ReplyParser {
-    code: Option<u16>,
-    lines: Vec<String>,
-}
-
-impl ReplyParser {
-    /// Feeds one line (CRLF or LF stripped). Returns the reply once its last line arrived.
-    pub fn push_line(&mut self, line: &[u8]) -> Result<Option<Reply>, Error> {
-        let malformed =
-            || Error::Malformed(String::from_utf8_lossy(&line[..line.len().min(80)]).into());
-        if line.len() < 3 || line.len() > MAX_LINE {
-            return Err(if line.len() > MAX_LINE {
-                Error::LineTooLong { limit: MAX_LINE }
-            } else {
-                malformed()
-            });
-        }
-        let digits = &line[..3];
-        let code = match digits {
-            [a @ b'2'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
-                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
-            }
-            _ => return Err(malformed()),
-        };
-        let last = match line.get(3) {
-            None | Some(b' ') => true,
-            Some(b'-') => false,
-            Some(_) => return Err(malformed()),
-        };
-        if self.code.is_some_and(|c| c != code) {
-            return Err(malformed());
-        }
-        if self.lines.len() >= MAX_LINES {
-            return Err(Error::TooManyLines { limit: MAX_LINES });
-        }
-        self.code = Some(code);
-        let text = line.get(4..).unwrap_or_default();
-        self.lines.push(String::from_utf8_lossy(text).into_owned());
-        if !last {
-            return Ok(None);
-        }
-        let lines = std::mem::take(&mut self.lines);
-        self.code = None;
-        Ok(Some(Reply { code, lines }))
-    }
-}
-
-/// Takes the next complete line (without CRLF/LF) out of `buf`; `None` if it needs more.
-/// Fails once `buf` holds more than [`MAX_LINE`] bytes without a line end.
-pub fn take_line(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
-    let Some(pos) = buf.iter().position(|&b| b == b'\n') else {
-        if buf.len() > MAX_LINE {
-            return Err(Error::LineTooLong { limit: MAX_LINE });
-        }
-        return Ok(None);
-    };
-    if pos + 1 > MAX_LINE {
-        return Err(Error::LineTooLong { limit: MAX_LINE });
-    }
-    let mut line: Vec<u8> = buf.drain(..=pos).collect();
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    Ok(Some(line))
 }
 
 /// Dot-stuffing for DATA (RFC 5321 §4.5.2), chunk by chunk; sans-IO.
@@ -587,7 +464,7 @@ impl Connector {
             s = self.handshake(s).await?;
         }
         let greeting = s.read_reply(Stage::Greeting).await?;
-        if !greeting.is_positive() {
+        if !greeting.is_success() {
             return Err(Error::Rejected {
                 stage: Stage::Greeting,
                 reply: greeting,
@@ -735,7 +612,7 @@ impl Session {
                 .await?;
             replies.push(self.read_reply(Stage::Rcpt).await?);
         }
-        if !replies.iter().any(Reply::is_positive) {
+        if !replies.iter().any(Reply::is_success) {
             // MAIL is still open; RSET or QUIT would be needed before reuse: QUIT it is.
             return Ok((replies, false));
         }
@@ -747,7 +624,7 @@ impl Session {
         } else {
             (go, false)
         };
-        for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+        for reply in replies.iter_mut().filter(|r| r.is_success()) {
             *reply = last.clone();
         }
         Ok((replies, done))
@@ -756,7 +633,7 @@ impl Session {
     async fn ehlo(&mut self, helo: &str) -> Result<Caps, Error> {
         self.send_line(Stage::Ehlo, &format!("EHLO {helo}")).await?;
         let reply = self.read_reply(Stage::Ehlo).await?;
-        if reply.is_positive() {
+        if reply.is_success() {
             return Ok(Caps::parse(&reply));
         }
         if !reply.is_permanent() {
@@ -809,7 +686,7 @@ impl Session {
                 self.send_line(Stage::Auth, &line).await?;
             }
             let reply = self.read_reply(Stage::Auth).await?;
-            if !reply.is_positive() {
+            if !reply.is_success() {
                 return Err(Error::Rejected {
                     stage: Stage::Auth,
                     reply,
@@ -864,7 +741,7 @@ impl Session {
                 ));
             }
         }
-        if !reply.is_positive() {
+        if !reply.is_success() {
             return Err(Error::Rejected {
                 stage: Stage::Auth,
                 reply,
@@ -877,7 +754,7 @@ impl Session {
     async fn command(&mut self, stage: Stage, line: &str) -> Result<Reply, Error> {
         self.send_line(stage, line).await?;
         let reply = self.read_reply(stage).await?;
-        if reply.is_positive() {
+        if reply.is_success() {
             Ok(reply)
         } else {
             Err(Error::Rejected { stage, reply })
@@ -908,7 +785,7 @@ impl Session {
         }
         let mut replies = self.envelope_replies(msg, sent).await?;
         let last = self.read_reply(Stage::Data).await?;
-        for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+        for reply in replies.iter_mut().filter(|r| r.is_success()) {
             *reply = last.clone();
         }
         Ok((replies, true))
@@ -939,10 +816,10 @@ impl Session {
         self.write(Stage::Mail, &batch).await?;
         let mut replies = self.envelope_replies(msg, sent).await?;
         let go = self.read_reply(Stage::Data).await?;
-        let accepted = replies.iter().any(Reply::is_positive);
+        let accepted = replies.iter().any(Reply::is_success);
         if !go.is_intermediate() {
             // DATA refused (no recipient accepted, or the message as a whole).
-            for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+            for reply in replies.iter_mut().filter(|r| r.is_success()) {
                 *reply = go.clone();
             }
             return Ok((replies, false));
@@ -956,7 +833,7 @@ impl Session {
         }
         self.stream_body(msg.body).await?;
         let last = self.read_reply(Stage::Data).await?;
-        for reply in replies.iter_mut().filter(|r| r.is_positive()) {
+        for reply in replies.iter_mut().filter(|r| r.is_success()) {
             *reply = last.clone();
         }
         Ok((replies, true))
@@ -972,7 +849,7 @@ impl Session {
         sent: usize,
     ) -> Result<Vec<Reply>, Error> {
         let mail_reply = self.read_reply(Stage::Mail).await?;
-        if !mail_reply.is_positive() {
+        if !mail_reply.is_success() {
             if mail_reply.code != 421 {
                 for _ in 0..=sent {
                     self.read_reply(Stage::Rcpt).await?;
@@ -1052,12 +929,17 @@ impl Session {
     }
 
     async fn read_reply_untimed(&mut self, stage: Stage) -> Result<Reply, Error> {
-        let mut parser = ReplyParser::default();
+        let mut parser = ReplyParser::new();
         let mut chunk = [0u8; 1024];
         loop {
-            while let Some(line) = take_line(&mut self.buf)? {
-                if let Some(reply) = parser.push_line(&line)? {
-                    return Ok(reply);
+            if !self.buf.is_empty() {
+                // What follows the reply belongs to the next one (pipelining): it stays.
+                match parser.feed(&self.buf)? {
+                    Parsed::Reply { reply, consumed } => {
+                        self.buf.drain(..consumed);
+                        return Ok(reply);
+                    }
+                    Parsed::NeedMore => self.buf.clear(),
                 }
             }
             let n = self.io.read(&mut chunk).await.map_err(|source| Error::Io {
@@ -1123,10 +1005,11 @@ async fn read_chunk(body: &Body, pos: u64) -> Result<Vec<u8>, Error> {
 
 /// The reply recorded for a recipient address that cannot be put in a RCPT command.
 fn unsendable() -> Reply {
-    Reply {
-        code: 553,
-        lines: vec!["5.1.3 recipient address cannot be sent in SMTP".into()],
-    }
+    Reply::new(
+        553,
+        Some((5, 1, 3)),
+        "recipient address cannot be sent in SMTP",
+    )
 }
 
 /// The parameters of an XOAUTH2 or OAUTHBEARER exchange.

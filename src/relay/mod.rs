@@ -682,25 +682,25 @@ async fn deliver_remote(
         Ok(replies) => {
             for (&i, reply) in idx.iter().zip(replies) {
                 let r = &mut env.recipients[i];
-                if reply.is_positive() {
+                if reply.is_success() {
                     tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: relayed");
                     r.status = Status::Delivered;
                 } else if reply.is_permanent() {
                     tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: rejected");
                     r.status = Status::Failed {
                         code: reply.code,
-                        text: reply.text(),
+                        text: reply.detail(),
                     };
                 } else {
                     tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: rcpt deferred");
-                    *last_error = Some((reply.code, reply.text()));
+                    *last_error = Some((reply.code, reply.detail()));
                 }
             }
         }
         Err(e) if e.is_permanent() => {
             tracing::info!(id = env.id, error = %e, "relay: message rejected by smarthost");
             let (code, text) = match e.reply() {
-                Some(reply) => (reply.code, reply.text()),
+                Some(reply) => (reply.code, reply.detail()),
                 None => (553, e.to_string()),
             };
             for &i in &idx {

@@ -110,6 +110,16 @@ impl Reply {
         matches!(self.code / 100, 2 | 3)
     }
 
+    /// 2yz: the command succeeded.
+    pub fn is_success(&self) -> bool {
+        self.severity() == Severity::PositiveCompletion
+    }
+
+    /// 3yz: the server waits for more (354 after DATA, 334 during AUTH).
+    pub fn is_intermediate(&self) -> bool {
+        self.severity() == Severity::PositiveIntermediate
+    }
+
     /// 4yz: try again later.
     pub fn is_transient(&self) -> bool {
         self.severity() == Severity::TransientNegative
@@ -123,6 +133,16 @@ impl Reply {
     /// All text lines joined with a space, for logs and bounce messages.
     pub fn text(&self) -> String {
         self.lines.join(" ")
+    }
+
+    /// The enhanced status code (if any) and the text, as the reply gave them, without the
+    /// reply code: what a delivery status or bounce quotes (`5.1.1 No such user`).
+    pub fn detail(&self) -> String {
+        match self.enhanced {
+            Some((c, s, d)) if self.lines.iter().all(|l| l.is_empty()) => format!("{c}.{s}.{d}"),
+            Some((c, s, d)) => format!("{c}.{s}.{d} {}", self.text()),
+            None => self.text(),
+        }
     }
 }
 
