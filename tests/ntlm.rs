@@ -253,7 +253,29 @@ async fn ntlmv1_refused_by_default_and_accepted_when_enabled() {
         // The same session still takes NTLMv2.
         assert_eq!(smtp_ntlm(&mut c, &alice, Kind::V2, false).await, 235);
     }
-    off.stop().await;
+    let dir = off.stop().await;
+    // The refusals are audited as what the clients sent: the weakest legacy class.
+    let audit =
+        std::fs::read_to_string(dir.path().join("state").join("audit.log")).expect("audit log");
+    let refused: Vec<(String, String)> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "auth" && e["result"] == "failure")
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (text("mechanism"), text("class"))
+        })
+        .collect();
+    let insecure = |m: &str| (m.to_string(), "insecure".to_string());
+    assert_eq!(
+        refused,
+        [
+            insecure("NTLMv1"),
+            insecure("NTLMv1"),
+            insecure("NTLMv1-ESS")
+        ],
+        "{audit}"
+    );
     let on = start(true).await;
     for kind in kinds {
         let mut c = Client::connect(on.addr("submission")).await;

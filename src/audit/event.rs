@@ -128,7 +128,9 @@ impl fmt::Display for Class {
 pub fn classify(mechanism: &str, tls: bool) -> Class {
     let m = mechanism.to_ascii_uppercase();
     match m.as_str() {
-        "POP-BEFORE-SMTP" | "TRUSTED-NETWORK" | "NTLMV1" | "NTLM2-SESSION" => Class::Insecure,
+        "POP-BEFORE-SMTP" | "TRUSTED-NETWORK" | "NTLMV1" | "NTLMV1-ESS" | "NTLM2-SESSION" => {
+            Class::Insecure
+        }
         "PLAIN" | "LOGIN" | "USER" if !tls => Class::Insecure,
         "PLAIN" | "LOGIN" | "USER" => Class::Basic,
         "CRAM-MD5" | "APOP" | "NTLM" | "NTLMV2" | "LMV2" | "DIGEST-MD5" => Class::Weak,

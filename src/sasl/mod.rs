@@ -82,8 +82,10 @@ pub trait Mechanism: Send + Sync {
         None
     }
 
-    /// After `Success`: which variant of the mechanism succeeded, for the log (NTLM says
-    /// `NTLMv2`, `LMv2`, `NTLMv1` or `NTLMv1-ESS`; the last two are the weakest legacy class).
+    /// Which variant of the mechanism the client used, for the log and the audit: after
+    /// `Success` the one that verified, after a `Failure` the one the client attempted, if
+    /// the mechanism got that far (NTLM says `NTLMv2`, `LMv2`, `NTLMv1` or `NTLMv1-ESS`; the
+    /// last two are the weakest legacy class).
     fn detail(&self) -> Option<&'static str> {
         None
     }

@@ -89,6 +89,9 @@ pub struct Ntlm {
     state: State,
     user: Option<String>,
     variant: Option<Variant>,
+    /// The variant the AUTHENTICATE message carries, verified or not: what a failure is
+    /// recorded as (an NTLMv1 attempt refused by `[auth] ntlm_v1 = false` is still NTLMv1).
+    attempted: Option<Variant>,
 }
 
 enum State {
@@ -159,6 +162,7 @@ impl Ntlm {
             state: State::Start,
             user: None,
             variant: None,
+            attempted: None,
         }
     }
 
@@ -222,6 +226,11 @@ impl Ntlm {
             Ok(c) => c,
             Err(why) => return malformed(why),
         };
+        self.attempted = Some(match class {
+            Class::V2 => Variant::NtlmV2,
+            Class::LmOnly => Variant::LmV2,
+            Class::V1 => v1_variant(&auth.lm_response),
+        });
         let decoded = message::decode_string(&auth.user, unicode)
             .and_then(|u| Ok((u, message::decode_string(&auth.domain, unicode)?)));
         let (user, domain) = match decoded {
@@ -320,10 +329,10 @@ impl Ntlm {
                 if !self.ctx.options.ntlm_v1 {
                     return None;
                 }
-                match lm.get(..8) {
-                    Some(client) if lm.len() == 24 && lm[8..].iter().all(|&b| b == 0) => {
+                match v1_variant(lm) {
+                    Variant::NtlmV1Ess => {
                         let mut cc = [0u8; 8];
-                        cc.copy_from_slice(client);
+                        cc.copy_from_slice(&lm[..8]);
                         crypto::verify_ntlm2_session(nt_hash, server_challenge, &cc, nt)
                             .then_some(Variant::NtlmV1Ess)
                     }
@@ -332,6 +341,17 @@ impl Ntlm {
                 }
             }
         }
+    }
+}
+
+/// Which NTLMv1 response a 24-byte NT response comes with: extended session security (the
+/// NTLM2 session response) puts the 8-byte client challenge in an LM field padded with zeros
+/// (MS-NLMP §3.3.1).
+fn v1_variant(lm: &[u8]) -> Variant {
+    if lm.len() == 24 && lm[8..].iter().all(|&b| b == 0) {
+        Variant::NtlmV1Ess
+    } else {
+        Variant::NtlmV1
     }
 }
 
@@ -389,7 +409,7 @@ impl Mechanism for Ntlm {
     }
 
     fn detail(&self) -> Option<&'static str> {
-        self.variant.map(Variant::name)
+        self.variant.or(self.attempted).map(Variant::name)
     }
 }
 

@@ -187,16 +187,20 @@ fn ms_nlmp_4_2_4_ntlmv2_message_verifies() {
     // A wrong server challenge, or a domain that is not ours, fails.
     let mut other = context("DOMAIN", false);
     other.random[0] ^= 1;
-    assert_eq!(exchange(&other, true, &spec), (bad(), None));
+    // A failure is recorded as the variant the client attempted.
+    assert_eq!(exchange(&other, true, &spec), (bad(), Some("NTLMv2")));
     assert_eq!(
         exchange(&context("ELSEWHERE", false), true, &spec),
-        (bad(), None)
+        (bad(), Some("NTLMv2"))
     );
     // NTOWFv2 covers the user name: the same proof for "ntonly", whose password is the same,
     // fails.
     let mut renamed = Authenticate::parse(&spec).expect("spec parses");
     renamed.user = message::encode_string("ntonly", true);
-    assert_eq!(exchange(&ctx, true, &renamed.encode()), (bad(), None));
+    assert_eq!(
+        exchange(&ctx, true, &renamed.encode()),
+        (bad(), Some("NTLMv2"))
+    );
 }
 
 #[test]
@@ -219,7 +223,10 @@ fn lmv2_is_the_fallback() {
     );
     // Both damaged.
     damaged.lm_response[0] ^= 1;
-    assert_eq!(exchange(&ctx, true, &damaged.encode()), (bad(), None));
+    assert_eq!(
+        exchange(&ctx, true, &damaged.encode()),
+        (bad(), Some("NTLMv2"))
+    );
 }
 
 #[test]
@@ -234,8 +241,17 @@ fn ntlmv1_only_when_enabled_and_lm_never() {
     let off = context("DOMAIN", false);
     let on = context("DOMAIN", true);
     let cases: Vec<(&Context, Vec<u8>, Outcome)> = vec![
-        (&off, v1(lm.clone(), nt.clone()), (refused(), None)),
-        (&off, v1(ess_lm.clone(), ess_nt.clone()), (refused(), None)),
+        // Refused, but recorded as what it was: the weakest legacy class.
+        (
+            &off,
+            v1(lm.clone(), nt.clone()),
+            (refused(), Some("NTLMv1")),
+        ),
+        (
+            &off,
+            v1(ess_lm.clone(), ess_nt.clone()),
+            (refused(), Some("NTLMv1-ESS")),
+        ),
         (
             &on,
             v1(lm.clone(), nt.clone()),
@@ -258,12 +274,16 @@ fn ntlmv1_only_when_enabled_and_lm_never() {
             (ok("user"), Some("NTLMv1-ESS")),
         ),
         // The ESS response checked as plain NTLMv1, and the other way round, fails.
-        (&on, v1(lm.clone(), ess_nt.clone()), (bad(), None)),
-        (&on, v1(ess_lm.clone(), nt.clone()), (bad(), None)),
+        (&on, v1(lm.clone(), ess_nt.clone()), (bad(), Some("NTLMv1"))),
+        (
+            &on,
+            v1(ess_lm.clone(), nt.clone()),
+            (bad(), Some("NTLMv1-ESS")),
+        ),
         // LM responses never verify: alone, or standing in for the NT response.
-        (&on, v1(lm.clone(), Vec::new()), (bad(), None)),
-        (&on, v1(lm.clone(), lm.clone()), (bad(), None)),
-        (&on, v1(Vec::new(), lm.clone()), (bad(), None)),
+        (&on, v1(lm.clone(), Vec::new()), (bad(), Some("LMv2"))),
+        (&on, v1(lm.clone(), lm.clone()), (bad(), Some("NTLMv1"))),
+        (&on, v1(Vec::new(), lm.clone()), (bad(), Some("NTLMv1"))),
     ];
     for (i, (ctx, msg, want)) in cases.into_iter().enumerate() {
         assert_eq!(exchange(ctx, true, &msg), want, "case {i}");
@@ -336,7 +356,7 @@ fn claimed_user_is_reported() {
         bad()
     );
     assert_eq!(m.user(), Some("Alice"));
-    assert_eq!(m.detail(), None);
+    assert_eq!(m.detail(), Some("NTLMv2"), "what the client attempted");
 }
 
 #[test]
