@@ -234,7 +234,8 @@ async fn reloads(path: PathBuf, shared: std::sync::Arc<mailgate::server::Shared>
         };
         match loaded {
             Ok(Ok(config)) => {
-                shared.reload(&config);
+                let shared = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || shared.reload(&config)).await;
             }
             Ok(Err(errors)) => {
                 tracing::error!("SIGHUP: {}: not reloaded:\n{errors}", path.display());

@@ -94,6 +94,8 @@ pub struct Shared {
     pub config: Config,
     /// Credentials.
     pub users: Arc<dyn Authenticator>,
+    /// The same users file, for reloading it (see [`Shared::reload_users`]).
+    pub user_store: Arc<UserStore>,
     /// Enabled SASL mechanisms, in the configured order.
     pub mechanisms: Vec<&'static Descriptor>,
     /// Local domains (lower case).
@@ -200,10 +202,32 @@ impl Shared {
         });
     }
 
-    /// Applies a reloaded configuration (SIGHUP): the migration policy takes effect for the
-    /// next session phase, open sessions are untouched. Other changed sections are named in a
-    /// warning: they take effect at the next restart. Returns the names of those sections.
+    /// Reads the users file again (SIGHUP, or a change seen by the watcher): valid, it
+    /// replaces the users served from now on; invalid, the users loaded before stay and the
+    /// error says what is wrong, line by line. Blocking (file I/O).
+    pub fn reload_users(&self) -> Result<usize, crate::auth::Error> {
+        let path = &self.config.auth.users_file;
+        match self.user_store.reload(path) {
+            Ok(n) => {
+                tracing::info!(users = n, file = %path.display(), "users reloaded");
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::error!(
+                    users = self.user_store.len(),
+                    "users file not reloaded, the users loaded before stay: {e}"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies a reloaded configuration (SIGHUP): the users file is read again and the
+    /// migration policy takes effect for the next session phase; open sessions are untouched.
+    /// Other changed sections are named in a warning: they take effect at the next restart.
+    /// Returns the names of those sections. Blocking (reads the users file).
     pub fn reload(&self, new: &Config) -> Vec<&'static str> {
+        let _ = self.reload_users();
         self.set_policy(new.policy.clone());
         let old = &self.config;
         let mut restart = Vec::new();
@@ -473,7 +497,8 @@ impl Server {
             }
             None => None,
         };
-        let users: Arc<dyn Authenticator> = Arc::new(users);
+        let user_store = Arc::new(users);
+        let users: Arc<dyn Authenticator> = user_store.clone();
         let tokens = match &config.auth.oauth {
             Some(o) => Some(Arc::new(crate::oauth::Validator::from_config(
                 o,
@@ -491,6 +516,7 @@ impl Server {
             channel_binding_offered: config.auth.mechanisms.iter().any(|m| m.ends_with("-PLUS")),
         };
         let shared = Arc::new(Shared {
+            user_store,
             local_domains: Arc::new(config.relay.local_domains.clone()),
             users,
             mechanisms,
@@ -602,6 +628,7 @@ impl Server {
             ));
         }
         tracker.spawn(housekeeping(shared.clone(), shutdown.clone()));
+        tracker.spawn(watch_users(shared.clone(), shutdown.clone()));
         if shared.config.notices.digest_to.is_some() && shared.config.audit.is_some() {
             tracker.spawn(digests(shared.clone(), shutdown.clone()));
         }
@@ -737,6 +764,52 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
             let shared = shared.clone();
             let _ = tokio::task::spawn_blocking(move || save_allowlist(&shared)).await;
         }
+    }
+}
+
+/// How often the users file is checked for a change.
+const USERS_CHECK: Duration = Duration::from_secs(2);
+
+/// The users file as last seen: modification time, length and inode; a change to any of them
+/// (an edit in place, `mailgate passwd`'s rename) means the file is read again.
+fn users_file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+/// Reloads the users file when it changes, as Dovecot re-reads a passwd-file: a user added
+/// with `mailgate passwd` or by an edit can log in within [`USERS_CHECK`], without a restart
+/// or SIGHUP. A file that does not parse (say, saved half-way) keeps the users loaded before;
+/// the next change is tried again.
+async fn watch_users(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let path = shared.config.auth.users_file.clone();
+    let mut seen = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || users_file_stamp(&path))
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut tick = tokio::time::interval(USERS_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let shared = shared.clone();
+        let path = path.clone();
+        let last = seen;
+        seen = tokio::task::spawn_blocking(move || {
+            let stamp = users_file_stamp(&path);
+            if stamp.is_some() && stamp != last {
+                let _ = shared.reload_users();
+            }
+            stamp.or(last)
+        })
+        .await
+        .unwrap_or(last);
     }
 }
 

@@ -191,3 +191,37 @@ async fn pop_before_smtp_allows_same_address_until_ttl() {
     assert_eq!(relay(7).await, 554, "after the TTL");
     gw.stop().await;
 }
+
+/// One POP3S USER/PASS attempt; whether it was accepted.
+async fn pop3s_login(gw: &Gateway, user: &str, password: &str) -> bool {
+    let mut c = Client::connect_tls(gw.addr("pop3s")).await;
+    c.pop(true).await;
+    c.pop_cmd(&format!("USER {user}"), true).await;
+    c.send(&format!("PASS {password}")).await;
+    let ok = c.line().await.is_some_and(|l| l.starts_with("+OK"));
+    c.send("QUIT").await;
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_added_to_the_users_file_can_log_in_without_a_restart() {
+    let gw = Gateway::start("").await;
+    assert!(!pop3s_login(&gw, "carol", "carols-pw").await);
+    let users = gw.dir.path().join("users");
+    // The way `mailgate passwd` writes: a new file renamed over the old one.
+    let tmp = gw.dir.path().join("users.new");
+    std::fs::write(&tmp, format!("{}carol:{{PLAIN}}carols-pw\n", common::USERS)).unwrap();
+    std::fs::rename(&tmp, &users).unwrap();
+    let mut accepted = false;
+    for _ in 0..60 {
+        if pop3s_login(&gw, "carol", "carols-pw").await {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(accepted, "carol was never accepted");
+    // The users who were there before still log in.
+    assert!(pop3s_login(&gw, "alice", PASSWORD).await);
+    gw.stop().await;
+}

@@ -33,6 +33,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::{Argon2, PasswordHasher as _};
@@ -330,14 +331,14 @@ pub struct UserStore {
     /// readers only hold the lock to clone the `Arc`.
     users: RwLock<Arc<HashMap<String, Vec<Form>>>>,
     /// The first slow hash of the file: verified (and the result ignored) for unknown users,
-    /// so that a miss costs what a hit costs.
-    decoy: Option<Form>,
+    /// so that a miss costs what a hit costs. Replaced with the users on [`UserStore::reload`].
+    decoy: RwLock<Option<Form>>,
     /// Random for each load: keys the SCRAM salts made for `{PLAIN}` users and for the mock
     /// exchange of unknown users, so that neither can be told from outside.
     salt_key: Secret,
     /// Whether some user has a `{PLAIN}` form (SCRAM keys are then derived at login, and the
     /// mock exchange spends as much).
-    plain_users: bool,
+    plain_users: AtomicBool,
     /// Where and what `derive_on_login` writes, if enabled.
     derivation: Option<derive::Derivation>,
     /// Users whose derivation failed in this run (e.g. a read-only folder): not tried again.
@@ -389,6 +390,27 @@ impl UserStore {
     /// Parses users-file text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<UserStore, Error> {
         parse_with(text, origin, Vec::new())
+    }
+
+    /// Reads the users file at `path` again and, if it is valid, serves its users from now
+    /// on (logins already verified are not affected); returns how many there are. If it is
+    /// not valid, nothing changes and the error lists every problem. The SCRAM salts made for
+    /// `{PLAIN}` users stay the same, so a client's cached SCRAM keys keep working.
+    pub fn reload(&self, path: &Path) -> Result<usize, Error> {
+        let fresh = UserStore::load(path)?;
+        let users = fresh.snapshot();
+        let count = users.len();
+        *self.decoy.write().unwrap_or_else(|p| p.into_inner()) =
+            fresh.decoy.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.plain_users
+            .store(fresh.plain_users.load(Ordering::Relaxed), Ordering::Relaxed);
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = users;
+        // A user whose derivation failed may have been fixed by hand: try again.
+        self.derive_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(count)
     }
 
     /// Enables `derive_on_login`: after a successful cleartext login, the forms that
@@ -496,7 +518,8 @@ impl UserStore {
 
     /// Spends about what a known user's password check costs, for an unknown user.
     fn decoy_password(&self, password: &[u8]) {
-        match &self.decoy {
+        let decoy = self.decoy.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match &decoy {
             Some(form) => {
                 let _ = form.verify_password(password);
             }
@@ -602,7 +625,7 @@ impl Authenticator for UserStore {
     fn scram_decoy(&self, user: &str, hash: ScramHash) -> ScramCredentials {
         let name = user.to_lowercase();
         let salt = self.derived_salt(&name, hash);
-        if self.plain_users {
+        if self.plain_users.load(Ordering::Relaxed) {
             // Spend what deriving a {PLAIN} user's keys costs.
             hash.credentials(self.salt_key.expose(), salt, scram::SCRAM_ITERATIONS)
         } else {
@@ -735,9 +758,9 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
     let plain_users = users.values().flatten().any(|f| f.plain().is_some());
     Ok(UserStore {
         users: RwLock::new(Arc::new(users)),
-        decoy,
+        decoy: RwLock::new(decoy),
         salt_key: Secret::new(rand::random::<[u8; 32]>().to_vec()),
-        plain_users,
+        plain_users: AtomicBool::new(plain_users),
         derivation: None,
         derive_failed: Mutex::new(HashSet::new()),
     })

@@ -301,8 +301,8 @@ fn secrets_do_not_print() {
 #[test]
 fn unknown_user_replays_a_slow_hash() {
     let s = sample();
-    assert!(s.decoy.as_ref().is_some_and(Form::is_slow));
-    assert!(store("a:{PLAIN}x\n").decoy.is_none());
+    assert!(s.decoy.read().unwrap().as_ref().is_some_and(Form::is_slow));
+    assert!(store("a:{PLAIN}x\n").decoy.read().unwrap().is_none());
 }
 
 #[test]
@@ -320,4 +320,45 @@ fn nt_hash_from_ntlm_or_plain() {
     }
     assert!(s.nt_hash("h").is_none());
     assert!(s.nt_hash("nobody").is_none());
+}
+
+#[test]
+fn reload_serves_the_new_file_and_keeps_the_old_users_if_it_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    std::fs::write(&path, "alice:{PLAIN}one\n").unwrap();
+    let store = UserStore::load(&path).unwrap();
+    assert!(matches!(
+        store.verify_password("bob", b"two"),
+        Verdict::BadCredentials
+    ));
+
+    std::fs::write(&path, "alice:{PLAIN}one\nbob:{PLAIN}two\n").unwrap();
+    assert_eq!(store.reload(&path).unwrap(), 2);
+    assert!(matches!(
+        store.verify_password("bob", b"two"),
+        Verdict::Ok(_)
+    ));
+    assert!(matches!(
+        store.verify_password("alice", b"one"),
+        Verdict::Ok(_)
+    ));
+
+    // A file that does not parse changes nothing; the error names the line.
+    std::fs::write(&path, "alice:{PLAIN}one\nbroken line\n").unwrap();
+    let err = store.reload(&path).unwrap_err().to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(store.len(), 2);
+    assert!(matches!(
+        store.verify_password("bob", b"two"),
+        Verdict::Ok(_)
+    ));
+
+    // A removed user is gone.
+    std::fs::write(&path, "alice:{PLAIN}one\n").unwrap();
+    assert_eq!(store.reload(&path).unwrap(), 1);
+    assert!(matches!(
+        store.verify_password("bob", b"two"),
+        Verdict::BadCredentials
+    ));
 }
