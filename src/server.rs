@@ -15,7 +15,6 @@ use std::time::Duration;
 use dashmap::{DashMap, DashSet};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -108,10 +107,9 @@ pub struct Shared {
     pub spool: Arc<Spool>,
     /// Wakes the relay worker after a commit.
     pub notifier: Notifier,
-    /// TLS for implicit-TLS listeners and STARTTLS/STLS.
-    pub acceptor: TlsAcceptor,
-    /// `tls-server-end-point` channel-binding data of our certificate.
-    pub tls_end_point: Vec<u8>,
+    /// TLS for implicit-TLS listeners and STARTTLS/STLS, with the `tls-server-end-point`
+    /// channel-binding data of its certificate; replaced on SIGHUP (see [`Shared::reload`]).
+    tls: std::sync::RwLock<Arc<crate::tls::ServerTls>>,
     /// SASL mechanism settings.
     pub sasl_options: Arc<crate::sasl::Options>,
     /// OAuth bearer-token validation, if configured.
@@ -157,7 +155,7 @@ impl Shared {
             seed: rand::random(),
             now: self.clock.now(),
             channel_binding: tls
-                .map(|c| Arc::new(crate::tls::channel_binding(c, &self.tls_end_point))),
+                .map(|c| Arc::new(crate::tls::channel_binding(c, &self.tls().end_point))),
         }
     }
 
@@ -239,8 +237,16 @@ impl Shared {
         if changed(&old.listeners, &new.listeners) {
             restart.push("listeners");
         }
-        if changed(&old.tls, &new.tls) {
-            restart.push("tls");
+        match self.reload_tls(&new.tls) {
+            Ok(true) => {
+                let cert = new.tls.cert.as_ref().map(|p| p.display().to_string());
+                tracing::info!(cert = cert.unwrap_or_default(), "TLS certificate reloaded");
+            }
+            Ok(false) if changed(&old.tls, &new.tls) => restart.push("tls"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!("TLS certificate not reloaded, the one loaded before stays: {e}");
+            }
         }
         if changed(&old.auth, &new.auth) {
             restart.push("auth");
@@ -275,7 +281,8 @@ impl Shared {
         what: &str,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
         let limit = self.config.limits.tls_handshake_timeout;
-        match tokio::time::timeout(limit, self.acceptor.accept(tcp)).await {
+        let acceptor = self.tls().acceptor.clone();
+        match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
                 tracing::info!("{what} handshake failed: {e}");
@@ -286,6 +293,23 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// The TLS setup in force (cheap: an `Arc` clone).
+    pub fn tls(&self) -> Arc<crate::tls::ServerTls> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Loads `[tls] cert` and `key` again, so that a renewed certificate is served without a
+    /// restart; handshakes already done keep theirs. Without cert and key in `cfg` nothing
+    /// changes (the self-signed certificate made at start stays). Blocking (file I/O).
+    pub fn reload_tls(&self, cfg: &crate::config::TlsConfig) -> Result<bool, Error> {
+        if cfg.cert.is_none() || cfg.key.is_none() {
+            return Ok(false);
+        }
+        let fresh = crate::tls::server(cfg, &self.config.hostname)?;
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(true)
     }
 
     /// The current migration policy.
@@ -524,8 +548,7 @@ impl Server {
             throttle,
             spool,
             notifier,
-            acceptor: tls.acceptor,
-            tls_end_point: tls.end_point,
+            tls: std::sync::RwLock::new(Arc::new(tls)),
             sasl_options: Arc::new(sasl_options),
             tokens,
             audit,

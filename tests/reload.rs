@@ -1,0 +1,60 @@
+//! Reloading without a restart: a renewed TLS certificate is served after SIGHUP's reload
+//! (`Shared::reload`), and a broken one leaves the certificate in force.
+
+mod common;
+
+use common::Gateway;
+use mailgate::config::Config;
+
+/// Writes a fresh self-signed certificate for `name` and its key as `cert.pem` / `key.pem` in
+/// `dir`; returns the certificate (DER).
+fn write_cert(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("certificate");
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("cert.pem");
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("key.pem");
+    made.cert.der().to_vec()
+}
+
+/// The certificate the gateway presents on its POP3S listener now.
+async fn served_cert(gw: &Gateway) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(gw.addr("pop3s"))
+        .await
+        .expect("connect");
+    let stream = common::client::tls(tcp).await;
+    let (_, conn) = stream.get_ref();
+    conn.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+/// Reads the config file again and applies it, as the SIGHUP handler does.
+async fn sighup(gw: &Gateway) -> Vec<&'static str> {
+    let config = Config::load(&gw.dir.path().join("mailgate.toml")).expect("config");
+    let shared = gw.shared.clone();
+    tokio::task::spawn_blocking(move || shared.reload(&config))
+        .await
+        .expect("reload")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_certificate_is_served_after_a_reload() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    let first = write_cert(dir.path(), "mail.example.test");
+    let text = common::config_text("[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n");
+    let gw = Gateway::start_in(dir, &text).await;
+    assert_eq!(served_cert(&gw).await, first);
+
+    // Renewed in place, as certbot's deploy hook leaves it.
+    let renewed = write_cert(gw.dir.path(), "mail.example.test");
+    assert_ne!(renewed, first);
+    assert!(
+        !sighup(&gw).await.contains(&"tls"),
+        "no restart needed for a renewed certificate"
+    );
+    assert_eq!(served_cert(&gw).await, renewed);
+
+    // A key that does not load: the certificate in force stays.
+    std::fs::write(gw.dir.path().join("key.pem"), "not a key").expect("key.pem");
+    sighup(&gw).await;
+    assert_eq!(served_cert(&gw).await, renewed);
+    gw.stop().await;
+}
