@@ -769,14 +769,9 @@ async fn refuse(mut tcp: TcpStream, role: Role, hostname: String) {
 
 /// Purges expired allowlist and throttle entries and snapshots the allowlist periodically.
 async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(tokio::time::Instant::now(), Duration::from_secs(30));
     let mut rounds = 0u32;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    while next_tick(&mut tick, &shutdown).await {
         let now = shared.clock.now();
         let allowlist = shared.allowlist.clone();
         // A sweep walks every shard; keep it off the runtime's worker threads.
@@ -787,6 +782,22 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
             let shared = shared.clone();
             let _ = tokio::task::spawn_blocking(move || save_allowlist(&shared)).await;
         }
+    }
+}
+
+/// A timer for a periodic background job: first at `start`, then every `period`; a tick
+/// missed while the job ran is not made up for.
+fn ticker(start: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(start, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; `false` once `shutdown` fires.
+async fn next_tick(tick: &mut tokio::time::Interval, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tick.tick() => true,
+        _ = shutdown.cancelled() => false,
     }
 }
 
@@ -814,13 +825,8 @@ async fn watch_users(shared: Arc<Shared>, shutdown: CancellationToken) {
             .ok()
             .flatten()
     };
-    let mut tick = tokio::time::interval(USERS_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut tick = ticker(tokio::time::Instant::now(), USERS_CHECK);
+    while next_tick(&mut tick, &shutdown).await {
         let shared = shared.clone();
         let path = path.clone();
         let last = seen;
@@ -839,13 +845,8 @@ async fn watch_users(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// Sends the legacy-authentication digest to `[notices] digest_to` every `digest_interval`.
 async fn digests(shared: Arc<Shared>, shutdown: CancellationToken) {
     let period = shared.config.notices.digest_interval;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut tick = ticker(tokio::time::Instant::now() + period, period);
+    while next_tick(&mut tick, &shutdown).await {
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || send_digest(&shared, period)).await;
     }

@@ -687,6 +687,16 @@ async fn mechanism_choice_follows_the_config() {
     assert!(matches!(err, Error::NoToken("XOAUTH2")), "{err}");
 }
 
+/// Sends `msg` to a server answering with `script`; the error it must end in.
+async fn failure(script: &[&str], msg: &Message<'_>) -> Error {
+    let (addr, _server) = scripted(script).await;
+    Connector::new(upstream(addr))
+        .unwrap()
+        .send("gw", msg)
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn session_failures() {
     let rcpts = vec!["r@x".to_string()];
@@ -697,21 +707,11 @@ async fn session_failures() {
         size: 1,
     };
 
-    let (addr, _server) = scripted(&["220 mx\r\n", "250 mx\r\n", "552 5.3.4 too big\r\n"]).await;
-    let err = Connector::new(upstream(addr))
-        .unwrap()
-        .send("gw", &msg)
-        .await
-        .unwrap_err();
+    let err = failure(&["220 mx\r\n", "250 mx\r\n", "552 5.3.4 too big\r\n"], &msg).await;
     assert!(err.is_permanent(), "{err}");
     assert_eq!(err.reply(), Some(&reply(552, &["5.3.4 too big"])));
 
-    let (addr, _server) = scripted(&["421 4.3.2 busy\r\n"]).await;
-    let err = Connector::new(upstream(addr))
-        .unwrap()
-        .send("gw", &msg)
-        .await
-        .unwrap_err();
+    let err = failure(&["421 4.3.2 busy\r\n"], &msg).await;
     assert!(
         matches!(
             err,
@@ -746,12 +746,7 @@ async fn session_failures() {
 
     // A reply that breaks RFC 5321 §4.2 (the code changes inside a multi-line reply): the
     // session ends, transiently.
-    let (addr, _server) = scripted(&["220 mx\r\n", "250-mx\r\n251 SIZE\r\n"]).await;
-    let err = Connector::new(upstream(addr))
-        .unwrap()
-        .send("gw", &msg)
-        .await
-        .unwrap_err();
+    let err = failure(&["220 mx\r\n", "250-mx\r\n251 SIZE\r\n"], &msg).await;
     assert!(
         matches!(err, Error::BadReply(ReplyError::CodeMismatch { .. })) && !err.is_permanent(),
         "{err}"
