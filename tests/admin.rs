@@ -57,6 +57,26 @@ async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Reply {
+    let req = request(addr, method, path, token, body);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    exchange(tcp, req).await
+}
+
+/// A GET over HTTPS (any certificate accepted), on a fresh connection.
+async fn https_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
+    let req = request(addr, "GET", path, token, None);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    exchange(common::client::tls(tcp).await, req).await
+}
+
+/// The request's bytes.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> String {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -67,11 +87,18 @@ async fn http(
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or_default());
+    req
+}
+
+/// Sends `req` on `stream` and reads the reply to the end of the stream.
+async fn exchange<S>(mut stream: S, req: String) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let exchange = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.write_all(req.as_bytes()).await?;
+        stream.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await?;
+        stream.read_to_end(&mut raw).await?;
         Ok::<_, std::io::Error>(raw)
     };
     let raw = tokio::time::timeout(Duration::from_secs(15), exchange)
@@ -679,6 +706,56 @@ async fn a_configured_token_is_required() {
     let page = http(admin, "GET", "/", None, None).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("sessionStorage"));
+    let _ = gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_the_gateway_certificate() {
+    let gw = start(&[
+        ("admin", "token_file", r#""admin-token""#),
+        ("admin", "tls", "true"),
+    ])
+    .await;
+    let admin = gw.admin();
+    assert_eq!(https_get(admin, "/healthz", None).await.status, 200);
+    let r = https_get(admin, "/api/allowlist", Some("tok-3f9a1c")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(https_get(admin, "/metrics", None).await.status, 401);
+    // Plain HTTP gets no answer: the connection fails its handshake and is closed.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::net::TcpStream::connect(admin),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let mut plain = plain;
+    let _ = plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut raw)).await;
+    assert!(!String::from_utf8_lossy(&raw).contains("200 OK"), "{raw:?}");
+    // A real client: curl over HTTPS with the bearer token.
+    if common::have("curl") {
+        let url = format!("https://{admin}/api/allowlist");
+        let out = common::run(
+            "curl",
+            vec![
+                "-sk".into(),
+                "-o".into(),
+                "/dev/null".into(),
+                "-w".into(),
+                "%{http_code}".into(),
+                "-H".into(),
+                "Authorization: Bearer tok-3f9a1c".into(),
+                url,
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    }
     let _ = gw.stop().await;
 }
 

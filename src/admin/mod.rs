@@ -18,6 +18,9 @@
 //! The dashboard page and `/healthz` carry no data and are served to any allowed peer; the page
 //! asks the API with the token. The server holds at most [`MAX_CONNECTIONS`] connections,
 //! closes one idle for [`IDLE_TIMEOUT`] and reads request bodies of at most [`MAX_BODY`] bytes.
+//! With `[admin] tls = true` it speaks HTTPS with the gateway's certificate (the one in force:
+//! a SIGHUP reload applies here too); handshakes run beside the accept loop, each bounded by
+//! `limits.tls_handshake_timeout`, so a slow client holds up no one else.
 //! Handlers live in `routes.rs`, the metrics in `metrics.rs`.
 
 pub mod metrics;
@@ -39,7 +42,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
@@ -194,11 +197,16 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(role = "admin", %addr, token = access.requires_token(), "listening");
     }
+    let local = listener.local_addr();
+    let (ready, incoming) = mpsc::channel(MAX_CONNECTIONS);
+    tokio::spawn(accept_loop(
+        listener,
+        shared.clone(),
+        ready,
+        shutdown.clone(),
+    ));
     let app = routes::router(shared, Arc::new(access));
-    let listener = Capped {
-        inner: listener,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-    };
+    let listener = Capped { incoming, local };
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
@@ -217,10 +225,64 @@ impl Connected<IncomingStream<'_, Capped>> for Peer {
     }
 }
 
-/// The listener with a cap on open connections: a connection holds a permit until closed.
+/// Accepts connections while fewer than [`MAX_CONNECTIONS`] are open (a connection holds a
+/// permit until closed), runs the TLS handshake if `[admin] tls` is on, and hands each ready
+/// connection to [`Capped`]. Stops at `shutdown`, closing the listening socket.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    ready: mpsc::Sender<(Conn, SocketAddr)>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            a = accept_with_permit(&listener, &slots) => a,
+            () = shutdown.cancelled() => return,
+        };
+        let (stream, peer, permit) = accepted;
+        let _ = stream.set_nodelay(true);
+        if !shared.config.admin_tls {
+            if ready
+                .send((Conn::new(Box::new(stream), permit), peer))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        let (shared, ready) = (shared.clone(), ready.clone());
+        tokio::spawn(async move {
+            if let Some(tls) = shared.accept_tls(stream, "admin TLS").await {
+                let _ = ready.send((Conn::new(Box::new(tls), permit), peer)).await;
+            }
+        });
+    }
+}
+
+async fn accept_with_permit(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) {
+    loop {
+        // The semaphore is never closed; should acquiring fail, serve without a permit.
+        let permit = slots.clone().acquire_owned().await.ok();
+        match listener.accept().await {
+            Ok((stream, peer)) => return (stream, peer, permit),
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!("admin: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The listener axum serves: the connections [`accept_loop`] has made ready.
 struct Capped {
-    inner: TcpListener,
-    slots: Arc<Semaphore>,
+    incoming: mpsc::Receiver<(Conn, SocketAddr)>,
+    local: io::Result<SocketAddr>,
 }
 
 impl axum::serve::Listener for Capped {
@@ -228,42 +290,42 @@ impl axum::serve::Listener for Capped {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Conn, SocketAddr) {
-        loop {
-            // The semaphore is never closed; should acquiring fail, serve without a permit.
-            let permit = self.slots.clone().acquire_owned().await.ok();
-            match self.inner.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = Conn {
-                        stream,
-                        idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-                        _permit: permit,
-                    };
-                    return (conn, peer);
-                }
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!("admin: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        match self.incoming.recv().await {
+            Some(ready) => ready,
+            // The accept loop stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }
+
+/// A byte stream of the admin endpoint: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// A connection that fails its next read or write once idle for [`IDLE_TIMEOUT`], so a client
 /// that stops mid-request (or keeps an idle keep-alive) gives its slot back.
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     idle: Pin<Box<Sleep>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Conn {
+    fn new(stream: Box<dyn Stream>, permit: Option<OwnedSemaphorePermit>) -> Conn {
+        Conn {
+            stream,
+            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            _permit: permit,
+        }
+    }
+
     /// After progress: push the deadline out. While waiting: fail once it has passed.
     fn track<T>(&mut self, cx: &mut Context<'_>, p: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match p {

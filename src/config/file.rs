@@ -156,6 +156,8 @@ pub struct AdminFile {
     /// File holding a bearer token the admin endpoint requires. Default: none (loopback
     /// listeners only).
     pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with the gateway's `[tls]` certificate. Default false.
+    pub tls: bool,
 }
 
 /// A problem met while mirroring the file, before any validation.

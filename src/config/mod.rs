@@ -48,6 +48,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// The admin HTTP endpoint's bearer-token file, if any. Absolute.
     pub admin_token_file: Option<PathBuf>,
+    /// The admin endpoint serves HTTPS (with the `[tls]` certificate).
+    pub admin_tls: bool,
     /// The migration policy (`[[policy]]` rules in order).
     pub policy: std::sync::Arc<crate::policy::Policy>,
     /// Notices and the admin digest.

@@ -538,6 +538,10 @@ fn warnings_name_risky_settings() {
              username = \"u\"\npassword = \"p\"\n",
             "in the clear",
         ),
+        (
+            "[listeners]\nadmin = \"192.0.2.9:2580\"\n[admin]\ntoken_file = \"t\"\n",
+            "[admin] tls",
+        ),
     ];
     for (tail, needle) in cases {
         let text = format!("{BASE}[relay]\nlocal_domains = [\"x.test\"]\n{tail}");

@@ -212,6 +212,7 @@ impl<'a> Checker<'a> {
             limits,
             audit,
             admin_token_file,
+            admin_tls: f.admin.tls,
         }
     }
 

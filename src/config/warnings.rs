@@ -31,6 +31,15 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
             ));
         }
     }
+    if let Some(addr) = c.listeners.admin
+        && !crate::canonical_ip(addr.ip()).is_loopback()
+        && !c.admin_tls
+    {
+        out.push(format!(
+            "listeners.admin: {addr} is not loopback and [admin] tls is off; the bearer token \
+             and the report cross the network in the clear (set [admin] tls = true)"
+        ));
+    }
     if c.tls.cert.is_none() {
         let l = &c.listeners;
         let public = [&l.pop3, &l.pop3s, &l.smtp, &l.submission, &l.submissions]
