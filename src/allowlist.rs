@@ -16,8 +16,8 @@
 //! Snapshots ([`Allowlist::save`], [`Allowlist::load`]) are JSON, written atomically (temp
 //! file, fsync, rename, directory fsync) so a restart keeps the relay open for recent users.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,8 +183,7 @@ impl Allowlist {
         out
     }
 
-    /// Writes a snapshot of the live entries to `path` atomically: a temporary file in the
-    /// same directory is written and fsynced, renamed over `path`, and the directory fsynced.
+    /// Writes a snapshot of the live entries to `path` atomically ([`crate::durable::replace`]).
     pub fn save(&self, path: &Path, now: SystemTime) -> io::Result<()> {
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
@@ -200,33 +199,7 @@ impl Allowlist {
                 .collect(),
         };
         let bytes = serde_json::to_vec(&snap).map_err(io::Error::other)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| invalid("snapshot path has no file name"))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp.{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)
-        })();
-        if written.is_err() {
-            // Best effort: the error that matters is the one returned.
-            let _ = fs::remove_file(&tmp);
-        }
-        written?;
-        File::open(dir)?.sync_all()
+        crate::durable::replace(path, &bytes)
     }
 
     /// Merges the snapshot at `path` into the list, dropping entries expired at `now` and
@@ -446,6 +419,7 @@ struct SnapshotEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const TTL: Duration = Duration::from_secs(1800);
 

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod durable;
 pub mod io;
 pub mod maildir;
 pub mod notices;

@@ -3,15 +3,34 @@
 //! per `[notices] interval` per user and mechanism, naming the client address, the mechanism,
 //! the software seen and the date from which it will be refused.
 //!
-//! The rate limit is kept in memory: after a restart a user may get one more notice.
+//! The rate limit is kept in memory and saved to `<state_dir>/notices.json` now and then and
+//! at shutdown, so a restart does not send a user a second notice within the interval (after
+//! a crash, one may come that was sent less than five minutes before it).
 
-use std::path::PathBuf;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::unix_secs;
 
 /// Upper bound on remembered (user, mechanism) pairs.
 const MAX_REMEMBERED: usize = 100_000;
+
+/// Largest saved file read back (the remembered pairs at their longest fit well within).
+const MAX_SAVED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Version of the saved file's format.
+const SAVED_VERSION: u32 = 1;
+
+/// What `notices.json` holds: `(user, mechanism, when sent in Unix seconds)`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    sent: Vec<(String, String, u64)>,
+}
 
 /// What a notice says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +84,54 @@ impl Notices {
         }
         self.sent.insert(key, now);
         true
+    }
+
+    /// Writes the notices sent within the interval before `now` to `path`, atomically
+    /// (blocking file I/O).
+    pub fn save(&self, path: &Path, now: SystemTime) -> io::Result<()> {
+        let sent = self
+            .sent
+            .iter()
+            .filter(|e| now.duration_since(*e.value()).unwrap_or_default() < self.interval)
+            .map(|e| (e.key().0.clone(), e.key().1.clone(), unix_secs(*e.value())))
+            .collect();
+        let saved = Saved {
+            version: SAVED_VERSION,
+            sent,
+        };
+        let bytes = serde_json::to_vec(&saved).map_err(io::Error::other)?;
+        crate::durable::replace(path, &bytes)
+    }
+
+    /// Takes the notices saved at `path` that are still within the interval at `now`; returns
+    /// how many. A missing file is not an error (0); an unreadable or corrupt one is, and
+    /// nothing is taken from it.
+    pub fn load(&self, path: &Path, now: SystemTime) -> io::Result<usize> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_SAVED_BYTES + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_SAVED_BYTES {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "file too large"));
+        }
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if saved.version != SAVED_VERSION {
+            let why = format!("unknown version {}", saved.version);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
+        let mut taken = 0;
+        for (user, mechanism, secs) in saved.sent.into_iter().take(MAX_REMEMBERED) {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            if now.duration_since(at).unwrap_or_default() < self.interval {
+                self.sent.insert((user, mechanism), at);
+                taken += 1;
+            }
+        }
+        Ok(taken)
     }
 
     /// Writes `notice` into the user's mailbox (blocking file I/O: call off the runtime).
@@ -176,6 +243,35 @@ mod tests {
         assert!(n.due("alice", "PLAIN", T0));
         assert!(n.due("bob", "CRAM-MD5", T0));
         assert!(n.due("alice", "CRAM-MD5", T0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn the_rate_limit_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notices.json");
+        let hour = Duration::from_secs(3600);
+        let t = T0 + Duration::from_secs(1_700_000_000);
+        let n = Notices::new(hour, dir.path().into(), "mx".into());
+        assert!(n.due("alice", "CRAM-MD5", t));
+        assert!(n.due("bob", "PLAIN", t - Duration::from_secs(3000)));
+        n.save(&path, t).unwrap();
+
+        // The next run: alice's notice is remembered; bob's has run out by then.
+        let later = t + Duration::from_secs(1000);
+        let again = Notices::new(hour, dir.path().into(), "mx".into());
+        assert_eq!(again.load(&path, later).unwrap(), 1);
+        assert!(!again.due("alice", "CRAM-MD5", later));
+        assert!(again.due("bob", "PLAIN", later));
+        assert!(again.due("alice", "CRAM-MD5", t + hour));
+
+        // Missing: nothing to take; corrupt: an error, and nothing taken.
+        let fresh = Notices::new(hour, dir.path().into(), "mx".into());
+        assert_eq!(fresh.load(&dir.path().join("none.json"), later).unwrap(), 0);
+        std::fs::write(&path, b"{\"version\": 1, \"sent\": [[\"a\"").unwrap();
+        assert!(fresh.load(&path, later).is_err());
+        std::fs::write(&path, b"{\"version\": 9, \"sent\": []}").unwrap();
+        assert!(fresh.load(&path, later).is_err());
+        assert!(fresh.due("alice", "CRAM-MD5", later));
     }
 
     #[test]

@@ -539,6 +539,19 @@ impl Server {
             ntlm_v1: config.auth.ntlm_v1,
             channel_binding_offered: config.auth.mechanisms.iter().any(|m| m.ends_with("-PLUS")),
         };
+        let notices = Arc::new(crate::notices::Notices::new(
+            config.notices.interval,
+            config.delivery.maildir.clone(),
+            config.hostname.clone(),
+        ));
+        let path = notices_file(&config);
+        match notices.load(&path, clock.now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(notices = n, "notices sent before the restart remembered"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "notices file unreadable, ignored: {e}")
+            }
+        }
         let shared = Arc::new(Shared {
             user_store,
             local_domains: Arc::new(config.relay.local_domains.clone()),
@@ -554,11 +567,7 @@ impl Server {
             audit,
             metrics,
             policy: std::sync::RwLock::new(config.policy.clone()),
-            notices: Arc::new(crate::notices::Notices::new(
-                config.notices.interval,
-                config.delivery.maildir.clone(),
-                config.hostname.clone(),
-            )),
+            notices,
             clock,
             mailboxes_in_use: DashSet::new(),
             next_session: AtomicU64::new(1),
@@ -667,6 +676,7 @@ impl Server {
         relay_shutdown.cancel();
         let _ = tokio::time::timeout(grace, relay_task).await;
         save_allowlist(&shared);
+        save_notices(&shared);
         // Last: the audit writer drains what the sessions and the relay recorded.
         audit_shutdown.cancel();
         if let Some(task) = audit_task {
@@ -780,7 +790,11 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
         rounds += 1;
         if rounds.is_multiple_of(10) {
             let shared = shared.clone();
-            let _ = tokio::task::spawn_blocking(move || save_allowlist(&shared)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                save_allowlist(&shared);
+                save_notices(&shared);
+            })
+            .await;
         }
     }
 }
@@ -875,6 +889,18 @@ fn send_digest(shared: &Shared, period: Duration) {
         }
         Ok(None) => tracing::debug!("no legacy authentication in the digest period"),
         Err(e) => tracing::warn!("cannot build the digest: {e}"),
+    }
+}
+
+/// Where the notices' rate limit is saved across restarts.
+fn notices_file(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("notices.json")
+}
+
+fn save_notices(shared: &Shared) {
+    let path = notices_file(&shared.config);
+    if let Err(e) = shared.notices.save(&path, shared.clock.now()) {
+        tracing::warn!(file = %path.display(), "cannot save the notices sent: {e}");
     }
 }
 

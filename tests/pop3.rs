@@ -225,3 +225,31 @@ async fn a_user_added_to_the_users_file_can_log_in_without_a_restart() {
     assert!(pop3s_login(&gw, "alice", PASSWORD).await);
     gw.stop().await;
 }
+
+/// Logs in over plain POP3 with APOP as `user`; the reply to APOP.
+async fn apop(gw: &Gateway, user: &str) -> (Client, String) {
+    let mut c = Client::connect(gw.addr("pop3")).await;
+    let greeting = c.pop(true).await;
+    let ts = &greeting[greeting.find('<').unwrap()..=greeting.rfind('>').unwrap()];
+    let digest = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{ts}{PASSWORD}")));
+    c.send(&format!("APOP {user} {digest}")).await;
+    let reply = c.line().await.unwrap_or_default();
+    (c, reply)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_maildrop_is_free_once_quit_is_answered() {
+    let gw = Gateway::start("").await;
+    // A polling client logs in again as soon as its QUIT is answered: never [IN-USE].
+    let (mut c, reply) = apop(&gw, "alice").await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    for round in 0..50 {
+        c.send("QUIT").await;
+        let bye = c.line().await.unwrap_or_default();
+        assert!(bye.starts_with("+OK"), "round {round}: {bye}");
+        let (next, reply) = apop(&gw, "alice").await;
+        assert!(reply.starts_with("+OK"), "round {round}: {reply}");
+        c = next;
+    }
+    gw.stop().await;
+}

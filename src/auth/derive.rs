@@ -168,7 +168,7 @@ fn derive(
         if read(path)? != old {
             continue;
         }
-        file::write_atomically(path, &new).map_err(|source| Error::Write {
+        crate::durable::replace(path, &new).map_err(|source| Error::Write {
             path: path.to_owned(),
             source,
         })?;

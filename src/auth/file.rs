@@ -9,8 +9,8 @@
 //! ([`lock`]), so that one never writes over another's change.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use super::scheme::{Form, Rejection};
@@ -113,7 +113,7 @@ pub fn set_user(path: &Path, user: &str, forms: &[String]) -> Result<(), Error> 
         });
     }
     let new = rewrite(&old, &user, forms);
-    write_atomically(path, &new).map_err(|source| Error::Write {
+    crate::durable::replace(path, &new).map_err(|source| Error::Write {
         path: path.to_owned(),
         source,
     })
@@ -208,7 +208,7 @@ pub(crate) fn lock(path: &Path) -> Result<File, Error> {
         path: path.to_owned(),
         source,
     };
-    let (dir, name) = dir_and_name(path).map_err(err)?;
+    let (dir, name) = crate::durable::dir_and_name(path).map_err(err)?;
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -229,21 +229,6 @@ pub(crate) fn lock(path: &Path) -> Result<File, Error> {
     )))
 }
 
-/// The folder and file name of `path`.
-fn dir_and_name(path: &Path) -> io::Result<(PathBuf, String)> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "users file path has no file name",
-        )
-    })?;
-    Ok((dir, name.to_string_lossy().into_owned()))
-}
-
 /// If `line` belongs to `user`, its trailing fields after the password (if any).
 fn user_line_rest<'a>(line: &'a [u8], user: &str) -> Option<Option<&'a [u8]>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -254,36 +239,6 @@ fn user_line_rest<'a>(line: &'a [u8], user: &str) -> Option<Option<&'a [u8]>> {
     let name = fields.next()?;
     fields.next()?;
     (String::from_utf8_lossy(name).to_lowercase() == user).then(|| fields.next())
-}
-
-/// Replaces `path` with `bytes`: temp file in the same folder, fsync, rename, folder fsync.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let (dir, name) = dir_and_name(path)?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    // A temp file left by a crashed run of this same process id is stale.
-    let _ = fs::remove_file(&tmp);
-    let result = write_then_rename(path, &tmp, &dir, bytes);
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_then_rename(path: &Path, tmp: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(tmp)?;
-    // Keep the permissions of the file being replaced.
-    if let Ok(meta) = fs::metadata(path) {
-        file.set_permissions(meta.permissions())?;
-    }
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(tmp, path)?;
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

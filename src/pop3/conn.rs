@@ -288,6 +288,12 @@ where
         match output.action {
             Action::Continue => output.reply.encode(out),
             Action::Close => {
+                // The UPDATE state is done (deletions committed): release the maildrop before
+                // the final reply rather than just after it (RFC 1939 §6 names no order that a
+                // client could see), so a client that logs in again right after its +OK to
+                // QUIT is not told -ERR [IN-USE] by its own ending session. Seen under load in
+                // the audit tests.
+                *lock = None;
                 output.reply.encode(out);
                 let _ = flush(stream, out).await;
                 return Flow::Closed;
