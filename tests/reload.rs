@@ -1,5 +1,6 @@
 //! Reloading without a restart: a renewed TLS certificate is served after SIGHUP's reload
-//! (`Shared::reload`), and a broken one leaves the certificate in force.
+//! (`Shared::reload`), and a broken one leaves the certificate in force; the systemd unit that
+//! sends that SIGHUP verifies.
 
 mod common;
 
@@ -57,4 +58,35 @@ async fn a_renewed_certificate_is_served_after_a_reload() {
     sighup(&gw).await;
     assert_eq!(served_cert(&gw).await, renewed);
     gw.stop().await;
+}
+
+/// The systemd unit in `contrib/` passes `systemd-analyze verify` (with the built binary in
+/// place of `/usr/local/bin/mailgate`), and reloads with SIGHUP, which the gateway handles.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/systemd/mailgate.service"
+    ))
+    .expect("unit file");
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    let found = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: systemd-analyze not installed; the unit file is not verified");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("mailgate.service");
+    let unit = unit.replace("/usr/local/bin/mailgate", env!("CARGO_BIN_EXE_mailgate"));
+    std::fs::write(&path, unit).expect("unit copy");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
