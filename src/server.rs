@@ -87,6 +87,39 @@ impl Role {
     }
 }
 
+/// The settings that decide, per client address, what a connection may do, and which domains
+/// are local; reloaded on SIGHUP, taken once per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Networks {
+    /// `[auth] insecure_plaintext_networks`.
+    pub insecure_plaintext: Vec<ipnet::IpNet>,
+    /// `[relay] trusted_networks`.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// `[relay] local_domains` (lower case).
+    pub local_domains: Arc<Vec<String>>,
+}
+
+impl Networks {
+    /// The settings of `config`.
+    pub fn from_config(config: &Config) -> Networks {
+        Networks {
+            insecure_plaintext: config.auth.insecure_plaintext_networks.clone(),
+            trusted: config.relay.trusted_networks.clone(),
+            local_domains: Arc::new(config.relay.local_domains.clone()),
+        }
+    }
+
+    /// Whether `ip` may send credentials without TLS.
+    pub fn plaintext_allowed(&self, ip: IpAddr) -> bool {
+        crate::config::in_networks(&self.insecure_plaintext, ip)
+    }
+
+    /// Whether `ip` may relay without logging in.
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        crate::config::in_networks(&self.trusted, ip)
+    }
+}
+
 /// State shared by every session.
 pub struct Shared {
     /// The configuration.
@@ -97,8 +130,9 @@ pub struct Shared {
     pub user_store: Arc<UserStore>,
     /// Enabled SASL mechanisms, in the configured order.
     pub mechanisms: Vec<&'static Descriptor>,
-    /// Local domains (lower case).
-    pub local_domains: Arc<Vec<String>>,
+    /// The networks and domains that decide what a client may do; replaced on SIGHUP, read
+    /// once per connection (see [`Shared::networks`]).
+    networks: std::sync::RwLock<Arc<Networks>>,
     /// The POP-before-SMTP allowlist.
     pub allowlist: Arc<Allowlist>,
     /// Failed-login throttling.
@@ -220,8 +254,10 @@ impl Shared {
         }
     }
 
-    /// Applies a reloaded configuration (SIGHUP): the users file is read again and the
-    /// migration policy takes effect for the next session phase; open sessions are untouched.
+    /// Applies a reloaded configuration (SIGHUP): the users file is read again, the TLS
+    /// certificate too, and the migration policy, the networks (`insecure_plaintext_networks`,
+    /// `trusted_networks`) and the local domains take effect for what comes next; open
+    /// sessions are untouched.
     /// Other changed sections are named in a warning: they take effect at the next restart.
     /// Returns the names of those sections. Blocking (reads the users file).
     pub fn reload(&self, new: &Config) -> Vec<&'static str> {
@@ -248,14 +284,15 @@ impl Shared {
                 tracing::error!("TLS certificate not reloaded, the one loaded before stays: {e}");
             }
         }
-        if changed(&old.auth, &new.auth) {
+        // The networks are reloaded; the rest of [auth] needs a restart.
+        let mut auth = new.auth.clone();
+        auth.insecure_plaintext_networks = old.auth.insecure_plaintext_networks.clone();
+        if changed(&old.auth, &auth) {
             restart.push("auth");
         }
+        self.reload_networks(Networks::from_config(new));
         if changed(&old.pop_before_smtp, &new.pop_before_smtp) {
             restart.push("pop_before_smtp");
-        }
-        if changed(&old.relay, &new.relay) {
-            restart.push("relay");
         }
         if changed(&old.delivery, &new.delivery) {
             restart.push("delivery");
@@ -271,6 +308,22 @@ impl Shared {
             tracing::warn!(sections = ?restart, "these changes take effect at the next restart");
         }
         restart
+    }
+
+    /// Puts `nets` in force for the connections that come next (and the throttle's exemption
+    /// of the trusted networks); connections already open keep what they started with.
+    pub fn reload_networks(&self, nets: Networks) {
+        if nets == *self.networks() {
+            return;
+        }
+        tracing::info!(
+            trusted = nets.trusted.len(),
+            insecure_plaintext = nets.insecure_plaintext.len(),
+            local_domains = nets.local_domains.len(),
+            "networks and local domains reloaded"
+        );
+        self.throttle.set_exempt(nets.trusted.clone());
+        *self.networks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nets);
     }
 
     /// Runs the server side of a TLS handshake on `tcp` within `limits.tls_handshake_timeout`;
@@ -293,6 +346,14 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// The networks and local domains in force (cheap: an `Arc` clone).
+    pub fn networks(&self) -> Arc<Networks> {
+        self.networks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The TLS setup in force (cheap: an `Arc` clone).
@@ -554,7 +615,7 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             user_store,
-            local_domains: Arc::new(config.relay.local_domains.clone()),
+            networks: std::sync::RwLock::new(Arc::new(Networks::from_config(&config))),
             users,
             mechanisms,
             allowlist,

@@ -45,7 +45,8 @@ pub struct Throttle {
     max_delay: Duration,
     window: Duration,
     ipv6_prefix: u8,
-    exempt: Vec<IpNet>,
+    /// Replaced when the trusted networks are reloaded (SIGHUP).
+    exempt: std::sync::RwLock<Vec<IpNet>>,
 }
 
 impl Throttle {
@@ -65,8 +66,13 @@ impl Throttle {
             max_delay: cfg.max_delay,
             window: cfg.window,
             ipv6_prefix: cfg.ipv6_prefix,
-            exempt,
+            exempt: std::sync::RwLock::new(exempt),
         }
+    }
+
+    /// Replaces the networks never throttled by address (a reload of `trusted_networks`).
+    pub fn set_exempt(&self, exempt: Vec<IpNet>) {
+        *self.exempt.write().unwrap_or_else(|p| p.into_inner()) = exempt;
     }
 
     /// The delay to impose before answering the next attempt from `ip` for `user` at `now`:
@@ -126,7 +132,8 @@ impl Throttle {
 
     /// The address key, or `None` for exempt addresses.
     fn addr_key(&self, ip: IpAddr) -> Option<IpNet> {
-        (!config::in_networks(&self.exempt, ip)).then(|| network_key(ip, self.ipv6_prefix))
+        let exempt = self.exempt.read().unwrap_or_else(|p| p.into_inner());
+        (!config::in_networks(&exempt, ip)).then(|| network_key(ip, self.ipv6_prefix))
     }
 }
 
@@ -378,6 +385,12 @@ mod tests {
         assert_eq!(th.delay(a, None, t(10)), Duration::ZERO);
         assert_eq!(th.delay(a, Some("bob"), t(10)), Duration::ZERO);
         assert_eq!(secs(th.delay(a, Some("alice"), t(10))), 16);
+        // A reload that drops the network: its failures from now on count by address.
+        th.set_exempt(Vec::new());
+        for i in 10..16 {
+            th.record_failure(a, None, t(i));
+        }
+        assert!(th.delay(a, None, t(20)) > Duration::ZERO);
     }
 
     #[test]

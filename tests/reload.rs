@@ -3,8 +3,12 @@
 //! sends that SIGHUP verifies.
 
 mod common;
+#[allow(clippy::disallowed_methods)]
+#[path = "common/extra.rs"]
+mod extra;
 
-use common::Gateway;
+use common::client::Client;
+use common::{Gateway, host};
 use mailgate::config::Config;
 
 /// Writes a fresh self-signed certificate for `name` and its key as `cert.pem` / `key.pem` in
@@ -57,6 +61,47 @@ async fn a_renewed_certificate_is_served_after_a_reload() {
     std::fs::write(gw.dir.path().join("key.pem"), "not a key").expect("key.pem");
     sighup(&gw).await;
     assert_eq!(served_cert(&gw).await, renewed);
+    gw.stop().await;
+}
+
+/// The reply code to RCPT TO `rcpt` in a fresh SMTP session from `source`.
+async fn rcpt_code(gw: &Gateway, source: std::net::IpAddr, rcpt: &str) -> u16 {
+    let mut c = Client::connect_from(source, gw.addr("smtp")).await;
+    c.expect(220).await;
+    c.cmd("EHLO device", 250).await;
+    c.cmd("MAIL FROM:<printer@example.test>", 250).await;
+    c.send(&format!("RCPT TO:<{rcpt}>")).await;
+    let code = c.reply().await.0;
+    c.send("QUIT").await;
+    code
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trusted_networks_and_local_domains_follow_a_reload() {
+    let gw = Gateway::start("").await;
+    let printer = host(5);
+    assert_eq!(rcpt_code(&gw, printer, "someone@remote.example").await, 554);
+    assert_eq!(rcpt_code(&gw, printer, "alice@branch.example").await, 554);
+    // The admin lets the printer relay and adds a domain, then reloads.
+    let path = gw.dir.path().join("mailgate.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = extra::set_all(
+        &text,
+        &[
+            ("relay", "trusted_networks", r#"["127.0.0.5/32"]"#),
+            (
+                "relay",
+                "local_domains",
+                r#"["example.test", "branch.example"]"#,
+            ),
+        ],
+    );
+    std::fs::write(&path, text).expect("config");
+    let restart = sighup(&gw).await;
+    assert!(restart.is_empty(), "nothing needs a restart: {restart:?}");
+    assert_eq!(rcpt_code(&gw, printer, "someone@remote.example").await, 250);
+    assert_eq!(rcpt_code(&gw, host(6), "someone@remote.example").await, 554);
+    assert_eq!(rcpt_code(&gw, host(6), "alice@branch.example").await, 250);
     gw.stop().await;
 }
 

@@ -130,8 +130,7 @@ fn settings(
         hostname: cfg.hostname.clone(),
         sasl: shared.sasl_environment(id, tls),
         mechanisms: shared.mechanisms.clone(),
-        plaintext_allowed: tls_active
-            || crate::config::in_networks(&cfg.auth.insecure_plaintext_networks, ip),
+        plaintext_allowed: tls_active || shared.networks().plaintext_allowed(ip),
         stls_available: !tls_active,
         tls_active,
         apop_timestamp,

@@ -129,6 +129,7 @@ fn settings(
 ) -> Settings {
     let tls_info = tls.map(crate::tls::describe);
     let cfg = &shared.config;
+    let nets = shared.networks();
     let ip = crate::canonical_ip(peer.ip());
     let tls_active = tls_info.is_some();
     let pbs = &cfg.pop_before_smtp;
@@ -141,15 +142,14 @@ fn settings(
         tls_active,
         tls_info,
         starttls_available: role != SmtpRole::Submissions,
-        plaintext_allowed: tls_active
-            || crate::config::in_networks(&cfg.auth.insecure_plaintext_networks, ip),
-        trusted: crate::config::in_networks(&cfg.relay.trusted_networks, ip),
+        plaintext_allowed: tls_active || nets.plaintext_allowed(ip),
+        trusted: nets.trusted(ip),
         allowlist,
         restrict_sender: pbs.restrict_sender,
         sasl: shared.sasl_environment(id, tls),
         policy: shared.policy(),
         mechanisms: shared.mechanisms.clone(),
-        local_domains: shared.local_domains.clone(),
+        local_domains: nets.local_domains.clone(),
         max_message_size: cfg.limits.max_message_size,
         max_recipients: cfg.limits.max_recipients,
         max_auth_failures: cfg.auth.max_failures,
