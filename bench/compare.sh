@@ -281,7 +281,7 @@ run() {
         echo "$key/$server: no result" >&2; echo "$out" | tail -5 >&2
         echo "$key $server 0 - - fail" >> "$RESULTS"; return
     fi
-    field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$line"; }
+    field() { result_field "$1" "$line"; }
     echo "$key $server $(field rate) $(field cpu_ms) $(field p99_ms) $(field errors)" >> "$RESULTS"
     printf '%-20s %-16s %9s/s  cpu %8s ms  p99 %8s ms  errors %s  unsettled %s\n' "$key" \
         "$server" "$(field rate)" "$(field cpu_ms)" "$(field p99_ms)" "$(field errors)" \
@@ -313,17 +313,16 @@ mg auth-plain-implicit --scenario auth-plain --tls implicit --target 127.0.0.1:$
 mg pop3-stls --scenario pop3 --tls starttls --target 127.0.0.1:$MG_POP3 --concurrency $CONC
 mg pop3s --scenario pop3 --tls implicit --target 127.0.0.1:$MG_POP3S --concurrency $CONC
 mg relay-c128 --scenario relay --target 127.0.0.1:$MG_SMTP --concurrency $P99_CONC
-start_mailgate
-IDLE_OUT=$("$LOAD" --scenario relay --target 127.0.0.1:$MG_SMTP --idle "$IDLE" \
-    --server-pid "$MG_PID" --hold 1s 2>&1 | grep '^RESULT' || true)
-IDLE_BYTES=$(sed -n 's/.* bytes_per_conn=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
-IDLE_HELD=$(sed -n 's/.* held=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
+idle() { # SCENARIO PORT: holds $IDLE connections on a fresh mailgate; sets HELD and BYTES
+    start_mailgate
+    local line
+    line=$("$LOAD" --scenario "$1" --target 127.0.0.1:"$2" --idle "$IDLE" \
+        --server-pid "$MG_PID" --hold 1s 2>&1 | grep '^RESULT' || true)
+    HELD=$(result_field held "$line"); BYTES=$(result_field bytes_per_conn "$line")
+}
+idle relay $MG_SMTP; IDLE_HELD=$HELD; IDLE_BYTES=$BYTES
 echo "idle: $IDLE_HELD connections held, ${IDLE_BYTES:-?} bytes each"
-start_mailgate
-IDLE_OUT=$("$LOAD" --scenario pop3 --target 127.0.0.1:$MG_POP3 --idle "$IDLE" \
-    --server-pid "$MG_PID" --hold 1s 2>&1 | grep '^RESULT' || true)
-POP3_IDLE_BYTES=$(sed -n 's/.* bytes_per_conn=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
-POP3_IDLE_HELD=$(sed -n 's/.* held=\([^ ]*\).*/\1/p' <<< "$IDLE_OUT")
+idle pop3 $MG_POP3; POP3_IDLE_HELD=$HELD; POP3_IDLE_BYTES=$BYTES
 echo "idle: $POP3_IDLE_HELD POP3 connections held, ${POP3_IDLE_BYTES:-?} bytes each"
 stop_mailgate
 
