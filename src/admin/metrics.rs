@@ -60,8 +60,10 @@ pub struct Gauges {
     pub audit_written: u64,
     /// Audit events dropped because the writer fell behind.
     pub audit_dropped: u64,
-    /// Failed audit writes, flushes or rotations.
+    /// Failed audit writes or rotations.
     pub audit_write_errors: u64,
+    /// Audit events lost because the write carrying them failed.
+    pub audit_lost: u64,
 }
 
 impl Metrics {
@@ -151,8 +153,13 @@ impl Metrics {
         );
         reg.register(
             "audit_write_errors",
-            "Failed audit log writes, flushes or rotations",
+            "Failed audit log writes or rotations",
             ConstCounter::new(gauges.audit_write_errors),
+        );
+        reg.register(
+            "audit_events_lost",
+            "Audit events lost because the write carrying them failed",
+            ConstCounter::new(gauges.audit_lost),
         );
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -242,6 +249,7 @@ mod tests {
             audit_written: 7,
             audit_dropped: 0,
             audit_write_errors: 4,
+            audit_lost: 9,
         });
         let want = [
             "# TYPE mailgate_authentications_total counter",
@@ -258,6 +266,7 @@ mod tests {
             "mailgate_audit_events_written_total 7",
             "mailgate_audit_events_dropped_total 0",
             "mailgate_audit_write_errors_total 4",
+            "mailgate_audit_events_lost_total 9",
         ];
         let lines: Vec<&str> = text.lines().collect();
         for w in want {

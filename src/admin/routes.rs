@@ -151,6 +151,7 @@ async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
         audit_written: load(&stats.written),
         audit_dropped: load(&stats.dropped),
         audit_write_errors: load(&stats.write_errors),
+        audit_lost: load(&stats.lost),
     };
     let text = app.shared.metrics.encode(&gauges);
     Ok((

@@ -3,7 +3,8 @@
 //!
 //! Sessions hand events to an [`Auditor`], which never blocks them: events go through a bounded
 //! channel to one writer task that owns the file. A full channel drops the event and counts it;
-//! a failed write (full disk, permissions) is logged once per burst and counted; neither takes
+//! a failed write (full disk, permissions) loses the events of that write, which are counted;
+//! the outage is logged once when it starts and once when it ends; neither takes
 //! the gateway down or delays mail. Rotation renames `audit.log` to `audit.log.1`, shifting
 //! older files up to `keep`, so readers find the current and rotated logs by name.
 
@@ -11,7 +12,7 @@ pub mod event;
 pub mod report;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,10 +82,10 @@ impl Record {
 /// Events buffered between sessions and the writer before new ones are dropped.
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 
-/// How often buffered lines are written and flushed to the file.
+/// How often queued events are written to the file.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-/// Events written at once without waiting for the next flush.
+/// Events written at once without waiting for the next tick.
 const WRITE_BATCH: usize = 256;
 
 /// Where and how the audit log is written (`[audit]`).
@@ -105,8 +106,10 @@ pub struct Stats {
     pub written: AtomicU64,
     /// Events dropped because the writer fell behind.
     pub dropped: AtomicU64,
-    /// Failed writes, flushes or rotations.
+    /// Failed writes or rotations.
     pub write_errors: AtomicU64,
+    /// Events lost because the write carrying them failed.
+    pub lost: AtomicU64,
 }
 
 /// Sees every event an [`Auditor`] records, before it is queued (e.g. to count it in metrics);
@@ -204,7 +207,7 @@ pub fn files(path: &Path, keep: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The writer task: owns the file, batches lines, flushes often, rotates by size.
+/// The writer task: owns the file, writes events in batches, rotates by size.
 async fn writer(
     settings: Settings,
     mut rx: mpsc::Receiver<Event>,
@@ -241,16 +244,14 @@ async fn writer(
             }
         }
     }
-    let _ = tokio::task::spawn_blocking(move || out.flush()).await;
+    drop(out);
 }
 
 async fn run_blocking(mut out: Output, batch: Vec<Event>) -> Output {
     let (settings, stats) = (out.settings.clone(), out.stats.clone());
+    let lost = batch.len() as u64;
     let job = tokio::task::spawn_blocking(move || {
-        for e in &batch {
-            out.write(e);
-        }
-        out.flush();
+        out.write_batch(&batch);
         out
     });
     match job.await {
@@ -260,19 +261,28 @@ async fn run_blocking(mut out: Output, batch: Vec<Event>) -> Output {
         Err(e) => {
             tracing::error!("audit writer task failed: {e}");
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            stats.lost.fetch_add(lost, Ordering::Relaxed);
             Output::new(settings, stats)
         }
     }
 }
 
 /// The open file and its size.
+///
+/// A batch is serialized into one buffer and handed to the kernel with one `write_all`, so an
+/// event is counted as written only once the write that carries it has succeeded, and the
+/// events of a failed write are counted as lost (no buffered writer hides an error until a
+/// later flush).
 struct Output {
     settings: Settings,
     stats: Arc<Stats>,
-    file: Option<BufWriter<File>>,
+    file: Option<File>,
     size: u64,
-    failing: bool,
-    line: Vec<u8>,
+    /// Since when writes fail (one error line per outage, one recovery line after it).
+    failing_since: Option<std::time::Instant>,
+    /// Events lost since the outage began, for the recovery line.
+    lost_in_outage: u64,
+    buf: Vec<u8>,
 }
 
 impl Output {
@@ -282,61 +292,102 @@ impl Output {
             stats,
             file: None,
             size: 0,
-            failing: false,
-            line: Vec::new(),
+            failing_since: None,
+            lost_in_outage: 0,
+            buf: Vec::new(),
         }
     }
 
-    fn write(&mut self, event: &Event) {
-        self.line.clear();
-        if serde_json::to_writer(&mut self.line, event).is_err() {
-            return;
-        }
-        self.line.push(b'\n');
-        let line = std::mem::take(&mut self.line);
-        let result = self
-            .rotate_if_needed(line.len() as u64)
-            .and_then(|()| self.open())
-            .and_then(|f| f.write_all(&line));
-        self.account(result, line.len() as u64);
-        self.line = line;
-    }
-
-    fn flush(&mut self) {
-        if let Some(f) = &mut self.file {
-            let r = f.flush();
-            if r.is_err() {
-                // Drop the writer: the next write reopens (the disk may have recovered).
-                self.file = None;
+    /// Appends `events`, rotating first whenever the next line would push the file past
+    /// `max_size`.
+    fn write_batch(&mut self, events: &[Event]) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut pending = 0u64;
+        for event in events {
+            let mark = buf.len();
+            if serde_json::to_writer(&mut buf, event).is_err() {
+                buf.truncate(mark);
+                continue;
             }
-            self.account(r.map(|_| ()), 0);
+            buf.push(b'\n');
+            let before = self.current_size() + mark as u64;
+            if before > 0 && before + (buf.len() - mark) as u64 > self.settings.max_size {
+                // This line would push the file past max_size: write what precedes it to the
+                // current file, then rotate.
+                if mark > 0 {
+                    let result = self.append(&buf[..mark]);
+                    self.account(result, pending);
+                    buf.drain(..mark);
+                    pending = 0;
+                }
+                if let Err(e) = self.rotate() {
+                    // Keep appending to the current file rather than lose events; the next
+                    // line tries again.
+                    self.account(Err(e), 0);
+                }
+            }
+            pending += 1;
         }
+        if pending > 0 {
+            let result = self.append(&buf);
+            self.account(result, pending);
+        }
+        buf.clear();
+        self.buf = buf;
     }
 
-    fn account(&mut self, result: io::Result<()>, bytes: u64) {
+    /// The current file's size (read from disk while no file is open).
+    fn current_size(&mut self) -> u64 {
+        if self.file.is_none() {
+            self.size = fs::metadata(&self.settings.path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        self.size
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let f = self.open()?;
+        f.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Counts the outcome of writing `events` events (0 for a rotation).
+    fn account(&mut self, result: io::Result<()>, events: u64) {
         match result {
             Ok(()) => {
-                if bytes > 0 {
-                    self.size += bytes;
-                    self.stats.written.fetch_add(1, Ordering::Relaxed);
-                }
-                if self.failing {
-                    tracing::info!(path = %self.settings.path.display(), "audit log writable again");
-                    self.failing = false;
+                self.stats.written.fetch_add(events, Ordering::Relaxed);
+                if let Some(since) = self.failing_since.take() {
+                    tracing::warn!(
+                        path = %self.settings.path.display(),
+                        lost = self.lost_in_outage,
+                        after_secs = since.elapsed().as_secs(),
+                        "audit log writable again"
+                    );
+                    self.lost_in_outage = 0;
                 }
             }
             Err(e) => {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.lost.fetch_add(events, Ordering::Relaxed);
+                self.lost_in_outage += events;
+                // Drop the handle: the next write reopens (the disk may have recovered, or
+                // the file been moved away).
                 self.file = None;
-                if !self.failing {
-                    tracing::error!(path = %self.settings.path.display(), "audit log write failed: {e}");
-                    self.failing = true;
+                if self.failing_since.is_none() {
+                    tracing::error!(
+                        path = %self.settings.path.display(),
+                        "audit log write failed, events are lost until it recovers: {e}"
+                    );
+                    self.failing_since = Some(std::time::Instant::now());
                 }
             }
         }
     }
 
-    fn open(&mut self) -> io::Result<&mut BufWriter<File>> {
+    fn open(&mut self) -> io::Result<&mut File> {
         if self.file.is_none() {
             if let Some(dir) = self.settings.path.parent() {
                 fs::create_dir_all(dir)?;
@@ -346,7 +397,7 @@ impl Output {
                 .append(true)
                 .open(&self.settings.path)?;
             self.size = f.metadata()?.len();
-            self.file = Some(BufWriter::with_capacity(64 * 1024, f));
+            self.file = Some(f);
         }
         // Just set above when missing.
         self.file
@@ -354,18 +405,8 @@ impl Output {
             .ok_or_else(|| io::Error::other("audit file not open"))
     }
 
-    fn rotate_if_needed(&mut self, incoming: u64) -> io::Result<()> {
-        if self.file.is_none() {
-            self.size = fs::metadata(&self.settings.path)
-                .map(|m| m.len())
-                .unwrap_or(0);
-        }
-        if self.size + incoming <= self.settings.max_size || self.size == 0 {
-            return Ok(());
-        }
-        if let Some(mut f) = self.file.take() {
-            f.flush()?;
-        }
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
         let path = &self.settings.path;
         if self.settings.keep == 0 {
             fs::remove_file(path)?;
@@ -450,8 +491,59 @@ mod tests {
         }
         shutdown.cancel();
         task.await.unwrap();
-        assert!(auditor.stats().write_errors.load(Ordering::Relaxed) >= 5);
+        assert!(auditor.stats().write_errors.load(Ordering::Relaxed) >= 1);
         assert_eq!(auditor.stats().written.load(Ordering::Relaxed), 0);
+        assert_eq!(auditor.stats().lost.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_counts_events_as_lost_not_written() {
+        // /dev/full opens and accepts no byte (ENOSPC), as a full file system does.
+        if !Path::new("/dev/full").exists() {
+            eprintln!("skipped: no /dev/full");
+            return;
+        }
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            path: PathBuf::from("/dev/full"),
+            max_size: 1 << 20,
+            keep: 1,
+        };
+        let (auditor, task) = Auditor::start(settings, shutdown.clone());
+        for n in 0..12 {
+            auditor.record(event(n));
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        let stats = auditor.stats();
+        assert_eq!(stats.written.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.lost.load(Ordering::Relaxed), 12);
+        assert!(stats.write_errors.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[test]
+    fn a_write_that_recovers_counts_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        fs::create_dir(&path).unwrap();
+        let stats = Arc::new(Stats::default());
+        let mut out = Output::new(
+            Settings {
+                path: path.clone(),
+                max_size: 1 << 20,
+                keep: 1,
+            },
+            stats.clone(),
+        );
+        out.write_batch(&[event(1), event(2)]);
+        assert!(out.failing_since.is_some());
+        // The disk "recovers": the next batch is written and the outage ends.
+        fs::remove_dir(&path).unwrap();
+        out.write_batch(&[event(3)]);
+        assert!(out.failing_since.is_none());
+        assert_eq!(stats.lost.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.written.load(Ordering::Relaxed), 1);
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 
     #[test]
