@@ -278,8 +278,8 @@ struct Output {
     stats: Arc<Stats>,
     file: Option<File>,
     size: u64,
-    /// Since when writes fail (one error line per outage, one recovery line after it).
-    failing_since: Option<std::time::Instant>,
+    /// Writes are failing (one error line per outage, one recovery line after it).
+    failing: bool,
     /// Events lost since the outage began, for the recovery line.
     lost_in_outage: u64,
     buf: Vec<u8>,
@@ -292,7 +292,7 @@ impl Output {
             stats,
             file: None,
             size: 0,
-            failing_since: None,
+            failing: false,
             lost_in_outage: 0,
             buf: Vec::new(),
         }
@@ -359,11 +359,10 @@ impl Output {
         match result {
             Ok(()) => {
                 self.stats.written.fetch_add(events, Ordering::Relaxed);
-                if let Some(since) = self.failing_since.take() {
+                if std::mem::take(&mut self.failing) {
                     tracing::warn!(
                         path = %self.settings.path.display(),
                         lost = self.lost_in_outage,
-                        after_secs = since.elapsed().as_secs(),
                         "audit log writable again"
                     );
                     self.lost_in_outage = 0;
@@ -376,12 +375,12 @@ impl Output {
                 // Drop the handle: the next write reopens (the disk may have recovered, or
                 // the file been moved away).
                 self.file = None;
-                if self.failing_since.is_none() {
+                if !self.failing {
                     tracing::error!(
                         path = %self.settings.path.display(),
                         "audit log write failed, events are lost until it recovers: {e}"
                     );
-                    self.failing_since = Some(std::time::Instant::now());
+                    self.failing = true;
                 }
             }
         }
@@ -536,11 +535,11 @@ mod tests {
             stats.clone(),
         );
         out.write_batch(&[event(1), event(2)]);
-        assert!(out.failing_since.is_some());
+        assert!(out.failing);
         // The disk "recovers": the next batch is written and the outage ends.
         fs::remove_dir(&path).unwrap();
         out.write_batch(&[event(3)]);
-        assert!(out.failing_since.is_none());
+        assert!(!out.failing);
         assert_eq!(stats.lost.load(Ordering::Relaxed), 2);
         assert_eq!(stats.written.load(Ordering::Relaxed), 1);
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
