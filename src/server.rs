@@ -136,7 +136,7 @@ pub struct Shared {
     /// The POP-before-SMTP allowlist.
     pub allowlist: Arc<Allowlist>,
     /// Failed-login throttling.
-    pub throttle: Throttle,
+    pub throttle: Arc<Throttle>,
     /// The durable spool.
     pub spool: Arc<Spool>,
     /// Wakes the relay worker after a commit.
@@ -194,12 +194,13 @@ impl Shared {
     }
 
     /// Records a failed login and returns how long to wait before answering it: the fixed
-    /// `failure_delay` plus the throttle's growing delay for this address and user.
+    /// `failure_delay`. (The throttle's growing delay is waited before the next check, in
+    /// [`Shared::check_credentials`], where concurrent attempts queue for it.)
     pub fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
         let now = self.clock.now();
-        let ip = crate::canonical_ip(ip);
-        self.throttle.record_failure(ip, user, now);
-        self.config.auth.failure_delay + self.throttle.delay(ip, user, now)
+        self.throttle
+            .record_failure(crate::canonical_ip(ip), user, now);
+        self.config.auth.failure_delay
     }
 
     /// Drops a notice into `user`'s mailbox if one is due for this mechanism (a `notify`
@@ -397,13 +398,15 @@ impl Shared {
     }
 
     /// Runs a credential check `f` (a command that may verify a password) for a client at
-    /// `ip`: first waits out the address's throttle delay, so that a success is no faster to
-    /// learn than a failure, then runs `f` with one of a few verification slots, so slow
-    /// hashes can neither stall the runtime nor exhaust memory when many arrive at once.
+    /// `ip`: first waits for the address's next throttle slot (concurrent attempts from one
+    /// address queue, and a success is no faster to learn than a failure), then runs `f` with
+    /// one of a few verification slots, so slow hashes can neither stall the runtime nor
+    /// exhaust memory when many arrive at once. The per-user limit is applied by the store
+    /// itself ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.
     pub async fn check_credentials<R>(&self, ip: IpAddr, f: impl FnOnce() -> R) -> R {
         let wait = self
             .throttle
-            .delay(crate::canonical_ip(ip), None, self.clock.now());
+            .reserve_addr(crate::canonical_ip(ip), self.clock.now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -583,16 +586,23 @@ impl Server {
             None => None,
         };
         let user_store = Arc::new(users);
-        let users: Arc<dyn Authenticator> = user_store.clone();
         let tokens = match &config.auth.oauth {
             Some(o) => Some(Arc::new(crate::oauth::Validator::from_config(
                 o,
-                users.clone(),
+                user_store.clone(),
                 clock.clone(),
             )?) as Arc<dyn crate::sasl::TokenValidator>),
             None => None,
         };
-        let throttle = Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone());
+        let throttle = Arc::new(Throttle::new(
+            &config.auth.throttle,
+            config.relay.trusted_networks.clone(),
+        ));
+        let users: Arc<dyn Authenticator> = Arc::new(crate::throttle::ThrottledUsers::new(
+            user_store.clone(),
+            throttle.clone(),
+            clock.clone(),
+        ));
         let started = crate::clock::unix_secs(clock.now());
 
         let sasl_options = crate::sasl::Options {

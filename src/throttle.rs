@@ -2,17 +2,30 @@
 //!
 //! Every failed authentication (SMTP AUTH, POP3 PASS/APOP/AUTH) is recorded against the client
 //! address (IPv6 grouped by `ipv6_prefix`, as one host rotates addresses within its network)
-//! and against the user name tried. Before answering the next attempt the caller sleeps for
-//! [`Throttle::delay`]: nothing for the first `free_failures` failures, then `base_delay`,
-//! doubling with each further failure up to `max_delay`; the larger of the address and user
-//! delays wins, so spreading guesses over many addresses does not help against one user. A
-//! failure is remembered for `window` after the most recent one: a quiet `window` forgives.
+//! and against the user name tried. After `free_failures` failures each key must wait
+//! `base_delay` before its next credential check, doubling with each further failure up to
+//! `max_delay`. A failure is remembered for `window` after the most recent one: a quiet
+//! `window` forgives.
+//!
+//! The wait is a reservation, not a per-attempt sleep, so parallel connections cannot multiply
+//! the rate:
+//! - **By address** ([`Throttle::reserve_addr`]): before a credential is checked, the attempt
+//!   takes the address's next free slot and sleeps until it; the slot after it lies one delay
+//!   later. Parallel connections from one address queue behind each other, so one address gets
+//!   one check per delay however many connections it opens.
+//! - **By user** ([`Throttle::admit_user`]): when the credential store is asked about a user
+//!   whose delay has not passed, the attempt is refused without checking the credential, and
+//!   the refusal counts as a failure. Guesses spread over many addresses therefore get at most
+//!   one check per delay against one user, and none while they keep arriving faster than the
+//!   delay; other users log in as usual.
 //!
 //! With the defaults (3 free failures, 2 s base, 60 s cap) a guessing run gets three quick
 //! guesses, then waits 2, 4, 8, 16 and 32 s (about eight guesses in its first minute), and
-//! after that one guess a minute per connection for as long as it keeps going within `window`.
-//! The delay is per attempt: parallel connections from one address each wait, so the
-//! effective rate is bounded by that times `limits.max_connections_per_ip`.
+//! after that one guess a minute, for as long as it keeps going within `window`.
+//!
+//! The cost of the per-user limit: while a user's name is being guessed from elsewhere, that
+//! user's own logins are refused too (as with an account lockout) until the guessing stops and
+//! one delay (at most `max_delay`) has passed.
 //!
 //! Addresses in the trusted networks are never throttled by address (a webmail front end must
 //! not slow down all its users), but failures from them still count against the user name.
@@ -21,6 +34,7 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +42,8 @@ use dashmap::DashMap;
 use ipnet::IpNet;
 
 use crate::allowlist::network_key;
+use crate::auth::{Authenticator, ScramCredentials, ScramHash, Secret, Verdict};
+use crate::clock::Clock;
 use crate::config;
 
 /// Keys kept per map (addresses, user names) by [`Throttle::new`].
@@ -92,11 +108,31 @@ impl Throttle {
     /// Records a failed login from `ip` (and for `user`, if one was named) at `now`.
     pub fn record_failure(&self, ip: IpAddr, user: Option<&str>, now: SystemTime) {
         if let Some(k) = self.addr_key(ip) {
-            self.by_addr.bump(k, now, self.window);
+            self.by_addr.bump(k, now, self, self.window);
         }
         if let Some(u) = user {
-            self.by_user.bump(user_key(u), now, self.window);
+            self.by_user.bump(user_key(u), now, self, self.window);
         }
+    }
+
+    /// Takes the next slot in which a credential from `ip` may be checked and returns how long
+    /// to wait for it from `now` (zero while the address is within its free failures or is
+    /// exempt). The slot after it lies one delay later, so concurrent attempts from one address
+    /// queue instead of each waiting the same delay in parallel.
+    pub fn reserve_addr(&self, ip: IpAddr, now: SystemTime) -> Duration {
+        match self.addr_key(ip) {
+            Some(k) => self.by_addr.reserve(&k, now, self, false),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Whether a credential for `user` may be checked at `now`: false while the user's delay
+    /// after its last failure (or last admitted check) has not passed. An admitted check takes
+    /// the slot, so concurrent guesses from many addresses get one check per delay.
+    pub fn admit_user(&self, user: &str, now: SystemTime) -> bool {
+        self.by_user
+            .reserve(&user_key(user), now, self, true)
+            .is_zero()
     }
 
     /// Records a successful login: forgets the failures of both `ip` and `user`.
@@ -137,6 +173,95 @@ impl Throttle {
     }
 }
 
+/// Why a login was refused without checking its credential (for the log and the audit).
+pub const USER_THROTTLED: &str =
+    "too many failed logins for this user recently; credential not checked";
+
+/// The credential store as sessions see it: every check first asks the throttle whether the
+/// user may be checked now ([`Throttle::admit_user`]); a refused check fails like a wrong
+/// credential (the client learns nothing about the password) and the log says why.
+///
+/// A decorator rather than a change to each mechanism: the user name is known only once a
+/// mechanism has parsed the client's message, and every mechanism reaches the store through
+/// this one trait.
+pub struct ThrottledUsers {
+    inner: Arc<dyn Authenticator>,
+    throttle: Arc<Throttle>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ThrottledUsers {
+    /// `inner` guarded by `throttle`, with time from `clock`.
+    pub fn new(
+        inner: Arc<dyn Authenticator>,
+        throttle: Arc<Throttle>,
+        clock: Arc<dyn Clock>,
+    ) -> ThrottledUsers {
+        ThrottledUsers {
+            inner,
+            throttle,
+            clock,
+        }
+    }
+
+    fn admit(&self, user: &str) -> bool {
+        self.throttle.admit_user(user, self.clock.now())
+    }
+}
+
+impl Authenticator for ThrottledUsers {
+    fn verify_password(&self, user: &str, password: &[u8]) -> Verdict {
+        if !self.admit(user) {
+            return Verdict::Unavailable(USER_THROTTLED);
+        }
+        self.inner.verify_password(user, password)
+    }
+
+    fn verify_cram_md5(&self, user: &str, challenge: &[u8], digest: &[u8]) -> Verdict {
+        if !self.admit(user) {
+            return Verdict::Unavailable(USER_THROTTLED);
+        }
+        self.inner.verify_cram_md5(user, challenge, digest)
+    }
+
+    fn verify_apop(&self, user: &str, timestamp: &[u8], digest: &[u8]) -> Verdict {
+        if !self.admit(user) {
+            return Verdict::Unavailable(USER_THROTTLED);
+        }
+        self.inner.verify_apop(user, timestamp, digest)
+    }
+
+    fn lookup(&self, user: &str) -> Option<String> {
+        self.inner.lookup(user)
+    }
+
+    fn ntlm_hash(&self, user: &str) -> Result<(String, Secret), Verdict> {
+        if !self.admit(user) {
+            return Err(Verdict::Unavailable(USER_THROTTLED));
+        }
+        self.inner.ntlm_hash(user)
+    }
+
+    fn scram_credentials(
+        &self,
+        user: &str,
+        hash: ScramHash,
+    ) -> Result<(String, ScramCredentials), Verdict> {
+        if !self.admit(user) {
+            return Err(Verdict::Unavailable(USER_THROTTLED));
+        }
+        self.inner.scram_credentials(user, hash)
+    }
+
+    fn scram_decoy(&self, user: &str, hash: ScramHash) -> ScramCredentials {
+        self.inner.scram_decoy(user, hash)
+    }
+
+    fn plaintext_login(&self, user: &str, password: &[u8]) {
+        self.inner.plaintext_login(user, password);
+    }
+}
+
 /// The map key for a user name: lower-cased, so case variants share one counter, and bounded.
 fn user_key(user: &str) -> String {
     let mut key = String::with_capacity(user.len().min(MAX_USER_KEY_LEN));
@@ -154,6 +279,8 @@ fn user_key(user: &str) -> String {
 struct Record {
     failures: u32,
     last: SystemTime,
+    /// The earliest time of the next credential check (see [`Throttle::reserve_addr`]).
+    next: SystemTime,
 }
 
 impl Record {
@@ -186,28 +313,50 @@ impl<K: Eq + Hash + Clone> Counters<K> {
             .map_or(0, |r| r.failures)
     }
 
-    fn bump(&self, key: K, now: SystemTime, window: Duration) {
+    fn bump(&self, key: K, now: SystemTime, th: &Throttle, window: Duration) {
         let mut fresh = false;
         self.map
             .entry(key)
             .and_modify(|r| {
-                r.failures = if r.live(now, window) {
-                    r.failures.saturating_add(1)
+                if r.live(now, window) {
+                    r.failures = r.failures.saturating_add(1);
                 } else {
-                    1
-                };
+                    r.failures = 1;
+                    r.next = now;
+                }
                 r.last = r.last.max(now);
+                r.next = r.next.max(now + th.delay_for(r.failures));
             })
             .or_insert_with(|| {
                 fresh = true;
                 Record {
                     failures: 1,
                     last: now,
+                    next: now + th.delay_for(1),
                 }
             });
         if fresh {
             self.evict_if_full();
         }
+    }
+
+    /// Reserves the next check slot of `key` at `now` and returns the wait until it. With
+    /// `refuse` a slot that is not free yet is not taken: the wait is returned and nothing
+    /// changes (the caller refuses the attempt).
+    fn reserve(&self, key: &K, now: SystemTime, th: &Throttle, refuse: bool) -> Duration {
+        let Some(mut r) = self.map.get_mut(key) else {
+            return Duration::ZERO;
+        };
+        if !r.live(now, th.window) || r.failures < th.free_failures {
+            return Duration::ZERO;
+        }
+        let slot = r.next.max(now);
+        let wait = slot.duration_since(now).unwrap_or_default();
+        if refuse && !wait.is_zero() {
+            return wait;
+        }
+        r.next = slot + th.delay_for(r.failures);
+        wait
     }
 
     fn purge(&self, now: SystemTime, window: Duration) -> usize {
@@ -244,13 +393,14 @@ impl<K: Eq + Hash + Clone> Counters<K> {
 mod tests {
     use super::*;
 
+    /// The defaults of `[auth.throttle]`, spelled out so a changed default shows here.
     fn cfg() -> config::Throttle {
         config::Throttle {
             free_failures: 3,
             base_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(60),
             window: Duration::from_secs(900),
-            ipv6_prefix: 64,
+            ipv6_prefix: 48,
         }
     }
 
@@ -341,6 +491,107 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_attempts_from_one_address_queue_for_slots() {
+        let th = Throttle::new(&cfg(), vec![]);
+        let a = ip("192.0.2.1");
+        for i in 0..3 {
+            assert_eq!(th.reserve_addr(a, t(i)), Duration::ZERO, "free attempt {i}");
+            th.record_failure(a, None, t(i));
+        }
+        th.record_failure(a, None, t(3));
+        // Four failures: 4 s until the next check. Five connections ask at once: each takes
+        // the next slot, one delay after the one before, instead of all waiting 4 s.
+        let waits: Vec<u64> = (0..5).map(|_| secs(th.reserve_addr(a, t(3)))).collect();
+        assert_eq!(waits, [4, 8, 12, 16, 20]);
+        // Another address is not queued behind them.
+        assert_eq!(th.reserve_addr(ip("192.0.2.2"), t(3)), Duration::ZERO);
+        // The queue now ends at 27 s; a failure at 8 s (delay 8 s) does not bring it forward.
+        th.record_failure(a, None, t(8));
+        assert_eq!(secs(th.reserve_addr(a, t(9))), 27 - 9);
+    }
+
+    #[test]
+    fn a_sequential_run_waits_the_grown_delay_before_each_check() {
+        let th = Throttle::new(&cfg(), vec![]);
+        let a = ip("192.0.2.1");
+        let mut now = 0;
+        let mut waits = vec![];
+        for _ in 0..9 {
+            let w = secs(th.reserve_addr(a, t(now)));
+            waits.push(w);
+            now += w;
+            th.record_failure(a, None, t(now));
+        }
+        assert_eq!(waits, [0, 0, 0, 2, 4, 8, 16, 32, 60]);
+    }
+
+    #[test]
+    fn a_user_gets_one_check_per_delay_from_any_address() {
+        let th = Throttle::new(&cfg(), vec![]);
+        // Three free failures, from three addresses.
+        for i in 0..3u8 {
+            assert!(th.admit_user("alice", t(u64::from(i))));
+            th.record_failure(
+                IpAddr::from([198, 51, 100, i]),
+                Some("alice"),
+                t(u64::from(i)),
+            );
+        }
+        // The third failure (at 2 s) set a 2 s delay: refused until 4 s, whatever the address.
+        assert!(!th.admit_user("Alice", t(3)));
+        // Refused attempts count: the refusal at 3 s is failure 4, so the next check is at 7 s.
+        th.record_failure(ip("203.0.113.1"), Some("alice"), t(3));
+        assert!(!th.admit_user("alice", t(6)));
+        // At 7 s one check is admitted and takes the slot: a concurrent one is refused.
+        assert!(th.admit_user("alice", t(7)));
+        assert!(!th.admit_user("alice", t(7)));
+        // Other users are not affected.
+        assert!(th.admit_user("bob", t(7)));
+        // A success forgets the user.
+        th.record_success(ip("203.0.113.1"), "alice");
+        assert!(th.admit_user("alice", t(7)));
+    }
+
+    #[test]
+    fn throttled_users_refuse_without_checking() {
+        use crate::auth::UserStore;
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, "alice:{PLAIN}secret\n").unwrap();
+        let store = Arc::new(UserStore::load(&path).unwrap());
+        let throttle = Arc::new(Throttle::new(&cfg(), vec![]));
+        let clock = Arc::new(ManualClock::new(t(0)));
+        let users = ThrottledUsers::new(store, throttle.clone(), clock.clone());
+        assert_eq!(
+            users.verify_password("alice", b"secret"),
+            Verdict::Ok("alice".into())
+        );
+        for i in 0..3 {
+            throttle.record_failure(ip("198.51.100.1"), Some("alice"), t(i));
+        }
+        clock.advance(Duration::from_secs(3));
+        // The right password is not even checked while the delay runs.
+        assert_eq!(
+            users.verify_password("alice", b"secret"),
+            Verdict::Unavailable(USER_THROTTLED)
+        );
+        assert!(matches!(
+            users.ntlm_hash("alice"),
+            Err(Verdict::Unavailable(USER_THROTTLED))
+        ));
+        assert!(
+            users.lookup("alice").is_some(),
+            "recipient checks are not throttled"
+        );
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            users.verify_password("alice", b"secret"),
+            Verdict::Ok("alice".into())
+        );
+    }
+
+    #[test]
     fn ipv6_grouped_by_prefix_and_v4_mapped_canonical() {
         let th = Throttle::new(&cfg(), vec![]);
         // (address of each failure)
@@ -354,7 +605,7 @@ mod tests {
             th.record_failure(ip(f), None, t(i as u64));
         }
         assert_eq!(secs(th.delay(ip("2001:db8:1:2::99"), None, t(5))), 4);
-        assert_eq!(secs(th.delay(ip("2001:db8:1:3::1"), None, t(5))), 0);
+        assert_eq!(secs(th.delay(ip("2001:db8:2::1"), None, t(5))), 0);
         for i in 0..3 {
             th.record_failure(ip("::ffff:192.0.2.7"), None, t(i));
         }

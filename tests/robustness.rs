@@ -270,11 +270,19 @@ async fn pop3_failures_count_against_the_user_name_across_addresses() {
     assert!(gw.shared.auth_throttle(host(34), Some("alice")) >= BASE_DELAY);
     let mut c = Client::connect_from(host(34), addr).await;
     c.pop(true).await;
+    // While alice's delay runs, her name is refused from any address without checking the
+    // password, so the right password does not get through either (guessing it is pointless).
     c.pop_cmd("USER alice", true).await;
-    let started = Instant::now();
-    c.pop_cmd("PASS wrong", false).await;
-    assert!(started.elapsed() >= BASE_DELAY, "{:?}", started.elapsed());
-    // The right password still works (the delay slows guesses, it does not lock out).
+    let refused = c.pop_cmd(&format!("PASS {PASSWORD}"), false).await;
+    assert!(refused.starts_with("-ERR [AUTH]"), "{refused:?}");
+    // Another user logs in as usual from the same address.
+    c.pop_cmd("USER bob", true).await;
+    c.pop_cmd(&format!("PASS {PASSWORD}"), true).await;
+    c.pop_cmd("QUIT", true).await;
+    // Once the delay (at most max_delay, 1 s) has passed, alice's right password works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut c = Client::connect_from(host(34), addr).await;
+    c.pop(true).await;
     c.pop_cmd("USER alice", true).await;
     c.pop_cmd(&format!("PASS {PASSWORD}"), true).await;
     c.pop_cmd("QUIT", true).await;
@@ -304,9 +312,74 @@ async fn smtp_auth_failures_count_against_the_user_name_across_addresses() {
         gw.shared.auth_throttle(host(44), Some("alice")) >= BASE_DELAY,
         "three failed SMTP logins as alice from three addresses left no delay for alice"
     );
+    // A fourth address with the right password is refused without a check, as a guess
+    // would be; bob logs in from it as usual.
     let mut c = smtp_from(host(44), addr).await;
-    let took = failed_auth(&mut c, "alice").await;
-    assert!(took >= BASE_DELAY, "answered in {took:?}");
+    c.cmd(&format!("AUTH PLAIN {}", plain("alice", PASSWORD)), 535)
+        .await;
+    c.cmd(&format!("AUTH PLAIN {}", plain("bob", PASSWORD)), 235)
+        .await;
+    c.cmd("QUIT", 221).await;
+    // After the delay alice gets one check again, and the right password succeeds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut c = smtp_from(host(44), addr).await;
+    c.cmd(&format!("AUTH PLAIN {}", plain("alice", PASSWORD)), 235)
+        .await;
+    c.cmd("QUIT", 221).await;
+    gw.stop().await;
+}
+
+/// Concurrent guesses from one address queue for the address's check slots: they do not each
+/// wait the same delay in parallel (which would multiply the guessing rate by the number of
+/// connections).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_from_one_address_are_serialized() {
+    let gw = start(&[
+        ("auth", "failure_delay", r#""0s""#),
+        ("auth.throttle", "free_failures", "1"),
+        ("auth.throttle", "base_delay", r#""1s""#),
+        ("auth.throttle", "max_delay", r#""1s""#),
+    ])
+    .await;
+    let addr = gw.addr("submission");
+    let guesser = host(51);
+    let mut first = smtp_from(guesser, addr).await;
+    failed_auth(&mut first, "nosuchuser1").await;
+    // One failure: every further check from this address is one second after the one before.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(smtp_from(guesser, addr).await);
+    }
+    let started = Instant::now();
+    let guesses: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut c)| {
+            tokio::spawn(async move {
+                failed_auth(&mut c, &format!("nosuchuser{}", n + 2)).await;
+                c
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for g in guesses {
+        done.push(g.await.expect("guess task"));
+    }
+    let took = started.elapsed();
+    // In parallel they would all be answered after about 1 s; queued, the fourth waits for
+    // the fourth slot.
+    assert!(
+        took >= Duration::from_millis(3500),
+        "four concurrent guesses answered within {took:?}"
+    );
+    // Another address is not held up by the queue.
+    let mut other = smtp_from(host(52), addr).await;
+    let t = Instant::now();
+    other
+        .cmd(&format!("AUTH PLAIN {}", plain("alice", PASSWORD)), 235)
+        .await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    drop(done);
     gw.stop().await;
 }
 
