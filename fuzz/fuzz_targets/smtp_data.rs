@@ -1,6 +1,7 @@
 //! The DATA receiver (`mailgate::smtp::data::DataReceiver`): the result must not depend on how
 //! the input is split (output, `consumed`, `exceeded()`, size and counters all equal to feeding
-//! it whole), and within the size cap the output never holds a bare CR or LF.
+//! it whole), within the size cap the output never holds a bare CR or LF, and no output line is
+//! longer than `MAX_LINE` octets (longer ones are folded).
 //!
 //! Control bytes: both seed the split points; the second one's low bit picks raw bytes or
 //! line-ending tokens, and its other bits set the size cap.
@@ -8,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailgate::smtp::data::{DataReceiver, Feed};
+use mailgate::smtp::data::{DataReceiver, Feed, MAX_LINE};
 use mailgate_fuzz::{chunks, control, has_bare_cr_or_lf, tokens};
 
 const TOKENS: &[&[u8]] = &[
@@ -34,6 +35,7 @@ struct Run {
     size: u64,
     bare: u64,
     longest: u64,
+    folded: u64,
 }
 
 fn run(max: u64, parts: &[&[u8]]) -> Run {
@@ -69,6 +71,7 @@ fn run(max: u64, parts: &[&[u8]]) -> Run {
         size: rx.size(),
         bare: rx.bare_line_endings(),
         longest: rx.longest_line(),
+        folded: rx.folded_lines(),
     }
 }
 
@@ -91,6 +94,15 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(split.size, whole.size);
     assert_eq!(split.bare, whole.bare);
     assert_eq!(split.longest, whole.longest);
+    assert_eq!(split.folded, whole.folded);
+    assert!(whole.longest <= MAX_LINE, "a line of {} octets", whole.longest);
+    assert!(
+        whole
+            .out
+            .split(|&b| b == b'\n')
+            .all(|l| l.strip_suffix(b"\r").unwrap_or(l).len() as u64 <= MAX_LINE),
+        "an output line longer than {MAX_LINE} octets"
+    );
     assert_eq!(whole.exceeded, whole.size > max);
     if !whole.exceeded {
         assert_eq!(whole.out.len() as u64, whole.size);

@@ -427,6 +427,12 @@ where
             "normalized bare CR/LF in message"
         );
     }
+    if rx.folded_lines() > 0 {
+        tracing::info!(
+            count = rx.folded_lines(),
+            "folded lines longer than 998 octets in message"
+        );
+    }
     let Some(incoming) = incoming else {
         // The spool could not even start a message: say so (451), accept nothing.
         return Some(DataOutcome::LocalError);

@@ -14,8 +14,21 @@
 //! that began with `.` after a bare line ending therefore keeps its dot; whoever transmits the
 //! message onward must dot-stuff every line starting with `.` (as RFC 5321 §4.5.2 requires
 //! anyway), so the conversion cannot forge a terminator downstream.
+//!
+//! # Line length
+//! RFC 5321 §4.5.3.1.6 limits a line to 998 octets before its CRLF, and so does every hop after
+//! this one. A longer line (scripts and old devices do send them) is not refused: it is folded,
+//! CRLF and a space inserted after each 998 octets ([`MAX_LINE`]), so what is stored and
+//! relayed keeps every octet of content and stays within the limit, and a line never grows the
+//! receiver's state. The space makes a folded header line a valid continuation (RFC 5322
+//! §2.2.3); in a body it adds one space per fold, which [`DataReceiver::folded_lines`] counts
+//! for the log.
 
 use memchr::memchr2;
+
+/// The longest line, in octets before its CRLF, that the receiver emits (RFC 5321
+/// §4.5.3.1.6).
+pub const MAX_LINE: u64 = 998;
 
 /// What [`DataReceiver::feed`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +70,7 @@ pub struct DataReceiver {
     bare: u64,
     line_len: u64,
     longest: u64,
+    folded: u64,
 }
 
 impl DataReceiver {
@@ -69,6 +83,7 @@ impl DataReceiver {
             bare: 0,
             line_len: 0,
             longest: 0,
+            folded: 0,
         }
     }
 
@@ -114,11 +129,11 @@ impl DataReceiver {
                     let rest = &input[i..];
                     match memchr2(b'\r', b'\n', rest) {
                         None => {
-                            self.emit(out, rest);
+                            self.emit_text(out, rest);
                             i = input.len();
                         }
                         Some(k) => {
-                            self.emit(out, &rest[..k]);
+                            self.emit_text(out, &rest[..k]);
                             i += k + 1;
                             if rest[k] == b'\r' {
                                 self.state = State::Cr;
@@ -172,6 +187,31 @@ impl DataReceiver {
     /// 998).
     pub fn longest_line(&self) -> u64 {
         self.longest.max(self.line_len)
+    }
+
+    /// How many over-long lines were folded (CRLF and a space inserted after [`MAX_LINE`]
+    /// octets).
+    pub fn folded_lines(&self) -> u64 {
+        self.folded
+    }
+
+    /// Appends line content, folding the line whenever it reaches [`MAX_LINE`] octets.
+    fn emit_text(&mut self, out: &mut Vec<u8>, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE.saturating_sub(self.line_len);
+            if room == 0 {
+                let line_len = self.line_len;
+                self.emit(out, b"\r\n ");
+                self.longest = self.longest.max(line_len);
+                self.line_len = 1;
+                self.folded += 1;
+                continue;
+            }
+            // `room` is at most MAX_LINE, so the cast cannot truncate.
+            let n = (room as usize).min(bytes.len());
+            self.emit(out, &bytes[..n]);
+            bytes = &bytes[n..];
+        }
     }
 
     /// Appends message text, up to the size cap.
@@ -306,6 +346,46 @@ mod tests {
         assert_eq!(rx.feed(b"NOOP\r\n", &mut out), Feed::Done { consumed: 0 });
         assert_eq!(rx.feed(b"", &mut out), Feed::Done { consumed: 0 });
         assert_eq!(out, b"x\r\n");
+    }
+
+    #[test]
+    fn over_long_lines_are_folded_whatever_the_chunking() {
+        // One 2,500-octet line (no dot), a short one, then a line of exactly MAX_LINE.
+        let long: Vec<u8> = (0..2500).map(|i| b'a' + (i % 26) as u8).collect();
+        let exact = vec![b'z'; MAX_LINE as usize];
+        let mut input = long.clone();
+        input.extend_from_slice(b"\r\nshort\r\n");
+        input.extend_from_slice(&exact);
+        input.extend_from_slice(b"\r\n.\r\n");
+        for chunk in CHUNKS.into_iter().chain([997, 998, 999, 4096]) {
+            let (out, consumed, rx) = run(&input, chunk, u64::MAX);
+            assert_eq!(consumed, Some(input.len()), "chunk {chunk}");
+            let lines: Vec<&[u8]> = out
+                .strip_suffix(b"\r\n")
+                .unwrap()
+                .split(|&b| b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .collect();
+            assert!(
+                lines.iter().all(|l| l.len() <= MAX_LINE as usize),
+                "chunk {chunk}"
+            );
+            // 2,500 = 998 + 997 + 505 after the inserted spaces: three lines.
+            assert_eq!(lines.len(), 3 + 1 + 1, "chunk {chunk}");
+            assert_eq!(lines[0].len(), 998);
+            assert!(lines[1].starts_with(b" ") && lines[2].starts_with(b" "));
+            // Unfolding gives the content back, octet for octet.
+            let unfolded: Vec<u8> = [lines[0], &lines[1][1..], &lines[2][1..]].concat();
+            assert_eq!(unfolded, long, "chunk {chunk}");
+            assert_eq!(lines[3], b"short");
+            assert_eq!(
+                lines[4],
+                &exact[..],
+                "a line of exactly 998 octets is left alone"
+            );
+            assert_eq!(rx.folded_lines(), 2, "chunk {chunk}");
+            assert_eq!(rx.longest_line(), MAX_LINE);
+        }
     }
 
     /// A deliberately naive model of the rules, used to check the streaming receiver: split
