@@ -1,7 +1,7 @@
 //! The control channel behind `mailgate allowlist list|add|remove`: a line protocol over TCP
 //! on a loopback address (`listeners.control`), served by the running gateway.
 //!
-//! One request line per connection, answered and then closed:
+//! One request per connection, answered and then closed: a `KEY <key>` line, then one of
 //!
 //! ```text
 //! LIST                        -> one JSON object per entry and line, then "OK"
@@ -11,10 +11,14 @@
 //!
 //! Every failure is a single `ERR <reason>` line. Verbs are case-insensitive; lines end in LF
 //! or CRLF and carry at most [`MAX_LINE`] bytes; a request must arrive within
-//! [`READ_TIMEOUT`]. Peers that are not loopback addresses are dropped unanswered. There is no
-//! further authentication: anyone who can open a loopback connection on the gateway host can
-//! change the allowlist. The parsing and answering ([`parse_request`], [`respond`]) are plain
-//! functions; [`serve`] and [`request`] are the tokio ends.
+//! [`READ_TIMEOUT`]. Peers that are not loopback addresses are dropped unanswered.
+//!
+//! Loopback alone is no login (every local user can open a loopback connection, and adding an
+//! address to the allowlist lets it relay), so the gateway writes a fresh random key to
+//! `<state_dir>/control.key` (mode 0600) at each start, and a request must carry it: only who
+//! can read the gateway's state folder (its own user, root) can change the allowlist. The key
+//! is compared in constant time. The parsing and answering ([`parse_request`], [`respond`])
+//! are plain functions; [`serve`] and [`request`] are the tokio ends.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -28,8 +32,59 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
 use crate::allowlist::{self, Allowlist};
 use crate::clock::{Clock, unix_secs};
+
+/// The key file's name in the state folder.
+pub const KEY_FILE: &str = "control.key";
+
+/// The secret a control request must carry (64 hex digits of 32 random bytes).
+#[derive(Clone)]
+pub struct Key(Zeroizing<String>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+impl Key {
+    /// A fresh random key.
+    pub fn generate() -> Key {
+        let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
+        let mut hex = String::with_capacity(64);
+        for b in bytes.iter() {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        Key(Zeroizing::new(hex))
+    }
+
+    /// Writes the key to `path` (durably, mode 0600).
+    pub fn write(&self, path: &std::path::Path) -> io::Result<()> {
+        // A file left by an earlier run may have wider permissions: start afresh.
+        let _ = std::fs::remove_file(path);
+        crate::durable::replace(path, format!("{}\n", self.0.as_str()).as_bytes())
+    }
+
+    /// Reads the key written by a running gateway.
+    pub fn read(path: &std::path::Path) -> io::Result<Key> {
+        let text = Zeroizing::new(std::fs::read_to_string(path)?);
+        Ok(Key(Zeroizing::new(text.trim().to_owned())))
+    }
+
+    /// The key as sent on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` is this key (constant time).
+    pub fn matches(&self, given: &str) -> bool {
+        !given.is_empty() && bool::from(self.0.as_bytes().ct_eq(given.as_bytes()))
+    }
+}
 
 /// Longest request line, without its line ending.
 pub const MAX_LINE: usize = 1024;
@@ -224,6 +279,7 @@ pub async fn serve(
     listener: TcpListener,
     allowlist: Arc<Allowlist>,
     clock: Arc<dyn Clock>,
+    key: Key,
     shutdown: CancellationToken,
 ) {
     let mut conns = JoinSet::new();
@@ -241,8 +297,8 @@ pub async fn serve(
                         tracing::warn!(%peer, "control: too many connections");
                         continue;
                     }
-                    let (list, clock) = (allowlist.clone(), clock.clone());
-                    conns.spawn(handle_conn(stream, list, clock, shutdown.clone()));
+                    let (list, clock, key) = (allowlist.clone(), clock.clone(), key.clone());
+                    conns.spawn(handle_conn(stream, list, clock, key, shutdown.clone()));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -255,8 +311,9 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
-/// Sends `line` to the control channel at `addr` and returns the whole response text.
-pub async fn request(addr: SocketAddr, line: &str) -> io::Result<String> {
+/// Sends `line` with `key` to the control channel at `addr` and returns the whole response
+/// text.
+pub async fn request(addr: SocketAddr, key: &Key, line: &str) -> io::Result<String> {
     if line.len() > MAX_LINE || line.contains(['\r', '\n']) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -265,7 +322,8 @@ pub async fn request(addr: SocketAddr, line: &str) -> io::Result<String> {
     }
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(format!("{line}\n").as_bytes()).await?;
+        let request = Zeroizing::new(format!("KEY {}\n{line}\n", key.expose()));
+        stream.write_all(request.as_bytes()).await?;
         stream.shutdown().await?;
         let mut out = Vec::new();
         (&mut stream)
@@ -285,20 +343,45 @@ pub async fn request(addr: SocketAddr, line: &str) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "control request timed out"))?
 }
 
-/// One control connection: read a bounded line in time, answer, close.
+/// Reads the key line and the request line: `Ok(Err(reply))` for a request to refuse.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> io::Result<Result<(Zeroizing<String>, String), &'static str>> {
+    let mut lines = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let mut buf = Zeroizing::new(Vec::new());
+        reader.read_until(b'\n', &mut buf).await?;
+        let ended = buf.last() == Some(&b'\n');
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_LINE || (!ended && buf.len() > MAX_LINE) {
+            return Ok(Err("ERR line too long\n"));
+        }
+        match std::str::from_utf8(line) {
+            Ok(text) => lines.push(text.to_owned()),
+            Err(_) => return Ok(Err("ERR request is not UTF-8\n")),
+        }
+    }
+    let line = lines.pop().unwrap_or_default();
+    let key = Zeroizing::new(lines.pop().unwrap_or_default());
+    Ok(Ok((key, line)))
+}
+
+/// One control connection: read the key line and the request line (bounded, in time),
+/// answer, close.
 async fn handle_conn(
     stream: TcpStream,
     allowlist: Arc<Allowlist>,
     clock: Arc<dyn Clock>,
+    key: Key,
     shutdown: CancellationToken,
 ) {
     let (rd, mut wr) = stream.into_split();
-    // Room for the line and a CRLF; anything longer is refused.
-    let mut reader = BufReader::new(rd).take(MAX_LINE as u64 + 2);
-    let mut buf = Vec::new();
+    // Room for two lines and their CRLFs; anything longer is refused.
+    let mut reader = BufReader::new(rd).take(2 * (MAX_LINE as u64 + 2));
     let read = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut buf)) => r,
+        r = timeout(READ_TIMEOUT, read_request(&mut reader)) => r,
     };
     let reply = match read {
         Err(_) => "ERR timeout\n".to_owned(),
@@ -306,17 +389,14 @@ async fn handle_conn(
             tracing::debug!(error = %e, "control: read failed");
             return;
         }
-        Ok(Ok(_)) => {
-            let ended = buf.last() == Some(&b'\n');
-            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.len() > MAX_LINE || (!ended && buf.len() > MAX_LINE) {
-                "ERR line too long\n".to_owned()
+        Ok(Ok(Err(reply))) => reply.to_owned(),
+        Ok(Ok(Ok((given, line)))) => {
+            let given = given.strip_prefix("KEY ").unwrap_or("");
+            if key.matches(given) {
+                respond(&allowlist, &line, clock.now())
             } else {
-                match std::str::from_utf8(line) {
-                    Ok(text) => respond(&allowlist, text, clock.now()),
-                    Err(_) => "ERR request is not UTF-8\n".to_owned(),
-                }
+                tracing::warn!("control: request without the right key refused");
+                "ERR not authorized: send the key from the state folder's control.key\n".to_owned()
             }
         }
     };
@@ -439,6 +519,7 @@ mod tests {
         addr: SocketAddr,
         list: Arc<Allowlist>,
         clock: Arc<ManualClock>,
+        key: Key,
         shutdown: CancellationToken,
         server: tokio::task::JoinHandle<()>,
     }
@@ -449,16 +530,19 @@ mod tests {
         let list = Arc::new(Allowlist::new(Duration::from_secs(1800), 64, 100, 3));
         let clock = Arc::new(ManualClock::new(t(0)));
         let shutdown = CancellationToken::new();
+        let key = Key::generate();
         let server = tokio::spawn(serve(
             listener,
             list.clone(),
             clock.clone(),
+            key.clone(),
             shutdown.clone(),
         ));
         Running {
             addr,
             list,
             clock,
+            key,
             shutdown,
             server,
         }
@@ -467,13 +551,15 @@ mod tests {
     #[tokio::test]
     async fn add_list_remove_over_tcp() {
         let r = start().await;
-        assert_eq!(request(r.addr, "LIST").await.unwrap(), "OK\n");
+        assert_eq!(request(r.addr, &r.key, "LIST").await.unwrap(), "OK\n");
         assert_eq!(
-            request(r.addr, "ADD 192.0.2.1 60 alice").await.unwrap(),
+            request(r.addr, &r.key, "ADD 192.0.2.1 60 alice")
+                .await
+                .unwrap(),
             "OK\n"
         );
         assert_eq!(
-            request(r.addr, "add 2001:db8:1:2::3 3600 bob")
+            request(r.addr, &r.key, "add 2001:db8:1:2::3 3600 bob")
                 .await
                 .unwrap(),
             "OK\n"
@@ -482,7 +568,7 @@ mod tests {
         assert!(r.list.is_allowed(ip("192.0.2.1"), t(59)));
 
         r.clock.advance(Duration::from_secs(30));
-        let listed = parse_list(&request(r.addr, "LIST").await.unwrap()).unwrap();
+        let listed = parse_list(&request(r.addr, &r.key, "LIST").await.unwrap()).unwrap();
         let want = [
             ("192.0.2.1/32", "alice", 0, 60),
             ("198.51.100.7/32", "carol", 0, 1800),
@@ -505,23 +591,27 @@ mod tests {
         // Expired entries are not listed.
         r.clock.advance(Duration::from_secs(30));
         assert_eq!(
-            parse_list(&request(r.addr, "LIST").await.unwrap())
+            parse_list(&request(r.addr, &r.key, "LIST").await.unwrap())
                 .unwrap()
                 .len(),
             2
         );
 
         assert_eq!(
-            request(r.addr, "REMOVE 2001:db8:1:2::99").await.unwrap(),
+            request(r.addr, &r.key, "REMOVE 2001:db8:1:2::99")
+                .await
+                .unwrap(),
             "OK\n"
         );
         assert_eq!(
-            request(r.addr, "REMOVE 2001:db8:1:2::99").await.unwrap(),
+            request(r.addr, &r.key, "REMOVE 2001:db8:1:2::99")
+                .await
+                .unwrap(),
             "ERR not found\n"
         );
         assert!(!r.list.is_allowed(ip("2001:db8:1:2::3"), t(60)));
         assert_eq!(
-            request(r.addr, "FLUSH").await.unwrap(),
+            request(r.addr, &r.key, "FLUSH").await.unwrap(),
             "ERR unknown command\n"
         );
 
@@ -549,6 +639,9 @@ mod tests {
         for (sent, want) in cases {
             let mut s = TcpStream::connect(r.addr).await.unwrap();
             // The server may answer and close before reading everything: ignore write errors.
+            let _ = s
+                .write_all(format!("KEY {}\n", r.key.expose()).as_bytes())
+                .await;
             let _ = s.write_all(&sent).await;
             let _ = s.shutdown().await;
             let mut out = String::new();
@@ -560,8 +653,51 @@ mod tests {
                 String::from_utf8_lossy(&sent[..sent.len().min(40)])
             );
         }
-        assert!(request(r.addr, "LIST\nREMOVE 192.0.2.1").await.is_err());
+        assert!(
+            request(r.addr, &r.key, "LIST\nREMOVE 192.0.2.1")
+                .await
+                .is_err()
+        );
         r.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn requests_without_the_key_are_refused() {
+        let r = start().await;
+        let other = Key::generate();
+        for key in [&other, &Key(Zeroizing::new(String::new()))] {
+            let answer = request(r.addr, key, "ADD 192.0.2.9 60 mallory")
+                .await
+                .unwrap();
+            assert!(answer.starts_with("ERR not authorized"), "{answer}");
+        }
+        // A bare command line (the old protocol) is taken as a wrong key line.
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(b"ADD 192.0.2.9 60 mallory\nLIST\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("ERR not authorized"), "{out}");
+        assert!(!r.list.is_allowed(ip("192.0.2.9"), t(1)));
+        assert!(r.key.matches(r.key.expose()) && !r.key.matches(other.expose()));
+        assert_eq!(format!("{:?}", r.key), "Key(..)");
+        r.shutdown.cancel();
+    }
+
+    #[test]
+    fn key_file_round_trip_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let key = Key::generate();
+        assert_eq!(key.expose().len(), 64);
+        key.write(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(Key::read(&path).unwrap().matches(key.expose()));
+        assert!(!Key::generate().matches(key.expose()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -581,7 +717,7 @@ mod tests {
         s.write_all(b"LI").await.unwrap();
         // Connections are accepted in order: once a later one is answered, this one is being
         // served, waiting for the rest of its line.
-        assert_eq!(request(r.addr, "LIST").await.unwrap(), "OK\n");
+        assert_eq!(request(r.addr, &r.key, "LIST").await.unwrap(), "OK\n");
         r.shutdown.cancel();
         // Well before the read timeout.
         timeout(READ_TIMEOUT / 2, r.server).await.unwrap().unwrap();

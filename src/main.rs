@@ -410,25 +410,84 @@ fn allowlist(path: &Path, action: AllowlistAction) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let line = match action {
-        AllowlistAction::List => "LIST".to_string(),
-        AllowlistAction::Add { ip, ttl, user } => {
-            let ttl = match ttl.as_deref().map(humantime::parse_duration) {
-                None => config.pop_before_smtp.ttl,
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    eprintln!("--ttl: {e}; write e.g. \"30m\"");
-                    return ExitCode::FAILURE;
-                }
-            };
-            format!("ADD {ip} {} {user}", ttl.as_secs())
+    let key_file = config.state_dir.join(mailgate::control::KEY_FILE);
+    let key = match mailgate::control::Key::read(&key_file) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!(
+                "cannot read the control key {}: {e} (is the gateway running? run this as its \
+                 user or as root)",
+                key_file.display()
+            );
+            return ExitCode::FAILURE;
         }
-        AllowlistAction::Remove { ip } => format!("REMOVE {ip}"),
     };
-    control(addr, &line)
+    let list = matches!(action, AllowlistAction::List);
+    let (line, done) = match action {
+        AllowlistAction::List => ("LIST".to_string(), String::new()),
+        AllowlistAction::Add { ip, ttl, user } => {
+            let ttl = match ttl.as_deref() {
+                None => config.pop_before_smtp.ttl,
+                Some(text) => match mailgate::config::parse_duration(text) {
+                    Some(d) if !d.is_zero() => d,
+                    _ => {
+                        eprintln!(
+                            "--ttl {text:?}: write a duration such as \"30m\", \"8h\" or \"1d\""
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let done = format!(
+                "{ip} may relay for {} (user {user})",
+                humantime::format_duration(ttl)
+            );
+            (format!("ADD {ip} {} {user}", ttl.as_secs()), done)
+        }
+        AllowlistAction::Remove { ip } => (format!("REMOVE {ip}"), format!("{ip} removed")),
+    };
+    let Some(answer) = control(addr, &key, &line) else {
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = mailgate::control::parse_response(&answer) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    if !list {
+        println!("{done}");
+        return ExitCode::SUCCESS;
+    }
+    match mailgate::control::parse_list(&answer) {
+        Ok(entries) => {
+            let at = |secs: u64| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+                )
+            };
+            println!(
+                "{:<43} {:<20} {:<20} {:<20}",
+                "NETWORK", "USER", "SINCE", "EXPIRES"
+            );
+            for e in &entries {
+                println!(
+                    "{:<43} {:<20} {:<20} {:<20}",
+                    e.net,
+                    e.user,
+                    at(e.inserted_at),
+                    at(e.expires_at)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn control(addr: SocketAddr, line: &str) -> ExitCode {
+/// Sends one control request; the answer, or `None` after saying why on stderr.
+fn control(addr: SocketAddr, key: &mailgate::control::Key, line: &str) -> Option<String> {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -436,21 +495,14 @@ fn control(addr: SocketAddr, line: &str) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::FAILURE;
+            return None;
         }
     };
-    match runtime.block_on(mailgate::control::request(addr, line)) {
-        Ok(answer) => {
-            print!("{answer}");
-            if answer.starts_with("ERR") {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+    match runtime.block_on(mailgate::control::request(addr, key, line)) {
+        Ok(answer) => Some(answer),
         Err(e) => {
             eprintln!("cannot reach the gateway at {addr}: {e}");
-            ExitCode::FAILURE
+            None
         }
     }
 }

@@ -449,7 +449,7 @@ impl Drop for Slot {
 pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<(Role, TcpListener)>,
-    control: Option<TcpListener>,
+    control: Option<(TcpListener, crate::control::Key)>,
     admin: Option<(TcpListener, crate::admin::Access)>,
     relay_task: tokio::task::JoinHandle<()>,
     relay_shutdown: CancellationToken,
@@ -559,15 +559,23 @@ impl Server {
             }
         }
         let control = match l.control {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| Error::Bind {
                         addr,
                         role: "control",
                         source,
-                    })?,
-            ),
+                    })?;
+                // A fresh key per start, readable only by the gateway's user (and root).
+                let key = crate::control::Key::generate();
+                let path = config.state_dir.join(crate::control::KEY_FILE);
+                key.write(&path).map_err(|source| Error::StateDir {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Some((listener, key))
+            }
             None => None,
         };
         // Admin endpoint: its token is read once, here, so a bad file stops the start.
@@ -672,7 +680,7 @@ impl Server {
 
     /// The bound control address, if enabled.
     pub fn control_addr(&self) -> Option<SocketAddr> {
-        self.control.as_ref().and_then(|l| l.local_addr().ok())
+        self.control.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bound admin endpoint address, if enabled.
@@ -714,11 +722,12 @@ impl Server {
                 sessions.clone(),
             ));
         }
-        if let Some(listener) = control {
+        if let Some((listener, key)) = control {
             tracker.spawn(crate::control::serve(
                 listener,
                 shared.allowlist.clone(),
                 shared.clock.clone(),
+                key,
                 shutdown.clone(),
             ));
         }

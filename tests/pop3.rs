@@ -136,6 +136,25 @@ async fn plaintext_login_needs_tls_and_mailbox_is_exclusive() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stls_injection_is_discarded() {
+    let gw = Gateway::start("").await;
+    let mut c = Client::connect(gw.addr("pop3")).await;
+    c.pop(true).await;
+    // USER arrives in the same packet as STLS, in plaintext.
+    c.send_raw(b"STLS\r\nUSER alice\r\n").await;
+    c.pop(true).await;
+    let mut c = c.starttls().await;
+    // Had the injected USER been executed after the handshake, its +OK would come first and
+    // this PASS would log in.
+    let r = c.pop_cmd(&format!("PASS {PASSWORD}"), false).await;
+    assert!(r.starts_with("-ERR"), "{r}");
+    c.pop_cmd("USER alice", true).await;
+    c.pop_cmd(&format!("PASS {PASSWORD}"), true).await;
+    c.pop_cmd("QUIT", true).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn apop_and_wrong_password() {
     let gw = Gateway::start("").await;
     let mut c = Client::connect(gw.addr("pop3")).await;

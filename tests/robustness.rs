@@ -796,3 +796,105 @@ async fn pop3_idle_sessions_are_dropped_without_update() {
     c.pop_cmd("QUIT", true).await;
     gw.stop().await;
 }
+
+/// Runs the built `mailgate` with `args`; returns (success, stdout, stderr).
+async fn mailgate_cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .args(&args)
+            .output()
+            .expect("run mailgate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("cli task")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_allowlist_command_changes_who_may_relay() {
+    let gw = start(&[]).await;
+    // The command reads the control address from the config: name the bound one.
+    let control = gw.control.expect("control listener");
+    let text = std::fs::read_to_string(gw.dir.path().join("mailgate.toml")).unwrap();
+    let cli = gw.dir.path().join("cli.toml");
+    std::fs::write(
+        &cli,
+        text.replace(
+            "control = \"127.0.0.1:0\"",
+            &format!("control = \"{control}\""),
+        ),
+    )
+    .unwrap();
+    let run = |words: &[&str]| {
+        let mut args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        args.extend(["--config".to_string(), cli.display().to_string()]);
+        mailgate_cli(args)
+    };
+    let (printer, smtp) = (host(61), gw.addr("smtp"));
+    let relay = move |expect: u16| async move {
+        let mut c = Client::connect_from(printer, smtp).await;
+        c.expect(220).await;
+        c.cmd("EHLO printer", 250).await;
+        c.cmd("MAIL FROM:<scanner@example.test>", 250).await;
+        c.cmd("RCPT TO:<someone@elsewhere.example>", expect).await;
+        c.cmd("QUIT", 221).await;
+    };
+    relay(554).await;
+
+    let (ok, out, err) = run(&[
+        "allowlist",
+        "add",
+        "127.0.0.61",
+        "--ttl",
+        "1h30m",
+        "--user",
+        "printer",
+    ])
+    .await;
+    assert!(ok, "add failed: {out} {err}");
+    assert!(out.contains("127.0.0.61 may relay for 1h 30m"), "{out}");
+    relay(250).await;
+    let (ok, out, _) = run(&["allowlist", "list"]).await;
+    assert!(ok);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("127.0.0.61/32"))
+        .unwrap_or_else(|| panic!("not listed: {out}"));
+    assert!(row.contains("printer"), "{row}");
+    assert!(!out.contains("\nOK"), "{out}");
+
+    // A TTL in another syntax is refused with a hint, and changes nothing.
+    let (ok, _, err) = run(&["allowlist", "add", "127.0.0.62", "--ttl", "90 minutes"]).await;
+    assert!(!ok && err.contains("--ttl"), "{err}");
+
+    // Without the key (another state folder) nothing can be changed.
+    let stranger = gw.dir.path().join("stranger.toml");
+    std::fs::write(
+        &stranger,
+        std::fs::read_to_string(&cli)
+            .unwrap()
+            .replace("state_dir = \"state\"", "state_dir = \"elsewhere\""),
+    )
+    .unwrap();
+    let (ok, _, err) = mailgate_cli(vec![
+        "allowlist".into(),
+        "remove".into(),
+        "127.0.0.61".into(),
+        "--config".into(),
+        stranger.display().to_string(),
+    ])
+    .await;
+    assert!(!ok && err.contains("control key"), "{err}");
+    relay(250).await;
+
+    let (ok, out, err) = run(&["allowlist", "remove", "127.0.0.61"]).await;
+    assert!(ok && out.contains("removed"), "{out} {err}");
+    relay(554).await;
+    let (ok, _, err) = run(&["allowlist", "remove", "127.0.0.61"]).await;
+    assert!(!ok && err.contains("not found"), "{err}");
+    gw.stop().await;
+}

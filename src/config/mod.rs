@@ -12,6 +12,11 @@ pub mod file;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+/// Parses a duration in the configuration's syntax (`"90s"`, `"30m"`, `"1h30m"`, `"5d"`).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    validate::parse_duration(text).ok()
+}
 mod warnings;
 
 use std::fmt;
