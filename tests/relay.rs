@@ -117,6 +117,7 @@ async fn delivers_local_and_remote_over_starttls_with_auth() {
     let smarthost = Smarthost::start(Options {
         auth: Some(("gw".into(), "secret".into())),
         starttls: true,
+        implicit_tls: false,
         faults: vec![],
     })
     .await;

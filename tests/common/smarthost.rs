@@ -157,6 +157,8 @@ pub struct Options {
     pub auth: Option<(String, String)>,
     /// Offer STARTTLS.
     pub starttls: bool,
+    /// Speak TLS from the first byte (the port-465 way) instead.
+    pub implicit_tls: bool,
     /// Scripted failures; the first that matches answers.
     pub faults: Vec<Fault>,
 }
@@ -218,7 +220,7 @@ impl Smarthost {
             .await
             .expect("bind smarthost");
         let addr = listener.local_addr().expect("smarthost address");
-        let tls = options.starttls.then(acceptor);
+        let tls = (options.starttls || options.implicit_tls).then(acceptor);
         let used = Mutex::new(vec![0; options.faults.len()]);
         let (count, _) = watch::channel(0);
         let state = Arc::new(State {
@@ -237,8 +239,15 @@ impl Smarthost {
                 shared.sessions.fetch_add(1, Ordering::SeqCst);
                 let state = shared.clone();
                 tokio::spawn(async move {
+                    let io: Box<dyn Stream> = match (&state.tls, state.options.implicit_tls) {
+                        (Some(acceptor), true) => match acceptor.clone().accept(sock).await {
+                            Ok(tls) => Box::new(tls),
+                            Err(_) => return,
+                        },
+                        _ => Box::new(sock),
+                    };
                     let mut conn = Conn {
-                        io: Box::new(sock),
+                        io,
                         buf: Vec::new(),
                     };
                     // A session ends on QUIT, on a client error or when the client goes away.
@@ -295,7 +304,9 @@ impl Smarthost {
         Upstream {
             address: self.addr,
             server_name: "localhost".into(),
-            tls: if self.state.tls.is_some() {
+            tls: if self.state.options.implicit_tls {
+                UpstreamTls::Tls
+            } else if self.state.tls.is_some() {
                 UpstreamTls::Starttls
             } else {
                 UpstreamTls::None
@@ -375,7 +386,7 @@ fn path_arg(arg: &str) -> Option<String> {
 
 async fn session(state: &State, conn: &mut Conn) -> std::io::Result<()> {
     conn.reply("220 smarthost.test ESMTP").await?;
-    let mut tls = false;
+    let mut tls = state.options.implicit_tls;
     let mut user: Option<String> = None;
     let mut token: Option<String> = None;
     let mut from: Option<String> = None;
