@@ -102,7 +102,16 @@ async fn swaks_auth_mechanisms_over_starttls_and_implicit_tls() {
         "bob@example.test",
     ])
     .await;
+    // PLAIN is not even advertised without TLS, so swaks gives up before sending credentials.
     assert!(!ok, "plaintext AUTH without TLS must fail:\n{text}");
+    assert!(
+        text.contains("250 AUTH CRAM-MD5") && text.contains("Auth not attempted"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(" -> AUTH"),
+        "credentials sent without TLS:\n{text}"
+    );
     let mail = gw.wait_for_mail("bob", 3).await;
     assert!(mail.iter().any(|m| m.contains("via swaks CRAM-MD5")));
     gw.stop().await;

@@ -611,7 +611,7 @@ impl Session {
                 .settings
                 .sasl
                 .auth
-                .lookup(&addr.local.to_ascii_lowercase())
+                .lookup(&addr.local_unquoted.to_ascii_lowercase())
                 .ok_or_else(reply::no_such_user)?;
             return Ok((addr.to_string(), Some(user), None));
         }

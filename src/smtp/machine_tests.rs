@@ -127,6 +127,19 @@ fn plaintext_mechanisms_need_tls() {
 }
 
 #[test]
+fn a_quoted_local_part_names_the_same_local_user() {
+    // RFC 5321 §2.4: "alice" and alice are the same local part.
+    let mut s = Session::new(settings(SmtpRole::Smtp, false));
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<x@remote.example>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<\"alice\"@example.test>"), 250);
+    assert_eq!(code(&mut s, "RCPT TO:<\"no body\"@example.test>"), 550);
+    assert_eq!(send(&mut s, "DATA"), (354, Action::ReceiveData));
+    let t = s.data_transaction().expect("transaction").clone();
+    assert_eq!(t.recipients[0].local_user.as_deref(), Some("alice"));
+}
+
+#[test]
 fn local_delivery_and_relay_refusal() {
     let mut s = Session::new(settings(SmtpRole::Smtp, false));
     ehlo_text(&mut s);
