@@ -455,6 +455,9 @@ pub struct Server {
     relay_shutdown: CancellationToken,
     audit_task: Option<tokio::task::JoinHandle<()>>,
     audit_shutdown: CancellationToken,
+    /// The users file as it was just before it was loaded, so that an edit made while the
+    /// gateway was starting is seen by the watcher.
+    users_stamp: Option<UsersStamp>,
 }
 
 impl Server {
@@ -470,6 +473,8 @@ impl Server {
             path: config.state_dir.display().to_string(),
             source,
         })?;
+        // Stamped before it is read: a change made while it loads is reloaded by the watcher.
+        let users_stamp = users_file_stamp(&config.auth.users_file);
         let users =
             UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
         tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");
@@ -667,6 +672,7 @@ impl Server {
             relay_shutdown,
             audit_task,
             audit_shutdown,
+            users_stamp,
         })
     }
 
@@ -704,6 +710,7 @@ impl Server {
             relay_shutdown,
             audit_task,
             audit_shutdown,
+            users_stamp,
         } = self;
         let tracker = TaskTracker::new();
         let sessions = CancellationToken::new();
@@ -740,7 +747,7 @@ impl Server {
             ));
         }
         tracker.spawn(housekeeping(shared.clone(), shutdown.clone()));
-        tracker.spawn(watch_users(shared.clone(), shutdown.clone()));
+        tracker.spawn(watch_users(shared.clone(), users_stamp, shutdown.clone()));
         if shared.config.notices.digest_to.is_some() && shared.config.audit.is_some() {
             tracker.spawn(digests(shared.clone(), shutdown.clone()));
         }
@@ -900,7 +907,10 @@ const USERS_CHECK: Duration = Duration::from_secs(2);
 
 /// The users file as last seen: modification time, length and inode; a change to any of them
 /// (an edit in place, `mailgate passwd`'s rename) means the file is read again.
-fn users_file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64, u64)> {
+/// What tells a changed users file: modification time, length, inode.
+type UsersStamp = (std::time::SystemTime, u64, u64);
+
+fn users_file_stamp(path: &std::path::Path) -> Option<UsersStamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len(), meta.ino()))
@@ -910,15 +920,12 @@ fn users_file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u6
 /// with `mailgate passwd` or by an edit can log in within [`USERS_CHECK`], without a restart
 /// or SIGHUP. A file that does not parse (say, saved half-way) keeps the users loaded before;
 /// the next change is tried again.
-async fn watch_users(shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn watch_users(
+    shared: Arc<Shared>,
+    mut seen: Option<UsersStamp>,
+    shutdown: CancellationToken,
+) {
     let path = shared.config.auth.users_file.clone();
-    let mut seen = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || users_file_stamp(&path))
-            .await
-            .ok()
-            .flatten()
-    };
     let mut tick = ticker(tokio::time::Instant::now(), USERS_CHECK);
     while next_tick(&mut tick, &shutdown).await {
         let shared = shared.clone();
