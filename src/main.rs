@@ -282,44 +282,24 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 /// Shows, for each `[[policy]]` rule, whether it is in force today and which users and
-/// mechanisms it covers.
+/// mechanisms it covers (see `Policy::coverage`).
 fn print_policy_coverage(config: &Config, users: &mailgate::auth::UserStore) {
-    use mailgate::audit::classify;
     let now = mailgate::clock::Clock::now(&mailgate::clock::SystemClock);
-    let mut methods: Vec<String> = config.auth.mechanisms.clone();
-    methods.extend(["USER", "APOP", "pop-before-smtp", "trusted-network"].map(String::from));
-    let names = users.users();
-    for rule in &config.policy.rules {
-        let when = match (rule.from, rule.until) {
-            (Some(f), _) if now < f => "not yet in force",
-            (_, Some(u)) if now >= u => "expired",
-            _ => "in force today",
-        };
-        let mode = if rule.dry_run { " (dry run)" } else { "" };
-        println!(
-            "policy \"{}\": {}{mode}, {when}",
-            rule.name,
-            rule.action.as_str()
-        );
-        for mech in &methods {
-            // Over TLS where the mechanism needs it; the class decides class-based rules.
-            let tls = !matches!(mech.as_str(), "pop-before-smtp" | "trusted-network");
-            let class = classify(mech, tls);
-            let covered: Vec<&str> = names
-                .iter()
-                .map(String::as_str)
-                .filter(|u| {
-                    config
-                        .policy
-                        .covering(mech, class, u)
-                        .first()
-                        .is_some_and(|r| r.name == rule.name)
-                })
-                .collect();
-            if !covered.is_empty() {
-                println!("  {mech} ({class}): {}", covered.join(", "));
-            }
-        }
+    let mut methods: Vec<&str> = config.auth.mechanisms.iter().map(String::as_str).collect();
+    if config.auth.ntlm_v1 && methods.iter().any(|m| m.eq_ignore_ascii_case("NTLM")) {
+        methods.push("NTLMv1");
+    }
+    methods.extend(["USER", "APOP"]);
+    if config.pop_before_smtp.enabled {
+        methods.push("pop-before-smtp");
+    }
+    if !config.relay.trusted_networks.is_empty() {
+        methods.push("trusted-network");
+    }
+    let mut seen = std::collections::HashSet::new();
+    methods.retain(|m| seen.insert(m.to_ascii_uppercase()));
+    for rule in config.policy.coverage(now, &methods, &users.users()) {
+        println!("{rule}");
     }
 }
 

@@ -717,6 +717,9 @@ async fn sighup_reloads_the_policy_for_new_sessions_only() {
     mech::wait_mail(&maildir, 1, "the message from the pre-reload session").await;
 }
 
+/// Issue 4: check-config shows what each rule covers today: a rule not yet in force does not
+/// hide the one in force, a network-restricted rule covers only its share, plaintext is
+/// assessed with and without TLS, and trusted-network relays have no user.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_shows_what_each_rule_covers() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -729,15 +732,26 @@ users = ["bob"]
 action = "allow"
 
 [[policy]]
-name = "no-cram"
+name = "office-cram"
 mechanisms = ["CRAM-MD5"]
-action = "deny"
+networks = ["10.0.0.0/8"]
+action = "allow"
 
 [[policy]]
-name = "relay-sunset"
-mechanisms = ["pop-before-smtp"]
-action = "warn"
+name = "cram-later"
+mechanisms = ["CRAM-MD5"]
+action = "deny"
 from = "2999-01-01"
+
+[[policy]]
+name = "cram-warn"
+mechanisms = ["CRAM-MD5"]
+action = "warn"
+
+[[policy]]
+name = "cleartext"
+classes = ["insecure"]
+action = "warn"
 
 [[policy]]
 name = "rehearse-apop"
@@ -746,6 +760,10 @@ action = "deny"
 dry_run = true
 until = "2001-01-01"
 "#,
+    )
+    .replace(
+        "local_domains = [\"example.test\"]",
+        "local_domains = [\"example.test\"]\ntrusted_networks = [\"192.0.2.0/24\"]",
     );
     let path = dir.path().join("mailgate.toml");
     std::fs::write(&path, text).expect("config");
@@ -774,19 +792,52 @@ until = "2001-01-01"
             .collect()
     };
     let bob = after("policy \"exempt-bob\": allow, in force today");
-    assert!(bob.contains(&"CRAM-MD5 (weak): bob"), "{bob:?}");
-    assert!(bob.contains(&"PLAIN (basic): bob"), "{bob:?}");
-    // Bob is exempt, so the CRAM-MD5 rule covers the others only.
-    let cram = after("policy \"no-cram\": deny, in force today");
-    assert_eq!(cram, ["CRAM-MD5 (weak): alice, postmaster"], "{stdout}");
-    let relay = after("policy \"relay-sunset\": warn, not yet in force");
+    for want in [
+        "CRAM-MD5 (weak): bob",
+        "PLAIN (basic, with TLS): bob",
+        "PLAIN (insecure, without TLS): bob",
+        "pop-before-smtp (insecure): bob",
+    ] {
+        assert!(bob.contains(&want), "{want} missing in {bob:?}");
+    }
+    assert!(
+        !bob.iter().any(|l| l.starts_with("trusted-network")),
+        "a user rule cannot match a relay without user: {bob:?}"
+    );
+    let office = after("policy \"office-cram\": allow, in force today");
     assert_eq!(
-        relay,
-        ["pop-before-smtp (insecure): alice, postmaster"],
+        office,
+        ["CRAM-MD5 (weak): alice, postmaster (from 10.0.0.0/8 only)"],
+        "{stdout}"
+    );
+    let later = after("policy \"cram-later\": deny, not yet in force (from 2999-01-01T00:00:00Z)");
+    assert_eq!(
+        later,
+        ["from then: CRAM-MD5 (weak): alice, postmaster (except from 10.0.0.0/8)"],
+        "{stdout}"
+    );
+    // The rule in force today is not hidden by the one that starts later, nor wholly by the
+    // network-restricted allow.
+    let warn = after("policy \"cram-warn\": warn, in force today");
+    assert_eq!(
+        warn,
+        ["CRAM-MD5 (weak): alice, postmaster (except from 10.0.0.0/8)"],
+        "{stdout}"
+    );
+    let clear = after("policy \"cleartext\": warn, in force today");
+    assert_eq!(
+        clear,
+        [
+            "PLAIN (insecure, without TLS): alice, postmaster",
+            "LOGIN (insecure, without TLS): alice, postmaster",
+            "USER (insecure, without TLS): alice, postmaster",
+            "pop-before-smtp (insecure): alice, postmaster",
+            "trusted-network (insecure): any relay (no user)",
+        ],
         "{stdout}"
     );
     let apop = after("policy \"rehearse-apop\": deny (dry run), expired");
-    assert_eq!(apop, ["APOP (weak): alice, postmaster"], "{stdout}");
+    assert_eq!(apop, ["nothing (expired)"], "{stdout}");
     assert!(
         lines.last().is_some_and(|l| l.ends_with("OK (3 users)")),
         "{stdout}"
