@@ -56,6 +56,7 @@ pub struct Notices {
     maildir: PathBuf,
     hostname: String,
     sent: DashMap<(String, String), SystemTime>,
+    software: DashMap<String, String>,
 }
 
 impl Notices {
@@ -66,7 +67,27 @@ impl Notices {
             maildir,
             hostname,
             sent: DashMap::new(),
+            software: DashMap::new(),
         }
+    }
+
+    /// Remembers `software` (a `User-Agent` or `X-Mailer`) as the last seen in `user`'s mail,
+    /// for the notices that come at AUTH time, before this session's message is seen.
+    pub fn saw_software(&self, user: &str, software: &str) {
+        if self.software.get(user).is_some_and(|s| *s == software) {
+            return;
+        }
+        if self.software.len() >= MAX_REMEMBERED && !self.software.contains_key(user) {
+            // Bounded: forget everything rather than track ages; a notice then names the
+            // EHLO name or client hint instead.
+            self.software.clear();
+        }
+        self.software.insert(user.to_string(), software.to_string());
+    }
+
+    /// The software last seen in `user`'s mail, if any.
+    pub fn software(&self, user: &str) -> Option<String> {
+        self.software.get(user).map(|s| s.clone())
     }
 
     /// Whether a notice for `user` and `mechanism` is due at `now`; if so, records it as sent.

@@ -218,9 +218,13 @@ impl Shared {
             user: user.to_string(),
             mechanism: record.mechanism.clone(),
             client: event.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            // At AUTH time no header has been seen yet in this session: name the software this
+            // user's mail last carried, else what the client called itself (EHLO name or
+            // POP3 client hint).
             software: event
                 .client_software
                 .clone()
+                .or_else(|| self.notices.software(user))
                 .or_else(|| event.client_name.clone()),
             refuse_from: record.refuse_from.clone(),
             message: record.reason.clone(),

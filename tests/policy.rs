@@ -627,6 +627,115 @@ message = "CRAM-MD5 is being retired"
     gw.stop().await;
 }
 
+/// Issue 4: relays authorized by address (POP-before-SMTP, trusted network) under a `warn`
+/// rule with `notify` get a notice when their message is accepted, naming the software its
+/// headers name; a trusted-network relay's notice goes to the local user its sender names.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_notices_under_warn_name_the_software_of_the_message() {
+    let smarthost = smarthost::Smarthost::start(smarthost::Options::default()).await;
+    let address = format!("\"{}\"", smarthost.addr());
+    let gw = start_with(
+        r#"
+[[policy]]
+name = "relay-sunset"
+mechanisms = ["pop-before-smtp", "trusted-network"]
+action = "warn"
+notify = true
+refuse_from = "2027-09-01"
+message = "Relaying without a login is being retired"
+"#,
+        &[
+            ("relay", "trusted_networks", r#"["127.0.0.21/32"]"#),
+            ("delivery.upstream", "address", address.as_str()),
+            ("delivery.upstream", "tls", r#""none""#),
+            ("delivery.upstream", "retry", r#"["200ms", "200ms"]"#),
+        ],
+    )
+    .await;
+    // POP-before-SMTP: bob's POP3 login opens the relay; his message names its mailer.
+    let (mut p, _, _) = mech::pop3(host(14), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "bob", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, _) = mech::smtp(host(14), gw.addr("smtp"), false, "bobs-pc").await;
+    mech::send_mail(
+        &mut c,
+        "bob@example.test",
+        "friend@remote.example",
+        "User-Agent: OldOutlook/2003\r\n",
+    )
+    .await;
+    c.cmd("QUIT", 221).await;
+    let notices = mech::wait_mail(&gw.state().join("maildir/bob"), 1, "bob's notice").await;
+    for want in [
+        "pop-before-smtp",
+        "127.0.0.14",
+        "OldOutlook/2003",
+        "From 2027-09-01 it will be refused.",
+    ] {
+        assert!(
+            notices[0].contains(want),
+            "{want} missing in {}",
+            notices[0]
+        );
+    }
+    // Trusted network: no login at all; the sender address names alice.
+    let (mut c, _) = mech::smtp(host(21), gw.addr("smtp"), false, "scanner").await;
+    mech::send_mail(
+        &mut c,
+        "alice@example.test",
+        "friend@remote.example",
+        "X-Mailer: ScanToMail 1.2\r\n",
+    )
+    .await;
+    c.cmd("QUIT", 221).await;
+    let notices = mech::wait_mail(&gw.state().join("maildir/alice"), 1, "alice's notice").await;
+    for want in ["trusted-network", "127.0.0.21", "ScanToMail 1.2"] {
+        assert!(
+            notices[0].contains(want),
+            "{want} missing in {}",
+            notices[0]
+        );
+    }
+    smarthost.wait_for(2, mech::DEADLINE).await;
+    gw.stop().await;
+}
+
+/// Issue 4: a notice sent at AUTH time names the software last seen in the user's mail
+/// (User-Agent / X-Mailer), not the EHLO name, once such a header has been seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_notice_names_the_software_last_seen_for_the_user() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "cram-sunset"
+mechanisms = ["CRAM-MD5"]
+action = "warn"
+notify = true
+"#,
+    )
+    .await;
+    // A message from alice's mail program, over a login no rule names.
+    let (mut c, _, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235);
+    mech::send_mail(
+        &mut c,
+        "alice@example.test",
+        "bob@example.test",
+        "User-Agent: Thunderbird/128.0\r\n",
+    )
+    .await;
+    c.cmd("QUIT", 221).await;
+    gw.wait_for_mail("bob", 1).await;
+    // Then a CRAM-MD5 login: the notice names the mail program, not the EHLO name.
+    let (mut c, _) = mech::smtp(host(9), gw.addr("submission"), false, "ALICE-LAPTOP").await;
+    assert_eq!(mech::smtp_cram(&mut c, "alice", PASSWORD).await.code, 235);
+    c.cmd("QUIT", 221).await;
+    let notices = mech::wait_mail(&gw.state().join("maildir/alice"), 1, "the notice").await;
+    assert!(notices[0].contains("Thunderbird/128.0"), "{}", notices[0]);
+    assert!(!notices[0].contains("ALICE-LAPTOP"), "{}", notices[0]);
+    gw.stop().await;
+}
+
 /// A config for the built binary on `ports`, with `policy` appended.
 fn binary_config(ports: &mech::Ports, policy: &str) -> String {
     ports.apply(&common::config_text(policy))

@@ -451,7 +451,7 @@ fn audit(shared: &Shared, session: &Session, peer: SocketAddr, record: Record) {
     e.rule = record.rule.clone();
     e.reason = record.reason.clone();
     if record.notify
-        && let Some(user) = &record.user
+        && let Some(user) = record.user.as_ref().or(record.notify_to.as_ref())
     {
         shared.notify_user(user, &record, &e);
     }

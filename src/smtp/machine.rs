@@ -199,6 +199,9 @@ pub struct Transaction {
     pub relay_rule: Option<String>,
     /// A header a `warn` rule adds to the message.
     pub warn_header: Option<String>,
+    /// The whole policy decision for an address-authorized relay (notices need its
+    /// `notify`, `refuse_from` and text when the message is accepted).
+    pub relay_decision: Option<crate::policy::Decision>,
 }
 
 /// The outcome of receiving DATA, reported by the connection loop.
@@ -487,6 +490,7 @@ impl Session {
             relay_outcome: None,
             relay_rule: None,
             warn_header: self.warn_header.clone(),
+            relay_decision: None,
         });
         Output::cont(reply::sender_ok())
     }
@@ -561,8 +565,9 @@ impl Session {
             t.relay_outcome = Some(decision.outcome);
             t.relay_rule = decision.rule.clone();
             if decision.header.is_some() {
-                t.warn_header = decision.header;
+                t.warn_header = decision.header.clone();
             }
+            t.relay_decision = Some(decision);
         }
         if relay.is_some() && t.relay_authorization.is_none() {
             t.relay_authorization = relay;
