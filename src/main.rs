@@ -93,6 +93,12 @@ struct AuditArgs {
     /// Only these kinds (auth, relay, accept, allowlist, lockout, defer, bounce, or all).
     #[arg(long, default_value = "auth,relay,accept")]
     kind: String,
+    /// Only these results (success, failure, denied, warned, brownout, would_deny, or all).
+    #[arg(long, default_value = "all")]
+    result: String,
+    /// Only events decided by these policy rules (comma-separated names).
+    #[arg(long)]
+    rule: Vec<String>,
     /// Group by user, ip, mechanism, client (software) or class.
     #[arg(long, default_value = "user")]
     group_by: String,
@@ -502,6 +508,8 @@ fn audit(args: AuditArgs) -> ExitCode {
     params.extend(args.since.as_deref().map(|s| ("since", s)));
     params.extend(args.until.as_deref().map(|s| ("until", s)));
     params.extend(args.user.iter().map(|u| ("user", u.as_str())));
+    params.push(("result", args.result.as_str()));
+    params.extend(args.rule.iter().map(|r| ("rule", r.as_str())));
     let parsed = Filter::from_params(&params).and_then(|f| {
         let by: GroupBy = args.group_by.parse()?;
         let format: Format = args.format.parse()?;

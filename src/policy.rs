@@ -21,8 +21,8 @@ pub enum Action {
     /// Let the client through, audit it as warned, optionally add a header to its mail and
     /// send the user a notice.
     Warn,
-    /// Refuse a share of attempts with a temporary failure (SMTP 454 4.7.0), so clients retry
-    /// and users notice.
+    /// Refuse a share of attempts with a temporary failure (SMTP AUTH 454 4.7.0, relay
+    /// 450 4.7.0, POP3 -ERR [SYS/TEMP]), so clients retry and users notice.
     Brownout,
     /// Refuse with "password transition needed" (SMTP 432 4.7.12, RFC 4954 §6).
     Transition,

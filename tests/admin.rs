@@ -469,10 +469,18 @@ async fn metrics_report_allowlist_and_dashboard() {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
     assert_eq!(by_mech, want);
+    // The result filter (as `mailgate audit --result`): the one failure.
+    let r = http(admin, "GET", "/api/report?result=failure", None, None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let failed = r.json();
+    assert_eq!(failed["events"], 1, "{failed:#}");
+    assert_eq!(failed["groups"][0]["failures"], 1, "{failed:#}");
+    assert_eq!(failed["groups"][0]["denied"], 0, "{failed:#}");
     for bad in [
         "/api/report?group_by=weekday",
         "/api/report?sinse=7d",
         "/api/report?class=x",
+        "/api/report?result=maybe",
     ] {
         let r = http(admin, "GET", bad, None, None).await;
         assert_eq!(r.status, 400, "{bad}: {r:?}");

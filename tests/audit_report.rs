@@ -159,7 +159,7 @@ fn csv_groups_by_client_with_a_header() {
     assert_eq!(
         rows[0],
         "key,events,successes,failures,first_seen,last_seen,classes,mechanisms,users,\
-         client_ips,client_software,client_names"
+         client_ips,client_software,client_names,denied,warned,brownout,would_deny,rules"
     );
     assert_eq!(rows.len(), 3, "{out}");
     let outlook: Vec<&str> = rows[1].split(',').collect();
@@ -178,11 +178,17 @@ fn table_filters_by_time_class_and_user() {
     let out = stdout(&audit(&["--file", path, "--since", "7d"]));
     let rows: Vec<&str> = out.lines().collect();
     assert!(
-        rows[0].starts_with("USER   EVENTS  OK  FAIL  LAST SEEN (UTC)"),
+        rows[0].starts_with("USER   EVENTS  OK  FAIL  DENIED  WARNED  BROWNOUT  WOULD DENY"),
         "{out}"
     );
-    assert!(rows[1].starts_with("alice       2   1     1  "), "{out}");
-    assert!(rows[2].starts_with("bob         1   1     0  "), "{out}");
+    assert!(
+        rows[1].starts_with("alice       2   1     1       1       0         0           0"),
+        "{out}"
+    );
+    assert!(
+        rows[2].starts_with("bob         1   1     0       0       1         0           0"),
+        "{out}"
+    );
     assert_eq!(
         rows.last(),
         Some(&"3 events in 2 groups; 1 corrupt line(s) skipped")
@@ -259,4 +265,77 @@ fn bad_arguments_and_missing_logs_fail() {
     let out = audit(&["--file", missing.to_str().expect("path")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no log"));
+}
+
+/// Checking a dry run (docs/migration.md): `--result` and `--rule` select what a rule decided,
+/// and every format carries the per-group policy counts and rules.
+#[test]
+fn dry_run_is_checked_with_result_and_rule_filters_in_every_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.log");
+    let decided = |hours, user: &str, result, rule: Option<&str>| {
+        let mut e = ev(ago(hours), user, "CRAM-MD5", false, result);
+        e.rule = rule.map(str::to_string);
+        e
+    };
+    std::fs::write(
+        &path,
+        lines(&[
+            decided(6, "alice", Outcome::WouldDeny, Some("no-cram")),
+            decided(5, "alice", Outcome::WouldDeny, Some("no-cram")),
+            decided(4, "bob", Outcome::Warned, Some("cram-warn")),
+            decided(3, "bob", Outcome::Denied, Some("no-cram")),
+            decided(2, "carol", Outcome::Success, None),
+        ]),
+    )
+    .expect("write");
+    let path = path.to_str().expect("path");
+
+    // Who the dry run would refuse.
+    let out = stdout(&audit(&[
+        "--file",
+        path,
+        "--result",
+        "would_deny",
+        "--format",
+        "json",
+    ]));
+    let groups: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(groups.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(groups[0]["key"], "alice");
+    assert_eq!(groups[0]["would_deny"], 2);
+    assert_eq!(groups[0]["rules"]["values"], serde_json::json!(["no-cram"]));
+
+    // What one rule decided, by outcome, as CSV.
+    let out = stdout(&audit(&[
+        "--file", path, "--rule", "no-cram", "--format", "csv",
+    ]));
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let tail = |r: &Vec<&str>| r[r.len() - 5..].join(",");
+    assert_eq!(
+        (rows[1][0], tail(&rows[1])),
+        ("bob", "1,0,0,0,no-cram".into())
+    );
+    assert_eq!(
+        (rows[2][0], tail(&rows[2])),
+        ("alice", "0,0,0,2,no-cram".into())
+    );
+
+    // The table shows the policy columns.
+    let out = stdout(&audit(&["--file", path]));
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(
+        rows[0].starts_with("USER   EVENTS  OK  FAIL  DENIED  WARNED  BROWNOUT  WOULD DENY  RULES"),
+        "{out}"
+    );
+    assert!(
+        rows[2].starts_with("bob         2   1     1       1       1"),
+        "{out}"
+    );
+    assert!(rows[2].contains("cram-warn, no-cram"), "{out}");
+
+    let out = audit(&["--file", path, "--result", "perhaps"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("result"));
 }

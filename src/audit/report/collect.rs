@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{Bucket, Group, GroupBy, LIST_CAP, LineRef, Report, UNKNOWN, Values, scan};
-use crate::audit::event::Class;
+use crate::audit::event::{Class, Outcome};
 
 /// One event as the aggregators see it: borrowed from the line.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +16,8 @@ pub(crate) struct Seen<'a> {
     /// Canonical (see `scan::canonical`).
     pub time: &'a str,
     pub allowed: bool,
+    pub result: Option<Outcome>,
+    pub rule: Option<&'a str>,
     pub class: Option<Class>,
     pub user: Option<&'a str>,
     pub ip: Option<&'a str>,
@@ -167,6 +169,11 @@ fn time_text(t: Option<[u8; TIME_LEN]>) -> String {
 struct Acc {
     events: u64,
     successes: u64,
+    denied: u64,
+    warned: u64,
+    brownout: u64,
+    would_deny: u64,
+    rules: Capped,
     /// Canonical times (the scanner normalizes them), inline: no pointer to chase per event.
     first: Option<[u8; TIME_LEN]>,
     last: Option<[u8; TIME_LEN]>,
@@ -182,6 +189,16 @@ impl Acc {
     fn add(&mut self, e: &Seen<'_>) {
         self.events += 1;
         self.successes += u64::from(e.allowed);
+        match e.result {
+            Some(Outcome::Denied) => self.denied += 1,
+            Some(Outcome::Warned) => self.warned += 1,
+            Some(Outcome::Brownout) => self.brownout += 1,
+            Some(Outcome::WouldDeny) => self.would_deny += 1,
+            _ => {}
+        }
+        if let Some(r) = e.rule {
+            self.rules.insert(r);
+        }
         if let Ok(t) = <[u8; TIME_LEN]>::try_from(e.time.as_bytes()) {
             self.first = Some(self.first.map_or(t, |f| f.min(t)));
             self.last = Some(self.last.map_or(t, |l| l.max(t)));
@@ -206,6 +223,11 @@ impl Acc {
     fn merge(&mut self, o: Acc) {
         self.events += o.events;
         self.successes += o.successes;
+        self.denied += o.denied;
+        self.warned += o.warned;
+        self.brownout += o.brownout;
+        self.would_deny += o.would_deny;
+        self.rules.merge(o.rules);
         self.first = match (self.first, o.first) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -225,6 +247,11 @@ impl Acc {
             events: self.events,
             successes: self.successes,
             failures: self.events - self.successes,
+            denied: self.denied,
+            warned: self.warned,
+            brownout: self.brownout,
+            would_deny: self.would_deny,
+            rules: self.rules.finish(),
             first_seen: time_text(self.first),
             last_seen: time_text(self.last),
             classes: Class::ALL

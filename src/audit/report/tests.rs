@@ -548,22 +548,100 @@ fn formats_render_the_documented_fields() {
     assert_eq!(
         lines[1],
         "bob,2,2,0,2026-11-27T10:00:00.000Z,2026-11-27T11:00:00.000Z,weak;basic,LOGIN;NTLMv2,\
-         bob,192.0.2.1,\"Mailer, \"\"Pro\"\"\x1b[31m\","
+         bob,192.0.2.1,\"Mailer, \"\"Pro\"\"\x1b[31m\",,0,1,0,0,"
     );
     assert_eq!(lines.len(), 5);
 
     let table = render_to(Format::Table);
     let rows: Vec<&str> = table.lines().collect();
     assert!(
-        rows[0].starts_with("USER     EVENTS  OK  FAIL  LAST SEEN (UTC)"),
+        rows[0].starts_with(
+            "USER     EVENTS  OK  FAIL  DENIED  WARNED  BROWNOUT  WOULD DENY  RULES  \
+             LAST SEEN (UTC)"
+        ),
         "{}",
         rows[0]
     );
     assert!(
-        rows[1].starts_with("bob           2   2     0  2026-11-27 11:00   1d"),
+        rows[1].starts_with(
+            "bob           2   2     0       0       1         0           0         \
+             2026-11-27 11:00   1d"
+        ),
         "{}",
         rows[1]
     );
     assert!(rows[1].contains("\\u{1b}[31m") && !table.contains('\x1b'));
     assert_eq!(rows.last(), Some(&"6 events in 4 groups"));
+}
+
+/// A dry run is checked in the report: `result` and `rule` filters, and per-group counts of
+/// the policy outcomes with the rules that decided.
+#[test]
+fn result_and_rule_filters_and_policy_counts() {
+    let decided = |time: &str, user: &str, result: Outcome, rule: Option<&str>| {
+        let mut e = ev(time, user, "CRAM-MD5", false, result);
+        e.rule = rule.map(str::to_string);
+        e
+    };
+    let events = [
+        decided(
+            "2026-11-27T08:00:00.000Z",
+            "alice",
+            Outcome::WouldDeny,
+            Some("no-cram"),
+        ),
+        decided(
+            "2026-11-27T09:00:00.000Z",
+            "alice",
+            Outcome::WouldDeny,
+            Some("no-cram"),
+        ),
+        decided(
+            "2026-11-27T10:00:00.000Z",
+            "alice",
+            Outcome::Warned,
+            Some("cram-warn"),
+        ),
+        decided(
+            "2026-11-27T11:00:00.000Z",
+            "bob",
+            Outcome::Denied,
+            Some("no-cram"),
+        ),
+        decided(
+            "2026-11-27T12:00:00.000Z",
+            "bob",
+            Outcome::Brownout,
+            Some("cram-brown"),
+        ),
+        decided("2026-11-27T13:00:00.000Z", "carol", Outcome::Success, None),
+    ];
+    let input = text(&events);
+    let all = run(&input, &Filter::default(), GroupBy::User);
+    let alice = all.groups.iter().find(|g| g.key == "alice").expect("alice");
+    assert_eq!(
+        (alice.would_deny, alice.warned, alice.denied, alice.brownout),
+        (2, 1, 0, 0)
+    );
+    assert_eq!(alice.rules.values, ["cram-warn", "no-cram"]);
+    let bob = all.groups.iter().find(|g| g.key == "bob").expect("bob");
+    assert_eq!((bob.denied, bob.brownout), (1, 1));
+
+    let would = Filter::from_params(&[("result", "would_deny")]).expect("filter");
+    let r = run(&input, &would, GroupBy::User);
+    assert_eq!((keys(&r), r.events), (vec!["alice"], 2));
+
+    let refused = Filter::from_params(&[("result", "denied,brownout")]).expect("filter");
+    assert_eq!(keys(&run(&input, &refused, GroupBy::User)), ["bob"]);
+
+    let rule = Filter::from_params(&[("rule", "no-cram")]).expect("filter");
+    let r = run(&input, &rule, GroupBy::Mechanism);
+    assert_eq!(r.events, 3);
+    assert_eq!(r.groups[0].users.values, ["alice", "bob"]);
+
+    let both = Filter::from_params(&[("rule", "no-cram"), ("result", "denied")]).expect("f");
+    assert_eq!(run(&input, &both, GroupBy::User).events, 1);
+    let every = Filter::from_params(&[("result", "all")]).expect("filter");
+    assert_eq!(run(&input, &every, GroupBy::User).events, 6);
+    assert!(Filter::from_params(&[("result", "maybe")]).is_err());
 }
