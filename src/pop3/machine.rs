@@ -559,17 +559,11 @@ impl Session {
             listener: self.settings.listener,
             // Policy windows are days long; the connection's start time is precise enough.
             now: self.settings.sasl.now,
-            roll: {
-                // A fresh roll per login attempt, from the connection's random seed.
-                let r = self
-                    .settings
-                    .sasl
-                    .context(u32::MAX - self.attempts - self.failures)
-                    .random;
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&r[24..32]);
-                crate::policy::roll(b)
-            },
+            // A fresh draw per login (attempts count SASL starts, failures the rest).
+            roll: self.settings.sasl.policy_roll(
+                "auth",
+                self.attempts.wrapping_add(self.failures).wrapping_add(1),
+            ),
         });
         let mut record =
             Record::new(Kind::Auth, mechanism, class, Outcome::Success).with_decision(&decision);

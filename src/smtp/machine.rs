@@ -246,6 +246,8 @@ pub struct Session {
     sasl_attempts: u32,
     /// The brownout roll of the current AUTH attempt.
     sasl_roll: f64,
+    /// Relay decisions drawn so far (each gets its own brownout draw).
+    relay_draws: u32,
     /// The time of the command being handled.
     now: SystemTime,
     /// A header a `warn` rule asks to add to this session's messages.
@@ -265,6 +267,7 @@ impl Session {
             errors: 0,
             sasl_attempts: 0,
             sasl_roll: 0.0,
+            relay_draws: 0,
             now: SystemTime::UNIX_EPOCH,
             warn_header: None,
         }
@@ -546,7 +549,11 @@ impl Session {
                 ip: crate::canonical_ip(self.settings.peer.ip()),
                 listener: self.settings.role.name(),
                 now,
-                roll: roll_from(&self.settings.sasl.context(u32::MAX - self.errors).random),
+                roll: {
+                    // A fresh draw for each transaction's relay decision.
+                    self.relay_draws = self.relay_draws.wrapping_add(1);
+                    self.settings.sasl.policy_roll("relay", self.relay_draws)
+                },
             });
             if !decision.allowed() {
                 let text = decision.text.as_deref();
@@ -690,7 +697,7 @@ impl Session {
         };
         self.sasl_attempts += 1;
         let ctx = self.settings.sasl.context(self.sasl_attempts);
-        self.sasl_roll = roll_from(&ctx.random);
+        self.sasl_roll = self.settings.sasl.policy_roll("auth", self.sasl_attempts);
         let mut mechanism = (desc.start)(&ctx);
         let step = mechanism.step(input.as_ref().map(|b| b.as_slice()));
         let user = mechanism.user().map(str::to_owned);
@@ -842,14 +849,6 @@ impl Session {
             }
         }
     }
-}
-
-/// A brownout roll from the last 8 of an attempt's random bytes (the first ones may go into
-/// the mechanism's challenge).
-fn roll_from(random: &[u8; 32]) -> f64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&random[24..32]);
-    crate::policy::roll(b)
 }
 
 /// Whether `mail_from` is one of `user`'s own addresses (`user@<local domain>`).
