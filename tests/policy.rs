@@ -189,6 +189,49 @@ message = "Relaying after a POP3 login has ended; use SMTP AUTH"
     gw.stop().await;
 }
 
+/// Issue 4: a trusted-network relay that a rule denies is refused at RCPT with 550 5.7.1 and
+/// the message, audited as denied without a user; local delivery still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn deny_on_trusted_network_refuses_the_relay_at_rcpt() {
+    let gw = start_with(
+        r#"
+[[policy]]
+name = "no-trusted-relay"
+mechanisms = ["trusted-network"]
+action = "deny"
+message = "Relaying by address has ended; use SMTP AUTH"
+"#,
+        &[("relay", "trusted_networks", r#"["127.0.0.17/32"]"#)],
+    )
+    .await;
+    let (mut c, port) = mech::smtp(host(17), gw.addr("smtp"), false, "printer").await;
+    c.cmd("MAIL FROM:<scanner@example.test>", 250).await;
+    let r = c.cmd("RCPT TO:<friend@remote.example>", 550).await;
+    assert!(
+        r[0].starts_with("550 5.7.1 ") && r[0].contains("Relaying by address has ended"),
+        "{r:?}"
+    );
+    c.cmd("RCPT TO:<bob@example.test>", 250).await;
+    c.cmd("QUIT", 221).await;
+    let e = event(&gw, host(17), port, Kind::Relay).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref(), e.mechanism.as_deref()),
+        (
+            Outcome::Denied,
+            Some("no-trusted-relay"),
+            Some("trusted-network")
+        )
+    );
+    assert_eq!(e.user, None);
+    // An address outside the trusted network is not a trusted-network relay at all.
+    let (mut c, _) = mech::smtp(host(18), gw.addr("smtp"), false, "other").await;
+    c.cmd("MAIL FROM:<x@remote.example>", 250).await;
+    let r = c.cmd("RCPT TO:<friend@remote.example>", 554).await;
+    assert!(r[0].starts_with("554 5.7.1"), "{r:?}");
+    c.cmd("QUIT", 221).await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn warn_lets_the_client_through_and_marks_its_mail() {
     let gw = start(
@@ -363,6 +406,45 @@ share = 0.0
     gw.stop().await;
 }
 
+/// Issue 4: a brownout with share 0.5 refuses about half. 200 relay decisions in one
+/// session (each transaction draws afresh) must see between 40 and 160 refusals; for a fair
+/// draw the chance of falling outside is below 1e-17.
+#[tokio::test(flavor = "multi_thread")]
+async fn brownout_half_refuses_about_half() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "half"
+mechanisms = ["pop-before-smtp"]
+action = "brownout"
+share = 0.5
+"#,
+    )
+    .await;
+    let (mut p, _, _) = mech::pop3(host(16), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "bob", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, _) = mech::smtp(host(16), gw.addr("smtp"), false, "c").await;
+    let mut refused = 0;
+    for _ in 0..200 {
+        c.cmd("MAIL FROM:<bob@example.test>", 250).await;
+        c.send("RCPT TO:<friend@remote.example>").await;
+        let (code, lines) = c.reply().await;
+        match code {
+            250 => {}
+            450 => {
+                assert!(lines[0].starts_with("450 4.7.0 "), "{lines:?}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {lines:?}"),
+        }
+        c.cmd("RSET", 250).await;
+    }
+    c.cmd("QUIT", 221).await;
+    assert!((40..=160).contains(&refused), "{refused} of 200 refused");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_allows_and_audits_would_deny() {
     let gw = start(
@@ -421,32 +503,38 @@ const fn t(
 
 /// Runs `t` against `gw`; returns the SMTP code (POP3 mapped to 235 / 534 / 0).
 async fn attempt(gw: &Gateway, t: Try) -> u16 {
+    attempt_from(gw, t).await.0
+}
+
+/// As [`attempt`], with the client's source port (to find its audit event).
+async fn attempt_from(gw: &Gateway, t: Try) -> (u16, u16) {
     let source = host(t.source);
     let tls = matches!(t.listener, "submissions" | "pop3s");
     if t.listener.starts_with("pop3") {
-        let (mut p, _, _) = mech::pop3(source, gw.addr(t.listener), tls).await;
+        let (mut p, port, _) = mech::pop3(source, gw.addr(t.listener), tls).await;
         let x = mech::pop_user_pass(&mut p, t.user, PASSWORD).await;
         p.pop_cmd("QUIT", true).await;
-        return match x.lines[0].as_str() {
+        let code = match x.lines[0].as_str() {
             l if l.starts_with("+OK") => 235,
             l if l.starts_with("-ERR [AUTH]") => 534,
             _ => 0,
         };
+        return (code, port);
     }
-    let (mut c, _) = mech::smtp(source, gw.addr(t.listener), tls, "c").await;
+    let (mut c, port) = mech::smtp(source, gw.addr(t.listener), tls, "c").await;
     let x = match t.mechanism {
         "PLAIN" => mech::smtp_plain(&mut c, t.user, PASSWORD).await,
         "CRAM-MD5" => mech::smtp_cram(&mut c, t.user, PASSWORD).await,
         other => panic!("no client for {other}"),
     };
     c.send("QUIT").await;
-    x.code
+    (x.code, port)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
-    // 127.0.0.0/8 may send cleartext passwords, so PLAIN without TLS is class insecure.
-    let cases: Vec<(&str, &str, Vec<Try>)> = vec![
+/// One rule criterion per case: its name, its TOML, and attempts with the code a `deny`
+/// rule gives (534 where the criterion matches).
+fn criteria() -> Vec<(&'static str, &'static str, Vec<Try>)> {
+    vec![
         (
             "mechanisms",
             r#"mechanisms = ["CRAM-MD5"]"#,
@@ -473,6 +561,14 @@ async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
                 t(1, "submissions", "PLAIN", "bob", 534),
                 t(1, "submissions", "PLAIN", "alice", 235),
                 t(1, "pop3s", "USER", "bob", 534),
+            ],
+        ),
+        (
+            "user list",
+            r#"users = ["carol", "bob"]"#,
+            vec![
+                t(1, "submissions", "PLAIN", "bob", 534),
+                t(1, "submissions", "PLAIN", "alice", 235),
             ],
         ),
         (
@@ -511,7 +607,13 @@ async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
             "from = \"2001-01-01\"\nuntil = \"2999-01-01\"",
             vec![t(1, "submissions", "PLAIN", "alice", 534)],
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
+    // 127.0.0.0/8 may send cleartext passwords, so PLAIN without TLS is class insecure.
+    let cases = criteria();
     for (name, criterion, tries) in cases {
         let policy = format!("\n[[policy]]\nname = \"{name}\"\naction = \"deny\"\n{criterion}\n");
         let gw = start_with(
@@ -558,6 +660,33 @@ action = "deny"
     let e = event(&gw, LOCAL, port, Kind::Auth).await;
     assert_eq!(e.rule.as_deref(), Some("deny-everyone"));
     gw.stop().await;
+}
+
+/// Issue 4: `warn` rules with each match kind (mechanism, class, user, user list, network,
+/// listener, date window): every attempt gets through; those the criterion matches are
+/// audited as warned under the rule, the others as plain successes.
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_rules_match_by_each_criterion() {
+    for (name, criterion, tries) in criteria() {
+        let policy = format!("\n[[policy]]\nname = \"{name}\"\naction = \"warn\"\n{criterion}\n");
+        let gw = start_with(
+            &policy,
+            &[("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#)],
+        )
+        .await;
+        for try_ in tries {
+            let (code, port) = attempt_from(&gw, try_).await;
+            assert_eq!(code, 235, "warn rule {name} must let {try_:?} through");
+            let e = event(&gw, host(try_.source), port, Kind::Auth).await;
+            let want = if try_.want == 534 {
+                (Outcome::Warned, Some(name))
+            } else {
+                (Outcome::Success, None)
+            };
+            assert_eq!((e.result, e.rule.as_deref()), want, "rule {name}: {try_:?}");
+        }
+        gw.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -733,6 +862,51 @@ notify = true
     let notices = mech::wait_mail(&gw.state().join("maildir/alice"), 1, "the notice").await;
     assert!(notices[0].contains("Thunderbird/128.0"), "{}", notices[0]);
     assert!(!notices[0].contains("ALICE-LAPTOP"), "{}", notices[0]);
+    gw.stop().await;
+}
+
+/// Issue 4: the admin digest is sent on its timer (`[notices] digest_interval`) into the
+/// mailbox of `digest_to`, with the legacy users and mechanisms of the period.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_digest_is_delivered_on_its_timer() {
+    let gw = start_with(
+        "",
+        &[
+            ("notices", "digest_to", r#""postmaster""#),
+            ("notices", "digest_interval", r#""1s""#),
+        ],
+    )
+    .await;
+    let maildir = gw.state().join("maildir").join("postmaster");
+    // The digest covers the last interval only: keep logging in until one lands.
+    let deadline = tokio::time::Instant::now() + mech::DEADLINE;
+    let digests = loop {
+        let (mut c, _) = mech::smtp(host(19), gw.addr("submission"), false, "c").await;
+        assert_eq!(mech::smtp_cram(&mut c, "alice", PASSWORD).await.code, 235);
+        c.cmd("QUIT", 221).await;
+        let got = common::mailbox_files(&maildir);
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no digest within {:?}",
+            mech::DEADLINE
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let d = &digests[0];
+    for want in [
+        "To: <postmaster>",
+        "Subject: Legacy authentication digest: 1 users",
+        "Auto-Submitted: auto-generated",
+        "alice",
+        "CRAM-MD5",
+    ] {
+        assert!(d.contains(want), "{want} missing in {d}");
+    }
+    // Nobody else gets it.
+    assert!(gw.mailbox("alice").is_empty());
     gw.stop().await;
 }
 
