@@ -326,18 +326,22 @@ async fn oauth_and_pop3_sasl_logins_are_audited_with_their_class() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_carry_a_reason_and_the_name_given() {
-    let gw = start(&[]).await;
+    let gw = start(&[("auth", "max_failures", "5")]).await;
     let log = audit_log(&gw);
     let (mut c, port) = mech::smtp(LOCAL, gw.addr("submissions"), true, "c").await;
-    assert_eq!(mech::smtp_plain(&mut c, "alice", "nope").await.code, 535);
+    assert_eq!(mech::smtp_plain(&mut c, "Alice", "nope").await.code, 535);
     assert_eq!(mech::smtp_cram(&mut c, "alice", "nope").await.code, 535);
-    let failed = wait_events(&log, "two failures", 2, |e| {
+    assert_eq!(mech::smtp_plain(&mut c, "nobody", "nope").await.code, 535);
+    let failed = wait_events(&log, "three failures", 3, |e| {
         e.client_port == Some(port) && e.result == Outcome::Failure
     })
     .await;
-    for (e, mechanism, class) in [
-        (&failed[0], "PLAIN", Class::Basic),
-        (&failed[1], "CRAM-MD5", Class::Weak),
+    // A name that exists is resolved (so "Alice" failing and "alice" succeeding group
+    // together in the report); one that does not stays as given only.
+    for (e, mechanism, class, given, user) in [
+        (&failed[0], "PLAIN", Class::Basic, "Alice", Some("alice")),
+        (&failed[1], "CRAM-MD5", Class::Weak, "alice", Some("alice")),
+        (&failed[2], "PLAIN", Class::Basic, "nobody", None),
     ] {
         check_auth(
             e,
@@ -347,9 +351,9 @@ async fn failures_carry_a_reason_and_the_name_given() {
             mechanism,
             class,
             Outcome::Failure,
-            None,
+            user,
         );
-        assert_eq!(e.user_given.as_deref(), Some("alice"), "{e:?}");
+        assert_eq!(e.user_given.as_deref(), Some(given), "{e:?}");
         let reason = e.reason.as_deref().unwrap_or_default();
         assert!(reason.starts_with(mechanism), "{e:?}");
     }
@@ -361,9 +365,9 @@ async fn failures_carry_a_reason_and_the_name_given() {
     .await;
     c.cmd("QUIT", 221).await;
 
-    // POP3: a wrong PASS.
+    // POP3: a wrong PASS for a name typed in capitals.
     let (mut p, port, _) = mech::pop3(LOCAL, gw.addr("pop3s"), true).await;
-    assert_eq!(mech::pop_user_pass(&mut p, "alice", "nope").await.code, 0);
+    assert_eq!(mech::pop_user_pass(&mut p, "ALICE", "nope").await.code, 0);
     let e = wait_one(&log, "POP3 failure", LOCAL, port, |_| true).await;
     check_auth(
         &e,
@@ -373,9 +377,9 @@ async fn failures_carry_a_reason_and_the_name_given() {
         "USER",
         Class::Basic,
         Outcome::Failure,
-        None,
+        Some("alice"),
     );
-    assert_eq!(e.user_given.as_deref(), Some("alice"));
+    assert_eq!(e.user_given.as_deref(), Some("ALICE"));
     assert!(e.reason.is_some(), "{e:?}");
     gw.stop().await;
 }

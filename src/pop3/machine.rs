@@ -597,6 +597,11 @@ impl Session {
         let class = classify(mechanism, self.settings.tls_active);
         let mut record = Record::new(Kind::Auth, mechanism, class, Outcome::Failure);
         record.user_given = user.clone();
+        // The canonical user when the name exists, so that "Alice" failing and "alice"
+        // succeeding land in one report group.
+        record.user = user
+            .as_deref()
+            .and_then(|u| self.settings.sasl.auth.lookup(u));
         record.reason = Some(note.unwrap_or("invalid credentials").to_string());
         self.failures = self.failures.saturating_add(1);
         let close = self.failures >= self.settings.max_failures.max(1);
