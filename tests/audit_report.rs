@@ -100,8 +100,9 @@ fn json_reports_legacy_users_across_rotations_and_warns_of_corrupt_lines() {
     // Most recently seen first; SCRAM (modern) and the allowlist event are not counted.
     assert_eq!(keys, ["alice", "bob"]);
     let alice = &groups[0];
-    assert_eq!(alice["events"], 3);
-    assert_eq!(alice["successes"], 2);
+    assert_eq!(alice["events"], 2);
+    assert_eq!(alice["messages"], 1);
+    assert_eq!(alice["successes"], 1);
     assert_eq!(alice["failures"], 1);
     assert!(rfc3339(&alice["first_seen"]) < rfc3339(&alice["last_seen"]));
     assert_eq!(
@@ -159,11 +160,13 @@ fn csv_groups_by_client_with_a_header() {
     assert_eq!(
         rows[0],
         "key,events,successes,failures,first_seen,last_seen,classes,mechanisms,users,\
-         client_ips,client_software,client_names,denied,warned,brownout,would_deny,rules"
+         client_ips,client_software,client_names,denied,warned,brownout,would_deny,rules,messages"
     );
     assert_eq!(rows.len(), 3, "{out}");
     let outlook: Vec<&str> = rows[1].split(',').collect();
-    assert_eq!(outlook[..4], ["Outlook 16.0", "1", "1", "0"]);
+    // The software comes from an accepted message: a message, not an authentication.
+    assert_eq!(outlook[..4], ["Outlook 16.0", "0", "0", "0"]);
+    assert_eq!(outlook.last(), Some(&"1"), "messages");
     assert_eq!(outlook[6..9], ["basic", "LOGIN", "alice"]);
     let unknown: Vec<&str> = rows[2].split(',').collect();
     assert_eq!(unknown[..4], ["unknown", "4", "2", "2"]);
@@ -178,20 +181,21 @@ fn table_filters_by_time_class_and_user() {
     let out = stdout(&audit(&["--file", path, "--since", "7d"]));
     let rows: Vec<&str> = out.lines().collect();
     assert!(
-        rows[0].starts_with("USER   EVENTS  OK  FAIL  DENIED  WARNED  BROWNOUT  WOULD DENY"),
+        rows[0].starts_with("USER   EVENTS  OK  FAIL  MSGS  DENIED  WARNED  BROWNOUT  WOULD DENY"),
+        "{out}"
+    );
+    // Alice's accepted message is a message, not a second authentication.
+    assert!(
+        rows[1].starts_with("alice       1   0     1     1       1       0         0           0"),
         "{out}"
     );
     assert!(
-        rows[1].starts_with("alice       2   1     1       1       0         0           0"),
-        "{out}"
-    );
-    assert!(
-        rows[2].starts_with("bob         1   1     0       0       1         0           0"),
+        rows[2].starts_with("bob         1   1     0     0       0       1         0           0"),
         "{out}"
     );
     assert_eq!(
         rows.last(),
-        Some(&"3 events in 2 groups; 1 corrupt line(s) skipped")
+        Some(&"2 events in 2 groups; 1 corrupt line(s) skipped")
     );
 
     let out = stdout(&audit(&[
@@ -312,25 +316,27 @@ fn dry_run_is_checked_with_result_and_rule_filters_in_every_format() {
     ]));
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 3, "{out}");
-    let tail = |r: &Vec<&str>| r[r.len() - 5..].join(",");
+    let tail = |r: &Vec<&str>| r[r.len() - 6..].join(",");
     assert_eq!(
         (rows[1][0], tail(&rows[1])),
-        ("bob", "1,0,0,0,no-cram".into())
+        ("bob", "1,0,0,0,no-cram,0".into())
     );
     assert_eq!(
         (rows[2][0], tail(&rows[2])),
-        ("alice", "0,0,0,2,no-cram".into())
+        ("alice", "0,0,0,2,no-cram,0".into())
     );
 
     // The table shows the policy columns.
     let out = stdout(&audit(&["--file", path]));
     let rows: Vec<&str> = out.lines().collect();
     assert!(
-        rows[0].starts_with("USER   EVENTS  OK  FAIL  DENIED  WARNED  BROWNOUT  WOULD DENY  RULES"),
+        rows[0].starts_with(
+            "USER   EVENTS  OK  FAIL  MSGS  DENIED  WARNED  BROWNOUT  WOULD DENY  RULES"
+        ),
         "{out}"
     );
     assert!(
-        rows[2].starts_with("bob         2   1     1       1       1"),
+        rows[2].starts_with("bob         2   1     1     0       1       1"),
         "{out}"
     );
     assert!(rows[2].contains("cram-warn, no-cram"), "{out}");

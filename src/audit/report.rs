@@ -361,7 +361,8 @@ pub struct Group {
     /// The grouped value (a user, address, mechanism, client software or class), or
     /// [`UNKNOWN`].
     pub key: String,
-    /// Events in the group.
+    /// Authentication and relay decisions in the group (`auth` and `relay` events, and the
+    /// other kinds when asked for); accepted messages are counted in `messages` instead.
     pub events: u64,
     /// Events where the client got through (success, warned, would_deny).
     pub successes: u64,
@@ -393,6 +394,9 @@ pub struct Group {
     pub would_deny: u64,
     /// The policy rules that decided events in the group.
     pub rules: Values,
+    /// Messages accepted (`accept` events): they add their client software and names to the
+    /// group but are not authentications of their own.
+    pub messages: u64,
 }
 
 /// A line skipped as corrupt or truncated.
@@ -409,7 +413,7 @@ pub struct LineRef {
 pub struct Report {
     /// The groups, most recently seen first (ties by key).
     pub groups: Vec<Group>,
-    /// Events that passed the filter.
+    /// Decisions (events other than `accept`) that passed the filter.
     pub events: u64,
     /// Corrupt or truncated lines skipped.
     pub skipped: u64,

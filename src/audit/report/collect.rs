@@ -15,6 +15,8 @@ use crate::audit::event::{Class, Outcome};
 pub(crate) struct Seen<'a> {
     /// Canonical (see `scan::canonical`).
     pub time: &'a str,
+    /// An authentication or relay decision (counted); `false` for an accepted message.
+    pub decision: bool,
     pub allowed: bool,
     pub result: Option<Outcome>,
     pub rule: Option<&'a str>,
@@ -168,6 +170,7 @@ fn time_text(t: Option<[u8; TIME_LEN]>) -> String {
 #[derive(Debug, Default)]
 struct Acc {
     events: u64,
+    messages: u64,
     successes: u64,
     denied: u64,
     warned: u64,
@@ -187,6 +190,13 @@ struct Acc {
 
 impl Acc {
     fn add(&mut self, e: &Seen<'_>) {
+        if !e.decision {
+            self.messages += 1;
+        }
+        self.add_lists(e);
+        if !e.decision {
+            return;
+        }
         self.events += 1;
         self.successes += u64::from(e.allowed);
         match e.result {
@@ -199,12 +209,16 @@ impl Acc {
         if let Some(r) = e.rule {
             self.rules.insert(r);
         }
+    }
+
+    /// What every event adds, decision or message: times seen and the lists.
+    fn add_lists(&mut self, e: &Seen<'_>) {
+        if let Some(c) = e.class {
+            self.classes |= 1 << c as u8;
+        }
         if let Ok(t) = <[u8; TIME_LEN]>::try_from(e.time.as_bytes()) {
             self.first = Some(self.first.map_or(t, |f| f.min(t)));
             self.last = Some(self.last.map_or(t, |l| l.max(t)));
-        }
-        if let Some(c) = e.class {
-            self.classes |= 1 << c as u8;
         }
         let lists = [
             (&mut self.mechanisms, e.mechanism),
@@ -222,6 +236,7 @@ impl Acc {
 
     fn merge(&mut self, o: Acc) {
         self.events += o.events;
+        self.messages += o.messages;
         self.successes += o.successes;
         self.denied += o.denied;
         self.warned += o.warned;
@@ -245,6 +260,7 @@ impl Acc {
         Group {
             key,
             events: self.events,
+            messages: self.messages,
             successes: self.successes,
             failures: self.events - self.successes,
             denied: self.denied,
@@ -370,6 +386,10 @@ pub(crate) fn cap_counts(map: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 
 impl Collect for Timeline {
     fn add(&mut self, e: &Seen<'_>) {
+        // The chart shows authentication and relay decisions, not messages.
+        if !e.decision {
+            return;
+        }
         // The scanner hands over canonical times only.
         let Some(t) = scan::canonical_secs(e.time) else {
             return;

@@ -37,7 +37,7 @@ impl FromStr for Format {
 }
 
 /// The CSV columns, which are also the JSON field names.
-pub const CSV_HEADER: [&str; 17] = [
+pub const CSV_HEADER: [&str; 18] = [
     "key",
     "events",
     "successes",
@@ -55,6 +55,7 @@ pub const CSV_HEADER: [&str; 17] = [
     "brownout",
     "would_deny",
     "rules",
+    "messages",
 ];
 
 /// Writes `report`, grouped by `group_by`, in `format`; `now` dates the table's ages.
@@ -118,6 +119,7 @@ fn csv(report: &Report, out: &mut impl Write) -> io::Result<()> {
             g.brownout.to_string(),
             g.would_deny.to_string(),
             list(&g.rules, ";", all),
+            g.messages.to_string(),
         ];
         let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
         writeln!(out, "{}", row.join(","))?;
@@ -177,6 +179,7 @@ fn table(report: &Report, by: GroupBy, now: SystemTime, out: &mut impl Write) ->
         ("EVENTS".into(), true, true),
         ("OK".into(), true, true),
         ("FAIL".into(), true, true),
+        ("MSGS".into(), true, true),
         ("DENIED".into(), true, policy),
         ("WARNED".into(), true, policy),
         ("BROWNOUT".into(), true, policy),
@@ -198,6 +201,7 @@ fn table(report: &Report, by: GroupBy, now: SystemTime, out: &mut impl Write) ->
             g.events.to_string(),
             g.successes.to_string(),
             g.failures.to_string(),
+            g.messages.to_string(),
             g.denied.to_string(),
             g.warned.to_string(),
             g.brownout.to_string(),

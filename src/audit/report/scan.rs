@@ -310,8 +310,12 @@ impl<C: Collect> Worker<C> {
         if !w.rules.is_empty() && !rule.is_some_and(|r| w.rules.iter().any(|x| x == r)) {
             return;
         }
+        // An accepted message (one per message, after its authentication) is not a decision
+        // of its own: it adds the software and names it carries, and counts as a message.
+        let decision = l.kind != "accept";
         let seen = Seen {
             time,
+            decision,
             allowed: matches!(&*l.result, "success" | "warned" | "would_deny"),
             result: result.map(|i| RESULTS[i]),
             rule,
@@ -322,7 +326,7 @@ impl<C: Collect> Worker<C> {
             software: present(&l.client_software),
             name: present(&l.client_name),
         };
-        self.events += 1;
+        self.events += u64::from(decision);
         self.collected.add(&seen);
     }
 }
