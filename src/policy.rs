@@ -484,6 +484,36 @@ impl Rule {
     }
 }
 
+/// Names a rule's `mechanisms` may hold besides the SASL registry's: the POP3 methods, the
+/// NTLM variants the audit records, and the relay kinds.
+const OTHER_METHODS: [&str; 9] = [
+    "USER",
+    "APOP",
+    "NTLMv1",
+    "NTLMv1-ESS",
+    "NTLM2-SESSION",
+    "NTLMv2",
+    "LMv2",
+    "pop-before-smtp",
+    "trusted-network",
+];
+
+/// Every name a rule's `mechanisms` may hold, for messages.
+pub fn known_mechanisms() -> Vec<&'static str> {
+    crate::sasl::MECHANISMS
+        .iter()
+        .map(|d| d.name)
+        .chain(OTHER_METHODS)
+        .collect()
+}
+
+/// Whether `name` (any case) is a mechanism or relay kind a rule can match.
+pub fn known_mechanism(name: &str) -> bool {
+    known_mechanisms()
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(name))
+}
+
 /// Turns 8 random bytes into a uniform roll in [0, 1).
 pub fn roll(bytes: [u8; 8]) -> f64 {
     (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
