@@ -93,6 +93,12 @@ struct AuditArgs {
     /// Only these kinds (auth, relay, accept, allowlist, lockout, defer, bounce, or all).
     #[arg(long, default_value = "auth,relay,accept")]
     kind: String,
+    /// Only these results (success, failure, denied, warned, brownout, would_deny, or all).
+    #[arg(long, default_value = "all")]
+    result: String,
+    /// Only events decided by these policy rules (comma-separated names).
+    #[arg(long)]
+    rule: Vec<String>,
     /// Group by user, ip, mechanism, client (software) or class.
     #[arg(long, default_value = "user")]
     group_by: String,
@@ -282,44 +288,24 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 /// Shows, for each `[[policy]]` rule, whether it is in force today and which users and
-/// mechanisms it covers.
+/// mechanisms it covers (see `Policy::coverage`).
 fn print_policy_coverage(config: &Config, users: &mailgate::auth::UserStore) {
-    use mailgate::audit::classify;
     let now = mailgate::clock::Clock::now(&mailgate::clock::SystemClock);
-    let mut methods: Vec<String> = config.auth.mechanisms.clone();
-    methods.extend(["USER", "APOP", "pop-before-smtp", "trusted-network"].map(String::from));
-    let names = users.users();
-    for rule in &config.policy.rules {
-        let when = match (rule.from, rule.until) {
-            (Some(f), _) if now < f => "not yet in force",
-            (_, Some(u)) if now >= u => "expired",
-            _ => "in force today",
-        };
-        let mode = if rule.dry_run { " (dry run)" } else { "" };
-        println!(
-            "policy \"{}\": {}{mode}, {when}",
-            rule.name,
-            rule.action.as_str()
-        );
-        for mech in &methods {
-            // Over TLS where the mechanism needs it; the class decides class-based rules.
-            let tls = !matches!(mech.as_str(), "pop-before-smtp" | "trusted-network");
-            let class = classify(mech, tls);
-            let covered: Vec<&str> = names
-                .iter()
-                .map(String::as_str)
-                .filter(|u| {
-                    config
-                        .policy
-                        .covering(mech, class, u)
-                        .first()
-                        .is_some_and(|r| r.name == rule.name)
-                })
-                .collect();
-            if !covered.is_empty() {
-                println!("  {mech} ({class}): {}", covered.join(", "));
-            }
-        }
+    let mut methods: Vec<&str> = config.auth.mechanisms.iter().map(String::as_str).collect();
+    if config.auth.ntlm_v1 && methods.iter().any(|m| m.eq_ignore_ascii_case("NTLM")) {
+        methods.push("NTLMv1");
+    }
+    methods.extend(["USER", "APOP"]);
+    if config.pop_before_smtp.enabled {
+        methods.push("pop-before-smtp");
+    }
+    if !config.relay.trusted_networks.is_empty() {
+        methods.push("trusted-network");
+    }
+    let mut seen = std::collections::HashSet::new();
+    methods.retain(|m| seen.insert(m.to_ascii_uppercase()));
+    for rule in config.policy.coverage(now, &methods, &users.users()) {
+        println!("{rule}");
     }
 }
 
@@ -574,6 +560,8 @@ fn audit(args: AuditArgs) -> ExitCode {
     params.extend(args.since.as_deref().map(|s| ("since", s)));
     params.extend(args.until.as_deref().map(|s| ("until", s)));
     params.extend(args.user.iter().map(|u| ("user", u.as_str())));
+    params.push(("result", args.result.as_str()));
+    params.extend(args.rule.iter().map(|r| ("rule", r.as_str())));
     let parsed = Filter::from_params(&params).and_then(|f| {
         let by: GroupBy = args.group_by.parse()?;
         let format: Format = args.format.parse()?;

@@ -32,6 +32,11 @@ struct Saved {
     sent: Vec<(String, String, u64)>,
 }
 
+/// `d` in milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What a notice says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
@@ -52,33 +57,66 @@ pub struct Notice {
 /// Decides when a notice is due and writes it.
 #[derive(Debug)]
 pub struct Notices {
-    interval: Duration,
+    /// The interval in milliseconds (changed by a reload).
+    interval_ms: std::sync::atomic::AtomicU64,
     maildir: PathBuf,
     hostname: String,
     sent: DashMap<(String, String), SystemTime>,
+    software: DashMap<String, String>,
 }
 
 impl Notices {
     /// Notices delivered into `maildir`, at most one per `interval` per user and mechanism.
     pub fn new(interval: Duration, maildir: PathBuf, hostname: String) -> Self {
         Notices {
-            interval,
+            interval_ms: std::sync::atomic::AtomicU64::new(millis(interval)),
             maildir,
             hostname,
             sent: DashMap::new(),
+            software: DashMap::new(),
         }
+    }
+
+    /// Remembers `software` (a `User-Agent` or `X-Mailer`) as the last seen in `user`'s mail,
+    /// for the notices that come at AUTH time, before this session's message is seen.
+    pub fn saw_software(&self, user: &str, software: &str) {
+        if self.software.get(user).is_some_and(|s| *s == software) {
+            return;
+        }
+        if self.software.len() >= MAX_REMEMBERED && !self.software.contains_key(user) {
+            // Bounded: forget everything rather than track ages; a notice then names the
+            // EHLO name or client hint instead.
+            self.software.clear();
+        }
+        self.software.insert(user.to_string(), software.to_string());
+    }
+
+    /// The software last seen in `user`'s mail, if any.
+    pub fn software(&self, user: &str) -> Option<String> {
+        self.software.get(user).map(|s| s.clone())
+    }
+
+    /// The interval between two notices for one user and mechanism.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Changes the interval (SIGHUP); notices already sent keep their time.
+    pub fn set_interval(&self, interval: Duration) {
+        self.interval_ms
+            .store(millis(interval), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether a notice for `user` and `mechanism` is due at `now`; if so, records it as sent.
     pub fn due(&self, user: &str, mechanism: &str, now: SystemTime) -> bool {
         let key = (user.to_string(), mechanism.to_string());
+        let interval = self.interval();
         if let Some(last) = self.sent.get(&key)
-            && now.duration_since(*last).unwrap_or_default() < self.interval
+            && now.duration_since(*last).unwrap_or_default() < interval
         {
             return false;
         }
         if self.sent.len() >= MAX_REMEMBERED {
-            let interval = self.interval;
             self.sent
                 .retain(|_, t| now.duration_since(*t).unwrap_or_default() < interval);
         }
@@ -92,7 +130,7 @@ impl Notices {
         let sent = self
             .sent
             .iter()
-            .filter(|e| now.duration_since(*e.value()).unwrap_or_default() < self.interval)
+            .filter(|e| now.duration_since(*e.value()).unwrap_or_default() < self.interval())
             .map(|e| (e.key().0.clone(), e.key().1.clone(), unix_secs(*e.value())))
             .collect();
         let saved = Saved {
@@ -126,7 +164,7 @@ impl Notices {
         let mut taken = 0;
         for (user, mechanism, secs) in saved.sent.into_iter().take(MAX_REMEMBERED) {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-            if now.duration_since(at).unwrap_or_default() < self.interval {
+            if now.duration_since(at).unwrap_or_default() < self.interval() {
                 self.sent.insert((user, mechanism), at);
                 taken += 1;
             }

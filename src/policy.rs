@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use crate::audit::{Class, Outcome};
+use crate::audit::{Class, Outcome, classify};
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +21,8 @@ pub enum Action {
     /// Let the client through, audit it as warned, optionally add a header to its mail and
     /// send the user a notice.
     Warn,
-    /// Refuse a share of attempts with a temporary failure (SMTP 454 4.7.0), so clients retry
-    /// and users notice.
+    /// Refuse a share of attempts with a temporary failure (SMTP AUTH 454 4.7.0, relay
+    /// 450 4.7.0, POP3 -ERR [SYS/TEMP]), so clients retry and users notice.
     Brownout,
     /// Refuse with "password transition needed" (SMTP 432 4.7.12, RFC 4954 §6).
     Transition,
@@ -200,18 +200,267 @@ impl Policy {
         }
     }
 
-    /// The rules that would apply to `mechanism` for `user` (ignoring networks, listeners
-    /// and dates), for `mailgate check-config`.
-    pub fn covering(&self, mechanism: &str, class: Class, user: &str) -> Vec<&Rule> {
+    /// For `mailgate check-config`: what each rule covers at `now`, for the `methods` the
+    /// gateway can see (mechanisms as recorded, plus "USER", "APOP", "pop-before-smtp",
+    /// "trusted-network") and the known `users`.
+    ///
+    /// Only rules in force at `now` take part. A rule restricted to networks or listeners
+    /// covers its share and leaves the rest to later rules, which are then shown with an
+    /// "except" qualifier. A mechanism whose class depends on TLS (PLAIN, LOGIN, USER, the
+    /// bearer tokens) is assessed both with and without TLS. Trusted-network relays have no
+    /// user. A rule not yet in force shows what it will cover from its start.
+    pub fn coverage(&self, now: SystemTime, methods: &[&str], users: &[String]) -> Vec<Coverage> {
         self.rules
             .iter()
-            .filter(|r| r.matches_mechanism(mechanism, class))
-            .filter(|r| r.users.is_empty() || r.users.iter().any(|u| u == user))
+            .enumerate()
+            .map(|(index, rule)| {
+                let (status, at) = match (rule.from, rule.until) {
+                    (Some(f), _) if now < f => (InForce::NotYet(f), Some(f)),
+                    (_, Some(u)) if now >= u => (InForce::Expired, None),
+                    _ => (InForce::Today, Some(now)),
+                };
+                let lines = at
+                    .map(|at| self.lines_for(index, at, methods, users))
+                    .unwrap_or_default();
+                Coverage {
+                    name: rule.name.clone(),
+                    action: rule.action,
+                    dry_run: rule.dry_run,
+                    status,
+                    lines,
+                }
+            })
             .collect()
+    }
+
+    /// The coverage lines of rule `index` at `at`.
+    fn lines_for(
+        &self,
+        index: usize,
+        at: SystemTime,
+        methods: &[&str],
+        users: &[String],
+    ) -> Vec<CoverageLine> {
+        let mut lines: Vec<CoverageLine> = Vec::new();
+        for &method in methods {
+            let relay = is_relay(method);
+            let variants: &[bool] = if classify(method, true) != classify(method, false) {
+                &[true, false]
+            } else {
+                &[true]
+            };
+            for &tls in variants {
+                let class = classify(method, tls);
+                let subjects: Vec<Option<&str>> = if method.eq_ignore_ascii_case("trusted-network")
+                {
+                    vec![None]
+                } else {
+                    users.iter().map(|u| Some(u.as_str())).collect()
+                };
+                for subject in subjects {
+                    let Some(qualifier) = self.share_of(index, at, method, class, subject) else {
+                        continue;
+                    };
+                    let tls_note = match (relay, variants.len()) {
+                        (false, 2) if tls => Some("with TLS"),
+                        (false, 2) => Some("without TLS"),
+                        _ => None,
+                    };
+                    let existing = lines.iter_mut().find(|l| {
+                        l.mechanism == method && l.class == class && l.qualifier == qualifier
+                    });
+                    match existing {
+                        Some(l) => l.users.extend(subject.map(str::to_owned)),
+                        None => lines.push(CoverageLine {
+                            mechanism: method.to_owned(),
+                            class,
+                            tls: tls_note,
+                            users: subject.map(str::to_owned).into_iter().collect(),
+                            qualifier,
+                        }),
+                    }
+                }
+            }
+        }
+        lines
+    }
+
+    /// Whether rule `index` decides some attempts with `method` by `user` at `at`, and if so
+    /// under which qualifier ("" when it decides all of them).
+    fn share_of(
+        &self,
+        index: usize,
+        at: SystemTime,
+        method: &str,
+        class: Class,
+        user: Option<&str>,
+    ) -> Option<String> {
+        let roles = roles_for(method);
+        let mut exceptions: Vec<String> = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let in_force = rule.from.is_none_or(|f| at >= f) && rule.until.is_none_or(|u| at < u);
+            let listeners_apply = rule.listeners.is_empty()
+                || rule.listeners.iter().any(|l| roles.contains(&l.as_str()));
+            let user_applies = rule.users.is_empty()
+                || user.is_some_and(|u| rule.users.iter().any(|r| r.eq_ignore_ascii_case(u)));
+            if !(in_force
+                && listeners_apply
+                && user_applies
+                && rule.matches_mechanism(method, class))
+            {
+                continue;
+            }
+            let restriction = rule.restriction(roles);
+            if i == index {
+                let mut parts: Vec<String> = restriction
+                    .map(|r| format!("{r} only"))
+                    .into_iter()
+                    .collect();
+                parts.extend(exceptions.iter().map(|e| format!("except {e}")));
+                return Some(parts.join("; "));
+            }
+            match restriction {
+                Some(r) => exceptions.push(r),
+                // An unrestricted earlier rule decides every such attempt.
+                None => return None,
+            }
+        }
+        None
+    }
+}
+
+/// Whether a rule is in force on a given day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InForce {
+    /// In force at the time asked about.
+    Today,
+    /// Starts at this time.
+    NotYet(SystemTime),
+    /// Its window has ended.
+    Expired,
+}
+
+/// What one rule covers, for `mailgate check-config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coverage {
+    /// The rule's name.
+    pub name: String,
+    /// Its action.
+    pub action: Action,
+    /// Whether it only audits what it would refuse.
+    pub dry_run: bool,
+    /// Whether it is in force.
+    pub status: InForce,
+    /// What it decides: today, or from its start if not yet in force.
+    pub lines: Vec<CoverageLine>,
+}
+
+/// One mechanism (and TLS state) a rule decides, for which users, under which qualifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoverageLine {
+    /// The mechanism or relay kind as recorded.
+    pub mechanism: String,
+    /// Its class in this line.
+    pub class: Class,
+    /// "with TLS" / "without TLS" for mechanisms whose class depends on it.
+    pub tls: Option<&'static str>,
+    /// The users (empty for trusted-network relays, which have none).
+    pub users: Vec<String>,
+    /// "" when the rule decides every such attempt, else e.g. "from 10.0.0.0/8 only" or
+    /// "except from 10.0.0.0/8" (an earlier rule decides those).
+    pub qualifier: String,
+}
+
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = if self.dry_run { " (dry run)" } else { "" };
+        let when = match self.status {
+            InForce::Today => "in force today".to_string(),
+            InForce::NotYet(t) => format!(
+                "not yet in force (from {})",
+                humantime::format_rfc3339_seconds(t)
+            ),
+            InForce::Expired => "expired".to_string(),
+        };
+        write!(
+            f,
+            "policy \"{}\": {}{mode}, {when}",
+            self.name,
+            self.action.as_str()
+        )?;
+        let prefix = match self.status {
+            InForce::NotYet(_) => "from then: ",
+            _ => "",
+        };
+        if self.lines.is_empty() {
+            let why = match self.status {
+                InForce::Expired => "nothing (expired)",
+                _ => "nothing (earlier rules decide everything it names)",
+            };
+            write!(f, "\n  {why}")?;
+        }
+        for line in &self.lines {
+            write!(f, "\n  {prefix}{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for CoverageLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}", self.mechanism, self.class)?;
+        if let Some(tls) = self.tls {
+            write!(f, ", {tls}")?;
+        }
+        let who = if self.users.is_empty() {
+            "any relay (no user)".to_string()
+        } else {
+            self.users.join(", ")
+        };
+        write!(f, "): {who}")?;
+        if !self.qualifier.is_empty() {
+            write!(f, " ({})", self.qualifier)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `method` is an address-based relay authorization.
+fn is_relay(method: &str) -> bool {
+    method.eq_ignore_ascii_case("pop-before-smtp") || method.eq_ignore_ascii_case("trusted-network")
+}
+
+/// The listener roles on which `method` can be used.
+fn roles_for(method: &str) -> &'static [&'static str] {
+    if is_relay(method) {
+        &["smtp", "submission", "submissions"]
+    } else if method.eq_ignore_ascii_case("USER") || method.eq_ignore_ascii_case("APOP") {
+        &["pop3", "pop3s"]
+    } else {
+        &["smtp", "submission", "submissions", "pop3", "pop3s"]
     }
 }
 
 impl Rule {
+    /// The part of the attempts with a method usable on `roles` that this rule's networks
+    /// and listeners limit it to, e.g. "from 10.0.0.0/8 on pop3"; `None` if unlimited.
+    fn restriction(&self, roles: &[&str]) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.networks.is_empty() {
+            let nets: Vec<String> = self.networks.iter().map(|n| n.to_string()).collect();
+            parts.push(format!("from {}", nets.join(", ")));
+        }
+        let listeners: Vec<&str> = roles
+            .iter()
+            .copied()
+            .filter(|r| self.listeners.iter().any(|l| l == r))
+            .collect();
+        if !self.listeners.is_empty() && listeners.len() < roles.len() {
+            parts.push(format!("on {}", listeners.join(", ")));
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
     fn matches(&self, a: &Attempt<'_>) -> bool {
         self.matches_mechanism(a.mechanism, a.class)
             && (self.users.is_empty()
@@ -233,6 +482,36 @@ impl Rule {
         let class_ok = self.classes.is_empty() || self.classes.contains(&class);
         mech_ok && class_ok
     }
+}
+
+/// Names a rule's `mechanisms` may hold besides the SASL registry's: the POP3 methods, the
+/// NTLM variants the audit records, and the relay kinds.
+const OTHER_METHODS: [&str; 9] = [
+    "USER",
+    "APOP",
+    "NTLMv1",
+    "NTLMv1-ESS",
+    "NTLM2-SESSION",
+    "NTLMv2",
+    "LMv2",
+    "pop-before-smtp",
+    "trusted-network",
+];
+
+/// Every name a rule's `mechanisms` may hold, for messages.
+pub fn known_mechanisms() -> Vec<&'static str> {
+    crate::sasl::MECHANISMS
+        .iter()
+        .map(|d| d.name)
+        .chain(OTHER_METHODS)
+        .collect()
+}
+
+/// Whether `name` (any case) is a mechanism or relay kind a rule can match.
+pub fn known_mechanism(name: &str) -> bool {
+    known_mechanisms()
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(name))
 }
 
 /// Turns 8 random bytes into a uniform roll in [0, 1).
@@ -380,6 +659,121 @@ mod tests {
         assert_eq!(d.outcome, Outcome::WouldDeny);
         assert!(d.allowed());
         assert_eq!(d.header.as_deref(), Some("X-Would-Deny: yes"));
+    }
+
+    fn coverage_text(p: &Policy, now: SystemTime, methods: &[&str]) -> Vec<String> {
+        let users: Vec<String> = ["alice", "bob"].map(String::from).into();
+        p.coverage(now, methods, &users)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn coverage_skips_rules_not_in_force_today() {
+        // A deny that starts later must not hide the warn that is in force now.
+        let mut later = rule("later", Action::Deny);
+        later.mechanisms = vec!["CRAM-MD5".into()];
+        later.from = Some(at(100));
+        let mut warn = rule("warn-now", Action::Warn);
+        warn.mechanisms = vec!["CRAM-MD5".into()];
+        warn.until = Some(at(100));
+        let mut old = rule("old", Action::Deny);
+        old.until = Some(at(5));
+        let p = Policy {
+            rules: vec![old, later, warn],
+        };
+        let text = coverage_text(&p, at(10), &["CRAM-MD5"]);
+        assert_eq!(
+            text,
+            [
+                "policy \"old\": deny, expired\n  nothing (expired)",
+                "policy \"later\": deny, not yet in force (from 1970-04-11T00:00:00Z)\n  \
+                 from then: CRAM-MD5 (weak): alice, bob",
+                "policy \"warn-now\": warn, in force today\n  CRAM-MD5 (weak): alice, bob",
+            ]
+        );
+    }
+
+    #[test]
+    fn coverage_shows_network_and_listener_restrictions_as_partial() {
+        let mut corp = rule("corp", Action::Allow);
+        corp.networks = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut pop = rule("pop-only", Action::Warn);
+        pop.mechanisms = vec!["CRAM-MD5".into()];
+        pop.listeners = vec!["pop3".into(), "pop3s".into()];
+        let mut deny = rule("no-cram", Action::Deny);
+        deny.mechanisms = vec!["CRAM-MD5".into(), "APOP".into()];
+        let p = Policy {
+            rules: vec![corp, pop, deny],
+        };
+        let text = coverage_text(&p, at(0), &["CRAM-MD5", "APOP"]);
+        assert_eq!(
+            text[0],
+            "policy \"corp\": allow, in force today\n  \
+             CRAM-MD5 (weak): alice, bob (from 10.0.0.0/8 only)\n  \
+             APOP (weak): alice, bob (from 10.0.0.0/8 only)"
+        );
+        assert_eq!(
+            text[1],
+            "policy \"pop-only\": warn, in force today\n  \
+             CRAM-MD5 (weak): alice, bob (on pop3, pop3s only; except from 10.0.0.0/8)"
+        );
+        // The listener list covers every role APOP can use, so it is no restriction there;
+        // the deny still gets what the earlier rules leave.
+        assert_eq!(
+            text[2],
+            "policy \"no-cram\": deny, in force today\n  \
+             CRAM-MD5 (weak): alice, bob (except from 10.0.0.0/8; except on pop3, pop3s)\n  \
+             APOP (weak): alice, bob (except from 10.0.0.0/8)"
+        );
+    }
+
+    #[test]
+    fn coverage_assesses_plaintext_with_and_without_tls_and_relays_without_users() {
+        let mut insecure = rule("no-insecure", Action::Deny);
+        insecure.classes = vec![Class::Insecure];
+        let mut bob = rule("bob-basic", Action::Warn);
+        bob.users = vec!["bob".into()];
+        let p = Policy {
+            rules: vec![insecure, bob],
+        };
+        let text = coverage_text(
+            &p,
+            at(0),
+            &[
+                "PLAIN",
+                "SCRAM-SHA-256",
+                "pop-before-smtp",
+                "trusted-network",
+            ],
+        );
+        assert_eq!(
+            text[0],
+            "policy \"no-insecure\": deny, in force today\n  \
+             PLAIN (insecure, without TLS): alice, bob\n  \
+             pop-before-smtp (insecure): alice, bob\n  \
+             trusted-network (insecure): any relay (no user)"
+        );
+        assert_eq!(
+            text[1],
+            "policy \"bob-basic\": warn, in force today\n  \
+             PLAIN (basic, with TLS): bob\n  \
+             SCRAM-SHA-256 (modern): bob"
+        );
+    }
+
+    #[test]
+    fn coverage_of_a_fully_shadowed_rule_says_so() {
+        let p = Policy {
+            rules: vec![rule("all", Action::Allow), rule("never", Action::Deny)],
+        };
+        let text = coverage_text(&p, at(0), &["PLAIN"]);
+        assert_eq!(
+            text[1],
+            "policy \"never\": deny, in force today\n  \
+             nothing (earlier rules decide everything it names)"
+        );
     }
 
     #[test]

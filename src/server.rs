@@ -156,6 +156,10 @@ pub struct Shared {
     pub notices: Arc<crate::notices::Notices>,
     /// The migration policy; replaced on SIGHUP, read once per connection phase.
     policy: std::sync::RwLock<Arc<crate::policy::Policy>>,
+    /// `[notices]` as last loaded (SIGHUP changes it); the digest task reads it.
+    notices_config: std::sync::RwLock<crate::config::Notices>,
+    /// Wakes the digest task after a reload changed `[notices]`.
+    notices_changed: tokio::sync::Notify,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
@@ -219,9 +223,13 @@ impl Shared {
             user: user.to_string(),
             mechanism: record.mechanism.clone(),
             client: event.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            // At AUTH time no header has been seen yet in this session: name the software this
+            // user's mail last carried, else what the client called itself (EHLO name or
+            // POP3 client hint).
             software: event
                 .client_software
                 .clone()
+                .or_else(|| self.notices.software(user))
                 .or_else(|| event.client_name.clone()),
             refuse_from: record.refuse_from.clone(),
             message: record.reason.clone(),
@@ -301,8 +309,12 @@ impl Shared {
         if changed(&old.limits, &new.limits) {
             restart.push("limits");
         }
-        if changed(&old.audit, &new.audit) || changed(&old.notices, &new.notices) {
-            restart.push("audit/notices");
+        if changed(&old.audit, &new.audit) {
+            restart.push("audit");
+        }
+        if changed(&self.notices_config(), &new.notices) {
+            self.set_notices_config(&new.notices);
+            tracing::info!("notices settings reloaded");
         }
         tracing::info!(rules = new.policy.rules.len(), "policy reloaded");
         if !restart.is_empty() {
@@ -381,6 +393,25 @@ impl Shared {
             // A writer panicked mid-swap; the Arc inside is still whole.
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// `[notices]` as in force now.
+    pub fn notices_config(&self) -> crate::config::Notices {
+        match self.notices_config.read() {
+            Ok(n) => n.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts reloaded `[notices]` settings in force: the notice interval at once, the digest
+    /// recipient and period from the next digest (its timer restarts).
+    fn set_notices_config(&self, notices: &crate::config::Notices) {
+        self.notices.set_interval(notices.interval);
+        match self.notices_config.write() {
+            Ok(mut n) => *n = notices.clone(),
+            Err(poisoned) => *poisoned.into_inner() = notices.clone(),
+        }
+        self.notices_changed.notify_one();
     }
 
     /// Replaces the migration policy (SIGHUP reload); sessions pick it up at their next phase.
@@ -651,6 +682,8 @@ impl Server {
             audit,
             metrics,
             policy: std::sync::RwLock::new(config.policy.clone()),
+            notices_config: std::sync::RwLock::new(config.notices.clone()),
+            notices_changed: tokio::sync::Notify::new(),
             notices,
             clock,
             mailboxes_in_use: DashSet::new(),
@@ -748,7 +781,8 @@ impl Server {
         }
         tracker.spawn(housekeeping(shared.clone(), shutdown.clone()));
         tracker.spawn(watch_users(shared.clone(), users_stamp, shutdown.clone()));
-        if shared.config.notices.digest_to.is_some() && shared.config.audit.is_some() {
+        // Running even without a recipient: a reload may set one.
+        if shared.config.audit.is_some() {
             tracker.spawn(digests(shared.clone(), shutdown.clone()));
         }
         shutdown.cancelled().await;
@@ -943,20 +977,32 @@ async fn watch_users(
     }
 }
 
-/// Sends the legacy-authentication digest to `[notices] digest_to` every `digest_interval`.
+/// Sends the legacy-authentication digest to `[notices] digest_to` every `digest_interval`,
+/// as in force now: a reload that changes either restarts the period.
 async fn digests(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let period = shared.config.notices.digest_interval;
-    let mut tick = ticker(tokio::time::Instant::now() + period, period);
-    while next_tick(&mut tick, &shutdown).await {
+    loop {
+        let settings = shared.notices_config();
+        let due = async {
+            match settings.digest_to {
+                Some(_) => tokio::time::sleep(settings.digest_interval).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.notices_changed.notified() => continue,
+            _ = due => {}
+        }
         let shared = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || send_digest(&shared, period)).await;
+        let _ = tokio::task::spawn_blocking(move || send_digest(&shared, &settings)).await;
     }
 }
 
-fn send_digest(shared: &Shared, period: Duration) {
-    let (Some(to), Some(audit)) = (&shared.config.notices.digest_to, &shared.config.audit) else {
+fn send_digest(shared: &Shared, settings: &crate::config::Notices) {
+    let (Some(to), Some(audit)) = (&settings.digest_to, &shared.config.audit) else {
         return;
     };
+    let period = settings.digest_interval;
     let now = shared.clock.now();
     let files = crate::audit::files(&audit.path, audit.keep);
     let host = &shared.config.hostname;

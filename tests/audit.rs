@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use mailgate::audit::{Class, Event, Kind, Outcome};
 
 use common::{Gateway, PASSWORD, host};
@@ -201,20 +203,145 @@ async fn smtp_logins_are_audited_with_their_class() {
     gw.stop().await;
 }
 
+/// Issue 4: the bearer-token mechanisms (modern over TLS, insecure in the clear) and POP3
+/// SASL logins (CRAM-MD5 weak, NTLM recorded as NTLMv2, weak) get their class.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_and_pop3_sasl_logins_are_audited_with_their_class() {
+    const HS256_KEY: &str = "hs256-shared-secret-for-the-class-test-0123456789";
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    std::fs::write(dir.path().join("hs256.key"), HS256_KEY).expect("key file");
+    let text = extra::set_all(
+        &common::config_text(
+            "[auth.oauth]\nhs256_secret_file = \"hs256.key\"\nalgorithms = [\"HS256\"]\n\
+             audience = [\"mailgate\"]\n",
+        ),
+        &[
+            (
+                "auth",
+                "mechanisms",
+                r#"["PLAIN", "CRAM-MD5", "NTLM", "XOAUTH2", "OAUTHBEARER"]"#,
+            ),
+            ("auth", "ntlm_domain", r#""EXAMPLE""#),
+            ("auth", "insecure_plaintext_networks", r#"["127.0.0.3/32"]"#),
+        ],
+    );
+    let gw = Gateway::start_in(dir, &text).await;
+    let log = audit_log(&gw);
+    let auth = |e: &Event| e.kind == Kind::Auth;
+    let token = hs256_token(HS256_KEY.as_bytes(), "alice");
+
+    // XOAUTH2 over TLS: modern; in the clear (from a network allowed it): insecure.
+    for (source, listener, tls, class) in [
+        (LOCAL, "submissions", true, Class::Modern),
+        (host(3), "submission", false, Class::Insecure),
+    ] {
+        let (mut c, port) = mech::smtp(source, gw.addr(listener), tls, "c").await;
+        let x = mech::smtp_xoauth2(&mut c, "alice", &token).await;
+        assert_eq!(x.code, 235, "{:?}", x.lines);
+        let e = wait_one(&log, "XOAUTH2", source, port, auth).await;
+        check_auth(
+            &e,
+            "smtp",
+            listener,
+            tls,
+            "XOAUTH2",
+            class,
+            Outcome::Success,
+            Some("alice"),
+        );
+        c.cmd("QUIT", 221).await;
+    }
+
+    // OAUTHBEARER over TLS: modern.
+    let (mut c, port) = mech::smtp(LOCAL, gw.addr("submissions"), true, "c").await;
+    let ir = B64.encode(format!("n,a=alice,\x01auth=Bearer {token}\x01\x01"));
+    c.cmd(&format!("AUTH OAUTHBEARER {ir}"), 235).await;
+    let e = wait_one(&log, "OAUTHBEARER", LOCAL, port, auth).await;
+    check_auth(
+        &e,
+        "smtp",
+        "submissions",
+        true,
+        "OAUTHBEARER",
+        Class::Modern,
+        Outcome::Success,
+        Some("alice"),
+    );
+    c.cmd("QUIT", 221).await;
+
+    // POP3 AUTH CRAM-MD5 in the clear: weak.
+    let (mut p, port, _) = mech::pop3(host(8), gw.addr("pop3"), false).await;
+    p.send("AUTH CRAM-MD5").await;
+    let challenge = p.line().await.expect("challenge");
+    let challenge = B64
+        .decode(challenge.strip_prefix("+ ").expect("+ challenge").trim())
+        .expect("base64");
+    p.send(&B64.encode(mech::cram_response("alice", PASSWORD, &challenge)))
+        .await;
+    let ok = p.line().await.expect("reply");
+    assert!(ok.starts_with("+OK"), "{ok}");
+    let e = wait_one(&log, "POP3 CRAM-MD5", host(8), port, auth).await;
+    check_auth(
+        &e,
+        "pop3",
+        "pop3",
+        false,
+        "CRAM-MD5",
+        Class::Weak,
+        Outcome::Success,
+        Some("alice"),
+    );
+    p.pop_cmd("QUIT", true).await;
+
+    // POP3 AUTH NTLM over TLS: recorded as its variant, NTLMv2, weak.
+    let (mut p, port, _) = mech::pop3(host(8), gw.addr("pop3s"), true).await;
+    p.send(&format!("AUTH NTLM {}", mech::ntlm_negotiate_b64()))
+        .await;
+    let challenge = p.line().await.expect("challenge");
+    let creds = ntlmclient::Credentials {
+        username: "bob".into(),
+        password: PASSWORD.into(),
+        domain: String::new(),
+    };
+    let blob =
+        mech::ntlm_authenticate_b64(challenge.strip_prefix("+ ").expect("+ challenge"), &creds);
+    p.send(&blob).await;
+    let ok = p.line().await.expect("reply");
+    assert!(ok.starts_with("+OK"), "{ok}");
+    let e = wait_one(&log, "POP3 NTLM", host(8), port, auth).await;
+    check_auth(
+        &e,
+        "pop3",
+        "pop3s",
+        true,
+        "NTLMv2",
+        Class::Weak,
+        Outcome::Success,
+        Some("bob"),
+    );
+    p.pop_cmd("QUIT", true).await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_carry_a_reason_and_the_name_given() {
-    let gw = start(&[]).await;
+    let gw = start(&[("auth", "max_failures", "5")]).await;
     let log = audit_log(&gw);
     let (mut c, port) = mech::smtp(LOCAL, gw.addr("submissions"), true, "c").await;
-    assert_eq!(mech::smtp_plain(&mut c, "alice", "nope").await.code, 535);
+    assert_eq!(mech::smtp_plain(&mut c, "Alice", "nope").await.code, 535);
     assert_eq!(mech::smtp_cram(&mut c, "alice", "nope").await.code, 535);
-    let failed = wait_events(&log, "two failures", 2, |e| {
+    assert_eq!(mech::smtp_plain(&mut c, "nobody", "nope").await.code, 535);
+    let failed = wait_events(&log, "three failures", 3, |e| {
         e.client_port == Some(port) && e.result == Outcome::Failure
     })
     .await;
-    for (e, mechanism, class) in [
-        (&failed[0], "PLAIN", Class::Basic),
-        (&failed[1], "CRAM-MD5", Class::Weak),
+    // A name that exists is resolved (so "Alice" failing and "alice" succeeding group
+    // together in the report); one that does not stays as given only.
+    for (e, mechanism, class, given, user) in [
+        (&failed[0], "PLAIN", Class::Basic, "Alice", Some("alice")),
+        (&failed[1], "CRAM-MD5", Class::Weak, "alice", Some("alice")),
+        (&failed[2], "PLAIN", Class::Basic, "nobody", None),
     ] {
         check_auth(
             e,
@@ -224,9 +351,9 @@ async fn failures_carry_a_reason_and_the_name_given() {
             mechanism,
             class,
             Outcome::Failure,
-            None,
+            user,
         );
-        assert_eq!(e.user_given.as_deref(), Some("alice"), "{e:?}");
+        assert_eq!(e.user_given.as_deref(), Some(given), "{e:?}");
         let reason = e.reason.as_deref().unwrap_or_default();
         assert!(reason.starts_with(mechanism), "{e:?}");
     }
@@ -238,9 +365,9 @@ async fn failures_carry_a_reason_and_the_name_given() {
     .await;
     c.cmd("QUIT", 221).await;
 
-    // POP3: a wrong PASS.
+    // POP3: a wrong PASS for a name typed in capitals.
     let (mut p, port, _) = mech::pop3(LOCAL, gw.addr("pop3s"), true).await;
-    assert_eq!(mech::pop_user_pass(&mut p, "alice", "nope").await.code, 0);
+    assert_eq!(mech::pop_user_pass(&mut p, "ALICE", "nope").await.code, 0);
     let e = wait_one(&log, "POP3 failure", LOCAL, port, |_| true).await;
     check_auth(
         &e,
@@ -250,9 +377,9 @@ async fn failures_carry_a_reason_and_the_name_given() {
         "USER",
         Class::Basic,
         Outcome::Failure,
-        None,
+        Some("alice"),
     );
-    assert_eq!(e.user_given.as_deref(), Some("alice"));
+    assert_eq!(e.user_given.as_deref(), Some("ALICE"));
     assert!(e.reason.is_some(), "{e:?}");
     gw.stop().await;
 }

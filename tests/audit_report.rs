@@ -100,8 +100,9 @@ fn json_reports_legacy_users_across_rotations_and_warns_of_corrupt_lines() {
     // Most recently seen first; SCRAM (modern) and the allowlist event are not counted.
     assert_eq!(keys, ["alice", "bob"]);
     let alice = &groups[0];
-    assert_eq!(alice["events"], 3);
-    assert_eq!(alice["successes"], 2);
+    assert_eq!(alice["events"], 2);
+    assert_eq!(alice["messages"], 1);
+    assert_eq!(alice["successes"], 1);
     assert_eq!(alice["failures"], 1);
     assert!(rfc3339(&alice["first_seen"]) < rfc3339(&alice["last_seen"]));
     assert_eq!(
@@ -159,11 +160,13 @@ fn csv_groups_by_client_with_a_header() {
     assert_eq!(
         rows[0],
         "key,events,successes,failures,first_seen,last_seen,classes,mechanisms,users,\
-         client_ips,client_software,client_names"
+         client_ips,client_software,client_names,denied,warned,brownout,would_deny,rules,messages"
     );
     assert_eq!(rows.len(), 3, "{out}");
     let outlook: Vec<&str> = rows[1].split(',').collect();
-    assert_eq!(outlook[..4], ["Outlook 16.0", "1", "1", "0"]);
+    // The software comes from an accepted message: a message, not an authentication.
+    assert_eq!(outlook[..4], ["Outlook 16.0", "0", "0", "0"]);
+    assert_eq!(outlook.last(), Some(&"1"), "messages");
     assert_eq!(outlook[6..9], ["basic", "LOGIN", "alice"]);
     let unknown: Vec<&str> = rows[2].split(',').collect();
     assert_eq!(unknown[..4], ["unknown", "4", "2", "2"]);
@@ -178,14 +181,21 @@ fn table_filters_by_time_class_and_user() {
     let out = stdout(&audit(&["--file", path, "--since", "7d"]));
     let rows: Vec<&str> = out.lines().collect();
     assert!(
-        rows[0].starts_with("USER   EVENTS  OK  FAIL  LAST SEEN (UTC)"),
+        rows[0].starts_with("USER   EVENTS  OK  FAIL  MSGS  DENIED  WARNED  BROWNOUT  WOULD DENY"),
         "{out}"
     );
-    assert!(rows[1].starts_with("alice       2   1     1  "), "{out}");
-    assert!(rows[2].starts_with("bob         1   1     0  "), "{out}");
+    // Alice's accepted message is a message, not a second authentication.
+    assert!(
+        rows[1].starts_with("alice       1   0     1     1       1       0         0           0"),
+        "{out}"
+    );
+    assert!(
+        rows[2].starts_with("bob         1   1     0     0       0       1         0           0"),
+        "{out}"
+    );
     assert_eq!(
         rows.last(),
-        Some(&"3 events in 2 groups; 1 corrupt line(s) skipped")
+        Some(&"2 events in 2 groups; 1 corrupt line(s) skipped")
     );
 
     let out = stdout(&audit(&[
@@ -259,4 +269,79 @@ fn bad_arguments_and_missing_logs_fail() {
     let out = audit(&["--file", missing.to_str().expect("path")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no log"));
+}
+
+/// Checking a dry run (docs/migration.md): `--result` and `--rule` select what a rule decided,
+/// and every format carries the per-group policy counts and rules.
+#[test]
+fn dry_run_is_checked_with_result_and_rule_filters_in_every_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.log");
+    let decided = |hours, user: &str, result, rule: Option<&str>| {
+        let mut e = ev(ago(hours), user, "CRAM-MD5", false, result);
+        e.rule = rule.map(str::to_string);
+        e
+    };
+    std::fs::write(
+        &path,
+        lines(&[
+            decided(6, "alice", Outcome::WouldDeny, Some("no-cram")),
+            decided(5, "alice", Outcome::WouldDeny, Some("no-cram")),
+            decided(4, "bob", Outcome::Warned, Some("cram-warn")),
+            decided(3, "bob", Outcome::Denied, Some("no-cram")),
+            decided(2, "carol", Outcome::Success, None),
+        ]),
+    )
+    .expect("write");
+    let path = path.to_str().expect("path");
+
+    // Who the dry run would refuse.
+    let out = stdout(&audit(&[
+        "--file",
+        path,
+        "--result",
+        "would_deny",
+        "--format",
+        "json",
+    ]));
+    let groups: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(groups.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(groups[0]["key"], "alice");
+    assert_eq!(groups[0]["would_deny"], 2);
+    assert_eq!(groups[0]["rules"]["values"], serde_json::json!(["no-cram"]));
+
+    // What one rule decided, by outcome, as CSV.
+    let out = stdout(&audit(&[
+        "--file", path, "--rule", "no-cram", "--format", "csv",
+    ]));
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let tail = |r: &Vec<&str>| r[r.len() - 6..].join(",");
+    assert_eq!(
+        (rows[1][0], tail(&rows[1])),
+        ("bob", "1,0,0,0,no-cram,0".into())
+    );
+    assert_eq!(
+        (rows[2][0], tail(&rows[2])),
+        ("alice", "0,0,0,2,no-cram,0".into())
+    );
+
+    // The table shows the policy columns.
+    let out = stdout(&audit(&["--file", path]));
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(
+        rows[0].starts_with(
+            "USER   EVENTS  OK  FAIL  MSGS  DENIED  WARNED  BROWNOUT  WOULD DENY  RULES"
+        ),
+        "{out}"
+    );
+    assert!(
+        rows[2].starts_with("bob         2   1     1     0       1       1"),
+        "{out}"
+    );
+    assert!(rows[2].contains("cram-warn, no-cram"), "{out}");
+
+    let out = audit(&["--file", path, "--result", "perhaps"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("result"));
 }

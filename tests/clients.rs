@@ -261,3 +261,81 @@ print("python ok")
     );
     gw.stop().await;
 }
+
+/// The POP3 audit events carry a client hint: the commands each client sent before logging
+/// in. Python's poplib and curl log in differently, so their hints differ (docs/audit.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn pop3_client_hints_tell_python_and_curl_apart() {
+    if !have("python3") || !have("curl") {
+        return;
+    }
+    let gw = Gateway::start("").await;
+    let pop3 = gw.addr("pop3").port();
+    let script = format!(
+        r#"
+import poplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+p = poplib.POP3("127.0.0.1", {pop3})
+p.stls(context=ctx)
+p.user("alice"); p.pass_("{pw}")
+p.stat()
+p.quit()
+"#,
+        pw = PASSWORD
+    );
+    let out = run("python3", s(&["-c", &script]), None).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        "curl",
+        s(&[
+            "-sS",
+            "--ssl-reqd",
+            "-k",
+            "--user",
+            &format!("bob:{PASSWORD}"),
+            &format!("pop3://127.0.0.1:{pop3}/"),
+        ]),
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = gw.state().join("audit.log");
+    let hint = |user: &str| {
+        let user = user.to_string();
+        let log = log.clone();
+        async move {
+            for _ in 0..600 {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let found = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<mailgate::audit::Event>(l).ok())
+                    .find(|e| {
+                        e.kind == mailgate::audit::Kind::Auth
+                            && e.protocol == "pop3"
+                            && e.user.as_deref() == Some(user.as_str())
+                    });
+                if let Some(e) = found {
+                    return e.client_name;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("no POP3 login of {user} in the audit log");
+        }
+    };
+    // poplib checks CAPA before STLS, then logs in with USER/PASS.
+    assert_eq!(hint("alice").await.as_deref(), Some("CAPA STLS USER PASS"));
+    // curl asks CAPA again after TLS and picks the strongest SASL mechanism it knows.
+    let curl = hint("bob").await;
+    assert_eq!(curl.as_deref(), Some("CAPA STLS CAPA AUTH CRAM-MD5"));
+    gw.stop().await;
+}

@@ -189,6 +189,49 @@ message = "Relaying after a POP3 login has ended; use SMTP AUTH"
     gw.stop().await;
 }
 
+/// Issue 4: a trusted-network relay that a rule denies is refused at RCPT with 550 5.7.1 and
+/// the message, audited as denied without a user; local delivery still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn deny_on_trusted_network_refuses_the_relay_at_rcpt() {
+    let gw = start_with(
+        r#"
+[[policy]]
+name = "no-trusted-relay"
+mechanisms = ["trusted-network"]
+action = "deny"
+message = "Relaying by address has ended; use SMTP AUTH"
+"#,
+        &[("relay", "trusted_networks", r#"["127.0.0.17/32"]"#)],
+    )
+    .await;
+    let (mut c, port) = mech::smtp(host(17), gw.addr("smtp"), false, "printer").await;
+    c.cmd("MAIL FROM:<scanner@example.test>", 250).await;
+    let r = c.cmd("RCPT TO:<friend@remote.example>", 550).await;
+    assert!(
+        r[0].starts_with("550 5.7.1 ") && r[0].contains("Relaying by address has ended"),
+        "{r:?}"
+    );
+    c.cmd("RCPT TO:<bob@example.test>", 250).await;
+    c.cmd("QUIT", 221).await;
+    let e = event(&gw, host(17), port, Kind::Relay).await;
+    assert_eq!(
+        (e.result, e.rule.as_deref(), e.mechanism.as_deref()),
+        (
+            Outcome::Denied,
+            Some("no-trusted-relay"),
+            Some("trusted-network")
+        )
+    );
+    assert_eq!(e.user, None);
+    // An address outside the trusted network is not a trusted-network relay at all.
+    let (mut c, _) = mech::smtp(host(18), gw.addr("smtp"), false, "other").await;
+    c.cmd("MAIL FROM:<x@remote.example>", 250).await;
+    let r = c.cmd("RCPT TO:<friend@remote.example>", 554).await;
+    assert!(r[0].starts_with("554 5.7.1"), "{r:?}");
+    c.cmd("QUIT", 221).await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn warn_lets_the_client_through_and_marks_its_mail() {
     let gw = start(
@@ -363,6 +406,45 @@ share = 0.0
     gw.stop().await;
 }
 
+/// Issue 4: a brownout with share 0.5 refuses about half. 200 relay decisions in one
+/// session (each transaction draws afresh) must see between 40 and 160 refusals; for a fair
+/// draw the chance of falling outside is below 1e-17.
+#[tokio::test(flavor = "multi_thread")]
+async fn brownout_half_refuses_about_half() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "half"
+mechanisms = ["pop-before-smtp"]
+action = "brownout"
+share = 0.5
+"#,
+    )
+    .await;
+    let (mut p, _, _) = mech::pop3(host(16), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "bob", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, _) = mech::smtp(host(16), gw.addr("smtp"), false, "c").await;
+    let mut refused = 0;
+    for _ in 0..200 {
+        c.cmd("MAIL FROM:<bob@example.test>", 250).await;
+        c.send("RCPT TO:<friend@remote.example>").await;
+        let (code, lines) = c.reply().await;
+        match code {
+            250 => {}
+            450 => {
+                assert!(lines[0].starts_with("450 4.7.0 "), "{lines:?}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {lines:?}"),
+        }
+        c.cmd("RSET", 250).await;
+    }
+    c.cmd("QUIT", 221).await;
+    assert!((40..=160).contains(&refused), "{refused} of 200 refused");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_allows_and_audits_would_deny() {
     let gw = start(
@@ -421,32 +503,38 @@ const fn t(
 
 /// Runs `t` against `gw`; returns the SMTP code (POP3 mapped to 235 / 534 / 0).
 async fn attempt(gw: &Gateway, t: Try) -> u16 {
+    attempt_from(gw, t).await.0
+}
+
+/// As [`attempt`], with the client's source port (to find its audit event).
+async fn attempt_from(gw: &Gateway, t: Try) -> (u16, u16) {
     let source = host(t.source);
     let tls = matches!(t.listener, "submissions" | "pop3s");
     if t.listener.starts_with("pop3") {
-        let (mut p, _, _) = mech::pop3(source, gw.addr(t.listener), tls).await;
+        let (mut p, port, _) = mech::pop3(source, gw.addr(t.listener), tls).await;
         let x = mech::pop_user_pass(&mut p, t.user, PASSWORD).await;
         p.pop_cmd("QUIT", true).await;
-        return match x.lines[0].as_str() {
+        let code = match x.lines[0].as_str() {
             l if l.starts_with("+OK") => 235,
             l if l.starts_with("-ERR [AUTH]") => 534,
             _ => 0,
         };
+        return (code, port);
     }
-    let (mut c, _) = mech::smtp(source, gw.addr(t.listener), tls, "c").await;
+    let (mut c, port) = mech::smtp(source, gw.addr(t.listener), tls, "c").await;
     let x = match t.mechanism {
         "PLAIN" => mech::smtp_plain(&mut c, t.user, PASSWORD).await,
         "CRAM-MD5" => mech::smtp_cram(&mut c, t.user, PASSWORD).await,
         other => panic!("no client for {other}"),
     };
     c.send("QUIT").await;
-    x.code
+    (x.code, port)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
-    // 127.0.0.0/8 may send cleartext passwords, so PLAIN without TLS is class insecure.
-    let cases: Vec<(&str, &str, Vec<Try>)> = vec![
+/// One rule criterion per case: its name, its TOML, and attempts with the code a `deny`
+/// rule gives (534 where the criterion matches).
+fn criteria() -> Vec<(&'static str, &'static str, Vec<Try>)> {
+    vec![
         (
             "mechanisms",
             r#"mechanisms = ["CRAM-MD5"]"#,
@@ -473,6 +561,14 @@ async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
                 t(1, "submissions", "PLAIN", "bob", 534),
                 t(1, "submissions", "PLAIN", "alice", 235),
                 t(1, "pop3s", "USER", "bob", 534),
+            ],
+        ),
+        (
+            "user list",
+            r#"users = ["carol", "bob"]"#,
+            vec![
+                t(1, "submissions", "PLAIN", "bob", 534),
+                t(1, "submissions", "PLAIN", "alice", 235),
             ],
         ),
         (
@@ -511,7 +607,13 @@ async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
             "from = \"2001-01-01\"\nuntil = \"2999-01-01\"",
             vec![t(1, "submissions", "PLAIN", "alice", 534)],
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_criterion_narrows_a_rule_and_the_first_match_wins() {
+    // 127.0.0.0/8 may send cleartext passwords, so PLAIN without TLS is class insecure.
+    let cases = criteria();
     for (name, criterion, tries) in cases {
         let policy = format!("\n[[policy]]\nname = \"{name}\"\naction = \"deny\"\n{criterion}\n");
         let gw = start_with(
@@ -558,6 +660,33 @@ action = "deny"
     let e = event(&gw, LOCAL, port, Kind::Auth).await;
     assert_eq!(e.rule.as_deref(), Some("deny-everyone"));
     gw.stop().await;
+}
+
+/// Issue 4: `warn` rules with each match kind (mechanism, class, user, user list, network,
+/// listener, date window): every attempt gets through; those the criterion matches are
+/// audited as warned under the rule, the others as plain successes.
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_rules_match_by_each_criterion() {
+    for (name, criterion, tries) in criteria() {
+        let policy = format!("\n[[policy]]\nname = \"{name}\"\naction = \"warn\"\n{criterion}\n");
+        let gw = start_with(
+            &policy,
+            &[("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#)],
+        )
+        .await;
+        for try_ in tries {
+            let (code, port) = attempt_from(&gw, try_).await;
+            assert_eq!(code, 235, "warn rule {name} must let {try_:?} through");
+            let e = event(&gw, host(try_.source), port, Kind::Auth).await;
+            let want = if try_.want == 534 {
+                (Outcome::Warned, Some(name))
+            } else {
+                (Outcome::Success, None)
+            };
+            assert_eq!((e.result, e.rule.as_deref()), want, "rule {name}: {try_:?}");
+        }
+        gw.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -624,6 +753,160 @@ message = "CRAM-MD5 is being retired"
     let (_c, _, x) = plain_tls(&gw, LOCAL, "bob").await;
     assert_eq!(x.code, 235);
     assert!(gw.mailbox("bob").is_empty());
+    gw.stop().await;
+}
+
+/// Issue 4: relays authorized by address (POP-before-SMTP, trusted network) under a `warn`
+/// rule with `notify` get a notice when their message is accepted, naming the software its
+/// headers name; a trusted-network relay's notice goes to the local user its sender names.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_notices_under_warn_name_the_software_of_the_message() {
+    let smarthost = smarthost::Smarthost::start(smarthost::Options::default()).await;
+    let address = format!("\"{}\"", smarthost.addr());
+    let gw = start_with(
+        r#"
+[[policy]]
+name = "relay-sunset"
+mechanisms = ["pop-before-smtp", "trusted-network"]
+action = "warn"
+notify = true
+refuse_from = "2027-09-01"
+message = "Relaying without a login is being retired"
+"#,
+        &[
+            ("relay", "trusted_networks", r#"["127.0.0.21/32"]"#),
+            ("delivery.upstream", "address", address.as_str()),
+            ("delivery.upstream", "tls", r#""none""#),
+            ("delivery.upstream", "retry", r#"["200ms", "200ms"]"#),
+        ],
+    )
+    .await;
+    // POP-before-SMTP: bob's POP3 login opens the relay; his message names its mailer.
+    let (mut p, _, _) = mech::pop3(host(14), gw.addr("pop3s"), true).await;
+    assert_eq!(mech::pop_user_pass(&mut p, "bob", PASSWORD).await.code, 1);
+    p.pop_cmd("QUIT", true).await;
+    let (mut c, _) = mech::smtp(host(14), gw.addr("smtp"), false, "bobs-pc").await;
+    mech::send_mail(
+        &mut c,
+        "bob@example.test",
+        "friend@remote.example",
+        "User-Agent: OldOutlook/2003\r\n",
+    )
+    .await;
+    c.cmd("QUIT", 221).await;
+    let notices = mech::wait_mail(&gw.state().join("maildir/bob"), 1, "bob's notice").await;
+    for want in [
+        "pop-before-smtp",
+        "127.0.0.14",
+        "OldOutlook/2003",
+        "From 2027-09-01 it will be refused.",
+    ] {
+        assert!(
+            notices[0].contains(want),
+            "{want} missing in {}",
+            notices[0]
+        );
+    }
+    // Trusted network: no login at all; the sender address names alice.
+    let (mut c, _) = mech::smtp(host(21), gw.addr("smtp"), false, "scanner").await;
+    mech::send_mail(
+        &mut c,
+        "alice@example.test",
+        "friend@remote.example",
+        "X-Mailer: ScanToMail 1.2\r\n",
+    )
+    .await;
+    c.cmd("QUIT", 221).await;
+    let notices = mech::wait_mail(&gw.state().join("maildir/alice"), 1, "alice's notice").await;
+    for want in ["trusted-network", "127.0.0.21", "ScanToMail 1.2"] {
+        assert!(
+            notices[0].contains(want),
+            "{want} missing in {}",
+            notices[0]
+        );
+    }
+    smarthost.wait_for(2, mech::DEADLINE).await;
+    gw.stop().await;
+}
+
+/// Issue 4: a notice sent at AUTH time names the software last seen in the user's mail
+/// (User-Agent / X-Mailer), not the EHLO name, once such a header has been seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_notice_names_the_software_last_seen_for_the_user() {
+    let gw = start(
+        r#"
+[[policy]]
+name = "cram-sunset"
+mechanisms = ["CRAM-MD5"]
+action = "warn"
+notify = true
+"#,
+    )
+    .await;
+    // A message from alice's mail program, over a login no rule names.
+    let (mut c, _, x) = plain_tls(&gw, LOCAL, "alice").await;
+    assert_eq!(x.code, 235);
+    mech::send_mail(
+        &mut c,
+        "alice@example.test",
+        "bob@example.test",
+        "User-Agent: Thunderbird/128.0\r\n",
+    )
+    .await;
+    c.cmd("QUIT", 221).await;
+    gw.wait_for_mail("bob", 1).await;
+    // Then a CRAM-MD5 login: the notice names the mail program, not the EHLO name.
+    let (mut c, _) = mech::smtp(host(9), gw.addr("submission"), false, "ALICE-LAPTOP").await;
+    assert_eq!(mech::smtp_cram(&mut c, "alice", PASSWORD).await.code, 235);
+    c.cmd("QUIT", 221).await;
+    let notices = mech::wait_mail(&gw.state().join("maildir/alice"), 1, "the notice").await;
+    assert!(notices[0].contains("Thunderbird/128.0"), "{}", notices[0]);
+    assert!(!notices[0].contains("ALICE-LAPTOP"), "{}", notices[0]);
+    gw.stop().await;
+}
+
+/// Issue 4: the admin digest is sent on its timer (`[notices] digest_interval`) into the
+/// mailbox of `digest_to`, with the legacy users and mechanisms of the period.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_digest_is_delivered_on_its_timer() {
+    let gw = start_with(
+        "",
+        &[
+            ("notices", "digest_to", r#""postmaster""#),
+            ("notices", "digest_interval", r#""1s""#),
+        ],
+    )
+    .await;
+    let maildir = gw.state().join("maildir").join("postmaster");
+    // The digest covers the last interval only: keep logging in until one lands.
+    let deadline = tokio::time::Instant::now() + mech::DEADLINE;
+    let digests = loop {
+        let (mut c, _) = mech::smtp(host(19), gw.addr("submission"), false, "c").await;
+        assert_eq!(mech::smtp_cram(&mut c, "alice", PASSWORD).await.code, 235);
+        c.cmd("QUIT", 221).await;
+        let got = common::mailbox_files(&maildir);
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no digest within {:?}",
+            mech::DEADLINE
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let d = &digests[0];
+    for want in [
+        "To: <postmaster>",
+        "Subject: Legacy authentication digest: 1 users",
+        "Auto-Submitted: auto-generated",
+        "alice",
+        "CRAM-MD5",
+    ] {
+        assert!(d.contains(want), "{want} missing in {d}");
+    }
+    // Nobody else gets it.
+    assert!(gw.mailbox("alice").is_empty());
     gw.stop().await;
 }
 
@@ -717,6 +1000,9 @@ async fn sighup_reloads_the_policy_for_new_sessions_only() {
     mech::wait_mail(&maildir, 1, "the message from the pre-reload session").await;
 }
 
+/// Issue 4: check-config shows what each rule covers today: a rule not yet in force does not
+/// hide the one in force, a network-restricted rule covers only its share, plaintext is
+/// assessed with and without TLS, and trusted-network relays have no user.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_shows_what_each_rule_covers() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -729,15 +1015,26 @@ users = ["bob"]
 action = "allow"
 
 [[policy]]
-name = "no-cram"
+name = "office-cram"
 mechanisms = ["CRAM-MD5"]
-action = "deny"
+networks = ["10.0.0.0/8"]
+action = "allow"
 
 [[policy]]
-name = "relay-sunset"
-mechanisms = ["pop-before-smtp"]
-action = "warn"
+name = "cram-later"
+mechanisms = ["CRAM-MD5"]
+action = "deny"
 from = "2999-01-01"
+
+[[policy]]
+name = "cram-warn"
+mechanisms = ["CRAM-MD5"]
+action = "warn"
+
+[[policy]]
+name = "cleartext"
+classes = ["insecure"]
+action = "warn"
 
 [[policy]]
 name = "rehearse-apop"
@@ -746,6 +1043,10 @@ action = "deny"
 dry_run = true
 until = "2001-01-01"
 "#,
+    )
+    .replace(
+        "local_domains = [\"example.test\"]",
+        "local_domains = [\"example.test\"]\ntrusted_networks = [\"192.0.2.0/24\"]",
     );
     let path = dir.path().join("mailgate.toml");
     std::fs::write(&path, text).expect("config");
@@ -774,19 +1075,52 @@ until = "2001-01-01"
             .collect()
     };
     let bob = after("policy \"exempt-bob\": allow, in force today");
-    assert!(bob.contains(&"CRAM-MD5 (weak): bob"), "{bob:?}");
-    assert!(bob.contains(&"PLAIN (basic): bob"), "{bob:?}");
-    // Bob is exempt, so the CRAM-MD5 rule covers the others only.
-    let cram = after("policy \"no-cram\": deny, in force today");
-    assert_eq!(cram, ["CRAM-MD5 (weak): alice, postmaster"], "{stdout}");
-    let relay = after("policy \"relay-sunset\": warn, not yet in force");
+    for want in [
+        "CRAM-MD5 (weak): bob",
+        "PLAIN (basic, with TLS): bob",
+        "PLAIN (insecure, without TLS): bob",
+        "pop-before-smtp (insecure): bob",
+    ] {
+        assert!(bob.contains(&want), "{want} missing in {bob:?}");
+    }
+    assert!(
+        !bob.iter().any(|l| l.starts_with("trusted-network")),
+        "a user rule cannot match a relay without user: {bob:?}"
+    );
+    let office = after("policy \"office-cram\": allow, in force today");
     assert_eq!(
-        relay,
-        ["pop-before-smtp (insecure): alice, postmaster"],
+        office,
+        ["CRAM-MD5 (weak): alice, postmaster (from 10.0.0.0/8 only)"],
+        "{stdout}"
+    );
+    let later = after("policy \"cram-later\": deny, not yet in force (from 2999-01-01T00:00:00Z)");
+    assert_eq!(
+        later,
+        ["from then: CRAM-MD5 (weak): alice, postmaster (except from 10.0.0.0/8)"],
+        "{stdout}"
+    );
+    // The rule in force today is not hidden by the one that starts later, nor wholly by the
+    // network-restricted allow.
+    let warn = after("policy \"cram-warn\": warn, in force today");
+    assert_eq!(
+        warn,
+        ["CRAM-MD5 (weak): alice, postmaster (except from 10.0.0.0/8)"],
+        "{stdout}"
+    );
+    let clear = after("policy \"cleartext\": warn, in force today");
+    assert_eq!(
+        clear,
+        [
+            "PLAIN (insecure, without TLS): alice, postmaster",
+            "LOGIN (insecure, without TLS): alice, postmaster",
+            "USER (insecure, without TLS): alice, postmaster",
+            "pop-before-smtp (insecure): alice, postmaster",
+            "trusted-network (insecure): any relay (no user)",
+        ],
         "{stdout}"
     );
     let apop = after("policy \"rehearse-apop\": deny (dry run), expired");
-    assert_eq!(apop, ["APOP (weak): alice, postmaster"], "{stdout}");
+    assert_eq!(apop, ["nothing (expired)"], "{stdout}");
     assert!(
         lines.last().is_some_and(|l| l.ends_with("OK (3 users)")),
         "{stdout}"

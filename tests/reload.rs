@@ -135,3 +135,53 @@ fn the_systemd_unit_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
+
+/// Issue 4: `[notices]` is reloaded like the policy: the notice interval at once, and a digest
+/// recipient and period set by the reload start the digest with no restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn notices_and_the_digest_are_reloaded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    let gw = Gateway::start_in(dir, &common::config_text("")).await;
+    let path = gw.dir.path().join("mailgate.toml");
+    let text = extra::set_all(
+        &common::config_text(""),
+        &[
+            ("notices", "interval", r#""2h""#),
+            ("notices", "digest_to", r#""postmaster""#),
+            ("notices", "digest_interval", r#""1s""#),
+        ],
+    );
+    std::fs::write(&path, text).expect("config");
+    let restart = sighup(&gw).await;
+    assert!(restart.is_empty(), "needs no restart: {restart:?}");
+    assert_eq!(
+        gw.shared.notices.interval(),
+        std::time::Duration::from_secs(7200)
+    );
+    // Legacy logins until a digest lands in postmaster's mailbox.
+    let maildir = gw.state().join("maildir").join("postmaster");
+    for _ in 0..75 {
+        let mut c = Client::connect_tls_from(host(1), gw.addr("submissions")).await;
+        c.expect(220).await;
+        c.cmd("EHLO c", 250).await;
+        let blob = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("\0alice\0{}", common::PASSWORD),
+        );
+        c.cmd(&format!("AUTH PLAIN {blob}"), 235).await;
+        c.cmd("QUIT", 221).await;
+        if !common::mailbox_files(&maildir).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let digests = common::mailbox_files(&maildir);
+    assert!(
+        digests
+            .first()
+            .is_some_and(|d| d.contains("Legacy authentication digest")),
+        "{digests:?}"
+    );
+    gw.stop().await;
+}

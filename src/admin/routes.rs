@@ -36,8 +36,12 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 const MAX_PARAMS: usize = 64;
 
 /// Query parameters each reading route understands.
-const REPORT_KEYS: [&str; 6] = ["since", "until", "class", "user", "kind", "group_by"];
-const TIMELINE_KEYS: [&str; 6] = ["since", "until", "class", "user", "kind", "bucket"];
+const REPORT_KEYS: [&str; 8] = [
+    "since", "until", "class", "user", "kind", "result", "rule", "group_by",
+];
+const TIMELINE_KEYS: [&str; 8] = [
+    "since", "until", "class", "user", "kind", "result", "rule", "bucket",
+];
 
 /// Timeline bucket when none is given.
 const DEFAULT_BUCKET: Duration = Duration::from_secs(3600);

@@ -47,6 +47,9 @@ pub struct Record {
     pub notify: bool,
     /// The refusal date to name in the notice.
     pub refuse_from: Option<String>,
+    /// Whose mailbox gets the notice when the event has no user (a trusted-network relay:
+    /// the local user its sender address names).
+    pub notify_to: Option<String>,
 }
 
 impl Record {
@@ -63,6 +66,7 @@ impl Record {
             reason: None,
             notify: false,
             refuse_from: None,
+            notify_to: None,
         }
     }
 

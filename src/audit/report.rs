@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::event::{Class, Kind};
+use super::event::{Class, Kind, Outcome};
 
 pub(crate) use collect::{Collect, Seen};
 use collect::{Groups, TIME_LEN, Timeline, cap_counts};
@@ -153,6 +153,11 @@ pub struct Filter {
     pub users: Vec<String>,
     /// Keep events of these kinds; `None` keeps every kind.
     pub kinds: Option<Vec<Kind>>,
+    /// Keep events with these results; `None` keeps every result.
+    pub results: Option<Vec<Outcome>>,
+    /// Keep events decided by these policy rules (exact names); empty: all, with or without a
+    /// rule.
+    pub rules: Vec<String>,
 }
 
 impl Default for Filter {
@@ -165,9 +170,21 @@ impl Default for Filter {
             classes: Some(vec![Class::Insecure, Class::Weak, Class::Basic]),
             users: Vec::new(),
             kinds: Some(vec![Kind::Auth, Kind::Relay, Kind::Accept]),
+            results: None,
+            rules: Vec::new(),
         }
     }
 }
+
+/// The results by wire name, in the order of the per-result counts.
+pub(crate) const RESULTS: [Outcome; 6] = [
+    Outcome::Success,
+    Outcome::Failure,
+    Outcome::Denied,
+    Outcome::Warned,
+    Outcome::Brownout,
+    Outcome::WouldDeny,
+];
 
 /// The kinds by wire name.
 const KINDS: [(&str, Kind); 7] = [
@@ -182,13 +199,15 @@ const KINDS: [(&str, Kind); 7] = [
 
 impl Filter {
     /// The default filter changed by query parameters: `since`, `until` (a [`TimeSpec`]),
-    /// `class` (names or "all"), `user`, `kind` (names or "all"). Values may be
+    /// `class` (names or "all"), `user`, `kind` (names or "all"), `result` (success, failure,
+    /// denied, warned, brownout, would_deny, or all), `rule` (policy rule names). Values may be
     /// comma-separated lists and keys may repeat; a `class` or `kind` replaces the default set.
     /// Other keys (`group_by`, `format`, `bucket`, ...) are left to the caller.
     pub fn from_params<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Result<Filter, Error> {
         let mut f = Filter::default();
         let (mut classes, mut kinds): (Option<Vec<Class>>, Option<Vec<Kind>>) = (None, None);
         let (mut all_classes, mut all_kinds) = (false, false);
+        let (mut results, mut all_results): (Option<Vec<Outcome>>, bool) = (None, false);
         for (key, value) in params {
             let (key, value) = (key.as_ref(), value.as_ref());
             let items = value.split(',').map(str::trim).filter(|s| !s.is_empty());
@@ -232,6 +251,23 @@ impl Filter {
                     }
                 }
                 "user" => f.users.extend(items.map(str::to_string)),
+                "rule" => f.rules.extend(items.map(str::to_string)),
+                "result" => {
+                    for item in items {
+                        if item.eq_ignore_ascii_case("all") {
+                            all_results = true;
+                            continue;
+                        }
+                        let r = RESULTS
+                            .iter()
+                            .find(|r| r.as_str().eq_ignore_ascii_case(item))
+                            .ok_or_else(|| {
+                                let names: Vec<&str> = RESULTS.iter().map(|r| r.as_str()).collect();
+                                param(key, item, format!("expected {} or all", names.join(", ")))
+                            })?;
+                        results.get_or_insert_with(Vec::new).push(*r);
+                    }
+                }
                 _ => {}
             }
         }
@@ -244,6 +280,9 @@ impl Filter {
             f.kinds = None;
         } else if let Some(k) = kinds {
             f.kinds = Some(k);
+        }
+        if !all_results {
+            f.results = results;
         }
         Ok(f)
     }
@@ -322,7 +361,8 @@ pub struct Group {
     /// The grouped value (a user, address, mechanism, client software or class), or
     /// [`UNKNOWN`].
     pub key: String,
-    /// Events in the group.
+    /// Authentication and relay decisions in the group (`auth` and `relay` events, and the
+    /// other kinds when asked for); accepted messages are counted in `messages` instead.
     pub events: u64,
     /// Events where the client got through (success, warned, would_deny).
     pub successes: u64,
@@ -344,6 +384,19 @@ pub struct Group {
     pub client_software: Values,
     /// The EHLO names or client hints seen.
     pub client_names: Values,
+    /// Events refused by a policy rule (`deny`, `transition`).
+    pub denied: u64,
+    /// Events let through under a `warn` rule.
+    pub warned: u64,
+    /// Events refused by a `brownout` rule.
+    pub brownout: u64,
+    /// Events a dry-run rule would have refused.
+    pub would_deny: u64,
+    /// The policy rules that decided events in the group.
+    pub rules: Values,
+    /// Messages accepted (`accept` events): they add their client software and names to the
+    /// group but are not authentications of their own.
+    pub messages: u64,
 }
 
 /// A line skipped as corrupt or truncated.
@@ -360,7 +413,7 @@ pub struct LineRef {
 pub struct Report {
     /// The groups, most recently seen first (ties by key).
     pub groups: Vec<Group>,
-    /// Events that passed the filter.
+    /// Decisions (events other than `accept`) that passed the filter.
     pub events: u64,
     /// Corrupt or truncated lines skipped.
     pub skipped: u64,

@@ -595,3 +595,34 @@ fn merge_tables(text: &str) -> String {
     }
     out
 }
+
+/// Issue 4: a misspelled mechanism in a rule would never match, and `notify` only works under
+/// `warn` and `brownout`: both are errors that name the key, with a fix.
+#[test]
+fn policy_rules_refuse_unknown_mechanisms_and_notify_without_effect() {
+    let text = format!(
+        "{BASE}\n[[policy]]\nmechanisms = [\"cram-md5\", \"CRAM_MD5\", \"pop-before-smtp\", \
+         \"NTLMv1\", \"SMOKE-SIGNALS\"]\naction = \"warn\"\n\n[[policy]]\nmechanisms = \
+         [\"PLAIN\"]\naction = \"deny\"\nnotify = true\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "policy[0].mechanisms",
+            "policy[0].mechanisms",
+            "policy[1].notify"
+        ],
+        "{found:?}"
+    );
+    assert!(found[0].message.contains("\"CRAM_MD5\""), "{:?}", found[0]);
+    assert!(found[0].hint.contains("\"CRAM-MD5\""), "{:?}", found[0]);
+    assert!(found[1].message.contains("SMOKE-SIGNALS"), "{:?}", found[1]);
+    assert!(found[1].hint.contains("trusted-network"), "{:?}", found[1]);
+    // The same rule under warn, and a brownout, may notify.
+    ok(&format!(
+        "{BASE}\n[[policy]]\nmechanisms = [\"PLAIN\"]\naction = \"warn\"\nnotify = true\n\n\
+         [[policy]]\naction = \"brownout\"\nshare = 0.1\nnotify = true\n"
+    ));
+}

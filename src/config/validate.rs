@@ -812,6 +812,41 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
+            for (j, m) in p.mechanisms.iter().enumerate() {
+                if !crate::policy::known_mechanism(m) {
+                    let fixed = m.replace('_', "-");
+                    let hint = if crate::policy::known_mechanism(&fixed) {
+                        format!("write \"{}\"", fixed.to_ascii_uppercase())
+                    } else {
+                        format!(
+                            "write one of {}",
+                            crate::policy::known_mechanisms().join(", ")
+                        )
+                    };
+                    self.bad(
+                        &format!("{key}.mechanisms"),
+                        Some(j),
+                        format!("\"{m}\" is not a mechanism or relay kind (the rule would never match it)"),
+                        hint,
+                    );
+                }
+            }
+            if p.notify
+                && !matches!(
+                    action,
+                    crate::policy::Action::Warn | crate::policy::Action::Brownout
+                )
+            {
+                self.bad(
+                    &format!("{key}.notify"),
+                    None,
+                    format!(
+                        "only applies to action = \"warn\" or \"brownout\", not \"{}\"",
+                        action.as_str()
+                    ),
+                    "remove notify, or warn first (a warn rule with notify before the deny)",
+                );
+            }
             let share = match (action, p.share) {
                 (crate::policy::Action::Brownout, Some(s)) if (0.0..=1.0).contains(&s) => s,
                 (crate::policy::Action::Brownout, Some(s)) => {

@@ -443,6 +443,7 @@ fn audit(shared: &Shared, session: &Session, peer: SocketAddr, record: Record) {
     e.client_ip = Some(crate::canonical_ip(peer.ip()));
     e.client_port = Some(peer.port());
     e.tls = s.tls_info.clone();
+    e.client_name = session.client_hint();
     e.user_given = record.user_given.clone();
     e.user = record.user.clone();
     e.mechanism = Some(record.mechanism.clone());
@@ -450,7 +451,7 @@ fn audit(shared: &Shared, session: &Session, peer: SocketAddr, record: Record) {
     e.rule = record.rule.clone();
     e.reason = record.reason.clone();
     if record.notify
-        && let Some(user) = &record.user
+        && let Some(user) = record.user.as_ref().or(record.notify_to.as_ref())
     {
         shared.notify_user(user, &record, &e);
     }

@@ -166,6 +166,78 @@ pub struct Session {
     failures: u32,
     errors: u32,
     attempts: u32,
+    hint: ClientHint,
+}
+
+/// The most commands [`ClientHint`] keeps.
+pub const MAX_HINT_COMMANDS: usize = 12;
+
+/// The client hint: the verbs of the commands the client sent before logging in, with the
+/// mechanism for `AUTH`, e.g. "CAPA STLS CAPA AUTH PLAIN". Clients differ in what they ask
+/// first (CAPA or not, STLS, USER/PASS, APOP, AUTH and which mechanism), which helps tell the
+/// software apart where POP3 has no EHLO. Only known verbs and mechanism names are kept (never
+/// an argument), at most [`MAX_HINT_COMMANDS`], then "...".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHint {
+    words: Vec<&'static str>,
+    truncated: bool,
+}
+
+impl ClientHint {
+    fn push(&mut self, cmd: &Command) {
+        if self.words.len() >= MAX_HINT_COMMANDS {
+            self.truncated = true;
+            return;
+        }
+        let verb = match cmd {
+            Command::User(_) => "USER",
+            Command::Pass(_) => "PASS",
+            Command::Apop { .. } => "APOP",
+            Command::Auth {
+                mechanism: None, ..
+            } => "AUTH",
+            Command::Auth {
+                mechanism: Some(m), ..
+            } => {
+                // A name outside the registry could be anything the client typed.
+                let name = crate::sasl::find(m).map(|d| d.name).unwrap_or("?");
+                self.words.push("AUTH");
+                name
+            }
+            Command::Capa => "CAPA",
+            Command::Stls => "STLS",
+            Command::Stat => "STAT",
+            Command::List(_) => "LIST",
+            Command::Uidl(_) => "UIDL",
+            Command::Retr(_) => "RETR",
+            Command::Top(..) => "TOP",
+            Command::Dele(_) => "DELE",
+            Command::Rset => "RSET",
+            Command::Noop => "NOOP",
+            Command::Quit => "QUIT",
+        };
+        self.words.push(verb);
+    }
+
+    fn push_unknown(&mut self) {
+        if self.words.len() >= MAX_HINT_COMMANDS {
+            self.truncated = true;
+        } else {
+            self.words.push("?");
+        }
+    }
+
+    /// The hint as recorded, or `None` before any command.
+    pub fn text(&self) -> Option<String> {
+        if self.words.is_empty() {
+            return None;
+        }
+        let mut s = self.words.join(" ");
+        if self.truncated {
+            s.push_str(" ...");
+        }
+        Some(s)
+    }
 }
 
 /// The session state; each variant holds what that state needs, so nothing before
@@ -226,6 +298,7 @@ impl Session {
             failures: 0,
             errors: 0,
             attempts: 0,
+            hint: ClientHint::default(),
         }
     }
 
@@ -236,6 +309,8 @@ impl Session {
         let failures = self.failures;
         let mut next = Self::new(settings);
         next.failures = failures;
+        // The hint describes the client, which has not changed.
+        next.hint = self.hint;
         next
     }
 
@@ -267,6 +342,11 @@ impl Session {
         }
     }
 
+    /// The client hint: the commands sent before logging in (see [`ClientHint`]).
+    pub fn client_hint(&self) -> Option<String> {
+        self.hint.text()
+    }
+
     /// The settings this session runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -293,10 +373,19 @@ impl Session {
             State::Updating { .. } | State::Done => return Output::closing(Reply::session_closed()),
             _ => {}
         }
+        let before_login = matches!(self.state, State::AwaitingUser | State::AwaitingPass { .. });
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
-            Err(e) => return self.error(Reply::syntax(&e)),
+            Err(e) => {
+                if before_login {
+                    self.hint.push_unknown();
+                }
+                return self.error(Reply::syntax(&e));
+            }
         };
+        if before_login {
+            self.hint.push(&cmd);
+        }
         if matches!(self.state, State::Transaction { .. }) {
             self.transaction(cmd)
         } else {
@@ -470,17 +559,11 @@ impl Session {
             listener: self.settings.listener,
             // Policy windows are days long; the connection's start time is precise enough.
             now: self.settings.sasl.now,
-            roll: {
-                // A fresh roll per login attempt, from the connection's random seed.
-                let r = self
-                    .settings
-                    .sasl
-                    .context(u32::MAX - self.attempts - self.failures)
-                    .random;
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&r[24..32]);
-                crate::policy::roll(b)
-            },
+            // A fresh draw per login (attempts count SASL starts, failures the rest).
+            roll: self.settings.sasl.policy_roll(
+                "auth",
+                self.attempts.wrapping_add(self.failures).wrapping_add(1),
+            ),
         });
         let mut record =
             Record::new(Kind::Auth, mechanism, class, Outcome::Success).with_decision(&decision);
@@ -514,6 +597,11 @@ impl Session {
         let class = classify(mechanism, self.settings.tls_active);
         let mut record = Record::new(Kind::Auth, mechanism, class, Outcome::Failure);
         record.user_given = user.clone();
+        // The canonical user when the name exists, so that "Alice" failing and "alice"
+        // succeeding land in one report group.
+        record.user = user
+            .as_deref()
+            .and_then(|u| self.settings.sasl.auth.lookup(u));
         record.reason = Some(note.unwrap_or("invalid credentials").to_string());
         self.failures = self.failures.saturating_add(1);
         let close = self.failures >= self.settings.max_failures.max(1);

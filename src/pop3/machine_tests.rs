@@ -692,3 +692,27 @@ fn too_many_bad_commands_close_the_session() {
     let out = s.handle_line(b"BOGUS");
     assert_eq!(out.action, Action::Close);
 }
+
+#[test]
+fn client_hint_keeps_verbs_and_known_mechanisms_only_and_is_bounded() {
+    let mut s = Session::new(settings(true));
+    assert_eq!(s.client_hint(), None);
+    s.handle_line(b"CAPA");
+    s.handle_line(b"AUTH NOT-A-MECH");
+    s.handle_line(b"hunter2 password-alone");
+    s.handle_line(b"USER alice");
+    s.handle_line(b"PASS secret");
+    assert_eq!(s.client_hint().as_deref(), Some("CAPA AUTH ? ? USER PASS"));
+    // Commands after the login are not part of the hint.
+    s.handle_mailbox(Ok(mailbox()));
+    s.handle_line(b"STAT");
+    assert_eq!(s.client_hint().as_deref(), Some("CAPA AUTH ? ? USER PASS"));
+
+    let mut s = Session::new(settings(true));
+    for _ in 0..40 {
+        s.handle_line(b"NOOP");
+    }
+    let hint = s.client_hint().expect("hint");
+    assert_eq!(hint.split(' ').count(), MAX_HINT_COMMANDS + 1, "{hint}");
+    assert!(hint.ends_with(" ..."), "{hint}");
+}

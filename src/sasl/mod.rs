@@ -227,6 +227,24 @@ impl Environment {
         }
     }
 
+    /// A uniform draw in [0, 1) for a policy brownout: draw number `n` of `purpose` on this
+    /// connection. Derived from the connection's seed under its own label, so it is
+    /// independent of every attempt's random bytes (which a mechanism may send to the client,
+    /// as SCRAM does with its nonce).
+    pub fn policy_roll(&self, purpose: &str, n: u32) -> f64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"mailgate policy roll\0");
+        h.update(purpose.as_bytes());
+        h.update([0]);
+        h.update(self.seed);
+        h.update(n.to_be_bytes());
+        let d: [u8; 32] = h.finalize().into();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        crate::policy::roll(b)
+    }
+
     /// Whether `desc` can be offered on this connection (apart from the plaintext rule, which
     /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator.
     pub fn can_offer(&self, desc: &Descriptor) -> bool {
@@ -341,4 +359,54 @@ pub fn find(name: &str) -> Option<&'static Descriptor> {
     MECHANISMS
         .iter()
         .find(|d| d.name.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    struct NoUsers;
+
+    impl Authenticator for NoUsers {
+        fn verify_password(&self, _: &str, _: &[u8]) -> crate::auth::Verdict {
+            crate::auth::Verdict::BadCredentials
+        }
+
+        fn verify_cram_md5(&self, _: &str, _: &[u8], _: &[u8]) -> crate::auth::Verdict {
+            crate::auth::Verdict::BadCredentials
+        }
+
+        fn verify_apop(&self, _: &str, _: &[u8], _: &[u8]) -> crate::auth::Verdict {
+            crate::auth::Verdict::BadCredentials
+        }
+
+        fn lookup(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// The brownout draw must not be readable from what a mechanism sends (SCRAM's nonce is
+    /// the attempt's random bytes), and successive draws must differ.
+    #[test]
+    fn policy_rolls_are_independent_of_attempt_randomness() {
+        let env = Environment::basic(Arc::new(NoUsers), "mx.example", "s1", [7; 32]);
+        let mut seen = std::collections::HashSet::new();
+        for n in 1..=200u32 {
+            let r = env.policy_roll("auth", n);
+            assert!((0.0..1.0).contains(&r));
+            assert!(seen.insert(r.to_bits()), "draw {n} repeats");
+            let random = env.context(n).random;
+            for chunk in random.chunks(8) {
+                let b: [u8; 8] = chunk.try_into().expect("8 bytes");
+                assert_ne!(crate::policy::roll(b), r, "draw {n} reuses attempt bytes");
+            }
+        }
+        assert_ne!(env.policy_roll("auth", 1), env.policy_roll("relay", 1));
+        let below = (1..=1000u32)
+            .filter(|n| env.policy_roll("relay", *n) < 0.5)
+            .count();
+        assert!((400..600).contains(&below), "{below}");
+    }
 }

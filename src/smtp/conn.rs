@@ -492,12 +492,31 @@ fn audit(
         e.recipients = Some(recipients);
         e.client_software = software;
     }
+    if let Some(software) = &e.client_software
+        && let Some(user) = &e.user
+    {
+        shared.notices.saw_software(user, software);
+    }
     if record.notify
-        && let Some(user) = &record.user
+        && let Some(user) = record.user.as_ref().or(record.notify_to.as_ref())
     {
         shared.notify_user(user, &record, &e);
     }
     shared.audit.record(e);
+}
+
+/// The canonical local user that `mail_from` names (`user@<local domain>`), if any.
+fn sender_user(session: &Session, mail_from: &str) -> Option<String> {
+    let s = session.settings();
+    let (local, domain) = mail_from.rsplit_once('@')?;
+    if !s
+        .local_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(domain))
+    {
+        return None;
+    }
+    s.sasl.auth.lookup(&local.to_ascii_lowercase())
 }
 
 /// Records the acceptance of a message sent under an authentication or an address-based
@@ -532,8 +551,16 @@ fn audit_accept(
                 crate::audit::Class::Insecure,
                 outcome,
             );
+            if let Some(d) = &txn.relay_decision {
+                r = r.with_decision(d);
+            }
             r.user = a.user().map(str::to_owned);
             r.rule = txn.relay_rule.clone();
+            if r.notify && r.user.is_none() {
+                // A trusted-network relay has no user: the notice goes to the local user
+                // its sender address names, if any.
+                r.notify_to = sender_user(session, &txn.mail_from);
+            }
             r
         }
         // Inbound mail to local users: not an authentication fact.

@@ -199,6 +199,9 @@ pub struct Transaction {
     pub relay_rule: Option<String>,
     /// A header a `warn` rule adds to the message.
     pub warn_header: Option<String>,
+    /// The whole policy decision for an address-authorized relay (notices need its
+    /// `notify`, `refuse_from` and text when the message is accepted).
+    pub relay_decision: Option<crate::policy::Decision>,
 }
 
 /// The outcome of receiving DATA, reported by the connection loop.
@@ -243,6 +246,8 @@ pub struct Session {
     sasl_attempts: u32,
     /// The brownout roll of the current AUTH attempt.
     sasl_roll: f64,
+    /// Relay decisions drawn so far (each gets its own brownout draw).
+    relay_draws: u32,
     /// The time of the command being handled.
     now: SystemTime,
     /// A header a `warn` rule asks to add to this session's messages.
@@ -262,6 +267,7 @@ impl Session {
             errors: 0,
             sasl_attempts: 0,
             sasl_roll: 0.0,
+            relay_draws: 0,
             now: SystemTime::UNIX_EPOCH,
             warn_header: None,
         }
@@ -487,6 +493,7 @@ impl Session {
             relay_outcome: None,
             relay_rule: None,
             warn_header: self.warn_header.clone(),
+            relay_decision: None,
         });
         Output::cont(reply::sender_ok())
     }
@@ -542,7 +549,11 @@ impl Session {
                 ip: crate::canonical_ip(self.settings.peer.ip()),
                 listener: self.settings.role.name(),
                 now,
-                roll: roll_from(&self.settings.sasl.context(u32::MAX - self.errors).random),
+                roll: {
+                    // A fresh draw for each transaction's relay decision.
+                    self.relay_draws = self.relay_draws.wrapping_add(1);
+                    self.settings.sasl.policy_roll("relay", self.relay_draws)
+                },
             });
             if !decision.allowed() {
                 let text = decision.text.as_deref();
@@ -561,8 +572,9 @@ impl Session {
             t.relay_outcome = Some(decision.outcome);
             t.relay_rule = decision.rule.clone();
             if decision.header.is_some() {
-                t.warn_header = decision.header;
+                t.warn_header = decision.header.clone();
             }
+            t.relay_decision = Some(decision);
         }
         if relay.is_some() && t.relay_authorization.is_none() {
             t.relay_authorization = relay;
@@ -685,7 +697,7 @@ impl Session {
         };
         self.sasl_attempts += 1;
         let ctx = self.settings.sasl.context(self.sasl_attempts);
-        self.sasl_roll = roll_from(&ctx.random);
+        self.sasl_roll = self.settings.sasl.policy_roll("auth", self.sasl_attempts);
         let mut mechanism = (desc.start)(&ctx);
         let step = mechanism.step(input.as_ref().map(|b| b.as_slice()));
         let user = mechanism.user().map(str::to_owned);
@@ -815,6 +827,11 @@ impl Session {
         let class = classify(mechanism, self.settings.tls_active);
         let mut record = Record::new(Kind::Auth, mechanism, class, Outcome::Failure);
         record.user_given = user.clone();
+        // The canonical user when the name exists, so that "Alice" failing and "alice"
+        // succeeding land in one report group.
+        record.user = user
+            .as_deref()
+            .and_then(|u| self.settings.sasl.auth.lookup(u));
         record.reason = Some(note.clone());
         // Even the last failure gets its delay and is recorded before the session closes.
         Output {
@@ -837,14 +854,6 @@ impl Session {
             }
         }
     }
-}
-
-/// A brownout roll from the last 8 of an attempt's random bytes (the first ones may go into
-/// the mechanism's challenge).
-fn roll_from(random: &[u8; 32]) -> f64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&random[24..32]);
-    crate::policy::roll(b)
 }
 
 /// Whether `mail_from` is one of `user`'s own addresses (`user@<local domain>`).

@@ -115,7 +115,8 @@ pub async fn smtp_cram(c: &mut Client, user: &str, password: &str) -> Exchange {
     x
 }
 
-fn ntlm_negotiate_b64() -> String {
+/// The NTLM NEGOTIATE message, base64.
+pub fn ntlm_negotiate_b64() -> String {
     let msg = Message::Negotiate(NegotiateMessage {
         flags: Flags::NEGOTIATE_UNICODE
             | Flags::REQUEST_TARGET
@@ -130,7 +131,7 @@ fn ntlm_negotiate_b64() -> String {
 }
 
 /// The NTLMv2 AUTHENTICATE message (base64) answering the base64 `challenge`.
-fn ntlm_authenticate_b64(challenge: &str, creds: &Credentials) -> String {
+pub fn ntlm_authenticate_b64(challenge: &str, creds: &Credentials) -> String {
     let bytes = B64.decode(challenge.trim()).expect("challenge is base64");
     let Ok(Message::Challenge(c)) = Message::try_from(bytes.as_slice()) else {
         panic!("not an NTLM CHALLENGE: {bytes:02x?}");

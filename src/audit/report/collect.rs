@@ -8,14 +8,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{Bucket, Group, GroupBy, LIST_CAP, LineRef, Report, UNKNOWN, Values, scan};
-use crate::audit::event::Class;
+use crate::audit::event::{Class, Outcome};
 
 /// One event as the aggregators see it: borrowed from the line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Seen<'a> {
     /// Canonical (see `scan::canonical`).
     pub time: &'a str,
+    /// An authentication or relay decision (counted); `false` for an accepted message.
+    pub decision: bool,
     pub allowed: bool,
+    pub result: Option<Outcome>,
+    pub rule: Option<&'a str>,
     pub class: Option<Class>,
     pub user: Option<&'a str>,
     pub ip: Option<&'a str>,
@@ -166,7 +170,13 @@ fn time_text(t: Option<[u8; TIME_LEN]>) -> String {
 #[derive(Debug, Default)]
 struct Acc {
     events: u64,
+    messages: u64,
     successes: u64,
+    denied: u64,
+    warned: u64,
+    brownout: u64,
+    would_deny: u64,
+    rules: Capped,
     /// Canonical times (the scanner normalizes them), inline: no pointer to chase per event.
     first: Option<[u8; TIME_LEN]>,
     last: Option<[u8; TIME_LEN]>,
@@ -180,14 +190,35 @@ struct Acc {
 
 impl Acc {
     fn add(&mut self, e: &Seen<'_>) {
+        if !e.decision {
+            self.messages += 1;
+        }
+        self.add_lists(e);
+        if !e.decision {
+            return;
+        }
         self.events += 1;
         self.successes += u64::from(e.allowed);
+        match e.result {
+            Some(Outcome::Denied) => self.denied += 1,
+            Some(Outcome::Warned) => self.warned += 1,
+            Some(Outcome::Brownout) => self.brownout += 1,
+            Some(Outcome::WouldDeny) => self.would_deny += 1,
+            _ => {}
+        }
+        if let Some(r) = e.rule {
+            self.rules.insert(r);
+        }
+    }
+
+    /// What every event adds, decision or message: times seen and the lists.
+    fn add_lists(&mut self, e: &Seen<'_>) {
+        if let Some(c) = e.class {
+            self.classes |= 1 << c as u8;
+        }
         if let Ok(t) = <[u8; TIME_LEN]>::try_from(e.time.as_bytes()) {
             self.first = Some(self.first.map_or(t, |f| f.min(t)));
             self.last = Some(self.last.map_or(t, |l| l.max(t)));
-        }
-        if let Some(c) = e.class {
-            self.classes |= 1 << c as u8;
         }
         let lists = [
             (&mut self.mechanisms, e.mechanism),
@@ -205,7 +236,13 @@ impl Acc {
 
     fn merge(&mut self, o: Acc) {
         self.events += o.events;
+        self.messages += o.messages;
         self.successes += o.successes;
+        self.denied += o.denied;
+        self.warned += o.warned;
+        self.brownout += o.brownout;
+        self.would_deny += o.would_deny;
+        self.rules.merge(o.rules);
         self.first = match (self.first, o.first) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -223,8 +260,14 @@ impl Acc {
         Group {
             key,
             events: self.events,
+            messages: self.messages,
             successes: self.successes,
             failures: self.events - self.successes,
+            denied: self.denied,
+            warned: self.warned,
+            brownout: self.brownout,
+            would_deny: self.would_deny,
+            rules: self.rules.finish(),
             first_seen: time_text(self.first),
             last_seen: time_text(self.last),
             classes: Class::ALL
@@ -343,6 +386,10 @@ pub(crate) fn cap_counts(map: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 
 impl Collect for Timeline {
     fn add(&mut self, e: &Seen<'_>) {
+        // The chart shows authentication and relay decisions, not messages.
+        if !e.decision {
+            return;
+        }
         // The scanner hands over canonical times only.
         let Some(t) = scan::canonical_secs(e.time) else {
             return;

@@ -37,7 +37,7 @@ impl FromStr for Format {
 }
 
 /// The CSV columns, which are also the JSON field names.
-pub const CSV_HEADER: [&str; 12] = [
+pub const CSV_HEADER: [&str; 18] = [
     "key",
     "events",
     "successes",
@@ -50,6 +50,12 @@ pub const CSV_HEADER: [&str; 12] = [
     "client_ips",
     "client_software",
     "client_names",
+    "denied",
+    "warned",
+    "brownout",
+    "would_deny",
+    "rules",
+    "messages",
 ];
 
 /// Writes `report`, grouped by `group_by`, in `format`; `now` dates the table's ages.
@@ -108,6 +114,12 @@ fn csv(report: &Report, out: &mut impl Write) -> io::Result<()> {
             list(&g.client_ips, ";", all),
             list(&g.client_software, ";", all),
             list(&g.client_names, ";", all),
+            g.denied.to_string(),
+            g.warned.to_string(),
+            g.brownout.to_string(),
+            g.would_deny.to_string(),
+            list(&g.rules, ";", all),
+            g.messages.to_string(),
         ];
         let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
         writeln!(out, "{}", row.join(","))?;
@@ -156,12 +168,23 @@ fn age(t: &str, now: SystemTime) -> String {
 
 fn table(report: &Report, by: GroupBy, now: SystemTime, out: &mut impl Write) -> io::Result<()> {
     let n = TABLE_VALUES;
+    // The policy columns appear once a rule decided something in the report.
+    let policy = report
+        .groups
+        .iter()
+        .any(|g| g.denied + g.warned + g.brownout + g.would_deny > 0 || !g.rules.values.is_empty());
     // (header, right-aligned, shown for this grouping)
     let columns = [
         (by.as_str().to_ascii_uppercase(), false, true),
         ("EVENTS".into(), true, true),
         ("OK".into(), true, true),
         ("FAIL".into(), true, true),
+        ("MSGS".into(), true, true),
+        ("DENIED".into(), true, policy),
+        ("WARNED".into(), true, policy),
+        ("BROWNOUT".into(), true, policy),
+        ("WOULD DENY".into(), true, policy),
+        ("RULES".into(), false, policy),
         ("LAST SEEN (UTC)".into(), false, true),
         ("AGO".into(), true, true),
         ("FIRST SEEN (UTC)".into(), false, true),
@@ -178,6 +201,12 @@ fn table(report: &Report, by: GroupBy, now: SystemTime, out: &mut impl Write) ->
             g.events.to_string(),
             g.successes.to_string(),
             g.failures.to_string(),
+            g.messages.to_string(),
+            g.denied.to_string(),
+            g.warned.to_string(),
+            g.brownout.to_string(),
+            g.would_deny.to_string(),
+            clean(&list(&g.rules, ", ", n)),
             short_time(&g.last_seen),
             age(&g.last_seen, now),
             short_time(&g.first_seen),

@@ -19,7 +19,9 @@ use memchr::memmem;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::{Collect, Error, Filter, KINDS, LineRef, SKIPPED_SHOWN, Seen, TIME_LEN, parse_time};
+use super::{
+    Collect, Error, Filter, KINDS, LineRef, RESULTS, SKIPPED_SHOWN, Seen, TIME_LEN, parse_time,
+};
 use crate::audit::event::{Class, classify};
 
 /// Bytes read per block handed to a worker.
@@ -43,6 +45,9 @@ pub(crate) struct Window {
     /// Bit n for `KINDS[n]`; `None`: any, including kinds this version does not know.
     kinds: Option<u8>,
     users: Vec<String>,
+    /// Bit n for `RESULTS[n]`; `None`: any.
+    results: Option<u8>,
+    rules: Vec<String>,
     time_key: memmem::Finder<'static>,
 }
 
@@ -68,6 +73,12 @@ impl Window {
                 })
             }),
             users: f.users.clone(),
+            results: f.results.as_ref().map(|rs| {
+                rs.iter().fold(0, |m, r| {
+                    m | RESULTS.iter().position(|x| x == r).map_or(0, |i| 1 << i)
+                })
+            }),
+            rules: f.rules.clone(),
             time_key: memmem::Finder::new(b"\"time\":\"").into_owned(),
         }
     }
@@ -151,6 +162,8 @@ struct Line<'a> {
     client_software: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     client_name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    rule: Option<Cow<'a, str>>,
 }
 
 fn present<'a>(v: &'a Option<Cow<'_, str>>) -> Option<&'a str> {
@@ -285,9 +298,27 @@ impl<C: Collect> Worker<C> {
                 return;
             }
         }
+        // An unknown result (a later version's) counts as neither allowed nor any policy
+        // outcome, and only passes a filter that keeps every result.
+        let result = RESULTS.iter().position(|r| r.as_str() == l.result);
+        if let Some(mask) = w.results
+            && result.is_none_or(|i| mask & (1 << i) == 0)
+        {
+            return;
+        }
+        let rule = present(&l.rule);
+        if !w.rules.is_empty() && !rule.is_some_and(|r| w.rules.iter().any(|x| x == r)) {
+            return;
+        }
+        // An accepted message (one per message, after its authentication) is not a decision
+        // of its own: it adds the software and names it carries, and counts as a message.
+        let decision = l.kind != "accept";
         let seen = Seen {
             time,
+            decision,
             allowed: matches!(&*l.result, "success" | "warned" | "would_deny"),
+            result: result.map(|i| RESULTS[i]),
+            rule,
             class,
             user,
             ip: present(&l.client_ip),
@@ -295,7 +326,7 @@ impl<C: Collect> Worker<C> {
             software: present(&l.client_software),
             name: present(&l.client_name),
         };
-        self.events += 1;
+        self.events += u64::from(decision);
         self.collected.add(&seen);
     }
 }

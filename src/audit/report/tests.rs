@@ -203,12 +203,15 @@ fn params_parse() {
 #[test]
 fn default_report_groups_legacy_users_most_recent_first() {
     let r = run(&text(&sample()), &Filter::default(), GroupBy::User);
-    // SCRAM (modern) and the allowlist event are left out; the relay has no user.
+    // SCRAM (modern) and the allowlist event are left out; the relay has no user. Bob's
+    // accepted message is not an authentication of its own: it counts as a message and
+    // brings its client software.
     assert_eq!(keys(&r), ["bob", "unknown", "alice", "Alice"]);
-    assert_eq!(r.events, 6);
+    assert_eq!(r.events, 5);
     assert_eq!((r.skipped, r.skipped_at.len()), (0, 0));
     let bob = &r.groups[0];
-    assert_eq!((bob.events, bob.successes, bob.failures), (2, 2, 0));
+    assert_eq!((bob.events, bob.successes, bob.failures), (1, 1, 0));
+    assert_eq!(bob.messages, 1);
     assert_eq!(bob.first_seen, "2026-11-27T10:00:00.000Z");
     assert_eq!(bob.last_seen, "2026-11-27T11:00:00.000Z");
     assert_eq!(bob.classes, [Class::Weak, Class::Basic]);
@@ -231,7 +234,7 @@ fn filters_select_events() {
         kinds: None,
         ..Filter::default()
     };
-    assert_eq!(run(&input, &all, GroupBy::User).events, 8);
+    assert_eq!(run(&input, &all, GroupBy::User).events, 7);
     type Case<'a> = (&'a [(&'a str, &'a str)], GroupBy, &'a [&'a str], u64);
     let cases: [Case; 9] = [
         (&[("class", "modern")], GroupBy::User, &["alice"], 1),
@@ -242,12 +245,12 @@ fn filters_select_events() {
             &["NTLMv2"],
             1,
         ),
-        (&[("since", "2d")], GroupBy::User, &["bob"], 2),
+        (&[("since", "2d")], GroupBy::User, &["bob"], 1),
         (
             &[("since", "2026-11-26")],
             GroupBy::User,
             &["bob", "unknown"],
-            3,
+            2,
         ),
         (
             &[("until", "2026-11-26")],
@@ -265,9 +268,10 @@ fn filters_select_events() {
             &[("class", "all")],
             GroupBy::Class,
             &["weak", "basic", "insecure", "modern"],
-            7,
+            6,
         ),
-        (&[], GroupBy::Client, &["unknown", "Thunderbird 115"], 6),
+        // The software comes from accepted messages, which are not decisions.
+        (&[], GroupBy::Client, &["unknown", "Thunderbird 115"], 5),
     ];
     for (params, by, want, events) in cases {
         let f = Filter::from_params(params).expect("params");
@@ -506,8 +510,9 @@ fn timeline_counts_per_bucket_with_gaps() {
     assert_eq!((nov25.events, nov25.successes, nov25.failures), (2, 1, 1));
     assert_eq!(nov25.classes.get("weak"), Some(&1));
     assert_eq!(nov25.mechanisms.get("PLAIN"), Some(&1));
+    // The accepted message is not charted: decisions only.
     let total: u64 = t.iter().map(|b| b.events).sum();
-    assert_eq!(total, 7);
+    assert_eq!(total, 6);
     let week =
         Filter::from_params(&[("since", "2d"), ("until", "2026-11-28T12:00:00Z")]).expect("window");
     let t = timeline(&logs, &week, Duration::from_secs(3600), now()).expect("hours");
@@ -547,23 +552,101 @@ fn formats_render_the_documented_fields() {
     assert_eq!(lines[0], render::CSV_HEADER.join(","));
     assert_eq!(
         lines[1],
-        "bob,2,2,0,2026-11-27T10:00:00.000Z,2026-11-27T11:00:00.000Z,weak;basic,LOGIN;NTLMv2,\
-         bob,192.0.2.1,\"Mailer, \"\"Pro\"\"\x1b[31m\","
+        "bob,1,1,0,2026-11-27T10:00:00.000Z,2026-11-27T11:00:00.000Z,weak;basic,LOGIN;NTLMv2,\
+         bob,192.0.2.1,\"Mailer, \"\"Pro\"\"\x1b[31m\",,0,1,0,0,,1"
     );
     assert_eq!(lines.len(), 5);
 
     let table = render_to(Format::Table);
     let rows: Vec<&str> = table.lines().collect();
     assert!(
-        rows[0].starts_with("USER     EVENTS  OK  FAIL  LAST SEEN (UTC)"),
+        rows[0].starts_with(
+            "USER     EVENTS  OK  FAIL  MSGS  DENIED  WARNED  BROWNOUT  WOULD DENY  RULES  \
+             LAST SEEN (UTC)"
+        ),
         "{}",
         rows[0]
     );
     assert!(
-        rows[1].starts_with("bob           2   2     0  2026-11-27 11:00   1d"),
+        rows[1].starts_with(
+            "bob           1   1     0     1       0       1         0           0         \
+             2026-11-27 11:00   1d"
+        ),
         "{}",
         rows[1]
     );
     assert!(rows[1].contains("\\u{1b}[31m") && !table.contains('\x1b'));
-    assert_eq!(rows.last(), Some(&"6 events in 4 groups"));
+    assert_eq!(rows.last(), Some(&"5 events in 4 groups"));
+}
+
+/// A dry run is checked in the report: `result` and `rule` filters, and per-group counts of
+/// the policy outcomes with the rules that decided.
+#[test]
+fn result_and_rule_filters_and_policy_counts() {
+    let decided = |time: &str, user: &str, result: Outcome, rule: Option<&str>| {
+        let mut e = ev(time, user, "CRAM-MD5", false, result);
+        e.rule = rule.map(str::to_string);
+        e
+    };
+    let events = [
+        decided(
+            "2026-11-27T08:00:00.000Z",
+            "alice",
+            Outcome::WouldDeny,
+            Some("no-cram"),
+        ),
+        decided(
+            "2026-11-27T09:00:00.000Z",
+            "alice",
+            Outcome::WouldDeny,
+            Some("no-cram"),
+        ),
+        decided(
+            "2026-11-27T10:00:00.000Z",
+            "alice",
+            Outcome::Warned,
+            Some("cram-warn"),
+        ),
+        decided(
+            "2026-11-27T11:00:00.000Z",
+            "bob",
+            Outcome::Denied,
+            Some("no-cram"),
+        ),
+        decided(
+            "2026-11-27T12:00:00.000Z",
+            "bob",
+            Outcome::Brownout,
+            Some("cram-brown"),
+        ),
+        decided("2026-11-27T13:00:00.000Z", "carol", Outcome::Success, None),
+    ];
+    let input = text(&events);
+    let all = run(&input, &Filter::default(), GroupBy::User);
+    let alice = all.groups.iter().find(|g| g.key == "alice").expect("alice");
+    assert_eq!(
+        (alice.would_deny, alice.warned, alice.denied, alice.brownout),
+        (2, 1, 0, 0)
+    );
+    assert_eq!(alice.rules.values, ["cram-warn", "no-cram"]);
+    let bob = all.groups.iter().find(|g| g.key == "bob").expect("bob");
+    assert_eq!((bob.denied, bob.brownout), (1, 1));
+
+    let would = Filter::from_params(&[("result", "would_deny")]).expect("filter");
+    let r = run(&input, &would, GroupBy::User);
+    assert_eq!((keys(&r), r.events), (vec!["alice"], 2));
+
+    let refused = Filter::from_params(&[("result", "denied,brownout")]).expect("filter");
+    assert_eq!(keys(&run(&input, &refused, GroupBy::User)), ["bob"]);
+
+    let rule = Filter::from_params(&[("rule", "no-cram")]).expect("filter");
+    let r = run(&input, &rule, GroupBy::Mechanism);
+    assert_eq!(r.events, 3);
+    assert_eq!(r.groups[0].users.values, ["alice", "bob"]);
+
+    let both = Filter::from_params(&[("rule", "no-cram"), ("result", "denied")]).expect("f");
+    assert_eq!(run(&input, &both, GroupBy::User).events, 1);
+    let every = Filter::from_params(&[("result", "all")]).expect("filter");
+    assert_eq!(run(&input, &every, GroupBy::User).events, 6);
+    assert!(Filter::from_params(&[("result", "maybe")]).is_err());
 }
