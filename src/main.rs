@@ -260,6 +260,10 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in users.warnings() {
+        let file = config.auth.users_file.display();
+        println!("warning: {file}:{}: {}; {}", w.line, w.message, w.hint);
+    }
     if !config.relay.local_domains.is_empty()
         && mailgate::auth::Authenticator::lookup(&users, "postmaster").is_none()
     {
@@ -365,9 +369,19 @@ fn schemes(path: &Path, user: Option<&str>) -> ExitCode {
     use mailgate::auth::{SCHEMES, UserStore, mechanisms_served};
     let Some(user) = user else {
         println!("{:<14} serves", "scheme");
-        for (scheme, mechanisms) in SCHEMES {
-            println!("{scheme:<14} {}", mechanisms.join(" "));
+        for s in SCHEMES {
+            println!("{:<14} {}", s.name, s.serves.join(" "));
+            if !s.aliases.is_empty() {
+                println!("{:<14} also written {}", "", s.aliases.join(", "));
+            }
+            if let Some(weak) = s.weak {
+                println!("{:<14} {weak}", "");
+            }
         }
+        println!(
+            "(.HEX, .B64 and .BASE64 suffixes select the encoding of binary data, e.g. \
+             {{SHA256.HEX}}, {{PLAIN.B64}})"
+        );
         return ExitCode::SUCCESS;
     };
     let config = match load(path) {
