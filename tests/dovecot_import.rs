@@ -156,6 +156,15 @@ fn check_config_names_each_skipped_line() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `[auth] apop` is on by default: APOP needs {PLAIN}.
+    assert!(
+        stdout.contains("warning: user argon2id cannot log in with APOP"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("warning: user plain.b64 cannot"),
+        "{stdout}"
+    );
     let users = dir.path().join("users");
     for (user, scheme) in UNSUPPORTED {
         let (line, _) = lines()

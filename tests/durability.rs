@@ -201,6 +201,13 @@ fn passwd_writes_hashed_forms_not_plaintext() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("within 2 s"), "{stdout}");
+    // `[auth] apop` is on by default, and passwd never writes the {PLAIN} form APOP needs.
+    assert!(
+        stdout.contains("warning: carol cannot log in with APOP: APOP needs a {PLAIN}"),
+        "{stdout}"
+    );
     let users = std::fs::read_to_string(dir.path().join("users")).unwrap();
     assert!(users.contains("carol:{ARGON2ID}"), "{users}");
     assert!(

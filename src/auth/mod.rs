@@ -184,6 +184,44 @@ pub fn mechanisms_served(scheme: &str) -> &'static [&'static str] {
         .map_or(&[], |s| s.serves)
 }
 
+/// The enabled checks that none of the stored `schemes` can serve, each with why, for
+/// `mailgate check-config` and `mailgate passwd`: every SASL name of `mechanisms`, and `APOP`
+/// when `apop` is on. The bearer-token mechanisms (XOAUTH2, OAUTHBEARER) are left out: they
+/// check a token, whatever is stored. PLAIN, LOGIN and USER are served by every scheme.
+pub fn unserved(
+    schemes: &[&str],
+    mechanisms: &[String],
+    apop: bool,
+) -> Vec<(String, &'static str)> {
+    let bearer = |m: &str| crate::sasl::find(m).is_some_and(|d| d.bearer_token);
+    let apop = apop.then(|| "APOP".to_owned());
+    mechanisms
+        .iter()
+        .filter(|m| !bearer(m))
+        .cloned()
+        .chain(apop)
+        .filter_map(|m| {
+            let upper = m.to_ascii_uppercase();
+            let served = schemes
+                .iter()
+                .any(|s| mechanisms_served(s).contains(&upper.as_str()));
+            (!served).then(|| (m, unavailable(&upper)))
+        })
+        .collect()
+}
+
+/// Why no stored form serves `mechanism` (upper case).
+fn unavailable(mechanism: &str) -> &'static str {
+    match mechanism {
+        "CRAM-MD5" => CRAM_UNAVAILABLE,
+        "APOP" => APOP_UNAVAILABLE,
+        "NTLM" => NTLM_UNAVAILABLE,
+        "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => SCRAM_SHA1_UNAVAILABLE,
+        "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => SCRAM_SHA256_UNAVAILABLE,
+        _ => "mechanism is not served from the users file",
+    }
+}
+
 /// The result of a credential check.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -542,14 +580,24 @@ impl UserStore {
         if forms.iter().any(served) {
             return Ok(());
         }
-        Err(match mechanism.as_str() {
-            "CRAM-MD5" => CRAM_UNAVAILABLE,
-            "APOP" => APOP_UNAVAILABLE,
-            "NTLM" => NTLM_UNAVAILABLE,
-            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => SCRAM_SHA1_UNAVAILABLE,
-            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => SCRAM_SHA256_UNAVAILABLE,
-            _ => "mechanism is not served from the users file",
-        })
+        Err(unavailable(&mechanism))
+    }
+
+    /// The enabled checks that cannot authenticate `user` with what is stored, each with why
+    /// (see [`unserved`]); empty for an unknown user.
+    pub fn unserved(
+        &self,
+        user: &str,
+        mechanisms: &[String],
+        apop: bool,
+    ) -> Vec<(String, &'static str)> {
+        match self.forms(user) {
+            Some(forms) => {
+                let schemes: Vec<&str> = forms.iter().map(Form::scheme).collect();
+                unserved(&schemes, mechanisms, apop)
+            }
+            None => Vec::new(),
+        }
     }
 
     /// The NT hash of `user`'s password (MS-NLMP §3.3.1, the NTOWFv1 / key input of NTOWFv2),
