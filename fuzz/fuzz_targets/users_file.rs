@@ -1,8 +1,8 @@
 //! The users file (`mailgate::auth::UserStore::parse`): never panics on any text, and a store
 //! that loads answers its queries consistently. Input is capped at 4 KiB; credential checks
 //! run only for users whose stored forms are all cheap to verify (`PLAIN`, `CRAM-MD5`, `NTLM`
-//! and the one-round legacy digests),
-//! so that slow hashes (and their attacker-chosen costs) do not stall the run.
+//! and the one-round legacy digests), so that slow hashes (and their attacker-chosen costs) do
+//! not stall the run.
 
 #![no_main]
 
