@@ -452,6 +452,9 @@ pub struct UserStore {
     derivation: Option<derive::Derivation>,
     /// Users whose derivation failed in this run (e.g. a read-only folder): not tried again.
     derive_failed: Mutex<HashSet<String>>,
+    /// Users whose derivation is in progress (held only to enter and leave, never while
+    /// deriving).
+    deriving: Mutex<HashSet<String>>,
     /// Lines skipped at the last load (a scheme not supported here), in line order.
     warnings: RwLock<Vec<Problem>>,
 }
@@ -916,6 +919,7 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
         plain_users: AtomicBool::new(plain_users),
         derivation: None,
         derive_failed: Mutex::new(HashSet::new()),
+        deriving: Mutex::new(HashSet::new()),
         warnings: RwLock::new(warnings),
     })
 }
