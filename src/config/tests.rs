@@ -595,3 +595,38 @@ fn merge_tables(text: &str) -> String {
     }
     out
 }
+
+/// The shipped config's comment and docs/configuration.md name every mechanism this build
+/// knows, so that neither goes stale when one is added.
+#[test]
+fn docs_list_every_known_mechanism() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let shipped = read("config/mailgate.toml");
+    let comment: String = shipped
+        .lines()
+        .skip_while(|l| !l.contains("Known: "))
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let docs = read("docs/configuration.md");
+    let row = docs
+        .lines()
+        .find(|l| l.starts_with("| `mechanisms` |"))
+        .expect("the mechanisms row");
+    for d in crate::sasl::MECHANISMS {
+        let name = d.name;
+        let listed = |text: &str, quote: &str| {
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .any(|w| w == name)
+                && (quote.is_empty() || text.contains(&format!("{quote}{name}{quote}")))
+        };
+        assert!(
+            listed(&comment, ""),
+            "config/mailgate.toml comment lacks {name}"
+        );
+        assert!(listed(row, "`"), "docs/configuration.md lacks {name}");
+    }
+}
