@@ -125,6 +125,9 @@ enum AllowlistAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        exit_quietly_on_broken_pipe();
+    }
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => check_config(&config),
@@ -146,6 +149,27 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit(args),
         Command::Queue { config, json } => queue(&config, json),
     }
+}
+
+/// For the report commands (`mailgate check-config | head`): Rust ignores SIGPIPE, so once the
+/// reader has gone `println!` fails with EPIPE and panics. Exit quietly instead, with the
+/// status a shell reports for a tool ended by SIGPIPE (128 + 13). Not for `serve`, whose
+/// sessions must never end the process.
+fn exit_quietly_on_broken_pipe() {
+    const SIGPIPE_STATUS: i32 = 141;
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(SIGPIPE_STATUS);
+        }
+        default(info);
+    }));
 }
 
 fn init_logging() {
