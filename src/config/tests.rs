@@ -630,3 +630,19 @@ fn docs_list_every_known_mechanism() {
         assert!(listed(row, "`"), "docs/configuration.md lacks {name}");
     }
 }
+
+#[test]
+fn introspection_ca_file_is_resolved_next_to_the_config() {
+    let text = format!(
+        "{BASE}[auth.oauth]\naudience = [\"mailgate\"]\njwks_file = \"jwks.json\"\n\
+         introspection_url = \"https://idp.example.test/introspect\"\n\
+         introspection_ca_file = \"idp-ca.pem\"\n"
+    );
+    let config = ok(&text);
+    let oauth = config.auth.oauth.expect("[auth.oauth]");
+    let introspection = oauth.introspection.expect("introspection");
+    assert_eq!(
+        introspection.ca_file.as_deref(),
+        Some(Path::new("/etc/mailgate/idp-ca.pem"))
+    );
+}
