@@ -131,6 +131,9 @@ enum AllowlistAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        exit_quietly_on_broken_pipe();
+    }
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => check_config(&config),
@@ -152,6 +155,27 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit(args),
         Command::Queue { config, json } => queue(&config, json),
     }
+}
+
+/// For the report commands (`mailgate check-config | head`): Rust ignores SIGPIPE, so once the
+/// reader has gone `println!` fails with EPIPE and panics. Exit quietly instead, with the
+/// status a shell reports for a tool ended by SIGPIPE (128 + 13). Not for `serve`, whose
+/// sessions must never end the process.
+fn exit_quietly_on_broken_pipe() {
+    const SIGPIPE_STATUS: i32 = 141;
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(SIGPIPE_STATUS);
+        }
+        default(info);
+    }));
 }
 
 fn init_logging() {
@@ -266,6 +290,10 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in users.warnings() {
+        let file = config.auth.users_file.display();
+        println!("warning: {file}:{}: {}; {}", w.line, w.message, w.hint);
+    }
     if !config.relay.local_domains.is_empty()
         && mailgate::auth::Authenticator::lookup(&users, "postmaster").is_none()
     {
@@ -276,10 +304,9 @@ fn check_config(path: &Path) -> ExitCode {
         );
     }
     for user in users.users() {
-        for mech in &config.auth.mechanisms {
-            if let Err(why) = users.can_serve(&user, mech) {
-                println!("warning: user {user} cannot log in with {mech}: {why}");
-            }
+        // Bearer-token mechanisms need nothing stored; APOP is checked when offered.
+        for (mech, why) in users.unserved(&user, &config.auth.mechanisms, config.auth.apop) {
+            println!("warning: user {user} cannot log in with {mech}: {why}");
         }
     }
     print_policy_coverage(&config, &users);
@@ -332,10 +359,22 @@ fn passwd(path: &Path, user: &str) -> ExitCode {
     match mailgate::auth::set_user(&config.auth.users_file, user, &forms) {
         Ok(()) => {
             println!(
-                "{}: stored {} form(s) for {user}; a running gateway reads them at its next start",
+                "{}: stored {} form(s) for {user}; a running gateway uses them within 2 s \
+                 (at once on SIGHUP)",
                 config.auth.users_file.display(),
                 forms.len()
             );
+            // The user's old lines are gone: say which enabled checks the new forms cannot
+            // serve (APOP needs {PLAIN}, which is never written).
+            let schemes: Vec<&str> = forms
+                .iter()
+                .filter_map(|f| f.strip_prefix('{')?.split_once('}').map(|(s, _)| s))
+                .collect();
+            let unserved =
+                mailgate::auth::unserved(&schemes, &config.auth.mechanisms, config.auth.apop);
+            for (mech, why) in unserved {
+                println!("warning: {user} cannot log in with {mech}: {why}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -351,9 +390,19 @@ fn schemes(path: &Path, user: Option<&str>) -> ExitCode {
     use mailgate::auth::{SCHEMES, UserStore, mechanisms_served};
     let Some(user) = user else {
         println!("{:<14} serves", "scheme");
-        for (scheme, mechanisms) in SCHEMES {
-            println!("{scheme:<14} {}", mechanisms.join(" "));
+        for s in SCHEMES {
+            println!("{:<14} {}", s.name, s.serves.join(" "));
+            if !s.aliases.is_empty() {
+                println!("{:<14} also written {}", "", s.aliases.join(", "));
+            }
+            if let Some(weak) = s.weak {
+                println!("{:<14} {weak}", "");
+            }
         }
+        println!(
+            "(.HEX, .B64 and .BASE64 suffixes select the encoding of binary data, e.g. \
+             {{SHA256.HEX}}, {{PLAIN.B64}})"
+        );
         return ExitCode::SUCCESS;
     };
     let config = match load(path) {
@@ -376,10 +425,8 @@ fn schemes(path: &Path, user: Option<&str>) -> ExitCode {
     for scheme in stored {
         println!("{scheme:<14} {}", mechanisms_served(scheme).join(" "));
     }
-    for mech in &config.auth.mechanisms {
-        if let Err(why) = users.can_serve(user, mech) {
-            println!("enabled mechanism {mech} cannot serve {user}: {why}");
-        }
+    for (mech, why) in users.unserved(user, &config.auth.mechanisms, config.auth.apop) {
+        println!("enabled mechanism {mech} cannot serve {user}: {why}");
     }
     ExitCode::SUCCESS
 }

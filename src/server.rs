@@ -251,6 +251,7 @@ impl Shared {
         match self.user_store.reload(path) {
             Ok(n) => {
                 tracing::info!(users = n, file = %path.display(), "users reloaded");
+                log_skipped_lines(path, &self.user_store);
                 Ok(n)
             }
             Err(e) => {
@@ -509,6 +510,7 @@ impl Server {
         let users =
             UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
         tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");
+        log_skipped_lines(&config.auth.users_file, &users);
         // derive_on_login: a successful plaintext login stores the forms stronger mechanisms
         // need (SCRAM keys, ...), so users can move to them without a password reset.
         let users = if config.auth.derive_on_login {
@@ -1045,5 +1047,13 @@ fn save_allowlist(shared: &Shared) {
     match shared.allowlist.save(&pbs.snapshot, shared.clock.now()) {
         Ok(()) => tracing::debug!(file = %pbs.snapshot.display(), "allowlist saved"),
         Err(e) => tracing::warn!(file = %pbs.snapshot.display(), "cannot save allowlist: {e}"),
+    }
+}
+
+/// Logs each users-file line skipped for a password scheme not supported here, as
+/// `FILE:LINE: ...`, so that the admin sees which users cannot log in and why.
+fn log_skipped_lines(path: &std::path::Path, users: &UserStore) {
+    for w in users.warnings() {
+        tracing::warn!("{}:{}: {}; {}", path.display(), w.line, w.message, w.hint);
     }
 }

@@ -66,30 +66,131 @@ pub fn server(cfg: &TlsConfig, hostname: &str) -> Result<ServerTls, Error> {
     })
 }
 
-/// RFC 5929 §4.1: hash the certificate with its signature's hash, SHA-256 for MD5/SHA-1.
-/// SHA-256 is what our generated (ECDSA P-256) certificates and most deployed ones use.
+/// RFC 5929 §4.1: hash the certificate with the hash function of its signature algorithm,
+/// SHA-256 where that is MD5 or SHA-1. Empty where the binding is undefined: a signature with
+/// no separate hash (Ed25519, Ed448), one we do not know, or a certificate we cannot parse;
+/// `tls-server-end-point` is then not offered (`tls-exporter` still is).
 fn end_point_hash(cert: &CertificateDer<'_>) -> Vec<u8> {
-    use sha2::{Digest, Sha256, Sha384, Sha512};
-    // The signatureAlgorithm OIDs of the common SHA-384/512 signatures, in DER.
-    const SHA384: [&[u8]; 2] = [
-        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03], // ecdsa-with-SHA384
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c], // sha384WithRSAEncryption
-    ];
-    const SHA512: [&[u8]; 2] = [
-        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04], // ecdsa-with-SHA512
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d], // sha512WithRSAEncryption
-    ];
+    use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
     let der = cert.as_ref();
-    // The outer signatureAlgorithm follows tbsCertificate; its OID sits near the end.
-    let tail = &der[der.len().saturating_sub(160)..];
-    let has = |oid: &[u8]| tail.windows(oid.len()).any(|w| w == oid);
-    if SHA512.iter().any(|o| has(o)) {
-        Sha512::digest(der).to_vec()
-    } else if SHA384.iter().any(|o| has(o)) {
-        Sha384::digest(der).to_vec()
-    } else {
-        Sha256::digest(der).to_vec()
+    match signature_hash(der) {
+        Some(SigHash::Sha256) => Sha256::digest(der).to_vec(),
+        Some(SigHash::Sha224) => Sha224::digest(der).to_vec(),
+        Some(SigHash::Sha384) => Sha384::digest(der).to_vec(),
+        Some(SigHash::Sha512) => Sha512::digest(der).to_vec(),
+        None => Vec::new(),
     }
+}
+
+/// The hash a `tls-server-end-point` binding uses (MD5 and SHA-1 already mapped to SHA-256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SigHash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// The end-point hash for the certificate `der`: `Certificate ::= SEQUENCE { tbsCertificate,
+/// signatureAlgorithm AlgorithmIdentifier, signatureValue }` (RFC 5280 §4.1), read with the
+/// bounded DER walker [`der_tlv`]; the OID of `signatureAlgorithm` decides, and for RSASSA-PSS
+/// the `hashAlgorithm` of its parameters (RFC 4055 §3.1, default SHA-1).
+fn signature_hash(der: &[u8]) -> Option<SigHash> {
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (cert, _) = der_tlv(der, SEQUENCE)?;
+    let (_tbs, rest) = der_tlv(cert, SEQUENCE)?;
+    let (algorithm, _) = der_tlv(rest, SEQUENCE)?;
+    let (oid, params) = der_tlv(algorithm, OID)?;
+    // 1.2.840.113549.1.1.x (PKCS #1), 1.2.840.10045.4.x (ECDSA), 1.2.840.10040.4.3 (DSA),
+    // 2.16.840.1.101.3.4.3.x (DSA with SHA-2), 2.16.840.1.101.3.4.2.x (the hashes, for PSS).
+    const PKCS1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    const DSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x03];
+    const DSA_SHA2: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03];
+    const HASHES: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02];
+    let last = |prefix: &[u8]| match oid.strip_prefix(prefix) {
+        Some([b]) => Some(*b),
+        _ => None,
+    };
+    if let Some(n) = last(PKCS1) {
+        return match n {
+            0x04 | 0x05 => Some(SigHash::Sha256), // md5WithRSA, sha1WithRSA
+            0x0b => Some(SigHash::Sha256),
+            0x0c => Some(SigHash::Sha384),
+            0x0d => Some(SigHash::Sha512),
+            0x0e => Some(SigHash::Sha224),
+            0x0a => pss_hash(params, HASHES), // RSASSA-PSS
+            _ => None,
+        };
+    }
+    if oid == [ECDSA, &[0x01]].concat() || oid == DSA_SHA1 {
+        return Some(SigHash::Sha256); // ecdsa-with-SHA1, dsa-with-sha1
+    }
+    let sha2 = |n: u8| match n {
+        1 => Some(SigHash::Sha224),
+        2 => Some(SigHash::Sha256),
+        3 => Some(SigHash::Sha384),
+        4 => Some(SigHash::Sha512),
+        _ => None,
+    };
+    if let Some(rest) = oid.strip_prefix(ECDSA)
+        && let [0x03, n] = rest
+    {
+        return sha2(*n); // ecdsa-with-SHA224..512
+    }
+    if let Some(n) = last(DSA_SHA2) {
+        return sha2(n);
+    }
+    None
+}
+
+/// The hash of RSASSA-PSS parameters `params` (`SEQUENCE { [0] hashAlgorithm ... }`).
+fn pss_hash(params: &[u8], hashes: &[u8]) -> Option<SigHash> {
+    let (seq, _) = der_tlv(params, 0x30)?;
+    let Some((explicit, _)) = der_tlv(seq, 0xa0) else {
+        return Some(SigHash::Sha256); // hashAlgorithm absent: SHA-1, replaced by SHA-256
+    };
+    let (hash_alg, _) = der_tlv(explicit, 0x30)?;
+    let (oid, _) = der_tlv(hash_alg, 0x06)?;
+    match oid.strip_prefix(hashes) {
+        Some([0x01]) => Some(SigHash::Sha256),
+        Some([0x02]) => Some(SigHash::Sha384),
+        Some([0x03]) => Some(SigHash::Sha512),
+        Some([0x04]) => Some(SigHash::Sha224),
+        _ if oid == [0x2b, 0x0e, 0x03, 0x02, 0x1a] => Some(SigHash::Sha256), // SHA-1
+        _ => None,
+    }
+}
+
+/// Reads one DER element with tag `tag` at the start of `buf`: its contents and what follows.
+/// Bounded: single-byte tags only, definite lengths of at most 4 length bytes, and the
+/// contents must lie inside `buf`; anything else is `None`.
+fn der_tlv(buf: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&got, rest) = buf.split_first()?;
+    if got != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81..=0x84 => {
+            let n = usize::from(first & 0x7f);
+            if rest.len() < n {
+                return None;
+            }
+            let (bytes, rest) = rest.split_at(n);
+            let len = bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, rest)
+        }
+        _ => return None, // indefinite length (BER) or an absurd length-of-length
+    };
+    if len > rest.len() {
+        return None;
+    }
+    Some(rest.split_at(len))
 }
 
 /// Channel-binding data of an established session (RFC 9266, RFC 5929).
@@ -245,6 +346,71 @@ mod tests {
             32,
             "ECDSA P-256 SHA-256 certificate: SHA-256"
         );
+    }
+
+    /// RFC 5929 §4.1 on real certificates (tests/fixtures/tls/README.md says how each was
+    /// made): the signature's hash, SHA-256 for SHA-1, none for Ed25519.
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        use sha2::{Digest, Sha256, Sha384, Sha512};
+        let cases: [(&str, Option<SigHash>); 7] = [
+            ("ecdsa-p256-sha256", Some(SigHash::Sha256)),
+            ("ecdsa-p384-sha384", Some(SigHash::Sha384)),
+            ("rsa-sha384", Some(SigHash::Sha384)),
+            ("rsa-sha512", Some(SigHash::Sha512)),
+            ("rsa-pss-sha512", Some(SigHash::Sha512)),
+            ("rsa-sha1", Some(SigHash::Sha256)),
+            ("ed25519", None),
+        ];
+        for (name, want) in cases {
+            let path = format!(
+                "{}/tests/fixtures/tls/{name}.pem",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let cert = load_certs(Path::new(&path))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .remove(0);
+            let der = cert.as_ref();
+            assert_eq!(signature_hash(der), want, "{name}");
+            let hash = end_point_hash(&cert);
+            let expected = match want {
+                Some(SigHash::Sha384) => Sha384::digest(der).to_vec(),
+                Some(SigHash::Sha512) => Sha512::digest(der).to_vec(),
+                Some(_) => Sha256::digest(der).to_vec(),
+                None => Vec::new(),
+            };
+            assert_eq!(hash, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn der_walker_refuses_what_it_cannot_bound() {
+        let parsed: [(&[u8], &[u8], &[u8]); 2] = [
+            (&[0x30, 0x02, 1, 2, 9], &[1, 2], &[9]),
+            (&[0x30, 0x81, 0x01, 7], &[7], &[]),
+        ];
+        for (input, contents, rest) in parsed {
+            assert_eq!(der_tlv(input, 0x30), Some((contents, rest)), "{input:?}");
+        }
+        let refused: [&[u8]; 6] = [
+            &[0x30, 0x03, 1, 2],          // contents past the end
+            &[0x30, 0x80, 1, 0, 0],       // indefinite length
+            &[0x30, 0x85, 1, 1, 1, 1, 1], // length of length 5
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x31, 0x00], // another tag
+            &[0x30],
+        ];
+        for input in refused {
+            assert_eq!(der_tlv(input, 0x30), None, "{input:?}");
+        }
+        for junk in [
+            &[][..],
+            &[0x30, 0x00],
+            &[0x30, 0x02, 0x30, 0x00],
+            &[0xff; 64],
+        ] {
+            assert_eq!(signature_hash(junk), None);
+        }
     }
 
     #[test]

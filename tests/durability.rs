@@ -201,6 +201,13 @@ fn passwd_writes_hashed_forms_not_plaintext() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("within 2 s"), "{stdout}");
+    // `[auth] apop` is on by default, and passwd never writes the {PLAIN} form APOP needs.
+    assert!(
+        stdout.contains("warning: carol cannot log in with APOP: APOP needs a {PLAIN}"),
+        "{stdout}"
+    );
     let users = std::fs::read_to_string(dir.path().join("users")).unwrap();
     assert!(users.contains("carol:{ARGON2ID}"), "{users}");
     assert!(
@@ -211,4 +218,30 @@ fn passwd_writes_hashed_forms_not_plaintext() {
         users.contains("alice:{PLAIN}secret-pw"),
         "other users kept: {users}"
     );
+}
+
+/// `mailgate check-config | head`: a reader that has gone must not make the report commands
+/// panic; they exit with the SIGPIPE status, as shell tools do.
+#[test]
+fn report_commands_survive_a_closed_stdout() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = format!("{root}/config/mailgate.toml");
+    let cases: [&[&str]; 2] = [
+        &["check-config", "--config", &config],
+        &["passwd", "--scheme"],
+    ];
+    for args in cases {
+        // The read end is closed before the command starts, so its first write gets EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+    }
 }

@@ -3,6 +3,10 @@
 //! default and accepted with `[auth] ntlm_v1 = true`; malformed messages answered 501 / 535 while
 //! the server keeps serving.
 //!
+//! swaks speaks only SMTP, so NTLM over POP3 is driven by curl (`pop3://` with
+//! `--login-options AUTH=NTLM`) and by the ntlmclient crate (NTLMv2, and the NTLMv1 responses
+//! computed in `v1_response`).
+//!
 //! Tests driving an external client skip with a notice when it is missing; CI sets
 //! `MAILGATE_REQUIRE_CLIENTS=1`, which turns a skip into a failure.
 
@@ -291,6 +295,50 @@ async fn ntlmv1_refused_by_default_and_accepted_when_enabled() {
     on.stop().await;
 }
 
+/// POP3 AUTH NTLM without an initial response (`+`, NEGOTIATE, CHALLENGE, AUTHENTICATE);
+/// whether the server answered `+OK`.
+async fn pop_ntlm(p: &mut Client, creds: &Credentials, kind: Kind) -> bool {
+    p.send("AUTH NTLM").await;
+    assert_eq!(p.line().await.as_deref().map(str::trim_end), Some("+"));
+    p.send(&negotiate_b64()).await;
+    let challenge = p.line().await.expect("challenge");
+    let challenge = challenge.strip_prefix("+ ").expect("POP3 continuation");
+    p.send(&authenticate_b64(challenge, creds, kind)).await;
+    let line = p.line().await.expect("AUTH result");
+    assert!(
+        line.starts_with("+OK") || line.starts_with("-ERR [AUTH]"),
+        "{line}"
+    );
+    line.starts_with("+OK")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ntlmv1_over_pop3_refused_by_default_and_accepted_when_enabled() {
+    let bob = creds("bob", "EXAMPLE", PASSWORD);
+    let kinds = [Kind::V1, Kind::V1NoLm, Kind::V1Extended];
+    for (ntlm_v1, accepted) in [(false, false), (true, true)] {
+        let gw = start(ntlm_v1).await;
+        for kind in kinds {
+            let mut p = Client::connect(gw.addr("pop3")).await;
+            p.pop(true).await;
+            let wrong = creds("bob", "", "wrong");
+            assert!(
+                !pop_ntlm(&mut p, &wrong, kind).await,
+                "{kind:?} wrong password"
+            );
+            let got = pop_ntlm(&mut p, &bob, kind).await;
+            assert_eq!(got, accepted, "{kind:?} with ntlm_v1 = {ntlm_v1}");
+            if !accepted {
+                // The same session still takes NTLMv2.
+                assert!(pop_ntlm(&mut p, &bob, Kind::V2).await, "{kind:?} then v2");
+            }
+            p.pop_cmd("STAT", true).await;
+            p.pop_cmd("QUIT", true).await;
+        }
+        gw.stop().await;
+    }
+}
+
 /// Sends `line` (already base64 or a command) and returns the reply code.
 async fn code_after(c: &mut Client, line: &str) -> u16 {
     c.send(line).await;
@@ -441,6 +489,28 @@ async fn curl_ntlm_on_smtp_and_pop3() {
             "bob@example.test",
             "--upload-file",
             &msg.to_string_lossy(),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(67),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // POP3 with a wrong password: refused (curl exits 67: login denied).
+    let out = run(
+        "curl",
+        s(&[
+            "-sS",
+            "--ssl-reqd",
+            "-k",
+            "--login-options",
+            "AUTH=NTLM",
+            "--user",
+            "bob:wrong",
+            &format!("pop3s://{}/", gw.addr("pop3s")),
         ]),
         None,
     )

@@ -1,6 +1,7 @@
 //! XOAUTH2 and OAUTHBEARER end to end: a gateway with `[auth.oauth]` (a JWKS file written by
 //! the test), tokens signed with the fixture keys, over implicit TLS (submissions, POP3S) and
-//! STARTTLS, and with Python's smtplib when it is installed.
+//! STARTTLS, and with Python's smtplib when it is installed; malformed messages on SMTP and
+//! POP3, each followed by a good login; no token in the log or the audit log.
 
 mod common;
 
@@ -371,7 +372,15 @@ async fn tokens_never_reach_the_log() {
     p.pop_cmd(&format!("AUTH XOAUTH2 {}", xoauth2("alice", &good)), true)
         .await;
     p.pop_cmd("QUIT", true).await;
-    gw.stop().await;
+    let audit_path = gw.state().join("audit.log");
+    // Stopping flushes the audit writer; the folder lives until `_dir` drops.
+    let _dir = gw.stop().await;
+    let audit = std::fs::read_to_string(&audit_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", audit_path.display()));
+    assert!(
+        audit.contains("XOAUTH2"),
+        "no bearer events audited:\n{audit}"
+    );
     let text =
         String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
     assert!(
@@ -392,6 +401,132 @@ async fn tokens_never_reach_the_log() {
                 !text.contains(&secret),
                 "token material in the log:\n{text}"
             );
+            assert!(
+                !audit.contains(&secret),
+                "token material in the audit log:\n{audit}"
+            );
         }
     }
+}
+
+/// What the server answered last in a malformed-input case: the SMTP code, or for POP3 535 for
+/// `-ERR [AUTH]`, 501 for another `-ERR`, 334 for a `+ ` challenge and 235 for `+OK`.
+async fn code(c: &mut Client, pop3: bool) -> (u16, String) {
+    if !pop3 {
+        let (code, lines) = c.reply().await;
+        return (code, lines.join("\n"));
+    }
+    let line = c.line().await.unwrap_or_default();
+    let code = if line.starts_with("+OK") {
+        235
+    } else if line.starts_with("+ ") {
+        334
+    } else if line.starts_with("-ERR [AUTH]") {
+        535
+    } else {
+        assert!(line.starts_with("-ERR"), "{line}");
+        501
+    };
+    (code, line)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_bearer_messages_on_smtp_and_pop3_then_a_good_login() {
+    let gw = start().await;
+    let good = token(1, "alice@example.test", json!({}));
+    let bad = token(1, "alice@example.test", json!({"aud": "calendar"}));
+    let b64 = |s: &str| B64.encode(s);
+    // (case, AUTH command, the line answering the error challenge (if any), the last code)
+    let cases: Vec<(&str, String, Option<&str>, u16)> = vec![
+        (
+            "XOAUTH2 without auth=",
+            format!("AUTH XOAUTH2 {}", b64("user=alice\x01\x01")),
+            None,
+            501,
+        ),
+        (
+            "OAUTHBEARER without auth=",
+            format!(
+                "AUTH OAUTHBEARER {}",
+                b64("n,a=alice,\x01host=mail.example.test\x01\x01")
+            ),
+            None,
+            501,
+        ),
+        (
+            "OAUTHBEARER without a gs2 header",
+            format!("AUTH OAUTHBEARER {}", b64("auth=Bearer x\x01\x01")),
+            None,
+            501,
+        ),
+        (
+            "XOAUTH2 bad base64",
+            "AUTH XOAUTH2 %%%not-base64%%%".into(),
+            None,
+            501,
+        ),
+        (
+            "OAUTHBEARER bad base64",
+            "AUTH OAUTHBEARER %%%not-base64%%%".into(),
+            None,
+            501,
+        ),
+        (
+            "XOAUTH2 bad base64 after the error challenge",
+            format!("AUTH XOAUTH2 {}", xoauth2("alice", &bad)),
+            Some("%%%"),
+            501,
+        ),
+        (
+            "OAUTHBEARER bad base64 after the error challenge",
+            format!("AUTH OAUTHBEARER {}", oauthbearer("alice", &bad)),
+            Some("%%%"),
+            501,
+        ),
+        (
+            "OAUTHBEARER * after the error challenge",
+            format!("AUTH OAUTHBEARER {}", oauthbearer("alice", &bad)),
+            Some("*"),
+            501,
+        ),
+        // Any other answer to the error challenge ends the exchange as the refusal it is.
+        (
+            "OAUTHBEARER a token again instead of ^A",
+            format!("AUTH OAUTHBEARER {}", oauthbearer("alice", &bad)),
+            Some("again"),
+            535,
+        ),
+    ];
+    for pop3 in [false, true] {
+        for (case, auth, then, want) in &cases {
+            let mut c = if pop3 {
+                let mut c = Client::connect_tls(gw.addr("pop3s")).await;
+                c.pop(true).await;
+                c
+            } else {
+                let mut c = Client::connect_tls(gw.addr("submissions")).await;
+                c.expect(220).await;
+                c.cmd("EHLO client.example", 250).await;
+                c
+            };
+            c.send(auth).await;
+            let (mut got, mut text) = code(&mut c, pop3).await;
+            if let Some(next) = then {
+                assert_eq!(got, 334, "pop3={pop3} {case}: {text}");
+                let line = match *next {
+                    "again" => oauthbearer("alice", &good),
+                    other => other.to_owned(),
+                };
+                c.send(&line).await;
+                (got, text) = code(&mut c, pop3).await;
+            }
+            assert_eq!(got, *want, "pop3={pop3} {case}: {text}");
+            // The session goes on: a good token logs in right after.
+            c.send(&format!("AUTH XOAUTH2 {}", xoauth2("alice", &good)))
+                .await;
+            let (got, text) = code(&mut c, pop3).await;
+            assert_eq!(got, 235, "pop3={pop3} {case}, then a good login: {text}");
+        }
+    }
+    gw.stop().await;
 }

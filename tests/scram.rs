@@ -2,7 +2,8 @@
 //! (RFC 9266) from a rustls client, and Python's `scramp` driving SMTP AUTH SCRAM-SHA-256 over
 //! implicit TLS (also `-PLUS` with `tls-server-end-point`, RFC 5929 §4, and the downgrade
 //! case) and POP3 AUTH SCRAM-SHA-1 (RFC 5034). Users are served from `{PLAIN}` (alice) and from
-//! stored `{SCRAM-SHA-*}` keys written by `stored_forms` (carol).
+//! stored `{SCRAM-SHA-*}` keys written by `stored_forms` (carol). Malformed exchanges on SMTP
+//! and POP3 (garbage, bad base64, `*`, a wrong nonce), each followed by a good login.
 //!
 //! The Python tests are skipped with a notice when `scramp` is missing, unless
 //! `MAILGATE_REQUIRE_CLIENTS=1` (CI), which turns the skip into a failure.
@@ -128,9 +129,10 @@ async fn scram_sha256_plus_with_tls_exporter_from_rustls() {
         ("carol", CAROL_PASSWORD, exporter_gs2, true, 334),
         ("alice", "wrong", exporter_gs2, true, 535),
         // Binding data from another session: a man in the middle.
-        ("alice", PASSWORD, exporter_gs2, false, 501),
+        // Well-formed but wrong: an authentication failure, not a syntax error.
+        ("alice", PASSWORD, exporter_gs2, false, 535),
         // The client could bind but thinks the server cannot, while -PLUS is offered.
-        ("alice", PASSWORD, "y,,", true, 501),
+        ("alice", PASSWORD, "y,,", true, 535),
         ("alice", PASSWORD, "n,,", true, 334),
     ];
     for (user, password, gs2, same_session, want) in cases {
@@ -260,7 +262,7 @@ else:
     send(b64(client.get_client_final()))
     line = pop_reply()
     if expect != "ok":
-        assert line.startswith("-ERR"), line
+        assert line.startswith("-ERR [AUTH]"), line
         print("refused as expected")
         sys.exit(0)
     assert line.startswith("+ "), line
@@ -314,8 +316,8 @@ async fn scramp_smtp_scram_sha256_over_implicit_tls() {
             "end-point",
             "ok",
         ),
-        // Downgrade: scramp could bind, is told SCRAM-SHA-256 only, and says `y`.
-        ("SCRAM-SHA-256", "alice", PASSWORD, "y", "501"),
+        // Downgrade: scramp could bind, is told SCRAM-SHA-256 only, and says `y`: 535.
+        ("SCRAM-SHA-256", "alice", PASSWORD, "y", "535"),
     ];
     for (mech, user, password, cb, expect) in cases {
         scramp(&["smtp", &port, mech, user, password, cb, expect]).await;
@@ -337,6 +339,181 @@ async fn scramp_pop3_scram_sha1() {
     ];
     for (user, password, expect) in cases {
         scramp(&["pop3", &port, "SCRAM-SHA-1", user, password, "none", expect]).await;
+    }
+    gw.stop().await;
+}
+
+/// Which protocol a malformed-input case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Smtp,
+    Pop3,
+}
+
+/// What the server answered to one line of an exchange.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// A challenge (SMTP 334, POP3 `+ `), decoded.
+    Challenge(Vec<u8>),
+    /// Success (SMTP 235, POP3 `+OK`).
+    Ok,
+    /// A failure: the SMTP code, or for POP3 501 for a plain `-ERR` and 535 for `-ERR [AUTH]`.
+    Err(u16),
+}
+
+async fn answer(c: &mut Client, proto: Proto) -> Answer {
+    match proto {
+        Proto::Smtp => match c.reply().await {
+            (334, lines) => Answer::Challenge(B64.decode(lines[0][4..].trim()).expect("b64")),
+            (235, _) => Answer::Ok,
+            (code, _) => Answer::Err(code),
+        },
+        Proto::Pop3 => {
+            let line = c.line().await.expect("POP3 reply");
+            if let Some(rest) = line.strip_prefix("+ ") {
+                Answer::Challenge(B64.decode(rest.trim()).expect("b64"))
+            } else if line == "+" {
+                Answer::Challenge(Vec::new())
+            } else if line.starts_with("+OK") {
+                Answer::Ok
+            } else if line.starts_with("-ERR [AUTH]") {
+                Answer::Err(535)
+            } else {
+                assert!(line.starts_with("-ERR"), "{line}");
+                Answer::Err(501)
+            }
+        }
+    }
+}
+
+/// Opens a session on `proto` (SMTP submission after EHLO, or POP3) that offers SCRAM.
+async fn session(gw: &Gateway, proto: Proto) -> Client {
+    match proto {
+        Proto::Smtp => {
+            let mut c = Client::connect(gw.addr("submission")).await;
+            c.expect(220).await;
+            c.cmd("EHLO client.example", 250).await;
+            c
+        }
+        Proto::Pop3 => {
+            let mut c = Client::connect(gw.addr("pop3")).await;
+            assert!(c.line().await.expect("greeting").starts_with("+OK"));
+            c
+        }
+    }
+}
+
+/// The client-first message and the client-final message for the server-first `challenge`,
+/// with the final nonce changed by `tamper`.
+fn scram_final(challenge: &[u8], bare: &str, tamper: impl Fn(&str) -> String) -> String {
+    let server_first = String::from_utf8(challenge.to_vec()).expect("server-first is UTF-8");
+    let nonce = server_first
+        .split(',')
+        .find_map(|a| a.strip_prefix("r="))
+        .expect("nonce");
+    let tampered = server_first.replacen(nonce, &tamper(nonce), 1);
+    let (last, _) = client_final(PASSWORD, bare, &tampered, b"n,,");
+    B64.encode(last)
+}
+
+/// A complete good SCRAM-SHA-256 login for alice.
+async fn good_scram(c: &mut Client, proto: Proto) {
+    let bare = "n=alice,r=goodclientnonce";
+    c.send(&format!(
+        "AUTH SCRAM-SHA-256 {}",
+        B64.encode(format!("n,,{bare}"))
+    ))
+    .await;
+    let Answer::Challenge(first) = answer(c, proto).await else {
+        panic!("{proto:?}: no server-first");
+    };
+    c.send(&scram_final(&first, bare, str::to_owned)).await;
+    let Answer::Challenge(last) = answer(c, proto).await else {
+        panic!("{proto:?}: no server-final");
+    };
+    assert!(
+        last.starts_with(b"v="),
+        "{}",
+        String::from_utf8_lossy(&last)
+    );
+    c.send("").await;
+    assert_eq!(answer(c, proto).await, Answer::Ok, "{proto:?}: good login");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_scram_on_smtp_and_pop3_then_a_good_login() {
+    let gw = gateway().await;
+    let bare = "n=alice,r=clientnonce";
+    let first = B64.encode(format!("n,,{bare}"));
+    for proto in [Proto::Smtp, Proto::Pop3] {
+        // (case, the lines after the server-first message or None to send only `start`, the
+        // answer expected last)
+        let cases: [(&str, String, Option<&str>, Answer); 7] = [
+            (
+                "garbage client-first",
+                format!("AUTH SCRAM-SHA-256 {}", B64.encode("garbage")),
+                None,
+                Answer::Err(501),
+            ),
+            (
+                "bad base64 initial response",
+                "AUTH SCRAM-SHA-256 %%%not-base64%%%".into(),
+                None,
+                Answer::Err(501),
+            ),
+            (
+                "* instead of client-first",
+                "AUTH SCRAM-SHA-256".into(),
+                Some("*"),
+                Answer::Err(501),
+            ),
+            (
+                "* instead of client-final",
+                format!("AUTH SCRAM-SHA-256 {first}"),
+                Some("*"),
+                Answer::Err(501),
+            ),
+            (
+                "bad base64 client-final",
+                format!("AUTH SCRAM-SHA-256 {first}"),
+                Some("%%%"),
+                Answer::Err(501),
+            ),
+            (
+                "garbage client-final",
+                format!("AUTH SCRAM-SHA-256 {first}"),
+                Some("garbage"),
+                Answer::Err(501),
+            ),
+            (
+                "wrong nonce",
+                format!("AUTH SCRAM-SHA-256 {first}"),
+                Some("wrong-nonce"),
+                Answer::Err(535),
+            ),
+        ];
+        for (case, start, then, want) in cases {
+            let mut c = session(&gw, proto).await;
+            c.send(&start).await;
+            let got = match then {
+                None => answer(&mut c, proto).await,
+                Some(next) => {
+                    let Answer::Challenge(challenge) = answer(&mut c, proto).await else {
+                        panic!("{proto:?} {case}: no challenge");
+                    };
+                    let line = match next {
+                        "wrong-nonce" => scram_final(&challenge, bare, |n| format!("{n}x")),
+                        "garbage" => B64.encode("garbage"),
+                        other => other.to_owned(),
+                    };
+                    c.send(&line).await;
+                    answer(&mut c, proto).await
+                }
+            };
+            assert_eq!(got, want, "{proto:?}: {case}");
+            // The session goes on: a good login right after.
+            good_scram(&mut c, proto).await;
+        }
     }
     gw.stop().await;
 }

@@ -1,14 +1,28 @@
 //! The users file (`mailgate::auth::UserStore::parse`): never panics on any text, and a store
 //! that loads answers its queries consistently. Input is capped at 4 KiB; credential checks
-//! run only for users whose stored forms are all cheap to verify (`PLAIN`, `CRAM-MD5`, `NTLM`),
-//! so that slow hashes (and their attacker-chosen costs) do not stall the run.
+//! run only for users whose stored forms are all cheap to verify (`PLAIN`, `CRAM-MD5`, `NTLM`
+//! and the one-round legacy digests), so that slow hashes (and their attacker-chosen costs) do
+//! not stall the run.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mailgate::auth::{Authenticator, MAX_FORMS_PER_USER, UserStore, Verdict};
 
-const CHEAP: &[&str] = &["PLAIN", "CRAM-MD5", "NTLM"];
+const CHEAP: &[&str] = &[
+    "PLAIN",
+    "CRAM-MD5",
+    "NTLM",
+    "PLAIN-MD4",
+    "PLAIN-MD5",
+    "SMD5",
+    "SHA",
+    "SSHA",
+    "SHA256",
+    "SSHA256",
+    "SHA512",
+    "SSHA512",
+];
 
 fuzz_target!(|data: &[u8]| {
     if data.len() > 4096 {

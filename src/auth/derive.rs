@@ -9,10 +9,14 @@
 //! never overwritten by keys of the old one); the file is replaced atomically (temporary file,
 //! fsync, rename, folder fsync) only if it did not change while the lines were made; and then
 //! the in-memory store takes the user's forms from the file. Failures are logged (never with
-//! the password) and that user is not tried again in this run.
+//! the password) and that user is not tried again in this run. The slow part (hashing, the
+//! file lock, fsync) runs through `io::may_block`, so it does not stall the other sessions on
+//! the login's worker thread, and holds no mutex the other sessions need.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::scheme::Form;
 use super::{Error, MAX_FILE_BYTES, ScramHash, UserStore, file, scheme, scram};
@@ -112,15 +116,25 @@ impl UserStore {
         if derivation.wanted.iter().all(|w| w.served_by(&forms)) {
             return;
         }
-        let mut failed = self
+        if self
             .derive_failed
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if failed.contains(&name) {
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&name)
+        {
             return;
         }
-        // Holding `derive_failed` also keeps two logins of this process from deriving at once.
-        match derive(&derivation.path, &derivation.wanted, &name, password) {
+        // One derivation per user at a time in this process; another login of the same user
+        // meanwhile skips it (the forms land with the first, or at a later login).
+        let Some(_busy) = Busy::claim(&self.deriving, &name) else {
+            return;
+        };
+        // Argon2 / PBKDF2, the file lock (which may wait for `mailgate passwd`) and the fsyncs
+        // run off this async worker (`io::may_block` hands its other tasks to another thread
+        // first), and no mutex that other sessions take is held meanwhile.
+        let result =
+            crate::io::may_block(|| derive(&derivation.path, &derivation.wanted, &name, password));
+        match result {
             Ok((forms, added)) => {
                 if added > 0 {
                     tracing::info!(user = %name, added, "derived stored forms after login");
@@ -129,9 +143,38 @@ impl UserStore {
             }
             Err(e) => {
                 tracing::warn!(user = %name, "derive_on_login: {e}");
-                failed.insert(name);
+                self.derive_failed
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(name);
             }
         }
+    }
+}
+
+/// A user's place in the set of derivations in progress; left when dropped (also on panic).
+struct Busy<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    user: String,
+}
+
+impl<'a> Busy<'a> {
+    /// Enters `user` into `set`; `None` if a derivation for the user is already in progress.
+    fn claim(set: &'a Mutex<HashSet<String>>, user: &str) -> Option<Busy<'a>> {
+        let mut users = set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        users.insert(user.to_owned()).then(|| Busy {
+            set,
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.user);
     }
 }
 
@@ -326,6 +369,69 @@ mod tests {
         let store = UserStore::load(&path).expect("reload");
         for user in ["alice", "bob"] {
             assert_eq!(store.schemes(user), ["ARGON2ID", "SCRAM-SHA-256"], "{user}");
+        }
+    }
+
+    /// A derivation waiting for the users-file lock (held here, as `mailgate passwd` would)
+    /// holds no mutex that other logins or a reload need, and a second login of the same user
+    /// meanwhile returns at once instead of deriving twice.
+    #[test]
+    fn a_waiting_derivation_blocks_no_other_login_or_reload() {
+        let text = format!("alice:{ARGON}\nbob:{ARGON}\n");
+        let (_dir, path, store) = setup(&text, &["SCRAM-SHA-256"]);
+        let held = file::lock(&path).expect("hold the users-file lock");
+        std::thread::scope(|s| {
+            let first = s.spawn(|| store.plaintext_login("alice", b"password"));
+            // Wait (bounded) until the first login is inside its derivation.
+            for _ in 0..1_000_000 {
+                if store.deriving.lock().expect("lock").contains("alice") {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            assert!(store.deriving.lock().expect("lock").contains("alice"));
+            // These would have waited for the first derivation (up to the 5 s lock timeout)
+            // while it held `derive_failed`.
+            store.plaintext_login("alice", b"password");
+            store.reload(&path).expect("reload");
+            assert!(
+                !first.is_finished(),
+                "the first derivation still waits for the lock"
+            );
+            drop(held);
+            first.join().expect("first login");
+        });
+        assert_eq!(store.schemes("alice"), ["ARGON2ID", "SCRAM-SHA-256"]);
+        assert!(store.deriving.lock().expect("lock").is_empty());
+    }
+
+    /// On the multi-threaded runtime the derivation runs through `block_in_place`, nested
+    /// with the password hashes' own `may_block`, and on a current-thread runtime inline.
+    #[test]
+    fn derivation_runs_on_either_runtime() {
+        for multi in [true, false] {
+            let text = format!("alice:{ARGON}\n");
+            let (_dir, _path, store) = setup(&text, &["SCRAM-SHA-256"]);
+            let store = std::sync::Arc::new(store);
+            let rt = if multi {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread().build()
+            }
+            .expect("runtime");
+            let task = store.clone();
+            rt.block_on(async move {
+                tokio::spawn(async move { task.plaintext_login("alice", b"password") })
+                    .await
+                    .expect("task");
+            });
+            assert_eq!(
+                store.schemes("alice"),
+                ["ARGON2ID", "SCRAM-SHA-256"],
+                "{multi}"
+            );
         }
     }
 

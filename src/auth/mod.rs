@@ -24,6 +24,7 @@
 
 mod derive;
 mod file;
+mod legacy;
 mod scheme;
 pub mod scram;
 
@@ -61,11 +62,46 @@ const SCRAM_SHA1_UNAVAILABLE: &str = "SCRAM-SHA-1 needs a {PLAIN} or {SCRAM-SHA-
 const SCRAM_SHA256_UNAVAILABLE: &str =
     "SCRAM-SHA-256 needs a {PLAIN} or {SCRAM-SHA-256} stored form";
 
-/// Every scheme the users file may hold, each with the mechanisms (SASL names, plus `USER` and
-/// `APOP` for POP3) it can serve, for `mailgate passwd --scheme` and [`UserStore::can_serve`].
-pub const SCHEMES: &[(&str, &[&str])] = &[
-    (
+/// One scheme the users file may hold, for `mailgate passwd --scheme` and
+/// [`UserStore::can_serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct SchemeInfo {
+    /// The scheme name as [`UserStore::schemes`] reports it.
+    pub name: &'static str,
+    /// Other names Dovecot writes for it (each may also carry a `.HEX` / `.B64` suffix where
+    /// the data is binary).
+    pub aliases: &'static [&'static str],
+    /// The mechanisms (SASL names, plus `USER` and `APOP` for POP3) it can serve.
+    pub serves: &'static [&'static str],
+    /// Why the stored form is weak, if it is.
+    pub weak: Option<&'static str>,
+}
+
+const FAST_HASH: Option<&str> =
+    Some("weak: a fast hash, guessable from a stolen file; import only, never written");
+const PASSWORD_EQUIVALENT: Option<&str> =
+    Some("password-equivalent: a stolen file logs in with it directly");
+
+const fn scheme(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    serves: &'static [&'static str],
+    weak: Option<&'static str>,
+) -> SchemeInfo {
+    SchemeInfo {
+        name,
+        aliases,
+        serves,
+        weak,
+    }
+}
+
+/// Every scheme the users file may hold, with its aliases, the mechanisms it serves and
+/// whether it is weak.
+pub const SCHEMES: &[SchemeInfo] = &[
+    scheme(
         "PLAIN",
+        &["CLEARTEXT"],
         &[
             "PLAIN",
             "LOGIN",
@@ -78,20 +114,34 @@ pub const SCHEMES: &[(&str, &[&str])] = &[
             "SCRAM-SHA-256",
             "SCRAM-SHA-256-PLUS",
         ],
+        Some("cleartext: a stolen file gives every password"),
     ),
-    ("CRAM-MD5", &["PLAIN", "LOGIN", "USER", "CRAM-MD5"]),
-    ("SHA512-CRYPT", CLEARTEXT_ONLY),
-    ("SHA256-CRYPT", CLEARTEXT_ONLY),
-    ("BLF-CRYPT", CLEARTEXT_ONLY),
-    ("ARGON2ID", CLEARTEXT_ONLY),
-    ("ARGON2I", CLEARTEXT_ONLY),
-    ("NTLM", &["PLAIN", "LOGIN", "USER", "NTLM"]),
-    (
+    scheme(
+        "CRAM-MD5",
+        &["HMAC-MD5"],
+        &["PLAIN", "LOGIN", "USER", "CRAM-MD5"],
+        PASSWORD_EQUIVALENT,
+    ),
+    scheme("SHA512-CRYPT", &["CRYPT ($6$)"], CLEARTEXT_ONLY, None),
+    scheme("SHA256-CRYPT", &["CRYPT ($5$)"], CLEARTEXT_ONLY, None),
+    scheme("BLF-CRYPT", &["CRYPT ($2y$)"], CLEARTEXT_ONLY, None),
+    scheme("ARGON2ID", &["CRYPT ($argon2id$)"], CLEARTEXT_ONLY, None),
+    scheme("ARGON2I", &["CRYPT ($argon2i$)"], CLEARTEXT_ONLY, None),
+    scheme(
+        "NTLM",
+        &[],
+        &["PLAIN", "LOGIN", "USER", "NTLM"],
+        PASSWORD_EQUIVALENT,
+    ),
+    scheme(
         "SCRAM-SHA-1",
+        &[],
         &["PLAIN", "LOGIN", "USER", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"],
+        None,
     ),
-    (
+    scheme(
         "SCRAM-SHA-256",
+        &[],
         &[
             "PLAIN",
             "LOGIN",
@@ -99,7 +149,28 @@ pub const SCHEMES: &[(&str, &[&str])] = &[
             "SCRAM-SHA-256",
             "SCRAM-SHA-256-PLUS",
         ],
+        None,
     ),
+    scheme(
+        "MD5-CRYPT",
+        &["MD5 ($1$)", "CRYPT ($1$)"],
+        CLEARTEXT_ONLY,
+        Some("weak: MD5-crypt, guessable from a stolen file; import only, never written"),
+    ),
+    scheme(
+        "PLAIN-MD5",
+        &["LDAP-MD5", "MD5 (no $1$)"],
+        CLEARTEXT_ONLY,
+        FAST_HASH,
+    ),
+    scheme("SMD5", &[], CLEARTEXT_ONLY, FAST_HASH),
+    scheme("PLAIN-MD4", &[], CLEARTEXT_ONLY, FAST_HASH),
+    scheme("SHA", &["SHA1"], CLEARTEXT_ONLY, FAST_HASH),
+    scheme("SSHA", &[], CLEARTEXT_ONLY, FAST_HASH),
+    scheme("SHA256", &[], CLEARTEXT_ONLY, FAST_HASH),
+    scheme("SSHA256", &[], CLEARTEXT_ONLY, FAST_HASH),
+    scheme("SHA512", &[], CLEARTEXT_ONLY, FAST_HASH),
+    scheme("SSHA512", &[], CLEARTEXT_ONLY, FAST_HASH),
 ];
 
 /// What a one-way password hash serves: the checks that receive the cleartext password.
@@ -109,8 +180,46 @@ const CLEARTEXT_ONLY: &[&str] = &["PLAIN", "LOGIN", "USER"];
 pub fn mechanisms_served(scheme: &str) -> &'static [&'static str] {
     SCHEMES
         .iter()
-        .find(|(s, _)| s.eq_ignore_ascii_case(scheme))
-        .map_or(&[], |(_, m)| *m)
+        .find(|s| s.name.eq_ignore_ascii_case(scheme))
+        .map_or(&[], |s| s.serves)
+}
+
+/// The enabled checks that none of the stored `schemes` can serve, each with why, for
+/// `mailgate check-config` and `mailgate passwd`: every SASL name of `mechanisms`, and `APOP`
+/// when `apop` is on. The bearer-token mechanisms (XOAUTH2, OAUTHBEARER) are left out: they
+/// check a token, whatever is stored. PLAIN, LOGIN and USER are served by every scheme.
+pub fn unserved(
+    schemes: &[&str],
+    mechanisms: &[String],
+    apop: bool,
+) -> Vec<(String, &'static str)> {
+    let bearer = |m: &str| crate::sasl::find(m).is_some_and(|d| d.bearer_token);
+    let apop = apop.then(|| "APOP".to_owned());
+    mechanisms
+        .iter()
+        .filter(|m| !bearer(m))
+        .cloned()
+        .chain(apop)
+        .filter_map(|m| {
+            let upper = m.to_ascii_uppercase();
+            let served = schemes
+                .iter()
+                .any(|s| mechanisms_served(s).contains(&upper.as_str()));
+            (!served).then(|| (m, unavailable(&upper)))
+        })
+        .collect()
+}
+
+/// Why no stored form serves `mechanism` (upper case).
+fn unavailable(mechanism: &str) -> &'static str {
+    match mechanism {
+        "CRAM-MD5" => CRAM_UNAVAILABLE,
+        "APOP" => APOP_UNAVAILABLE,
+        "NTLM" => NTLM_UNAVAILABLE,
+        "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => SCRAM_SHA1_UNAVAILABLE,
+        "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => SCRAM_SHA256_UNAVAILABLE,
+        _ => "mechanism is not served from the users file",
+    }
 }
 
 /// The result of a credential check.
@@ -343,6 +452,11 @@ pub struct UserStore {
     derivation: Option<derive::Derivation>,
     /// Users whose derivation failed in this run (e.g. a read-only folder): not tried again.
     derive_failed: Mutex<HashSet<String>>,
+    /// Users whose derivation is in progress (held only to enter and leave, never while
+    /// deriving).
+    deriving: Mutex<HashSet<String>>,
+    /// Lines skipped at the last load (a scheme not supported here), in line order.
+    warnings: RwLock<Vec<Problem>>,
 }
 
 impl fmt::Debug for UserStore {
@@ -405,6 +519,10 @@ impl UserStore {
         self.plain_users
             .store(fresh.plain_users.load(Ordering::Relaxed), Ordering::Relaxed);
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users;
+        *self.warnings.write().unwrap_or_else(|p| p.into_inner()) = fresh
+            .warnings
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
         // A user whose derivation failed may have been fixed by hand: try again.
         self.derive_failed
             .lock()
@@ -419,6 +537,16 @@ impl UserStore {
     pub fn with_derivation(mut self, path: &Path, mechanisms: &[String]) -> UserStore {
         self.derivation = Some(derive::Derivation::new(path, mechanisms));
         self
+    }
+
+    /// The lines skipped at the last load or reload because their password scheme is not
+    /// supported here (each names the user and the scheme), in line order; the rest of the
+    /// file was loaded. Log them, and `mailgate check-config` prints them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.warnings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The user names, sorted.
@@ -455,14 +583,24 @@ impl UserStore {
         if forms.iter().any(served) {
             return Ok(());
         }
-        Err(match mechanism.as_str() {
-            "CRAM-MD5" => CRAM_UNAVAILABLE,
-            "APOP" => APOP_UNAVAILABLE,
-            "NTLM" => NTLM_UNAVAILABLE,
-            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => SCRAM_SHA1_UNAVAILABLE,
-            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => SCRAM_SHA256_UNAVAILABLE,
-            _ => "mechanism is not served from the users file",
-        })
+        Err(unavailable(&mechanism))
+    }
+
+    /// The enabled checks that cannot authenticate `user` with what is stored, each with why
+    /// (see [`unserved`]); empty for an unknown user.
+    pub fn unserved(
+        &self,
+        user: &str,
+        mechanisms: &[String],
+        apop: bool,
+    ) -> Vec<(String, &'static str)> {
+        match self.forms(user) {
+            Some(forms) => {
+                let schemes: Vec<&str> = forms.iter().map(Form::scheme).collect();
+                unserved(&schemes, mechanisms, apop)
+            }
+            None => Vec::new(),
+        }
     }
 
     /// The NT hash of `user`'s password (MS-NLMP §3.3.1, the NTOWFv1 / key input of NTOWFv2),
@@ -682,6 +820,7 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
             hint: r.hint,
         });
     };
+    let mut warnings = Vec::new();
     // Each form with the line it came from, to check and report consistency afterwards.
     let mut users: HashMap<String, Vec<(usize, Form)>> = HashMap::new();
     for (i, raw) in text.split('\n').enumerate() {
@@ -702,10 +841,27 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
         }
         let parsed = file::split_line(line).and_then(|l| {
             let name = file::normalize_user(l.user)?;
-            Ok((name, Form::parse(l.password)?))
+            if let Some(scheme) = Form::unsupported(l.password) {
+                return Ok((name, Err(scheme)));
+            }
+            Ok((name, Ok(Form::parse(l.password)?)))
         });
         let (name, form) = match parsed {
-            Ok(ok) => ok,
+            Ok((name, Ok(form))) => (name, form),
+            Ok((name, Err(scheme))) => {
+                // Dovecot schemes nobody should still use (DES crypt, DIGEST-MD5, OTP, ...)
+                // or a typo: this line cannot verify anything here, the rest of the file can.
+                warnings.push(Problem {
+                    line: n,
+                    message: format!(
+                        "user {name}: password scheme {scheme} is not supported; line skipped"
+                    ),
+                    hint: "set a new password with `mailgate passwd USER` (`mailgate passwd \
+                           --scheme` lists the schemes read)"
+                        .into(),
+                });
+                continue;
+            }
             Err(r) => {
                 problem(n, r);
                 continue;
@@ -763,6 +919,8 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
         plain_users: AtomicBool::new(plain_users),
         derivation: None,
         derive_failed: Mutex::new(HashSet::new()),
+        deriving: Mutex::new(HashSet::new()),
+        warnings: RwLock::new(warnings),
     })
 }
 
@@ -780,7 +938,10 @@ fn check_consistent(forms: &[(usize, Form)], problem: &mut impl FnMut(usize, Rej
         return;
     };
     for (n, form) in forms {
-        let cheap = matches!(form, Form::Plain(_) | Form::CramMd5(_) | Form::Ntlm(_));
+        let cheap = matches!(
+            form,
+            Form::Plain(_) | Form::CramMd5(_) | Form::Ntlm(_) | Form::Digest(_)
+        );
         if *n != first && cheap && !form.verify_password(plain) {
             let scheme = form.scheme();
             problem(

@@ -7,8 +7,9 @@
 //! `hmac-cram-md5.c` writes them), `SHA512-CRYPT` and `SHA256-CRYPT` (Drepper's SHA-crypt),
 //! `BLF-CRYPT` (bcrypt), `ARGON2ID` and `ARGON2I` (PHC strings, RFC 9106) and `NTLM` (the NT
 //! hash, MS-NLMP §3.3.1), `SCRAM-SHA-1` and `SCRAM-SHA-256` (RFC 5802 §3 keys in Dovecot's
-//! form, see `scram.rs`). Also here: HMAC-MD5 for CRAM-MD5 (RFC 2195 §2) and the APOP digest
-//! (RFC 1939 §7).
+//! form, see `scram.rs`), and the weak legacy schemes of `legacy.rs` (`MD5-CRYPT`, `SSHA`,
+//! `PLAIN-MD5`, ...), with Dovecot's `.HEX` / `.B64` encoding suffixes. Also here: HMAC-MD5 for
+//! CRAM-MD5 (RFC 2195 §2) and the APOP digest (RFC 1939 §7).
 
 use std::str::FromStr;
 
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
+use super::legacy::{self, Encoding};
 use super::{ScramCredentials, ScramHash, Secret, scram};
 
 /// Largest Argon2 memory cost accepted from the users file, in KiB (1 GiB): a higher one would
@@ -55,6 +57,10 @@ pub(crate) enum Form {
     ScramSha1(ScramCredentials),
     /// SCRAM-SHA-256 salt, iteration count, StoredKey and ServerKey (RFC 7677).
     ScramSha256(ScramCredentials),
+    /// `$1$salt$hash` (MD5-crypt; weak, import only).
+    Md5Crypt(String),
+    /// A fast digest, optionally salted (`SSHA`, `PLAIN-MD5`, ...; weak, import only).
+    Digest(Box<legacy::Digest>),
 }
 
 impl std::fmt::Debug for Form {
@@ -92,45 +98,117 @@ impl Form {
             ));
         };
         let (scheme, data) = (&rest[..end], &rest[end + 1..]);
-        match scheme.to_ascii_uppercase().as_str() {
+        let unknown = || {
+            reject(
+                format!("unknown password scheme {{{scheme}}}"),
+                "use one of PLAIN, CRAM-MD5, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID, \
+                 ARGON2I, CRYPT, NTLM, SCRAM-SHA-1, SCRAM-SHA-256, or a legacy scheme \
+                 (`mailgate passwd --scheme` lists them)",
+            )
+        };
+        let Ok((name, encoding)) = legacy::split_suffix(scheme) else {
+            return Err(unknown());
+        };
+        let upper = name.to_ascii_uppercase();
+        // The crypt and PHC strings and the SCRAM keys have one text form: no suffix.
+        let raw_only = |form: Result<Form, Rejection>| match encoding {
+            Some(_) => Err(reject(
+                format!("an encoding suffix does not apply to {{{upper}}}"),
+                format!("write {{{upper}}} without `.HEX` / `.B64`"),
+            )),
+            None => form,
+        };
+        match upper.as_str() {
             "PLAIN" | "CLEARTEXT" => {
-                if data.is_empty() {
+                let password =
+                    legacy::decode(data, Encoding::Raw, encoding, None).ok_or_else(|| {
+                        reject(
+                            format!("{{{scheme}}} data is not decodable"),
+                            "write {PLAIN}secret",
+                        )
+                    })?;
+                if password.is_empty() {
                     return Err(reject("empty {PLAIN} password", "write {PLAIN}secret"));
                 }
-                Ok(Form::Plain(Secret::new(data.as_bytes().to_vec())))
+                Ok(Form::Plain(Secret::new(password)))
             }
             "CRAM-MD5" | "HMAC-MD5" => {
-                let ctx = decode_hex(data, CRAM_CONTEXT_LEN).ok_or_else(|| {
-                    reject(
-                        "{CRAM-MD5} data is not 64 hex digits",
-                        "paste the output of `doveadm pw -s CRAM-MD5` or `mailgate passwd`",
-                    )
-                })?;
+                let ctx = legacy::decode(data, Encoding::Hex, encoding, Some(CRAM_CONTEXT_LEN))
+                    .ok_or_else(|| {
+                        reject(
+                            "{CRAM-MD5} data is not 64 hex digits",
+                            "paste the output of `doveadm pw -s CRAM-MD5` or `mailgate passwd`",
+                        )
+                    })?;
                 Ok(Form::CramMd5(Secret::new(ctx)))
             }
-            "SHA512-CRYPT" => sha_crypt(data, "6").map(Form::Sha512Crypt),
-            "SHA256-CRYPT" => sha_crypt(data, "5").map(Form::Sha256Crypt),
-            "BLF-CRYPT" => bcrypt(data).map(Form::Bcrypt),
-            "ARGON2ID" => argon2(data, "argon2id").map(Form::Argon2id),
-            "ARGON2I" => argon2(data, "argon2i").map(Form::Argon2i),
-            "CRYPT" => crypt(data),
             "NTLM" => {
-                let nt = decode_hex(data, 16).ok_or_else(|| {
-                    reject(
-                        "{NTLM} data is not 32 hex digits",
-                        "write {NTLM} then the NT hash",
-                    )
-                })?;
+                let nt =
+                    legacy::decode(data, Encoding::Hex, encoding, Some(16)).ok_or_else(|| {
+                        reject(
+                            "{NTLM} data is not 32 hex digits",
+                            "write {NTLM} then the NT hash",
+                        )
+                    })?;
                 Ok(Form::Ntlm(Secret::new(nt)))
             }
-            "SCRAM-SHA-1" => scram::parse_field(ScramHash::Sha1, data).map(Form::ScramSha1),
-            "SCRAM-SHA-256" => scram::parse_field(ScramHash::Sha256, data).map(Form::ScramSha256),
-            _ => Err(reject(
-                format!("unknown password scheme {{{scheme}}}"),
-                "use one of PLAIN, CRAM-MD5, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, \
-                 ARGON2ID, ARGON2I, CRYPT, NTLM, SCRAM-SHA-1, SCRAM-SHA-256",
-            )),
+            "SHA512-CRYPT" => raw_only(sha_crypt(data, "6").map(Form::Sha512Crypt)),
+            "SHA256-CRYPT" => raw_only(sha_crypt(data, "5").map(Form::Sha256Crypt)),
+            "BLF-CRYPT" => raw_only(bcrypt(data).map(Form::Bcrypt)),
+            "ARGON2ID" => raw_only(argon2(data, "argon2id").map(Form::Argon2id)),
+            "ARGON2I" => raw_only(argon2(data, "argon2i").map(Form::Argon2i)),
+            "CRYPT" => raw_only(crypt(data)),
+            "MD5-CRYPT" => raw_only(legacy::md5_crypt(data).map(Form::Md5Crypt)),
+            // Dovecot's `{MD5}` is MD5-crypt, or a bare MD5 digest where the data is one.
+            "MD5" if data.starts_with("$1$") => {
+                raw_only(legacy::md5_crypt(data).map(Form::Md5Crypt))
+            }
+            "SCRAM-SHA-1" => {
+                raw_only(scram::parse_field(ScramHash::Sha1, data).map(Form::ScramSha1))
+            }
+            "SCRAM-SHA-256" => {
+                raw_only(scram::parse_field(ScramHash::Sha256, data).map(Form::ScramSha256))
+            }
+            other => match legacy::Digest::parse(other, encoding, data) {
+                Some(parsed) => parsed.map(|d| Form::Digest(Box::new(d))),
+                None => Err(unknown()),
+            },
         }
+    }
+
+    /// If `field` names a password scheme that this gateway does not implement (an unknown
+    /// `{SCHEME}` or encoding suffix, DES crypt, yescrypt, ...), that scheme, for the warning
+    /// that skips its line; `None` for the schemes [`Form::parse`] reads (which may still
+    /// reject malformed data).
+    pub fn unsupported(field: &str) -> Option<String> {
+        let Some(rest) = field.strip_prefix('{') else {
+            return legacy::unsupported_crypt(field);
+        };
+        let (scheme, data) = rest.split_once('}')?;
+        let Ok((name, _)) = legacy::split_suffix(scheme) else {
+            return Some(format!("{{{scheme}}}"));
+        };
+        let upper = name.to_ascii_uppercase();
+        if upper == "CRYPT" {
+            return legacy::unsupported_crypt(data);
+        }
+        let known = [
+            "PLAIN",
+            "CLEARTEXT",
+            "CRAM-MD5",
+            "HMAC-MD5",
+            "NTLM",
+            "SHA512-CRYPT",
+            "SHA256-CRYPT",
+            "BLF-CRYPT",
+            "ARGON2ID",
+            "ARGON2I",
+            "MD5-CRYPT",
+            "SCRAM-SHA-1",
+            "SCRAM-SHA-256",
+        ];
+        (!known.contains(&upper.as_str()) && !legacy::is_digest(&upper))
+            .then(|| format!("{{{scheme}}}"))
     }
 
     /// The Dovecot scheme name of this form.
@@ -146,12 +224,17 @@ impl Form {
             Form::Ntlm(_) => "NTLM",
             Form::ScramSha1(_) => "SCRAM-SHA-1",
             Form::ScramSha256(_) => "SCRAM-SHA-256",
+            Form::Md5Crypt(_) => "MD5-CRYPT",
+            Form::Digest(d) => d.scheme(),
         }
     }
 
     /// Whether this is a deliberately slow hash (worth replaying for unknown users).
     pub fn is_slow(&self) -> bool {
-        !matches!(self, Form::Plain(_) | Form::CramMd5(_) | Form::Ntlm(_))
+        !matches!(
+            self,
+            Form::Plain(_) | Form::CramMd5(_) | Form::Ntlm(_) | Form::Digest(_)
+        )
     }
 
     /// Whether this form was made from `password`.
@@ -190,6 +273,8 @@ impl Form {
             Form::ScramSha256(keys) => {
                 crate::io::may_block(|| ScramHash::Sha256.verify(keys, password))
             }
+            Form::Md5Crypt(hash) => legacy::verify_md5_crypt(hash, password),
+            Form::Digest(digest) => digest.verify(password),
         }
     }
 
@@ -230,7 +315,9 @@ impl Form {
             | (Form::Sha256Crypt(a), Form::Sha256Crypt(b))
             | (Form::Argon2id(a), Form::Argon2id(b))
             | (Form::Argon2i(a), Form::Argon2i(b))
-            | (Form::Bcrypt(a), Form::Bcrypt(b)) => a == b,
+            | (Form::Bcrypt(a), Form::Bcrypt(b))
+            | (Form::Md5Crypt(a), Form::Md5Crypt(b)) => a == b,
+            (Form::Digest(a), Form::Digest(b)) => a.same_as(b),
             (Form::ScramSha1(a), Form::ScramSha1(b))
             | (Form::ScramSha256(a), Form::ScramSha256(b)) => scram::same(a, b),
             _ => false,
@@ -264,14 +351,6 @@ pub(crate) fn nt_hash(password: &[u8]) -> Option<[u8; 16]> {
     Some(md4.finalize().into())
 }
 
-/// Decodes exactly `len` bytes of hex (either case).
-pub(crate) fn decode_hex(text: &str, len: usize) -> Option<Vec<u8>> {
-    if text.len() != 2 * len {
-        return None;
-    }
-    hex::decode(text).ok()
-}
-
 /// Compares two secrets of any length in constant time, by comparing their SHA-256 digests
 /// (so that not even the length leaks).
 pub(crate) fn eq_hashed(a: &[u8], b: &[u8]) -> bool {
@@ -296,7 +375,7 @@ fn crypt(data: &str) -> Result<Form, Rejection> {
             "write {PLAIN}secret or a hash from `mailgate passwd`",
         ))
     } else if data.starts_with("$1$") {
-        Err(reject("MD5-crypt ($1$) hashes are not supported", HINT_NEW))
+        legacy::md5_crypt(data).map(Form::Md5Crypt)
     } else if data.starts_with("$y$") || data.starts_with("$7$") {
         Err(reject(
             "yescrypt/scrypt ($y$, $7$) hashes are not supported",
@@ -305,7 +384,7 @@ fn crypt(data: &str) -> Result<Form, Rejection> {
     } else {
         Err(reject(
             "password field has no {SCHEME} prefix and is not a recognised crypt hash \
-             ($6$, $5$, $2y$, $argon2id$)",
+             ($6$, $5$, $2y$, $argon2id$, $1$)",
             "write {PLAIN}secret for a cleartext password, or a hash from `mailgate passwd`",
         ))
     }
@@ -661,11 +740,20 @@ mod tests {
             ("", "empty password field"),
             ("{PLAIN}", "empty {PLAIN} password"),
             ("{PLAIN", "no closing"),
-            ("{MD5}abc", "unknown password scheme {MD5}"),
+            ("{FOO}abc", "unknown password scheme {FOO}"),
+            ("{SHA.ZZ}abc", "unknown password scheme {SHA.ZZ}"),
+            ("{MD5}abc", "{MD5} data is not 32 hex digits"),
+            ("{SSHA}4DMkbUWC5+z+kdxI7HpWtce8VNQ=", "more than 20 bytes"),
+            (
+                "{SHA256.HEX}PCR3Dbg2+VXlhMaieERYdiMI/4rYtnI/14KaPyA+/nY=",
+                "64 hex digits",
+            ),
+            ("{SHA512-CRYPT.HEX}00", "suffix does not apply"),
+            ("{PLAIN.B64}!!!", "not decodable"),
+            ("$1$saltstri$short", "22 crypt-base64"),
             ("{CRAM-MD5}abcd", "64 hex"),
             ("{NTLM}zz46F7EAEE8FB117AD06BDD830B7586C", "32 hex"),
             ("secret", "no {SCHEME} prefix"),
-            ("$1$abc$def", "MD5-crypt"),
             ("$6$saltstring$short", "86 crypt-base64"),
             ("$6$rounds=10$salt$x", "rounds outside"),
             ("$6$a$b$c", "salt$hash"),

@@ -165,12 +165,46 @@ fn can_serve_by_mechanism() {
     assert_eq!(s.can_serve("h", "CRAM-MD5"), Err(CRAM_UNAVAILABLE));
 }
 
+/// check-config's per-user warnings: bearer mechanisms never (they need nothing stored), APOP
+/// only when `[auth] apop` is on.
+#[test]
+fn unserved_skips_bearer_mechanisms_and_checks_apop() {
+    let s = store(&format!(
+        "p:{{PLAIN}}x\nh:{ARGON_PASSWORD}\nc:{CRAM_PASSWORD}\n"
+    ));
+    let mechs: Vec<String> = ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"]
+        .map(String::from)
+        .to_vec();
+    let names = |user: &str, apop: bool| -> Vec<String> {
+        s.unserved(user, &mechs, apop)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect()
+    };
+    assert!(names("p", true).is_empty());
+    assert_eq!(names("h", false), ["CRAM-MD5"]);
+    assert_eq!(names("h", true), ["CRAM-MD5", "APOP"]);
+    assert_eq!(names("c", true), ["APOP"]);
+    assert!(names("nobody", true).is_empty());
+    assert_eq!(
+        s.unserved("c", &mechs, true),
+        [("APOP".to_owned(), APOP_UNAVAILABLE)]
+    );
+    let scram = ["SCRAM-SHA-256-PLUS".to_owned()];
+    assert_eq!(unserved(&["SCRAM-SHA-256"], &scram, false), []);
+    assert_eq!(
+        unserved(&["ARGON2ID", "NTLM"], &scram, false),
+        [("SCRAM-SHA-256-PLUS".to_owned(), SCRAM_SHA256_UNAVAILABLE)]
+    );
+}
+
 #[test]
 fn every_problem_is_reported_with_its_line() {
     let text = "ok:{PLAIN}fine\n\
                 no-colon-here\n\
                 bad user:{PLAIN}x\n\
-                u1:{WHAT}x\n\
+                u1:{SSHA}x\n\
+                u4:{WHAT}x\n\
                 # comment:{WHAT}x\n\
                 u2:\n\
                 u3:{PLAIN}a\n\
@@ -181,7 +215,8 @@ fn every_problem_is_reported_with_its_line() {
         .into_iter()
         .map(|p| (p.line, p.message))
         .collect();
-    let want_lines = [2, 3, 4, 6, 8, 9, 10];
+    // Line 5's unknown scheme only skips that line (a warning), it does not invalidate.
+    let want_lines = [2, 3, 4, 7, 9, 10, 11];
     assert_eq!(
         got.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
         want_lines,
@@ -190,9 +225,9 @@ fn every_problem_is_reported_with_its_line() {
     let expect = [
         "no `:`",
         "holds `/`",
-        "unknown password scheme {WHAT}",
+        "{SSHA} data is not",
         "empty password field",
-        "{PLAIN} does not match the {PLAIN} password on line 7",
+        "{PLAIN} does not match the {PLAIN} password on line 8",
         "{NTLM} does not match",
         "starts with `.`",
     ];

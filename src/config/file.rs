@@ -396,6 +396,9 @@ pub struct OAuthFile {
     pub introspection_client_id: Option<String>,
     /// File with the client secret for introspection.
     pub introspection_secret_file: Option<PathBuf>,
+    /// PEM file of the CA certificates that the introspection endpoint's certificate must
+    /// chain to, instead of the system's roots (a private identity provider).
+    pub introspection_ca_file: Option<PathBuf>,
     /// Accept any certificate from the introspection endpoint (tests only). Default false.
     pub danger_accept_invalid_certs: bool,
 }
@@ -414,6 +417,7 @@ impl Default for OAuthFile {
             introspection_url: None,
             introspection_client_id: None,
             introspection_secret_file: None,
+            introspection_ca_file: None,
             danger_accept_invalid_certs: false,
         }
     }

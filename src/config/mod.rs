@@ -192,6 +192,8 @@ pub struct Introspection {
     pub client_id: Option<String>,
     /// Client secret file. Absolute.
     pub secret_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for the endpoint instead of the system's roots. Absolute.
+    pub ca_file: Option<PathBuf>,
     /// Accept any certificate (tests only).
     pub danger_accept_invalid_certs: bool,
 }

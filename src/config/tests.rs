@@ -626,3 +626,54 @@ fn policy_rules_refuse_unknown_mechanisms_and_notify_without_effect() {
          [[policy]]\naction = \"brownout\"\nshare = 0.1\nnotify = true\n"
     ));
 }
+
+/// The shipped config's comment and docs/configuration.md name every mechanism this build
+/// knows, so that neither goes stale when one is added.
+#[test]
+fn docs_list_every_known_mechanism() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let shipped = read("config/mailgate.toml");
+    let comment: String = shipped
+        .lines()
+        .skip_while(|l| !l.contains("Known: "))
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let docs = read("docs/configuration.md");
+    let row = docs
+        .lines()
+        .find(|l| l.starts_with("| `mechanisms` |"))
+        .expect("the mechanisms row");
+    for d in crate::sasl::MECHANISMS {
+        let name = d.name;
+        let listed = |text: &str, quote: &str| {
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .any(|w| w == name)
+                && (quote.is_empty() || text.contains(&format!("{quote}{name}{quote}")))
+        };
+        assert!(
+            listed(&comment, ""),
+            "config/mailgate.toml comment lacks {name}"
+        );
+        assert!(listed(row, "`"), "docs/configuration.md lacks {name}");
+    }
+}
+
+#[test]
+fn introspection_ca_file_is_resolved_next_to_the_config() {
+    let text = format!(
+        "{BASE}[auth.oauth]\naudience = [\"mailgate\"]\njwks_file = \"jwks.json\"\n\
+         introspection_url = \"https://idp.example.test/introspect\"\n\
+         introspection_ca_file = \"idp-ca.pem\"\n"
+    );
+    let config = ok(&text);
+    let oauth = config.auth.oauth.expect("[auth.oauth]");
+    let introspection = oauth.introspection.expect("introspection");
+    assert_eq!(
+        introspection.ca_file.as_deref(),
+        Some(Path::new("/etc/mailgate/idp-ca.pem"))
+    );
+}

@@ -753,6 +753,7 @@ impl<'a> Checker<'a> {
                     "introspection_secret_file",
                     &o.introspection_secret_file,
                 ),
+                ca_file: path(self, "introspection_ca_file", &o.introspection_ca_file),
                 danger_accept_invalid_certs: o.danger_accept_invalid_certs,
             }
         });

@@ -5,7 +5,8 @@
 //! Each call is bounded by [`TIMEOUT`] and [`MAX_RESPONSE`]; redirects are not followed, so
 //! the token is only ever sent to the configured URL. Positive answers are cached for at most
 //! [`CACHE_TTL`] (never past the token's `exp`), keyed by the SHA-256 of the token, so the
-//! token itself is never kept. TLS is rustls with the ring provider and the system's roots.
+//! token itself is never kept. TLS is rustls with the ring provider and the system's roots, or
+//! only the CA certificates of `introspection_ca_file`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -82,10 +83,10 @@ impl Client {
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
             .unversioned_rustls_crypto_provider(provider)
-            .root_certs(if cfg.danger_accept_invalid_certs {
-                ureq::tls::RootCerts::Specific(Arc::new(Vec::new()))
-            } else {
-                system_roots()
+            .root_certs(match (&cfg.ca_file, cfg.danger_accept_invalid_certs) {
+                (_, true) => ureq::tls::RootCerts::Specific(Arc::new(Vec::new())),
+                (Some(path), false) => ca_roots(path)?,
+                (None, false) => system_roots(),
             })
             .disable_verification(cfg.danger_accept_invalid_certs)
             .build();
@@ -182,6 +183,28 @@ impl Client {
 }
 
 /// The system's trust roots (as for the relay), for ureq.
+/// The CA certificates of `introspection_ca_file` (PEM), trusted instead of the system's.
+fn ca_roots(path: &std::path::Path) -> Result<ureq::tls::RootCerts, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |why: String| {
+        Error::Introspection(format!("introspection_ca_file {}: {why}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(
+        &certs
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect::<Vec<_>>(),
+    ))
+}
+
 fn system_roots() -> ureq::tls::RootCerts {
     let found = rustls_native_certs::load_native_certs();
     for err in &found.errors {

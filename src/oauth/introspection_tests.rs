@@ -24,6 +24,8 @@ struct Seen {
 struct Endpoint {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The DER of the HTTPS endpoint's self-signed certificate (empty for HTTP).
+    cert: Vec<u8>,
 }
 
 type Answer = fn(&str) -> Option<(&'static str, String)>;
@@ -36,6 +38,7 @@ impl Endpoint {
     /// Serves HTTPS with a self-signed certificate for 127.0.0.1.
     fn start_tls(answer: Answer) -> Endpoint {
         let (chain, key) = crate::tls::self_signed("127.0.0.1").expect("certificate");
+        let cert = chain[0].as_ref().to_vec();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -44,7 +47,10 @@ impl Endpoint {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .expect("server config");
-        Self::start_with(Some(Arc::new(config)), answer)
+        Endpoint {
+            cert,
+            ..Self::start_with(Some(Arc::new(config)), answer)
+        }
     }
 
     fn start_with(tls: Option<Arc<rustls::ServerConfig>>, answer: Answer) -> Endpoint {
@@ -84,7 +90,11 @@ impl Endpoint {
                 }
             }
         });
-        Endpoint { addr, seen }
+        Endpoint {
+            addr,
+            seen,
+            cert: Vec::new(),
+        }
     }
 
     fn config(&self, path: &std::path::Path) -> Introspection {
@@ -94,6 +104,7 @@ impl Endpoint {
             url: format!("http://{}/introspect", self.addr),
             client_id: Some("mail gate".into()),
             secret_file: Some(secret),
+            ca_file: None,
             danger_accept_invalid_certs: false,
         }
     }
@@ -305,14 +316,52 @@ fn https_endpoint() {
         Err(TokenError::Unavailable(_))
     ));
     assert!(ep.seen().is_empty());
-    // ...and accepted only with danger_accept_invalid_certs.
+    // ...accepted when introspection_ca_file names it...
+    let pem = dir.path().join("ca.pem");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&ep.cert);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    let text = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    std::fs::write(&pem, text).expect("write CA file");
+    cfg.ca_file = Some(pem.clone());
+    let client = Client::new(&cfg).expect("client");
+    let claims = client
+        .introspect("tok-alice", NOW)
+        .expect("active over HTTPS with the CA file");
+    assert_eq!(claims["sub"], json!("alice"));
+    assert_eq!(ep.seen().len(), 1);
+    // ...refused when the CA file names another certificate...
+    let (other, _) = crate::tls::self_signed("127.0.0.1").expect("certificate");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(other[0].as_ref());
+    std::fs::write(
+        &pem,
+        format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n"),
+    )
+    .expect("write CA file");
+    let client = Client::new(&cfg).expect("client");
+    assert!(matches!(
+        client.introspect("tok-bob", NOW),
+        Err(TokenError::Unavailable(_))
+    ));
+    // ...a CA file without a certificate is a configuration error...
+    std::fs::write(&pem, "not a certificate\n").expect("write CA file");
+    let err = Client::new(&cfg).expect_err("empty CA file");
+    assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    cfg.ca_file = None;
+    // ...and accepted with danger_accept_invalid_certs.
     cfg.danger_accept_invalid_certs = true;
     let client = Client::new(&cfg).expect("client");
     let claims = client
         .introspect("tok-alice", NOW)
         .expect("active over HTTPS");
     assert_eq!(claims["sub"], json!("alice"));
-    assert_eq!(ep.seen().len(), 1);
+    assert_eq!(ep.seen().len(), 2);
 }
 
 #[test]

@@ -728,7 +728,7 @@ impl Session {
                     Failure::BadCredentials => {
                         self.failed(Reply::invalid_credentials(), None, user, mech)
                     }
-                    Failure::Unavailable(why) => {
+                    Failure::Unavailable(why) | Failure::Refused(why) => {
                         self.failed(Reply::invalid_credentials(), Some(why), user, mech)
                     }
                     Failure::Malformed(why) => {

@@ -58,6 +58,10 @@ pub enum Failure {
     /// The user exists but nothing stored for them can serve this mechanism (SMTP 535 5.7.8,
     /// with a log line naming the reason).
     Unavailable(&'static str),
+    /// A well-formed exchange that failed a check other than the password itself: a SCRAM
+    /// channel-binding mismatch, downgrade or wrong nonce (SMTP 535 5.7.8, POP3 `-ERR [AUTH]`,
+    /// with a log line naming the reason).
+    Refused(&'static str),
 }
 
 impl fmt::Display for Failure {
@@ -66,6 +70,7 @@ impl fmt::Display for Failure {
             Failure::Malformed(why) => write!(f, "malformed client message: {why}"),
             Failure::BadCredentials => f.write_str("invalid credentials"),
             Failure::Unavailable(why) => write!(f, "mechanism unavailable for user: {why}"),
+            Failure::Refused(why) => write!(f, "authentication refused: {why}"),
         }
     }
 }

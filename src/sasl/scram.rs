@@ -17,9 +17,12 @@
 //! `p=`. An unknown user (or one whose stored forms cannot serve SCRAM) gets a mock exchange
 //! with a stable fake salt ([`Authenticator::scram_decoy`](crate::auth::Authenticator)) and
 //! fails only after the proof (RFC 5802 §5.1). A failure is returned as [`Step::Failure`] at
-//! once (535 / `-ERR`, counted and delayed like any failed login); the reason, which begins
-//! with the RFC 5802 `server-error` value (e.g. `channel-bindings-dont-match`), goes to the log
-//! only. `message.rs` parses and encodes the messages.
+//! once, counted and delayed like any failed login: a message that cannot be parsed (or a
+//! channel-binding flag this mechanism cannot take) is `Malformed` (501 / `-ERR`); a
+//! well-formed exchange that fails a check (a `y` downgrade, channel-binding data that do not
+//! match, a wrong nonce, a bad proof) is an authentication failure (535 5.7.8 / `-ERR [AUTH]`).
+//! The reason, which begins with the RFC 5802 `server-error` value (e.g.
+//! `channel-bindings-dont-match`), goes to the log only. `message.rs` parses and encodes the messages.
 
 pub mod message;
 #[cfg(test)]
@@ -147,7 +150,7 @@ impl Scram {
         self.user = Some(first.user.chars().take(crate::auth::MAX_USER_LEN).collect());
         let cbind_data = match self.binding(&first.cb_flag) {
             Ok(data) => data,
-            Err(why) => return malformed(why),
+            Err(failure) => return Step::Failure(failure),
         };
         let Ok(user) = stringprep::saslprep(&first.user) else {
             return malformed("invalid-username-encoding: rejected by SASLprep");
@@ -175,29 +178,34 @@ impl Scram {
     }
 
     /// The channel-binding data the client's flag commits to (empty without `p=`), or why the
-    /// flag is refused for this mechanism on this connection.
-    fn binding(&self, flag: &CbFlag<'_>) -> Result<Vec<u8>, &'static str> {
+    /// flag is refused for this mechanism on this connection: a detected downgrade is an
+    /// authentication failure (535), a flag this mechanism cannot take a malformed request.
+    fn binding(&self, flag: &CbFlag<'_>) -> Result<Vec<u8>, Failure> {
         let tls = self.ctx.channel_binding.as_deref();
         match flag {
-            CbFlag::None | CbFlag::Unused if self.plus => {
-                Err("channel-binding-not-supported: a -PLUS mechanism needs p=")
-            }
+            CbFlag::None | CbFlag::Unused if self.plus => Err(Failure::Malformed(
+                "channel-binding-not-supported: a -PLUS mechanism needs p=",
+            )),
             CbFlag::None => Ok(Vec::new()),
-            CbFlag::Unused if self.ctx.options.channel_binding_offered && tls.is_some() => Err(
-                "server-does-support-channel-binding: the client said y although -PLUS is \
-                 offered (possible downgrade)",
-            ),
-            CbFlag::Unused => Ok(Vec::new()),
-            CbFlag::Binding(_) if !self.plus => {
-                Err("channel-binding-not-supported: p= needs a -PLUS mechanism")
+            CbFlag::Unused if self.ctx.options.channel_binding_offered && tls.is_some() => {
+                Err(Failure::Refused(
+                    "server-does-support-channel-binding: the client said y although -PLUS is \
+                     offered (possible downgrade)",
+                ))
             }
+            CbFlag::Unused => Ok(Vec::new()),
+            CbFlag::Binding(_) if !self.plus => Err(Failure::Malformed(
+                "channel-binding-not-supported: p= needs a -PLUS mechanism",
+            )),
             CbFlag::Binding(name) => {
                 let data = match *name {
                     "tls-exporter" => tls.and_then(|t| t.tls_exporter.clone()),
                     "tls-server-end-point" => tls.and_then(|t| t.tls_server_end_point.clone()),
                     _ => None,
                 };
-                data.ok_or("unsupported-channel-binding-type: not available on this connection")
+                data.ok_or(Failure::Malformed(
+                    "unsupported-channel-binding-type: not available on this connection",
+                ))
             }
         }
     }
@@ -207,14 +215,15 @@ impl Scram {
             Ok(last) => last,
             Err(why) => return malformed(why),
         };
+        // Well-formed but wrong: authentication failures (535), not syntax errors (501).
         if !bool::from(last.channel_binding.ct_eq(&exchange.channel_binding)) {
-            return malformed("channel-bindings-dont-match: c= differs from this session's");
+            return refused("channel-bindings-dont-match: c= differs from this session's");
         }
         if last.nonce != exchange.nonce {
-            return malformed("other-error: the nonce is not the server-first nonce");
+            return refused("other-error: the nonce is not the server-first nonce");
         }
         if last.proof.len() != self.hash.output_len() {
-            return malformed("invalid-proof: the proof has the wrong length");
+            return refused("invalid-proof: the proof has the wrong length");
         }
         let auth_message = format!("{},{}", exchange.auth_head, last.without_proof);
         let keys = &exchange.credentials;
@@ -255,4 +264,8 @@ impl Scram {
 
 fn malformed(why: &'static str) -> Step {
     Step::Failure(Failure::Malformed(why))
+}
+
+fn refused(why: &'static str) -> Step {
+    Step::Failure(Failure::Refused(why))
 }

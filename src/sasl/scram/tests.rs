@@ -79,6 +79,14 @@ fn assert_malformed(step: Step, want: &str) {
     }
 }
 
+/// A well-formed exchange that fails a check: an authentication failure (535), not a 501.
+fn assert_refused(step: Step, want: &str) {
+    match step {
+        Step::Failure(Failure::Refused(why)) => assert!(why.contains(want), "{why}"),
+        other => panic!("expected Refused({want}), got {other:?}"),
+    }
+}
+
 #[test]
 fn rfc5802_and_rfc7677_examples() {
     let cases = [
@@ -375,6 +383,7 @@ fn channel_binding_and_downgrade_rules() {
         let got = exchange(m.as_mut(), hash, gs2, "user", "pencil");
         match want {
             Ok(()) => assert_eq!(got, ok("user"), "{gs2} plus={plus}"),
+            Err(why) if why == "downgrade" => assert_refused(got, why),
             Err(why) => assert_malformed(got, why),
         }
     }
@@ -404,7 +413,7 @@ fn channel_binding_data_must_match() {
             panic!("no server-first");
         };
         let (last, _) = client_final(hash, "pencil", bare, &first, &cbind);
-        assert_malformed(m.step(Some(last.as_bytes())), "channel-bindings-dont-match");
+        assert_refused(m.step(Some(last.as_bytes())), "channel-bindings-dont-match");
     }
 }
 
@@ -413,18 +422,23 @@ fn malformed_client_final_and_ack() {
     let hash = ScramHash::Sha256;
     let first = b"n,,n=user,r=cli";
     let long = vec![b'c'; MAX_TOKEN_LEN + 1];
-    let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"c=biws,r=clisrX,p=AAAA".to_vec(), "nonce is not"),
-        (b"c=biws,r=cli,p=AAAA".to_vec(), "nonce is not"),
-        (b"c=biws,r=clisrv,p=AAAA".to_vec(), "wrong length"),
-        (b"c=biws,r=clisrv".to_vec(), "p=proof"),
-        (b"".to_vec(), "p=proof"),
-        (long, "too long"),
+    // (client-final, reason, whether it is a 535 rather than a 501)
+    let cases: Vec<(Vec<u8>, &str, bool)> = vec![
+        (b"c=biws,r=clisrX,p=AAAA".to_vec(), "nonce is not", true),
+        (b"c=biws,r=cli,p=AAAA".to_vec(), "nonce is not", true),
+        (b"c=biws,r=clisrv,p=AAAA".to_vec(), "wrong length", true),
+        (b"c=biws,r=clisrv".to_vec(), "p=proof", false),
+        (b"".to_vec(), "p=proof", false),
+        (long, "too long", false),
     ];
-    for (last, want) in cases {
+    for (last, want, refused) in cases {
         let mut m = mechanism(&ctx(), hash, false, "srv");
         assert!(matches!(m.step(Some(first)), Step::Challenge(_)));
-        assert_malformed(m.step(Some(&last)), want);
+        if refused {
+            assert_refused(m.step(Some(&last)), want);
+        } else {
+            assert_malformed(m.step(Some(&last)), want);
+        }
         assert_malformed(m.step(Some(b"")), "already finished");
     }
     // The ack after the server-final message must be empty and present.
