@@ -566,15 +566,37 @@ async fn metrics_report_allowlist_and_dashboard() {
         (404, Some("no such route"))
     );
 
-    allowlist_round_trip(&gw).await;
+    // Without a token, loopback may read but not change the allowlist (every local user can
+    // reach loopback), and a Host that does not name loopback (DNS rebinding) is refused.
+    let body = r#"{"ip": "127.0.0.9", "ttl": 600, "user": "carol"}"#;
+    let r = http(admin, "POST", "/api/allowlist", None, Some(body)).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("token_file")),
+        "{r:?}"
+    );
+    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.7", None, None).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(gw.shared.allowlist.len(), 1);
+    let rebound = format!(
+        "GET /api/report HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n",
+        admin.port()
+    );
+    let tcp = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    let r = exchange(tcp, rebound).await;
+    assert_eq!(r.status, 403, "{r:?}");
     let _ = gw.stop().await;
 }
 
 /// Entries added through the API authorize relaying from their address until removed.
-async fn allowlist_round_trip(gw: &Gateway) {
+async fn allowlist_round_trip(gw: &Gateway, token: Option<&str>) {
     let admin = gw.admin();
     let body = r#"{"ip": "127.0.0.9", "ttl": 600, "user": "carol"}"#;
-    let r = http(admin, "POST", "/api/allowlist", None, Some(body)).await;
+    let r = http(admin, "POST", "/api/allowlist", token, Some(body)).await;
     assert_eq!(r.status, 201, "{r:?}");
     let added = r.json();
     assert_eq!(
@@ -585,7 +607,7 @@ async fn allowlist_round_trip(gw: &Gateway) {
         added["expires_at"].as_u64().unwrap_or(0) - added["inserted_at"].as_u64().unwrap_or(0);
     assert_eq!(ttl, 600);
 
-    let listed = http(admin, "GET", "/api/allowlist", None, None).await;
+    let listed = http(admin, "GET", "/api/allowlist", token, None).await;
     assert_eq!(listed.status, 200);
     let nets: Vec<String> = listed
         .json()
@@ -600,9 +622,9 @@ async fn allowlist_round_trip(gw: &Gateway) {
             )
         })
         .collect();
-    assert_eq!(nets, ["127.0.0.7/32 alice", "127.0.0.9/32 carol"]);
-    let x = scrape(gw, None).await;
-    assert_eq!(x.value("mailgate_allowlist_entries", &[]), Some(2.0));
+    assert_eq!(nets, ["127.0.0.9/32 carol"]);
+    let x = scrape(gw, token).await;
+    assert_eq!(x.value("mailgate_allowlist_entries", &[]), Some(1.0));
 
     // 127.0.0.9 may now relay without logging in.
     let (mut c, _) = mech::smtp(host(9), gw.addr("smtp"), false, "printer").await;
@@ -622,17 +644,17 @@ async fn allowlist_round_trip(gw: &Gateway) {
         ),
         (r#"{"ip": "127.0.0.10", "user": "x", "extra": 1}"#, "extra"),
     ] {
-        let r = http(admin, "POST", "/api/allowlist", None, Some(bad)).await;
+        let r = http(admin, "POST", "/api/allowlist", token, Some(bad)).await;
         assert_eq!(r.status, 400, "{bad}: {r:?}");
         let e = r.json()["error"].as_str().unwrap_or_default().to_string();
         assert!(e.contains(why), "{bad}: {e}");
     }
 
-    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.9", None, None).await;
+    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.9", token, None).await;
     assert_eq!(r.status, 204, "{r:?}");
-    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.9", None, None).await;
+    let r = http(admin, "DELETE", "/api/allowlist/127.0.0.9", token, None).await;
     assert_eq!(r.status, 404, "{r:?}");
-    let r = http(admin, "DELETE", "/api/allowlist/not-an-ip", None, None).await;
+    let r = http(admin, "DELETE", "/api/allowlist/not-an-ip", token, None).await;
     assert_eq!(r.status, 400, "{r:?}");
     let (mut c, _) = mech::smtp(host(9), gw.addr("smtp"), false, "printer").await;
     c.cmd("MAIL FROM:<scanner@example.test>", 250).await;
@@ -715,6 +737,8 @@ async fn a_configured_token_is_required() {
     let page = http(admin, "GET", "/", None, None).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("sessionStorage"));
+    // With the token the allowlist can be changed.
+    allowlist_round_trip(&gw, Some("tok-3f9a1c")).await;
     let _ = gw.stop().await;
 }
 

@@ -14,7 +14,11 @@
 //!
 //! Access ([`Access`]): with `[admin] token_file`, `/metrics` and `/api/*` need the header
 //! `Authorization: Bearer <token>` (compared in constant time); without one, only loopback
-//! peers are served (configuration refuses a non-loopback `listeners.admin` without a token).
+//! peers are served (configuration refuses a non-loopback `listeners.admin` without a token),
+//! only requests whose `Host` names loopback (`localhost`, `127.0.0.1`, `[::1]`; so that a web
+//! page cannot reach the endpoint through DNS rebinding), and only reads: adding to the
+//! allowlist lets an address relay, and every local user can reach loopback, so changes over
+//! HTTP need the token (or `mailgate allowlist`, which needs the control key).
 //! The dashboard page and `/healthz` carry no data and are served to any allowed peer; the page
 //! asks the API with the token. The server holds at most [`MAX_CONNECTIONS`] connections,
 //! closes one idle for [`IDLE_TIMEOUT`] and reads request bodies of at most [`MAX_BODY`] bytes.
@@ -100,8 +104,19 @@ pub enum Verdict {
     Allow,
     /// 401: the token is missing or wrong.
     Unauthorized,
-    /// 403: no token is configured and the peer is not on loopback.
-    Forbidden,
+    /// 403: no token is configured and the request may not be served without one; why.
+    Forbidden(&'static str),
+}
+
+/// What a request does, for [`Access::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// The page or the health check: no data.
+    Open,
+    /// Reads data (metrics, report, allowlist).
+    Read,
+    /// Changes the allowlist.
+    Write,
 }
 
 impl Access {
@@ -151,16 +166,23 @@ impl Access {
         self.token.is_some()
     }
 
-    /// Decides for a request from `peer` with `headers`; `data` is false for the requests that
-    /// carry no data (the page, the health check), which need no token.
-    pub fn check(&self, peer: SocketAddr, headers: &HeaderMap, data: bool) -> Verdict {
+    /// Decides for a request from `peer` with `headers` that does `what`.
+    pub fn check(&self, peer: SocketAddr, headers: &HeaderMap, what: Use) -> Verdict {
         let Some(want) = &self.token else {
-            return match crate::canonical_ip(peer.ip()).is_loopback() {
-                true => Verdict::Allow,
-                false => Verdict::Forbidden,
-            };
+            if !crate::canonical_ip(peer.ip()).is_loopback() {
+                return Verdict::Forbidden("loopback clients only");
+            }
+            if !loopback_host(headers) {
+                return Verdict::Forbidden("the Host header must name loopback");
+            }
+            if what == Use::Write {
+                return Verdict::Forbidden(
+                    "changing the allowlist over HTTP needs [admin] token_file",
+                );
+            }
+            return Verdict::Allow;
         };
-        if !data {
+        if what == Use::Open {
             return Verdict::Allow;
         }
         let given = headers
@@ -176,6 +198,30 @@ impl Access {
             false => Verdict::Unauthorized,
         }
     }
+}
+
+/// Whether the `Host` header (if any: HTTP/1.0 may omit it) names loopback: `localhost` or a
+/// loopback address, with or without a port.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = value.to_str() else {
+        return false;
+    };
+    let host = host.trim();
+    // Drop a port: after the bracket of an IPv6 literal, or after the only colon.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, port)) if port.is_empty() || port.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| crate::canonical_ip(ip).is_loopback())
 }
 
 /// The token of an `Authorization: Bearer <token>` value (RFC 6750 §2.1; scheme
@@ -396,28 +442,74 @@ mod tests {
         let open = Access::load(None).unwrap();
         let token = Access::with_token("s3cret").unwrap();
         use Verdict::*;
-        let cases: [(&Access, SocketAddr, Option<&str>, bool, Verdict); 12] = [
-            (&open, local, None, true, Allow),
-            (&open, mapped, None, true, Allow),
-            (&open, remote, None, true, Forbidden),
-            (&open, remote, None, false, Forbidden),
-            (&token, remote, Some("Bearer s3cret"), true, Allow),
-            (&token, local, Some("bearer  s3cret "), true, Allow),
-            (&token, local, None, true, Unauthorized),
-            (&token, local, Some("Bearer s3cre"), true, Unauthorized),
-            (&token, local, Some("Bearer s3cret2"), true, Unauthorized),
-            (&token, local, Some("Basic s3cret"), true, Unauthorized),
-            (&token, local, Some("Bearer"), true, Unauthorized),
-            (&token, remote, None, false, Allow),
+        const LOOPBACK: Verdict = Forbidden("loopback clients only");
+        const WRITE: Verdict =
+            Forbidden("changing the allowlist over HTTP needs [admin] token_file");
+        let cases: [(&Access, SocketAddr, Option<&str>, Use, Verdict); 15] = [
+            (&open, local, None, Use::Read, Allow),
+            (&open, mapped, None, Use::Read, Allow),
+            (&open, local, None, Use::Open, Allow),
+            (&open, local, None, Use::Write, WRITE),
+            (&open, remote, None, Use::Read, LOOPBACK),
+            (&open, remote, None, Use::Open, LOOPBACK),
+            (&token, remote, Some("Bearer s3cret"), Use::Read, Allow),
+            (&token, local, Some("bearer  s3cret "), Use::Write, Allow),
+            (&token, local, None, Use::Read, Unauthorized),
+            (&token, local, None, Use::Write, Unauthorized),
+            (&token, local, Some("Bearer s3cre"), Use::Read, Unauthorized),
+            (
+                &token,
+                local,
+                Some("Bearer s3cret2"),
+                Use::Read,
+                Unauthorized,
+            ),
+            (&token, local, Some("Basic s3cret"), Use::Read, Unauthorized),
+            (&token, local, Some("Bearer"), Use::Read, Unauthorized),
+            (&token, remote, None, Use::Open, Allow),
         ];
-        for (access, peer, auth, data, want) in cases {
+        for (access, peer, auth, what, want) in cases {
             assert_eq!(
-                access.check(peer, &headers(auth), data),
+                access.check(peer, &headers(auth), what),
                 want,
-                "{peer} {auth:?} data={data} token={}",
+                "{peer} {auth:?} {what:?} token={}",
                 access.requires_token()
             );
         }
+    }
+
+    #[test]
+    fn without_a_token_the_host_must_name_loopback() {
+        let open = Access::load(None).unwrap();
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        // (Host header, allowed?)
+        let cases = [
+            ("localhost", true),
+            ("LOCALHOST:8080", true),
+            ("127.0.0.1:2580", true),
+            ("127.9.9.9", true),
+            ("[::1]:2580", true),
+            ("[::1]", true),
+            ("[::ffff:127.0.0.1]", true),
+            ("evil.example", false),
+            ("evil.example:2580", false),
+            ("localhost.evil.example", false),
+            ("192.0.2.1:2580", false),
+            ("[::1", false),
+            ("[::1]x", false),
+            ("", false),
+        ];
+        for (host, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            let got = open.check(local, &h, Use::Read) == Verdict::Allow;
+            assert_eq!(got, want, "Host: {host:?}");
+        }
+        // No Host header (HTTP/1.0): loopback peer, allowed.
+        assert_eq!(
+            open.check(local, &HeaderMap::new(), Use::Read),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -431,7 +523,7 @@ mod tests {
             access.check(
                 "127.0.0.1:1".parse().unwrap(),
                 &headers(Some("Bearer abc123")),
-                true
+                Use::Read
             ),
             Verdict::Allow
         );

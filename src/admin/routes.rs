@@ -10,14 +10,14 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::Deserialize;
 
 use super::metrics::{self, Gauges};
-use super::{Access, MAX_BODY, Peer, Verdict};
+use super::{Access, MAX_BODY, Peer, Use, Verdict};
 use crate::allowlist;
 use crate::audit::report::{self, Filter, GroupBy};
 use crate::audit::{Class, Event, Kind, Outcome};
@@ -101,16 +101,22 @@ async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let data = !matches!(request.uri().path(), "/" | "/healthz");
-    match app.access.check(peer, request.headers(), data) {
+    let what = if matches!(request.uri().path(), "/" | "/healthz") {
+        Use::Open
+    } else if matches!(*request.method(), Method::GET | Method::HEAD) {
+        Use::Read
+    } else {
+        Use::Write
+    };
+    match app.access.check(peer, request.headers(), what) {
         Verdict::Allow => {}
         Verdict::Unauthorized => {
             return ApiError(StatusCode::UNAUTHORIZED, "bearer token required".into())
                 .into_response();
         }
-        Verdict::Forbidden => {
-            tracing::warn!(%peer, "admin: refused non-loopback peer (no token configured)");
-            return ApiError(StatusCode::FORBIDDEN, "loopback clients only".into()).into_response();
+        Verdict::Forbidden(why) => {
+            tracing::warn!(%peer, "admin: refused ({why})");
+            return ApiError(StatusCode::FORBIDDEN, why.into()).into_response();
         }
     }
     let mut response = next.run(request).await;
