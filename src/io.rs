@@ -249,14 +249,17 @@ pub fn may_block<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Whether a command line may verify credentials (AUTH, PASS, APOP): those run through
-/// [`may_block`].
+/// Whether a command line may verify credentials (AUTH with a mechanism, PASS, APOP): those
+/// run through [`may_block`] and the throttle. A bare `AUTH` (POP3's mechanism list) does not.
 pub fn verifies_credentials(line: &[u8]) -> bool {
-    let verb = line
+    let mut words = line
         .split(|b| *b == b' ' || *b == b'\t')
-        .next()
-        .unwrap_or_default();
-    [&b"AUTH"[..], b"PASS", b"APOP"]
+        .filter(|w| !w.is_empty());
+    let verb = words.next().unwrap_or_default();
+    if verb.eq_ignore_ascii_case(b"AUTH") {
+        return words.next().is_some();
+    }
+    [&b"PASS"[..], b"APOP"]
         .iter()
         .any(|v| verb.eq_ignore_ascii_case(v))
 }
@@ -309,14 +312,22 @@ mod tests {
     fn credential_commands_are_recognized() {
         for line in [
             &b"AUTH PLAIN abc"[..],
-            b"auth",
+            b"auth login",
             b"PASS secret",
+            b"PASS",
             b"apop u d",
             b"AUTH\tPLAIN",
         ] {
             assert!(verifies_credentials(line), "{line:?}");
         }
-        for line in [&b"MAIL FROM:<a@b>"[..], b"AUTHX", b"", b"PASSWORD x"] {
+        for line in [
+            &b"MAIL FROM:<a@b>"[..],
+            b"AUTHX",
+            b"",
+            b"PASSWORD x",
+            b"AUTH",
+            b"auth  ",
+        ] {
             assert!(!verifies_credentials(line), "{line:?}");
         }
     }

@@ -430,15 +430,25 @@ impl Shared {
     }
 
     /// Runs a credential check `f` (a command that may verify a password) for a client at
-    /// `ip`: first waits for the address's next throttle slot (concurrent attempts from one
-    /// address queue, and a success is no faster to learn than a failure), then runs `f` with
-    /// one of a few verification slots, so slow hashes can neither stall the runtime nor
-    /// exhaust memory when many arrive at once. The per-user limit is applied by the store
+    /// `ip`. With `reserve` (the first line of an exchange: AUTH, PASS, APOP; not a SASL
+    /// continuation) it first waits for the address's next throttle slot, so concurrent
+    /// attempts from one address queue, a success is no faster to learn than a failure, and a
+    /// multi-step exchange (LOGIN, NTLM, SCRAM) costs one slot, not one per step. Then it runs
+    /// `f` with one of a few verification slots, so slow hashes can neither stall the runtime
+    /// nor exhaust memory when many arrive at once. The per-user limit is applied by the store
     /// itself ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.
-    pub async fn check_credentials<R>(&self, ip: IpAddr, f: impl FnOnce() -> R) -> R {
-        let wait = self
-            .throttle
-            .reserve_addr(crate::canonical_ip(ip), self.clock.now());
+    pub async fn check_credentials<R>(
+        &self,
+        ip: IpAddr,
+        reserve: bool,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let wait = if reserve {
+            self.throttle
+                .reserve_addr(crate::canonical_ip(ip), self.clock.now())
+        } else {
+            Duration::ZERO
+        };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

@@ -898,3 +898,33 @@ async fn the_allowlist_command_changes_who_may_relay() {
     assert!(!ok && err.contains("not found"), "{err}");
     gw.stop().await;
 }
+
+/// A multi-step exchange (AUTH LOGIN: mechanism, user name, password) takes one throttle slot,
+/// at its first line; its continuation lines do not queue again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_step_login_waits_for_one_slot() {
+    let gw = start(&[
+        ("auth", "failure_delay", r#""0s""#),
+        ("auth.throttle", "free_failures", "1"),
+        ("auth.throttle", "base_delay", r#""1s""#),
+        ("auth.throttle", "max_delay", r#""1s""#),
+    ])
+    .await;
+    let mut c = smtp_from(host(71), gw.addr("submission")).await;
+    failed_auth(&mut c, "nosuchuser").await;
+    let started = Instant::now();
+    c.cmd("AUTH LOGIN", 334).await;
+    let first = started.elapsed();
+    c.cmd(&B64.encode("alice"), 334).await;
+    c.cmd(&B64.encode(PASSWORD), 235).await;
+    let took = started.elapsed();
+    // The first line waits for the slot (about 1 s); one slot per step would make it 3 s.
+    assert!(first >= Duration::from_millis(900), "AUTH LOGIN answered in {first:?}");
+    assert!(
+        took - first < Duration::from_millis(900),
+        "the continuation lines waited {:?}",
+        took - first
+    );
+    c.cmd("QUIT", 221).await;
+    gw.stop().await;
+}

@@ -204,11 +204,15 @@ where
             Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let line = reader.slice(range.clone());
-                if session.in_sasl() || crate::io::verifies_credentials(line) {
-                    // Boxed: the throttle wait and the verification slot are rarely live.
+                let continuing = session.in_sasl();
+                if continuing || crate::io::verifies_credentials(line) {
+                    // Boxed: the throttle wait and the verification slot are rarely live. An
+                    // exchange takes one throttle slot, at its first line.
                     let out =
-                        Box::pin(shared.check_credentials(peer.ip(), || session.handle_line(line)))
-                            .await;
+                        Box::pin(shared.check_credentials(peer.ip(), !continuing, || {
+                            session.handle_line(line)
+                        }))
+                        .await;
                     reader.wipe(range);
                     out
                 } else {

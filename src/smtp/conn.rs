@@ -217,12 +217,16 @@ where
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let now = shared.clock.now();
                 let line = reader.slice(range.clone());
-                if session.in_sasl() || crate::io::verifies_credentials(line) {
+                let continuing = session.in_sasl();
+                if continuing || crate::io::verifies_credentials(line) {
                     let ip = session.settings().peer.ip();
-                    // Boxed: the throttle wait and the verification slot are rarely live.
-                    let out =
-                        Box::pin(shared.check_credentials(ip, || session.handle_line(now, line)))
-                            .await;
+                    // Boxed: the throttle wait and the verification slot are rarely live. An
+                    // exchange takes one throttle slot, at its first line.
+                    let out = Box::pin(
+                        shared
+                            .check_credentials(ip, !continuing, || session.handle_line(now, line)),
+                    )
+                    .await;
                     reader.wipe(range);
                     out
                 } else {
