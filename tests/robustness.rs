@@ -919,7 +919,10 @@ async fn a_multi_step_login_waits_for_one_slot() {
     c.cmd(&B64.encode(PASSWORD), 235).await;
     let took = started.elapsed();
     // The first line waits for the slot (about 1 s); one slot per step would make it 3 s.
-    assert!(first >= Duration::from_millis(900), "AUTH LOGIN answered in {first:?}");
+    assert!(
+        first >= Duration::from_millis(900),
+        "AUTH LOGIN answered in {first:?}"
+    );
     assert!(
         took - first < Duration::from_millis(900),
         "the continuation lines waited {:?}",

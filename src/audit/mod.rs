@@ -286,6 +286,8 @@ struct Output {
     failing: bool,
     /// Events lost since the outage began, for the recovery line.
     lost_in_outage: u64,
+    /// A failed write may have left a partial line that could not be cut off.
+    torn: bool,
     buf: Vec<u8>,
 }
 
@@ -298,6 +300,7 @@ impl Output {
             size: 0,
             failing: false,
             lost_in_outage: 0,
+            torn: false,
             buf: Vec::new(),
         }
     }
@@ -351,11 +354,30 @@ impl Output {
         self.size
     }
 
+    /// Appends `bytes` (whole lines). A write that fails part-way is cut back off, so the
+    /// next line does not continue a torn one; where that is impossible, the next write starts
+    /// with a line break, so only the torn line is lost (the report skips it with a warning).
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let torn = std::mem::take(&mut self.torn);
         let f = self.open()?;
-        f.write_all(bytes)?;
-        self.size += bytes.len() as u64;
-        Ok(())
+        let start = f.metadata().map(|m| m.len()).ok();
+        let mut written = if torn { f.write_all(b"\n") } else { Ok(()) };
+        if written.is_ok() {
+            written = f.write_all(bytes);
+        }
+        match written {
+            Ok(()) => {
+                self.size = start.unwrap_or(self.size) + u64::from(torn) + bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = match start {
+                    Some(len) => f.set_len(len).is_err() || torn,
+                    None => true,
+                };
+                Err(e)
+            }
+        }
     }
 
     /// Counts the outcome of writing `events` events (0 for a rotation).
@@ -382,7 +404,8 @@ impl Output {
                 if !self.failing {
                     tracing::error!(
                         path = %self.settings.path.display(),
-                        "audit log write failed, events are lost until it recovers: {e}"
+                        "audit log write failed: {e}; events whose write fails are lost \
+                         (mailgate_audit_events_lost_total)"
                     );
                     self.failing = true;
                 }
