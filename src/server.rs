@@ -27,6 +27,9 @@ use crate::sasl::Descriptor;
 use crate::spool::Spool;
 use crate::throttle::Throttle;
 
+/// A TLS session and the `tls-server-end-point` hash of the certificate it was made with.
+pub type TlsPhase<'a> = (&'a rustls::ServerConnection, &'a [u8]);
+
 /// Errors that stop the gateway from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -178,11 +181,12 @@ impl Shared {
         format!("{:08x}{n:06x}", self.started & 0xffff_ffff)
     }
 
-    /// The SASL environment for one connection phase; `tls` is the TLS session, if any.
+    /// The SASL environment for one connection phase; `tls` is the TLS session, if any, with
+    /// the `tls-server-end-point` hash of the certificate that session was made with.
     pub fn sasl_environment(
         &self,
         session: &str,
-        tls: Option<&rustls::ServerConnection>,
+        tls: Option<TlsPhase<'_>>,
     ) -> crate::sasl::Environment {
         crate::sasl::Environment {
             auth: self.users.clone(),
@@ -193,7 +197,7 @@ impl Shared {
             seed: rand::random(),
             now: self.clock.now(),
             channel_binding: tls
-                .map(|c| Arc::new(crate::tls::channel_binding(c, &self.tls().end_point))),
+                .map(|(c, end_point)| Arc::new(crate::tls::channel_binding(c, end_point))),
         }
     }
 
@@ -340,17 +344,22 @@ impl Shared {
         *self.networks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nets);
     }
 
-    /// Runs the server side of a TLS handshake on `tcp` within `limits.tls_handshake_timeout`;
-    /// `None` (with a log line naming `what`) if it fails or times out.
+    /// Runs the server side of a TLS handshake on `tcp` within `limits.tls_handshake_timeout`,
+    /// with the certificate in force; returns the stream and that TLS setup (a SIGHUP reload
+    /// later does not change what this session's channel binding refers to), or `None` (with a
+    /// log line naming `what`) if it fails or times out.
     pub async fn accept_tls(
         &self,
         tcp: TcpStream,
         what: &str,
-    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    ) -> Option<(
+        tokio_rustls::server::TlsStream<TcpStream>,
+        Arc<crate::tls::ServerTls>,
+    )> {
         let limit = self.config.limits.tls_handshake_timeout;
-        let acceptor = self.tls().acceptor.clone();
-        match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Some(tls),
+        let server_tls = self.tls();
+        match tokio::time::timeout(limit, server_tls.acceptor.clone().accept(tcp)).await {
+            Ok(Ok(tls)) => Some((tls, server_tls)),
             Ok(Err(e)) => {
                 tracing::info!("{what} handshake failed: {e}");
                 None

@@ -300,7 +300,7 @@ async fn accept_loop(
         }
         let (shared, ready) = (shared.clone(), ready.clone());
         tokio::spawn(async move {
-            if let Some(tls) = shared.accept_tls(stream, "admin TLS").await {
+            if let Some((tls, _)) = shared.accept_tls(stream, "admin TLS").await {
                 let _ = ready.send((Conn::new(Box::new(tls), permit), peer)).await;
             }
         });

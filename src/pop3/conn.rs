@@ -97,10 +97,16 @@ async fn serve_tls(
     } else {
         ("TLS", "pop3s")
     };
-    let Some(tls) = shared.accept_tls(tcp, what).await else {
+    let Some((tls, server_tls)) = shared.accept_tls(tcp, what).await else {
         return;
     };
-    let settings = settings(shared, peer, Some(tls.get_ref().1), id, listener);
+    let settings = settings(
+        shared,
+        peer,
+        Some((tls.get_ref().1, &server_tls.end_point)),
+        id,
+        listener,
+    );
     let (session, greet) = match before {
         Some(session) => (Box::new(session.after_tls(settings)), false),
         None => (Box::new(Session::new(settings)), true),
@@ -111,7 +117,7 @@ async fn serve_tls(
 fn settings(
     shared: &Shared,
     peer: SocketAddr,
-    tls: Option<&rustls::ServerConnection>,
+    tls: Option<crate::server::TlsPhase<'_>>,
     id: &str,
     listener: &'static str,
 ) -> Settings {
@@ -137,7 +143,7 @@ fn settings(
         policy: shared.policy(),
         listener,
         peer: peer.ip(),
-        tls_info: tls.map(crate::tls::describe),
+        tls_info: tls.map(|(c, _)| crate::tls::describe(c)),
         max_failures: cfg.auth.max_failures,
         max_errors: cfg.limits.max_errors,
     }

@@ -105,10 +105,16 @@ async fn serve_tls(
     id: &str,
 ) {
     let what = if before.is_some() { "STARTTLS" } else { "TLS" };
-    let Some(tls) = shared.accept_tls(tcp, what).await else {
+    let Some((tls, server_tls)) = shared.accept_tls(tcp, what).await else {
         return;
     };
-    let settings = settings(shared, role, peer, Some(tls.get_ref().1), id);
+    let settings = settings(
+        shared,
+        role,
+        peer,
+        Some((tls.get_ref().1, &server_tls.end_point)),
+        id,
+    );
     let (session, greet) = match before {
         Some(session) => {
             tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "STARTTLS complete");
@@ -124,10 +130,10 @@ fn settings(
     shared: &Shared,
     role: SmtpRole,
     peer: SocketAddr,
-    tls: Option<&rustls::ServerConnection>,
+    tls: Option<crate::server::TlsPhase<'_>>,
     id: &str,
 ) -> Settings {
-    let tls_info = tls.map(crate::tls::describe);
+    let tls_info = tls.map(|(c, _)| crate::tls::describe(c));
     let cfg = &shared.config;
     let nets = shared.networks();
     let ip = crate::canonical_ip(peer.ip());
