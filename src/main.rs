@@ -331,7 +331,19 @@ fn print_policy_coverage(config: &Config, users: &mailgate::auth::UserStore) {
     }
     let mut seen = std::collections::HashSet::new();
     methods.retain(|m| seen.insert(m.to_ascii_uppercase()));
-    for rule in config.policy.coverage(now, &methods, &users.users()) {
+    // A user is listed under a method only if their stored forms serve it.
+    let can_use = |user: &str, method: &str| -> bool {
+        match method {
+            "pop-before-smtp" | "trusted-network" => true,
+            "APOP" => users.unserved(user, &[], true).is_empty(),
+            "NTLMv1" => users.unserved(user, &["NTLM".to_owned()], false).is_empty(),
+            m => users.unserved(user, &[m.to_owned()], false).is_empty(),
+        }
+    };
+    for rule in config
+        .policy
+        .coverage(now, &methods, &users.users(), &can_use)
+    {
         println!("{rule}");
     }
 }

@@ -209,7 +209,15 @@ impl Policy {
     /// "except" qualifier. A mechanism whose class depends on TLS (PLAIN, LOGIN, USER, the
     /// bearer tokens) is assessed both with and without TLS. Trusted-network relays have no
     /// user. A rule not yet in force shows what it will cover from its start.
-    pub fn coverage(&self, now: SystemTime, methods: &[&str], users: &[String]) -> Vec<Coverage> {
+    /// `can_use(user, method)` says whether a user's stored credentials serve a method (users
+    /// who cannot use a method are not listed under it).
+    pub fn coverage(
+        &self,
+        now: SystemTime,
+        methods: &[&str],
+        users: &[String],
+        can_use: &dyn Fn(&str, &str) -> bool,
+    ) -> Vec<Coverage> {
         self.rules
             .iter()
             .enumerate()
@@ -220,7 +228,7 @@ impl Policy {
                     _ => (InForce::Today, Some(now)),
                 };
                 let lines = at
-                    .map(|at| self.lines_for(index, at, methods, users))
+                    .map(|at| self.lines_for(index, at, methods, users, can_use))
                     .unwrap_or_default();
                 Coverage {
                     name: rule.name.clone(),
@@ -240,6 +248,7 @@ impl Policy {
         at: SystemTime,
         methods: &[&str],
         users: &[String],
+        can_use: &dyn Fn(&str, &str) -> bool,
     ) -> Vec<CoverageLine> {
         let mut lines: Vec<CoverageLine> = Vec::new();
         for &method in methods {
@@ -255,7 +264,11 @@ impl Policy {
                 {
                     vec![None]
                 } else {
-                    users.iter().map(|u| Some(u.as_str())).collect()
+                    users
+                        .iter()
+                        .filter(|u| can_use(u, method))
+                        .map(|u| Some(u.as_str()))
+                        .collect()
                 };
                 for subject in subjects {
                     let Some(qualifier) = self.share_of(index, at, method, class, subject) else {
@@ -663,7 +676,7 @@ mod tests {
 
     fn coverage_text(p: &Policy, now: SystemTime, methods: &[&str]) -> Vec<String> {
         let users: Vec<String> = ["alice", "bob"].map(String::from).into();
-        p.coverage(now, methods, &users)
+        p.coverage(now, methods, &users, &|_, _| true)
             .iter()
             .map(ToString::to_string)
             .collect()

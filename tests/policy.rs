@@ -1006,7 +1006,13 @@ async fn sighup_reloads_the_policy_for_new_sessions_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_shows_what_each_rule_covers() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    // dave has only a one-way hash: listed under the cleartext methods, never under CRAM-MD5.
+    let users = format!(
+        "{}dave:{{SHA512-CRYPT}}$6$tOPjcOQzFYiZsdsp$U5/FegAHUXaDAyuCXXkj/6CMFV6dG/F66mBcvgUxnA.\
+         7Qj5MkWFv/oThwBb3sYzC/YlSDRh5bLoqh0hmbCqD81\n",
+        common::USERS
+    );
+    std::fs::write(dir.path().join("users"), users).expect("users file");
     let text = common::config_text(
         r#"
 [[policy]]
@@ -1111,10 +1117,10 @@ until = "2001-01-01"
     assert_eq!(
         clear,
         [
-            "PLAIN (insecure, without TLS): alice, postmaster",
-            "LOGIN (insecure, without TLS): alice, postmaster",
-            "USER (insecure, without TLS): alice, postmaster",
-            "pop-before-smtp (insecure): alice, postmaster",
+            "PLAIN (insecure, without TLS): alice, dave, postmaster",
+            "LOGIN (insecure, without TLS): alice, dave, postmaster",
+            "USER (insecure, without TLS): alice, dave, postmaster",
+            "pop-before-smtp (insecure): alice, dave, postmaster",
             "trusted-network (insecure): any relay (no user)",
         ],
         "{stdout}"
@@ -1122,7 +1128,7 @@ until = "2001-01-01"
     let apop = after("policy \"rehearse-apop\": deny (dry run), expired");
     assert_eq!(apop, ["nothing (expired)"], "{stdout}");
     assert!(
-        lines.last().is_some_and(|l| l.ends_with("OK (3 users)")),
+        lines.last().is_some_and(|l| l.ends_with("OK (4 users)")),
         "{stdout}"
     );
 }
