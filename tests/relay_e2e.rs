@@ -187,94 +187,66 @@ async fn submission_and_pop_before_smtp_relay_with_dots_intact() {
     gw.stop().await;
 }
 
+/// Relays through an authenticating smarthost over STARTTLS (the client submitting over
+/// STARTTLS too) and over implicit TLS (the client on the submissions port).
 #[tokio::test(flavor = "multi_thread")]
-async fn upstream_implicit_tls_and_auth() {
-    let smarthost = Smarthost::start(Options {
-        auth: Some(("gw-user".into(), "upstream-secret".into())),
-        starttls: false,
-        implicit_tls: true,
-        faults: vec![],
-    })
-    .await;
-    let gw = start(
-        &smarthost,
-        &[
-            ("tls", r#""tls""#),
-            ("danger_accept_invalid_certs", "true"),
-            ("username", r#""gw-user""#),
-            ("password", r#""upstream-secret""#),
-        ],
-    )
-    .await;
-    let mut c = Client::connect_tls(gw.addr("submissions")).await;
-    c.expect(220).await;
-    c.cmd("EHLO laptop.example", 250).await;
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", PASSWORD)), 235)
+async fn upstream_tls_modes_and_auth() {
+    for implicit in [false, true] {
+        let smarthost = Smarthost::start(Options {
+            auth: Some(("gw-user".into(), "upstream-secret".into())),
+            starttls: !implicit,
+            implicit_tls: implicit,
+            faults: vec![],
+        })
         .await;
-    send_message(
-        &mut c,
-        "alice@example.test",
-        &["friend@remote.example"],
-        WIRE_BODY,
-    )
-    .await;
-    c.cmd("QUIT", 221).await;
-
-    let got = smarthost.wait_for(1, WAIT).await;
-    assert!(got[0].tls, "relayed without TLS");
-    assert_eq!(got[0].auth_user.as_deref(), Some("gw-user"));
-    assert_eq!(got[0].rcpt_to, vec!["friend@remote.example"]);
-    assert!(text(&got[0].data).ends_with(SEEN_BODY));
-    wait_spool_empty(&gw).await;
-    gw.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_starttls_and_auth() {
-    let smarthost = Smarthost::start(Options {
-        auth: Some(("gw-user".into(), "upstream-secret".into())),
-        starttls: true,
-        implicit_tls: false,
-        faults: vec![],
-    })
-    .await;
-    let gw = start(
-        &smarthost,
-        &[
-            ("tls", r#""starttls""#),
-            ("danger_accept_invalid_certs", "true"),
-            ("username", r#""gw-user""#),
-            ("password", r#""upstream-secret""#),
-        ],
-    )
-    .await;
-    // Submission over STARTTLS this time.
-    let mut c = Client::connect_from(host(9), gw.addr("submission")).await;
-    c.expect(220).await;
-    c.cmd("EHLO laptop.example", 250).await;
-    c.cmd("STARTTLS", 220).await;
-    let mut c = c.starttls().await;
-    c.cmd("EHLO laptop.example", 250).await;
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", PASSWORD)), 235)
+        let mode = if implicit {
+            r#""tls""#
+        } else {
+            r#""starttls""#
+        };
+        let gw = start(
+            &smarthost,
+            &[
+                ("tls", mode),
+                ("danger_accept_invalid_certs", "true"),
+                ("username", r#""gw-user""#),
+                ("password", r#""upstream-secret""#),
+            ],
+        )
         .await;
-    send_message(
-        &mut c,
-        "alice@example.test",
-        &["friend@remote.example"],
-        WIRE_BODY,
-    )
-    .await;
-    c.cmd("QUIT", 221).await;
+        let mut c = if implicit {
+            let mut c = Client::connect_tls(gw.addr("submissions")).await;
+            c.expect(220).await;
+            c
+        } else {
+            let mut c = Client::connect_from(host(9), gw.addr("submission")).await;
+            c.expect(220).await;
+            c.cmd("EHLO laptop.example", 250).await;
+            c.cmd("STARTTLS", 220).await;
+            c.starttls().await
+        };
+        c.cmd("EHLO laptop.example", 250).await;
+        c.cmd(&format!("AUTH PLAIN {}", plain("alice", PASSWORD)), 235)
+            .await;
+        send_message(
+            &mut c,
+            "alice@example.test",
+            &["friend@remote.example"],
+            WIRE_BODY,
+        )
+        .await;
+        c.cmd("QUIT", 221).await;
 
-    let got = smarthost.wait_for(1, WAIT).await;
-    assert_eq!(got[0].auth_user.as_deref(), Some("gw-user"));
-    assert!(got[0].tls, "relayed without STARTTLS");
-    assert_eq!(got[0].rcpt_to, vec!["friend@remote.example"]);
-    let msg = text(&got[0].data);
-    assert!(msg.contains("ESMTPSA"), "{msg}");
-    assert!(msg.ends_with(SEEN_BODY), "{msg}");
-    wait_spool_empty(&gw).await;
-    gw.stop().await;
+        let got = smarthost.wait_for(1, WAIT).await;
+        assert_eq!(got[0].auth_user.as_deref(), Some("gw-user"));
+        assert!(got[0].tls, "relayed without TLS (implicit: {implicit})");
+        assert_eq!(got[0].rcpt_to, vec!["friend@remote.example"]);
+        let msg = text(&got[0].data);
+        assert!(msg.contains("ESMTPSA"), "{msg}");
+        assert!(msg.ends_with(SEEN_BODY), "{msg}");
+        wait_spool_empty(&gw).await;
+        gw.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
