@@ -179,7 +179,10 @@ pub const USER_THROTTLED: &str =
 
 /// The credential store as sessions see it: every check first asks the throttle whether the
 /// user may be checked now ([`Throttle::admit_user`]); a refused check fails like a wrong
-/// credential (the client learns nothing about the password) and the log says why.
+/// credential (the client learns nothing about the password) and the log says why. It also
+/// runs `derive_on_login`'s slow work (hashing, waiting for the users-file lock, fsync) on the
+/// blocking pool after the login, so the login is answered without waiting for it and holds
+/// no verification slot meanwhile.
 ///
 /// A decorator rather than a change to each mechanism: the user name is known only once a
 /// mechanism has parsed the client's message, and every mechanism reaches the store through
@@ -258,7 +261,21 @@ impl Authenticator for ThrottledUsers {
     }
 
     fn plaintext_login(&self, user: &str, password: &[u8]) {
-        self.inner.plaintext_login(user, password);
+        if !self.inner.wants_derivation(user) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (inner, user) = (self.inner.clone(), user.to_owned());
+                let password = zeroize::Zeroizing::new(password.to_vec());
+                drop(runtime.spawn_blocking(move || inner.plaintext_login(&user, &password)));
+            }
+            Err(_) => self.inner.plaintext_login(user, password),
+        }
+    }
+
+    fn wants_derivation(&self, user: &str) -> bool {
+        self.inner.wants_derivation(user)
     }
 }
 

@@ -517,3 +517,65 @@ async fn malformed_scram_on_smtp_and_pop3_then_a_good_login() {
     }
     gw.stop().await;
 }
+
+/// `derive_on_login`: dave is stored only as `{ARGON2ID}`, so SCRAM cannot serve him; after
+/// one PLAIN login (answered at once, the derivation runs after it) his SCRAM-SHA-256 keys are
+/// in the users file and SCRAM works, without a password reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_login_derives_scram_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let users = dir.path().join("users");
+    std::fs::write(&users, USERS).expect("users file");
+    let forms = mailgate::auth::stored_forms(b"dave's pw", &[]);
+    mailgate::auth::set_user(&users, "dave", &forms).expect("set dave");
+    let text = config_text("").replace(
+        "[auth]\n",
+        &format!("[auth]\n{MECHANISMS}\nderive_on_login = true\n"),
+    );
+    let gw = Gateway::start_in(dir, &text).await;
+    let addr = gw.addr("submissions");
+    let session = || async {
+        let mut c = Client::connect_tls(addr).await;
+        c.expect(220).await;
+        c.cmd("EHLO c", 250).await;
+        c
+    };
+    let mut c = session().await;
+    assert_eq!(
+        smtp_scram(&mut c, "n,,", "dave", "dave's pw", b"n,,").await,
+        535
+    );
+    c.cmd(
+        &format!("AUTH PLAIN {}", B64.encode("\0dave\0dave's pw")),
+        235,
+    )
+    .await;
+    c.cmd("QUIT", 221).await;
+    // The keys land in memory once they are in the file.
+    let scram = ["SCRAM-SHA-256".to_owned()];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !gw
+        .shared
+        .user_store
+        .unserved("dave", &scram, false)
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SCRAM keys derived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(gw.dir.path().join("users")).expect("users file");
+    assert!(
+        text.lines().any(|l| l.starts_with("dave:{SCRAM-SHA-256}")),
+        "{text}"
+    );
+    let mut c = session().await;
+    assert_eq!(
+        smtp_scram(&mut c, "n,,", "dave", "dave's pw", b"n,,").await,
+        334
+    );
+    c.cmd("QUIT", 221).await;
+    gw.stop().await;
+}

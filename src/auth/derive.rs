@@ -9,9 +9,11 @@
 //! never overwritten by keys of the old one); the file is replaced atomically (temporary file,
 //! fsync, rename, folder fsync) only if it did not change while the lines were made; and then
 //! the in-memory store takes the user's forms from the file. Failures are logged (never with
-//! the password) and that user is not tried again in this run. The slow part (hashing, the
-//! file lock, fsync) runs through `io::may_block`, so it does not stall the other sessions on
-//! the login's worker thread, and holds no mutex the other sessions need.
+//! the password) and that user is not tried again in this run. In the gateway the slow part
+//! (hashing, the file lock, fsync) runs on the blocking pool after the login has been answered
+//! (`throttle::ThrottledUsers` hands it there when [`UserStore::derivation_pending`] says
+//! there is work); called directly it runs through `io::may_block`. Either way it holds no
+//! mutex the other sessions need.
 
 use std::collections::HashSet;
 use std::fs;
@@ -104,26 +106,35 @@ enum Skip {
 }
 
 impl UserStore {
+    /// Whether a derivation for `user` would run now: enabled, the user exists and lacks a
+    /// wanted form, and no derivation for them failed before or is in progress.
+    pub(super) fn derivation_pending(&self, user: &str) -> bool {
+        let Some(derivation) = &self.derivation else {
+            return false;
+        };
+        let name = user.to_lowercase();
+        let Some(forms) = self.forms(&name) else {
+            return false;
+        };
+        let failed = |set: &Mutex<HashSet<String>>| {
+            set.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(&name)
+        };
+        !derivation.wanted.iter().all(|w| w.served_by(&forms))
+            && !failed(&self.derive_failed)
+            && !failed(&self.deriving)
+    }
+
     /// The `derive_on_login` hook; see the module docs.
     pub(super) fn derive_on_login(&self, user: &str, password: &[u8]) {
         let Some(derivation) = &self.derivation else {
             return;
         };
+        if !self.derivation_pending(user) {
+            return;
+        }
         let name = user.to_lowercase();
-        let Some(forms) = self.forms(&name) else {
-            return;
-        };
-        if derivation.wanted.iter().all(|w| w.served_by(&forms)) {
-            return;
-        }
-        if self
-            .derive_failed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&name)
-        {
-            return;
-        }
         // One derivation per user at a time in this process; another login of the same user
         // meanwhile skips it (the forms land with the first, or at a later login).
         let Some(_busy) = Busy::claim(&self.deriving, &name) else {

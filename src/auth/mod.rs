@@ -299,6 +299,13 @@ pub trait Authenticator: Send + Sync + 'static {
     fn plaintext_login(&self, user: &str, password: &[u8]) {
         let _ = (user, password);
     }
+
+    /// Whether [`Authenticator::plaintext_login`] would do slow work (hashing, the file lock,
+    /// fsync) for `user` now; cheap, so callers can run that work elsewhere only when needed.
+    fn wants_derivation(&self, user: &str) -> bool {
+        let _ = user;
+        false
+    }
 }
 
 /// The hash function of a SCRAM mechanism.
@@ -779,6 +786,10 @@ impl Authenticator for UserStore {
 
     fn plaintext_login(&self, user: &str, password: &[u8]) {
         self.derive_on_login(user, password);
+    }
+
+    fn wants_derivation(&self, user: &str) -> bool {
+        self.derivation_pending(user)
     }
 }
 
