@@ -26,7 +26,7 @@ pub enum Action {
     Brownout,
     /// Refuse with "password transition needed" (SMTP 432 4.7.12, RFC 4954 §6).
     Transition,
-    /// Refuse (SMTP 534 5.7.9 "mechanism too weak"; POP3 -ERR [AUTH]; relay 550 5.7.1).
+    /// Refuse (SMTP 534 5.7.9 "mechanism too weak"; POP3 `-ERR [AUTH]`; relay 550 5.7.1).
     Deny,
 }
 

@@ -553,7 +553,7 @@ async fn a_plain_login_derives_scram_keys() {
     c.cmd("QUIT", 221).await;
     // The keys land in memory once they are in the file.
     let scram = ["SCRAM-SHA-256".to_owned()];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while !gw
         .shared
         .user_store
@@ -561,7 +561,7 @@ async fn a_plain_login_derives_scram_keys() {
         .is_empty()
     {
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "no SCRAM keys derived"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
