@@ -264,6 +264,27 @@ pub fn verifies_credentials(line: &[u8]) -> bool {
         .any(|v| verb.eq_ignore_ascii_case(v))
 }
 
+/// Whether a command line checks a credential itself, so the throttle takes the address's slot
+/// before it: PASS, APOP, and AUTH with an initial response that the mechanism checks at once
+/// (PLAIN, the bearer mechanisms). AUTH without one, or with one that only starts a longer
+/// exchange (LOGIN's user name, NTLM's NEGOTIATE, SCRAM's client-first message), takes its
+/// slot at the line that carries the credential instead
+/// ([`Mechanism::verifies_next`](crate::sasl::Mechanism::verifies_next)).
+pub fn checks_credential(line: &[u8]) -> bool {
+    let mut words = line
+        .split(|b| *b == b' ' || *b == b'\t')
+        .filter(|w| !w.is_empty());
+    let verb = words.next().unwrap_or_default();
+    if verb.eq_ignore_ascii_case(b"AUTH") {
+        let mechanism = words.next().and_then(|m| std::str::from_utf8(m).ok());
+        return words.next().is_some()
+            && mechanism
+                .and_then(crate::sasl::find)
+                .is_some_and(|d| d.initial_response_verifies);
+    }
+    verb.eq_ignore_ascii_case(b"PASS") || verb.eq_ignore_ascii_case(b"APOP")
+}
+
 /// The size of the future that `f` returns, without calling it: the connection loops' tests
 /// keep the future every connection's task holds small.
 #[cfg(test)]
@@ -329,6 +350,31 @@ mod tests {
             b"auth  ",
         ] {
             assert!(!verifies_credentials(line), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn lines_that_check_a_credential_at_once() {
+        for line in [
+            &b"AUTH PLAIN AGFsaWNlAHB3"[..],
+            b"auth xoauth2 dXNlcj1h",
+            b"PASS secret",
+            b"PASS",
+            b"APOP alice 0123",
+        ] {
+            assert!(checks_credential(line), "{line:?}");
+        }
+        for line in [
+            &b"AUTH PLAIN"[..],
+            b"AUTH LOGIN dXNlcg==",
+            b"AUTH NTLM TlRMTVNTUAABAAAA",
+            b"AUTH SCRAM-SHA-256 biwsbj11c2Vy",
+            b"AUTH CRAM-MD5",
+            b"AUTH NOSUCH abc",
+            b"AUTH",
+            b"USER alice",
+        ] {
+            assert!(!checks_credential(line), "{line:?}");
         }
     }
 

@@ -439,10 +439,11 @@ impl Shared {
     }
 
     /// Runs a credential check `f` (a command that may verify a password) for a client at
-    /// `ip`. With `reserve` (the first line of an exchange: AUTH, PASS, APOP; not a SASL
-    /// continuation) it first waits for the address's next throttle slot, so concurrent
-    /// attempts from one address queue, a success is no faster to learn than a failure, and a
-    /// multi-step exchange (LOGIN, NTLM, SCRAM) costs one slot, not one per step. Then it runs
+    /// `ip`. With `reserve` (the line checks a credential: PASS, APOP, PLAIN's response, LOGIN's
+    /// password, NTLM's AUTHENTICATE, SCRAM's client-final message, a bearer token) it first
+    /// waits for the address's next throttle slot, so concurrent attempts from one address
+    /// queue, a success is no faster to learn than a failure, and a multi-step exchange costs
+    /// one slot, taken where the check happens (opening exchanges early gains nothing). Then it runs
     /// `f` with one of a few verification slots, so slow hashes can neither stall the runtime
     /// nor exhaust memory when many arrive at once. The per-user limit is applied by the store
     /// itself ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.

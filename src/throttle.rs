@@ -180,9 +180,9 @@ pub const USER_THROTTLED: &str =
 /// The credential store as sessions see it: every check first asks the throttle whether the
 /// user may be checked now ([`Throttle::admit_user`]); a refused check fails like a wrong
 /// credential (the client learns nothing about the password) and the log says why. It also
-/// runs `derive_on_login`'s slow work (hashing, waiting for the users-file lock, fsync) on the
-/// blocking pool after the login, so the login is answered without waiting for it and holds
-/// no verification slot meanwhile.
+/// hands `derive_on_login`'s slow work (hashing, waiting for the users-file lock, fsync) to a
+/// thread of its own, so the login is answered without waiting for it and holds no
+/// verification slot meanwhile.
 ///
 /// A decorator rather than a change to each mechanism: the user name is known only once a
 /// mechanism has parsed the client's message, and every mechanism reaches the store through
@@ -191,7 +191,16 @@ pub struct ThrottledUsers {
     inner: Arc<dyn Authenticator>,
     throttle: Arc<Throttle>,
     clock: Arc<dyn Clock>,
+    /// Hands `derive_on_login` work to its thread; `None` until a login first needs it.
+    derivations: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Derivation>>>,
 }
+
+/// One `derive_on_login` job: the user and the password of a successful plaintext login.
+type Derivation = (String, zeroize::Zeroizing<Vec<u8>>);
+
+/// Derivation jobs waiting for the derivation thread; when full, a login's derivation is
+/// skipped (it happens at a later login).
+const DERIVATION_QUEUE: usize = 64;
 
 impl ThrottledUsers {
     /// `inner` guarded by `throttle`, with time from `clock`.
@@ -204,7 +213,35 @@ impl ThrottledUsers {
             inner,
             throttle,
             clock,
+            derivations: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The queue of the derivation thread, started at first use. One thread suffices: the
+    /// derivations of a users file run one at a time under its lock anyway, and a bounded
+    /// queue keeps a burst of first logins from tying up threads that wait for that lock.
+    fn derivations(&self) -> Option<&std::sync::mpsc::SyncSender<Derivation>> {
+        self.derivations
+            .get_or_init(|| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Derivation>(DERIVATION_QUEUE);
+                let inner = self.inner.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("derive-on-login".into())
+                    .spawn(move || {
+                        // Ends when the store (and the sender) is dropped.
+                        while let Ok((user, password)) = rx.recv() {
+                            inner.plaintext_login(&user, &password);
+                        }
+                    });
+                match spawned {
+                    Ok(_) => Some(tx),
+                    Err(e) => {
+                        tracing::warn!("derive_on_login: cannot start its thread: {e}");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     fn admit(&self, user: &str) -> bool {
@@ -264,13 +301,14 @@ impl Authenticator for ThrottledUsers {
         if !self.inner.wants_derivation(user) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let (inner, user) = (self.inner.clone(), user.to_owned());
-                let password = zeroize::Zeroizing::new(password.to_vec());
-                drop(runtime.spawn_blocking(move || inner.plaintext_login(&user, &password)));
+        let job = (user.to_owned(), zeroize::Zeroizing::new(password.to_vec()));
+        match self.derivations() {
+            Some(queue) => {
+                if queue.try_send(job).is_err() {
+                    tracing::debug!(user, "derive_on_login: queue full, left for a later login");
+                }
             }
-            Err(_) => self.inner.plaintext_login(user, password),
+            None => self.inner.plaintext_login(user, password),
         }
     }
 

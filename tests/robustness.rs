@@ -900,9 +900,10 @@ async fn the_allowlist_command_changes_who_may_relay() {
 }
 
 /// A multi-step exchange (AUTH LOGIN: mechanism, user name, password) takes one throttle slot,
-/// at its first line; its continuation lines do not queue again.
+/// before the line that carries the credential; and exchanges opened early do not get their
+/// credentials checked without waiting for a slot each.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_multi_step_login_waits_for_one_slot() {
+async fn the_throttle_slot_is_taken_where_the_credential_is_checked() {
     let gw = start(&[
         ("auth", "failure_delay", r#""0s""#),
         ("auth.throttle", "free_failures", "1"),
@@ -910,24 +911,57 @@ async fn a_multi_step_login_waits_for_one_slot() {
         ("auth.throttle", "max_delay", r#""1s""#),
     ])
     .await;
-    let mut c = smtp_from(host(71), gw.addr("submission")).await;
+    let addr = gw.addr("submission");
+    let mut c = smtp_from(host(71), addr).await;
     failed_auth(&mut c, "nosuchuser").await;
     let started = Instant::now();
     c.cmd("AUTH LOGIN", 334).await;
-    let first = started.elapsed();
     c.cmd(&B64.encode("alice"), 334).await;
+    let before_password = started.elapsed();
     c.cmd(&B64.encode(PASSWORD), 235).await;
     let took = started.elapsed();
-    // The first line waits for the slot (about 1 s); one slot per step would make it 3 s.
+    // Nothing is checked before the password: no wait there. The password waits for the
+    // slot (about 1 s); a slot per step would make it 3 s.
     assert!(
-        first >= Duration::from_millis(900),
-        "AUTH LOGIN answered in {first:?}"
+        before_password < Duration::from_millis(900),
+        "the user name step waited {before_password:?}"
     );
     assert!(
-        took - first < Duration::from_millis(900),
-        "the continuation lines waited {:?}",
-        took - first
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+        "AUTH LOGIN took {took:?}"
     );
     c.cmd("QUIT", 221).await;
+
+    // Staging: four exchanges opened at once (PLAIN without an initial response answers 334
+    // at no cost), then all four credentials sent together. Each check still waits for a
+    // slot of its own, one second apart.
+    let guesser = host(72);
+    let mut first = smtp_from(guesser, addr).await;
+    failed_auth(&mut first, "nosuchuser").await;
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut c = smtp_from(guesser, addr).await;
+        c.cmd("AUTH PLAIN", 334).await;
+        conns.push(c);
+    }
+    let started = Instant::now();
+    let guesses: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut c)| {
+            tokio::spawn(async move {
+                c.cmd(&plain(&format!("nosuchuser{n}"), "wrong"), 535).await;
+                c
+            })
+        })
+        .collect();
+    for g in guesses {
+        g.await.expect("guess task");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(3500),
+        "four staged guesses answered within {took:?}"
+    );
     gw.stop().await;
 }

@@ -358,7 +358,8 @@ impl Output {
     /// next line does not continue a torn one; where that is impossible, the next write starts
     /// with a line break, so only the torn line is lost (the report skips it with a warning).
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let torn = std::mem::take(&mut self.torn);
+        // Cleared only once a write has succeeded: a failed reopen keeps it.
+        let torn = self.torn;
         let f = self.open()?;
         let start = f.metadata().map(|m| m.len()).ok();
         let mut written = if torn { f.write_all(b"\n") } else { Ok(()) };
@@ -368,6 +369,7 @@ impl Output {
         match written {
             Ok(()) => {
                 self.size = start.unwrap_or(self.size) + u64::from(torn) + bytes.len() as u64;
+                self.torn = false;
                 Ok(())
             }
             Err(e) => {

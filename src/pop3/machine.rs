@@ -357,6 +357,15 @@ impl Session {
         matches!(self.state, State::InSasl { .. })
     }
 
+    /// Whether the next line of the running SASL exchange may check a credential (see
+    /// [`Mechanism::verifies_next`]); false outside an exchange.
+    pub fn sasl_next_verifies(&self) -> bool {
+        match &self.state {
+            State::InSasl { mechanism, .. } => mechanism.verifies_next(),
+            _ => false,
+        }
+    }
+
     /// Whether the session has ended.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

@@ -109,6 +109,7 @@ static XTEST: Descriptor = Descriptor {
     plaintext: false,
     channel_binding: false,
     bearer_token: false,
+    initial_response_verifies: true,
     start: start_xtest,
 };
 static XPLAIN: Descriptor = Descriptor {
@@ -116,6 +117,7 @@ static XPLAIN: Descriptor = Descriptor {
     plaintext: true,
     channel_binding: false,
     bearer_token: false,
+    initial_response_verifies: true,
     start: start_xtest,
 };
 

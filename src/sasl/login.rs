@@ -43,6 +43,11 @@ enum State {
 }
 
 impl Mechanism for Login {
+    fn verifies_next(&self) -> bool {
+        // The user name step checks nothing; the password step does.
+        matches!(self.state, State::AwaitingPassword { .. })
+    }
+
     fn step(&mut self, input: Option<&[u8]>) -> Step {
         match (std::mem::replace(&mut self.state, State::Done), input) {
             (State::Start, None) => {

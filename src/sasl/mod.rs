@@ -87,6 +87,14 @@ pub trait Mechanism: Send + Sync {
         None
     }
 
+    /// Whether the client's next message may be checked against stored credentials or a
+    /// token: the throttle takes an address slot before such a message, and only before such
+    /// a message, so an exchange costs one slot however many steps it has, and a check can
+    /// never run without one. The default (yes) is the safe answer.
+    fn verifies_next(&self) -> bool {
+        true
+    }
+
     /// Which variant of the mechanism the client used, for the log and the audit: after
     /// `Success` the one that verified, after a `Failure` the one the client attempted, if
     /// the mechanism got that far (NTLM says `NTLMv2`, `LMv2`, `NTLMv1` or `NTLMv1-ESS`; the
@@ -270,6 +278,10 @@ pub struct Descriptor {
     /// Whether the mechanism carries an OAuth bearer token (needs a token validator). Tokens
     /// are bearer secrets: these mechanisms follow the plaintext rule too.
     pub bearer_token: bool,
+    /// Whether an initial response is checked at once (PLAIN's credentials, a bearer token),
+    /// rather than starting a longer exchange (LOGIN's user name, NTLM's NEGOTIATE, SCRAM's
+    /// client-first message): the throttle takes its slot before such a line.
+    pub initial_response_verifies: bool,
     /// Starts a new exchange.
     pub start: fn(&Context) -> Box<dyn Mechanism>,
 }
@@ -292,6 +304,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: true,
         channel_binding: false,
         bearer_token: false,
+        initial_response_verifies: true,
         start: plain::start,
     },
     Descriptor {
@@ -299,6 +312,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: true,
         channel_binding: false,
         bearer_token: false,
+        initial_response_verifies: false,
         start: login::start,
     },
     Descriptor {
@@ -306,6 +320,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        initial_response_verifies: false,
         start: cram_md5::start,
     },
     Descriptor {
@@ -313,6 +328,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        initial_response_verifies: false,
         start: ntlm::start,
     },
     Descriptor {
@@ -320,6 +336,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        initial_response_verifies: false,
         start: scram::start_sha256,
     },
     Descriptor {
@@ -327,6 +344,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: true,
         bearer_token: false,
+        initial_response_verifies: false,
         start: scram::start_sha256_plus,
     },
     Descriptor {
@@ -334,6 +352,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        initial_response_verifies: false,
         start: scram::start_sha1,
     },
     Descriptor {
@@ -341,6 +360,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: true,
         bearer_token: false,
+        initial_response_verifies: false,
         start: scram::start_sha1_plus,
     },
     Descriptor {
@@ -348,6 +368,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: true,
+        initial_response_verifies: true,
         start: xoauth2::start,
     },
     Descriptor {
@@ -355,6 +376,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: true,
+        initial_response_verifies: true,
         start: oauthbearer::start,
     },
 ];

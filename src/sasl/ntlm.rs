@@ -383,6 +383,11 @@ fn classify(auth: &Authenticate) -> Result<Class, &'static str> {
 }
 
 impl Mechanism for Ntlm {
+    fn verifies_next(&self) -> bool {
+        // NEGOTIATE checks nothing; AUTHENTICATE does.
+        matches!(self.state, State::AwaitingAuthenticate { .. })
+    }
+
     fn step(&mut self, input: Option<&[u8]>) -> Step {
         match (std::mem::replace(&mut self.state, State::Done), input) {
             (State::Start, None) => {

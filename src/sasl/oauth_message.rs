@@ -207,6 +207,12 @@ impl BearerExchange {
 }
 
 impl Mechanism for BearerExchange {
+    fn verifies_next(&self) -> bool {
+        // The token comes in the client message; the dummy response after the error
+        // challenge checks nothing.
+        matches!(self.state, State::AwaitingMessage)
+    }
+
     fn step(&mut self, input: Option<&[u8]>) -> Step {
         match (std::mem::replace(&mut self.state, State::Done), input) {
             (State::Start, None) => {

@@ -101,6 +101,13 @@ struct Exchange {
 }
 
 impl Mechanism for Scram {
+    fn verifies_next(&self) -> bool {
+        // The proof comes in the client-final message; the client-first message and the
+        // final empty response check nothing (the user's credentials are looked up at
+        // client-first, where the per-user limit applies).
+        matches!(self.state, State::AwaitingClientFinal(_))
+    }
+
     fn step(&mut self, input: Option<&[u8]>) -> Step {
         match (std::mem::replace(&mut self.state, State::Done), input) {
             (State::Start, None) => {

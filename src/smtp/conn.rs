@@ -225,12 +225,17 @@ where
                 let line = reader.slice(range.clone());
                 let continuing = session.in_sasl();
                 if continuing || crate::io::verifies_credentials(line) {
+                    // The address's throttle slot is taken before the line that checks the
+                    // credential, once per exchange, whatever the mechanism's steps.
+                    let checks = if continuing {
+                        session.sasl_next_verifies()
+                    } else {
+                        crate::io::checks_credential(line)
+                    };
                     let ip = session.settings().peer.ip();
-                    // Boxed: the throttle wait and the verification slot are rarely live. An
-                    // exchange takes one throttle slot, at its first line.
+                    // Boxed: the throttle wait and the verification slot are rarely live.
                     let out = Box::pin(
-                        shared
-                            .check_credentials(ip, !continuing, || session.handle_line(now, line)),
+                        shared.check_credentials(ip, checks, || session.handle_line(now, line)),
                     )
                     .await;
                     reader.wipe(range);

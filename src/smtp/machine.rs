@@ -315,6 +315,15 @@ impl Session {
         matches!(self.state, State::InSasl { .. })
     }
 
+    /// Whether the next line of the running SASL exchange may check a credential (see
+    /// [`Mechanism::verifies_next`]); false outside an exchange.
+    pub fn sasl_next_verifies(&self) -> bool {
+        match &self.state {
+            State::InSasl { mechanism, .. } => mechanism.verifies_next(),
+            _ => false,
+        }
+    }
+
     /// The protocol name for the Received header (RFC 3848).
     pub fn protocol_name(&self) -> &'static str {
         match (
