@@ -264,6 +264,22 @@ pub fn verifies_credentials(line: &[u8]) -> bool {
         .any(|v| verb.eq_ignore_ascii_case(v))
 }
 
+/// How a connection loop treats a line: `None` for an ordinary command; `Some(reserve)` for a
+/// line that belongs to authentication (a SASL continuation while `in_sasl`, or AUTH, PASS,
+/// APOP) and so runs through the credential check, where `reserve` says whether the throttle's
+/// address slot is taken before it: the line checks a credential (`next_verifies` for a
+/// continuation, [`checks_credential`] for a command). An exchange thus takes one slot, before
+/// the line that carries the credential, whatever the mechanism's steps.
+pub fn credential_step(in_sasl: bool, next_verifies: bool, line: &[u8]) -> Option<bool> {
+    if in_sasl {
+        Some(next_verifies)
+    } else if verifies_credentials(line) {
+        Some(checks_credential(line))
+    } else {
+        None
+    }
+}
+
 /// Whether a command line checks a credential itself, so the throttle takes the address's slot
 /// before it: PASS, APOP, and AUTH with an initial response that the mechanism checks at once
 /// (PLAIN, the bearer mechanisms). AUTH without one, or with one that only starts a longer
@@ -350,6 +366,23 @@ mod tests {
             b"auth  ",
         ] {
             assert!(!verifies_credentials(line), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn credential_steps() {
+        // (in SASL, next step verifies, line, expected)
+        let cases: [(bool, bool, &[u8], Option<bool>); 7] = [
+            (false, false, b"NOOP", None),
+            (false, false, b"AUTH", None),
+            (false, false, b"AUTH LOGIN", Some(false)),
+            (false, false, b"AUTH PLAIN AGEAYg==", Some(true)),
+            (false, false, b"PASS x", Some(true)),
+            (true, false, b"dXNlcg==", Some(false)),
+            (true, true, b"cGFzcw==", Some(true)),
+        ];
+        for (in_sasl, next, line, want) in cases {
+            assert_eq!(credential_step(in_sasl, next, line), want, "{line:?}");
         }
     }
 

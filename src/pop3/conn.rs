@@ -210,15 +210,12 @@ where
             Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let line = reader.slice(range.clone());
-                let continuing = session.in_sasl();
-                if continuing || crate::io::verifies_credentials(line) {
-                    // The address's throttle slot is taken before the line that checks the
-                    // credential, once per exchange, whatever the mechanism's steps.
-                    let checks = if continuing {
-                        session.sasl_next_verifies()
-                    } else {
-                        crate::io::checks_credential(line)
-                    };
+                let step = crate::io::credential_step(
+                    session.in_sasl(),
+                    session.sasl_next_verifies(),
+                    line,
+                );
+                if let Some(checks) = step {
                     // Boxed: the throttle wait and the verification slot are rarely live.
                     let out = Box::pin(
                         shared.check_credentials(peer.ip(), checks, || session.handle_line(line)),

@@ -223,15 +223,12 @@ where
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let now = shared.clock.now();
                 let line = reader.slice(range.clone());
-                let continuing = session.in_sasl();
-                if continuing || crate::io::verifies_credentials(line) {
-                    // The address's throttle slot is taken before the line that checks the
-                    // credential, once per exchange, whatever the mechanism's steps.
-                    let checks = if continuing {
-                        session.sasl_next_verifies()
-                    } else {
-                        crate::io::checks_credential(line)
-                    };
+                let step = crate::io::credential_step(
+                    session.in_sasl(),
+                    session.sasl_next_verifies(),
+                    line,
+                );
+                if let Some(checks) = step {
                     let ip = session.settings().peer.ip();
                     // Boxed: the throttle wait and the verification slot are rarely live.
                     let out = Box::pin(
