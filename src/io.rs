@@ -249,56 +249,38 @@ pub fn may_block<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Whether a command line may verify credentials (AUTH with a mechanism, PASS, APOP): those
-/// run through [`may_block`] and the throttle. A bare `AUTH` (POP3's mechanism list) does not.
-pub fn verifies_credentials(line: &[u8]) -> bool {
-    let mut words = line
-        .split(|b| *b == b' ' || *b == b'\t')
-        .filter(|w| !w.is_empty());
-    let verb = words.next().unwrap_or_default();
-    if verb.eq_ignore_ascii_case(b"AUTH") {
-        return words.next().is_some();
-    }
-    [&b"PASS"[..], b"APOP"]
-        .iter()
-        .any(|v| verb.eq_ignore_ascii_case(v))
-}
-
 /// How a connection loop treats a line: `None` for an ordinary command; `Some(reserve)` for a
-/// line that belongs to authentication (a SASL continuation while `in_sasl`, or AUTH, PASS,
-/// APOP) and so runs through the credential check, where `reserve` says whether the throttle's
-/// address slot is taken before it: the line checks a credential (`next_verifies` for a
-/// continuation, [`checks_credential`] for a command). An exchange thus takes one slot, before
-/// the line that carries the credential, whatever the mechanism's steps.
+/// line that belongs to authentication and so runs through the credential check (through
+/// [`may_block`] and the throttle): a SASL continuation while `in_sasl`, or AUTH with a
+/// mechanism, PASS or APOP (a bare `AUTH`, POP3's mechanism list, is ordinary).
+///
+/// `reserve` says whether the throttle's address slot is taken before the line: whether it
+/// checks a credential. A continuation does when `next_verifies`
+/// ([`Mechanism::verifies_next`](crate::sasl::Mechanism::verifies_next)); a command does for
+/// PASS, APOP, and AUTH with an initial response that the mechanism checks at once (PLAIN, the
+/// bearer mechanisms), not for one that only starts a longer exchange (LOGIN's user name,
+/// NTLM's NEGOTIATE, SCRAM's client-first message). An exchange thus takes one slot, before the
+/// line that carries the credential, whatever the mechanism's steps.
 pub fn credential_step(in_sasl: bool, next_verifies: bool, line: &[u8]) -> Option<bool> {
     if in_sasl {
-        Some(next_verifies)
-    } else if verifies_credentials(line) {
-        Some(checks_credential(line))
-    } else {
-        None
+        return Some(next_verifies);
     }
-}
-
-/// Whether a command line checks a credential itself, so the throttle takes the address's slot
-/// before it: PASS, APOP, and AUTH with an initial response that the mechanism checks at once
-/// (PLAIN, the bearer mechanisms). AUTH without one, or with one that only starts a longer
-/// exchange (LOGIN's user name, NTLM's NEGOTIATE, SCRAM's client-first message), takes its
-/// slot at the line that carries the credential instead
-/// ([`Mechanism::verifies_next`](crate::sasl::Mechanism::verifies_next)).
-pub fn checks_credential(line: &[u8]) -> bool {
     let mut words = line
         .split(|b| *b == b' ' || *b == b'\t')
         .filter(|w| !w.is_empty());
     let verb = words.next().unwrap_or_default();
     if verb.eq_ignore_ascii_case(b"AUTH") {
-        let mechanism = words.next().and_then(|m| std::str::from_utf8(m).ok());
-        return words.next().is_some()
-            && mechanism
-                .and_then(crate::sasl::find)
-                .is_some_and(|d| d.initial_response_verifies);
+        let mechanism = words.next()?;
+        let initial_response = words.next().is_some();
+        return Some(
+            initial_response
+                && std::str::from_utf8(mechanism)
+                    .ok()
+                    .and_then(crate::sasl::find)
+                    .is_some_and(|d| d.initial_response_verifies),
+        );
     }
-    verb.eq_ignore_ascii_case(b"PASS") || verb.eq_ignore_ascii_case(b"APOP")
+    (verb.eq_ignore_ascii_case(b"PASS") || verb.eq_ignore_ascii_case(b"APOP")).then_some(true)
 }
 
 /// The size of the future that `f` returns, without calling it: the connection loops' tests
@@ -345,17 +327,33 @@ mod tests {
         out
     }
 
+    /// Commands outside SASL: which go through the credential check, and which of those take
+    /// the throttle slot first.
     #[test]
     fn credential_commands_are_recognized() {
+        let step = |line: &[u8]| credential_step(false, false, line);
         for line in [
             &b"AUTH PLAIN abc"[..],
-            b"auth login",
+            b"AUTH PLAIN AGFsaWNlAHB3",
+            b"auth xoauth2 dXNlcj1h",
             b"PASS secret",
             b"PASS",
             b"apop u d",
-            b"AUTH\tPLAIN",
+            b"APOP alice 0123",
         ] {
-            assert!(verifies_credentials(line), "{line:?}");
+            assert_eq!(step(line), Some(true), "{line:?}");
+        }
+        for line in [
+            &b"auth login"[..],
+            b"AUTH\tPLAIN",
+            b"AUTH PLAIN",
+            b"AUTH LOGIN dXNlcg==",
+            b"AUTH NTLM TlRMTVNTUAABAAAA",
+            b"AUTH SCRAM-SHA-256 biwsbj11c2Vy",
+            b"AUTH CRAM-MD5",
+            b"AUTH NOSUCH abc",
+        ] {
+            assert_eq!(step(line), Some(false), "{line:?}");
         }
         for line in [
             &b"MAIL FROM:<a@b>"[..],
@@ -364,51 +362,19 @@ mod tests {
             b"PASSWORD x",
             b"AUTH",
             b"auth  ",
-        ] {
-            assert!(!verifies_credentials(line), "{line:?}");
-        }
-    }
-
-    #[test]
-    fn credential_steps() {
-        // (in SASL, next step verifies, line, expected)
-        let cases: [(bool, bool, &[u8], Option<bool>); 7] = [
-            (false, false, b"NOOP", None),
-            (false, false, b"AUTH", None),
-            (false, false, b"AUTH LOGIN", Some(false)),
-            (false, false, b"AUTH PLAIN AGEAYg==", Some(true)),
-            (false, false, b"PASS x", Some(true)),
-            (true, false, b"dXNlcg==", Some(false)),
-            (true, true, b"cGFzcw==", Some(true)),
-        ];
-        for (in_sasl, next, line, want) in cases {
-            assert_eq!(credential_step(in_sasl, next, line), want, "{line:?}");
-        }
-    }
-
-    #[test]
-    fn lines_that_check_a_credential_at_once() {
-        for line in [
-            &b"AUTH PLAIN AGFsaWNlAHB3"[..],
-            b"auth xoauth2 dXNlcj1h",
-            b"PASS secret",
-            b"PASS",
-            b"APOP alice 0123",
-        ] {
-            assert!(checks_credential(line), "{line:?}");
-        }
-        for line in [
-            &b"AUTH PLAIN"[..],
-            b"AUTH LOGIN dXNlcg==",
-            b"AUTH NTLM TlRMTVNTUAABAAAA",
-            b"AUTH SCRAM-SHA-256 biwsbj11c2Vy",
-            b"AUTH CRAM-MD5",
-            b"AUTH NOSUCH abc",
-            b"AUTH",
             b"USER alice",
+            b"NOOP",
         ] {
-            assert!(!checks_credential(line), "{line:?}");
+            assert_eq!(step(line), None, "{line:?}");
         }
+    }
+
+    /// Inside SASL every line goes through the check; the mechanism says which takes the slot.
+    #[test]
+    fn continuations_follow_the_mechanism() {
+        assert_eq!(credential_step(true, false, b"dXNlcg=="), Some(false));
+        assert_eq!(credential_step(true, true, b"cGFzcw=="), Some(true));
+        assert_eq!(credential_step(true, true, b"NOOP"), Some(true));
     }
 
     #[tokio::test]
