@@ -329,18 +329,48 @@ async fn smtp_auth_failures_count_against_the_user_name_across_addresses() {
     gw.stop().await;
 }
 
+/// Throttle settings under which an address, after one free failure, gets one credential
+/// check a second (no fixed failure delay).
+const ONE_CHECK_A_SECOND: &[(&str, &str, &str)] = &[
+    ("auth", "failure_delay", r#""0s""#),
+    ("auth.throttle", "free_failures", "1"),
+    ("auth.throttle", "base_delay", r#""1s""#),
+    ("auth.throttle", "max_delay", r#""1s""#),
+];
+
+/// Sends a wrong AUTH PLAIN credential (each for another unknown user) on every connection at
+/// once and waits for all the 535s; returns how long that took and the connections. `staged`:
+/// the exchanges were opened before with `AUTH PLAIN`, so only the credential line is sent.
+async fn guess_at_once(conns: Vec<Client>, staged: bool) -> (Duration, Vec<Client>) {
+    let started = Instant::now();
+    let guesses: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut c)| {
+            tokio::spawn(async move {
+                let user = format!("guessed{n}");
+                if staged {
+                    c.cmd(&plain(&user, "wrong"), 535).await;
+                } else {
+                    failed_auth(&mut c, &user).await;
+                }
+                c
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for g in guesses {
+        done.push(g.await.expect("guess task"));
+    }
+    (started.elapsed(), done)
+}
+
 /// Concurrent guesses from one address queue for the address's check slots: they do not each
 /// wait the same delay in parallel (which would multiply the guessing rate by the number of
 /// connections).
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_guesses_from_one_address_are_serialized() {
-    let gw = start(&[
-        ("auth", "failure_delay", r#""0s""#),
-        ("auth.throttle", "free_failures", "1"),
-        ("auth.throttle", "base_delay", r#""1s""#),
-        ("auth.throttle", "max_delay", r#""1s""#),
-    ])
-    .await;
+    let gw = start(ONE_CHECK_A_SECOND).await;
     let addr = gw.addr("submission");
     let guesser = host(51);
     let mut first = smtp_from(guesser, addr).await;
@@ -350,22 +380,7 @@ async fn concurrent_guesses_from_one_address_are_serialized() {
     for _ in 0..4 {
         conns.push(smtp_from(guesser, addr).await);
     }
-    let started = Instant::now();
-    let guesses: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(n, mut c)| {
-            tokio::spawn(async move {
-                failed_auth(&mut c, &format!("nosuchuser{}", n + 2)).await;
-                c
-            })
-        })
-        .collect();
-    let mut done = Vec::new();
-    for g in guesses {
-        done.push(g.await.expect("guess task"));
-    }
-    let took = started.elapsed();
+    let (took, done) = guess_at_once(conns, false).await;
     // In parallel they would all be answered after about 1 s; queued, the fourth waits for
     // the fourth slot.
     assert!(
@@ -904,13 +919,7 @@ async fn the_allowlist_command_changes_who_may_relay() {
 /// credentials checked without waiting for a slot each.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_throttle_slot_is_taken_where_the_credential_is_checked() {
-    let gw = start(&[
-        ("auth", "failure_delay", r#""0s""#),
-        ("auth.throttle", "free_failures", "1"),
-        ("auth.throttle", "base_delay", r#""1s""#),
-        ("auth.throttle", "max_delay", r#""1s""#),
-    ])
-    .await;
+    let gw = start(ONE_CHECK_A_SECOND).await;
     let addr = gw.addr("submission");
     let mut c = smtp_from(host(71), addr).await;
     failed_auth(&mut c, "nosuchuser").await;
@@ -944,21 +953,7 @@ async fn the_throttle_slot_is_taken_where_the_credential_is_checked() {
         c.cmd("AUTH PLAIN", 334).await;
         conns.push(c);
     }
-    let started = Instant::now();
-    let guesses: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(n, mut c)| {
-            tokio::spawn(async move {
-                c.cmd(&plain(&format!("nosuchuser{n}"), "wrong"), 535).await;
-                c
-            })
-        })
-        .collect();
-    for g in guesses {
-        g.await.expect("guess task");
-    }
-    let took = started.elapsed();
+    let (took, _) = guess_at_once(conns, true).await;
     assert!(
         took >= Duration::from_millis(3500),
         "four staged guesses answered within {took:?}"
