@@ -87,7 +87,7 @@ impl Record {
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 
 /// How often queued events are written to the file.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const WRITE_EVERY: Duration = Duration::from_millis(200);
 
 /// Events written at once without waiting for the next tick.
 const WRITE_BATCH: usize = 256;
@@ -219,7 +219,7 @@ async fn writer(
     shutdown: CancellationToken,
 ) {
     let mut out = Output::new(settings, stats);
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    let mut tick = tokio::time::interval(WRITE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(256);
     loop {
@@ -248,7 +248,6 @@ async fn writer(
             }
         }
     }
-    drop(out);
 }
 
 async fn run_blocking(mut out: Output, batch: Vec<Event>) -> Output {
@@ -273,15 +272,17 @@ async fn run_blocking(mut out: Output, batch: Vec<Event>) -> Output {
 
 /// The open file and its size.
 ///
-/// A batch is serialized into one buffer and handed to the kernel with one `write_all`, so an
-/// event is counted as written only once the write that carries it has succeeded, and the
-/// events of a failed write are counted as lost (no buffered writer hides an error until a
-/// later flush).
+/// A batch is serialized into one buffer and handed to the kernel in one write (between
+/// rotations), so an event is counted as written only once the write that carries it has
+/// succeeded, and the events of a failed write are counted as lost (no buffered writer hides an
+/// error until a later flush).
 struct Output {
     settings: Settings,
     stats: Arc<Stats>,
     file: Option<File>,
-    size: u64,
+    /// The current file's size; `None` when unknown (at start, after a failed write), read
+    /// from disk once then.
+    size: Option<u64>,
     /// Writes are failing (one error line per outage, one recovery line after it).
     failing: bool,
     /// Events lost since the outage began, for the recovery line.
@@ -297,7 +298,7 @@ impl Output {
             settings,
             stats,
             file: None,
-            size: 0,
+            size: None,
             failing: false,
             lost_in_outage: 0,
             torn: false,
@@ -344,14 +345,12 @@ impl Output {
         self.buf = buf;
     }
 
-    /// The current file's size (read from disk while no file is open).
+    /// The current file's size (read from disk only when unknown).
     fn current_size(&mut self) -> u64 {
-        if self.file.is_none() {
-            self.size = fs::metadata(&self.settings.path)
-                .map(|m| m.len())
-                .unwrap_or(0);
-        }
-        self.size
+        let path = &self.settings.path;
+        *self
+            .size
+            .get_or_insert_with(|| fs::metadata(path).map(|m| m.len()).unwrap_or(0))
     }
 
     /// Appends `bytes` (whole lines). A write that fails part-way is cut back off, so the
@@ -360,23 +359,22 @@ impl Output {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         // Cleared only once a write has succeeded: a failed reopen keeps it.
         let torn = self.torn;
+        // Opening sets the size; the second call only borrows the open handle.
+        self.open()?;
+        let start = self.current_size();
         let f = self.open()?;
-        let start = f.metadata().map(|m| m.len()).ok();
         let mut written = if torn { f.write_all(b"\n") } else { Ok(()) };
         if written.is_ok() {
             written = f.write_all(bytes);
         }
         match written {
             Ok(()) => {
-                self.size = start.unwrap_or(self.size) + u64::from(torn) + bytes.len() as u64;
+                self.size = Some(start + u64::from(torn) + bytes.len() as u64);
                 self.torn = false;
                 Ok(())
             }
             Err(e) => {
-                self.torn = match start {
-                    Some(len) => f.set_len(len).is_err() || torn,
-                    None => true,
-                };
+                self.torn = f.set_len(start).is_err() || torn;
                 Err(e)
             }
         }
@@ -401,8 +399,9 @@ impl Output {
                 self.stats.lost.fetch_add(events, Ordering::Relaxed);
                 self.lost_in_outage += events;
                 // Drop the handle: the next write reopens (the disk may have recovered, or
-                // the file been moved away).
+                // the file been moved away) and reads the size again.
                 self.file = None;
+                self.size = None;
                 if !self.failing {
                     tracing::error!(
                         path = %self.settings.path.display(),
@@ -424,7 +423,7 @@ impl Output {
                 .create(true)
                 .append(true)
                 .open(&self.settings.path)?;
-            self.size = f.metadata()?.len();
+            self.size = Some(f.metadata()?.len());
             self.file = Some(f);
         }
         // Just set above when missing.
@@ -448,7 +447,7 @@ impl Output {
             }
             fs::rename(path, rotated(path, 1))?;
         }
-        self.size = 0;
+        self.size = Some(0);
         Ok(())
     }
 }
