@@ -243,10 +243,13 @@ async fn writer(
                 while let Some(e) = rx.recv().await {
                     batch.push(e);
                 }
-                out = run_blocking(out, std::mem::take(&mut batch)).await;
                 break;
             }
         }
+    }
+    // What is left at shutdown, or when every sender is gone, is written before the end.
+    if !batch.is_empty() {
+        run_blocking(out, batch).await;
     }
 }
 
