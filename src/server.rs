@@ -432,7 +432,8 @@ impl Shared {
         }
     }
 
-    /// The delay the throttle currently imposes on `ip` (and `user`, if given).
+    /// The delay implied by the failures remembered for `ip` (and `user`, if given), for
+    /// inspection and tests; see [`Throttle::delay`].
     pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
         self.throttle
             .delay(crate::canonical_ip(ip), user, self.clock.now())
@@ -963,7 +964,6 @@ const USERS_CHECK: Duration = Duration::from_secs(2);
 
 /// The users file as last seen: modification time, length and inode; a change to any of them
 /// (an edit in place, `mailgate passwd`'s rename) means the file is read again.
-/// What tells a changed users file: modification time, length, inode.
 type UsersStamp = (std::time::SystemTime, u64, u64);
 
 fn users_file_stamp(path: &std::path::Path) -> Option<UsersStamp> {

@@ -91,8 +91,9 @@ impl Throttle {
         *self.exempt.write().unwrap_or_else(|p| p.into_inner()) = exempt;
     }
 
-    /// The delay to impose before answering the next attempt from `ip` for `user` at `now`:
-    /// the larger of the per-address and per-user delays.
+    /// The delay implied by the failures remembered for `ip` and for `user` at `now`, the
+    /// larger of the two (for inspection and tests; the waits themselves come from
+    /// [`Throttle::reserve_addr`] and [`Throttle::admit_user`], which also count queued slots).
     pub fn delay(&self, ip: IpAddr, user: Option<&str>, now: SystemTime) -> Duration {
         let by_addr = match self.addr_key(ip) {
             Some(k) => self.by_addr.failures(&k, now, self.window),
@@ -108,10 +109,10 @@ impl Throttle {
     /// Records a failed login from `ip` (and for `user`, if one was named) at `now`.
     pub fn record_failure(&self, ip: IpAddr, user: Option<&str>, now: SystemTime) {
         if let Some(k) = self.addr_key(ip) {
-            self.by_addr.bump(k, now, self, self.window);
+            self.by_addr.bump(k, now, self);
         }
         if let Some(u) = user {
-            self.by_user.bump(user_key(u), now, self, self.window);
+            self.by_user.bump(user_key(u), now, self);
         }
     }
 
@@ -181,8 +182,8 @@ pub const USER_THROTTLED: &str =
 /// user may be checked now ([`Throttle::admit_user`]); a refused check fails like a wrong
 /// credential (the client learns nothing about the password) and the log says why. It also
 /// hands `derive_on_login`'s slow work (hashing, waiting for the users-file lock, fsync) to a
-/// thread of its own, so the login is answered without waiting for it and holds no
-/// verification slot meanwhile.
+/// thread of its own, so the login does not wait for it and holds no verification slot
+/// meanwhile.
 ///
 /// A decorator rather than a change to each mechanism: the user name is known only once a
 /// mechanism has parsed the client's message, and every mechanism reaches the store through
@@ -368,12 +369,12 @@ impl<K: Eq + Hash + Clone> Counters<K> {
             .map_or(0, |r| r.failures)
     }
 
-    fn bump(&self, key: K, now: SystemTime, th: &Throttle, window: Duration) {
+    fn bump(&self, key: K, now: SystemTime, th: &Throttle) {
         let mut fresh = false;
         self.map
             .entry(key)
             .and_modify(|r| {
-                if r.live(now, window) {
+                if r.live(now, th.window) {
                     r.failures = r.failures.saturating_add(1);
                 } else {
                     r.failures = 1;

@@ -10,8 +10,8 @@
 //! fsync, rename, folder fsync) only if it did not change while the lines were made; and then
 //! the in-memory store takes the user's forms from the file. Failures are logged (never with
 //! the password) and that user is not tried again in this run. In the gateway the slow part
-//! (hashing, the file lock, fsync) runs on a thread of its own after the login has been
-//! answered (`throttle::ThrottledUsers` queues it there when [`UserStore::derivation_pending`]
+//! (hashing, the file lock, fsync) runs on a thread of its own, which the login does not wait
+//! for (`throttle::ThrottledUsers` queues it there when [`UserStore::derivation_pending`]
 //! says there is work); called directly it runs through `io::may_block`. Either way it holds
 //! no mutex the other sessions need.
 
