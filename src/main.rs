@@ -332,12 +332,13 @@ fn print_policy_coverage(config: &Config, users: &mailgate::auth::UserStore) {
     let mut seen = std::collections::HashSet::new();
     methods.retain(|m| seen.insert(m.to_ascii_uppercase()));
     // A user is listed under a method only if their stored forms serve it.
+    // (Bearer tokens and relays by address do not depend on what is stored.)
     let can_use = |user: &str, method: &str| -> bool {
         match method {
             "pop-before-smtp" | "trusted-network" => true,
-            "APOP" => users.unserved(user, &[], true).is_empty(),
-            "NTLMv1" => users.unserved(user, &["NTLM".to_owned()], false).is_empty(),
-            m => users.unserved(user, &[m.to_owned()], false).is_empty(),
+            m if mailgate::sasl::find(m).is_some_and(|d| d.bearer_token) => true,
+            "NTLMv1" => users.can_serve(user, "NTLM").is_ok(),
+            m => users.can_serve(user, m).is_ok(),
         }
     };
     for rule in config
