@@ -520,14 +520,7 @@ fn audit(
 /// The canonical local user that `mail_from` names (`user@<local domain>`), if any.
 fn sender_user(session: &Session, mail_from: &str) -> Option<String> {
     let s = session.settings();
-    let (local, domain) = mail_from.rsplit_once('@')?;
-    if !s
-        .local_domains
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case(domain))
-    {
-        return None;
-    }
+    let local = crate::smtp::machine::local_part(mail_from, &s.local_domains)?;
     s.sasl.auth.lookup(&local.to_ascii_lowercase())
 }
 

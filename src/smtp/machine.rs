@@ -867,10 +867,16 @@ impl Session {
 
 /// Whether `mail_from` is one of `user`'s own addresses (`user@<local domain>`).
 pub fn sender_belongs_to(mail_from: &str, user: &str, local_domains: &[String]) -> bool {
-    let Some((local, domain)) = mail_from.rsplit_once('@') else {
-        return false;
-    };
-    local.eq_ignore_ascii_case(user) && local_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    local_part(mail_from, local_domains).is_some_and(|local| local.eq_ignore_ascii_case(user))
+}
+
+/// The local part of `address` when its domain is one of `local_domains`.
+pub fn local_part<'a>(address: &'a str, local_domains: &[String]) -> Option<&'a str> {
+    let (local, domain) = address.rsplit_once('@')?;
+    local_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(domain))
+        .then_some(local)
 }
 
 #[cfg(test)]
