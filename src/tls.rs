@@ -241,7 +241,8 @@ pub fn self_signed(
     Ok((vec![ck.cert.der().clone()], key))
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+/// The certificates of a PEM file; an error if it holds none.
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let err = |message: String| Error::Pem {
         path: path.display().to_string(),
         message,
@@ -251,7 +252,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
         .collect();
     let certs = certs.map_err(|e| err(e.to_string()))?;
     if certs.is_empty() {
-        return Err(err("no CERTIFICATE block found".into()));
+        return Err(err("holds no PEM certificate (no CERTIFICATE block)".into()));
     }
     Ok(certs)
 }

@@ -185,18 +185,8 @@ impl Client {
 /// The system's trust roots (as for the relay), for ureq.
 /// The CA certificates of `introspection_ca_file` (PEM), trusted instead of the system's.
 fn ca_roots(path: &std::path::Path) -> Result<ureq::tls::RootCerts, Error> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let bad = |why: String| {
-        Error::Introspection(format!("introspection_ca_file {}: {why}", path.display()))
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad("holds no PEM certificate".into()));
-    }
+    let certs = crate::tls::load_certs(path)
+        .map_err(|e| Error::Introspection(format!("introspection_ca_file {e}")))?;
     Ok(ureq::tls::RootCerts::new_with_certs(
         &certs
             .iter()
