@@ -53,6 +53,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order reports list them.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Denied,
+        Outcome::Warned,
+        Outcome::Brownout,
+        Outcome::WouldDeny,
+    ];
+
     /// Whether the client got through.
     pub fn allowed(self) -> bool {
         matches!(

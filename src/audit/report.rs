@@ -177,14 +177,7 @@ impl Default for Filter {
 }
 
 /// The results by wire name, in the order of the per-result counts.
-pub(crate) const RESULTS: [Outcome; 6] = [
-    Outcome::Success,
-    Outcome::Failure,
-    Outcome::Denied,
-    Outcome::Warned,
-    Outcome::Brownout,
-    Outcome::WouldDeny,
-];
+pub(crate) const RESULTS: [Outcome; 6] = Outcome::ALL;
 
 /// The kinds by wire name.
 const KINDS: [(&str, Kind); 7] = [

@@ -17,7 +17,6 @@ pub(crate) struct Seen<'a> {
     pub time: &'a str,
     /// An authentication or relay decision (counted); `false` for an accepted message.
     pub decision: bool,
-    pub allowed: bool,
     pub result: Option<Outcome>,
     pub rule: Option<&'a str>,
     pub class: Option<Class>,
@@ -26,6 +25,13 @@ pub(crate) struct Seen<'a> {
     pub mechanism: Option<&'a str>,
     pub software: Option<&'a str>,
     pub name: Option<&'a str>,
+}
+
+impl Seen<'_> {
+    /// Whether the client got through (an unknown result counts as not).
+    pub fn allowed(&self) -> bool {
+        self.result.is_some_and(Outcome::allowed)
+    }
 }
 
 /// An aggregation the scanner feeds; merging must not depend on order, so that worker threads
@@ -198,7 +204,7 @@ impl Acc {
             return;
         }
         self.events += 1;
-        self.successes += u64::from(e.allowed);
+        self.successes += u64::from(e.allowed());
         match e.result {
             Some(Outcome::Denied) => self.denied += 1,
             Some(Outcome::Warned) => self.warned += 1,
@@ -396,8 +402,8 @@ impl Collect for Timeline {
         };
         let b = self.buckets.entry(t / self.secs).or_default();
         b.events += 1;
-        b.successes += u64::from(e.allowed);
-        b.failures += u64::from(!e.allowed);
+        b.successes += u64::from(e.allowed());
+        b.failures += u64::from(!e.allowed());
         let class = e.class.map_or("none", Class::as_str);
         count(&mut b.classes, class, 1);
         count(&mut b.mechanisms, e.mechanism.unwrap_or(UNKNOWN), 1);

@@ -316,7 +316,6 @@ impl<C: Collect> Worker<C> {
         let seen = Seen {
             time,
             decision,
-            allowed: matches!(&*l.result, "success" | "warned" | "would_deny"),
             result: result.map(|i| RESULTS[i]),
             rule,
             class,
