@@ -4,6 +4,12 @@
 //! `MAILGATE_REQUIRE_CLIENTS=1`, which turns a skip into a failure.
 
 mod common;
+// The harness waits on real time for the binary and files; the clock rule is for the gateway.
+#[allow(clippy::disallowed_methods)]
+#[path = "common/extra.rs"]
+mod extra;
+#[path = "common/mech.rs"]
+mod mech;
 
 use common::{Gateway, PASSWORD, have, run};
 
@@ -311,25 +317,15 @@ p.quit()
     );
     let log = gw.state().join("audit.log");
     let hint = |user: &str| {
-        let user = user.to_string();
-        let log = log.clone();
+        let (user, log) = (user.to_string(), log.clone());
         async move {
-            for _ in 0..600 {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let found = text
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<mailgate::audit::Event>(l).ok())
-                    .find(|e| {
-                        e.kind == mailgate::audit::Kind::Auth
-                            && e.protocol == "pop3"
-                            && e.user.as_deref() == Some(user.as_str())
-                    });
-                if let Some(e) = found {
-                    return e.client_name;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-            }
-            panic!("no POP3 login of {user} in the audit log");
+            let found = mech::wait_events(&log, &format!("POP3 login of {user}"), 1, |e| {
+                e.kind == mailgate::audit::Kind::Auth
+                    && e.protocol == "pop3"
+                    && e.user.as_deref() == Some(user.as_str())
+            })
+            .await;
+            found[0].client_name.clone()
         }
     };
     // poplib checks CAPA before STLS, then logs in with USER/PASS.

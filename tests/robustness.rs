@@ -814,19 +814,12 @@ async fn pop3_idle_sessions_are_dropped_without_update() {
 
 /// Runs the built `mailgate` with `args`; returns (success, stdout, stderr).
 async fn mailgate_cli(args: Vec<String>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
-            .args(&args)
-            .output()
-            .expect("run mailgate");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .expect("cli task")
+    let out = common::run(env!("CARGO_BIN_EXE_mailgate"), args, None).await;
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
