@@ -311,14 +311,11 @@ impl Policy {
         let roles = roles_for(method);
         let mut exceptions: Vec<String> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            let in_force = rule.from.is_none_or(|f| at >= f) && rule.until.is_none_or(|u| at < u);
             let listeners_apply = rule.listeners.is_empty()
                 || rule.listeners.iter().any(|l| roles.contains(&l.as_str()));
-            let user_applies = rule.users.is_empty()
-                || user.is_some_and(|u| rule.users.iter().any(|r| r.eq_ignore_ascii_case(u)));
-            if !(in_force
+            if !(rule.in_force(at)
                 && listeners_apply
-                && user_applies
+                && rule.names_user(user)
                 && rule.matches_mechanism(method, class))
             {
                 continue;
@@ -476,13 +473,21 @@ impl Rule {
 
     fn matches(&self, a: &Attempt<'_>) -> bool {
         self.matches_mechanism(a.mechanism, a.class)
-            && (self.users.is_empty()
-                || a.user
-                    .is_some_and(|u| self.users.iter().any(|r| r.eq_ignore_ascii_case(u))))
+            && self.names_user(a.user)
             && (self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&a.ip)))
             && (self.listeners.is_empty() || self.listeners.iter().any(|l| l == a.listener))
-            && self.from.is_none_or(|from| a.now >= from)
-            && self.until.is_none_or(|until| a.now < until)
+            && self.in_force(a.now)
+    }
+
+    /// Whether `at` lies in the rule's date window (`from` inclusive, `until` exclusive).
+    fn in_force(&self, at: SystemTime) -> bool {
+        self.from.is_none_or(|from| at >= from) && self.until.is_none_or(|until| at < until)
+    }
+
+    /// Whether the rule's `users` (any user when empty) include `user`.
+    fn names_user(&self, user: Option<&str>) -> bool {
+        self.users.is_empty()
+            || user.is_some_and(|u| self.users.iter().any(|r| r.eq_ignore_ascii_case(u)))
     }
 
     fn matches_mechanism(&self, mechanism: &str, class: Class) -> bool {
