@@ -35,6 +35,7 @@ pub mod pop3;
 pub mod relay;
 pub mod sasl;
 pub mod server;
+pub mod session;
 pub mod smtp;
 pub mod spool;
 pub mod throttle;

@@ -149,8 +149,9 @@ pub struct Shared {
     tls: std::sync::RwLock<Arc<crate::tls::ServerTls>>,
     /// SASL mechanism settings.
     pub sasl_options: Arc<crate::sasl::Options>,
-    /// OAuth bearer-token validation, if configured.
-    pub tokens: Option<Arc<dyn crate::sasl::TokenValidator>>,
+    /// Answers the credential checks of every session (slow hashes on the blocking pool,
+    /// bearer tokens asynchronously).
+    pub verifier: crate::session::Verifier,
     /// The audit log.
     pub audit: crate::audit::Auditor,
     /// Admin endpoint: counters fed by the audit events (`GET /metrics`).
@@ -169,7 +170,6 @@ pub struct Shared {
     pub mailboxes_in_use: DashSet<String>,
     next_session: AtomicU64,
     started: u64,
-    verify_slots: Semaphore,
     per_ip: DashMap<IpAddr, usize>,
 }
 
@@ -190,7 +190,7 @@ impl Shared {
     ) -> crate::sasl::Environment {
         crate::sasl::Environment {
             auth: self.users.clone(),
-            tokens: self.tokens.clone(),
+            bearer_tokens: self.verifier.has_tokens(),
             options: self.sasl_options.clone(),
             hostname: self.config.hostname.clone(),
             session: session.to_string(),
@@ -439,35 +439,24 @@ impl Shared {
             .delay(crate::canonical_ip(ip), user, self.clock.now())
     }
 
-    /// Runs a credential check `f` (a command that may verify a password) for a client at
-    /// `ip`. With `reserve` (the line checks a credential: PASS, APOP, PLAIN's response, LOGIN's
-    /// password, NTLM's AUTHENTICATE, SCRAM's client-final message, a bearer token) it first
-    /// waits for the address's next throttle slot, so concurrent attempts from one address
-    /// queue, a success is no faster to learn than a failure, and a multi-step exchange costs
-    /// one slot, taken where the check happens (opening exchanges early gains nothing). Then it runs
-    /// `f` with one of a few verification slots, so slow hashes can neither stall the runtime
-    /// nor exhaust memory when many arrive at once. The per-user limit is applied by the store
-    /// itself ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.
-    pub async fn check_credentials<R>(
-        &self,
-        ip: IpAddr,
-        reserve: bool,
-        f: impl FnOnce() -> R,
-    ) -> R {
-        let wait = if reserve {
-            self.throttle
-                .reserve_addr(crate::canonical_ip(ip), self.clock.now())
-        } else {
-            Duration::ZERO
-        };
+    /// Waits, before a line that checks a credential (PASS, APOP, PLAIN's response, LOGIN's
+    /// password, NTLM's AUTHENTICATE, SCRAM's client-final message, a bearer token; `reserve`
+    /// says whether this line is one), for the client address's next throttle slot, so that
+    /// concurrent attempts from one address queue, a success is no faster to learn than a
+    /// failure, and a multi-step exchange costs one slot, taken where the check happens
+    /// (opening exchanges early gains nothing). The check itself then runs through
+    /// [`Shared::verifier`]. The per-user limit is applied by the store itself
+    /// ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.
+    pub async fn credential_slot(&self, ip: IpAddr, reserve: bool) {
+        if !reserve {
+            return;
+        }
+        let wait = self
+            .throttle
+            .reserve_addr(crate::canonical_ip(ip), self.clock.now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        // The semaphore is never closed, so acquire cannot fail; if it did, run unthrottled
-        // rather than refuse the login. Slow hashes inside `f` move off this worker themselves
-        // (`io::may_block` in auth/scheme.rs); cheap checks run inline, without a thread hop.
-        let _slot = self.verify_slots.acquire().await.ok();
-        f()
     }
 
     /// Client connections open on the mail listeners (admin endpoint: `GET /metrics`).
@@ -690,6 +679,12 @@ impl Server {
                 tracing::warn!(file = %path.display(), "notices file unreadable, ignored: {e}")
             }
         }
+        // Password hashes are CPU- and memory-bound: a few per core at a time.
+        let verifier = crate::session::Verifier::new(
+            users.clone(),
+            tokens,
+            std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+        );
         let shared = Arc::new(Shared {
             user_store,
             networks: std::sync::RwLock::new(Arc::new(Networks::from_config(&config))),
@@ -701,7 +696,7 @@ impl Server {
             notifier,
             tls: std::sync::RwLock::new(Arc::new(tls)),
             sasl_options: Arc::new(sasl_options),
-            tokens,
+            verifier,
             audit,
             metrics,
             policy: std::sync::RwLock::new(config.policy.clone()),
@@ -712,10 +707,6 @@ impl Server {
             mailboxes_in_use: DashSet::new(),
             next_session: AtomicU64::new(1),
             started,
-            // Password hashes are CPU- and memory-bound: a few per core at a time.
-            verify_slots: Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
-            ),
             per_ip: DashMap::new(),
             config,
         });

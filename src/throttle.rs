@@ -316,6 +316,10 @@ impl Authenticator for ThrottledUsers {
     fn wants_derivation(&self, user: &str) -> bool {
         self.inner.wants_derivation(user)
     }
+
+    fn password_check_is_slow(&self, user: &str) -> bool {
+        self.inner.password_check_is_slow(user)
+    }
 }
 
 /// The map key for a user name: lower-cased, so case variants share one counter, and bounded.

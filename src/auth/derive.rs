@@ -12,8 +12,8 @@
 //! the password) and that user is not tried again in this run. In the gateway the slow part
 //! (hashing, the file lock, fsync) runs on a thread of its own, which the login does not wait
 //! for (`throttle::ThrottledUsers` queues it there when [`UserStore::derivation_pending`]
-//! says there is work); called directly it runs through `io::may_block`. Either way it holds
-//! no mutex the other sessions need.
+//! says there is work); called directly it blocks its caller, so call it off the async
+//! workers. Either way it holds no mutex the other sessions need.
 
 use std::collections::HashSet;
 use std::fs;
@@ -140,11 +140,10 @@ impl UserStore {
         let Some(_busy) = Busy::claim(&self.deriving, &name) else {
             return;
         };
-        // Argon2 / PBKDF2, the file lock (which may wait for `mailgate passwd`) and the fsyncs
-        // run off this async worker (`io::may_block` hands its other tasks to another thread
-        // first), and no mutex that other sessions take is held meanwhile.
-        let result =
-            crate::io::may_block(|| derive(&derivation.path, &derivation.wanted, &name, password));
+        // Argon2 / PBKDF2, the file lock (which may wait for `mailgate passwd`) and the fsyncs:
+        // blocking work, which callers run off the async workers (the derivation thread of
+        // `throttle::ThrottledUsers`); no mutex that other sessions take is held meanwhile.
+        let result = derive(&derivation.path, &derivation.wanted, &name, password);
         match result {
             Ok((forms, added)) => {
                 if added > 0 {
@@ -414,36 +413,6 @@ mod tests {
         });
         assert_eq!(store.schemes("alice"), ["ARGON2ID", "SCRAM-SHA-256"]);
         assert!(store.deriving.lock().expect("lock").is_empty());
-    }
-
-    /// On the multi-threaded runtime the derivation runs through `block_in_place`, nested
-    /// with the password hashes' own `may_block`, and on a current-thread runtime inline.
-    #[test]
-    fn derivation_runs_on_either_runtime() {
-        for multi in [true, false] {
-            let text = format!("alice:{ARGON}\n");
-            let (_dir, _path, store) = setup(&text, &["SCRAM-SHA-256"]);
-            let store = std::sync::Arc::new(store);
-            let rt = if multi {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_current_thread().build()
-            }
-            .expect("runtime");
-            let task = store.clone();
-            rt.block_on(async move {
-                tokio::spawn(async move { task.plaintext_login("alice", b"password") })
-                    .await
-                    .expect("task");
-            });
-            assert_eq!(
-                store.schemes("alice"),
-                ["ARGON2ID", "SCRAM-SHA-256"],
-                "{multi}"
-            );
-        }
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! mechanisms need after a successful cleartext login. The users map sits behind a lock so that
 //! such an upgrade is seen by later logins without a restart.
 
+mod answer;
 mod derive;
 mod file;
 mod legacy;
@@ -41,6 +42,7 @@ use argon2::{Argon2, PasswordHasher as _};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+pub use answer::{answer, runs_slow};
 pub use file::set_user;
 use scheme::{Form, HmacMd5State, Rejection};
 
@@ -298,6 +300,14 @@ pub trait Authenticator: Send + Sync + 'static {
     /// USER/PASS), so a store may derive and keep stronger forms (`derive_on_login`).
     fn plaintext_login(&self, user: &str, password: &[u8]) {
         let _ = (user, password);
+    }
+
+    /// Whether checking a cleartext password for `user` is slow (a deliberately costly hash
+    /// is stored, or a miss costs one): the session driver then runs the check on the
+    /// blocking pool instead of inline. Cheap; the default says no.
+    fn password_check_is_slow(&self, user: &str) -> bool {
+        let _ = user;
+        false
     }
 
     /// Whether [`Authenticator::plaintext_login`] would do slow work (hashing, the file lock,
@@ -786,6 +796,19 @@ impl Authenticator for UserStore {
 
     fn plaintext_login(&self, user: &str, password: &[u8]) {
         self.derive_on_login(user, password);
+    }
+
+    fn password_check_is_slow(&self, user: &str) -> bool {
+        match self.snapshot().get(&user.to_lowercase()) {
+            Some(forms) => forms.iter().any(Form::is_slow),
+            // A miss verifies the decoy, the file's first slow hash.
+            None => self
+                .decoy
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(Form::is_slow),
+        }
     }
 
     fn wants_derivation(&self, user: &str) -> bool {

@@ -229,7 +229,8 @@ impl Form {
         }
     }
 
-    /// Whether this is a deliberately slow hash (worth replaying for unknown users).
+    /// Whether this is a deliberately slow hash (worth replaying for unknown users; checked
+    /// on the blocking pool rather than on an async worker).
     pub fn is_slow(&self) -> bool {
         !matches!(
             self,
@@ -237,7 +238,8 @@ impl Form {
         )
     }
 
-    /// Whether this form was made from `password`.
+    /// Whether this form was made from `password`. Slow for some forms ([`Form::is_slow`]):
+    /// blocking.
     pub fn verify_password(&self, password: &[u8]) -> bool {
         match self {
             Form::Plain(stored) => eq_hashed(stored.expose(), password),
@@ -245,34 +247,26 @@ impl Form {
                 let ctx = Secret::new(HmacMd5State::new(password).context().to_vec());
                 bool::from(ctx.expose().ct_eq(stored.expose()))
             }
-            // The slow hashes (milliseconds each, by design) run where they cannot stall other
-            // sessions: `may_block` moves this worker's other tasks away first.
+            // The slow hashes take milliseconds each, by design: [`Form::is_slow`] tells the
+            // caller to run them off the async workers.
             Form::Sha512Crypt(hash) | Form::Sha256Crypt(hash) => {
-                crate::io::may_block(|| match sha_crypt::PasswordHashRef::new(hash) {
+                match sha_crypt::PasswordHashRef::new(hash) {
                     Ok(parsed) => ShaCrypt::default()
                         .verify_password(password, parsed)
                         .is_ok(),
                     Err(_) => false,
-                })
+                }
             }
-            Form::Argon2id(hash) | Form::Argon2i(hash) => crate::io::may_block(|| {
-                Argon2::default()
-                    .verify_password(password, hash.as_str())
-                    .is_ok()
-            }),
-            Form::Bcrypt(hash) => {
-                crate::io::may_block(|| bcrypt::verify(password, hash).unwrap_or(false))
-            }
+            Form::Argon2id(hash) | Form::Argon2i(hash) => Argon2::default()
+                .verify_password(password, hash.as_str())
+                .is_ok(),
+            Form::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
             Form::Ntlm(stored) => match nt_hash(password) {
                 Some(nt) => bool::from(nt.as_slice().ct_eq(stored.expose())),
                 None => false,
             },
-            Form::ScramSha1(keys) => {
-                crate::io::may_block(|| ScramHash::Sha1.verify(keys, password))
-            }
-            Form::ScramSha256(keys) => {
-                crate::io::may_block(|| ScramHash::Sha256.verify(keys, password))
-            }
+            Form::ScramSha1(keys) => ScramHash::Sha1.verify(keys, password),
+            Form::ScramSha256(keys) => ScramHash::Sha256.verify(keys, password),
             Form::Md5Crypt(hash) => legacy::verify_md5_crypt(hash, password),
             Form::Digest(digest) => digest.verify(password),
         }

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use crate::auth::{Authenticator, Secret};
 use crate::clock::{Clock, unix_secs};
 use crate::config::OAuthConfig;
-use crate::sasl::{TokenError, TokenValidator};
+use crate::sasl::{TokenError, TokenValidator, Validation};
 use claims::{Policy, Source};
 
 /// Largest JWKS or secret file read, in bytes.
@@ -139,11 +139,11 @@ impl Validator {
     }
 
     /// The checks of [`TokenValidator::validate`], without the log line.
-    fn check(&self, token: &[u8], claimed: Option<&str>) -> Result<String, TokenError> {
+    async fn check(&self, token: &[u8], claimed: Option<&str>) -> Result<String, TokenError> {
         let token = std::str::from_utf8(token)
             .map_err(|_| TokenError::Invalid("token is not ASCII".into()))?;
         let now = unix_secs(self.clock.now());
-        let (claims, source) = self.claims(token, now)?;
+        let (claims, source) = self.claims(token, now).await?;
         let value = self.policy.check(&claims, now, source)?;
         let user = self.map_user(value).ok_or_else(|| {
             TokenError::Invalid(format!("token names unknown user {}", printable(value)))
@@ -160,7 +160,11 @@ impl Validator {
     }
 
     /// The token's claims and where they came from (see the module docs for the order).
-    fn claims(&self, token: &str, now: u64) -> Result<(Map<String, Value>, Source), TokenError> {
+    async fn claims(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Map<String, Value>, Source), TokenError> {
         if let Some(keys) = &self.keys
             && jwt::looks_like_jwt(token)
         {
@@ -171,7 +175,7 @@ impl Validator {
             }
         }
         match &self.introspection {
-            Some(client) => Ok((client.introspect(token, now)?, Source::Introspection)),
+            Some(client) => Ok((client.introspect(token, now).await?, Source::Introspection)),
             None => Err(TokenError::Invalid(
                 "token is not a JWT signed with a configured key".into(),
             )),
@@ -191,9 +195,18 @@ impl Validator {
 }
 
 impl TokenValidator for Validator {
-    fn validate(&self, token: &[u8], claimed: Option<&str>) -> Result<String, TokenError> {
-        let verdict = self.check(token, claimed);
-        match &verdict {
+    fn validate<'a>(&'a self, token: &'a [u8], claimed: Option<&'a str>) -> Validation<'a> {
+        Box::pin(async move {
+            let verdict = self.check(token, claimed).await;
+            log_verdict(&verdict);
+            verdict
+        })
+    }
+}
+
+/// The log line for a token check's result (never the token).
+fn log_verdict(verdict: &Result<String, TokenError>) {
+    match verdict {
             Ok(user) => tracing::debug!(%user, "bearer token accepted"),
             Err(TokenError::Invalid(why)) => tracing::info!(reason = %why, "bearer token refused"),
             Err(TokenError::InsufficientScope(scope)) => {
@@ -203,8 +216,6 @@ impl TokenValidator for Validator {
                 tracing::warn!(reason = %why, "bearer token could not be validated")
             }
         }
-        verdict
-    }
 }
 
 /// Reads a key file of at most [`MAX_KEY_FILE`] bytes.

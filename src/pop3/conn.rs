@@ -215,12 +215,11 @@ where
                     session.sasl_next_verifies(),
                     line,
                 );
-                if let Some(checks) = step {
-                    // Boxed: the throttle wait and the verification slot are rarely live.
-                    let out = Box::pin(
-                        shared.check_credentials(peer.ip(), checks, || session.handle_line(line)),
-                    )
-                    .await;
+                if let Some(reserve) = step {
+                    // Boxed: the throttle wait is rarely live.
+                    Box::pin(shared.credential_slot(peer.ip(), reserve)).await;
+                    let line = reader.slice(range.clone());
+                    let out = session.handle_line(line);
                     reader.wipe(range);
                     out
                 } else {
@@ -338,6 +337,10 @@ where
                     let _ = flush(stream, out).await;
                     return Flow::Closed;
                 }
+            }
+            Action::Verify(check) => {
+                output = session.handle_verified(shared.verifier.verify(check).await);
+                continue;
             }
             Action::OpenMailbox { user, method } => {
                 shared.auth_succeeded(peer.ip(), &user);

@@ -107,6 +107,9 @@ pub enum Action {
     /// Discard buffered input, run the TLS handshake, then continue with
     /// [`Session::after_tls`].
     StartTls,
+    /// Have this credential checked (the reply is empty), then call
+    /// [`Session::handle_verified`] and write its reply.
+    Verify(sasl::Check),
     /// An authentication failed: apply the failure delay and record the failure for
     /// throttling before writing the reply.
     AuthFailed,
@@ -247,6 +250,8 @@ enum State {
     AwaitingUser,
     /// AUTHORIZATION after USER.
     AwaitingPass { user: String },
+    /// AUTHORIZATION: USER/PASS or APOP credentials are being checked.
+    Verifying { tried: String, method: &'static str },
     /// AUTHORIZATION inside an AUTH exchange.
     InSasl {
         mechanism: Box<dyn Mechanism>,
@@ -271,6 +276,7 @@ impl State {
         match self {
             State::AwaitingUser => "AwaitingUser",
             State::AwaitingPass { .. } => "AwaitingPass",
+            State::Verifying { .. } => "Verifying",
             State::InSasl { .. } => "InSasl",
             State::AwaitingMailbox { .. } => "AwaitingMailbox",
             State::Transaction { .. } => "Transaction",
@@ -378,7 +384,9 @@ impl Session {
         }
         match self.state {
             State::InSasl { .. } => return self.sasl_response(line),
-            State::AwaitingMailbox { .. } => return Output::cont(Reply::maildrop_not_ready()),
+            State::AwaitingMailbox { .. } | State::Verifying { .. } => {
+                return Output::cont(Reply::maildrop_not_ready());
+            }
             State::Updating { .. } | State::Done => return Output::closing(Reply::session_closed()),
             _ => {}
         }
@@ -482,12 +490,16 @@ impl Session {
                 let Some(ts) = &self.settings.apop_timestamp else {
                     return Output::cont(Reply::apop_unavailable());
                 };
-                let verdict =
-                    self.settings
-                        .sasl
-                        .auth
-                        .verify_apop(&user, ts.as_bytes(), digest.as_bytes());
-                self.verdict(verdict, user, "APOP")
+                let check = sasl::Check::Apop {
+                    user: user.clone(),
+                    timestamp: ts.as_bytes().to_vec(),
+                    digest: digest.into_bytes(),
+                };
+                self.state = State::Verifying {
+                    tried: user,
+                    method: "APOP",
+                };
+                Output::new(Reply::empty(), Action::Verify(check))
             }
             Command::Auth {
                 mechanism: None, ..
@@ -525,18 +537,37 @@ impl Session {
         else {
             return Output::cont(Reply::user_first());
         };
-        let verdict = self
-            .settings
-            .sasl
-            .auth
-            .verify_password(&user, password.expose());
-        if let Verdict::Ok(canonical) = &verdict {
-            self.settings
-                .sasl
-                .auth
-                .plaintext_login(canonical, password.expose());
+        let check = sasl::Check::Password {
+            user: user.clone(),
+            password,
+            authzid: None,
+        };
+        self.state = State::Verifying {
+            tried: user,
+            method: "USER",
+        };
+        Output::new(Reply::empty(), Action::Verify(check))
+    }
+
+    /// Takes the answer to the check of an [`Action::Verify`] and finishes the login (or the
+    /// AUTH step) it belongs to.
+    pub fn handle_verified(&mut self, answer: sasl::Answer) -> Output {
+        match std::mem::replace(&mut self.state, State::AwaitingUser) {
+            State::Verifying { tried, method } => {
+                self.verdict(answer.into_verdict(), tried, method)
+            }
+            State::InSasl {
+                mut mechanism,
+                name,
+            } => {
+                let step = mechanism.resume(answer);
+                self.sasl_step(step, mechanism, name)
+            }
+            other => {
+                self.state = other;
+                Output::cont(Reply::session_closed())
+            }
         }
-        self.verdict(verdict, user, "USER")
     }
 
     fn verdict(&mut self, verdict: Verdict, tried: String, method: &str) -> Output {
@@ -723,6 +754,10 @@ impl Session {
             Step::Challenge(bytes) => {
                 self.state = State::InSasl { mechanism, name };
                 Output::cont(Reply::challenge(&bytes))
+            }
+            Step::Verify(check) => {
+                self.state = State::InSasl { mechanism, name };
+                Output::new(Reply::empty(), Action::Verify(check))
             }
             Step::Success(identity) => {
                 let mech = mechanism.detail().unwrap_or(name);

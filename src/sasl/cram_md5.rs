@@ -7,13 +7,12 @@
 //! too and passed on lower-cased. The authenticator computes the HMAC from what it stores.
 
 use super::plain::verdict_step;
-use super::{Context, Failure, MAX_TOKEN_LEN, Mechanism, Step};
+use super::{Answer, Check, Context, Failure, MAX_TOKEN_LEN, Mechanism, Step};
 
 /// Starts an exchange with the challenge `<{nonce}@{hostname}>`.
 pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
     let challenge = format!("<{}@{}>", ctx.nonce, ctx.hostname).into_bytes();
     Box::new(CramMd5 {
-        ctx: ctx.clone(),
         challenge,
         state: State::Start,
         user: None,
@@ -21,7 +20,6 @@ pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
 }
 
 struct CramMd5 {
-    ctx: Context,
     challenge: Vec<u8>,
     state: State,
     user: Option<String>,
@@ -32,6 +30,8 @@ enum State {
     Start,
     /// The challenge was sent.
     AwaitingResponse,
+    /// The response is being checked.
+    AwaitingVerdict,
     /// Success or failure was returned.
     Done,
 }
@@ -47,16 +47,24 @@ impl Mechanism for CramMd5 {
             (State::AwaitingResponse, Some(response)) => match parse(response) {
                 Ok((user, digest)) => {
                     self.user = Some(user.chars().take(crate::auth::MAX_USER_LEN).collect());
-                    let verdict = self
-                        .ctx
-                        .auth
-                        .verify_cram_md5(user, &self.challenge, &digest);
-                    verdict_step(verdict)
+                    self.state = State::AwaitingVerdict;
+                    Step::Verify(Check::CramMd5 {
+                        user: user.to_owned(),
+                        challenge: self.challenge.clone(),
+                        digest: digest.to_vec(),
+                    })
                 }
                 Err(why) => malformed(why),
             },
             (State::AwaitingResponse, None) => malformed("missing client response"),
-            (State::Done, _) => malformed("exchange already finished"),
+            (State::AwaitingVerdict | State::Done, _) => malformed("exchange already finished"),
+        }
+    }
+
+    fn resume(&mut self, answer: Answer) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingVerdict => verdict_step(answer.into_verdict()),
+            _ => malformed("no credential check was pending"),
         }
     }
 

@@ -8,8 +8,8 @@
 //! defines none, and legacy clients may send non-UTF-8 passwords).
 
 use super::plain::verdict_step;
-use super::{Context, Failure, MAX_TOKEN_LEN, Mechanism, Step};
-use crate::auth::Verdict;
+use super::{Answer, Check, Context, Failure, MAX_TOKEN_LEN, Mechanism, Step};
+use crate::auth::Secret;
 
 /// The first challenge.
 pub const USERNAME_CHALLENGE: &[u8] = b"Username:";
@@ -17,16 +17,14 @@ pub const USERNAME_CHALLENGE: &[u8] = b"Username:";
 pub const PASSWORD_CHALLENGE: &[u8] = b"Password:";
 
 /// Starts an exchange.
-pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
+pub fn start(_ctx: &Context) -> Box<dyn Mechanism> {
     Box::new(Login {
-        ctx: ctx.clone(),
         state: State::Start,
         user: None,
     })
 }
 
 struct Login {
-    ctx: Context,
     state: State,
     user: Option<String>,
 }
@@ -38,6 +36,8 @@ enum State {
     AwaitingUser,
     /// `Password:` was sent for this user.
     AwaitingPassword { user: String },
+    /// The password is being checked.
+    AwaitingVerdict,
     /// Success or failure was returned.
     Done,
 }
@@ -69,16 +69,24 @@ impl Mechanism for Login {
                 if password.is_empty() {
                     return malformed("empty password");
                 }
-                let verdict = self.ctx.auth.verify_password(&user, password);
-                if let Verdict::Ok(canonical) = &verdict {
-                    self.ctx.auth.plaintext_login(canonical, password);
-                }
-                verdict_step(verdict)
+                self.state = State::AwaitingVerdict;
+                Step::Verify(Check::Password {
+                    user,
+                    password: Secret::new(password.to_vec()),
+                    authzid: None,
+                })
             }
             (State::AwaitingUser | State::AwaitingPassword { .. }, None) => {
                 malformed("missing client response")
             }
-            (State::Done, _) => malformed("exchange already finished"),
+            (State::AwaitingVerdict | State::Done, _) => malformed("exchange already finished"),
+        }
+    }
+
+    fn resume(&mut self, answer: Answer) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingVerdict => verdict_step(answer.into_verdict()),
+            _ => malformed("no credential check was pending"),
         }
     }
 

@@ -2,16 +2,24 @@
 //!
 //! A mechanism is a sans-IO state machine with a single [`Mechanism::step`]: decoded client
 //! bytes in, a [`Step`] out. Base64 and the `334` / `+` framing belong to `smtp/` and `pop3/`.
-//! Policy (which user exists, which password is right) lives behind [`Authenticator`].
+//! A mechanism never checks a credential itself: when it needs one checked (a password, a
+//! CRAM-MD5 digest, the stored NT hash or SCRAM keys, a bearer token) it returns
+//! [`Step::Verify`] with a [`Check`], and whoever drives it (the session driver, through the
+//! verification path that runs slow hashes off the async workers and calls identity providers
+//! asynchronously) feeds the [`Answer`] back with [`Mechanism::resume`]. Which user exists and
+//! which password is right is decided behind that round trip, never here.
 //!
 //! # Contract for mechanisms
 //! - `step` MUST be called first with the initial response (`Some`) if the client sent one,
 //!   or `None` if it did not; afterwards always with `Some(bytes)`.
+//! - After `Verify`, the driver MUST call `resume` with the answer to that check before
+//!   anything else; `resume` returns the next step as `step` would.
 //! - A mechanism MUST NOT panic on any input, and MUST bound what it buffers.
 //! - A mechanism MUST compare secrets in constant time and MUST NOT log secrets.
 //! - After `Success` or `Failure` the mechanism MUST NOT be stepped again.
 //! - Client cancellation (`*`) is handled by the framing layer, not by mechanisms.
 
+mod check;
 pub mod cram_md5;
 pub mod login;
 pub mod ntlm;
@@ -19,11 +27,17 @@ pub mod oauth_message;
 pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod xoauth2;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+pub use check::{Answer, Check};
 
 use crate::auth::Authenticator;
 
@@ -35,6 +49,9 @@ pub const MAX_TOKEN_LEN: usize = 12 * 1024;
 pub enum Step {
     /// Send this challenge (raw bytes; the framing layer base64-encodes it).
     Challenge(Vec<u8>),
+    /// Have this credential checked and pass the answer to [`Mechanism::resume`]; nothing is
+    /// sent to the client meanwhile.
+    Verify(Check),
     /// Authentication succeeded as this identity.
     Success(Identity),
     /// Authentication failed.
@@ -81,6 +98,13 @@ pub trait Mechanism: Send + Sync {
     /// do next. See the module docs for the contract.
     fn step(&mut self, input: Option<&[u8]>) -> Step;
 
+    /// Takes the answer to the [`Check`] of the last [`Step::Verify`] and returns the next
+    /// step. A mechanism that never asks for a check keeps this default, which fails.
+    fn resume(&mut self, answer: Answer) -> Step {
+        let _ = answer;
+        Step::Failure(Failure::Malformed("no credential check was pending"))
+    }
+
     /// The user name the client claimed so far, if the mechanism has seen one: for logs and
     /// per-user throttling of failures. MUST NOT return password material.
     fn user(&self) -> Option<&str> {
@@ -108,10 +132,6 @@ pub trait Mechanism: Send + Sync {
 /// [`Environment::context`].
 #[derive(Clone)]
 pub struct Context {
-    /// Verifies credentials.
-    pub auth: Arc<dyn Authenticator>,
-    /// Validates OAuth bearer tokens, if configured.
-    pub tokens: Option<Arc<dyn TokenValidator>>,
     /// Mechanism settings from the configuration.
     pub options: Arc<Options>,
     /// The server's host name, for challenges.
@@ -150,11 +170,17 @@ pub struct ChannelBinding {
     pub tls_server_end_point: Option<Vec<u8>>,
 }
 
+/// The future a [`TokenValidator`] returns.
+pub type Validation<'a> = Pin<Box<dyn Future<Output = Result<String, TokenError>> + Send + 'a>>;
+
 /// Validates an OAuth 2.0 bearer token (RFC 6750) for XOAUTH2 and OAUTHBEARER (RFC 7628).
+///
+/// Asynchronous because a validator may ask the identity provider (RFC 7662 introspection):
+/// the session driver awaits it with the other sessions running, never on a blocked worker.
 pub trait TokenValidator: Send + Sync + 'static {
     /// Returns the canonical user the token stands for. `claimed` is the user name the client
     /// named (XOAUTH2 `user=`, OAUTHBEARER `a=`), which must match the token's user if given.
-    fn validate(&self, token: &[u8], claimed: Option<&str>) -> Result<String, TokenError>;
+    fn validate<'a>(&'a self, token: &'a [u8], claimed: Option<&'a str>) -> Validation<'a>;
 }
 
 /// Why a bearer token was refused; mapped to the RFC 7628 §3.2.2 error status.
@@ -172,10 +198,12 @@ pub enum TokenError {
 /// per attempt.
 #[derive(Clone)]
 pub struct Environment {
-    /// Verifies credentials.
+    /// The users, for looking names up (audit records, recipients). Credentials are never
+    /// checked through it here: mechanisms ask with [`Step::Verify`].
     pub auth: Arc<dyn Authenticator>,
-    /// Validates OAuth bearer tokens, if configured.
-    pub tokens: Option<Arc<dyn TokenValidator>>,
+    /// Whether a bearer-token validator is configured (XOAUTH2 and OAUTHBEARER can be
+    /// offered).
+    pub bearer_tokens: bool,
     /// Mechanism settings.
     pub options: Arc<Options>,
     /// The server's host name.
@@ -201,7 +229,7 @@ impl Environment {
     ) -> Self {
         Environment {
             auth,
-            tokens: None,
+            bearer_tokens: false,
             options: Arc::new(Options::default()),
             hostname: hostname.to_string(),
             session: session.to_string(),
@@ -220,8 +248,6 @@ impl Environment {
         h.update(attempt.to_be_bytes());
         let random: [u8; 32] = h.finalize().into();
         Context {
-            auth: self.auth.clone(),
-            tokens: self.tokens.clone(),
             options: self.options.clone(),
             hostname: self.hostname.clone(),
             // Random as well as unique: a CRAM-MD5 challenge must never repeat, not even
@@ -262,7 +288,7 @@ impl Environment {
     /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator.
     pub fn can_offer(&self, desc: &Descriptor) -> bool {
         (!desc.channel_binding || self.channel_binding.is_some())
-            && (!desc.bearer_token || self.tokens.is_some())
+            && (!desc.bearer_token || self.bearer_tokens)
     }
 }
 

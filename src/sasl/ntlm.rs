@@ -28,7 +28,9 @@
 //!   (case-insensitive), is the mailbox `user`. Any other domain fails.
 //! - `DOMAIN\user` in the user field (with an empty domain field) is read the same way.
 //! - `user@domain` is that mailbox if such a user exists; otherwise, if `domain` is the DNS
-//!   domain or the host name, the local part; otherwise it fails.
+//!   domain or the host name, the local part; otherwise it fails. (The mechanism asks for the
+//!   NT hash with [`Check::NtHash`], naming the local part as the fallback; the verifier
+//!   decides which name exists.)
 //!
 //! Strings are Unicode (UTF-16LE) when the client offers NTLMSSP_NEGOTIATE_UNICODE, else OEM
 //! (see [`message::decode_string`]).
@@ -40,7 +42,7 @@ use zeroize::Zeroizing;
 
 use self::message::{Authenticate, Challenge, Negotiate, av, flags};
 use super::plain::verdict_step;
-use super::{Context, Failure, Identity, Mechanism, Step};
+use super::{Answer, Check, Context, Failure, Identity, Mechanism, Step};
 use crate::auth::{MAX_USER_LEN, Verdict};
 
 /// Why a v1 response was refused, for the log.
@@ -104,8 +106,18 @@ enum State {
         server_challenge: [u8; 8],
         unicode: bool,
     },
+    /// The user's NT hash was asked for; the response is checked with it.
+    AwaitingHash(Box<Pending>),
     /// Success or failure was returned.
     Done,
+}
+
+/// An AUTHENTICATE message waiting for the user's NT hash.
+struct Pending {
+    auth: Authenticate,
+    user: String,
+    domain: String,
+    server_challenge: [u8; 8],
 }
 
 /// The server's NTLM names.
@@ -242,7 +254,13 @@ impl Ntlm {
         }
         let mailbox = self.mailbox(&user, &domain);
         if !user.is_empty() {
-            self.user = Some(mailbox.clone().unwrap_or_else(|| user.clone()));
+            // For the log and the per-user throttle until the verifier names the user: the
+            // local part of `user@our-domain` (the usual case), else the name as given.
+            self.user = Some(match &mailbox {
+                Some((_, Some(local))) => local.clone(),
+                Some((name, None)) => name.clone(),
+                None => user.clone(),
+            });
         }
         if user.is_empty() {
             // Anonymous NTLM (MS-NLMP §3.2.5.1.2) is never a login.
@@ -251,9 +269,33 @@ impl Ntlm {
         if class == Class::V1 && !self.ctx.options.ntlm_v1 {
             return Step::Failure(Failure::Unavailable(V1_REFUSED));
         }
-        let looked_up = match mailbox {
-            Some(name) => self.ctx.auth.ntlm_hash(&name),
-            None => Err(Verdict::BadCredentials),
+        let pending = Box::new(Pending {
+            auth,
+            user,
+            domain,
+            server_challenge: *server_challenge,
+        });
+        match mailbox {
+            Some((name, fallback)) => {
+                self.state = State::AwaitingHash(pending);
+                Step::Verify(Check::NtHash {
+                    user: name,
+                    fallback,
+                })
+            }
+            None => {
+                // A name that is no mailbox here costs what a known one does.
+                let _ = self.verify(&[0; 16], &pending);
+                Step::Failure(Failure::BadCredentials)
+            }
+        }
+    }
+
+    /// Checks the pending response with the NT hash the verifier answered.
+    fn finish(&mut self, pending: &Pending, answer: Answer) -> Step {
+        let looked_up = match answer {
+            Answer::NtHash(found) => found,
+            _ => Err(Verdict::Unavailable("NT hash check answered with the wrong kind")),
         };
         let (canonical, nt_hash) = match looked_up {
             Ok((canonical, secret)) => match <[u8; 16]>::try_from(secret.expose()) {
@@ -264,11 +306,11 @@ impl Ntlm {
             },
             Err(verdict) => {
                 // An unknown user costs what a known one does.
-                let _ = self.verify(&[0; 16], &auth, &user, &domain, server_challenge);
+                let _ = self.verify(&[0; 16], pending);
                 return verdict_step(verdict);
             }
         };
-        match self.verify(&nt_hash, &auth, &user, &domain, server_challenge) {
+        match self.verify(&nt_hash, pending) {
             Some(variant) => {
                 self.variant = Some(variant);
                 Step::Success(Identity { user: canonical })
@@ -277,8 +319,9 @@ impl Ntlm {
         }
     }
 
-    /// The mailbox `user` (with `domain`) names, per the module docs; `None` if it names none.
-    fn mailbox(&self, user: &str, domain: &str) -> Option<String> {
+    /// The mailbox `user` (with `domain`) names, per the module docs, with the name to try
+    /// when it is unknown (the local part of `user@our-domain`); `None` if it names none.
+    fn mailbox(&self, user: &str, domain: &str) -> Option<(String, Option<String>)> {
         let (domain, user) = match user.split_once('\\') {
             Some((prefix, rest)) if domain.is_empty() => (prefix, rest),
             Some(_) => return None,
@@ -287,23 +330,23 @@ impl Ntlm {
         if user.is_empty() || (!domain.is_empty() && !self.names.is_ours(domain)) {
             return None;
         }
-        if let Some((local, host)) = user.rsplit_once('@')
-            && self.ctx.auth.lookup(user).is_none()
-        {
-            return (!local.is_empty() && self.names.is_ours_dns(host)).then(|| local.to_owned());
+        if let Some((local, host)) = user.rsplit_once('@') {
+            let fallback =
+                (!local.is_empty() && self.names.is_ours_dns(host)).then(|| local.to_owned());
+            return Some((user.to_owned(), fallback));
         }
-        Some(user.to_owned())
+        Some((user.to_owned(), None))
     }
 
     /// Which response of `auth` the NT hash verifies, if any.
-    fn verify(
-        &self,
-        nt_hash: &[u8; 16],
-        auth: &Authenticate,
-        user: &str,
-        domain: &str,
-        server_challenge: &[u8; 8],
-    ) -> Option<Variant> {
+    fn verify(&self, nt_hash: &[u8; 16], pending: &Pending) -> Option<Variant> {
+        let Pending {
+            auth,
+            user,
+            domain,
+            server_challenge,
+        } = pending;
+        let (user, domain) = (user.as_str(), domain.as_str());
         let (nt, lm) = (&auth.nt_response, &auth.lm_response);
         match classify(auth).ok()? {
             Class::V2 | Class::LmOnly => {
@@ -405,7 +448,14 @@ impl Mechanism for Ntlm {
             (State::AwaitingNegotiate | State::AwaitingAuthenticate { .. }, None) => {
                 malformed("missing client response")
             }
-            (State::Done, _) => malformed("exchange already finished"),
+            (State::AwaitingHash(_) | State::Done, _) => malformed("exchange already finished"),
+        }
+    }
+
+    fn resume(&mut self, answer: Answer) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingHash(pending) => self.finish(&pending, answer),
+            _ => malformed("no credential check was pending"),
         }
     }
 

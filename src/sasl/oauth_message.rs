@@ -11,7 +11,10 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use super::{Context, Failure, Identity, MAX_TOKEN_LEN, Mechanism, Step, TokenError};
+use super::{
+    Answer, Check, Context, Failure, Identity, MAX_TOKEN_LEN, Mechanism, Step, TokenError,
+};
+use crate::auth::Secret;
 
 /// The key-value separator, `^A` (RFC 7628 §3.1 `kvsep`).
 pub const KVSEP: u8 = 0x01;
@@ -144,7 +147,6 @@ pub fn error_challenge(flavor_is_xoauth2: bool, error: &TokenError) -> Vec<u8> {
 
 /// One XOAUTH2 or OAUTHBEARER exchange.
 pub(super) struct BearerExchange {
-    ctx: Context,
     flavor: Flavor,
     state: State,
     user: Option<String>,
@@ -155,6 +157,8 @@ enum State {
     Start,
     /// The empty challenge was sent; the client message comes next.
     AwaitingMessage,
+    /// The token is being validated.
+    AwaitingValidation,
     /// The error challenge was sent; the client's dummy response comes next, then this failure.
     AwaitingErrorAck(Failure),
     /// Success or failure was returned.
@@ -163,9 +167,8 @@ enum State {
 
 impl BearerExchange {
     /// Starts an exchange.
-    pub(super) fn start(ctx: &Context, flavor: Flavor) -> Box<dyn Mechanism> {
+    pub(super) fn start(_ctx: &Context, flavor: Flavor) -> Box<dyn Mechanism> {
         Box::new(BearerExchange {
-            ctx: ctx.clone(),
             flavor,
             state: State::Start,
             user: None,
@@ -185,10 +188,23 @@ impl BearerExchange {
             .user
             .as_ref()
             .map(|u| u.chars().take(crate::auth::MAX_USER_LEN).collect());
-        let Some(validator) = &self.ctx.tokens else {
-            return Step::Failure(Failure::Unavailable("no bearer-token validator configured"));
+        self.state = State::AwaitingValidation;
+        Step::Verify(Check::Token {
+            token: Secret::new(message.token.expose().to_vec()),
+            claimed: message.user,
+        })
+    }
+
+    /// Ends the exchange with the validator's answer: success, or the RFC 7628 §3.2.2 error
+    /// challenge (the client's dummy response then ends it with the failure).
+    fn validated(&mut self, answer: Answer) -> Step {
+        let result = match answer {
+            Answer::Token(result) => result,
+            _ => Err(TokenError::Unavailable(
+                "token check answered with the wrong kind".into(),
+            )),
         };
-        match validator.validate(message.token.expose(), message.user.as_deref()) {
+        match result {
             Ok(user) => Step::Success(Identity { user }),
             Err(error) => {
                 let failure = match error {
@@ -225,7 +241,16 @@ impl Mechanism for BearerExchange {
             (State::AwaitingMessage | State::AwaitingErrorAck(_), None) => {
                 Step::Failure(Failure::Malformed("missing client response"))
             }
-            (State::Done, _) => Step::Failure(Failure::Malformed("exchange already finished")),
+            (State::AwaitingValidation | State::Done, _) => {
+                Step::Failure(Failure::Malformed("exchange already finished"))
+            }
+        }
+    }
+
+    fn resume(&mut self, answer: Answer) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingValidation => self.validated(answer),
+            _ => Step::Failure(Failure::Malformed("no credential check was pending")),
         }
     }
 

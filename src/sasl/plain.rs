@@ -5,25 +5,25 @@
 //! they are verified; a string SASLprep rejects is malformed. This gateway does no proxy
 //! authorization, so a non-empty authzid must name the authenticated user itself (RFC 4616 §2:
 //! the server fails the exchange otherwise). With no initial response the server sends an empty
-//! challenge (RFC 4616 §3, RFC 4954 §4).
+//! challenge (RFC 4616 §3, RFC 4954 §4). The password is checked through [`Check::Password`],
+//! which carries the authzid so that the verifier can hold it to the same user.
 
 use std::borrow::Cow;
 
 use zeroize::Zeroizing;
 
-use super::{Context, Failure, Identity, MAX_TOKEN_LEN, Mechanism, Step};
-use crate::auth::Verdict;
+use super::{Answer, Check, Context, Failure, Identity, MAX_TOKEN_LEN, Mechanism, Step};
+use crate::auth::{Secret, Verdict};
 
 /// Starts an exchange.
-pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
+pub fn start(_ctx: &Context) -> Box<dyn Mechanism> {
     Box::new(Plain {
-        ctx: ctx.clone(),
         state: State::Start,
         user: None,
     })
 }
 
-/// Maps an [`Authenticator`](crate::auth::Authenticator) verdict to the final step.
+/// Maps a verdict to the final step.
 pub(super) fn verdict_step(verdict: Verdict) -> Step {
     match verdict {
         Verdict::Ok(user) => Step::Success(Identity { user }),
@@ -33,7 +33,6 @@ pub(super) fn verdict_step(verdict: Verdict) -> Step {
 }
 
 struct Plain {
-    ctx: Context,
     state: State,
     user: Option<String>,
 }
@@ -43,6 +42,8 @@ enum State {
     Start,
     /// The empty challenge was sent; the response comes next.
     AwaitingResponse,
+    /// The credentials are being checked.
+    AwaitingVerdict,
     /// Success or failure was returned.
     Done,
 }
@@ -56,7 +57,14 @@ impl Mechanism for Plain {
             }
             (State::Start | State::AwaitingResponse, Some(message)) => self.finish(message),
             (State::AwaitingResponse, None) => malformed("missing client response"),
-            (State::Done, _) => malformed("exchange already finished"),
+            (State::AwaitingVerdict | State::Done, _) => malformed("exchange already finished"),
+        }
+    }
+
+    fn resume(&mut self, answer: Answer) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingVerdict => verdict_step(answer.into_verdict()),
+            _ => malformed("no credential check was pending"),
         }
     }
 
@@ -83,21 +91,12 @@ impl Plain {
         if authcid.is_empty() || password.is_empty() {
             return malformed("identity or password empty after SASLprep");
         }
-        match self.ctx.auth.verify_password(&authcid, password.as_bytes()) {
-            Verdict::Ok(user) if !authzid.is_empty() && !self.authorizes(authzid, &user) => {
-                Step::Failure(Failure::BadCredentials)
-            }
-            Verdict::Ok(user) => {
-                self.ctx.auth.plaintext_login(&user, password.as_bytes());
-                verdict_step(Verdict::Ok(user))
-            }
-            verdict => verdict_step(verdict),
-        }
-    }
-
-    /// Whether `authzid` names the authenticated (canonical) `user`.
-    fn authorizes(&self, authzid: &str, user: &str) -> bool {
-        authzid == user || self.ctx.auth.lookup(authzid).as_deref() == Some(user)
+        self.state = State::AwaitingVerdict;
+        Step::Verify(Check::Password {
+            user: authcid.into_owned(),
+            password: Secret::new(password.as_bytes().to_vec()),
+            authzid: (!authzid.is_empty()).then(|| authzid.to_owned()),
+        })
     }
 }
 

@@ -35,7 +35,7 @@ use zeroize::Zeroizing;
 
 use self::message::CbFlag;
 use super::plain::verdict_step;
-use super::{Context, Failure, Identity, Mechanism, Step};
+use super::{Answer, Check, Context, Failure, Identity, Mechanism, Step};
 use crate::auth::{ScramCredentials, ScramHash, Verdict};
 
 /// Starts a SCRAM-SHA-1 exchange.
@@ -78,12 +78,24 @@ enum State {
     Start,
     /// The empty challenge was sent; the client-first message comes next.
     AwaitingClientFirst,
+    /// The user's keys were asked for; the server-first message is made with them.
+    AwaitingKeys(Box<First>),
     /// The server-first message was sent.
     AwaitingClientFinal(Box<Exchange>),
     /// The server-final message was sent; an empty response completes the exchange.
     AwaitingAck(Identity),
     /// Success or failure was returned.
     Done,
+}
+
+/// What the client-first message fixed, kept while the user's keys are looked up.
+struct First {
+    /// The exact `c=` value expected (gs2 header, then channel-binding data if `p=`).
+    channel_binding: Vec<u8>,
+    /// Client nonce followed by server nonce.
+    nonce: String,
+    /// client-first-message-bare.
+    bare: String,
 }
 
 /// What the client-final message is checked against.
@@ -95,9 +107,9 @@ struct Exchange {
     /// client-first-message-bare "," server-first-message (the head of the AuthMessage).
     auth_head: String,
     credentials: ScramCredentials,
-    /// The canonical user, or the verdict a mock exchange ends with.
+    /// The canonical user, or the verdict a mock exchange ends with (the verifier has held a
+    /// requested authzid to the same user already).
     outcome: Result<String, Verdict>,
-    authzid: Option<String>,
 }
 
 impl Mechanism for Scram {
@@ -128,7 +140,20 @@ impl Mechanism for Scram {
                 State::AwaitingClientFirst | State::AwaitingClientFinal(_) | State::AwaitingAck(_),
                 None,
             ) => malformed("missing client response"),
-            (State::Done, _) => malformed("exchange already finished"),
+            (State::AwaitingKeys(_) | State::Done, _) => malformed("exchange already finished"),
+        }
+    }
+
+    fn resume(&mut self, answer: Answer) -> Step {
+        match (std::mem::replace(&mut self.state, State::Done), answer) {
+            (State::AwaitingKeys(first), Answer::Scram {
+                credentials,
+                outcome,
+            }) => self.server_first(*first, credentials, outcome),
+            (State::AwaitingKeys(_), _) => Step::Failure(Failure::Unavailable(
+                "SCRAM key lookup answered with the wrong kind",
+            )),
+            _ => malformed("no credential check was pending"),
         }
     }
 
@@ -165,21 +190,35 @@ impl Scram {
         if user.is_empty() {
             return malformed("invalid-username-encoding: empty after SASLprep");
         }
-        let (credentials, outcome) = match self.ctx.auth.scram_credentials(&user, self.hash) {
-            Ok((canonical, credentials)) => (credentials, Ok(canonical)),
-            Err(verdict) => (self.ctx.auth.scram_decoy(&user, self.hash), Err(verdict)),
-        };
-        let nonce = format!("{}{}", first.nonce, self.server_nonce);
-        let server_first = message::server_first(&nonce, &credentials.salt, credentials.iterations);
         let mut channel_binding = first.gs2_header.as_bytes().to_vec();
         channel_binding.extend_from_slice(&cbind_data);
-        self.state = State::AwaitingClientFinal(Box::new(Exchange {
+        self.state = State::AwaitingKeys(Box::new(First {
             channel_binding,
-            nonce,
+            nonce: format!("{}{}", first.nonce, self.server_nonce),
+            bare: first.bare.to_string(),
+        }));
+        Step::Verify(Check::Scram {
+            user: user.into_owned(),
+            hash: self.hash,
+            authzid: first.authzid,
+        })
+    }
+
+    /// Answers the client-first message with the keys the verifier found (or a decoy's).
+    fn server_first(
+        &mut self,
+        first: First,
+        credentials: ScramCredentials,
+        outcome: Result<String, Verdict>,
+    ) -> Step {
+        let server_first =
+            message::server_first(&first.nonce, &credentials.salt, credentials.iterations);
+        self.state = State::AwaitingClientFinal(Box::new(Exchange {
+            channel_binding: first.channel_binding,
+            nonce: first.nonce,
             auth_head: format!("{},{server_first}", first.bare),
             credentials,
             outcome,
-            authzid: first.authzid,
         }));
         Step::Challenge(server_first.into_bytes())
     }
@@ -253,7 +292,7 @@ impl Scram {
             Ok(user) => user,
             Err(verdict) => return verdict_step(verdict.clone()),
         };
-        if !proven || !self.authorizes(exchange.authzid.as_deref(), user) {
+        if !proven {
             return Step::Failure(Failure::BadCredentials);
         }
         let server_signature = self
@@ -263,10 +302,6 @@ impl Scram {
         Step::Challenge(message::server_final(&server_signature).into_bytes())
     }
 
-    /// Whether `authzid` (if any) names the authenticated (canonical) `user`.
-    fn authorizes(&self, authzid: Option<&str>, user: &str) -> bool {
-        authzid.is_none_or(|a| a == user || self.ctx.auth.lookup(a).as_deref() == Some(user))
-    }
 }
 
 fn malformed(why: &'static str) -> Step {

@@ -228,13 +228,12 @@ where
                     session.sasl_next_verifies(),
                     line,
                 );
-                if let Some(checks) = step {
+                if let Some(reserve) = step {
                     let ip = session.settings().peer.ip();
-                    // Boxed: the throttle wait and the verification slot are rarely live.
-                    let out = Box::pin(
-                        shared.check_credentials(ip, checks, || session.handle_line(now, line)),
-                    )
-                    .await;
+                    // Boxed: the throttle wait is rarely live.
+                    Box::pin(shared.credential_slot(ip, reserve)).await;
+                    let line = reader.slice(range.clone());
+                    let out = session.handle_line(now, line);
                     reader.wipe(range);
                     out
                 } else {
@@ -348,6 +347,10 @@ where
                     let _ = flush(stream, out).await;
                     return Flow::Closed;
                 }
+            }
+            Action::Verify(check) => {
+                next = session.handle_verified(shared.verifier.verify(check).await);
+                continue;
             }
             Action::Authenticated { user, mechanism } => {
                 tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");

@@ -86,6 +86,9 @@ pub enum Action {
         /// Too many failures: after the reply, answer 421 and close.
         close: bool,
     },
+    /// Have this credential checked (nothing is sent yet), then pass the answer to
+    /// [`Session::handle_verified`].
+    Verify(sasl::Check),
     /// Authentication succeeded.
     Authenticated {
         /// The canonical user.
@@ -755,6 +758,7 @@ impl Session {
     ) -> Output {
         match step {
             Step::Challenge(bytes) => Output::cont(reply::auth_challenge(B64.encode(bytes))),
+            Step::Verify(check) => Output::new(reply::none(), Action::Verify(check)),
             Step::Success(identity) => {
                 let name = self.leave_sasl();
                 self.authenticated(identity.user, hint, detail.unwrap_or(name))
@@ -775,6 +779,22 @@ impl Session {
                 self.auth_failed(reply::auth_invalid(), hint, mech, format!("{mech}: {f}"))
             }
         }
+    }
+
+    /// Takes the answer to the check of an [`Action::Verify`] and goes on with the exchange.
+    pub fn handle_verified(&mut self, answer: sasl::Answer) -> Output {
+        let (step, user, detail) = match &mut self.state {
+            State::InSasl { mechanism, .. } => {
+                let step = mechanism.resume(answer);
+                (
+                    step,
+                    mechanism.user().map(str::to_owned),
+                    mechanism.detail(),
+                )
+            }
+            _ => return self.error(reply::bad_sequence()),
+        };
+        self.sasl_step(step, user, detail)
     }
 
     /// Credentials verified: the policy decides whether the client gets through.
