@@ -158,11 +158,16 @@ fn exchange(env: &Environment, mechanism: &str, user: &str, attempt: u32) {
         _ => m.step(None),
     };
     let mut sent_user = false;
-    for _ in 0..4 {
+    for _ in 0..8 {
         let challenge = match step {
             Step::Success(_) => return,
             Step::Failure(f) => panic!("{mechanism}: {f}"),
             Step::Challenge(c) => c,
+            // Answered at once, as the session driver does for a cheap check.
+            Step::Verify(check) => {
+                step = m.resume(mailgate::auth::answer(&*env.auth, check));
+                continue;
+            }
         };
         let answer = match mechanism {
             "LOGIN" if !sent_user => {
@@ -191,7 +196,7 @@ fn exchange(env: &Environment, mechanism: &str, user: &str, attempt: u32) {
         };
         step = m.step(Some(&answer));
     }
-    panic!("{mechanism}: no outcome after 4 steps");
+    panic!("{mechanism}: no outcome after 8 steps");
 }
 
 fn mechanisms(filter: &Option<String>) {

@@ -166,7 +166,7 @@ pub fn validate_token(data: &[u8]) -> Result<String, sasl::TokenError> {
         (parts[0].to_vec(), parts.get(1).copied())
     };
     let claimed = claimed.map(String::from_utf8_lossy);
-    let verdict = validator().validate(&token, claimed.as_deref());
+    let verdict = ready(validator().validate(&token, claimed.as_deref()));
     if let Ok(user) = &verdict {
         assert_eq!(user, "alice");
     }
@@ -183,10 +183,10 @@ pub fn validate_token(data: &[u8]) -> Result<String, sasl::TokenError> {
 /// still waits for a message.
 pub fn sasl_exchange(name: &str, data: &[u8]) -> Option<bool> {
     let auth: Arc<dyn mailgate::auth::Authenticator> = users();
-    let mut env = sasl::Environment::basic(auth, "mx.fuzz.test", "fuzz", [7; 32]);
+    let mut env = sasl::Environment::basic(auth.clone(), "mx.fuzz.test", "fuzz", [7; 32]);
     // The bearer mechanisms reach a real validator (HS256, fixed key: see [`validator`]).
     let tokens: Arc<dyn TokenValidator> = validator();
-    env.tokens = Some(tokens);
+    env.bearer_tokens = true;
     let mut ctx = env.context(1);
     ctx.nonce = "1234.5678".to_owned();
     let Some(descriptor) = sasl::find(name) else {
@@ -200,16 +200,39 @@ pub fn sasl_exchange(name: &str, data: &[u8]) -> Option<bool> {
     }
     inputs.extend(messages(payload, 0xff).into_iter().map(Some));
     for input in inputs {
-        match mechanism.step(input) {
+        let mut step = mechanism.step(input);
+        // Credential checks are answered at once, as the session driver does.
+        while let Step::Verify(check) = step {
+            let answer = match check {
+                sasl::Check::Token { token, claimed } => sasl::Answer::Token(ready(
+                    tokens.validate(token.expose(), claimed.as_deref()),
+                )),
+                check => mailgate::auth::answer(&*auth, check),
+            };
+            step = mechanism.resume(answer);
+        }
+        match step {
             Step::Challenge(c) => assert!(c.len() <= sasl::MAX_TOKEN_LEN),
             Step::Success(identity) => {
                 assert_eq!(identity.user, "alice");
                 return Some(true);
             }
             Step::Failure(_) => return Some(false),
+            Step::Verify(_) => unreachable!("answered above"),
         }
     }
     None
+}
+
+/// The output of a future that never waits (a validator that only checks signatures and
+/// claims, as the fuzz validator does): polled once.
+fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => unreachable!("the fuzz validator never waits"),
+    }
 }
 
 #[cfg(test)]

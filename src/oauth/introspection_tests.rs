@@ -162,12 +162,12 @@ fn idp(body: &str) -> Option<(&'static str, String)> {
     Some(("200 OK", json))
 }
 
-#[test]
-fn request_shape_and_active_answer() {
+#[tokio::test]
+async fn request_shape_and_active_answer() {
     let ep = Endpoint::start(idp);
     let dir = tempfile::tempdir().expect("tempdir");
     let client = Client::new(&ep.config(dir.path())).expect("client");
-    let claims = client.introspect("tok-alice", NOW).expect("active");
+    let claims = client.introspect("tok-alice", NOW).await.expect("active");
     assert_eq!(claims["sub"], json!("alice"));
     let seen = ep.seen();
     assert_eq!(seen.len(), 1);
@@ -178,8 +178,8 @@ fn request_shape_and_active_answer() {
     assert!(!format!("{client:?}").contains("s3cret"));
 }
 
-#[test]
-fn positive_answers_are_cached_briefly() {
+#[tokio::test]
+async fn positive_answers_are_cached_briefly() {
     let ep = Endpoint::start(idp);
     let dir = tempfile::tempdir().expect("tempdir");
     let client = Client::new(&ep.config(dir.path())).expect("client");
@@ -196,14 +196,14 @@ fn positive_answers_are_cached_briefly() {
         ("tok-revoked", NOW, 5),
         ("tok-revoked", NOW, 6),
     ] {
-        let _ = client.introspect(token, at);
+        let _ = client.introspect(token, at).await;
         assert_eq!(count(), requests, "{token} at +{}", at - NOW);
     }
     assert!(client.lock().keys().all(|k| k.len() == 32));
 }
 
-#[test]
-fn failures() {
+#[tokio::test]
+async fn failures() {
     let ep = Endpoint::start(idp);
     let dir = tempfile::tempdir().expect("tempdir");
     let client = Client::new(&ep.config(dir.path())).expect("client");
@@ -214,7 +214,7 @@ fn failures() {
         ("tok-text", "not a JSON object"),
     ];
     for (token, want) in cases {
-        let why = match client.introspect(token, NOW) {
+        let why = match client.introspect(token, NOW).await {
             Err(TokenError::Invalid(why) | TokenError::Unavailable(why)) => why,
             other => panic!("{token}: {other:?}"),
         };
@@ -222,17 +222,17 @@ fn failures() {
         assert!(!why.contains(token), "{token} leaked into {why}");
     }
     assert!(matches!(
-        client.introspect("tok-revoked", NOW),
+        client.introspect("tok-revoked", NOW).await,
         Err(TokenError::Invalid(_))
     ));
     assert!(matches!(
-        client.introspect("tok-error", NOW),
+        client.introspect("tok-error", NOW).await,
         Err(TokenError::Unavailable(_))
     ));
 }
 
-#[test]
-fn unreachable_and_hanging_endpoints_are_unavailable() {
+#[tokio::test]
+async fn unreachable_and_hanging_endpoints_are_unavailable() {
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = closed.local_addr().expect("addr");
     drop(closed);
@@ -241,7 +241,7 @@ fn unreachable_and_hanging_endpoints_are_unavailable() {
     cfg.url = format!("http://{addr}/introspect");
     let client = Client::new(&cfg).expect("client");
     assert!(matches!(
-        client.introspect("tok-alice", NOW),
+        client.introspect("tok-alice", NOW).await,
         Err(TokenError::Unavailable(_))
     ));
 
@@ -251,7 +251,7 @@ fn unreachable_and_hanging_endpoints_are_unavailable() {
     #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
     assert!(matches!(
-        client.introspect("tok-hang", NOW),
+        client.introspect("tok-hang", NOW).await,
         Err(TokenError::Unavailable(_))
     ));
     assert!(started.elapsed() < TIMEOUT + Duration::from_secs(2));
@@ -267,8 +267,8 @@ fn credentials_go_together() {
     assert!(Client::new(&cfg).is_ok());
 }
 
-#[test]
-fn validator_uses_introspection_for_opaque_and_unknown_key_tokens() {
+#[tokio::test]
+async fn validator_uses_introspection_for_opaque_and_unknown_key_tokens() {
     let ep = Endpoint::start(|body| {
         // The JWT below is "active" too: the endpoint is the authority for keys we lack.
         if body.starts_with("token=ey") {
@@ -284,27 +284,27 @@ fn validator_uses_introspection_for_opaque_and_unknown_key_tokens() {
     let mut cfg = config(dir.path());
     cfg.introspection = Some(ep.config(dir.path()));
     let (v, _) = validator(&cfg);
-    assert_eq!(v.validate(b"tok-alice", None), Ok("alice".into()));
-    assert_eq!(v.validate(b"tok-no-exp", Some("alice")), Ok("alice".into()));
+    assert_eq!(v.validate(b"tok-alice", None).await, Ok("alice".into()));
+    assert_eq!(v.validate(b"tok-no-exp", Some("alice")).await, Ok("alice".into()));
     assert!(matches!(
-        v.validate(b"tok-wrong-aud", None),
+        v.validate(b"tok-wrong-aud", None).await,
         Err(TokenError::Invalid(why)) if why.contains("audience")
     ));
     assert!(matches!(
-        v.validate(b"tok-revoked", None),
+        v.validate(b"tok-revoked", None).await,
         Err(TokenError::Invalid(_))
     ));
     let rotated = mint(RS256, 2, Some("rotated"), &claims("bob"));
-    assert_eq!(v.validate(rotated.as_bytes(), None), Ok("bob".into()));
+    assert_eq!(v.validate(rotated.as_bytes(), None).await, Ok("bob".into()));
     // A JWT signed under a known kid with the wrong key is refused offline, not introspected.
     let before = ep.seen().len();
     let forged = mint(RS256, 2, Some("rsa-1"), &claims("bob"));
-    assert!(v.validate(forged.as_bytes(), None).is_err());
+    assert!(v.validate(forged.as_bytes(), None).await.is_err());
     assert_eq!(ep.seen().len(), before);
 }
 
-#[test]
-fn https_endpoint() {
+#[tokio::test]
+async fn https_endpoint() {
     let ep = Endpoint::start_tls(idp);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = ep.config(dir.path());
@@ -312,7 +312,7 @@ fn https_endpoint() {
     // A self-signed certificate is refused against the system roots...
     let client = Client::new(&cfg).expect("client");
     assert!(matches!(
-        client.introspect("tok-alice", NOW),
+        client.introspect("tok-alice", NOW).await,
         Err(TokenError::Unavailable(_))
     ));
     assert!(ep.seen().is_empty());
@@ -332,7 +332,7 @@ fn https_endpoint() {
     cfg.ca_file = Some(pem.clone());
     let client = Client::new(&cfg).expect("client");
     let claims = client
-        .introspect("tok-alice", NOW)
+        .introspect("tok-alice", NOW).await
         .expect("active over HTTPS with the CA file");
     assert_eq!(claims["sub"], json!("alice"));
     assert_eq!(ep.seen().len(), 1);
@@ -346,7 +346,7 @@ fn https_endpoint() {
     .expect("write CA file");
     let client = Client::new(&cfg).expect("client");
     assert!(matches!(
-        client.introspect("tok-bob", NOW),
+        client.introspect("tok-bob", NOW).await,
         Err(TokenError::Unavailable(_))
     ));
     // ...a CA file without a certificate is a configuration error...
@@ -358,7 +358,7 @@ fn https_endpoint() {
     cfg.danger_accept_invalid_certs = true;
     let client = Client::new(&cfg).expect("client");
     let claims = client
-        .introspect("tok-alice", NOW)
+        .introspect("tok-alice", NOW).await
         .expect("active over HTTPS");
     assert_eq!(claims["sub"], json!("alice"));
     assert_eq!(ep.seen().len(), 2);

@@ -16,8 +16,8 @@ fn invalid(result: Result<String, TokenError>, want: &str) {
     }
 }
 
-#[test]
-fn accepts_each_algorithm() {
+#[tokio::test]
+async fn accepts_each_algorithm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (v, _) = validator(&config(dir.path()));
     let good = claims("alice");
@@ -29,16 +29,16 @@ fn accepts_each_algorithm() {
         mint(HS256, 1, None, &good),
         mint(HS256, 1, Some("anything"), &good),
     ] {
-        assert_eq!(v.validate(token.as_bytes(), None), Ok("alice".into()));
+        assert_eq!(v.validate(token.as_bytes(), None).await, Ok("alice".into()));
         assert_eq!(
-            v.validate(token.as_bytes(), Some("alice")),
+            v.validate(token.as_bytes(), Some("alice")).await,
             Ok("alice".into())
         );
     }
 }
 
-#[test]
-fn refuses_bad_tokens() {
+#[tokio::test]
+async fn refuses_bad_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (v, _) = validator(&config(dir.path()));
     let good = claims("alice");
@@ -63,14 +63,14 @@ fn refuses_bad_tokens() {
         ("a.b".into(), "not a JWT"),
     ];
     for (token, want) in cases {
-        invalid(v.validate(token.as_bytes(), None), want);
+        invalid(v.validate(token.as_bytes(), None).await, want);
     }
     let no_scope = changed(json!({"scope": "openid"}));
     assert_eq!(
-        v.validate(no_scope.as_bytes(), None),
+        v.validate(no_scope.as_bytes(), None).await,
         Err(TokenError::InsufficientScope("mail".into()))
     );
-    invalid(v.validate(b"\xff\xfe", None), "ASCII");
+    invalid(v.validate(b"\xff\xfe", None).await, "ASCII");
 }
 
 /// The payload swapped for one naming another user, signature kept.
@@ -91,42 +91,42 @@ fn unsigned(claims: &serde_json::Value) -> String {
     )
 }
 
-#[test]
-fn unlisted_algorithm_is_refused() {
+#[tokio::test]
+async fn unlisted_algorithm_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
     cfg.algorithms = vec!["RS256".into()];
     let (v, _) = validator(&cfg);
     let good = claims("alice");
     invalid(
-        v.validate(mint(HS256, 1, None, &good).as_bytes(), None),
+        v.validate(mint(HS256, 1, None, &good).as_bytes(), None).await,
         "\"HS256\" is not accepted",
     );
     invalid(
-        v.validate(mint(ES256, 1, Some("ec-1"), &good).as_bytes(), None),
+        v.validate(mint(ES256, 1, Some("ec-1"), &good).as_bytes(), None).await,
         "\"ES256\" is not accepted",
     );
     assert!(
-        v.validate(mint(RS256, 1, None, &good).as_bytes(), None)
+        v.validate(mint(RS256, 1, None, &good).as_bytes(), None).await
             .is_ok()
     );
 }
 
-#[test]
-fn expiry_follows_the_clock_with_skew() {
+#[tokio::test]
+async fn expiry_follows_the_clock_with_skew() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (v, clock) = validator(&config(dir.path()));
     let token = mint(ES256, 1, Some("ec-1"), &claims("bob"));
-    assert_eq!(v.validate(token.as_bytes(), None), Ok("bob".into()));
+    assert_eq!(v.validate(token.as_bytes(), None).await, Ok("bob".into()));
     // exp is NOW + 600, the skew 60 s.
     clock.advance(Duration::from_secs(659));
-    assert_eq!(v.validate(token.as_bytes(), None), Ok("bob".into()));
+    assert_eq!(v.validate(token.as_bytes(), None).await, Ok("bob".into()));
     clock.advance(Duration::from_secs(1));
-    invalid(v.validate(token.as_bytes(), None), "expired");
+    invalid(v.validate(token.as_bytes(), None).await, "expired");
 }
 
-#[test]
-fn user_mapping_and_claimed_user() {
+#[tokio::test]
+async fn user_mapping_and_claimed_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (v, _) = validator(&config(dir.path()));
     let for_sub = |sub: &str| mint(HS256, 1, None, &claims(sub));
@@ -143,7 +143,7 @@ fn user_mapping_and_claimed_user() {
         ("mallory@example.test", None, Err("unknown user")),
     ];
     for (sub, claimed, want) in cases {
-        let got = v.validate(for_sub(sub).as_bytes(), *claimed);
+        let got = v.validate(for_sub(sub).as_bytes(), *claimed).await;
         match want {
             Ok(user) => assert_eq!(got, Ok(user.to_string()), "{sub} {claimed:?}"),
             Err(why) => invalid(got, why),

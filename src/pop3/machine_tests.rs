@@ -67,7 +67,7 @@ fn apop_digest(timestamp: &[u8], password: &[u8]) -> String {
 /// A test mechanism: without an initial response it challenges with the context nonce; the
 /// response is `user NUL password`, checked through the authenticator.
 struct XTest {
-    ctx: Context,
+    nonce: String,
     challenged: bool,
 }
 
@@ -78,7 +78,7 @@ impl Mechanism for XTest {
                 return Step::Failure(Failure::Malformed("missing response"));
             }
             self.challenged = true;
-            return Step::Challenge(self.ctx.nonce.clone().into_bytes());
+            return Step::Challenge(self.nonce.clone().into_bytes());
         };
         if input.is_empty() {
             return Step::Failure(Failure::Malformed("empty response"));
@@ -89,7 +89,15 @@ impl Mechanism for XTest {
         let Ok(user) = std::str::from_utf8(&input[..sep]) else {
             return Step::Failure(Failure::Malformed("user not UTF-8"));
         };
-        match self.ctx.auth.verify_password(user, &input[sep + 1..]) {
+        Step::Verify(crate::sasl::Check::Password {
+            user: user.to_owned(),
+            password: crate::auth::Secret::new(input[sep + 1..].to_vec()),
+            authzid: None,
+        })
+    }
+
+    fn resume(&mut self, answer: crate::sasl::Answer) -> Step {
+        match answer.into_verdict() {
             Verdict::Ok(user) => Step::Success(Identity { user }),
             Verdict::BadCredentials => Step::Failure(Failure::BadCredentials),
             Verdict::Unavailable(why) => Step::Failure(Failure::Unavailable(why)),
@@ -97,9 +105,20 @@ impl Mechanism for XTest {
     }
 }
 
+/// Feeds `line` as the connection loop does: a credential check the machine asks for is
+/// answered at once from the session's users.
+fn drive(s: &mut Session, line: &[u8]) -> Output {
+    let mut out = s.handle_line(line);
+    while let Action::Verify(check) = out.action.clone() {
+        let answer = crate::auth::answer(&*s.settings().sasl.auth, check);
+        out = s.handle_verified(answer);
+    }
+    out
+}
+
 fn start_xtest(ctx: &Context) -> Box<dyn Mechanism> {
     Box::new(XTest {
-        ctx: ctx.clone(),
+        nonce: ctx.nonce.clone(),
         challenged: false,
     })
 }
@@ -162,7 +181,7 @@ fn wire(out: &Output) -> String {
 /// Feeds `line` and checks the exact reply bytes and the action.
 #[track_caller]
 fn check(s: &mut Session, line: &str, reply: &str, action: Action) -> Output {
-    let out = s.handle_line(line.as_bytes());
+    let out = drive(s, line.as_bytes());
     assert_eq!(wire(&out), reply, "reply to {line:?}");
     assert_eq!(out.action, action, "action for {line:?}");
     out
@@ -400,7 +419,7 @@ fn max_failures_zero_closes_on_the_first_failure() {
         ..settings(true)
     });
     ok_continue(&mut s, "USER alice", "+OK send PASS\r\n");
-    assert!(s.handle_line(b"PASS wrong").close);
+    assert!(drive(&mut s, b"PASS wrong").close);
 }
 
 #[test]
@@ -462,7 +481,7 @@ fn registry_mechanisms_are_gated_without_being_started() {
         ..settings(false)
     };
     let mut s = Session::new(base.clone());
-    let out = s.handle_line(b"CAPA");
+    let out = drive(&mut s, b"CAPA");
     let lines = out.reply.lines().unwrap();
     assert!(lines.contains(&"SASL CRAM-MD5".to_string()), "{lines:?}");
     assert!(
@@ -477,7 +496,7 @@ fn registry_mechanisms_are_gated_without_being_started() {
         plaintext_allowed: true,
         ..base
     });
-    let out = s.handle_line(b"CAPA");
+    let out = drive(&mut s, b"CAPA");
     assert!(
         out.reply
             .lines()
@@ -660,7 +679,7 @@ fn wrong_state_unknown_and_overlong_lines() {
 #[test]
 fn debug_output_hides_secrets() {
     let mut s = Session::new(settings(true));
-    s.handle_line(b"USER alice");
+    drive(&mut s, b"USER alice");
     let shown = format!("{s:?} {:?}", settings(true));
     assert!(
         !shown.contains("secret") && !shown.contains("n0nce"),
@@ -671,13 +690,13 @@ fn debug_output_hides_secrets() {
 #[test]
 fn user_is_known_only_after_authentication() {
     let mut s = Session::new(settings(true));
-    s.handle_line(b"USER ALICE");
+    drive(&mut s, b"USER ALICE");
     assert_eq!(s.user(), None);
-    s.handle_line(b"PASS secret");
+    drive(&mut s, b"PASS secret");
     assert_eq!(s.user(), Some("alice"));
     s.handle_mailbox(Ok(mailbox()));
     assert_eq!(s.user(), Some("alice"));
-    s.handle_line(b"QUIT");
+    drive(&mut s, b"QUIT");
     assert_eq!(s.user(), None);
 }
 
@@ -688,10 +707,10 @@ fn too_many_bad_commands_close_the_session() {
         ..settings(false)
     });
     for _ in 0..2 {
-        let out = s.handle_line(b"BOGUS");
+        let out = drive(&mut s, b"BOGUS");
         assert!(out.reply.is_err() && out.action == Action::Continue);
     }
-    let out = s.handle_line(b"BOGUS");
+    let out = drive(&mut s, b"BOGUS");
     assert_eq!(out.action, Action::Close);
 }
 
@@ -699,20 +718,20 @@ fn too_many_bad_commands_close_the_session() {
 fn client_hint_keeps_verbs_and_known_mechanisms_only_and_is_bounded() {
     let mut s = Session::new(settings(true));
     assert_eq!(s.client_hint(), None);
-    s.handle_line(b"CAPA");
-    s.handle_line(b"AUTH NOT-A-MECH");
-    s.handle_line(b"hunter2 password-alone");
-    s.handle_line(b"USER alice");
-    s.handle_line(b"PASS secret");
+    drive(&mut s, b"CAPA");
+    drive(&mut s, b"AUTH NOT-A-MECH");
+    drive(&mut s, b"hunter2 password-alone");
+    drive(&mut s, b"USER alice");
+    drive(&mut s, b"PASS secret");
     assert_eq!(s.client_hint().as_deref(), Some("CAPA AUTH ? ? USER PASS"));
     // Commands after the login are not part of the hint.
     s.handle_mailbox(Ok(mailbox()));
-    s.handle_line(b"STAT");
+    drive(&mut s, b"STAT");
     assert_eq!(s.client_hint().as_deref(), Some("CAPA AUTH ? ? USER PASS"));
 
     let mut s = Session::new(settings(true));
     for _ in 0..40 {
-        s.handle_line(b"NOOP");
+        drive(&mut s, b"NOOP");
     }
     let hint = s.client_hint().expect("hint");
     assert_eq!(hint.split(' ').count(), MAX_HINT_COMMANDS + 1, "{hint}");

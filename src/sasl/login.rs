@@ -113,8 +113,12 @@ fn malformed(why: &'static str) -> Step {
 #[cfg(test)]
 mod tests {
     use super::super::Identity;
-    use super::super::plain::test_context;
+    use crate::sasl::testing::{Driven, TestContext, test_context};
     use super::*;
+
+    fn start(ctx: &TestContext) -> Box<dyn Mechanism> {
+        Driven::boxed(super::start(ctx), ctx)
+    }
 
     fn bad() -> Step {
         Step::Failure(Failure::BadCredentials)

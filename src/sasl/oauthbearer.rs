@@ -82,6 +82,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn start(ctx: &crate::sasl::testing::TestContext) -> Box<dyn crate::sasl::Mechanism> {
+        crate::sasl::testing::Driven::boxed(super::start(ctx), ctx)
+    }
     use crate::oauth::testing::{NOW, claims, config, mint, validator, with};
     use crate::sasl::{Failure, Identity, MAX_TOKEN_LEN, Step};
 
@@ -167,9 +171,9 @@ mod tests {
         assert!(parse_oauthbearer(smtp).is_ok());
     }
 
-    fn ctx(dir: &std::path::Path) -> Context {
+    fn ctx(dir: &std::path::Path) -> crate::sasl::testing::TestContext {
         let (v, _) = validator(&config(dir));
-        let mut ctx = crate::sasl::plain::test_context("alice:{PLAIN}pw\n", "n", "h");
+        let mut ctx = crate::sasl::testing::test_context("alice:{PLAIN}pw\n", "n", "h");
         ctx.tokens = Some(Arc::new(v));
         ctx
     }

@@ -126,19 +126,14 @@ fn malformed(why: &'static str) -> Step {
     Step::Failure(Failure::Malformed(why))
 }
 
-/// A [`Context`] backed by a real users store, for the mechanism tests.
-#[cfg(test)]
-pub(super) fn test_context(users: &str, nonce: &str, hostname: &str) -> Context {
-    let store = crate::auth::UserStore::parse(users, "test").expect("test users parse");
-    let mut ctx =
-        super::Environment::basic(std::sync::Arc::new(store), hostname, "s", [7; 32]).context(1);
-    ctx.nonce = nonce.to_owned();
-    ctx
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sasl::testing::{Driven, TestContext, test_context};
+
+    fn start(ctx: &TestContext) -> Box<dyn Mechanism> {
+        Driven::boxed(super::start(ctx), ctx)
+    }
 
     fn bad() -> Step {
         Step::Failure(Failure::BadCredentials)

@@ -40,6 +40,10 @@ mod tests {
     use jsonwebtoken::Algorithm::HS256;
 
     use super::*;
+
+    fn start(ctx: &crate::sasl::testing::TestContext) -> Box<dyn crate::sasl::Mechanism> {
+        crate::sasl::testing::Driven::boxed(super::start(ctx), ctx)
+    }
     use crate::oauth::testing::{NOW, claims, config, mint, validator, with};
     use crate::sasl::{Failure, Identity, MAX_TOKEN_LEN, Step};
 
@@ -82,9 +86,9 @@ mod tests {
         assert!(!debug.contains("sekrit"), "{debug}");
     }
 
-    fn ctx(dir: &std::path::Path) -> Context {
+    fn ctx(dir: &std::path::Path) -> crate::sasl::testing::TestContext {
         let (v, _) = validator(&config(dir));
-        let mut ctx = crate::sasl::plain::test_context("alice:{PLAIN}pw\n", "n", "h");
+        let mut ctx = crate::sasl::testing::test_context("alice:{PLAIN}pw\n", "n", "h");
         ctx.tokens = Some(Arc::new(v));
         ctx
     }
@@ -168,10 +172,16 @@ mod tests {
             m.step(Some(b"user=a\x01\x01")),
             Step::Failure(Failure::Malformed(_))
         ));
-        let plain = crate::sasl::plain::test_context("alice:{PLAIN}pw\n", "n", "h");
+        let plain = crate::sasl::testing::test_context("alice:{PLAIN}pw\n", "n", "h");
         let mut m = start(&plain);
+        // No validator: the token cannot be checked, which the client hears as a temporary
+        // failure (RFC 7628 §3.2.2 `temporarily_unavailable`, HTTP 503 in XOAUTH2's status).
+        let Step::Challenge(error) = m.step(Some(&message("alice", "t"))) else {
+            panic!("no error challenge");
+        };
+        assert!(String::from_utf8_lossy(&error).contains("503"));
         assert!(matches!(
-            m.step(Some(&message("alice", "t"))),
+            m.step(Some(b"")),
             Step::Failure(Failure::Unavailable(_))
         ));
     }

@@ -45,8 +45,19 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
 
 /// Feeds `line` and returns (code, action).
 fn send(s: &mut Session, line: &str) -> (u16, Action) {
-    let out = s.handle_line(T0, line.as_bytes());
+    let out = drive(s, T0, line.as_bytes());
     (out.reply.code, out.action)
+}
+
+/// Feeds `line` as the connection loop does: a credential check the machine asks for is
+/// answered at once from the session's users.
+fn drive(s: &mut Session, now: SystemTime, line: &[u8]) -> Output {
+    let mut out = s.handle_line(now, line);
+    while let Action::Verify(check) = out.action {
+        let answer = crate::auth::answer(&*s.settings().sasl.auth, check);
+        out = s.handle_verified(answer);
+    }
+    out
 }
 
 fn code(s: &mut Session, line: &str) -> u16 {
@@ -58,7 +69,7 @@ fn plain(user: &str, pass: &str) -> String {
 }
 
 fn ehlo_text(s: &mut Session) -> String {
-    let out = s.handle_line(T0, b"EHLO client.example");
+    let out = drive(s, T0, b"EHLO client.example");
     assert_eq!(out.reply.code, 250);
     out.reply.lines.join("\n")
 }
@@ -316,13 +327,13 @@ fn pop_before_smtp_and_trusted_networks_authorize_relay() {
     let mut s = Session::new(cfg.clone());
     ehlo_text(&mut s);
     assert_eq!(
-        s.handle_line(later, b"MAIL FROM:<alice@example.test>")
+        drive(&mut s, later, b"MAIL FROM:<alice@example.test>")
             .reply
             .code,
         250
     );
     assert_eq!(
-        s.handle_line(later, b"RCPT TO:<x@remote.example>")
+        drive(&mut s, later, b"RCPT TO:<x@remote.example>")
             .reply
             .code,
         554

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::message::{Authenticate, Challenge, Negotiate, av, flags};
 use super::*;
 use crate::sasl::Options;
-use crate::sasl::plain::test_context;
+use crate::sasl::testing::{Driven, TestContext, test_context};
 
 // MS-NLMP §4.2.1: the examples' user is User / Password; the server challenge is fixed.
 const USERS: &str = "user:{PLAIN}Password\n\
@@ -20,11 +20,16 @@ const SERVER_CHALLENGE: [u8; 8] = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xe
 const CLIENT_CHALLENGE: [u8; 8] = [0xaa; 8];
 const HOST: &str = "mail.example.test";
 
+/// An exchange driven as the session driver drives it.
+fn new(ctx: &TestContext) -> Box<dyn Mechanism> {
+    Driven::boxed(Box::new(Ntlm::new(ctx)), ctx)
+}
+
 fn h(text: &str) -> Vec<u8> {
     hex::decode(text.split_whitespace().collect::<String>()).expect("test hex")
 }
 
-fn context(domain: &str, v1: bool) -> Context {
+fn context(domain: &str, v1: bool) -> TestContext {
     let mut ctx = test_context(USERS, "n", HOST);
     ctx.options = Arc::new(Options {
         ntlm_domain: domain.to_owned(),
@@ -49,8 +54,8 @@ fn negotiate(unicode: bool) -> Vec<u8> {
 type Outcome = (Step, Option<&'static str>);
 
 /// Runs NEGOTIATE (as initial response) and the given AUTHENTICATE.
-fn exchange(ctx: &Context, unicode: bool, authenticate: &[u8]) -> Outcome {
-    let mut m = Ntlm::new(ctx);
+fn exchange(ctx: &TestContext, unicode: bool, authenticate: &[u8]) -> Outcome {
+    let mut m = new(ctx);
     assert!(matches!(
         m.step(Some(&negotiate(unicode))),
         Step::Challenge(_)
@@ -118,7 +123,7 @@ fn bad() -> Step {
 #[test]
 fn challenge_carries_fresh_challenge_names_and_timestamp() {
     let ctx = context("EXAMPLE", false);
-    let mut m = Ntlm::new(&ctx);
+    let mut m = new(&ctx);
     assert_eq!(m.step(None), Step::Challenge(Vec::new()));
     let Step::Challenge(bytes) = m.step(Some(&negotiate(true))) else {
         panic!("no challenge");
@@ -158,7 +163,10 @@ fn challenge_carries_fresh_challenge_names_and_timestamp() {
 
     // OEM-only clients get OEM strings; the challenge differs per attempt.
     let env = crate::sasl::Environment::basic(ctx.auth.clone(), HOST, "s", [3; 32]);
-    let mut m = Ntlm::new(&env.context(2));
+    let mut m = new(&TestContext {
+        ctx: env.context(2),
+        ..ctx.clone()
+    });
     let Step::Challenge(bytes) = m.step(Some(&negotiate(false))) else {
         panic!("no challenge");
     };
@@ -169,7 +177,10 @@ fn challenge_carries_fresh_challenge_names_and_timestamp() {
         "default domain: the host's first label"
     );
     assert_ne!(c2.server_challenge, SERVER_CHALLENGE);
-    let mut again = Ntlm::new(&env.context(3));
+    let mut again = new(&TestContext {
+        ctx: env.context(3),
+        ..ctx.clone()
+    });
     let Step::Challenge(bytes) = again.step(Some(&negotiate(false))) else {
         panic!("no challenge");
     };
@@ -240,7 +251,7 @@ fn ntlmv1_only_when_enabled_and_lm_never() {
     let refused = || Step::Failure(Failure::Unavailable(V1_REFUSED));
     let off = context("DOMAIN", false);
     let on = context("DOMAIN", true);
-    let cases: Vec<(&Context, Vec<u8>, Outcome)> = vec![
+    let cases: Vec<(&TestContext, Vec<u8>, Outcome)> = vec![
         // Refused, but recorded as what it was: the weakest legacy class.
         (
             &off,
@@ -348,7 +359,7 @@ fn user_names_map_to_mailboxes() {
 #[test]
 fn claimed_user_is_reported() {
     let ctx = context("EXAMPLE", false);
-    let mut m = Ntlm::new(&ctx);
+    let mut m = new(&ctx);
     m.step(Some(&negotiate(true)));
     assert_eq!(m.user(), None);
     assert_eq!(
@@ -405,23 +416,23 @@ fn malformed_and_out_of_order_messages() {
         lm_response: vec![0],
         ..Authenticate::default()
     };
-    let mut m = Ntlm::new(&ctx);
+    let mut m = new(&ctx);
     assert!(matches!(m.step(Some(&negotiate(true))), Step::Challenge(_)));
     assert_eq!(m.step(Some(&anonymous.encode())), bad());
     assert_eq!(m.user(), None, "no user name to throttle");
     // Out of order: AUTHENTICATE first, an empty message, nothing, restepping.
-    let mut m = Ntlm::new(&ctx);
+    let mut m = new(&ctx);
     let Step::Failure(Failure::Malformed(why)) = m.step(Some(&good.encode())) else {
         panic!("AUTHENTICATE before NEGOTIATE must be malformed");
     };
     assert!(why.contains("NEGOTIATE"), "{why}");
-    let mut m = Ntlm::new(&ctx);
+    let mut m = new(&ctx);
     assert_eq!(m.step(Some(b"")), malformed("NTLM message truncated"));
-    let mut m = Ntlm::new(&ctx);
+    let mut m = new(&ctx);
     assert_eq!(m.step(None), Step::Challenge(Vec::new()));
     assert_eq!(m.step(None), malformed("missing client response"));
     assert_eq!(m.step(Some(b"x")), malformed("exchange already finished"));
-    let mut m = Ntlm::new(&ctx);
+    let mut m = new(&ctx);
     assert!(matches!(m.step(Some(&negotiate(true))), Step::Challenge(_)));
     assert_eq!(m.step(Some(&good.encode())), ok("alice"));
     assert_eq!(

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::*;
 use crate::auth::scram::field;
-use crate::sasl::plain::test_context;
+use crate::sasl::testing::{Driven, TestContext, test_context};
 use crate::sasl::{ChannelBinding, MAX_TOKEN_LEN, Options};
 
 const ARGON: &str = "{ARGON2ID}$argon2id$v=19$m=256,t=2,p=1$c29tZXNhbHQ$\
@@ -37,13 +37,13 @@ fn users() -> String {
 }
 
 /// The context over the users (made once: each SCRAM key costs 4096 HMACs).
-fn ctx() -> Context {
-    static CTX: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
+fn ctx() -> TestContext {
+    static CTX: std::sync::OnceLock<TestContext> = std::sync::OnceLock::new();
     CTX.get_or_init(|| test_context(&users(), "n", "h")).clone()
 }
 
 /// A context over TLS with both binding types, and whether `-PLUS` is offered.
-fn tls_ctx(offered: bool) -> Context {
+fn tls_ctx(offered: bool) -> TestContext {
     let mut ctx = ctx();
     ctx.channel_binding = Some(Arc::new(ChannelBinding {
         tls_exporter: Some(EXPORTER.to_vec()),
@@ -56,8 +56,18 @@ fn tls_ctx(offered: bool) -> Context {
     ctx
 }
 
-fn mechanism(ctx: &Context, hash: ScramHash, plus: bool, nonce: &str) -> Scram {
-    Scram::new(ctx, hash, plus, nonce.to_owned())
+fn mechanism(
+    ctx: &TestContext,
+    hash: ScramHash,
+    plus: bool,
+    nonce: &str,
+) -> Box<dyn Mechanism> {
+    Driven::boxed(Box::new(Scram::new(ctx, hash, plus, nonce.to_owned())), ctx)
+}
+
+/// An exchange driven as the session driver drives it.
+fn start(ctx: &TestContext, hash: ScramHash, plus: bool) -> Box<dyn Mechanism> {
+    Driven::boxed(super::start(ctx, hash, plus), ctx)
 }
 
 fn challenge(text: &str) -> Step {
@@ -297,7 +307,7 @@ fn authzid_must_name_the_user() {
 fn channel_binding_and_downgrade_rules() {
     let hash = ScramHash::Sha256;
     struct Case {
-        ctx: Context,
+        ctx: TestContext,
         plus: bool,
         gs2: &'static str,
         want: Result<(), &'static str>,
@@ -503,7 +513,7 @@ fn garbage_never_panics() {
 #[test]
 fn plaintext_logins_derive_the_keys_scram_then_uses() {
     use crate::auth::UserStore;
-    use crate::sasl::{Environment, login, plain};
+    use crate::sasl::{login, plain};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("users");
@@ -514,7 +524,7 @@ fn plaintext_logins_derive_the_keys_scram_then_uses() {
     let store = UserStore::load(&path)
         .expect("load")
         .with_derivation(&path, &mechanisms);
-    let ctx = Environment::basic(Arc::new(store), "h", "s", [7; 32]).context(1);
+    let ctx = crate::sasl::testing::with_auth(Arc::new(store), "n", "h");
     for hash in [ScramHash::Sha256, ScramHash::Sha1] {
         let mut m = start(&ctx, hash, false);
         let got = exchange(m.as_mut(), hash, "n,,", "hashed", "password");
@@ -524,7 +534,7 @@ fn plaintext_logins_derive_the_keys_scram_then_uses() {
         );
     }
     // A wrong password derives nothing.
-    assert_eq!(plain::start(&ctx).step(Some(b"\0hashed\0wrong")), bad());
+    assert_eq!(Driven::boxed(plain::start(&ctx), &ctx).step(Some(b"\0hashed\0wrong")), bad());
     assert_eq!(
         std::fs::read_to_string(&path)
             .expect("read")
@@ -532,7 +542,7 @@ fn plaintext_logins_derive_the_keys_scram_then_uses() {
             .count(),
         1
     );
-    let mut m = login::start(&ctx);
+    let mut m = Driven::boxed(login::start(&ctx), &ctx);
     assert_eq!(m.step(Some(b"hashed")), challenge("Password:"));
     assert_eq!(m.step(Some(b"password")), ok("hashed"));
     for hash in [ScramHash::Sha256, ScramHash::Sha1] {
