@@ -237,21 +237,9 @@ impl LineReader {
     }
 }
 
-/// Runs `f`, which may block for a while (a slow password hash such as Argon2 or bcrypt),
-/// without stalling the other tasks on this worker thread: on the multi-threaded runtime the
-/// worker hands its other tasks off first. Elsewhere (a current-thread runtime in a tool or
-/// test) `f` just runs.
-pub fn may_block<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 /// How a connection loop treats a line: `None` for an ordinary command; `Some(reserve)` for a
-/// line that belongs to authentication and so runs through the credential check (through
-/// [`may_block`] and the throttle): a SASL continuation while `in_sasl`, or AUTH with a
+/// line that belongs to authentication and so runs through the credential path (the throttle
+/// slot, then the session verifier): a SASL continuation while `in_sasl`, or AUTH with a
 /// mechanism, PASS or APOP (a bare `AUTH`, POP3's mechanism list, is ordinary).
 ///
 /// `reserve` says whether the throttle's address slot is taken before the line: whether it

@@ -182,12 +182,12 @@ pub const USER_THROTTLED: &str =
 /// user may be checked now ([`Throttle::admit_user`]); a refused check fails like a wrong
 /// credential (the client learns nothing about the password) and the log says why. It also
 /// hands `derive_on_login`'s slow work (hashing, waiting for the users-file lock, fsync) to a
-/// thread of its own, so the login does not wait for it and holds no verification slot
-/// meanwhile.
+/// thread of its own, so the login does not wait for it and holds no slot of the session
+/// verifier meanwhile.
 ///
 /// A decorator rather than a change to each mechanism: the user name is known only once a
-/// mechanism has parsed the client's message, and every mechanism reaches the store through
-/// this one trait.
+/// mechanism has parsed the client's message, and every check the mechanisms ask for is
+/// answered through this one trait (`session::Verifier`).
 pub struct ThrottledUsers {
     inner: Arc<dyn Authenticator>,
     throttle: Arc<Throttle>,
