@@ -348,14 +348,17 @@ impl Shared {
     /// with the certificate in force; returns the stream and that TLS setup (a SIGHUP reload
     /// later does not change what this session's channel binding refers to), or `None` (with a
     /// log line naming `what`) if it fails or times out.
-    pub async fn accept_tls(
+    pub async fn accept_tls<S>(
         &self,
-        tcp: TcpStream,
+        tcp: S,
         what: &str,
     ) -> Option<(
-        tokio_rustls::server::TlsStream<TcpStream>,
+        tokio_rustls::server::TlsStream<S>,
         Arc<crate::tls::ServerTls>,
-    )> {
+    )>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let limit = self.config.limits.tls_handshake_timeout;
         let server_tls = self.tls();
         match tokio::time::timeout(limit, server_tls.acceptor.clone().accept(tcp)).await {
@@ -860,9 +863,15 @@ async fn accept_loop(
         tracker.spawn(async move {
             let _slot = slot;
             match role {
-                Role::Smtp(r) => crate::smtp::conn::serve(tcp, peer, r, shared, sessions).await,
-                Role::Pop3 => crate::pop3::conn::serve(tcp, peer, false, shared, sessions).await,
-                Role::Pop3s => crate::pop3::conn::serve(tcp, peer, true, shared, sessions).await,
+                Role::Smtp(role) => {
+                    let smtp = crate::smtp::conn::Smtp { role };
+                    crate::session::serve(smtp, tcp, peer, shared, sessions).await
+                }
+                Role::Pop3 | Role::Pop3s => {
+                    let implicit_tls = role == Role::Pop3s;
+                    let pop3 = crate::pop3::conn::Pop3 { implicit_tls };
+                    crate::session::serve(pop3, tcp, peer, shared, sessions).await
+                }
             }
         });
     }

@@ -50,8 +50,11 @@ async fn plain_logins(gw: &Gateway, source: u8, rounds: usize) -> Duration {
         c.expect(220).await;
         c.cmd("EHLO fast.example", 250).await;
         let began = Instant::now();
-        c.cmd(&format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)), 235)
-            .await;
+        c.cmd(
+            &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+            235,
+        )
+        .await;
         slowest = slowest.max(began.elapsed());
         c.cmd("QUIT", 221).await;
     }
@@ -99,7 +102,9 @@ async fn a_silent_introspection_endpoint_holds_only_its_own_logins() {
     for n in 0..8 {
         tokio::time::timeout(Duration::from_secs(10), accepted.recv())
             .await
-            .unwrap_or_else(|_| panic!("only {n} of 8 introspection requests reached the endpoint"));
+            .unwrap_or_else(|_| {
+                panic!("only {n} of 8 introspection requests reached the endpoint")
+            });
     }
     let slowest = plain_logins(&gw, 2, 5).await;
     assert!(
@@ -147,7 +152,10 @@ async fn slow_password_hashes_do_not_hold_cheap_logins() {
         slowest < FAST,
         "a PLAIN login took {slowest:?} while slow hashes ran"
     );
-    assert!(busy > 0, "the slow hashes had all finished before the PLAIN logins: no overlap");
+    assert!(
+        busy > 0,
+        "the slow hashes had all finished before the PLAIN logins: no overlap"
+    );
     for login in waiting {
         let line = tokio::time::timeout(Duration::from_secs(60), login)
             .await

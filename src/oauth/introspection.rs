@@ -272,10 +272,7 @@ impl Endpoint {
             .trim_end_matches(']')
             .to_owned();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let target = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let tls = if https {
             let name = ServerName::try_from(host.clone()).map_err(|_| bad("bad host name"))?;
             Some((tls_connector(cfg)?, name))
@@ -311,9 +308,9 @@ fn tls_connector(cfg: &Introspection) -> Result<tokio_rustls::TlsConnector, Erro
                 let certs = crate::tls::load_certs(path)
                     .map_err(|e| Error::Introspection(format!("introspection_ca_file {e}")))?;
                 for cert in certs {
-                    roots.add(cert).map_err(|e| {
-                        Error::Introspection(format!("introspection_ca_file: {e}"))
-                    })?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| Error::Introspection(format!("introspection_ca_file: {e}")))?;
                 }
             }
             None => {

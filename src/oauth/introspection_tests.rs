@@ -285,7 +285,10 @@ async fn validator_uses_introspection_for_opaque_and_unknown_key_tokens() {
     cfg.introspection = Some(ep.config(dir.path()));
     let (v, _) = validator(&cfg);
     assert_eq!(v.validate(b"tok-alice", None).await, Ok("alice".into()));
-    assert_eq!(v.validate(b"tok-no-exp", Some("alice")).await, Ok("alice".into()));
+    assert_eq!(
+        v.validate(b"tok-no-exp", Some("alice")).await,
+        Ok("alice".into())
+    );
     assert!(matches!(
         v.validate(b"tok-wrong-aud", None).await,
         Err(TokenError::Invalid(why)) if why.contains("audience")
@@ -332,7 +335,8 @@ async fn https_endpoint() {
     cfg.ca_file = Some(pem.clone());
     let client = Client::new(&cfg).expect("client");
     let claims = client
-        .introspect("tok-alice", NOW).await
+        .introspect("tok-alice", NOW)
+        .await
         .expect("active over HTTPS with the CA file");
     assert_eq!(claims["sub"], json!("alice"));
     assert_eq!(ep.seen().len(), 1);
@@ -358,7 +362,8 @@ async fn https_endpoint() {
     cfg.danger_accept_invalid_certs = true;
     let client = Client::new(&cfg).expect("client");
     let claims = client
-        .introspect("tok-alice", NOW).await
+        .introspect("tok-alice", NOW)
+        .await
         .expect("active over HTTPS");
     assert_eq!(claims["sub"], json!("alice"));
     assert_eq!(ep.seen().len(), 2);

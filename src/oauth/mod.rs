@@ -207,15 +207,15 @@ impl TokenValidator for Validator {
 /// The log line for a token check's result (never the token).
 fn log_verdict(verdict: &Result<String, TokenError>) {
     match verdict {
-            Ok(user) => tracing::debug!(%user, "bearer token accepted"),
-            Err(TokenError::Invalid(why)) => tracing::info!(reason = %why, "bearer token refused"),
-            Err(TokenError::InsufficientScope(scope)) => {
-                tracing::info!(%scope, "bearer token refused: required scope missing")
-            }
-            Err(TokenError::Unavailable(why)) => {
-                tracing::warn!(reason = %why, "bearer token could not be validated")
-            }
+        Ok(user) => tracing::debug!(%user, "bearer token accepted"),
+        Err(TokenError::Invalid(why)) => tracing::info!(reason = %why, "bearer token refused"),
+        Err(TokenError::InsufficientScope(scope)) => {
+            tracing::info!(%scope, "bearer token refused: required scope missing")
         }
+        Err(TokenError::Unavailable(why)) => {
+            tracing::warn!(reason = %why, "bearer token could not be validated")
+        }
+    }
 }
 
 /// Reads a key file of at most [`MAX_KEY_FILE`] bytes.

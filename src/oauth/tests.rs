@@ -99,15 +99,18 @@ async fn unlisted_algorithm_is_refused() {
     let (v, _) = validator(&cfg);
     let good = claims("alice");
     invalid(
-        v.validate(mint(HS256, 1, None, &good).as_bytes(), None).await,
+        v.validate(mint(HS256, 1, None, &good).as_bytes(), None)
+            .await,
         "\"HS256\" is not accepted",
     );
     invalid(
-        v.validate(mint(ES256, 1, Some("ec-1"), &good).as_bytes(), None).await,
+        v.validate(mint(ES256, 1, Some("ec-1"), &good).as_bytes(), None)
+            .await,
         "\"ES256\" is not accepted",
     );
     assert!(
-        v.validate(mint(RS256, 1, None, &good).as_bytes(), None).await
+        v.validate(mint(RS256, 1, None, &good).as_bytes(), None)
+            .await
             .is_ok()
     );
 }

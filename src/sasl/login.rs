@@ -113,8 +113,8 @@ fn malformed(why: &'static str) -> Step {
 #[cfg(test)]
 mod tests {
     use super::super::Identity;
-    use crate::sasl::testing::{Driven, TestContext, test_context};
     use super::*;
+    use crate::sasl::testing::{Driven, TestContext, test_context};
 
     fn start(ctx: &TestContext) -> Box<dyn Mechanism> {
         Driven::boxed(super::start(ctx), ctx)

@@ -295,7 +295,9 @@ impl Ntlm {
     fn finish(&mut self, pending: &Pending, answer: Answer) -> Step {
         let looked_up = match answer {
             Answer::NtHash(found) => found,
-            _ => Err(Verdict::Unavailable("NT hash check answered with the wrong kind")),
+            _ => Err(Verdict::Unavailable(
+                "NT hash check answered with the wrong kind",
+            )),
         };
         let (canonical, nt_hash) = match looked_up {
             Ok((canonical, secret)) => match <[u8; 16]>::try_from(secret.expose()) {

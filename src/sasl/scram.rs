@@ -146,10 +146,13 @@ impl Mechanism for Scram {
 
     fn resume(&mut self, answer: Answer) -> Step {
         match (std::mem::replace(&mut self.state, State::Done), answer) {
-            (State::AwaitingKeys(first), Answer::Scram {
-                credentials,
-                outcome,
-            }) => self.server_first(*first, credentials, outcome),
+            (
+                State::AwaitingKeys(first),
+                Answer::Scram {
+                    credentials,
+                    outcome,
+                },
+            ) => self.server_first(*first, credentials, outcome),
             (State::AwaitingKeys(_), _) => Step::Failure(Failure::Unavailable(
                 "SCRAM key lookup answered with the wrong kind",
             )),
@@ -301,7 +304,6 @@ impl Scram {
         self.state = State::AwaitingAck(Identity { user: user.clone() });
         Step::Challenge(message::server_final(&server_signature).into_bytes())
     }
-
 }
 
 fn malformed(why: &'static str) -> Step {

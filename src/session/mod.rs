@@ -1,7 +1,9 @@
-//! The session driver's shared parts: what the SMTP and POP3 connection loops do the same
-//! way around their sans-IO protocol cores. `verify.rs` answers the credential checks the
-//! cores ask for, off the async workers where they are slow.
+//! The session driver: one connection loop for SMTP and POP3 around their sans-IO protocol
+//! cores (`driver.rs`), and the verification path that answers the credential checks those
+//! cores ask for, off the async workers where they are slow (`verify.rs`).
 
+pub mod driver;
 pub mod verify;
 
+pub use driver::{Conn, Flow, Io, Protocol, serve};
 pub use verify::Verifier;

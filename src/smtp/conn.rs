@@ -1,28 +1,20 @@
-//! The SMTP connection loop: reads lines with a timeout, feeds them to the state machine,
-//! writes replies (batched while the client pipelines, RFC 2920 §3.2), and carries out the
-//! machine's actions: the STARTTLS handshake, streaming DATA into the spool, and the delay
-//! after a failed AUTH.
-//!
-//! The loop is generic over the stream, so plaintext, TLS and in-memory streams share it.
-//!
-//! Memory per idle connection is kept small: the connection's task holds only what waiting for
-//! the next command needs. The rarely live, large states (the TLS handshake and the session
-//! after it, the DATA receive and commit, a credential check, the delay after a failed AUTH)
-//! are boxed futures allocated when they start and freed when they end; the read buffer and
-//! the reply buffer are given back whenever the session waits for the client.
+//! SMTP on the session driver (`session/driver.rs`): how the SMTP core is built for each
+//! phase, its replies for the situations every protocol meets (greeting, idle timeout,
+//! shutdown), and the actions only SMTP has: streaming DATA into the spool with the Received
+//! header, the delay after a failed AUTH and the lockout, and the audit facts of a session
+//! (authentications, address-authorized relays, accepted messages).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, timeout, timeout_at};
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tokio::time::{Instant, timeout_at};
 
 use crate::audit::{Event, Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
-use crate::io::{Line, LineReader, flush};
-use crate::server::Shared;
+use crate::io::LineReader;
+use crate::server::{Shared, TlsPhase};
+use crate::session::{Conn, Flow, Io, Protocol};
 use crate::smtp::data::{DataReceiver, Feed};
 use crate::smtp::headers::HeaderPeek;
 use crate::smtp::machine::{
@@ -31,111 +23,201 @@ use crate::smtp::machine::{
 use crate::smtp::reply;
 use crate::spool::entry::{Envelope, Recipient};
 
-/// Room reserved for the replies to one command (or one pipelined batch); the buffer is
-/// released while the session waits for the client.
-const REPLY_CAPACITY: usize = 512;
-
 /// Largest base64 line during an AUTH exchange (a full SASL token, base64-encoded).
 const MAX_SASL_LINE: usize = crate::sasl::MAX_TOKEN_LEN / 3 * 4 + 8;
 
-/// How a phase of the session ended.
-enum End<S> {
-    /// The session is over.
-    Closed,
-    /// STARTTLS was accepted: run the handshake on the stream, then continue.
-    StartTls(S, Box<Session>),
+/// SMTP as one listener role speaks it.
+#[derive(Debug, Clone, Copy)]
+pub struct Smtp {
+    /// The listener role.
+    pub role: SmtpRole,
 }
 
-/// Serves one SMTP connection from accept to close.
-pub async fn serve(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    role: SmtpRole,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
-    let id = shared.next_session_id();
-    let span = tracing::info_span!("smtp", session = %id, peer = %peer, role = role.name());
-    // Instrument rather than enter: an entered span would leak onto other tasks polled on this
-    // worker across awaits and mislabel their log lines.
-    serve_in_span(tcp, peer, role, shared, shutdown, id)
-        .instrument(span)
-        .await;
-}
+impl Protocol for Smtp {
+    type Session = Session;
+    type Output = Output;
+    type Held = ();
 
-async fn serve_in_span(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    role: SmtpRole,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    id: String,
-) {
-    if role == SmtpRole::Submissions {
-        // Boxed: the handshake and the TLS stream are large, and this task only waits on them.
-        Box::pin(serve_tls(tcp, None, peer, role, &shared, &shutdown, &id)).await;
-        return;
+    fn span(&self, conn: &Conn) -> tracing::Span {
+        tracing::info_span!("smtp", session = %conn.id, peer = %conn.peer, role = self.role.name())
     }
-    let session = Box::new(Session::new(settings(&shared, role, peer, None, &id)));
-    let (tcp, session) = match phase(tcp, session, &shared, &shutdown, true).await {
-        End::Closed => return,
-        End::StartTls(tcp, session) => (tcp, session),
-    };
-    Box::pin(serve_tls(
-        tcp,
-        Some(session),
-        peer,
-        role,
-        &shared,
-        &shutdown,
-        &id,
-    ))
-    .await;
-}
 
-/// The TLS part of a connection: the handshake, then the session over TLS. `before` is the
-/// session that accepted STARTTLS (`None` for implicit TLS, which greets after the handshake).
-async fn serve_tls(
-    tcp: tokio::net::TcpStream,
-    before: Option<Box<Session>>,
-    peer: SocketAddr,
-    role: SmtpRole,
-    shared: &Shared,
-    shutdown: &CancellationToken,
-    id: &str,
-) {
-    let what = if before.is_some() { "STARTTLS" } else { "TLS" };
-    let Some((tls, server_tls)) = shared.accept_tls(tcp, what).await else {
-        return;
-    };
-    let settings = settings(
-        shared,
-        role,
-        peer,
-        Some((tls.get_ref().1, &server_tls.end_point)),
-        id,
-    );
-    let (session, greet) = match before {
-        Some(session) => {
-            tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "STARTTLS complete");
-            (Box::new(session.after_tls(settings)), false)
+    fn implicit_tls(&self) -> bool {
+        self.role == SmtpRole::Submissions
+    }
+
+    fn starttls_name(&self) -> &'static str {
+        "STARTTLS"
+    }
+
+    fn session(&self, shared: &Shared, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Session {
+        Session::new(settings(shared, self.role, conn, tls))
+    }
+
+    fn after_tls(
+        &self,
+        before: Session,
+        shared: &Shared,
+        conn: &Conn,
+        tls: TlsPhase<'_>,
+    ) -> Session {
+        before.after_tls(settings(shared, self.role, conn, Some(tls)))
+    }
+
+    fn greeting(session: &Session, out: &mut Vec<u8>) {
+        session.greeting().encode(out);
+    }
+
+    fn line_limit(session: &Session, shared: &Shared) -> usize {
+        if session.in_sasl() {
+            MAX_SASL_LINE
+        } else {
+            shared.config.limits.max_line_length
         }
-        None => (Box::new(Session::new(settings)), true),
-    };
-    let _ = phase(tls, session, shared, shutdown, greet).await;
+    }
+
+    fn idle_timeout(_: &Session, _: &(), shared: &Shared) -> Duration {
+        shared.config.limits.smtp_idle_timeout
+    }
+
+    fn sasl_state(session: &Session) -> (bool, bool) {
+        (session.in_sasl(), session.sasl_next_verifies())
+    }
+
+    fn handle_line(session: &mut Session, now: SystemTime, line: &[u8]) -> Output {
+        session.handle_line(now, line)
+    }
+
+    fn handle_overlong(session: &mut Session) -> Output {
+        session.handle_overlong()
+    }
+
+    fn take_check(output: &mut Output) -> Option<crate::sasl::Check> {
+        match std::mem::replace(&mut output.action, Action::Continue) {
+            Action::Verify(check) => Some(check),
+            other => {
+                output.action = other;
+                None
+            }
+        }
+    }
+
+    fn handle_verified(session: &mut Session, answer: crate::sasl::Answer) -> Output {
+        session.handle_verified(answer)
+    }
+
+    fn shutting_down(shared: &Shared, out: &mut Vec<u8>) {
+        reply::shutting_down(&shared.config.hostname).encode(out);
+    }
+
+    fn timed_out(shared: &Shared, out: &mut Vec<u8>) {
+        reply::timeout(&shared.config.hostname).encode(out);
+    }
+
+    fn reply_only(output: Output, out: &mut Vec<u8>) -> Option<Output> {
+        // A match by value: borrowing `output` to test it would keep its storage in the
+        // connection's future across the driver's await.
+        match output {
+            Output {
+                reply,
+                action: Action::Continue,
+                audit: None,
+            } => {
+                reply.encode(out);
+                None
+            }
+            output => Some(output),
+        }
+    }
+
+    async fn act<S>(
+        &self,
+        mut next: Output,
+        io: &mut Io<S>,
+        session: &mut Session,
+        _conn: &Conn,
+        _held: &mut (),
+        shared: &Arc<Shared>,
+    ) -> Flow
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        loop {
+            if let Some(record) = next.audit.take() {
+                audit(shared, session, record, None);
+            }
+            match next.action {
+                Action::Continue => next.reply.encode(&mut io.out),
+                Action::Close => {
+                    next.reply.encode(&mut io.out);
+                    let _ = io.flush().await;
+                    return Flow::Closed;
+                }
+                Action::StartTls => {
+                    next.reply.encode(&mut io.out);
+                    if io.flush().await.is_err() {
+                        return Flow::Closed;
+                    }
+                    return Flow::StartTls;
+                }
+                Action::Verify(check) => {
+                    next = session.handle_verified(shared.verifier.verify(check).await);
+                    continue;
+                }
+                Action::AuthFailed { user, note, close } => {
+                    tracing::info!(
+                        user = user.as_deref().unwrap_or("-"),
+                        "authentication failed: {note}"
+                    );
+                    let ip = session.settings().peer.ip();
+                    let delay = shared.auth_failure_delay(ip, user.as_deref());
+                    tokio::time::sleep(delay).await;
+                    next.reply.encode(&mut io.out);
+                    if close {
+                        let mut lockout = Record::new(
+                            Kind::Lockout,
+                            "-",
+                            crate::audit::Class::Insecure,
+                            crate::audit::Outcome::Failure,
+                        );
+                        lockout.user_given = user;
+                        lockout.reason = Some("too many failed authentications".into());
+                        audit(shared, session, lockout, None);
+                        reply::too_many_auth_failures(&shared.config.hostname).encode(&mut io.out);
+                        let _ = io.flush().await;
+                        return Flow::Closed;
+                    }
+                }
+                Action::Authenticated { user, mechanism } => {
+                    tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
+                    shared.auth_succeeded(session.settings().peer.ip(), &user);
+                    next.reply.encode(&mut io.out);
+                }
+                Action::ReceiveData => {
+                    next.reply.encode(&mut io.out);
+                    if io.flush().await.is_err() {
+                        return Flow::Closed;
+                    }
+                    let Some(outcome) =
+                        receive_data(&mut io.stream, &mut io.reader, session, shared).await
+                    else {
+                        return Flow::Closed;
+                    };
+                    next = session.handle_data_end(outcome);
+                    continue;
+                }
+            }
+            return Flow::Next;
+        }
+    }
 }
 
 /// Builds the machine settings for one phase (plaintext, or after TLS).
-fn settings(
-    shared: &Shared,
-    role: SmtpRole,
-    peer: SocketAddr,
-    tls: Option<crate::server::TlsPhase<'_>>,
-    id: &str,
-) -> Settings {
+fn settings(shared: &Shared, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Settings {
     let tls_info = tls.map(|(c, _)| crate::tls::describe(c));
     let cfg = &shared.config;
     let nets = shared.networks();
+    let peer = conn.peer;
     let ip = crate::canonical_ip(peer.ip());
     let tls_active = tls_info.is_some();
     let pbs = &cfg.pop_before_smtp;
@@ -152,7 +234,7 @@ fn settings(
         trusted: nets.trusted(ip),
         allowlist,
         restrict_sender: pbs.restrict_sender,
-        sasl: shared.sasl_environment(id, tls),
+        sasl: shared.sasl_environment(&conn.id, tls),
         policy: shared.policy(),
         mechanisms: shared.mechanisms.clone(),
         local_domains: nets.local_domains.clone(),
@@ -160,216 +242,6 @@ fn settings(
         max_recipients: cfg.limits.max_recipients,
         max_auth_failures: cfg.auth.max_failures,
         max_errors: cfg.limits.max_errors,
-    }
-}
-
-/// Runs the command loop on one stream until the session ends or switches to TLS.
-async fn phase<S>(
-    mut stream: S,
-    // Boxed: an async fn keeps its arguments apart from its locals, so a large one would be
-    // stored twice in every connection's task.
-    mut session: Box<Session>,
-    shared: &Shared,
-    shutdown: &CancellationToken,
-    greet: bool,
-) -> End<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let limits = &shared.config.limits;
-    let mut reader = LineReader::new(limits.max_line_length);
-    // Replies are encoded here and written in one go; allocated when there is one to send.
-    let mut out = Vec::new();
-    if greet {
-        session.greeting().encode(&mut out);
-        if flush(&mut stream, &mut out).await.is_err() {
-            return End::Closed;
-        }
-    }
-    loop {
-        // Flush replies only when no further pipelined command is already buffered.
-        if !reader.has_line() {
-            if flush(&mut stream, &mut out).await.is_err() {
-                return End::Closed;
-            }
-            // Waiting for the client: hold no buffers meanwhile.
-            reader.shrink();
-            out = Vec::new();
-        }
-        reader.set_max_line(if session.in_sasl() {
-            MAX_SASL_LINE
-        } else {
-            limits.max_line_length
-        });
-        let line = tokio::select! {
-            r = timeout(limits.smtp_idle_timeout, reader.next_line(&mut stream)) => r,
-            _ = shutdown.cancelled() => {
-                reply::shutting_down(&shared.config.hostname).encode(&mut out);
-                let _ = flush(&mut stream, &mut out).await;
-                return End::Closed;
-            }
-        };
-        // A command arrived (or the wait ended): room for its replies in one allocation.
-        out.reserve(REPLY_CAPACITY);
-        let output = match line {
-            Err(_) => {
-                reply::timeout(&shared.config.hostname).encode(&mut out);
-                let _ = flush(&mut stream, &mut out).await;
-                tracing::info!("idle timeout");
-                return End::Closed;
-            }
-            Ok(Err(_)) | Ok(Ok(None)) => return End::Closed,
-            Ok(Ok(Some(Line::TooLong))) => session.handle_overlong(),
-            Ok(Ok(Some(Line::Complete(range)))) => {
-                let now = shared.clock.now();
-                let line = reader.slice(range.clone());
-                let step = crate::io::credential_step(
-                    session.in_sasl(),
-                    session.sasl_next_verifies(),
-                    line,
-                );
-                if let Some(reserve) = step {
-                    let ip = session.settings().peer.ip();
-                    // Boxed: the throttle wait is rarely live.
-                    Box::pin(shared.credential_slot(ip, reserve)).await;
-                    let line = reader.slice(range.clone());
-                    let out = session.handle_line(now, line);
-                    reader.wipe(range);
-                    out
-                } else {
-                    session.handle_line(now, line)
-                }
-            }
-        };
-        // Most commands only answer; the rest (DATA, QUIT, STARTTLS, AUTH outcomes, audited
-        // refusals) run boxed, so their state is no part of every waiting connection. (A match
-        // by value: borrowing `output` to test it would keep its storage in the connection's
-        // future across the await below.)
-        let flow = match output {
-            Output {
-                reply,
-                action: Action::Continue,
-                audit: None,
-            } => {
-                reply.encode(&mut out);
-                Flow::Next
-            }
-            output => {
-                let act = act(
-                    output,
-                    &mut stream,
-                    &mut reader,
-                    &mut session,
-                    &mut out,
-                    shared,
-                );
-                Box::pin(act).await
-            }
-        };
-        match flow {
-            Flow::Next => {}
-            Flow::Closed => return End::Closed,
-            Flow::StartTls => return End::StartTls(stream, session),
-        }
-    }
-}
-
-/// What the command loop does after [`act`].
-enum Flow {
-    /// Read the next command.
-    Next,
-    /// The session is over.
-    Closed,
-    /// STARTTLS was accepted and its reply sent: hand the stream to the handshake.
-    StartTls,
-}
-
-/// Records the audit fact of `next`, encodes its reply and carries out its action, following
-/// up with the machine's answer where the action produced one (the end of DATA).
-async fn act<S>(
-    mut next: Output,
-    stream: &mut S,
-    reader: &mut LineReader,
-    session: &mut Session,
-    out: &mut Vec<u8>,
-    shared: &Shared,
-) -> Flow
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        if let Some(record) = next.audit.take() {
-            audit(shared, session, record, None);
-        }
-        match next.action {
-            Action::Continue => next.reply.encode(out),
-            Action::Close => {
-                next.reply.encode(out);
-                let _ = flush(stream, out).await;
-                return Flow::Closed;
-            }
-            Action::StartTls => {
-                next.reply.encode(out);
-                if flush(stream, out).await.is_err() {
-                    return Flow::Closed;
-                }
-                // RFC 3207 §4.2 / CVE-2011-0411: anything pipelined behind STARTTLS was
-                // sent in plaintext and must not be executed after the handshake.
-                if !reader.buffered().is_empty() {
-                    tracing::warn!(
-                        bytes = reader.buffered().len(),
-                        "discarded plaintext pipelined after STARTTLS"
-                    );
-                }
-                reader.clear();
-                return Flow::StartTls;
-            }
-            Action::AuthFailed { user, note, close } => {
-                tracing::info!(
-                    user = user.as_deref().unwrap_or("-"),
-                    "authentication failed: {note}"
-                );
-                let ip = session.settings().peer.ip();
-                let delay = shared.auth_failure_delay(ip, user.as_deref());
-                tokio::time::sleep(delay).await;
-                next.reply.encode(out);
-                if close {
-                    let mut lockout = Record::new(
-                        Kind::Lockout,
-                        "-",
-                        crate::audit::Class::Insecure,
-                        crate::audit::Outcome::Failure,
-                    );
-                    lockout.user_given = user;
-                    lockout.reason = Some("too many failed authentications".into());
-                    audit(shared, session, lockout, None);
-                    reply::too_many_auth_failures(&shared.config.hostname).encode(out);
-                    let _ = flush(stream, out).await;
-                    return Flow::Closed;
-                }
-            }
-            Action::Verify(check) => {
-                next = session.handle_verified(shared.verifier.verify(check).await);
-                continue;
-            }
-            Action::Authenticated { user, mechanism } => {
-                tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
-                shared.auth_succeeded(session.settings().peer.ip(), &user);
-                next.reply.encode(out);
-            }
-            Action::ReceiveData => {
-                next.reply.encode(out);
-                if flush(stream, out).await.is_err() {
-                    return Flow::Closed;
-                }
-                let Some(outcome) = receive_data(stream, reader, session, shared).await else {
-                    return Flow::Closed;
-                };
-                next = session.handle_data_end(outcome);
-                continue;
-            }
-        }
-        return Flow::Next;
     }
 }
 
@@ -382,7 +254,7 @@ async fn receive_data<S>(
     shared: &Shared,
 ) -> Option<DataOutcome>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let limits = &shared.config.limits;
     let deadline = Instant::now() + limits.data_timeout;
@@ -654,9 +526,7 @@ mod tests {
     /// costs included). The large states are boxed (it was over 7 KiB before).
     #[test]
     fn connection_future_stays_small() {
-        let size = future_size(&serve);
-        assert!(size <= 1536, "smtp::conn::serve future is {size} bytes");
-        let phase = future_size(&phase::<tokio::net::TcpStream>);
-        assert!(phase <= 768, "smtp::conn::phase future is {phase} bytes");
+        let size = future_size(&crate::session::serve::<Smtp, tokio::net::TcpStream>);
+        assert!(size <= 1536, "SMTP session future is {size} bytes");
     }
 }

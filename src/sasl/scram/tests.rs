@@ -56,12 +56,7 @@ fn tls_ctx(offered: bool) -> TestContext {
     ctx
 }
 
-fn mechanism(
-    ctx: &TestContext,
-    hash: ScramHash,
-    plus: bool,
-    nonce: &str,
-) -> Box<dyn Mechanism> {
+fn mechanism(ctx: &TestContext, hash: ScramHash, plus: bool, nonce: &str) -> Box<dyn Mechanism> {
     Driven::boxed(Box::new(Scram::new(ctx, hash, plus, nonce.to_owned())), ctx)
 }
 
@@ -534,7 +529,10 @@ fn plaintext_logins_derive_the_keys_scram_then_uses() {
         );
     }
     // A wrong password derives nothing.
-    assert_eq!(Driven::boxed(plain::start(&ctx), &ctx).step(Some(b"\0hashed\0wrong")), bad());
+    assert_eq!(
+        Driven::boxed(plain::start(&ctx), &ctx).step(Some(b"\0hashed\0wrong")),
+        bad()
+    );
     assert_eq!(
         std::fs::read_to_string(&path)
             .expect("read")
