@@ -225,7 +225,7 @@ fn serve(path: &Path) -> ExitCode {
             }
         };
         tokio::spawn(signals(shutdown.clone()));
-        tokio::spawn(reloads(path.to_path_buf(), server.shared()));
+        tokio::spawn(reloads(path.to_path_buf(), server.gateway()));
         server.run(shutdown).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
@@ -251,7 +251,7 @@ async fn signals(shutdown: CancellationToken) {
 
 /// Reloads the configuration on SIGHUP; a config with errors is refused and the running one
 /// kept.
-async fn reloads(path: PathBuf, shared: std::sync::Arc<mailgate::server::Shared>) {
+async fn reloads(path: PathBuf, shared: std::sync::Arc<mailgate::gateway::Gateway>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler");

@@ -30,13 +30,15 @@ async fn served_cert(gw: &Gateway) -> Vec<u8> {
     conn.peer_certificates().expect("a certificate")[0].to_vec()
 }
 
-/// Reads the config file again and applies it, as the SIGHUP handler does.
+/// Reads the config file again and applies it, as the SIGHUP handler does; returns the
+/// sections that need a restart.
 async fn sighup(gw: &Gateway) -> Vec<&'static str> {
     let config = Config::load(&gw.dir.path().join("mailgate.toml")).expect("config");
     let shared = gw.shared.clone();
-    tokio::task::spawn_blocking(move || shared.reload(&config))
+    let reloaded = tokio::task::spawn_blocking(move || shared.reload(&config))
         .await
-        .expect("reload")
+        .expect("reload");
+    reloaded.restart.iter().map(|s| s.name()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

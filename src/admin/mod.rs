@@ -51,7 +51,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use crate::server::Shared;
+use crate::gateway::Gateway;
 
 /// Connections served at once; further ones wait in the listen queue.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -237,7 +237,7 @@ fn bearer(value: &str) -> Option<&str> {
 pub async fn serve(
     listener: TcpListener,
     access: Access,
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
     if let Ok(addr) = listener.local_addr() {
@@ -276,7 +276,7 @@ impl Connected<IncomingStream<'_, Capped>> for Peer {
 /// connection to [`Capped`]. Stops at `shutdown`, closing the listening socket.
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     ready: mpsc::Sender<(Conn, SocketAddr)>,
     shutdown: CancellationToken,
 ) {

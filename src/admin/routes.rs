@@ -22,7 +22,7 @@ use crate::allowlist;
 use crate::audit::report::{self, Filter, GroupBy};
 use crate::audit::{Class, Event, Kind, Outcome};
 use crate::control::{self, ListedEntry};
-use crate::server::Shared;
+use crate::gateway::Gateway;
 
 /// The dashboard page: inline CSS and JavaScript, no external asset.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -49,12 +49,12 @@ const DEFAULT_BUCKET: Duration = Duration::from_secs(3600);
 /// What the handlers share.
 #[derive(Clone)]
 struct App {
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     access: Arc<Access>,
 }
 
 /// The routes, behind the access check.
-pub(super) fn router(shared: Arc<Shared>, access: Arc<Access>) -> Router {
+pub(super) fn router(shared: Arc<Gateway>, access: Arc<Access>) -> Router {
     let app = App { shared, access };
     Router::new()
         .route("/", get(dashboard))
@@ -175,7 +175,7 @@ async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
 }
 
 /// Messages in the spool.
-fn queue_depth(shared: &Shared) -> u64 {
+fn queue_depth(shared: &Gateway) -> u64 {
     shared.spool.len() as u64
 }
 
@@ -210,7 +210,7 @@ fn last<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Runs `f` over the audit log's files on a blocking thread.
 async fn over_log<T: Send + 'static>(
-    shared: &Shared,
+    shared: &Gateway,
     f: impl FnOnce(&[std::path::PathBuf]) -> Result<T, report::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     let Some(audit) = shared.config.audit.clone() else {
@@ -367,7 +367,7 @@ async fn remove(State(app): State<App>, Path(ip): Path<String>) -> Result<Status
 
 /// Audits an allowlist change made through the endpoint (`kind: allowlist`, protocol
 /// `control`, listener and mechanism `admin`; the address is the entry's).
-fn record(shared: &Shared, ip: IpAddr, user: Option<&str>, what: &str) {
+fn record(shared: &Gateway, ip: IpAddr, user: Option<&str>, what: &str) {
     let now = crate::audit::event::rfc3339(shared.clock.now());
     let mut e = Event::new(Kind::Allowlist, "control", now, Outcome::Success);
     e.listener = Some("admin".into());

@@ -62,7 +62,7 @@ pub struct Config {
 }
 
 /// `[notices]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Notices {
     /// At most one notice per user and mechanism within this interval.
     pub interval: Duration,
@@ -73,7 +73,7 @@ pub struct Notices {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditConfig {
     /// The current log file. Absolute.
     pub path: PathBuf,
@@ -84,7 +84,7 @@ pub struct AuditConfig {
 }
 
 /// `[tls]`: PEM certificate chain and key; both absent means "self-signed at start".
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TlsConfig {
     /// Certificate chain (PEM).
     pub cert: Option<PathBuf>,
@@ -115,7 +115,7 @@ impl SmtpRole {
 }
 
 /// `[listeners]`: addresses per role.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Listeners {
     /// POP3, STLS offered.
     pub pop3: Vec<SocketAddr>,
@@ -134,7 +134,7 @@ pub struct Listeners {
 }
 
 /// `[auth]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     /// The Dovecot-style passwd-file. Absolute.
     pub users_file: PathBuf,
@@ -161,7 +161,7 @@ pub struct AuthConfig {
 }
 
 /// `[auth.oauth]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuthConfig {
     /// JWKS file with public keys. Absolute.
     pub jwks_file: Option<PathBuf>,
@@ -184,7 +184,7 @@ pub struct OAuthConfig {
 }
 
 /// RFC 7662 token introspection endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Introspection {
     /// Endpoint URL.
     pub url: String,
@@ -199,7 +199,7 @@ pub struct Introspection {
 }
 
 /// Growing delay for failed logins, per client address and per user name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Throttle {
     /// Failures allowed without added delay.
     pub free_failures: u32,
@@ -214,7 +214,7 @@ pub struct Throttle {
 }
 
 /// `[pop_before_smtp]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PopBeforeSmtp {
     /// Whether POP3 logins open the relay.
     pub enabled: bool,
@@ -235,7 +235,7 @@ pub struct PopBeforeSmtp {
 }
 
 /// `[relay]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RelayConfig {
     /// Domains delivered locally (lower case).
     pub local_domains: Vec<String>,
@@ -244,7 +244,7 @@ pub struct RelayConfig {
 }
 
 /// `[delivery]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
     /// Maildir root; a user's mail is in `<maildir>/<user>/`. Absolute.
     pub maildir: PathBuf,
@@ -271,7 +271,7 @@ pub enum UpstreamTls {
 }
 
 /// `[delivery.upstream]`. Its `Debug` never shows the password.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Upstream {
     /// Smarthost address.
     pub address: SocketAddr,
@@ -323,7 +323,7 @@ pub enum Grant {
 }
 
 /// `[delivery.upstream.oauth]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamOAuth {
     /// Token endpoint.
     pub token_url: String,
@@ -365,7 +365,7 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Connections in all.
     pub max_connections: usize,

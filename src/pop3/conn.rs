@@ -11,17 +11,17 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::audit::{Event, Kind, Record};
+use crate::gateway::{Gateway, TlsPhase};
 use crate::io::flush;
 use crate::maildir::{self, MailboxError};
 use crate::pop3::machine::{Action, Output, Session, Settings};
 use crate::pop3::reply::{MessageEncoder, Reply};
-use crate::server::{Shared, TlsPhase};
 use crate::session::{Conn, Flow, Io, Protocol};
 
 /// Releases the maildrop lock when the session ends, however it ends.
 pub struct MailboxLock {
     user: String,
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
 }
 
 impl Drop for MailboxLock {
@@ -61,14 +61,14 @@ impl Protocol for Pop3 {
         "STLS"
     }
 
-    fn session(&self, shared: &Shared, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Session {
+    fn session(&self, shared: &Gateway, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Session {
         Session::new(settings(shared, conn, tls, self.listener()))
     }
 
     fn after_tls(
         &self,
         before: Session,
-        shared: &Shared,
+        shared: &Gateway,
         conn: &Conn,
         tls: TlsPhase<'_>,
     ) -> Session {
@@ -79,11 +79,11 @@ impl Protocol for Pop3 {
         session.greeting().encode(out);
     }
 
-    fn line_limit(session: &Session, _: &Shared) -> usize {
+    fn line_limit(session: &Session, _: &Gateway) -> usize {
         session.line_limit()
     }
 
-    fn idle_timeout(_: &Session, lock: &Option<MailboxLock>, shared: &Shared) -> Duration {
+    fn idle_timeout(_: &Session, lock: &Option<MailboxLock>, shared: &Gateway) -> Duration {
         let limits = &shared.config.limits;
         if lock.is_some() {
             limits.pop3_idle_timeout
@@ -118,11 +118,11 @@ impl Protocol for Pop3 {
         session.handle_verified(answer)
     }
 
-    fn shutting_down(_: &Shared, out: &mut Vec<u8>) {
+    fn shutting_down(_: &Gateway, out: &mut Vec<u8>) {
         Reply::shutting_down().encode(out);
     }
 
-    fn timed_out(_: &Shared, out: &mut Vec<u8>) {
+    fn timed_out(_: &Gateway, out: &mut Vec<u8>) {
         // RFC 1939 §3: an autologout timer ends the session without entering UPDATE.
         Reply::autologout().encode(out);
     }
@@ -151,7 +151,7 @@ impl Protocol for Pop3 {
         session: &mut Session,
         conn: &Conn,
         lock: &mut Option<MailboxLock>,
-        shared: &Arc<Shared>,
+        shared: &Arc<Gateway>,
     ) -> Flow
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -260,7 +260,7 @@ impl Protocol for Pop3 {
 }
 
 fn settings(
-    shared: &Shared,
+    shared: &Gateway,
     conn: &Conn,
     tls: Option<TlsPhase<'_>>,
     listener: &'static str,
@@ -295,7 +295,7 @@ fn settings(
 
 /// Locks and lists the maildrop.
 async fn open_mailbox(
-    shared: &Arc<Shared>,
+    shared: &Arc<Gateway>,
     user: &str,
 ) -> (Result<maildir::Mailbox, MailboxError>, Option<MailboxLock>) {
     if !shared.mailboxes_in_use.insert(user.to_string()) {
@@ -318,7 +318,7 @@ async fn open_mailbox(
 }
 
 /// Enters the client address into the POP-before-SMTP allowlist after a login.
-fn allowlist_login(shared: &Shared, session: &Session, conn: &Conn, user: &str) {
+fn allowlist_login(shared: &Gateway, session: &Session, conn: &Conn, user: &str) {
     let peer = conn.peer;
     if !shared.config.pop_before_smtp.enabled {
         return;
@@ -350,7 +350,7 @@ fn allowlist_login(shared: &Shared, session: &Session, conn: &Conn, user: &str) 
 }
 
 /// Records an audit event for `record`, adding the session's details.
-fn audit(shared: &Shared, session: &Session, conn: &Conn, record: Record) {
+fn audit(shared: &Gateway, session: &Session, conn: &Conn, record: Record) {
     let peer = conn.peer;
     let s = session.settings();
     let now = shared.clock.now();

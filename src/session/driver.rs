@@ -32,8 +32,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::gateway::{Gateway, TlsPhase};
 use crate::io::{Line, LineReader, flush};
-use crate::server::{Shared, TlsPhase};
 
 /// Room reserved for the replies to one command (or one pipelined batch); the buffer is
 /// released while the session waits for the client.
@@ -94,21 +94,21 @@ pub trait Protocol: Send + Sync + 'static {
     /// The name of the TLS upgrade command, for logs (`STARTTLS`, `STLS`).
     fn starttls_name(&self) -> &'static str;
     /// A fresh core for the plaintext phase (`tls` is `None`) or an implicit-TLS connection.
-    fn session(&self, shared: &Shared, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Self::Session;
+    fn session(&self, shared: &Gateway, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Self::Session;
     /// The core after a STARTTLS/STLS handshake, from the one that accepted the command.
     fn after_tls(
         &self,
         before: Self::Session,
-        shared: &Shared,
+        shared: &Gateway,
         conn: &Conn,
         tls: TlsPhase<'_>,
     ) -> Self::Session;
     /// Encodes the greeting.
     fn greeting(session: &Self::Session, out: &mut Vec<u8>);
     /// The longest line the core takes now.
-    fn line_limit(session: &Self::Session, shared: &Shared) -> usize;
+    fn line_limit(session: &Self::Session, shared: &Gateway) -> usize;
     /// How long the session may wait for the client now.
-    fn idle_timeout(session: &Self::Session, held: &Self::Held, shared: &Shared) -> Duration;
+    fn idle_timeout(session: &Self::Session, held: &Self::Held, shared: &Gateway) -> Duration;
     /// Whether a SASL exchange waits for a client line, and whether that line checks a
     /// credential (see [`crate::io::credential_step`]).
     fn sasl_state(session: &Self::Session) -> (bool, bool);
@@ -121,9 +121,9 @@ pub trait Protocol: Send + Sync + 'static {
     /// Feeds the answer to a check.
     fn handle_verified(session: &mut Self::Session, answer: crate::sasl::Answer) -> Self::Output;
     /// Encodes the answer to a shutdown (SMTP 421, POP3 `-ERR`).
-    fn shutting_down(shared: &Shared, out: &mut Vec<u8>);
+    fn shutting_down(shared: &Gateway, out: &mut Vec<u8>);
     /// Encodes the answer to an idle timeout.
-    fn timed_out(shared: &Shared, out: &mut Vec<u8>);
+    fn timed_out(shared: &Gateway, out: &mut Vec<u8>);
     /// Encodes the reply of an output that asks for nothing else and returns `None`; gives
     /// any other output back for [`Protocol::act`].
     fn reply_only(output: Self::Output, out: &mut Vec<u8>) -> Option<Self::Output>;
@@ -136,7 +136,7 @@ pub trait Protocol: Send + Sync + 'static {
         session: &mut Self::Session,
         conn: &Conn,
         held: &mut Self::Held,
-        shared: &Arc<Shared>,
+        shared: &Arc<Gateway>,
     ) -> impl Future<Output = Flow> + Send
     where
         S: AsyncRead + AsyncWrite + Unpin + Send;
@@ -150,12 +150,20 @@ enum End<S, T> {
     StartTls(S, Box<T>),
 }
 
+/// What every phase of one connection shares.
+struct Ctx<'a, P> {
+    protocol: &'a P,
+    conn: &'a Conn,
+    shared: &'a Arc<Gateway>,
+    shutdown: &'a CancellationToken,
+}
+
 /// Serves one connection from accept to close.
 pub async fn serve<P, S>(
     protocol: P,
     stream: S,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     shutdown: CancellationToken,
 ) where
     P: Protocol,
@@ -166,119 +174,98 @@ pub async fn serve<P, S>(
         peer,
     };
     let span = protocol.span(&conn);
+    let cx = Ctx {
+        protocol: &protocol,
+        conn: &conn,
+        shared: &shared,
+        shutdown: &shutdown,
+    };
     // Instrument rather than enter: an entered span would leak onto other tasks polled on this
     // worker across awaits and mislabel their log lines.
-    serve_in_span(protocol, stream, conn, shared, shutdown)
-        .instrument(span)
-        .await;
+    serve_in_span(&cx, stream).instrument(span).await;
 }
 
-async fn serve_in_span<P, S>(
-    protocol: P,
-    stream: S,
-    conn: Conn,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) where
+async fn serve_in_span<P, S>(cx: &Ctx<'_, P>, stream: S)
+where
     P: Protocol,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut held = P::Held::default();
-    if protocol.implicit_tls() {
+    if cx.protocol.implicit_tls() {
         // Boxed: the handshake and the TLS stream are large, and this task only waits on them.
-        Box::pin(serve_tls(
-            &protocol, stream, None, &conn, &shared, &shutdown, &mut held,
-        ))
-        .await;
+        Box::pin(serve_tls(cx, stream, None, &mut held)).await;
         return;
     }
-    let session = Box::new(protocol.session(&shared, &conn, None));
+    let session = Box::new(cx.protocol.session(cx.shared, cx.conn, None));
     let io = Io {
         stream,
-        reader: LineReader::new(P::line_limit(&session, &shared)),
+        reader: LineReader::new(P::line_limit(&session, cx.shared)),
         out: Vec::new(),
     };
-    let phase = phase(
-        &protocol, io, session, &conn, &mut held, &shared, &shutdown, true,
-    );
-    let (stream, session) = match phase.await {
+    let (stream, session) = match phase(cx, io, session, &mut held, true).await {
         End::Closed => return,
         End::StartTls(stream, session) => (stream, session),
     };
-    Box::pin(serve_tls(
-        &protocol,
-        stream,
-        Some(session),
-        &conn,
-        &shared,
-        &shutdown,
-        &mut held,
-    ))
-    .await;
+    Box::pin(serve_tls(cx, stream, Some(session), &mut held)).await;
 }
 
 /// The TLS part of a connection: the handshake, then the session over TLS. `before` is the
 /// core that accepted STARTTLS/STLS (`None` for implicit TLS, which greets after the
 /// handshake).
 async fn serve_tls<P, S>(
-    protocol: &P,
+    cx: &Ctx<'_, P>,
     stream: S,
     before: Option<Box<P::Session>>,
-    conn: &Conn,
-    shared: &Arc<Shared>,
-    shutdown: &CancellationToken,
     held: &mut P::Held,
 ) where
     P: Protocol,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let what = if before.is_some() {
-        protocol.starttls_name()
+        cx.protocol.starttls_name()
     } else {
         "TLS"
     };
-    let Some((tls, server_tls)) = shared.accept_tls(stream, what).await else {
+    let Some((tls, server_tls)) = cx.shared.accept_tls(stream, what).await else {
         return;
     };
     let phase_tls = (tls.get_ref().1, &server_tls.end_point[..]);
     let (session, greet) = match before {
         Some(session) => {
             tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "{what} complete");
-            (
-                Box::new(protocol.after_tls(*session, shared, conn, phase_tls)),
-                false,
-            )
+            let after = cx
+                .protocol
+                .after_tls(*session, cx.shared, cx.conn, phase_tls);
+            (Box::new(after), false)
         }
-        None => (
-            Box::new(protocol.session(shared, conn, Some(phase_tls))),
-            true,
-        ),
+        None => {
+            let fresh = cx.protocol.session(cx.shared, cx.conn, Some(phase_tls));
+            (Box::new(fresh), true)
+        }
     };
     let io = Io {
         stream: tls,
-        reader: LineReader::new(P::line_limit(&session, shared)),
+        reader: LineReader::new(P::line_limit(&session, cx.shared)),
         out: Vec::new(),
     };
-    let _ = phase(protocol, io, session, conn, held, shared, shutdown, greet).await;
+    let _ = phase(cx, io, session, held, greet).await;
 }
 
 /// Runs the command loop on one stream until the session ends or switches to TLS.
 async fn phase<P, S>(
-    protocol: &P,
+    cx: &Ctx<'_, P>,
     mut io: Io<S>,
     // Boxed: an async fn keeps its arguments apart from its locals, so a large one would be
     // stored twice in every connection's task.
     mut session: Box<P::Session>,
-    conn: &Conn,
     held: &mut P::Held,
-    shared: &Arc<Shared>,
-    shutdown: &CancellationToken,
     greet: bool,
 ) -> End<S, P::Session>
 where
     P: Protocol,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let shared = cx.shared;
     if greet {
         P::greeting(&session, &mut io.out);
         if io.flush().await.is_err() {
@@ -299,7 +286,7 @@ where
         let idle = P::idle_timeout(&session, held, shared);
         let line = tokio::select! {
             r = timeout(idle, io.reader.next_line(&mut io.stream)) => r,
-            _ = shutdown.cancelled() => {
+            _ = cx.shutdown.cancelled() => {
                 P::shutting_down(shared, &mut io.out);
                 let _ = io.flush().await;
                 return End::Closed;
@@ -319,20 +306,17 @@ where
             Ok(Ok(Some(Line::Complete(range)))) => {
                 let now = shared.clock.now();
                 let (in_sasl, next_verifies) = P::sasl_state(&session);
-                let step = crate::io::credential_step(
-                    in_sasl,
-                    next_verifies,
-                    io.reader.slice(range.clone()),
-                );
-                match step {
+                let line = io.reader.slice(range.clone());
+                match crate::io::credential_step(in_sasl, next_verifies, line) {
                     Some(reserve) => {
                         // Boxed: the throttle wait is rarely live.
-                        Box::pin(shared.credential_slot(conn.peer.ip(), reserve)).await;
-                        let out = P::handle_line(&mut session, now, io.reader.slice(range.clone()));
+                        Box::pin(shared.credential_slot(cx.conn.peer.ip(), reserve)).await;
+                        let line = io.reader.slice(range.clone());
+                        let out = P::handle_line(&mut session, now, line);
                         io.reader.wipe(range);
                         out
                     }
-                    None => P::handle_line(&mut session, now, io.reader.slice(range)),
+                    None => P::handle_line(&mut session, now, line),
                 }
             }
         };
@@ -340,18 +324,7 @@ where
         // waiting connection.
         let flow = match P::reply_only(output, &mut io.out) {
             None => Flow::Next,
-            Some(output) => {
-                Box::pin(act(
-                    protocol,
-                    output,
-                    &mut io,
-                    &mut session,
-                    conn,
-                    held,
-                    shared,
-                ))
-                .await
-            }
+            Some(output) => Box::pin(act(cx, output, &mut io, &mut session, held)).await,
         };
         match flow {
             Flow::Next => {}
@@ -363,7 +336,7 @@ where
                     tracing::warn!(
                         bytes = io.reader.buffered().len(),
                         "discarded plaintext pipelined after {}",
-                        protocol.starttls_name()
+                        cx.protocol.starttls_name()
                     );
                 }
                 io.reader.clear();
@@ -376,21 +349,21 @@ where
 /// Answers the credential checks `output` asks for through the verifier, then hands what the
 /// core says next to the protocol.
 async fn act<P, S>(
-    protocol: &P,
+    cx: &Ctx<'_, P>,
     mut output: P::Output,
     io: &mut Io<S>,
     session: &mut P::Session,
-    conn: &Conn,
     held: &mut P::Held,
-    shared: &Arc<Shared>,
 ) -> Flow
 where
     P: Protocol,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     while let Some(check) = P::take_check(&mut output) {
-        let answer = shared.verifier.verify(check).await;
+        let answer = cx.shared.verifier.verify(check).await;
         output = P::handle_verified(session, answer);
     }
-    protocol.act(output, io, session, conn, held, shared).await
+    cx.protocol
+        .act(output, io, session, cx.conn, held, cx.shared)
+        .await
 }

@@ -12,8 +12,8 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::audit::{Event, Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
+use crate::gateway::{Gateway, TlsPhase};
 use crate::io::LineReader;
-use crate::server::{Shared, TlsPhase};
 use crate::session::{Conn, Flow, Io, Protocol};
 use crate::smtp::data::{DataReceiver, Feed};
 use crate::smtp::headers::HeaderPeek;
@@ -50,14 +50,14 @@ impl Protocol for Smtp {
         "STARTTLS"
     }
 
-    fn session(&self, shared: &Shared, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Session {
+    fn session(&self, shared: &Gateway, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Session {
         Session::new(settings(shared, self.role, conn, tls))
     }
 
     fn after_tls(
         &self,
         before: Session,
-        shared: &Shared,
+        shared: &Gateway,
         conn: &Conn,
         tls: TlsPhase<'_>,
     ) -> Session {
@@ -68,7 +68,7 @@ impl Protocol for Smtp {
         session.greeting().encode(out);
     }
 
-    fn line_limit(session: &Session, shared: &Shared) -> usize {
+    fn line_limit(session: &Session, shared: &Gateway) -> usize {
         if session.in_sasl() {
             MAX_SASL_LINE
         } else {
@@ -76,7 +76,7 @@ impl Protocol for Smtp {
         }
     }
 
-    fn idle_timeout(_: &Session, _: &(), shared: &Shared) -> Duration {
+    fn idle_timeout(_: &Session, _: &(), shared: &Gateway) -> Duration {
         shared.config.limits.smtp_idle_timeout
     }
 
@@ -106,11 +106,11 @@ impl Protocol for Smtp {
         session.handle_verified(answer)
     }
 
-    fn shutting_down(shared: &Shared, out: &mut Vec<u8>) {
+    fn shutting_down(shared: &Gateway, out: &mut Vec<u8>) {
         reply::shutting_down(&shared.config.hostname).encode(out);
     }
 
-    fn timed_out(shared: &Shared, out: &mut Vec<u8>) {
+    fn timed_out(shared: &Gateway, out: &mut Vec<u8>) {
         reply::timeout(&shared.config.hostname).encode(out);
     }
 
@@ -137,7 +137,7 @@ impl Protocol for Smtp {
         session: &mut Session,
         _conn: &Conn,
         _held: &mut (),
-        shared: &Arc<Shared>,
+        shared: &Arc<Gateway>,
     ) -> Flow
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -213,7 +213,7 @@ impl Protocol for Smtp {
 }
 
 /// Builds the machine settings for one phase (plaintext, or after TLS).
-fn settings(shared: &Shared, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Settings {
+fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Settings {
     let tls_info = tls.map(|(c, _)| crate::tls::describe(c));
     let cfg = &shared.config;
     let nets = shared.networks();
@@ -251,7 +251,7 @@ async fn receive_data<S>(
     stream: &mut S,
     reader: &mut LineReader,
     session: &Session,
-    shared: &Shared,
+    shared: &Gateway,
 ) -> Option<DataOutcome>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -349,7 +349,7 @@ where
 
 /// Records an audit event for `record`, adding the session's details.
 fn audit(
-    shared: &Shared,
+    shared: &Gateway,
     session: &Session,
     record: Record,
     extra: Option<(&str, u32, Option<String>)>,
@@ -402,7 +402,7 @@ fn sender_user(session: &Session, mail_from: &str) -> Option<String> {
 /// Records the acceptance of a message sent under an authentication or an address-based
 /// relay authorization, with the client software its headers name.
 fn audit_accept(
-    shared: &Shared,
+    shared: &Gateway,
     session: &Session,
     txn: &Transaction,
     queue_id: &str,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use mailgate::config::Config;
-use mailgate::server::{Role, Server, Shared};
+use mailgate::gateway::Gateway as State;
+use mailgate::server::{Role, Server};
 
 /// The demo password of every test user.
 pub const PASSWORD: &str = "secret-pw";
@@ -31,7 +32,7 @@ pub struct Gateway {
     pub control: Option<SocketAddr>,
     /// The admin endpoint, when `[listeners] admin` is set.
     pub admin_addr: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<State>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -99,7 +100,7 @@ impl Gateway {
         let addrs = server.local_addrs();
         let control = server.control_addr();
         let admin_addr = server.admin_addr();
-        let shared = server.shared();
+        let shared = server.gateway();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         Gateway {

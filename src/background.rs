@@ -1,0 +1,171 @@
+//! The gateway's background tasks: allowlist and throttle housekeeping (expiry, the periodic
+//! snapshot), the users-file watcher, and the legacy-authentication digest. Each runs until the
+//! shutdown token fires; [`spawn`] starts them all on the server's task tracker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::Gateway;
+
+/// Starts every background task on `tracker`.
+pub fn spawn(
+    tracker: &TaskTracker,
+    gateway: &Arc<Gateway>,
+    users_stamp: Option<UsersStamp>,
+    shutdown: &CancellationToken,
+) {
+    tracker.spawn(housekeeping(gateway.clone(), shutdown.clone()));
+    tracker.spawn(watch_users(gateway.clone(), users_stamp, shutdown.clone()));
+    // Running even without a recipient: a reload may set one.
+    if gateway.config.audit.is_some() {
+        tracker.spawn(digests(gateway.clone(), shutdown.clone()));
+    }
+}
+
+/// Purges expired allowlist and throttle entries and snapshots the allowlist periodically.
+async fn housekeeping(shared: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut tick = ticker(tokio::time::Instant::now(), Duration::from_secs(30));
+    let mut rounds = 0u32;
+    while next_tick(&mut tick, &shutdown).await {
+        let now = shared.clock.now();
+        let allowlist = shared.allowlist.clone();
+        // A sweep walks every shard; keep it off the runtime's worker threads.
+        let _ = tokio::task::spawn_blocking(move || allowlist.purge(now)).await;
+        shared.throttle.purge(now);
+        rounds += 1;
+        if rounds.is_multiple_of(10) {
+            let shared = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                save_allowlist(&shared);
+                save_notices(&shared);
+            })
+            .await;
+        }
+    }
+}
+
+/// A timer for a periodic background job: first at `start`, then every `period`; a tick
+/// missed while the job ran is not made up for.
+fn ticker(start: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(start, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; `false` once `shutdown` fires.
+async fn next_tick(tick: &mut tokio::time::Interval, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tick.tick() => true,
+        _ = shutdown.cancelled() => false,
+    }
+}
+
+/// How often the users file is checked for a change.
+const USERS_CHECK: Duration = Duration::from_secs(2);
+
+/// The users file as last seen: modification time, length and inode; a change to any of them
+/// (an edit in place, `mailgate passwd`'s rename) means the file is read again.
+pub type UsersStamp = (std::time::SystemTime, u64, u64);
+
+/// The users file's stamp now, if it can be read.
+pub fn users_file_stamp(path: &std::path::Path) -> Option<UsersStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+/// Reloads the users file when it changes, as Dovecot re-reads a passwd-file: a user added
+/// with `mailgate passwd` or by an edit can log in within [`USERS_CHECK`], without a restart
+/// or SIGHUP. A file that does not parse (say, saved half-way) keeps the users loaded before;
+/// the next change is tried again.
+async fn watch_users(
+    shared: Arc<Gateway>,
+    mut seen: Option<UsersStamp>,
+    shutdown: CancellationToken,
+) {
+    let path = shared.config.auth.users_file.clone();
+    let mut tick = ticker(tokio::time::Instant::now(), USERS_CHECK);
+    while next_tick(&mut tick, &shutdown).await {
+        let shared = shared.clone();
+        let path = path.clone();
+        let last = seen;
+        seen = tokio::task::spawn_blocking(move || {
+            let stamp = users_file_stamp(&path);
+            if stamp.is_some() && stamp != last {
+                let _ = shared.reload_users();
+            }
+            stamp.or(last)
+        })
+        .await
+        .unwrap_or(last);
+    }
+}
+
+/// Sends the legacy-authentication digest to `[notices] digest_to` every `digest_interval`,
+/// as in force now: a reload that changes either restarts the period.
+async fn digests(shared: Arc<Gateway>, shutdown: CancellationToken) {
+    loop {
+        let settings = shared.notices_config();
+        let due = async {
+            match settings.digest_to {
+                Some(_) => tokio::time::sleep(settings.digest_interval).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.notices_changed.notified() => continue,
+            _ = due => {}
+        }
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || send_digest(&shared, &settings)).await;
+    }
+}
+
+fn send_digest(shared: &Gateway, settings: &crate::config::Notices) {
+    let (Some(to), Some(audit)) = (&settings.digest_to, &shared.config.audit) else {
+        return;
+    };
+    let period = settings.digest_interval;
+    let now = shared.clock.now();
+    let files = crate::audit::files(&audit.path, audit.keep);
+    let host = &shared.config.hostname;
+    match crate::notices::digest(&files, period, to, host, now) {
+        Ok(Some(text)) => {
+            let unique = format!("{}.digest", crate::clock::unix_secs(now));
+            match crate::maildir::deliver(
+                &shared.config.delivery.maildir,
+                to,
+                &unique,
+                host,
+                text.as_bytes(),
+            ) {
+                Ok(_) => tracing::info!(to = %to, "legacy-auth digest delivered"),
+                Err(e) => tracing::warn!(to = %to, "cannot deliver the digest: {e}"),
+            }
+        }
+        Ok(None) => tracing::debug!("no legacy authentication in the digest period"),
+        Err(e) => tracing::warn!("cannot build the digest: {e}"),
+    }
+}
+
+pub(crate) fn save_notices(shared: &Gateway) {
+    let path = crate::gateway::notices_file(&shared.config);
+    if let Err(e) = shared.notices.save(&path, shared.clock.now()) {
+        tracing::warn!(file = %path.display(), "cannot save the notices sent: {e}");
+    }
+}
+
+pub(crate) fn save_allowlist(shared: &Gateway) {
+    let pbs = &shared.config.pop_before_smtp;
+    if !pbs.enabled {
+        return;
+    }
+    match shared.allowlist.save(&pbs.snapshot, shared.clock.now()) {
+        Ok(()) => tracing::debug!(file = %pbs.snapshot.display(), "allowlist saved"),
+        Err(e) => tracing::warn!(file = %pbs.snapshot.display(), "cannot save allowlist: {e}"),
+    }
+}

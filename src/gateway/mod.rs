@@ -1,0 +1,471 @@
+//! The state sessions use, in one place: [`Gateway`] holds the users and the session
+//! verifier, the migration policy, the networks that decide what a client may do, TLS, the
+//! throttle, the POP-before-SMTP allowlist, the spool, the mailbox locks, the audit log and
+//! the metrics. The session driver, the admin endpoint and the background tasks use it; it
+//! uses none of them (arrows point one way: listener -> driver -> protocol core; driver and
+//! admin -> gateway).
+//!
+//! `networks.rs` holds the per-address settings; `reload.rs` the typed SIGHUP reload, which
+//! says which sections changed and which of those need a restart.
+
+mod networks;
+mod reload;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::{DashMap, DashSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::allowlist::Allowlist;
+use crate::auth::{Authenticator, UserStore};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::relay::Notifier;
+use crate::sasl::Descriptor;
+use crate::spool::Spool;
+use crate::throttle::Throttle;
+
+pub use networks::Networks;
+pub use reload::{Reloaded, Section};
+
+/// A TLS session and the `tls-server-end-point` hash of the certificate it was made with.
+pub type TlsPhase<'a> = (&'a rustls::ServerConnection, &'a [u8]);
+
+/// Errors that stop the gateway's state from opening.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The users file could not be loaded.
+    #[error("users file: {0}")]
+    Users(String),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+    /// `[auth.oauth]` could not be set up.
+    #[error("[auth.oauth]: {0}")]
+    OAuth(#[from] crate::oauth::Error),
+    /// The spool could not be opened.
+    #[error("spool: {0}")]
+    Spool(String),
+    /// The state directory could not be created.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The state every session uses: users and the verifier, the policy, networks, TLS, the
+/// throttle, the allowlist, the spool, the mailbox locks, the audit log and the metrics.
+pub struct Gateway {
+    /// The configuration.
+    pub config: Config,
+    /// Credentials.
+    pub users: Arc<dyn Authenticator>,
+    /// The same users file, for reloading it (see [`Shared::reload_users`]).
+    pub user_store: Arc<UserStore>,
+    /// Enabled SASL mechanisms, in the configured order.
+    pub mechanisms: Vec<&'static Descriptor>,
+    /// The networks and domains that decide what a client may do; replaced on SIGHUP, read
+    /// once per connection (see [`Shared::networks`]).
+    networks: std::sync::RwLock<Arc<Networks>>,
+    /// The POP-before-SMTP allowlist.
+    pub allowlist: Arc<Allowlist>,
+    /// Failed-login throttling.
+    pub throttle: Arc<Throttle>,
+    /// The durable spool.
+    pub spool: Arc<Spool>,
+    /// Wakes the relay worker after a commit.
+    pub notifier: Notifier,
+    /// TLS for implicit-TLS listeners and STARTTLS/STLS, with the `tls-server-end-point`
+    /// channel-binding data of its certificate; replaced on SIGHUP (see [`Shared::reload`]).
+    tls: std::sync::RwLock<Arc<crate::tls::ServerTls>>,
+    /// SASL mechanism settings.
+    pub sasl_options: Arc<crate::sasl::Options>,
+    /// Answers the credential checks of every session (slow hashes on the blocking pool,
+    /// bearer tokens asynchronously).
+    pub verifier: crate::session::Verifier,
+    /// The audit log.
+    pub audit: crate::audit::Auditor,
+    /// Admin endpoint: counters fed by the audit events (`GET /metrics`).
+    pub metrics: crate::admin::metrics::Metrics,
+    /// Notices to users under warn/brownout rules.
+    pub notices: Arc<crate::notices::Notices>,
+    /// The migration policy; replaced on SIGHUP, read once per connection phase.
+    policy: std::sync::RwLock<Arc<crate::policy::Policy>>,
+    /// `[notices]` as last loaded (SIGHUP changes it); the digest task reads it.
+    notices_config: std::sync::RwLock<crate::config::Notices>,
+    /// Wakes the digest task after a reload changed `[notices]`.
+    pub(crate) notices_changed: tokio::sync::Notify,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
+    pub mailboxes_in_use: DashSet<String>,
+    next_session: AtomicU64,
+    started: u64,
+    pub(crate) per_ip: DashMap<IpAddr, usize>,
+}
+
+/// What [`Gateway::open`] started besides the state: the relay worker and the audit writer,
+/// stopped in that order at shutdown, and the users file's stamp for its watcher.
+pub struct Started {
+    /// The relay worker.
+    pub relay_task: tokio::task::JoinHandle<()>,
+    /// Stops the relay worker.
+    pub relay_shutdown: CancellationToken,
+    /// The audit writer, if the audit log is on.
+    pub audit_task: Option<tokio::task::JoinHandle<()>>,
+    /// Stops the audit writer (after everything else, so it drains what they recorded).
+    pub audit_shutdown: CancellationToken,
+    /// The users file as it was just before it was loaded, so that an edit made while the
+    /// gateway was starting is seen by the watcher.
+    pub users_stamp: Option<crate::background::UsersStamp>,
+}
+
+impl Gateway {
+    /// Opens the state the sessions use: creates the state folder, loads the users file, the
+    /// TLS certificate and the allowlist snapshot, opens the spool, and starts the audit
+    /// writer and the relay worker (stopped through the returned [`Started`]). Binds nothing.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<(Arc<Gateway>, Started), Error> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| Error::StateDir {
+            path: config.state_dir.display().to_string(),
+            source,
+        })?;
+        // Stamped before it is read: a change made while it loads is reloaded by the watcher.
+        let users_stamp = crate::background::users_file_stamp(&config.auth.users_file);
+        let users =
+            UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
+        tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");
+        log_skipped_lines(&config.auth.users_file, &users);
+        // derive_on_login: a successful plaintext login stores the forms stronger mechanisms
+        // need (SCRAM keys, ...), so users can move to them without a password reset.
+        let users = if config.auth.derive_on_login {
+            users.with_derivation(&config.auth.users_file, &config.auth.mechanisms)
+        } else {
+            users
+        };
+        let tls = crate::tls::server(&config.tls, &config.hostname)?;
+        if tls.origin == crate::tls::Origin::SelfSigned {
+            tracing::warn!(
+                hostname = %config.hostname,
+                "no [tls] cert/key configured: using a self-signed certificate made at start"
+            );
+        }
+        let mechanisms = config
+            .auth
+            .mechanisms
+            .iter()
+            .filter_map(|m| crate::sasl::find(m))
+            .collect();
+        let pbs = &config.pop_before_smtp;
+        let allowlist = Arc::new(Allowlist::new(
+            pbs.ttl,
+            pbs.ipv6_prefix,
+            pbs.max_entries,
+            pbs.shared_address_warn_users,
+        ));
+        if pbs.enabled {
+            match allowlist.load(&pbs.snapshot, clock.now()) {
+                Ok(n) if n > 0 => tracing::info!(entries = n, "allowlist restored"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("allowlist snapshot unreadable, starting empty: {e}"),
+            }
+        }
+        let spool =
+            Arc::new(Spool::open(&config.delivery.spool).map_err(|e| Error::Spool(e.to_string()))?);
+        spool.set_commit_window(config.delivery.commit_window);
+        let audit_shutdown = CancellationToken::new();
+        let (audit, audit_task) = match &config.audit {
+            Some(a) => {
+                let settings = crate::audit::Settings {
+                    path: a.path.clone(),
+                    max_size: a.max_size,
+                    keep: a.keep,
+                };
+                let (auditor, task) =
+                    crate::audit::Auditor::start(settings, audit_shutdown.clone());
+                (auditor, Some(task))
+            }
+            None => (crate::audit::Auditor::disabled(), None),
+        };
+        // Admin endpoint: every audit event also feeds the metrics (before the relay's clone).
+        let metrics = crate::admin::metrics::Metrics::new();
+        let audit = audit.with_observer(metrics.observer());
+        let relay_shutdown = CancellationToken::new();
+        let mut relay_settings =
+            crate::relay::Settings::from_config(&config.hostname, &config.delivery);
+        relay_settings.audit = audit.clone();
+        let (relay_task, notifier) = crate::relay::spawn(
+            relay_settings,
+            spool.clone(),
+            clock.clone(),
+            relay_shutdown.clone(),
+        );
+        let user_store = Arc::new(users);
+        let tokens = match &config.auth.oauth {
+            Some(o) => Some(Arc::new(crate::oauth::Validator::from_config(
+                o,
+                user_store.clone(),
+                clock.clone(),
+            )?) as Arc<dyn crate::sasl::TokenValidator>),
+            None => None,
+        };
+        let throttle = Arc::new(Throttle::new(
+            &config.auth.throttle,
+            config.relay.trusted_networks.clone(),
+        ));
+        let users: Arc<dyn Authenticator> = Arc::new(crate::throttle::ThrottledUsers::new(
+            user_store.clone(),
+            throttle.clone(),
+            clock.clone(),
+        ));
+        let started = crate::clock::unix_secs(clock.now());
+
+        let sasl_options = crate::sasl::Options {
+            ntlm_domain: config.auth.ntlm_domain.clone(),
+            ntlm_v1: config.auth.ntlm_v1,
+            channel_binding_offered: config.auth.mechanisms.iter().any(|m| m.ends_with("-PLUS")),
+        };
+        let notices = Arc::new(crate::notices::Notices::new(
+            config.notices.interval,
+            config.delivery.maildir.clone(),
+            config.hostname.clone(),
+        ));
+        let path = notices_file(&config);
+        match notices.load(&path, clock.now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(notices = n, "notices sent before the restart remembered"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "notices file unreadable, ignored: {e}")
+            }
+        }
+        // Password hashes are CPU- and memory-bound: a few per core at a time.
+        let verifier = crate::session::Verifier::new(
+            users.clone(),
+            tokens,
+            std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+        );
+        let gateway = Arc::new(Gateway {
+            user_store,
+            networks: std::sync::RwLock::new(Arc::new(Networks::from_config(&config))),
+            users,
+            mechanisms,
+            allowlist,
+            throttle,
+            spool,
+            notifier,
+            tls: std::sync::RwLock::new(Arc::new(tls)),
+            sasl_options: Arc::new(sasl_options),
+            verifier,
+            audit,
+            metrics,
+            policy: std::sync::RwLock::new(config.policy.clone()),
+            notices_config: std::sync::RwLock::new(config.notices.clone()),
+            notices_changed: tokio::sync::Notify::new(),
+            notices,
+            clock,
+            mailboxes_in_use: DashSet::new(),
+            next_session: AtomicU64::new(1),
+            started,
+            per_ip: DashMap::new(),
+            config,
+        });
+        Ok((
+            gateway,
+            Started {
+                relay_task,
+                relay_shutdown,
+                audit_task,
+                audit_shutdown,
+                users_stamp,
+            },
+        ))
+    }
+
+    /// A fresh session id: unique for this process run, short enough for every log line.
+    pub fn next_session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        // Start time plus a counter: unique across restarts, sortable, short.
+        format!("{:08x}{n:06x}", self.started & 0xffff_ffff)
+    }
+
+    /// The SASL environment for one connection phase; `tls` is the TLS session, if any, with
+    /// the `tls-server-end-point` hash of the certificate that session was made with.
+    pub fn sasl_environment(
+        &self,
+        session: &str,
+        tls: Option<TlsPhase<'_>>,
+    ) -> crate::sasl::Environment {
+        crate::sasl::Environment {
+            auth: self.users.clone(),
+            bearer_tokens: self.verifier.has_tokens(),
+            options: self.sasl_options.clone(),
+            hostname: self.config.hostname.clone(),
+            session: session.to_string(),
+            seed: rand::random(),
+            now: self.clock.now(),
+            channel_binding: tls
+                .map(|(c, end_point)| Arc::new(crate::tls::channel_binding(c, end_point))),
+        }
+    }
+
+    /// Records a failed login and returns how long to wait before answering it: the fixed
+    /// `failure_delay`. (The throttle's growing delay is waited before the next check, in
+    /// [`Shared::check_credentials`], where concurrent attempts queue for it.)
+    pub fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+        let now = self.clock.now();
+        self.throttle
+            .record_failure(crate::canonical_ip(ip), user, now);
+        self.config.auth.failure_delay
+    }
+
+    /// Drops a notice into `user`'s mailbox if one is due for this mechanism (a `notify`
+    /// policy rule matched); the write happens off the async workers.
+    pub fn notify_user(
+        &self,
+        user: &str,
+        record: &crate::audit::Record,
+        event: &crate::audit::Event,
+    ) {
+        let now = self.clock.now();
+        if !self.notices.due(user, &record.mechanism, now) {
+            return;
+        }
+        let notice = crate::notices::Notice {
+            user: user.to_string(),
+            mechanism: record.mechanism.clone(),
+            client: event.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            // At AUTH time no header has been seen yet in this session: name the software this
+            // user's mail last carried, else what the client called itself (EHLO name or
+            // POP3 client hint).
+            software: event
+                .client_software
+                .clone()
+                .or_else(|| self.notices.software(user))
+                .or_else(|| event.client_name.clone()),
+            refuse_from: record.refuse_from.clone(),
+            message: record.reason.clone(),
+        };
+        let notices = self.notices.clone();
+        tokio::task::spawn_blocking(move || match notices.deliver(&notice, now) {
+            Ok(_) => {
+                tracing::info!(user = %notice.user, mechanism = %notice.mechanism, "legacy-auth notice delivered")
+            }
+            Err(e) => tracing::warn!(user = %notice.user, "cannot deliver legacy-auth notice: {e}"),
+        });
+    }
+
+    /// Runs the server side of a TLS handshake on `tcp` within `limits.tls_handshake_timeout`,
+    /// with the certificate in force; returns the stream and that TLS setup (a SIGHUP reload
+    /// later does not change what this session's channel binding refers to), or `None` (with a
+    /// log line naming `what`) if it fails or times out.
+    pub async fn accept_tls<S>(
+        &self,
+        tcp: S,
+        what: &str,
+    ) -> Option<(
+        tokio_rustls::server::TlsStream<S>,
+        Arc<crate::tls::ServerTls>,
+    )>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let limit = self.config.limits.tls_handshake_timeout;
+        let server_tls = self.tls();
+        match tokio::time::timeout(limit, server_tls.acceptor.clone().accept(tcp)).await {
+            Ok(Ok(tls)) => Some((tls, server_tls)),
+            Ok(Err(e)) => {
+                tracing::info!("{what} handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::info!("{what} handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// The networks and local domains in force (cheap: an `Arc` clone).
+    pub fn networks(&self) -> Arc<Networks> {
+        self.networks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The TLS setup in force (cheap: an `Arc` clone).
+    pub fn tls(&self) -> Arc<crate::tls::ServerTls> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The current migration policy.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            // A writer panicked mid-swap; the Arc inside is still whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// `[notices]` as in force now.
+    pub fn notices_config(&self) -> crate::config::Notices {
+        match self.notices_config.read() {
+            Ok(n) => n.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The delay implied by the failures remembered for `ip` (and `user`, if given), for
+    /// inspection and tests; see [`Throttle::delay`].
+    pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+        self.throttle
+            .delay(crate::canonical_ip(ip), user, self.clock.now())
+    }
+
+    /// Waits, before a line that checks a credential (PASS, APOP, PLAIN's response, LOGIN's
+    /// password, NTLM's AUTHENTICATE, SCRAM's client-final message, a bearer token; `reserve`
+    /// says whether this line is one), for the client address's next throttle slot, so that
+    /// concurrent attempts from one address queue, a success is no faster to learn than a
+    /// failure, and a multi-step exchange costs one slot, taken where the check happens
+    /// (opening exchanges early gains nothing). The check itself then runs through
+    /// [`Shared::verifier`]. The per-user limit is applied by the store itself
+    /// ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.
+    pub async fn credential_slot(&self, ip: IpAddr, reserve: bool) {
+        if !reserve {
+            return;
+        }
+        let wait = self
+            .throttle
+            .reserve_addr(crate::canonical_ip(ip), self.clock.now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Client connections open on the mail listeners (admin endpoint: `GET /metrics`).
+    pub fn open_connections(&self) -> usize {
+        self.per_ip.iter().map(|n| *n.value()).sum()
+    }
+
+    /// Records a successful login (resets the throttle).
+    pub fn auth_succeeded(&self, ip: IpAddr, user: &str) {
+        self.throttle.record_success(crate::canonical_ip(ip), user);
+    }
+}
+
+/// Where the notices' rate limit is saved across restarts.
+pub(crate) fn notices_file(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("notices.json")
+}
+
+/// Logs each users-file line skipped for a password scheme not supported here, as
+/// `FILE:LINE: ...`, so that the admin sees which users cannot log in and why.
+pub(crate) fn log_skipped_lines(path: &std::path::Path, users: &UserStore) {
+    for w in users.warnings() {
+        tracing::warn!("{}:{}: {}; {}", path.display(), w.line, w.message, w.hint);
+    }
+}
