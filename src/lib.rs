@@ -30,6 +30,7 @@ pub mod durable;
 pub mod gateway;
 pub mod io;
 pub mod maildir;
+pub mod metrics;
 pub mod notices;
 pub mod oauth;
 pub mod policy;

@@ -355,13 +355,14 @@ fn admit(shared: &Arc<Gateway>, semaphore: &Arc<Semaphore>, ip: IpAddr) -> Optio
 /// greeting; POP3 has no code, so -ERR [SYS/TEMP]).
 async fn refuse(mut tcp: TcpStream, role: Role, hostname: String) {
     use tokio::io::AsyncWriteExt;
-    let text = match role {
-        Role::Pop3 => "-ERR [SYS/TEMP] too many connections, try again later\r\n".to_string(),
+    let mut text = Vec::new();
+    match role {
+        Role::Pop3 => crate::pop3::reply::Reply::too_many_connections().encode(&mut text),
         Role::Smtp(SmtpRole::Smtp | SmtpRole::Submission) => {
-            format!("421 4.7.0 {hostname} too many connections, try again later\r\n")
+            crate::smtp::reply::too_many_connections(&hostname).encode(&mut text)
         }
         // Implicit TLS: nothing readable can be sent before the handshake.
         Role::Pop3s | Role::Smtp(SmtpRole::Submissions) => return,
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(text.as_bytes())).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&text)).await;
 }

@@ -25,9 +25,8 @@
 //! With `[admin] tls = true` it speaks HTTPS with the gateway's certificate (the one in force:
 //! a SIGHUP reload applies here too); handshakes run beside the accept loop, each bounded by
 //! `limits.tls_handshake_timeout`, so a slow client holds up no one else.
-//! Handlers live in `routes.rs`, the metrics in `metrics.rs`.
+//! Handlers live in `routes.rs`; the metrics they serve are kept in `crate::metrics`.
 
-pub mod metrics;
 mod routes;
 
 use std::future::Future;

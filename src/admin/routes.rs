@@ -16,7 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::Deserialize;
 
-use super::metrics::{self, Gauges};
+use crate::metrics::{self, Gauges};
 use super::{Access, MAX_BODY, Peer, Use, Verdict};
 use crate::allowlist;
 use crate::audit::report::{self, Filter, GroupBy};

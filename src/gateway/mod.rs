@@ -92,7 +92,7 @@ pub struct Gateway {
     /// The audit log.
     pub audit: crate::audit::Auditor,
     /// Admin endpoint: counters fed by the audit events (`GET /metrics`).
-    pub metrics: crate::admin::metrics::Metrics,
+    pub metrics: crate::metrics::Metrics,
     /// Notices to users under warn/brownout rules.
     pub notices: Arc<crate::notices::Notices>,
     /// The migration policy; replaced on SIGHUP, read once per connection phase.
@@ -193,7 +193,7 @@ impl Gateway {
             None => (crate::audit::Auditor::disabled(), None),
         };
         // Admin endpoint: every audit event also feeds the metrics (before the relay's clone).
-        let metrics = crate::admin::metrics::Metrics::new();
+        let metrics = crate::metrics::Metrics::new();
         let audit = audit.with_observer(metrics.observer());
         let relay_shutdown = CancellationToken::new();
         let mut relay_settings =

@@ -344,6 +344,12 @@ impl Reply {
         Self::err_code(Code::InUse, "maildrop already locked")
     }
 
+    /// The connection caps are reached: instead of the greeting (POP3 has no reply code for
+    /// it, so the RFC 2449 `SYS/TEMP` response code says it is temporary).
+    pub fn too_many_connections() -> Self {
+        Self::err_code(Code::SysTemp, "too many connections, try again later")
+    }
+
     /// The server is shutting down (the session ends without entering UPDATE).
     pub fn shutting_down() -> Self {
         Self::err_code(Code::SysTemp, "server shutting down, try again later")

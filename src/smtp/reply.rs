@@ -234,12 +234,13 @@ pub fn timeout(hostname: &str) -> Reply {
     )
 }
 
-/// 421 4.7.0: connection limit reached, in all or for the client address.
+/// 421 4.7.0 instead of the greeting: the connection caps are reached, in all or for the
+/// client address (RFC 5321 §3.1).
 pub fn too_many_connections(hostname: &str) -> Reply {
     Reply::new(
         421,
         Some((4, 7, 0)),
-        format!("{hostname} too many connections, try later"),
+        format!("{hostname} too many connections, try again later"),
     )
 }
 
