@@ -165,7 +165,7 @@ fn exchange(env: &Environment, mechanism: &str, user: &str, attempt: u32) {
             Step::Challenge(c) => c,
             // Answered at once, as the session driver does for a cheap check.
             Step::Verify(check) => {
-                step = m.resume(mailgate::auth::answer(&*env.auth, check));
+                step = m.resume(mailgate::sasl::answer(&*env.auth, check));
                 continue;
             }
         };

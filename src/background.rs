@@ -14,7 +14,7 @@ use crate::gateway::Gateway;
 pub fn spawn(
     tracker: &TaskTracker,
     gateway: &Arc<Gateway>,
-    users_stamp: Option<UsersStamp>,
+    users_stamp: Option<crate::auth::UsersStamp>,
     shutdown: &CancellationToken,
 ) {
     tracker.spawn(housekeeping(gateway.clone(), shutdown.clone()));
@@ -66,24 +66,13 @@ async fn next_tick(tick: &mut tokio::time::Interval, shutdown: &CancellationToke
 /// How often the users file is checked for a change.
 const USERS_CHECK: Duration = Duration::from_secs(2);
 
-/// The users file as last seen: modification time, length and inode; a change to any of them
-/// (an edit in place, `mailgate passwd`'s rename) means the file is read again.
-pub type UsersStamp = (std::time::SystemTime, u64, u64);
-
-/// The users file's stamp now, if it can be read.
-pub fn users_file_stamp(path: &std::path::Path) -> Option<UsersStamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len(), meta.ino()))
-}
-
 /// Reloads the users file when it changes, as Dovecot re-reads a passwd-file: a user added
 /// with `mailgate passwd` or by an edit can log in within [`USERS_CHECK`], without a restart
 /// or SIGHUP. A file that does not parse (say, saved half-way) keeps the users loaded before;
 /// the next change is tried again.
 async fn watch_users(
     shared: Arc<Gateway>,
-    mut seen: Option<UsersStamp>,
+    mut seen: Option<crate::auth::UsersStamp>,
     shutdown: CancellationToken,
 ) {
     let path = shared.config.auth.users_file.clone();
@@ -93,7 +82,7 @@ async fn watch_users(
         let path = path.clone();
         let last = seen;
         seen = tokio::task::spawn_blocking(move || {
-            let stamp = users_file_stamp(&path);
+            let stamp = crate::auth::users_file_stamp(&path);
             if stamp.is_some() && stamp != last {
                 let _ = shared.reload_users();
             }

@@ -207,7 +207,7 @@ pub fn sasl_exchange(name: &str, data: &[u8]) -> Option<bool> {
                 sasl::Check::Token { token, claimed } => sasl::Answer::Token(ready(
                     tokens.validate(token.expose(), claimed.as_deref()),
                 )),
-                check => mailgate::auth::answer(&*auth, check),
+                check => mailgate::sasl::answer(&*auth, check),
             };
             step = mechanism.resume(answer);
         }

@@ -16,13 +16,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::Deserialize;
 
-use crate::metrics::{self, Gauges};
 use super::{Access, MAX_BODY, Peer, Use, Verdict};
 use crate::allowlist;
 use crate::audit::report::{self, Filter, GroupBy};
 use crate::audit::{Class, Event, Kind, Outcome};
 use crate::control::{self, ListedEntry};
 use crate::gateway::Gateway;
+use crate::metrics::{self, Gauges};
 
 /// The dashboard page: inline CSS and JavaScript, no external asset.
 const DASHBOARD: &str = include_str!("dashboard.html");

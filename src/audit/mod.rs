@@ -69,18 +69,6 @@ impl Record {
             notify_to: None,
         }
     }
-
-    /// Fills in what a policy decision adds.
-    pub fn with_decision(mut self, d: &crate::policy::Decision) -> Record {
-        self.outcome = d.outcome;
-        self.rule = d.rule.clone();
-        if d.text.is_some() {
-            self.reason = d.text.clone();
-        }
-        self.notify = d.notify;
-        self.refuse_from = d.refuse_from.clone();
-        self
-    }
 }
 
 /// Events buffered between sessions and the writer before new ones are dropped.

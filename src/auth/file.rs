@@ -13,7 +13,8 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use super::scheme::{Form, Rejection};
+use super::Rejection;
+use super::scheme::Form;
 use super::{Error, MAX_FILE_BYTES, MAX_USER_LEN};
 
 /// The fields of one passwd-file line.

@@ -28,8 +28,8 @@ use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
+use super::Rejection;
 use super::Secret;
-use super::scheme::Rejection;
 
 /// How the data of a `{SCHEME}` field is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,6 @@
 //! mechanisms need after a successful cleartext login. The users map sits behind a lock so that
 //! such an upgrade is seen by later logins without a restart.
 
-mod answer;
 mod derive;
 mod file;
 mod legacy;
@@ -42,9 +41,8 @@ use argon2::{Argon2, PasswordHasher as _};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-pub use answer::{answer, runs_slow};
 pub use file::set_user;
-use scheme::{Form, HmacMd5State, Rejection};
+use scheme::{Form, HmacMd5State};
 
 /// Largest users file accepted, in bytes.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -175,6 +173,10 @@ pub const SCHEMES: &[SchemeInfo] = &[
     scheme("SSHA512", &[], CLEARTEXT_ONLY, FAST_HASH),
 ];
 
+/// The mechanisms that check a bearer token rather than anything stored here (the SASL
+/// registry's `bearer_token` entries; a test in `sasl/` holds the two lists equal).
+pub const BEARER_MECHANISMS: &[&str] = &["XOAUTH2", "OAUTHBEARER"];
+
 /// What a one-way password hash serves: the checks that receive the cleartext password.
 const CLEARTEXT_ONLY: &[&str] = &["PLAIN", "LOGIN", "USER"];
 
@@ -195,7 +197,7 @@ pub fn unserved(
     mechanisms: &[String],
     apop: bool,
 ) -> Vec<(String, &'static str)> {
-    let bearer = |m: &str| crate::sasl::find(m).is_some_and(|d| d.bearer_token);
+    let bearer = |m: &str| BEARER_MECHANISMS.iter().any(|b| b.eq_ignore_ascii_case(m));
     let apop = apop.then(|| "APOP".to_owned());
     mechanisms
         .iter()
@@ -380,6 +382,26 @@ impl PartialEq for Secret {
 }
 
 impl Eq for Secret {}
+
+/// Why a password field was rejected, and what to write instead. Never echoes the field, which
+/// may hold a cleartext password. (Here rather than in `scheme.rs`, so that the scheme parsers
+/// in `legacy.rs` and `scram.rs` and `scheme.rs` itself share it without importing each other.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    pub message: String,
+    pub hint: String,
+}
+
+/// The users file as last seen: modification time, length and inode; a change to any of them
+/// (an edit in place, `mailgate passwd`'s rename) means the file is read again.
+pub type UsersStamp = (std::time::SystemTime, u64, u64);
+
+/// The users file's stamp now, if it can be read.
+pub fn users_file_stamp(path: &std::path::Path) -> Option<UsersStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
 
 /// One problem found in a users file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use super::legacy::{self, Encoding};
-use super::{ScramCredentials, ScramHash, Secret, scram};
+use super::{Rejection, ScramCredentials, ScramHash, Secret, scram};
 
 /// Largest Argon2 memory cost accepted from the users file, in KiB (1 GiB): a higher one would
 /// let one login exhaust memory.
@@ -68,14 +68,6 @@ impl std::fmt::Debug for Form {
         // Hashes are offline-attackable: print the scheme only.
         write!(f, "Form({})", self.scheme())
     }
-}
-
-/// Why a password field was rejected, and what to write instead. Never echoes the field, which
-/// may hold a cleartext password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rejection {
-    pub message: String,
-    pub hint: String,
 }
 
 fn reject(message: impl Into<String>, hint: impl Into<String>) -> Rejection {

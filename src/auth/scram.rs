@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::scheme::Rejection;
+use super::Rejection;
 use super::{ScramCredentials, ScramHash, Secret};
 
 /// The iteration count of the SCRAM keys this gateway makes (RFC 5802 §5.1 and RFC 7677 §4:

@@ -123,7 +123,7 @@ pub struct Started {
     pub audit_shutdown: CancellationToken,
     /// The users file as it was just before it was loaded, so that an edit made while the
     /// gateway was starting is seen by the watcher.
-    pub users_stamp: Option<crate::background::UsersStamp>,
+    pub users_stamp: Option<crate::auth::UsersStamp>,
 }
 
 impl Gateway {
@@ -136,7 +136,7 @@ impl Gateway {
             source,
         })?;
         // Stamped before it is read: a change made while it loads is reloaded by the watcher.
-        let users_stamp = crate::background::users_file_stamp(&config.auth.users_file);
+        let users_stamp = crate::auth::users_file_stamp(&config.auth.users_file);
         let users =
             UserStore::load(&config.auth.users_file).map_err(|e| Error::Users(e.to_string()))?;
         tracing::info!(users = users.len(), file = %config.auth.users_file.display(), "users loaded");

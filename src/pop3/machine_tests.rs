@@ -110,7 +110,7 @@ impl Mechanism for XTest {
 fn drive(s: &mut Session, line: &[u8]) -> Output {
     let mut out = s.handle_line(line);
     while let Action::Verify(check) = out.action.clone() {
-        let answer = crate::auth::answer(&*s.settings().sasl.auth, check);
+        let answer = crate::sasl::answer(&*s.settings().sasl.auth, check);
         out = s.handle_verified(answer);
     }
     out

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use check::{Answer, Check};
+pub use check::{Answer, Check, answer, runs_slow};
 
 use crate::auth::Authenticator;
 
@@ -281,7 +281,7 @@ impl Environment {
         let d: [u8; 32] = h.finalize().into();
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
-        crate::policy::roll(b)
+        roll(b)
     }
 
     /// Whether `desc` can be offered on this connection (apart from the plaintext rule, which
@@ -290,6 +290,11 @@ impl Environment {
         (!desc.channel_binding || self.channel_binding.is_some())
             && (!desc.bearer_token || self.bearer_tokens)
     }
+}
+
+/// Turns 8 random bytes into a uniform draw in [0, 1) (a policy brownout's roll).
+pub fn roll(bytes: [u8; 8]) -> f64 {
+    (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A registry entry: one per mechanism.
@@ -440,6 +445,23 @@ mod tests {
         }
     }
 
+    /// `auth::BEARER_MECHANISMS` names exactly the registry's bearer-token mechanisms.
+    #[test]
+    fn the_users_file_knows_the_bearer_mechanisms() {
+        let registry: Vec<&str> = MECHANISMS
+            .iter()
+            .filter(|d| d.bearer_token)
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(registry, crate::auth::BEARER_MECHANISMS);
+    }
+
+    #[test]
+    fn rolls_are_in_range() {
+        assert_eq!(roll([0; 8]), 0.0);
+        assert!(roll([0xff; 8]) < 1.0);
+    }
+
     /// The brownout draw must not be readable from what a mechanism sends (SCRAM's nonce is
     /// the attempt's random bytes), and successive draws must differ.
     #[test]
@@ -453,7 +475,7 @@ mod tests {
             let random = env.context(n).random;
             for chunk in random.chunks(8) {
                 let b: [u8; 8] = chunk.try_into().expect("8 bytes");
-                assert_ne!(crate::policy::roll(b), r, "draw {n} reuses attempt bytes");
+                assert_ne!(roll(b), r, "draw {n} reuses attempt bytes");
             }
         }
         assert_ne!(env.policy_roll("auth", 1), env.policy_roll("relay", 1));

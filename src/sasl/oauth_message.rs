@@ -145,8 +145,13 @@ pub fn error_challenge(flavor_is_xoauth2: bool, error: &TokenError) -> Vec<u8> {
     serde_json::Value::Object(json).to_string().into_bytes()
 }
 
+/// A mechanism's parser of its one client message.
+pub(super) type Parser = fn(&[u8]) -> Result<BearerMessage, &'static str>;
+
 /// One XOAUTH2 or OAUTHBEARER exchange.
 pub(super) struct BearerExchange {
+    /// The mechanism's client-message parser (given by `xoauth2.rs` or `oauthbearer.rs`).
+    parse: Parser,
     flavor: Flavor,
     state: State,
     user: Option<String>,
@@ -167,8 +172,9 @@ enum State {
 
 impl BearerExchange {
     /// Starts an exchange.
-    pub(super) fn start(_ctx: &Context, flavor: Flavor) -> Box<dyn Mechanism> {
+    pub(super) fn start(_ctx: &Context, flavor: Flavor, parse: Parser) -> Box<dyn Mechanism> {
         Box::new(BearerExchange {
+            parse,
             flavor,
             state: State::Start,
             user: None,
@@ -176,10 +182,7 @@ impl BearerExchange {
     }
 
     fn finish(&mut self, message: &[u8]) -> Step {
-        let parsed = match self.flavor {
-            Flavor::Xoauth2 => super::xoauth2::parse_xoauth2(message),
-            Flavor::OauthBearer => super::oauthbearer::parse_oauthbearer(message),
-        };
+        let parsed = (self.parse)(message);
         let message = match parsed {
             Ok(message) => message,
             Err(why) => return Step::Failure(Failure::Malformed(why)),

@@ -12,7 +12,7 @@ use super::{Context, Mechanism};
 
 /// Starts an exchange.
 pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
-    BearerExchange::start(ctx, Flavor::OauthBearer)
+    BearerExchange::start(ctx, Flavor::OauthBearer, parse_oauthbearer)
 }
 
 /// Parses an OAUTHBEARER client response (RFC 7628 §3.1). `auth` is required; `host` and

@@ -116,6 +116,6 @@ pub(crate) fn answer(
                 .block_on(v.validate(token.expose(), claimed.as_deref())),
             None => Err(TokenError::Unavailable("no validator".into())),
         }),
-        check => crate::auth::answer(auth, check),
+        check => crate::sasl::answer(auth, check),
     }
 }

@@ -13,7 +13,7 @@ use super::{Context, Mechanism};
 
 /// Starts an exchange.
 pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
-    BearerExchange::start(ctx, Flavor::Xoauth2)
+    BearerExchange::start(ctx, Flavor::Xoauth2, parse_xoauth2)
 }
 
 /// Parses an XOAUTH2 client message. `user` and `auth` are required (an empty `user=` is

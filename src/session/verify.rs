@@ -61,8 +61,8 @@ impl Verifier {
                     "no bearer-token validator configured".into(),
                 )),
             }),
-            check if crate::auth::runs_slow(&*self.users, &check) => self.verify_slow(check).await,
-            check => crate::auth::answer(&*self.users, check),
+            check if crate::sasl::runs_slow(&*self.users, &check) => self.verify_slow(check).await,
+            check => crate::sasl::answer(&*self.users, check),
         }
     }
 
@@ -75,7 +75,7 @@ impl Verifier {
         // copy costs nothing next to the hash).
         let copy = check.clone();
         let users = self.users.clone();
-        match tokio::task::spawn_blocking(move || crate::auth::answer(&*users, check)).await {
+        match tokio::task::spawn_blocking(move || crate::sasl::answer(&*users, check)).await {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::error!("credential check failed: {e}");

@@ -54,7 +54,7 @@ fn send(s: &mut Session, line: &str) -> (u16, Action) {
 fn drive(s: &mut Session, now: SystemTime, line: &[u8]) -> Output {
     let mut out = s.handle_line(now, line);
     while let Action::Verify(check) = out.action {
-        let answer = crate::auth::answer(&*s.settings().sasl.auth, check);
+        let answer = crate::sasl::answer(&*s.settings().sasl.auth, check);
         out = s.handle_verified(answer);
     }
     out
