@@ -10,7 +10,7 @@
 // Benchmarks measure wall-clock time; the gateway's clock rule (clippy.toml) is for the gateway.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../src/bin/mailgate-load/sasl_client.rs"]
+#[path = "../tools/mailgate-load/src/sasl_client.rs"]
 #[allow(dead_code, unused_imports)]
 mod sasl_client;
 
