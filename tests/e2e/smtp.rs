@@ -1,13 +1,12 @@
 //! SMTP end to end over loopback: relay decisions, AUTH and its TLS rule, STARTTLS, DATA
 //! framing and abuse cases, each followed by a good session.
 
-mod common;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use common::client::Client;
 use common::{Gateway, host};
+use mailgate_testkit as common;
 
 fn plain(user: &str, pass: &str) -> String {
     B64.encode(format!("\0{user}\0{pass}"))

@@ -3,8 +3,6 @@
 //! STARTTLS, and with Python's smtplib when it is installed; malformed messages on SMTP and
 //! POP3, each followed by a good login; no token in the log or the audit log.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -15,14 +13,15 @@ use serde_json::{Value, json};
 
 use common::client::Client;
 use common::{Gateway, have, run};
+use mailgate_testkit as common;
 
 const ISSUER: &str = "https://idp.example.test";
 
 /// Fixture key 1 is in the gateway's JWKS; key 2 is not (see tests/fixtures/oauth-keys.md).
 fn rsa_key(n: usize) -> EncodingKey {
     let pem = [
-        include_str!("fixtures/oauth-rsa-1.pem"),
-        include_str!("fixtures/oauth-rsa-2.pem"),
+        include_str!("../fixtures/oauth-rsa-1.pem"),
+        include_str!("../fixtures/oauth-rsa-2.pem"),
     ][n - 1];
     let der = rustls_pemfile::rsa_private_keys(&mut pem.as_bytes())
         .next()

@@ -1,8 +1,6 @@
 //! POP3 end to end over loopback: login methods and their TLS rule, retrieval, deletion only
 //! in the UPDATE state, stable UIDL, exclusive maildrop access, and POP-before-SMTP.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
 use mailgate::clock::{Clock, ManualClock, SystemClock};
+use mailgate_testkit as common;
 
 /// Delivers a message to `user` over SMTP.
 async fn deliver(gw: &Gateway, user: &str, subject: &str) {

@@ -9,12 +9,6 @@
 // background delivery); the clock rule is for the gateway, not for its observers.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/smarthost.rs"]
-mod smarthost;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +19,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
 use extra::{Binary, eventually, set_all};
+use mailgate_testkit::{self as common, extra, smarthost};
 use smarthost::{Fault, Options, Smarthost, Stage};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -406,7 +401,7 @@ async fn sigkill_mid_stream_loses_no_relayed_message() {
     let port = extra::free_port();
     let config = binary_config(dir.path(), port, smarthost.addr());
     let addr = extra::local(port);
-    let mut gw = Binary::start(&config);
+    let mut gw = Binary::start(crate::MAILGATE, &config);
     extra::wait_listening(addr).await;
 
     let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -431,7 +426,7 @@ async fn sigkill_mid_stream_loses_no_relayed_message() {
         .expect("stream task");
     let accepted = accepted.lock().expect("lock").clone();
 
-    let gw = Binary::start(&config);
+    let gw = Binary::start(crate::MAILGATE, &config);
     extra::wait_listening(addr).await;
     let mut missing = accepted.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

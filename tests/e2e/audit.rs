@@ -7,14 +7,6 @@
 //! Events are matched to connections by the client's source address and port; the log is
 //! polled until they appear (the writer flushes every 200 ms).
 
-mod common;
-// The harness waits on real time for the binary and files; the clock rule is for the gateway.
-#[allow(clippy::disallowed_methods)]
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/mech.rs"]
-mod mech;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use mailgate::audit::{Class, Event, Kind, Outcome};
 
 use common::{Gateway, PASSWORD, host};
+use mailgate_testkit::{self as common, extra, mech};
 use mech::{Exchange, wait_events, wait_one};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -642,7 +635,7 @@ async fn no_secret_reaches_the_audit_log_or_the_gateway_log() {
     );
     let config = dir.path().join("mailgate.toml");
     std::fs::write(&config, &text).expect("config");
-    let mut gw = extra::Binary::start_with_log(&config, "debug");
+    let mut gw = extra::Binary::start_with_log(crate::MAILGATE, &config, "debug");
     for role in ["smtp", "submission", "submissions", "pop3", "pop3s"] {
         extra::wait_listening(ports.addr(role)).await;
     }

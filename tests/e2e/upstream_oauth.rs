@@ -9,12 +9,6 @@
 // rule is for the gateway, not for its observers.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/smarthost.rs"]
-mod smarthost;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +26,7 @@ use common::client::Client;
 use common::{Gateway, PASSWORD};
 use extra::{eventually, set_all};
 use mailgate::clock::{Clock, ManualClock, SystemClock};
+use mailgate_testkit::{self as common, extra, smarthost};
 use smarthost::{Bearer, BearerMech, Options, Smarthost, ValidTokens};
 
 const WAIT: Duration = Duration::from_secs(15);

@@ -2,15 +2,10 @@
 //! (`Shared::reload`), and a broken one leaves the certificate in force; the systemd unit that
 //! sends that SIGHUP verifies.
 
-mod common;
-#[allow(clippy::disallowed_methods)]
-#[path = "common/extra.rs"]
-mod extra;
-
 use common::client::Client;
 use common::{Gateway, host};
 use mailgate::config::Config;
-
+use mailgate_testkit::{self as common, extra};
 /// Writes a fresh self-signed certificate for `name` and its key as `cert.pem` / `key.pem` in
 /// `dir`; returns the certificate (DER).
 fn write_cert(dir: &std::path::Path, name: &str) -> Vec<u8> {

@@ -2,11 +2,6 @@
 //! method (each returns the reply and the credential-bearing lines it sent, so tests can look
 //! for them where they must not be), connections that know their own source port, reading and
 //! polling the audit log, and configs for the built binary on free loopback ports.
-//!
-//! Use from a test crate with `#[path = "common/mech.rs"] mod mech;` next to `mod common;` and
-//! `#[path = "common/extra.rs"] mod extra;`.
-
-#![allow(dead_code)] // Each test crate uses a different part of this harness.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -19,7 +14,7 @@ use mailgate::audit::Event;
 use mailgate::auth::ScramHash;
 use ntlmclient::{Credentials, Flags, Message, NegotiateMessage};
 
-use crate::common::client::{self, Client};
+use crate::client::{self, Client};
 
 /// How long a test waits for an audit event or a file before failing.
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -388,7 +383,7 @@ pub async fn wait_one(
 pub async fn wait_mail(dir: &Path, n: usize, what: &str) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let got = crate::common::mailbox_files(dir);
+        let got = crate::mailbox_files(dir);
         if got.len() >= n {
             return got;
         }
@@ -404,10 +399,15 @@ pub async fn wait_mail(dir: &Path, n: usize, what: &str) -> Vec<String> {
 /// Loopback ports for the built binary's listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
+    /// The port-25 role.
     pub smtp: u16,
+    /// Submission (STARTTLS).
     pub submission: u16,
+    /// Submissions (implicit TLS).
     pub submissions: u16,
+    /// POP3.
     pub pop3: u16,
+    /// POP3S (implicit TLS).
     pub pop3s: u16,
 }
 

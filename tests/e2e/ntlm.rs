@@ -10,14 +10,13 @@
 //! Tests driving an external client skip with a notice when it is missing; CI sets
 //! `MAILGATE_REQUIRE_CLIENTS=1`, which turns a skip into a failure.
 
-mod common;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ntlmclient::{ChallengeResponse, Credentials, Flags, Message, NegotiateMessage};
 
 use common::client::Client;
 use common::{Gateway, PASSWORD, have, run};
+use mailgate_testkit as common;
 
 /// The base test config with NTLM enabled (and v1 as asked) in its `[auth]` table.
 fn config(ntlm_v1: bool) -> String {

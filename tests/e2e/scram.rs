@@ -8,8 +8,6 @@
 //! The Python tests are skipped with a notice when `scramp` is missing, unless
 //! `MAILGATE_REQUIRE_CLIENTS=1` (CI), which turns the skip into a failure.
 
-mod common;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};
@@ -17,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use common::client::Client;
 use common::{Gateway, PASSWORD, USERS, config_text, have, run};
+use mailgate_testkit as common;
 
 const MECHANISMS: &str = r#"mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS",
     "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"]"#;
