@@ -13,12 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
 use extra::{Binary, eventually, set_all};
+use mailgate_testkit::sasl::plain_b64 as plain;
 use mailgate_testkit::{self as common, extra, smarthost};
 use smarthost::{Fault, Options, Smarthost, Stage};
 
@@ -38,10 +36,6 @@ async fn start(smarthost: &Smarthost, upstream: &[(&str, &str)]) -> Gateway {
     ];
     edits.extend(upstream.iter().map(|(k, v)| ("delivery.upstream", *k, *v)));
     Gateway::start_in(dir, &set_all(&common::config_text(""), &edits)).await
-}
-
-fn plain(user: &str, pass: &str) -> String {
-    B64.encode(format!("\0{user}\0{pass}"))
 }
 
 /// A body with every dot case: a dot-stuffed line, a line that is only "." and one that is

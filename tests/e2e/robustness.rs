@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
 use extra::{Binary, eventually, set_all};
+use mailgate_testkit::sasl::plain_b64 as plain;
 use mailgate_testkit::{self as common, extra};
 
 /// Starts an in-process gateway on the base test config with plaintext logins allowed on
@@ -31,10 +32,6 @@ async fn start(edits: &[(&str, &str, &str)]) -> Gateway {
     )];
     all.extend_from_slice(edits);
     Gateway::start_in(dir, &set_all(&common::config_text(""), &all)).await
-}
-
-fn plain(user: &str, pass: &str) -> String {
-    B64.encode(format!("\0{user}\0{pass}"))
 }
 
 /// Connects to an SMTP listener from `source` and sends EHLO.
