@@ -1,7 +1,8 @@
 //! Helpers for the audit and policy tests: a client for each SASL mechanism and POP3 login
 //! method (each returns the reply and the credential-bearing lines it sent, so tests can look
 //! for them where they must not be), connections that know their own source port, reading and
-//! polling the audit log, and configs for the built binary on free loopback ports.
+//! polling the audit log, and configs for the built binary on free loopback ports. The
+//! messages themselves come from [`crate::sasl`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
