@@ -6,9 +6,10 @@
 #
 # Usage: bench/ab.sh [--rounds 3] [--duration 10s] [--concurrency 16] [--scenario relay]
 #                    OLD-BINARY NEW-BINARY
-#   e.g.  git stash; cargo build --release; cp target/release/mailgate /tmp/mg-old
-#         git stash pop; cargo build --release --bin mailgate --bin mailgate-load
+#   e.g.  git stash; cargo build --release -p mailgate; cp target/release/mailgate /tmp/mg-old
+#         git stash pop; cargo build --release -p mailgate
 #         bench/ab.sh /tmp/mg-old target/release/mailgate
+# (the load generator, package mailgate-load, is built here from the current tree)
 # Scenarios: relay, auth-plain, auth-login, auth-cram, auth-ntlm, pop3 (as in compare.sh).
 # Environment: BASE_PORT (default 30000) moves every port. Needs smtp-sink (Debian: postfix).
 
@@ -29,7 +30,7 @@ while [ $# -gt 2 ]; do
     esac
 done
 if [ $# -ne 2 ]; then
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
 fi
 OLD=$(realpath "$1"); NEW=$(realpath "$2")
@@ -46,12 +47,11 @@ case "$SCENARIO" in
     *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build --release --quiet --bin mailgate-load)
-LOAD=$CARGO_TARGET_DIR/release/mailgate-load
-
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+
+bench_build mailgate-load
+LOAD=$TARGET_DIR/release/mailgate-load
 
 T=$(mktemp -d /tmp/mailgate-ab.XXXXXX)
 chmod 755 "$T"

@@ -45,10 +45,14 @@ PF_SMTP=$((B + 4525)); PF_NTLM=$((B + 4526))
 DC_POP3=$((B + 5110)); DC_AUTH=$((B + 5200))
 NOTE=""
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build --release --quiet --bin mailgate --bin mailgate-load)
-MAILGATE=$CARGO_TARGET_DIR/release/mailgate
-LOAD=$CARGO_TARGET_DIR/release/mailgate-load
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
+# The gateway (package mailgate) and the load generator (package mailgate-load), both in the
+# workspace's target folder.
+bench_build mailgate mailgate-load
+MAILGATE=$TARGET_DIR/release/mailgate
+LOAD=$TARGET_DIR/release/mailgate-load
 
 T=$(mktemp -d /tmp/mailgate-bench.XXXXXX)
 chmod 755 "$T"
@@ -65,9 +69,6 @@ cleanup() {
 trap cleanup EXIT
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
 
 
 # --- users: user0000 .. user0999, {PLAIN}bench-password (plus postmaster for mailgate) -------

@@ -25,6 +25,19 @@ bench_mailgate_config() { # users-dir dest: bench/mailgate.toml on this run's po
         "$ROOT/bench/mailgate.toml" > "$2/mailgate.toml"
 }
 
+bench_build() { # package...: release-builds the binaries of each workspace package named
+    # (mailgate, mailgate-load); sets TARGET_DIR to the workspace's target folder, where they are
+    local args=() p
+    for p in "$@"; do args+=(-p "$p"); done
+    (cd "$ROOT" && cargo build --release --quiet --bins "${args[@]}")
+    if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+        TARGET_DIR=$CARGO_TARGET_DIR
+    else
+        TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+            sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    fi
+}
+
 result_field() { # name line: the value of name=... in a mailgate-load RESULT line
     sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$2"
 }

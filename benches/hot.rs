@@ -10,10 +10,6 @@
 // Benchmarks measure wall-clock time; the gateway's clock rule (clippy.toml) is for the gateway.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../src/bin/mailgate-load/sasl_client.rs"]
-#[allow(dead_code, unused_imports)]
-mod sasl_client;
-
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -24,6 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use mailgate::allowlist::Allowlist;
 use mailgate::auth::{Authenticator, UserStore};
 use mailgate::sasl::{self, Environment, Step};
+use mailgate_testkit::sasl as client;
 
 const ROUNDS: usize = 5;
 const PASSWORD: &str = "bench-password";
@@ -140,19 +137,18 @@ fn message_1k() -> Vec<u8> {
     m
 }
 
-/// One complete server-side exchange of `mechanism`, with the client's messages made by
-/// `client` from the server's challenge; panics unless it ends in success.
+/// One complete server-side exchange of `mechanism`, with the client's messages made by the
+/// test kit's encoders (`mailgate_testkit::sasl`) from the server's challenge; panics unless it
+/// ends in success.
 fn exchange(env: &Environment, mechanism: &str, user: &str, attempt: u32) {
     let Some(desc) = sasl::find(mechanism) else {
         panic!("{mechanism} is not registered");
     };
     let mut m = (desc.start)(&env.context(attempt));
     let mut step = match mechanism {
-        "PLAIN" => m.step(Some(format!("\0{user}\0{PASSWORD}").as_bytes())),
+        "PLAIN" => m.step(Some(client::plain("", user, PASSWORD).as_bytes())),
         "NTLM" => {
-            let negotiate = B64
-                .decode(sasl_client::ntlm_negotiate())
-                .unwrap_or_default();
+            let negotiate = B64.decode(client::ntlm_negotiate_b64()).unwrap_or_default();
             m.step(Some(&negotiate))
         }
         _ => m.step(None),
@@ -175,20 +171,11 @@ fn exchange(env: &Environment, mechanism: &str, user: &str, attempt: u32) {
                 user.as_bytes().to_vec()
             }
             "LOGIN" => PASSWORD.as_bytes().to_vec(),
-            "CRAM-MD5" => {
-                let b64 = sasl_client::cram_md5_answer(
-                    user,
-                    PASSWORD.as_bytes(),
-                    &B64.encode(&challenge),
-                );
-                B64.decode(b64.unwrap_or_default()).unwrap_or_default()
-            }
+            "CRAM-MD5" => client::cram_md5(user, PASSWORD.as_bytes(), &challenge).into_bytes(),
             "NTLM" => {
-                let b64 = sasl_client::ntlm_authenticate(
-                    user,
-                    PASSWORD,
+                let b64 = client::ntlm_authenticate_b64(
                     &B64.encode(&challenge),
-                    SystemTime::UNIX_EPOCH,
+                    &client::ntlm_credentials(user, "", PASSWORD),
                 );
                 B64.decode(b64.unwrap_or_default()).unwrap_or_default()
             }
@@ -211,32 +198,23 @@ fn mechanisms(filter: &Option<String>) {
     // The client's share, to subtract: what the server step alone costs is the difference.
     let challenge = B64.encode("<benchsession.1.0123456789abcdef@mail.bench.test>");
     bench(filter, "sasl CRAM-MD5 client answer alone", 20_000, |_| {
-        black_box(sasl_client::cram_md5_answer("user0001", PASSWORD.as_bytes(), &challenge).ok());
+        black_box(client::cram_md5_b64("user0001", PASSWORD.as_bytes(), &challenge).ok());
     });
     let ntlm_challenge = {
         let Some(desc) = sasl::find("NTLM") else {
             return;
         };
         let mut m = (desc.start)(&env.context(1));
-        let negotiate = B64
-            .decode(sasl_client::ntlm_negotiate())
-            .unwrap_or_default();
+        let negotiate = B64.decode(client::ntlm_negotiate_b64()).unwrap_or_default();
         match m.step(Some(&negotiate)) {
             Step::Challenge(c) => B64.encode(c),
             _ => return,
         }
     };
+    let creds = client::ntlm_credentials("user0001", "", PASSWORD);
     bench(filter, "sasl NTLM client messages alone", 20_000, |_| {
-        black_box(sasl_client::ntlm_negotiate());
-        black_box(
-            sasl_client::ntlm_authenticate(
-                "user0001",
-                PASSWORD,
-                &ntlm_challenge,
-                SystemTime::UNIX_EPOCH,
-            )
-            .ok(),
-        );
+        black_box(client::ntlm_negotiate_b64());
+        black_box(client::ntlm_authenticate_b64(&ntlm_challenge, &creds).ok());
     });
 }
 

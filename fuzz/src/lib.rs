@@ -2,7 +2,8 @@
 //! points, and mapping raw bytes into a protocol's alphabet of tokens.
 //!
 //! It also drives a SASL mechanism the way the SMTP and POP3 sessions do ([`sasl_exchange`]),
-//! with a real bearer-token validator on a fixed HS256 key ([`validator`], [`signed_jwt`]).
+//! with a real bearer-token validator on a fixed HS256 key ([`validator`], [`signed_jwt`];
+//! tokens are minted with the test kit's `mailgate_testkit::jwt`).
 //!
 //! Inputs keep a two-byte prefix that steers these helpers; everything after it is the payload,
 //! so a seed is the prefix followed by readable protocol text.
@@ -10,15 +11,12 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use hmac::{Hmac, KeyInit, Mac};
 use mailgate::auth::UserStore;
 use mailgate::clock::ManualClock;
 use mailgate::config::OAuthConfig;
 use mailgate::oauth::Validator;
 use mailgate::sasl::{self, Step, TokenValidator};
-use sha2::Sha256;
+use mailgate_testkit::jwt::Minter;
 
 /// Splits `data` into a two-byte control prefix and the payload. Short inputs have a zero
 /// prefix and no payload.
@@ -137,14 +135,10 @@ pub fn validator() -> Arc<Validator> {
 /// A JWT `header.claims.signature` over the given JSON texts (any bytes), signed HS256 with
 /// [`HS256_SECRET`], so that the signature holds whatever the header and claims say.
 pub fn signed_jwt(header: &[u8], claims: &[u8]) -> String {
-    let signing_input = format!("{}.{}", B64URL.encode(header), B64URL.encode(claims));
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(HS256_SECRET) {
-        Ok(mac) => mac,
-        Err(e) => panic!("HMAC takes any key length: {e}"),
-    };
-    mac.update(signing_input.as_bytes());
-    let signature = B64URL.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{signature}")
+    static MINTER: OnceLock<Minter> = OnceLock::new();
+    MINTER
+        .get_or_init(|| Minter::hs256(HS256_SECRET))
+        .sign_raw(header, claims)
 }
 
 /// Validates a token made from fuzzer input with [`validator`]. If the first control byte's
@@ -238,6 +232,7 @@ fn ready<F: std::future::Future>(future: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailgate_testkit::sasl as client;
 
     #[test]
     fn chunks_cover_the_payload_in_order() {
@@ -308,8 +303,8 @@ mod tests {
     #[test]
     fn bearer_exchanges_reach_the_validator() {
         let good = signed_jwt(HEADER.as_bytes(), claims("alice", "").as_bytes());
-        let bearer = |token: &str| format!("n,a=alice,\x01auth=Bearer {token}\x01\x01");
-        let xoauth2 = |token: &str| format!("user=alice\x01auth=Bearer {token}\x01\x01");
+        let bearer = |token: &str| client::oauthbearer("alice", None, token);
+        let xoauth2 = |token: &str| client::xoauth2("alice", token);
         let run = |name: &str, msg: String| {
             let data = [b"\x01\0".as_slice(), msg.as_bytes()].concat();
             sasl_exchange(name, &data)

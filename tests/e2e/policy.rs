@@ -5,16 +5,6 @@
 //! narrows a rule; the first matching rule wins. The built binary reloads the policy on SIGHUP
 //! and `mailgate check-config` shows what each rule covers.
 
-mod common;
-// The harness waits on real time for the binary and files; the clock rule is for the gateway.
-#[allow(clippy::disallowed_methods)]
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/mech.rs"]
-mod mech;
-#[path = "common/smarthost.rs"]
-mod smarthost;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,6 +16,7 @@ use mailgate::clock::{Clock, ManualClock, SystemClock};
 
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
+use mailgate_testkit::{self as common, extra, mech, smarthost};
 use mech::{wait_events, wait_one};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -922,7 +913,7 @@ async fn sighup_reloads_the_policy_for_new_sessions_only() {
     let ports = mech::Ports::free();
     let path = dir.path().join("mailgate.toml");
     std::fs::write(&path, binary_config(&ports, "")).expect("config");
-    let gw = extra::Binary::start(&path);
+    let gw = extra::Binary::start(crate::MAILGATE, &path);
     let submissions = ports.addr("submissions");
     extra::wait_listening(submissions).await;
 

@@ -7,14 +7,6 @@
 //! Events are matched to connections by the client's source address and port; the log is
 //! polled until they appear (the writer flushes every 200 ms).
 
-mod common;
-// The harness waits on real time for the binary and files; the clock rule is for the gateway.
-#[allow(clippy::disallowed_methods)]
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/mech.rs"]
-mod mech;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use mailgate::audit::{Class, Event, Kind, Outcome};
 
 use common::{Gateway, PASSWORD, host};
+use mailgate_testkit::{self as common, extra, jwt, mech, sasl};
 use mech::{Exchange, wait_events, wait_one};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -255,7 +248,7 @@ async fn oauth_and_pop3_sasl_logins_are_audited_with_their_class() {
 
     // OAUTHBEARER over TLS: modern.
     let (mut c, port) = mech::smtp(LOCAL, gw.addr("submissions"), true, "c").await;
-    let ir = B64.encode(format!("n,a=alice,\x01auth=Bearer {token}\x01\x01"));
+    let ir = sasl::oauthbearer_b64("alice", None, &token);
     c.cmd(&format!("AUTH OAUTHBEARER {ir}"), 235).await;
     let e = wait_one(&log, "OAUTHBEARER", LOCAL, port, auth).await;
     check_auth(
@@ -277,7 +270,7 @@ async fn oauth_and_pop3_sasl_logins_are_audited_with_their_class() {
     let challenge = B64
         .decode(challenge.strip_prefix("+ ").expect("+ challenge").trim())
         .expect("base64");
-    p.send(&B64.encode(mech::cram_response("alice", PASSWORD, &challenge)))
+    p.send(&B64.encode(sasl::cram_md5("alice", PASSWORD.as_bytes(), &challenge)))
         .await;
     let ok = p.line().await.expect("reply");
     assert!(ok.starts_with("+OK"), "{ok}");
@@ -296,16 +289,13 @@ async fn oauth_and_pop3_sasl_logins_are_audited_with_their_class() {
 
     // POP3 AUTH NTLM over TLS: recorded as its variant, NTLMv2, weak.
     let (mut p, port, _) = mech::pop3(host(8), gw.addr("pop3s"), true).await;
-    p.send(&format!("AUTH NTLM {}", mech::ntlm_negotiate_b64()))
+    p.send(&format!("AUTH NTLM {}", sasl::ntlm_negotiate_b64()))
         .await;
     let challenge = p.line().await.expect("challenge");
-    let creds = ntlmclient::Credentials {
-        username: "bob".into(),
-        password: PASSWORD.into(),
-        domain: String::new(),
-    };
+    let creds = sasl::ntlm_credentials("bob", "", PASSWORD);
     let blob =
-        mech::ntlm_authenticate_b64(challenge.strip_prefix("+ ").expect("+ challenge"), &creds);
+        sasl::ntlm_authenticate_b64(challenge.strip_prefix("+ ").expect("+ challenge"), &creds)
+            .expect("NTLM CHALLENGE");
     p.send(&blob).await;
     let ok = p.line().await.expect("reply");
     assert!(ok.starts_with("+OK"), "{ok}");
@@ -604,12 +594,7 @@ fn hs256_token(secret: &[u8], user: &str) -> String {
     let claims = serde_json::json!({
         "sub": user, "aud": "mailgate", "iat": now, "exp": now + 600,
     });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret).expect("HS256 key"),
-    )
-    .expect("token signs")
+    jwt::Minter::hs256(secret).mint(&claims)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -642,7 +627,7 @@ async fn no_secret_reaches_the_audit_log_or_the_gateway_log() {
     );
     let config = dir.path().join("mailgate.toml");
     std::fs::write(&config, &text).expect("config");
-    let mut gw = extra::Binary::start_with_log(&config, "debug");
+    let mut gw = extra::Binary::start_with_log(crate::MAILGATE, &config, "debug");
     for role in ["smtp", "submission", "submissions", "pop3", "pop3s"] {
         extra::wait_listening(ports.addr(role)).await;
     }

@@ -9,22 +9,15 @@
 // background delivery); the clock rule is for the gateway, not for its observers.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/smarthost.rs"]
-mod smarthost;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
 use extra::{Binary, eventually, set_all};
+use mailgate_testkit::sasl::plain_b64 as plain;
+use mailgate_testkit::{self as common, extra, smarthost};
 use smarthost::{Fault, Options, Smarthost, Stage};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -43,10 +36,6 @@ async fn start(smarthost: &Smarthost, upstream: &[(&str, &str)]) -> Gateway {
     ];
     edits.extend(upstream.iter().map(|(k, v)| ("delivery.upstream", *k, *v)));
     Gateway::start_in(dir, &set_all(&common::config_text(""), &edits)).await
-}
-
-fn plain(user: &str, pass: &str) -> String {
-    B64.encode(format!("\0{user}\0{pass}"))
 }
 
 /// A body with every dot case: a dot-stuffed line, a line that is only "." and one that is
@@ -406,7 +395,7 @@ async fn sigkill_mid_stream_loses_no_relayed_message() {
     let port = extra::free_port();
     let config = binary_config(dir.path(), port, smarthost.addr());
     let addr = extra::local(port);
-    let mut gw = Binary::start(&config);
+    let mut gw = Binary::start(crate::MAILGATE, &config);
     extra::wait_listening(addr).await;
 
     let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -431,7 +420,7 @@ async fn sigkill_mid_stream_loses_no_relayed_message() {
         .expect("stream task");
     let accepted = accepted.lock().expect("lock").clone();
 
-    let gw = Binary::start(&config);
+    let gw = Binary::start(crate::MAILGATE, &config);
     extra::wait_listening(addr).await;
     let mut missing = accepted.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

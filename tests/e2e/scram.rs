@@ -8,15 +8,13 @@
 //! The Python tests are skipped with a notice when `scramp` is missing, unless
 //! `MAILGATE_REQUIRE_CLIENTS=1` (CI), which turns the skip into a failure.
 
-mod common;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
 
 use common::client::Client;
 use common::{Gateway, PASSWORD, USERS, config_text, have, run};
+use mailgate_testkit as common;
+use mailgate_testkit::sasl::{self, ScramHash};
 
 const MECHANISMS: &str = r#"mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS",
     "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"]"#;
@@ -34,65 +32,20 @@ async fn gateway() -> Gateway {
     Gateway::start_in(dir, &text).await
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
-    m.update(data);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// PBKDF2-HMAC-SHA-256 with one output block (RFC 5802 `Hi`).
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-    let mut u = hmac(password, &[salt, &1u32.to_be_bytes()].concat());
-    let mut out = u.clone();
-    for _ in 1..iterations {
-        u = hmac(password, &u);
-        out.iter_mut().zip(&u).for_each(|(o, b)| *o ^= b);
-    }
-    out
-}
-
 /// The SCRAM-SHA-256 client-final message and the server-final message it expects.
 fn client_final(password: &str, bare: &str, server_first: &str, cbind: &[u8]) -> (String, String) {
-    let attr = |name: &str| {
-        server_first
-            .split(',')
-            .find_map(|a| a.strip_prefix(name))
-            .expect("server-first attribute")
-    };
-    let salt = B64.decode(attr("s=")).expect("salt");
-    let salted = hi(
-        password.as_bytes(),
-        &salt,
-        attr("i=").parse().expect("iterations"),
-    );
-    let client_key = hmac(&salted, b"Client Key");
-    let stored_key = Sha256::digest(&client_key);
-    let without_proof = format!("c={},r={}", B64.encode(cbind), attr("r="));
-    let auth = format!("{bare},{server_first},{without_proof}");
-    let signature = hmac(&stored_key, auth.as_bytes());
-    let proof: Vec<u8> = client_key
-        .iter()
-        .zip(&signature)
-        .map(|(k, s)| k ^ s)
-        .collect();
-    let server_signature = hmac(&hmac(&salted, b"Server Key"), auth.as_bytes());
-    (
-        format!("{without_proof},p={}", B64.encode(proof)),
-        format!("v={}", B64.encode(server_signature)),
-    )
+    let last = sasl::scram_client_final(ScramHash::Sha256, password, bare, server_first, cbind)
+        .expect("server-first message");
+    (last.message, last.server_final)
 }
 
 /// Sends `AUTH mech` with the client-first message and the client-final message; returns the
 /// SMTP code after the client-final message (334 on success, checked against the expected
 /// server signature, which is then acknowledged with an empty line and must get 235).
 async fn smtp_scram(c: &mut Client, gs2: &str, user: &str, password: &str, cbind: &[u8]) -> u16 {
-    let mech = if gs2.starts_with('p') {
-        "SCRAM-SHA-256-PLUS"
-    } else {
-        "SCRAM-SHA-256"
-    };
-    let bare = format!("n={user},r=rOprNGfwEbeRWgbNEkqO");
-    let first = B64.encode(format!("{gs2}{bare}"));
+    let mech = ScramHash::Sha256.mechanism(gs2.starts_with('p'));
+    let (first, bare) = sasl::scram_client_first(gs2, user, "rOprNGfwEbeRWgbNEkqO");
+    let first = B64.encode(first);
     c.send(&format!("AUTH {mech} {first}")).await;
     let (code, lines) = c.reply().await;
     if code != 334 {
@@ -553,7 +506,7 @@ async fn a_plain_login_derives_scram_keys() {
         535
     );
     c.cmd(
-        &format!("AUTH PLAIN {}", B64.encode("\0dave\0dave's pw")),
+        &format!("AUTH PLAIN {}", sasl::plain_b64("dave", "dave's pw")),
         235,
     )
     .await;

@@ -1,15 +1,13 @@
 //! Helpers for the robustness and relay end-to-end tests: editing keys of the base test config
 //! (TOML tables cannot be repeated, so `extra` alone cannot change `[auth]` or `[limits]`),
 //! running the built binary on free loopback ports, and waiting for conditions.
-//!
-//! Use from a test crate with `#[path = "common/extra.rs"] mod extra;` next to `mod common;`.
-
-#![allow(dead_code)] // Each test crate uses a different part of this harness.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Sets `key = value` in `[section]` of a TOML text: replaces the key's line if the section has
 /// it, else adds it right after the section header, adding the section at the end if missing.
@@ -58,18 +56,21 @@ pub fn local(port: u16) -> SocketAddr {
 
 /// The built gateway binary, serving `config`; its log goes to `<config dir>/gateway.log`.
 pub struct Binary {
+    /// The running process.
     pub child: Child,
+    /// Its log file.
     pub log: PathBuf,
 }
 
 impl Binary {
-    /// Starts `mailgate serve --config <config>`.
-    pub fn start(config: &Path) -> Binary {
-        Self::start_with_log(config, "info")
+    /// Starts `<exe> serve --config <config>`; `exe` is the built gateway binary (in a test of
+    /// the mailgate package, `env!("CARGO_BIN_EXE_mailgate")`).
+    pub fn start(exe: impl AsRef<Path>, config: &Path) -> Binary {
+        Self::start_with_log(exe, config, "info")
     }
 
-    /// Starts `mailgate serve --config <config>` logging at `level` (`MAILGATE_LOG`).
-    pub fn start_with_log(config: &Path, level: &str) -> Binary {
+    /// Starts `<exe> serve --config <config>` logging at `level` (`MAILGATE_LOG`).
+    pub fn start_with_log(exe: impl AsRef<Path>, config: &Path, level: &str) -> Binary {
         let dir = config.parent().expect("config folder");
         let log = dir.join("gateway.log");
         let err = std::fs::OpenOptions::new()
@@ -77,7 +78,7 @@ impl Binary {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        let child = Command::new(exe.as_ref())
             .args(["serve", "--config"])
             .arg(config)
             .env("MAILGATE_LOG", level)

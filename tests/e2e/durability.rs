@@ -1,12 +1,11 @@
 //! The built binary, killed with SIGKILL in the middle of a stream of messages and started
 //! again: every message that got a 250 after DATA arrives. Also a smoke test of the CLI.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::client::Client;
+use mailgate_testkit as common;
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -3,15 +3,8 @@
 //! Each test skips with a notice when its client is missing; CI sets
 //! `MAILGATE_REQUIRE_CLIENTS=1`, which turns a skip into a failure.
 
-mod common;
-// The harness waits on real time for the binary and files; the clock rule is for the gateway.
-#[allow(clippy::disallowed_methods)]
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/mech.rs"]
-mod mech;
-
 use common::{Gateway, PASSWORD, have, run};
+use mailgate_testkit::{self as common, mech};
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()

@@ -1,12 +1,8 @@
 //! Helpers for the audit and policy tests: a client for each SASL mechanism and POP3 login
 //! method (each returns the reply and the credential-bearing lines it sent, so tests can look
 //! for them where they must not be), connections that know their own source port, reading and
-//! polling the audit log, and configs for the built binary on free loopback ports.
-//!
-//! Use from a test crate with `#[path = "common/mech.rs"] mod mech;` next to `mod common;` and
-//! `#[path = "common/extra.rs"] mod extra;`.
-
-#![allow(dead_code)] // Each test crate uses a different part of this harness.
+//! polling the audit log, and configs for the built binary on free loopback ports. The
+//! messages themselves come from [`crate::sasl`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -14,12 +10,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{KeyInit, Mac};
 use mailgate::audit::Event;
-use mailgate::auth::ScramHash;
-use ntlmclient::{Credentials, Flags, Message, NegotiateMessage};
 
-use crate::common::client::{self, Client};
+use crate::client::{self, Client};
+use crate::sasl::{self, ScramHash};
 
 /// How long a test waits for an audit event or a file before failing.
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -64,16 +58,11 @@ pub async fn smtp(source: IpAddr, addr: SocketAddr, tls: bool, name: &str) -> (C
     (c, port)
 }
 
-/// `\0user\0password`, base64.
-pub fn plain_b64(user: &str, password: &str) -> String {
-    B64.encode(format!("\0{user}\0{password}"))
-}
-
 /// AUTH PLAIN with an initial response.
 pub async fn smtp_plain(c: &mut Client, user: &str, password: &str) -> Exchange {
     let mut x = Exchange::default();
-    let blob = plain_b64(user, password);
-    x.push(&blob, format!("\0{user}\0{password}").as_bytes());
+    let blob = sasl::plain_b64(user, password);
+    x.push(&blob, sasl::plain("", user, password).as_bytes());
     c.send(&format!("AUTH PLAIN {blob}")).await;
     (x.code, x.lines) = c.reply().await;
     x
@@ -82,21 +71,13 @@ pub async fn smtp_plain(c: &mut Client, user: &str, password: &str) -> Exchange 
 /// AUTH LOGIN: user name and password each after a 334 prompt.
 pub async fn smtp_login(c: &mut Client, user: &str, password: &str) -> Exchange {
     let mut x = Exchange::default();
+    let [user_b64, blob] = sasl::login_b64(user, password);
     c.cmd("AUTH LOGIN", 334).await;
-    c.cmd(&B64.encode(user), 334).await;
-    let blob = B64.encode(password);
+    c.cmd(&user_b64, 334).await;
     x.push(&blob, password.as_bytes());
     c.send(&blob).await;
     (x.code, x.lines) = c.reply().await;
     x
-}
-
-/// The CRAM-MD5 response text for `challenge` (RFC 2195 §2): `user hex(HMAC-MD5)`.
-pub fn cram_response(user: &str, password: &str, challenge: &[u8]) -> String {
-    let mut mac =
-        hmac::Hmac::<md5::Md5>::new_from_slice(password.as_bytes()).expect("any key length");
-    mac.update(challenge);
-    format!("{user} {}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// AUTH CRAM-MD5.
@@ -104,7 +85,7 @@ pub async fn smtp_cram(c: &mut Client, user: &str, password: &str) -> Exchange {
     let mut x = Exchange::default();
     let r = c.cmd("AUTH CRAM-MD5", 334).await;
     let challenge = B64.decode(r[0][4..].trim()).expect("challenge is base64");
-    let response = cram_response(user, password, &challenge);
+    let response = sasl::cram_md5(user, password.as_bytes(), &challenge);
     let blob = B64.encode(&response);
     x.push(&blob, response.as_bytes());
     // The digest alone, too.
@@ -115,75 +96,27 @@ pub async fn smtp_cram(c: &mut Client, user: &str, password: &str) -> Exchange {
     x
 }
 
-/// The NTLM NEGOTIATE message, base64.
-pub fn ntlm_negotiate_b64() -> String {
-    let msg = Message::Negotiate(NegotiateMessage {
-        flags: Flags::NEGOTIATE_UNICODE
-            | Flags::REQUEST_TARGET
-            | Flags::NEGOTIATE_NTLM
-            | Flags::NEGOTIATE_NTLM2_KEY
-            | Flags::NEGOTIATE_ALWAYS_SIGN,
-        supplied_domain: String::new(),
-        supplied_workstation: String::new(),
-        os_version: Default::default(),
-    });
-    B64.encode(msg.to_bytes().expect("negotiate encodes"))
-}
-
-/// The NTLMv2 AUTHENTICATE message (base64) answering the base64 `challenge`.
-pub fn ntlm_authenticate_b64(challenge: &str, creds: &Credentials) -> String {
-    let bytes = B64.decode(challenge.trim()).expect("challenge is base64");
-    let Ok(Message::Challenge(c)) = Message::try_from(bytes.as_slice()) else {
-        panic!("not an NTLM CHALLENGE: {bytes:02x?}");
-    };
-    let info: Vec<u8> = c
-        .target_information
-        .iter()
-        .flat_map(|e| e.to_bytes())
-        .collect();
-    let response = ntlmclient::respond_challenge_ntlm_v2(
-        c.challenge,
-        &info,
-        ntlmclient::get_ntlm_time(),
-        creds,
-    );
-    let msg = response.to_message(
-        creds,
-        "WORKSTATION",
-        Flags::NEGOTIATE_UNICODE | Flags::NEGOTIATE_NTLM,
-    );
-    B64.encode(msg.to_bytes().expect("authenticate encodes"))
-}
-
 /// AUTH NTLM (NTLMv2) with the NEGOTIATE message as initial response.
 pub async fn smtp_ntlm(c: &mut Client, user: &str, password: &str) -> Exchange {
     let mut x = Exchange::default();
     let r = c
-        .cmd(&format!("AUTH NTLM {}", ntlm_negotiate_b64()), 334)
+        .cmd(&format!("AUTH NTLM {}", sasl::ntlm_negotiate_b64()), 334)
         .await;
-    let creds = Credentials {
-        username: user.into(),
-        password: password.into(),
-        domain: String::new(),
-    };
-    let blob = ntlm_authenticate_b64(&r[0][4..], &creds);
+    let creds = sasl::ntlm_credentials(user, "", password);
+    let blob = sasl::ntlm_authenticate_b64(&r[0][4..], &creds).expect("NTLM CHALLENGE");
     x.sent.push(blob.clone());
     c.send(&blob).await;
     (x.code, x.lines) = c.reply().await;
     x
 }
 
-/// AUTH SCRAM-SHA-256 without channel binding, computed with the crate's own SCRAM helpers.
-/// A good exchange checks the server signature and ends with 235.
+/// AUTH SCRAM-SHA-256 without channel binding ([`sasl::scram_client_final`]). A good exchange
+/// checks the server signature and ends with 235.
 pub async fn smtp_scram(c: &mut Client, user: &str, password: &str) -> Exchange {
     let mut x = Exchange::default();
-    let h = ScramHash::Sha256;
-    let bare = format!("n={user},r=fyko+d2lbbFgONRv9qkxdawL");
-    c.send(&format!(
-        "AUTH SCRAM-SHA-256 {}",
-        B64.encode(format!("n,,{bare}"))
-    ))
-    .await;
+    let (first, bare) = sasl::scram_client_first("n,,", user, "fyko+d2lbbFgONRv9qkxdawL");
+    c.send(&format!("AUTH SCRAM-SHA-256 {}", B64.encode(first)))
+        .await;
     let (code, lines) = c.reply().await;
     if code != 334 {
         (x.code, x.lines) = (code, lines);
@@ -191,36 +124,11 @@ pub async fn smtp_scram(c: &mut Client, user: &str, password: &str) -> Exchange 
     }
     let server_first = String::from_utf8(B64.decode(lines[0][4..].trim()).expect("b64"))
         .expect("server-first is UTF-8");
-    let attr = |name: &str| {
-        server_first
-            .split(',')
-            .find_map(|a| a.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {server_first}"))
-            .to_string()
-    };
-    let salt = B64.decode(attr("s=")).expect("salt");
-    let iterations: u32 = attr("i=").parse().expect("iterations");
-    let normalized = mailgate::auth::scram::normalize_password(password.as_bytes());
-    let salted = h.salted_password(&normalized, &salt, iterations);
-    let client_key = h.hmac(salted.expose(), &[b"Client Key"]);
-    let stored_key = h.digest(&client_key);
-    let without_proof = format!("c={},r={}", B64.encode("n,,"), attr("r="));
-    let auth_message = format!("{bare},{server_first},{without_proof}");
-    let signature = h.hmac(&stored_key, &[auth_message.as_bytes()]);
-    let proof: Vec<u8> = client_key
-        .iter()
-        .zip(&signature)
-        .map(|(k, s)| k ^ s)
-        .collect();
-    let server_key = h.hmac(salted.expose(), &[b"Server Key"]);
-    let want = format!(
-        "v={}",
-        B64.encode(h.hmac(&server_key, &[auth_message.as_bytes()]))
-    );
-    let last = format!("{without_proof},p={}", B64.encode(&proof));
-    let blob = B64.encode(&last);
-    x.push(&blob, last.as_bytes());
-    x.sent.push(B64.encode(&proof));
+    let last = sasl::scram_client_final(ScramHash::Sha256, password, &bare, &server_first, b"n,,")
+        .expect("server-first message");
+    let blob = B64.encode(&last.message);
+    x.push(&blob, last.message.as_bytes());
+    x.sent.push(last.proof.clone());
     c.send(&blob).await;
     let (code, lines) = c.reply().await;
     if code != 334 {
@@ -230,7 +138,7 @@ pub async fn smtp_scram(c: &mut Client, user: &str, password: &str) -> Exchange 
     let server_final = B64.decode(lines[0][4..].trim()).expect("b64");
     assert_eq!(
         String::from_utf8_lossy(&server_final),
-        want,
+        last.server_final,
         "server signature"
     );
     c.send("").await;
@@ -238,20 +146,12 @@ pub async fn smtp_scram(c: &mut Client, user: &str, password: &str) -> Exchange 
     x
 }
 
-/// The XOAUTH2 initial response for `token`.
-pub fn xoauth2_b64(user: &str, token: &str) -> String {
-    B64.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
-}
-
 /// AUTH XOAUTH2 with an initial response. A refused token gets a 334 error challenge, which is
 /// acknowledged with an empty line to get the final reply.
 pub async fn smtp_xoauth2(c: &mut Client, user: &str, token: &str) -> Exchange {
     let mut x = Exchange::default();
-    let blob = xoauth2_b64(user, token);
-    x.push(
-        &blob,
-        format!("user={user}\x01auth=Bearer {token}\x01\x01").as_bytes(),
-    );
+    let blob = sasl::xoauth2_b64(user, token);
+    x.push(&blob, sasl::xoauth2(user, token).as_bytes());
     x.sent.push(token.to_string());
     c.send(&format!("AUTH XOAUTH2 {blob}")).await;
     let (mut code, mut lines) = c.reply().await;
@@ -287,7 +187,7 @@ pub async fn pop_apop(c: &mut Client, greeting: &str, user: &str, password: &str
     let mut x = Exchange::default();
     let ts = &greeting[greeting.find('<').expect("APOP timestamp")
         ..=greeting.rfind('>').expect("APOP timestamp")];
-    let digest = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{ts}{password}")));
+    let digest = sasl::apop(ts, password);
     x.sent.push(digest.clone());
     c.send(&format!("APOP {user} {digest}")).await;
     let line = c.line().await.expect("APOP reply");
@@ -299,8 +199,8 @@ pub async fn pop_apop(c: &mut Client, greeting: &str, user: &str, password: &str
 /// POP3 AUTH PLAIN with an initial response.
 pub async fn pop_plain(c: &mut Client, user: &str, password: &str) -> Exchange {
     let mut x = Exchange::default();
-    let blob = plain_b64(user, password);
-    x.push(&blob, format!("\0{user}\0{password}").as_bytes());
+    let blob = sasl::plain_b64(user, password);
+    x.push(&blob, sasl::plain("", user, password).as_bytes());
     c.send(&format!("AUTH PLAIN {blob}")).await;
     let line = c.line().await.expect("AUTH reply");
     x.code = u16::from(line.starts_with("+OK"));
@@ -388,7 +288,7 @@ pub async fn wait_one(
 pub async fn wait_mail(dir: &Path, n: usize, what: &str) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let got = crate::common::mailbox_files(dir);
+        let got = crate::mailbox_files(dir);
         if got.len() >= n {
             return got;
         }
@@ -404,10 +304,15 @@ pub async fn wait_mail(dir: &Path, n: usize, what: &str) -> Vec<String> {
 /// Loopback ports for the built binary's listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
+    /// The port-25 role.
     pub smtp: u16,
+    /// Submission (STARTTLS).
     pub submission: u16,
+    /// Submissions (implicit TLS).
     pub submissions: u16,
+    /// POP3.
     pub pop3: u16,
+    /// POP3S (implicit TLS).
     pub pop3s: u16,
 }
 

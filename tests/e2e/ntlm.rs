@@ -10,14 +10,13 @@
 //! Tests driving an external client skip with a notice when it is missing; CI sets
 //! `MAILGATE_REQUIRE_CLIENTS=1`, which turns a skip into a failure.
 
-mod common;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use ntlmclient::{ChallengeResponse, Credentials, Flags, Message, NegotiateMessage};
+use ntlmclient::{ChallengeResponse, Credentials};
 
 use common::client::Client;
 use common::{Gateway, PASSWORD, have, run};
+use mailgate_testkit::{self as common, sasl};
 
 /// The base test config with NTLM enabled (and v1 as asked) in its `[auth]` table.
 fn config(ntlm_v1: bool) -> String {
@@ -53,50 +52,24 @@ enum Kind {
 }
 
 fn creds(user: &str, domain: &str, password: &str) -> Credentials {
-    Credentials {
-        username: user.into(),
-        password: password.into(),
-        domain: domain.into(),
-    }
+    sasl::ntlm_credentials(user, domain, password)
 }
 
 fn negotiate_b64() -> String {
-    let msg = Message::Negotiate(NegotiateMessage {
-        flags: Flags::NEGOTIATE_UNICODE
-            | Flags::REQUEST_TARGET
-            | Flags::NEGOTIATE_NTLM
-            | Flags::NEGOTIATE_NTLM2_KEY
-            | Flags::NEGOTIATE_ALWAYS_SIGN,
-        supplied_domain: String::new(),
-        supplied_workstation: String::new(),
-        os_version: Default::default(),
-    });
-    B64.encode(msg.to_bytes().expect("negotiate encodes"))
+    sasl::ntlm_negotiate_b64()
 }
 
 /// The AUTHENTICATE message (base64) answering the base64 `challenge`.
 fn authenticate_b64(challenge: &str, creds: &Credentials, kind: Kind) -> String {
-    let bytes = B64.decode(challenge.trim()).expect("challenge is base64");
-    let Ok(Message::Challenge(c)) = Message::try_from(bytes.as_slice()) else {
-        panic!("not a CHALLENGE: {bytes:02x?}");
+    let answer = match kind {
+        Kind::V2 => sasl::ntlm_authenticate_b64(challenge, creds),
+        Kind::V1 | Kind::V1NoLm | Kind::V1Extended => {
+            sasl::ntlm_authenticate_b64_with(challenge, creds, |server_challenge, _| {
+                v1_response(server_challenge, creds, kind)
+            })
+        }
     };
-    let info: Vec<u8> = c
-        .target_information
-        .iter()
-        .flat_map(|e| e.to_bytes())
-        .collect();
-    let response = match kind {
-        Kind::V2 => ntlmclient::respond_challenge_ntlm_v2(
-            c.challenge,
-            &info,
-            ntlmclient::get_ntlm_time(),
-            creds,
-        ),
-        Kind::V1 | Kind::V1NoLm | Kind::V1Extended => v1_response(c.challenge, creds, kind),
-    };
-    let flags = Flags::NEGOTIATE_UNICODE | Flags::NEGOTIATE_NTLM;
-    let msg = response.to_message(creds, "WORKSTATION", flags);
-    B64.encode(msg.to_bytes().expect("authenticate encodes"))
+    answer.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An NTLMv1 response (MS-NLMP §3.3.1), computed here: the client crate's NTLMv1 functions

@@ -2,15 +2,10 @@
 //! (`Shared::reload`), and a broken one leaves the certificate in force; the systemd unit that
 //! sends that SIGHUP verifies.
 
-mod common;
-#[allow(clippy::disallowed_methods)]
-#[path = "common/extra.rs"]
-mod extra;
-
 use common::client::Client;
 use common::{Gateway, host};
 use mailgate::config::Config;
-
+use mailgate_testkit::{self as common, extra, sasl};
 /// Writes a fresh self-signed certificate for `name` and its key as `cert.pem` / `key.pem` in
 /// `dir`; returns the certificate (DER).
 fn write_cert(dir: &std::path::Path, name: &str) -> Vec<u8> {
@@ -162,10 +157,7 @@ async fn notices_and_the_digest_are_reloaded() {
         let mut c = Client::connect_tls_from(host(1), gw.addr("submissions")).await;
         c.expect(220).await;
         c.cmd("EHLO c", 250).await;
-        let blob = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("\0alice\0{}", common::PASSWORD),
-        );
+        let blob = sasl::plain_b64("alice", common::PASSWORD);
         c.cmd(&format!("AUTH PLAIN {blob}"), 235).await;
         c.cmd("QUIT", 221).await;
         if !common::mailbox_files(&maildir).is_empty() {

@@ -11,13 +11,10 @@
 //! STARTTLS (RFC 3207) / STLS (RFC 2595).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::SystemTime;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use mailgate_testkit::sasl;
 
 use crate::conn::{Conn, Error, Tls};
-use crate::sasl_client::{cram_md5_answer, ntlm_authenticate, ntlm_negotiate};
 
 /// A scenario name as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -165,30 +162,31 @@ impl Plan {
     }
 
     async fn authenticate(&self, c: &mut Conn, user: &str, auth: Auth) -> Result<(), Error> {
-        let pass = self.password.as_bytes();
+        let pass = &self.password;
         match auth {
             Auth::Plain => {
-                let token = B64.encode([b"\0", user.as_bytes(), b"\0", pass].concat());
+                let token = sasl::plain_b64(user, pass);
                 c.command("AUTH PLAIN", &format!("AUTH PLAIN {token}"), 235)
                     .await?;
             }
             Auth::Login => {
+                let [user_b64, pass_b64] = sasl::login_b64(user, pass);
                 c.command("AUTH LOGIN", "AUTH LOGIN", 334).await?;
-                c.command("LOGIN user", &B64.encode(user), 334).await?;
-                c.command("LOGIN password", &B64.encode(pass), 235).await?;
+                c.command("LOGIN user", &user_b64, 334).await?;
+                c.command("LOGIN password", &pass_b64, 235).await?;
             }
             Auth::Cram => {
                 let challenge = c.command("AUTH CRAM-MD5", "AUTH CRAM-MD5", 334).await?;
-                let answer = cram_md5_answer(user, pass, challenge.trim()).map_err(Error::Other)?;
+                let answer = sasl::cram_md5_b64(user, pass.as_bytes(), challenge.trim())
+                    .map_err(Error::Other)?;
                 c.command("CRAM-MD5 response", &answer, 235).await?;
             }
             Auth::Ntlm => {
-                let challenge = c
-                    .command("AUTH NTLM", &format!("AUTH NTLM {}", ntlm_negotiate()), 334)
-                    .await?;
+                let negotiate = format!("AUTH NTLM {}", sasl::ntlm_negotiate_b64());
+                let challenge = c.command("AUTH NTLM", &negotiate, 334).await?;
+                let creds = sasl::ntlm_credentials(user, "", pass);
                 let answer =
-                    ntlm_authenticate(user, &self.password, challenge.trim(), SystemTime::now())
-                        .map_err(Error::Other)?;
+                    sasl::ntlm_authenticate_b64(challenge.trim(), &creds).map_err(Error::Other)?;
                 c.command("NTLM authenticate", &answer, 235).await?;
             }
         }

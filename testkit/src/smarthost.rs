@@ -5,10 +5,6 @@
 //! (RFC 7628, answering a bad token with the §3.2.2 JSON error challenge before the 535), and
 //! can offer STARTTLS (RFC 3207) with a fresh self-signed certificate. It speaks just enough
 //! RFC 5321 for a client under test.
-//!
-//! Use from a test crate with `#[path = "common/smarthost.rs"] mod smarthost;`.
-
-#![allow(dead_code)] // Each test crate uses a different part of this harness.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

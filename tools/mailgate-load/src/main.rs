@@ -22,7 +22,6 @@
 
 mod conn;
 mod procfs;
-mod sasl_client;
 mod session;
 
 use std::collections::BTreeMap;

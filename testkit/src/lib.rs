@@ -1,9 +1,25 @@
-//! The end-to-end harness: starts the real gateway in-process on ephemeral loopback ports with
-//! its own state folder, and small clients that speak to it over real sockets.
-
-#![allow(dead_code)] // each test file uses a different part of the harness
+//! What mailgate's end-to-end tests, fuzz targets, benchmarks and load generator share.
+//!
+//! At the root, the end-to-end harness: [`Gateway`] starts the real gateway in-process on
+//! ephemeral loopback ports with its own state folder, from [`config_text`] and [`USERS`].
+//! The modules:
+//!
+//! - [`client`]: a line client for SMTP and POP3 ("send AUTH PLAIN ..., expect 235"), plain
+//!   or over TLS, from a chosen loopback source address;
+//! - [`sasl`]: one client-side encoder per SASL mechanism (PLAIN, LOGIN, CRAM-MD5, NTLM,
+//!   SCRAM-SHA-1/256, XOAUTH2, OAUTHBEARER) and APOP;
+//! - [`jwt`]: minting HS256 and RS256 tokens, and the JWKS for them;
+//! - [`mech`]: a client exchange for each SASL mechanism and POP3 login method over a
+//!   [`client::Client`], and reading the audit log;
+//! - [`extra`]: editing test configs, running the built binary, waiting for conditions;
+//! - [`smarthost`]: a scriptable upstream SMTP server.
 
 pub mod client;
+pub mod extra;
+pub mod jwt;
+pub mod mech;
+pub mod sasl;
+pub mod smarthost;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -27,11 +43,15 @@ postmaster:{PLAIN}secret-pw
 
 /// A running gateway.
 pub struct Gateway {
+    /// The folder holding the config, the users file and the state folder.
     pub dir: tempfile::TempDir,
+    /// Every listener's role and bound address.
     pub addrs: Vec<(Role, SocketAddr)>,
+    /// The control socket's address, when `[listeners] control` is set.
     pub control: Option<SocketAddr>,
     /// The admin endpoint, when `[listeners] admin` is set.
     pub admin_addr: Option<SocketAddr>,
+    /// The running gateway's state (reload, allowlist, metrics).
     pub shared: Arc<State>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,

@@ -1,17 +1,13 @@
 //! POP3 end to end over loopback: login methods and their TLS rule, retrieval, deletion only
 //! in the UPDATE state, stable UIDL, exclusive maildrop access, and POP-before-SMTP.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
 use mailgate::clock::{Clock, ManualClock, SystemClock};
+use mailgate_testkit::{self as common, sasl};
 
 /// Delivers a message to `user` over SMTP.
 async fn deliver(gw: &Gateway, user: &str, subject: &str) {
@@ -119,7 +115,7 @@ async fn plaintext_login_needs_tls_and_mailbox_is_exclusive() {
     other.pop(true).await;
     other
         .pop_cmd(
-            &format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))),
+            &format!("AUTH PLAIN {}", sasl::plain_b64("alice", PASSWORD)),
             false,
         )
         .await
@@ -131,7 +127,7 @@ async fn plaintext_login_needs_tls_and_mailbox_is_exclusive() {
     third.pop(true).await;
     third
         .pop_cmd(
-            &format!("AUTH PLAIN {}", B64.encode(format!("\0alice\0{PASSWORD}"))),
+            &format!("AUTH PLAIN {}", sasl::plain_b64("alice", PASSWORD)),
             true,
         )
         .await;
@@ -164,7 +160,7 @@ async fn apop_and_wrong_password() {
     let mut c = Client::connect(gw.addr("pop3")).await;
     let greeting = c.pop(true).await;
     let ts = &greeting[greeting.find('<').unwrap()..=greeting.rfind('>').unwrap()];
-    let digest = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{ts}{PASSWORD}")));
+    let digest = sasl::apop(ts, PASSWORD);
     c.pop_cmd("APOP alice 0123456789abcdef0123456789abcdef", false)
         .await;
     c.pop_cmd(&format!("APOP alice {digest}"), true).await;
@@ -254,7 +250,7 @@ async fn apop(gw: &Gateway, user: &str) -> (Client, String) {
     let mut c = Client::connect(gw.addr("pop3")).await;
     let greeting = c.pop(true).await;
     let ts = &greeting[greeting.find('<').unwrap()..=greeting.rfind('>').unwrap()];
-    let digest = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{ts}{PASSWORD}")));
+    let digest = sasl::apop(ts, PASSWORD);
     c.send(&format!("APOP {user} {digest}")).await;
     let reply = c.line().await.unwrap_or_default();
     (c, reply)

@@ -1,9 +1,6 @@
 //! End-to-end tests of the delivery worker: spool in a temp directory, local Maildirs, and the
 //! scripted smarthost on loopback.
 
-#[path = "common/smarthost.rs"]
-mod smarthost;
-
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +9,7 @@ use std::time::Duration;
 use mailgate::clock::{Clock, SystemClock, unix_secs};
 use mailgate::relay::{self, Notifier, Settings};
 use mailgate::spool::{Envelope, Recipient, Spool, Status};
+use mailgate_testkit::smarthost;
 use smarthost::{Fault, Options, Smarthost, Stage};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

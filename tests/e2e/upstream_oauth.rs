@@ -9,12 +9,6 @@
 // rule is for the gateway, not for its observers.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/smarthost.rs"]
-mod smarthost;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +26,7 @@ use common::client::Client;
 use common::{Gateway, PASSWORD};
 use extra::{eventually, set_all};
 use mailgate::clock::{Clock, ManualClock, SystemClock};
+use mailgate_testkit::{self as common, extra, sasl, smarthost};
 use smarthost::{Bearer, BearerMech, Options, Smarthost, ValidTokens};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -364,7 +359,7 @@ async fn submit(gw: &Gateway, subject: &str) {
     let mut c = Client::connect_tls(gw.addr("submissions")).await;
     c.expect(220).await;
     c.cmd("EHLO laptop.example", 250).await;
-    let plain = B64.encode(format!("\0alice\0{PASSWORD}"));
+    let plain = sasl::plain_b64("alice", PASSWORD);
     c.cmd(&format!("AUTH PLAIN {plain}"), 235).await;
     c.cmd("MAIL FROM:<alice@example.test>", 250).await;
     c.cmd("RCPT TO:<friend@remote.example>", 250).await;

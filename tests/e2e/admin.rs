@@ -5,13 +5,6 @@
 //! are shown to authorize relaying (and their removal to end it); the dashboard page is served
 //! self-contained; and a configured bearer token is required.
 
-mod common;
-#[allow(clippy::disallowed_methods)]
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/mech.rs"]
-mod mech;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,6 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{Gateway, PASSWORD, host};
+use mailgate_testkit::{self as common, extra, mech};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 

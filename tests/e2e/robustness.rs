@@ -8,10 +8,6 @@
 // background delivery); the clock rule is for the gateway, not for its observers.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
-
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -21,6 +17,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::client::Client;
 use common::{Gateway, PASSWORD, host};
 use extra::{Binary, eventually, set_all};
+use mailgate_testkit::sasl::plain_b64 as plain;
+use mailgate_testkit::{self as common, extra};
 
 /// Starts an in-process gateway on the base test config with plaintext logins allowed on
 /// loopback (IPv4 and IPv6) and `edits` applied.
@@ -34,10 +32,6 @@ async fn start(edits: &[(&str, &str, &str)]) -> Gateway {
     )];
     all.extend_from_slice(edits);
     Gateway::start_in(dir, &set_all(&common::config_text(""), &all)).await
-}
-
-fn plain(user: &str, pass: &str) -> String {
-    B64.encode(format!("\0{user}\0{pass}"))
 }
 
 /// Connects to an SMTP listener from `source` and sends EHLO.
@@ -497,7 +491,7 @@ async fn sigterm_drains_sessions_exits_cleanly_and_keeps_the_allowlist() {
     let (smtp_port, pop3_port) = (extra::free_port(), extra::free_port());
     let config = binary_config(dir.path(), smtp_port, pop3_port);
     let (smtp, pop3) = (extra::local(smtp_port), extra::local(pop3_port));
-    let mut gw = Binary::start(&config);
+    let mut gw = Binary::start(crate::MAILGATE, &config);
     extra::wait_listening(smtp).await;
     extra::wait_listening(pop3).await;
 
@@ -536,7 +530,7 @@ async fn sigterm_drains_sessions_exits_cleanly_and_keeps_the_allowlist() {
         "no allowlist snapshot; log:\n{log}"
     );
 
-    let gw = Binary::start(&config);
+    let gw = Binary::start(crate::MAILGATE, &config);
     extra::wait_listening(smtp).await;
     let (_, rcpt) = attempt(host(7), smtp, "alice@example.test", "friend@remote.example").await;
     assert_eq!(rcpt, Some(250), "127.0.0.7 lost its POP-before-SMTP entry");

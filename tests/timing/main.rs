@@ -1,3 +1,6 @@
+//! Latency tests, in a test binary of their own so that no other test loads the machine while
+//! they measure (Cargo runs test binaries one after another).
+//!
 //! A slow dependency holds only the sessions that wait for it (issue 10): an RFC 7662
 //! introspection endpoint that accepts connections and never answers holds 8 XOAUTH2 logins,
 //! and 8 logins against a deliberately slow password hash run at once, while PLAIN logins on
@@ -5,8 +8,6 @@
 //! became a round trip through the session driver, the introspection call blocked a runtime
 //! worker and the hashes held the few verification slots every login queued for: a PLAIN login
 //! then waited seconds.
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,19 +19,15 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use common::client::Client;
-use common::{Gateway, host};
+use mailgate_testkit::client::Client;
+use mailgate_testkit::sasl::plain_b64 as plain;
+use mailgate_testkit::{self as common, Gateway, host};
 
 /// The bound each PLAIN login must stay under while the slow checks run.
 const FAST: Duration = Duration::from_millis(500);
 
-/// The two tests measure latency: they run one at a time, in a test binary of their own (so
-/// no other end-to-end test loads the machine meanwhile).
+/// The two tests measure latency: they run one at a time.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn plain(user: &str, pass: &str) -> String {
-    B64.encode(format!("\0{user}\0{pass}"))
-}
 
 /// A gateway offering `mechanisms` on plaintext loopback, with `extra` config and `users` as
 /// its users file.

@@ -3,32 +3,28 @@
 //! STARTTLS, and with Python's smtplib when it is installed; malformed messages on SMTP and
 //! POP3, each followed by a good login; no token in the log or the audit log.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use common::client::Client;
 use common::{Gateway, have, run};
+use mailgate_testkit::jwt::Minter;
+use mailgate_testkit::sasl::xoauth2_b64 as xoauth2;
+use mailgate_testkit::{self as common, sasl};
 
 const ISSUER: &str = "https://idp.example.test";
 
 /// Fixture key 1 is in the gateway's JWKS; key 2 is not (see tests/fixtures/oauth-keys.md).
-fn rsa_key(n: usize) -> EncodingKey {
+/// Both name themselves `key-1`.
+fn rsa_key(n: usize) -> Minter {
     let pem = [
-        include_str!("fixtures/oauth-rsa-1.pem"),
-        include_str!("fixtures/oauth-rsa-2.pem"),
+        include_str!("../fixtures/oauth-rsa-1.pem"),
+        include_str!("../fixtures/oauth-rsa-2.pem"),
     ][n - 1];
-    let der = rustls_pemfile::rsa_private_keys(&mut pem.as_bytes())
-        .next()
-        .expect("fixture key")
-        .expect("fixture key parses");
-    EncodingKey::from_rsa_der(der.secret_pkcs1_der())
+    Minter::rs256_pem(pem).with_kid("key-1")
 }
 
 fn now() -> u64 {
@@ -50,18 +46,13 @@ fn token(n: usize, email: &str, changes: Value) -> String {
             map.insert(k.clone(), v.clone());
         }
     }
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("key-1".into());
-    jsonwebtoken::encode(&header, &claims, &rsa_key(n)).expect("token signs")
+    rsa_key(n).mint(&claims)
 }
 
 async fn start() -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("users"), common::USERS).expect("users");
-    let mut jwk = Jwk::from_encoding_key(&rsa_key(1), Algorithm::RS256).expect("JWK");
-    jwk.common.key_id = Some("key-1".into());
-    let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).expect("JWKS");
-    std::fs::write(dir.path().join("jwks.json"), jwks).expect("jwks");
+    std::fs::write(dir.path().join("jwks.json"), rsa_key(1).jwks()).expect("jwks");
     let text = common::config_text(&format!(
         r#"
 [auth.oauth]
@@ -81,14 +72,8 @@ required_scope = "mail"
     Gateway::start_in(dir, &text).await
 }
 
-fn xoauth2(user: &str, token: &str) -> String {
-    B64.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
-}
-
 fn oauthbearer(user: &str, token: &str) -> String {
-    B64.encode(format!(
-        "n,a={user},\x01host=mail.example.test\x01port=465\x01auth=Bearer {token}\x01\x01"
-    ))
+    sasl::oauthbearer_b64(user, Some(("mail.example.test", 465)), token)
 }
 
 /// The bad tokens every refusal test runs: expired, signed with a key not in the JWKS, for

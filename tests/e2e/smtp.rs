@@ -1,17 +1,13 @@
 //! SMTP end to end over loopback: relay decisions, AUTH and its TLS rule, STARTTLS, DATA
 //! framing and abuse cases, each followed by a good session.
 
-mod common;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use common::client::Client;
 use common::{Gateway, host};
-
-fn plain(user: &str, pass: &str) -> String {
-    B64.encode(format!("\0{user}\0{pass}"))
-}
+use mailgate_testkit::sasl::plain_b64 as plain;
+use mailgate_testkit::{self as common, sasl};
 
 /// A complete good session: proves the server still serves after whatever came before.
 async fn good_session(gw: &Gateway) {
@@ -178,7 +174,6 @@ async fn auth_reply_codes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cram_md5_over_plaintext() {
-    use hmac::{KeyInit, Mac};
     let gw = Gateway::start("").await;
     let mut c = Client::connect_from(host(9), gw.addr("submission")).await;
     c.expect(220).await;
@@ -186,10 +181,8 @@ async fn cram_md5_over_plaintext() {
     let r = c.cmd("AUTH CRAM-MD5", 334).await;
     let challenge = B64.decode(r[0][4..].trim()).unwrap();
     assert!(challenge.starts_with(b"<") && challenge.ends_with(b"@mail.example.test>"));
-    let mut mac = hmac::Hmac::<md5::Md5>::new_from_slice(common::PASSWORD.as_bytes()).unwrap();
-    mac.update(&challenge);
-    let digest = hex::encode(mac.finalize().into_bytes());
-    c.cmd(&B64.encode(format!("alice {digest}")), 235).await;
+    let response = sasl::cram_md5("alice", common::PASSWORD.as_bytes(), &challenge);
+    c.cmd(&B64.encode(response), 235).await;
     c.cmd("MAIL FROM:<alice@example.test>", 250).await;
     c.cmd("RCPT TO:<someone@remote.example>", 250).await;
     c.cmd("QUIT", 221).await;
