@@ -139,8 +139,6 @@ fn settings(
     let ip = crate::canonical_ip(peer.ip());
     let tls_active = tls_info.is_some();
     let pbs = &cfg.pop_before_smtp;
-    let allowlist =
-        (pbs.enabled && pbs.listeners.contains(&role)).then(|| shared.allowlist.clone());
     Settings {
         role,
         hostname: cfg.hostname.clone(),
@@ -150,7 +148,7 @@ fn settings(
         starttls_available: role != SmtpRole::Submissions,
         plaintext_allowed: tls_active || nets.plaintext_allowed(ip),
         trusted: nets.trusted(ip),
-        allowlist,
+        pop_before_smtp: pbs.enabled && pbs.listeners.contains(&role),
         restrict_sender: pbs.restrict_sender,
         sasl: shared.sasl_environment(id, tls),
         policy: shared.policy(),
@@ -353,6 +351,21 @@ where
                 tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
                 shared.auth_succeeded(session.settings().peer.ip(), &user);
                 next.reply.encode(out);
+            }
+            Action::CheckAllowlist { ip } => {
+                // Nothing is sent yet: the machine answers the command with the allowlist's
+                // answer (once per mail transaction).
+                let now = shared.clock.now();
+                let entry = shared
+                    .allowlist
+                    .lookup(ip, now)
+                    .map(|e| crate::store::Entry {
+                        user: e.user,
+                        inserted_at: e.inserted_at,
+                        expires_at: e.expires_at,
+                    });
+                next = session.handle_allowlist(now, entry);
+                continue;
             }
             Action::ReceiveData => {
                 next.reply.encode(out);

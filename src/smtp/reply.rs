@@ -166,6 +166,16 @@ fn r(code: u16, enhanced: (u8, u16, u16), text: &'static str) -> Reply {
 
 // ---- Connection-level replies (RFC 5321 §4.2, §3.1, §3.8; RFC 3207 §4) ----
 
+/// No reply yet: the session waits for an answer from its connection loop (see
+/// `Action::CheckAllowlist` in `machine.rs`). Code 0, never sent.
+pub fn awaiting() -> Reply {
+    Reply {
+        code: 0,
+        enhanced: None,
+        lines: Vec::new(),
+    }
+}
+
 /// 220 greeting. RFC 2034 §4 exempts the greeting from enhanced codes.
 pub fn greeting(hostname: &str) -> Reply {
     Reply::new(220, None, format!("{hostname} ESMTP ready"))
