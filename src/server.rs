@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,8 @@ use crate::config::{Config, SmtpRole};
 use crate::relay::Notifier;
 use crate::sasl::Descriptor;
 use crate::spool::Spool;
+use crate::store::MailboxLocks;
+use crate::store::memory::MemoryMailboxLocks;
 use crate::throttle::Throttle;
 
 /// A TLS session and the `tls-server-end-point` hash of the certificate it was made with.
@@ -165,8 +167,8 @@ pub struct Shared {
     notices_changed: tokio::sync::Notify,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
-    pub mailboxes_in_use: DashSet<String>,
+    /// Maildrop locks: one POP3 session per mailbox (RFC 1939 §8: exclusive access).
+    pub mailboxes: Arc<dyn MailboxLocks>,
     next_session: AtomicU64,
     started: u64,
     verify_slots: Semaphore,
@@ -709,7 +711,7 @@ impl Server {
             notices_changed: tokio::sync::Notify::new(),
             notices,
             clock,
-            mailboxes_in_use: DashSet::new(),
+            mailboxes: Arc::new(MemoryMailboxLocks::new()),
             next_session: AtomicU64::new(1),
             started,
             // Password hashes are CPU- and memory-bound: a few per core at a time.

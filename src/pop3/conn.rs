@@ -23,6 +23,7 @@ use crate::maildir::{self, MailboxError};
 use crate::pop3::machine::{Action, Output, Session, Settings};
 use crate::pop3::reply::{MessageEncoder, Reply};
 use crate::server::Shared;
+use crate::store::MailboxLease;
 
 /// Room reserved for the replies to one command (or one pipelined batch); the buffer is
 /// released while the session waits for the client.
@@ -31,18 +32,6 @@ const REPLY_CAPACITY: usize = 512;
 enum End<S> {
     Closed,
     StartTls(S, Box<Session>),
-}
-
-/// Releases the maildrop lock when the session ends, however it ends.
-struct MailboxLock {
-    user: String,
-    shared: Arc<Shared>,
-}
-
-impl Drop for MailboxLock {
-    fn drop(&mut self) {
-        self.shared.mailboxes_in_use.remove(&self.user);
-    }
 }
 
 /// Serves one POP3 connection from accept to close.
@@ -166,7 +155,7 @@ where
     let mut reader = LineReader::new(session.line_limit());
     // Replies are encoded here and written in one go; allocated when there is one to send.
     let mut out = Vec::new();
-    let mut lock: Option<MailboxLock> = None;
+    let mut lock: Option<MailboxLease> = None;
     if greet {
         session.greeting().encode(&mut out);
         if flush(&mut stream, &mut out).await.is_err() {
@@ -284,7 +273,7 @@ async fn act<S>(
     mut output: Output,
     stream: &mut S,
     out: &mut Vec<u8>,
-    lock: &mut Option<MailboxLock>,
+    lock: &mut Option<MailboxLease>,
     session: &mut Session,
     peer: SocketAddr,
     shared: &Arc<Shared>,
@@ -389,13 +378,12 @@ where
 async fn open_mailbox(
     shared: &Arc<Shared>,
     user: &str,
-) -> (Result<maildir::Mailbox, MailboxError>, Option<MailboxLock>) {
-    if !shared.mailboxes_in_use.insert(user.to_string()) {
-        return (Err(MailboxError::InUse), None);
-    }
-    let lock = MailboxLock {
-        user: user.to_string(),
-        shared: shared.clone(),
+) -> (Result<maildir::Mailbox, MailboxError>, Option<MailboxLease>) {
+    // The lease releases the lock when dropped: at QUIT, or however the session ends.
+    let lock = match shared.mailboxes.acquire(user).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return (Err(MailboxError::InUse), None),
+        Err(e) => return (Err(MailboxError::Io(std::io::Error::other(e))), None),
     };
     let root = shared.config.delivery.maildir.clone();
     let owned = user.to_string();
