@@ -26,7 +26,7 @@ use crate::relay::Notifier;
 use crate::sasl::Descriptor;
 use crate::spool::Spool;
 use crate::store::MailboxLocks;
-use crate::store::memory::MemoryMailboxLocks;
+use crate::store::memory::{MemoryAllowlist, MemoryMailboxLocks};
 use crate::throttle::Throttle;
 
 /// A TLS session and the `tls-server-end-point` hash of the certificate it was made with.
@@ -138,7 +138,7 @@ pub struct Shared {
     /// The networks and domains that decide what a client may do; replaced on SIGHUP, read
     /// once per connection (see [`Shared::networks`]).
     networks: std::sync::RwLock<Arc<Networks>>,
-    /// The POP-before-SMTP allowlist.
+    /// The POP-before-SMTP allowlist service (every change goes through it).
     pub allowlist: Arc<Allowlist>,
     /// Failed-login throttling.
     pub throttle: Arc<Throttle>,
@@ -555,14 +555,11 @@ impl Server {
             .filter_map(|m| crate::sasl::find(m))
             .collect();
         let pbs = &config.pop_before_smtp;
-        let allowlist = Arc::new(Allowlist::new(
-            pbs.ttl,
-            pbs.ipv6_prefix,
-            pbs.max_entries,
-            pbs.shared_address_warn_users,
-        ));
+        let mut allowlist_store =
+            MemoryAllowlist::new(pbs.ttl, pbs.max_entries, pbs.shared_address_warn_users);
         if pbs.enabled {
-            match allowlist.load(&pbs.snapshot, clock.now()) {
+            allowlist_store = allowlist_store.with_snapshot(pbs.snapshot.clone());
+            match allowlist_store.load(&pbs.snapshot, clock.now(), pbs.ipv6_prefix) {
                 Ok(n) if n > 0 => tracing::info!(entries = n, "allowlist restored"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("allowlist snapshot unreadable, starting empty: {e}"),
@@ -588,6 +585,11 @@ impl Server {
         // Admin endpoint: every audit event also feeds the metrics (before the relay's clone).
         let metrics = crate::admin::metrics::Metrics::new();
         let audit = audit.with_observer(metrics.observer());
+        let allowlist = Arc::new(Allowlist::new(
+            Arc::new(allowlist_store),
+            crate::allowlist::Settings::from_config(pbs),
+            audit.clone(),
+        ));
         let relay_shutdown = CancellationToken::new();
         let mut relay_settings =
             crate::relay::Settings::from_config(&config.hostname, &config.delivery);
@@ -821,7 +823,7 @@ impl Server {
         }
         relay_shutdown.cancel();
         let _ = tokio::time::timeout(grace, relay_task).await;
-        save_allowlist(&shared);
+        save_allowlist(&shared).await;
         save_notices(&shared);
         // Last: the audit writer drains what the sessions and the relay recorded.
         audit_shutdown.cancel();
@@ -930,14 +932,20 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
     while next_tick(&mut tick, &shutdown).await {
         let now = shared.clock.now();
         let allowlist = shared.allowlist.clone();
-        // A sweep walks every shard; keep it off the runtime's worker threads.
-        let _ = tokio::task::spawn_blocking(move || allowlist.purge(now)).await;
+        // A sweep walks every entry (and audits each expired one); keep it off the runtime's
+        // worker threads.
+        let runtime = tokio::runtime::Handle::current();
+        let swept = tokio::task::spawn_blocking(move || runtime.block_on(allowlist.expire(now)));
+        if let Ok(Err(e)) = swept.await {
+            tracing::warn!("allowlist expiry failed: {e}");
+        }
         shared.throttle.purge(now);
         rounds += 1;
         if rounds.is_multiple_of(10) {
             let shared = shared.clone();
+            let runtime = tokio::runtime::Handle::current();
             let _ = tokio::task::spawn_blocking(move || {
-                save_allowlist(&shared);
+                runtime.block_on(save_allowlist(&shared));
                 save_notices(&shared);
             })
             .await;
@@ -1061,14 +1069,16 @@ fn save_notices(shared: &Shared) {
     }
 }
 
-fn save_allowlist(shared: &Shared) {
+/// Saves the allowlist where its store needs it (the memory store's snapshot file). The file
+/// is written inside the call: run it off the async workers, or at shutdown.
+async fn save_allowlist(shared: &Shared) {
     let pbs = &shared.config.pop_before_smtp;
     if !pbs.enabled {
         return;
     }
-    match shared.allowlist.save(&pbs.snapshot, shared.clock.now()) {
-        Ok(()) => tracing::debug!(file = %pbs.snapshot.display(), "allowlist saved"),
-        Err(e) => tracing::warn!(file = %pbs.snapshot.display(), "cannot save allowlist: {e}"),
+    match shared.allowlist.persist(shared.clock.now()).await {
+        Ok(n) => tracing::debug!(entries = n, file = %pbs.snapshot.display(), "allowlist saved"),
+        Err(e) => tracing::warn!("cannot save allowlist: {e}"),
     }
 }
 

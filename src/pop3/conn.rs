@@ -334,7 +334,7 @@ where
                 match &result {
                     Ok(mb) => {
                         tracing::info!(%user, %method, messages = mb.messages.len(), "logged in");
-                        allowlist_login(shared, session, peer, &user);
+                        allowlist_login(shared, session, peer, &user).await;
                     }
                     Err(MailboxError::InUse) => {
                         tracing::info!(%user, %method, "login refused: mailbox in use");
@@ -397,34 +397,23 @@ async fn open_mailbox(
     }
 }
 
-/// Enters the client address into the POP-before-SMTP allowlist after a login.
-fn allowlist_login(shared: &Shared, session: &Session, peer: SocketAddr, user: &str) {
-    if !shared.config.pop_before_smtp.enabled {
-        return;
-    }
-    let outcome = shared.allowlist.insert(peer.ip(), user, shared.clock.now());
-    let mut record = Record::new(
-        Kind::Allowlist,
-        "pop-before-smtp",
-        crate::audit::Class::Insecure,
-        crate::audit::Outcome::Success,
-    );
-    record.user = Some(user.to_string());
-    record.reason = Some(
-        if outcome.refreshed {
-            "refreshed"
-        } else {
-            "added"
-        }
-        .to_string(),
-    );
-    audit(shared, session, peer, record);
-    if outcome.shared_warning {
-        tracing::warn!(
-            address = %crate::canonical_ip(peer.ip()),
-            users = outcome.distinct_users,
-            "address allowlisted by many different users within one TTL (NAT or shared host?)"
-        );
+/// Enters the client address into the POP-before-SMTP allowlist after a login; the service
+/// records the audit event with the session's details.
+async fn allowlist_login(shared: &Shared, session: &Session, peer: SocketAddr, user: &str) {
+    let s = session.settings();
+    let from = crate::allowlist::Login {
+        peer,
+        listener: s.listener,
+        session: &s.sasl.session,
+        tls: s.tls_info.as_deref(),
+        client_name: session.client_hint(),
+    };
+    if let Err(e) = shared
+        .allowlist
+        .login(&from, user, shared.clock.now())
+        .await
+    {
+        tracing::warn!(%user, "cannot allowlist the address: {e}");
     }
 }
 

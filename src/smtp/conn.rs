@@ -356,14 +356,7 @@ where
                 // Nothing is sent yet: the machine answers the command with the allowlist's
                 // answer (once per mail transaction).
                 let now = shared.clock.now();
-                let entry = shared
-                    .allowlist
-                    .lookup(ip, now)
-                    .map(|e| crate::store::Entry {
-                        user: e.user,
-                        inserted_at: e.inserted_at,
-                        expires_at: e.expires_at,
-                    });
+                let entry = shared.allowlist.relay_lookup(ip, now).await;
                 next = session.handle_allowlist(now, entry);
                 continue;
             }
