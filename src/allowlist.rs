@@ -151,15 +151,6 @@ pub struct Login<'a> {
     pub client_name: Option<String>,
 }
 
-/// A validated admin addition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Valid {
-    /// The address to record in the event (canonical; a network's first address).
-    ip: IpAddr,
-    key: IpNet,
-    ttl: Duration,
-}
-
 /// The allowlist service. Share it behind an `Arc`; all methods take `&self`.
 pub struct Allowlist {
     store: Arc<dyn AllowlistStore>,
@@ -391,6 +382,15 @@ impl Allowlist {
         }
         Ok((ip, self.key(ip)))
     }
+}
+
+/// A validated admin addition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Valid {
+    /// The address to record in the event (canonical; a network's first address).
+    ip: IpAddr,
+    key: IpNet,
+    ttl: Duration,
 }
 
 /// The TTL `given` means: 1 s to [`MAX_TTL`], `default` when none is given.
