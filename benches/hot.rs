@@ -13,13 +13,16 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use mailgate::allowlist::Allowlist;
+use ipnet::IpNet;
+use mailgate::allowlist::{Allowlist, Settings};
 use mailgate::auth::{Authenticator, UserStore};
 use mailgate::sasl::{self, Environment, Step};
+use mailgate::store::memory::MemoryAllowlist;
 use mailgate_testkit::sasl as client;
 
 const ROUNDS: usize = 5;
@@ -218,13 +221,25 @@ fn mechanisms(filter: &Option<String>) {
     });
 }
 
-fn ip(n: u32) -> IpAddr {
-    // 10.0.0.0/8 and onward: distinct IPv4 keys.
-    IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32.wrapping_add(n)))
+/// The output of a future that is ready at its first poll (the memory store's answers).
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the memory store answers at once"),
+    }
 }
 
-fn filled(entries: u32, now: SystemTime) -> Allowlist {
-    let list = Allowlist::new(Duration::from_secs(1800), 64, entries as usize + 1, 5);
+fn ip(n: u32) -> IpNet {
+    // 10.0.0.0/8 and onward: distinct IPv4 keys, as the allowlist service makes them.
+    mailgate::allowlist::network_key(
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32.wrapping_add(n))),
+        64,
+    )
+}
+
+fn filled(entries: u32, now: SystemTime) -> MemoryAllowlist {
+    let list = MemoryAllowlist::new(Duration::from_secs(1800), entries as usize + 1, 5);
     for n in 0..entries {
         list.insert(ip(n), "user0001", now);
     }
@@ -240,9 +255,27 @@ fn allowlist(filter: &Option<String>) {
         {
             return;
         }
-        let list = filled(entries, now);
+        let list = Arc::new(filled(entries, now));
         // Spread lookups over the whole map: a multiplicative step visits every key.
         let pick = |i: u64| ip(((i.wrapping_mul(2_654_435_761)) % u64::from(entries)) as u32);
+        // The relay path: the service's lookup through the store trait, as SMTP asks it.
+        let service = Allowlist::new(
+            list.clone(),
+            Settings {
+                enabled: true,
+                ttl: Duration::from_secs(1800),
+                ipv6_prefix: 64,
+            },
+            mailgate::audit::Auditor::disabled(),
+        );
+        bench(
+            filter,
+            &format!("allowlist service relay_lookup hit @{entries}"),
+            1_000_000,
+            |i| {
+                black_box(ready(service.relay_lookup(pick(i).addr(), now)));
+            },
+        );
         bench(
             filter,
             &format!("allowlist is_allowed hit @{entries}"),
@@ -286,7 +319,7 @@ fn allowlist(filter: &Option<String>) {
         },
     );
     // Insert at capacity: every insert of a new key evicts (in batches).
-    let full = Allowlist::new(Duration::from_secs(1800), 64, million as usize, 5);
+    let full = MemoryAllowlist::new(Duration::from_secs(1800), million as usize, 5);
     for n in 0..million {
         full.insert(ip(n), "user0001", now);
     }
@@ -302,9 +335,9 @@ fn allowlist(filter: &Option<String>) {
     // Sweep: half the entries expired (inserted a TTL ago), half live.
     bench_once(
         filter,
-        "allowlist purge 1M entries, half expired",
+        "allowlist expire 1M entries, half expired",
         || {
-            let list = Allowlist::new(Duration::from_secs(1800), 64, million as usize + 1, 5);
+            let list = MemoryAllowlist::new(Duration::from_secs(1800), million as usize + 1, 5);
             for n in 0..million {
                 let at = if n % 2 == 0 {
                     now - Duration::from_secs(3600)
@@ -316,7 +349,7 @@ fn allowlist(filter: &Option<String>) {
             list
         },
         |list| {
-            black_box(list.purge(now));
+            black_box(list.expire_now(now).len());
         },
     );
 }

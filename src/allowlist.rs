@@ -1,722 +1,455 @@
-//! The POP-before-SMTP allowlist: a time-limited, bounded map from client address to the user
-//! who last logged in over POP3 from it.
+//! The POP-before-SMTP allowlist service: the one owner of every change to the allowlist.
 //!
-//! There is no RFC for POP-before-SMTP; this follows the behaviour of the old
-//! pop-before-smtp and DRAC daemons: a successful POP3 login lets the client address relay
-//! for `ttl` after the last such login. Addresses are canonicalized (IPv4-mapped IPv6 becomes
-//! IPv4) and IPv6 clients are grouped by their `/ipv6_prefix` network, since one host often
-//! rotates privacy addresses within its /64.
+//! There is no RFC for POP-before-SMTP; this follows the old pop-before-smtp and DRAC
+//! daemons: a successful POP3 login lets the client address relay for `ttl` after the last
+//! such login. Addresses are canonicalized (IPv4-mapped IPv6 becomes IPv4) and IPv6 clients
+//! are grouped by their `/ipv6_prefix` network, since one host often rotates privacy
+//! addresses within its /64 ([`network_key`]).
 //!
-//! The map is a sharded [`DashMap`]: lookups on the SMTP hot path take a shard read lock only,
-//! so they never wait for one another. The map is bounded by `max_entries`; when it overflows,
-//! a batch of about 1% of the entries that expire soonest is dropped, so inserts at capacity
-//! cost amortized O(1). [`Allowlist::purge`] walks shard by shard, holding each lock only for
-//! that shard's share of the entries.
+//! Four callers change the list, and all of them go through [`Allowlist`]:
+//! - a POP3 login ([`Allowlist::login`]),
+//! - `mailgate allowlist` over the control channel, and the admin HTTP API
+//!   ([`Allowlist::add`], [`Allowlist::remove`], told apart by [`Via`]),
+//! - the housekeeping sweep ([`Allowlist::expire`]).
 //!
-//! Snapshots ([`Allowlist::save`], [`Allowlist::load`]) are JSON, written atomically (temp
-//! file, fsync, rename, directory fsync) so a restart keeps the relay open for recent users.
+//! Input from the admins is validated here once, for both ends: an address or a network no
+//! wider than one entry, a TTL from 1 s to [`MAX_TTL`], a user name without control
+//! characters. Every change records one `allowlist` audit event (the list of events, with
+//! their `mechanism` and `reason`, is in `docs/audit.md`). The entries themselves live behind
+//! [`AllowlistStore`]: in memory today ([`crate::store::memory::MemoryAllowlist`]).
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::net::IpAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry as MapEntry;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 
-use compact_str::CompactString;
+use crate::audit::{Auditor, Class, Event, Kind, Outcome};
+use crate::store::{self, AllowlistStore, Expiry, Put};
 
-use crate::clock::unix_secs;
+pub use crate::store::{Entry, InsertOutcome, MAX_USER_LEN, network_key};
 
-/// Longest TTL accepted by [`Allowlist::insert_with_ttl`]; longer values are clamped.
+/// Longest TTL an admin may give an entry.
 pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
-/// Longest user name stored; longer names are cut (at a character boundary).
-pub const MAX_USER_LEN: usize = 256;
-/// Shards of the map: more shards mean shorter lock holds during a purge.
-const SHARDS: usize = 64;
-/// Snapshot format version.
-const SNAPSHOT_VERSION: u32 = 1;
-/// Upper bound on recent users remembered per address for the shared-address warning.
-const MAX_RECENT_USERS: usize = 32;
 
-/// One allowlisted network and who opened it.
+/// The `mechanism` of the events of logins (and of relays authorized by them).
+pub const LOGIN_MECHANISM: &str = "pop-before-smtp";
+/// The `mechanism` of the events of changes made by an admin (CLI or HTTP API).
+pub const ADMIN_MECHANISM: &str = "admin";
+/// The `mechanism` of the events of entries removed because they expired.
+pub const EXPIRY_MECHANISM: &str = "expiry";
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address (or network) did not parse.
+    #[error("bad address")]
+    BadAddress,
+    /// A network wider than one entry: entries are single IPv4 addresses and IPv6 networks
+    /// of the configured prefix.
+    #[error("bad address: {net} is wider than one entry (/32 for IPv4, /{ipv6_prefix} for IPv6)")]
+    TooWide {
+        /// The network given.
+        net: IpNet,
+        /// The configured IPv6 prefix.
+        ipv6_prefix: u8,
+    },
+    /// The TTL is not a duration from 1 s to [`MAX_TTL`].
+    #[error("bad ttl: seconds from 1 to {max}")]
+    BadTtl {
+        /// The largest TTL accepted, in seconds.
+        max: u64,
+    },
+    /// The user name is empty, longer than [`MAX_USER_LEN`] bytes, or contains control
+    /// characters.
+    #[error("bad user name")]
+    BadUser,
+    /// No entry covers the address.
+    #[error("not found")]
+    NotFound,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// The settings of `[pop_before_smtp]` the service applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The user whose login last refreshed the entry. A name of up to 24 bytes is stored
-    /// inline, so that [`Allowlist::lookup`] on a large list costs one cache miss (the
-    /// entry), not two (the entry, then the name on the heap).
-    pub user: CompactString,
-    /// When the entry was created (kept across refreshes while it stays live).
-    pub inserted_at: SystemTime,
-    /// The first instant at which the entry no longer allows relaying.
-    pub expires_at: SystemTime,
+pub struct Settings {
+    /// Whether POP3 logins open the relay.
+    pub enabled: bool,
+    /// How long a login keeps the address allowed; also an admin's TTL when none is given.
+    pub ttl: Duration,
+    /// IPv6 clients are recorded by this prefix length (at most 128).
+    pub ipv6_prefix: u8,
 }
 
-/// What [`Allowlist::insert`] did, for the caller's log.
+impl Settings {
+    /// The settings of `config`.
+    pub fn from_config(config: &crate::config::PopBeforeSmtp) -> Settings {
+        Settings {
+            enabled: config.enabled,
+            ttl: config.ttl,
+            ipv6_prefix: config.ipv6_prefix.min(128),
+        }
+    }
+}
+
+/// Which admin end a change came through; named as the event's `listener`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InsertOutcome {
-    /// A live entry for the same key existed and was refreshed.
-    pub refreshed: bool,
-    /// Distinct users that allowlisted this key within one TTL, counting this one.
-    pub distinct_users: usize,
-    /// `distinct_users` reached the warning threshold and this insert added a new user to
-    /// the key: the address is probably shared (NAT, proxy) and the caller should warn once.
-    pub shared_warning: bool,
-    /// Entries evicted to stay within `max_entries`.
-    pub evicted: usize,
+pub enum Via {
+    /// The control channel (`mailgate allowlist`).
+    Control,
+    /// The admin HTTP API.
+    Http,
 }
 
-/// The stored value: the public entry plus the users recently seen on the key.
+impl Via {
+    /// The event's `listener`.
+    pub fn listener(self) -> &'static str {
+        match self {
+            Via::Control => "control",
+            Via::Http => "admin",
+        }
+    }
+}
+
+/// A TTL as an admin gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl<'a> {
+    /// None given: the configured `ttl`.
+    Default,
+    /// Whole seconds.
+    Seconds(u64),
+    /// Text: whole seconds (`"3600"`) or a duration (`"30m"`, `"1h 30m"`).
+    Text(&'a str),
+}
+
+/// An entry an admin asks for, as given.
+#[derive(Debug, Clone, Copy)]
+pub struct Addition<'a> {
+    /// An address (`192.0.2.1`, `2001:db8::1`) or a network no wider than one entry
+    /// (`192.0.2.1/32`, `2001:db8:1:2::/64`, as `LIST` shows them).
+    pub address: &'a str,
+    /// How long the entry lives.
+    pub ttl: Ttl<'a>,
+    /// Recorded as the entry's user.
+    pub user: &'a str,
+}
+
+/// The POP3 session a login came from, for its audit event.
 #[derive(Debug, Clone)]
-struct Record {
-    entry: Entry,
-    /// `(user, last login)`, at most `recent_cap` long.
-    recent: Vec<(String, SystemTime)>,
+pub struct Login<'a> {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// The listener role (`pop3`, `pop3s`).
+    pub listener: &'a str,
+    /// The session id.
+    pub session: &'a str,
+    /// TLS version and cipher, if any.
+    pub tls: Option<&'a str>,
+    /// The client hint (see `docs/audit.md`).
+    pub client_name: Option<String>,
 }
 
-/// The POP-before-SMTP allowlist. Share it behind an `Arc`; all methods take `&self`.
-#[derive(Debug)]
+/// The allowlist service. Share it behind an `Arc`; all methods take `&self`.
 pub struct Allowlist {
-    map: DashMap<IpNet, Record>,
-    ttl: Duration,
-    ipv6_prefix: u8,
-    max_entries: usize,
-    shared_warn_users: usize,
-    /// Set while one thread evicts, so concurrent inserts at capacity don't all scan.
-    evicting: AtomicBool,
+    store: Arc<dyn AllowlistStore>,
+    settings: Settings,
+    audit: Auditor,
+}
+
+impl std::fmt::Debug for Allowlist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allowlist")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Allowlist {
-    /// An empty allowlist. `ipv6_prefix` above 128 is treated as 128; `max_entries` below 1 as
-    /// 1; `shared_warn_users` of 0 disables the shared-address warning.
-    pub fn new(
-        ttl: Duration,
-        ipv6_prefix: u8,
-        max_entries: usize,
-        shared_warn_users: usize,
-    ) -> Self {
-        Self {
-            map: DashMap::with_shard_amount(SHARDS),
-            ttl,
-            ipv6_prefix: ipv6_prefix.min(128),
-            max_entries: max_entries.max(1),
-            shared_warn_users,
-            evicting: AtomicBool::new(false),
+    /// The service over `store`, recording its events with `audit`.
+    pub fn new(store: Arc<dyn AllowlistStore>, settings: Settings, audit: Auditor) -> Allowlist {
+        Allowlist {
+            store,
+            settings,
+            audit,
         }
     }
 
-    /// The key `ip` is stored under: canonical, and for IPv6 its `/ipv6_prefix` network.
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The key `ip` is stored under.
     pub fn key(&self, ip: IpAddr) -> IpNet {
-        network_key(ip, self.ipv6_prefix)
+        network_key(ip, self.settings.ipv6_prefix)
     }
 
-    /// Records a successful POP3 login by `user` from `ip` at `now`: the network may relay
-    /// until `now + ttl` (an existing later expiry is kept).
-    pub fn insert(&self, ip: IpAddr, user: &str, now: SystemTime) -> InsertOutcome {
-        self.upsert(ip, user, self.ttl, now, false)
+    /// The key an admin's address or network (as [`Addition::address`]) is stored under.
+    pub fn key_of(&self, address: &str) -> Result<IpNet, Error> {
+        self.target(address).map(|(_, key)| key)
     }
 
-    /// Allowlists `ip` for exactly `ttl` from `now` (clamped to [`MAX_TTL`]), as the admin
-    /// command does; replaces any existing expiry.
-    pub fn insert_with_ttl(
+    /// The live entry covering `ip` at `now`.
+    pub async fn lookup(&self, ip: IpAddr, now: SystemTime) -> Result<Option<Entry>, Error> {
+        Ok(self.store.get(self.key(ip), now).await?)
+    }
+
+    /// As [`Allowlist::lookup`] for the relay decision: a store that fails counts as no
+    /// entry (the relay stays closed), with a warning in the log.
+    pub async fn relay_lookup(&self, ip: IpAddr, now: SystemTime) -> Option<Entry> {
+        match self.lookup(ip, now).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(%ip, "allowlist lookup failed, relay not opened: {e}");
+                None
+            }
+        }
+    }
+
+    /// Records a successful POP3 login by `user` from `from.peer` at `now`: the network may
+    /// relay until `now + ttl` (a later expiry is kept). Audited as `added` or `refreshed`.
+    /// Does nothing (`Ok(None)`) while POP-before-SMTP is disabled.
+    pub async fn login(
         &self,
-        ip: IpAddr,
+        from: &Login<'_>,
         user: &str,
-        ttl: Duration,
         now: SystemTime,
-    ) -> InsertOutcome {
-        self.upsert(ip, user, ttl.min(MAX_TTL), now, true)
+    ) -> Result<Option<InsertOutcome>, Error> {
+        if !self.settings.enabled {
+            return Ok(None);
+        }
+        let user = store::clean_user(user);
+        let ip = crate::canonical_ip(from.peer.ip());
+        let outcome = self
+            .store
+            .put(Put {
+                key: self.key(ip),
+                user: &user,
+                now,
+                ttl: self.settings.ttl,
+                expiry: Expiry::Extend,
+            })
+            .await?;
+        let mut e = event(now, "pop3", LOGIN_MECHANISM, added(&outcome));
+        e.listener = Some(from.listener.to_string());
+        e.session = Some(from.session.to_string());
+        e.client_ip = Some(ip);
+        e.client_port = Some(from.peer.port());
+        e.tls = from.tls.map(str::to_string);
+        e.client_name = from.client_name.clone();
+        e.user = Some(user);
+        self.audit.record(e);
+        if outcome.shared_warning {
+            tracing::warn!(
+                address = %ip,
+                users = outcome.distinct_users,
+                "address allowlisted by many different users within one TTL (NAT or shared host?)"
+            );
+        }
+        warn_evicted(&outcome);
+        Ok(Some(outcome))
     }
 
-    /// The live entry covering `ip`, or `None` if there is none or it has expired.
-    pub fn lookup(&self, ip: IpAddr, now: SystemTime) -> Option<Entry> {
-        let rec = self.map.get(&self.key(ip))?;
-        (rec.entry.expires_at > now).then(|| rec.entry.clone())
+    /// Adds (or refreshes) the entry an admin asks for, with exactly the TTL given, after
+    /// validating it; returns the entry as stored. Audited as `added` or `refreshed`.
+    pub async fn add(
+        &self,
+        add: &Addition<'_>,
+        via: Via,
+        now: SystemTime,
+    ) -> Result<(IpNet, Entry), Error> {
+        let valid = self.validate(add)?;
+        let outcome = self
+            .store
+            .put(Put {
+                key: valid.key,
+                user: add.user,
+                now,
+                ttl: valid.ttl,
+                expiry: Expiry::Exact,
+            })
+            .await?;
+        tracing::info!(
+            ip = %valid.ip,
+            user = add.user,
+            ttl_secs = valid.ttl.as_secs(),
+            via = via.listener(),
+            "allowlist add"
+        );
+        let mut e = admin_event(now, via, valid.ip, added(&outcome));
+        e.user = Some(add.user.to_string());
+        self.audit.record(e);
+        warn_evicted(&outcome);
+        match self.store.get(valid.key, now).await? {
+            Some(entry) => Ok((valid.key, entry)),
+            None => Err(store::Error::Unavailable("the entry was not kept".into()).into()),
+        }
     }
 
-    /// Whether `ip` may relay at `now`. Allocation-free.
-    pub fn is_allowed(&self, ip: IpAddr, now: SystemTime) -> bool {
-        self.map
-            .get(&self.key(ip))
-            .is_some_and(|r| r.entry.expires_at > now)
+    /// Removes the entry covering `address` (an address or a network, as for
+    /// [`Allowlist::add`]); returns it. Audited as `removed`.
+    pub async fn remove(
+        &self,
+        address: &str,
+        via: Via,
+        now: SystemTime,
+    ) -> Result<(IpNet, Entry), Error> {
+        let (ip, key) = self.target(address)?;
+        let Some(entry) = self.store.remove(key).await? else {
+            return Err(Error::NotFound);
+        };
+        tracing::info!(%ip, via = via.listener(), "allowlist remove");
+        let mut e = admin_event(now, via, ip, "removed");
+        e.user = Some(entry.user.to_string());
+        self.audit.record(e);
+        Ok((key, entry))
     }
 
-    /// Removes the entry covering `ip`; whether there was one (live or not).
-    pub fn remove(&self, ip: IpAddr) -> bool {
-        self.map.remove(&self.key(ip)).is_some()
+    /// The entries live at `now`, sorted by network.
+    pub async fn list(&self, now: SystemTime) -> Result<Vec<(IpNet, Entry)>, Error> {
+        Ok(self.store.list(now).await?)
     }
 
-    /// Drops the entries expired at `now`; returns how many. Locks one shard at a time.
-    pub fn purge(&self, now: SystemTime) -> usize {
-        let mut dropped = 0;
-        self.map.retain(|_, r| {
-            let live = r.entry.expires_at > now;
-            dropped += usize::from(!live);
-            live
-        });
-        dropped
+    /// Removes the entries expired at `now`, recording one `expired` event for each; returns
+    /// how many. Walks every entry: the housekeeping runs it off the async workers.
+    pub async fn expire(&self, now: SystemTime) -> Result<usize, Error> {
+        let gone = self.store.expire(now).await?;
+        for (net, entry) in &gone {
+            let mut e = event(now, "control", EXPIRY_MECHANISM, "expired");
+            e.client_ip = Some(net.addr());
+            e.user = Some(entry.user.to_string());
+            self.audit.record(e);
+        }
+        if !gone.is_empty() {
+            tracing::debug!(entries = gone.len(), "allowlist entries expired");
+        }
+        Ok(gone.len())
     }
 
-    /// Entries stored, including expired ones not yet purged.
-    pub fn len(&self) -> usize {
-        self.map.len()
+    /// Makes the live entries survive a restart where the store needs it (the memory
+    /// store's snapshot); returns how many were kept. May do file I/O.
+    pub async fn persist(&self, now: SystemTime) -> Result<usize, Error> {
+        Ok(self.store.persist(now).await?)
+    }
+
+    /// Entries stored, including expired ones not yet swept.
+    pub async fn len(&self) -> Result<usize, Error> {
+        Ok(self.store.len().await?)
     }
 
     /// Whether nothing is stored.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.store.is_empty().await?)
     }
 
-    /// The live entries at `now`, sorted by network, for listing.
-    pub fn entries(&self, now: SystemTime) -> Vec<(IpNet, Entry)> {
-        let mut out: Vec<(IpNet, Entry)> = self
-            .map
-            .iter()
-            .filter(|r| r.entry.expires_at > now)
-            .map(|r| (*r.key(), r.entry.clone()))
-            .collect();
-        out.sort_by_key(|(net, _)| *net);
-        out
+    /// Checks an admin's addition: its address, TTL and user name.
+    fn validate(&self, add: &Addition<'_>) -> Result<Valid, Error> {
+        let (ip, key) = self.target(add.address)?;
+        let ttl = ttl(add.ttl, self.settings.ttl)?;
+        let user = add.user;
+        if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+            return Err(Error::BadUser);
+        }
+        Ok(Valid { ip, key, ttl })
     }
 
-    /// Writes a snapshot of the live entries to `path` atomically ([`crate::durable::replace`]).
-    pub fn save(&self, path: &Path, now: SystemTime) -> io::Result<()> {
-        let snap = Snapshot {
-            version: SNAPSHOT_VERSION,
-            entries: self
-                .entries(now)
-                .into_iter()
-                .map(|(net, e)| SnapshotEntry {
-                    net: net.to_string(),
-                    user: e.user.into(),
-                    inserted_at: unix_secs(e.inserted_at),
-                    expires_at: unix_secs(e.expires_at),
-                })
-                .collect(),
+    /// The address (canonical) and the key of `text`: an address, or a network no wider
+    /// than one entry (a single IPv4 address; IPv6 down to the configured prefix).
+    fn target(&self, text: &str) -> Result<(IpAddr, IpNet), Error> {
+        let text = text.trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            let ip = crate::canonical_ip(ip);
+            return Ok((ip, self.key(ip)));
+        }
+        let net: IpNet = text.parse().map_err(|_| Error::BadAddress)?;
+        let ip = crate::canonical_ip(net.network());
+        // An IPv4-mapped network (`::ffff:192.0.2.1/128`) is its IPv4 address's.
+        let prefix = match (net, ip) {
+            (IpNet::V6(v6), IpAddr::V4(_)) => v6.prefix_len().saturating_sub(96),
+            _ => net.prefix_len(),
         };
-        let bytes = serde_json::to_vec(&snap).map_err(io::Error::other)?;
-        crate::durable::replace(path, &bytes)
-    }
-
-    /// Merges the snapshot at `path` into the list, dropping entries expired at `now` and
-    /// keeping the later expiry where a key is already present. Returns the entries taken.
-    /// A missing file is not an error (returns 0); an unreadable or corrupt one is.
-    pub fn load(&self, path: &Path, now: SystemTime) -> io::Result<usize> {
-        let f = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
+        let narrowest = match ip {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => self.settings.ipv6_prefix,
         };
-        // Bound the read: a snapshot of max_entries entries is far below 1 KiB per entry.
-        let cap = (self.max_entries as u64).saturating_mul(1024).max(1 << 20);
-        let mut bytes = Vec::new();
-        f.take(cap + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > cap {
-            return Err(invalid("snapshot larger than max_entries allows"));
-        }
-        let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| invalid(&e.to_string()))?;
-        if snap.version != SNAPSHOT_VERSION {
-            return Err(invalid(&format!(
-                "unknown snapshot version {}",
-                snap.version
-            )));
-        }
-        let mut taken = 0;
-        for s in snap.entries {
-            let net: IpNet = s
-                .net
-                .parse()
-                .map_err(|_| invalid("bad network in snapshot"))?;
-            let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.expires_at);
-            if expires_at <= now {
-                continue;
-            }
-            // Re-key under the current prefix, in case the configuration changed.
-            let key = self.key(net.addr());
-            let user = clean_user(&s.user);
-            let inserted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.inserted_at);
-            let rec = Record {
-                entry: Entry {
-                    user: CompactString::from(user.as_str()),
-                    inserted_at,
-                    expires_at,
-                },
-                recent: vec![(user, inserted_at)],
-            };
-            match self.map.entry(key) {
-                MapEntry::Occupied(mut old) => {
-                    if old.get().entry.expires_at < expires_at {
-                        old.insert(rec);
-                    }
-                }
-                MapEntry::Vacant(slot) => {
-                    slot.insert(rec);
-                }
-            }
-            taken += 1;
-        }
-        self.evict_if_full(None);
-        Ok(taken)
-    }
-
-    fn upsert(
-        &self,
-        ip: IpAddr,
-        user: &str,
-        ttl: Duration,
-        now: SystemTime,
-        exact: bool,
-    ) -> InsertOutcome {
-        let key = self.key(ip);
-        let user = clean_user(user);
-        // Falling back to `now` on overflow only makes the entry expire early: the safe side.
-        let expires_at = now.checked_add(ttl).unwrap_or(now);
-        // Users seen within one TTL (the configured one: it defines "recent") count.
-        let recent_since = now.checked_sub(self.ttl).unwrap_or(SystemTime::UNIX_EPOCH);
-        let recent_cap = self.shared_warn_users.clamp(1, MAX_RECENT_USERS);
-        let mut refreshed = false;
-        let mut added_user = true;
-        let mut distinct_users = 1;
-        self.map
-            .entry(key)
-            .and_modify(|rec| {
-                let live = rec.entry.expires_at > now;
-                refreshed = live;
-                if !live {
-                    rec.entry.inserted_at = now;
-                }
-                rec.entry.expires_at = if exact || !live {
-                    expires_at
-                } else {
-                    rec.entry.expires_at.max(expires_at)
-                };
-                rec.entry.user = CompactString::from(user.as_str());
-                rec.recent.retain(|(_, seen)| *seen > recent_since);
-                match rec.recent.iter_mut().find(|(u, _)| *u == user) {
-                    Some(slot) => {
-                        slot.1 = now;
-                        added_user = false;
-                    }
-                    None => {
-                        if rec.recent.len() >= recent_cap {
-                            // Forget the user seen longest ago.
-                            if let Some(i) = (0..rec.recent.len()).min_by_key(|&i| rec.recent[i].1)
-                            {
-                                rec.recent.swap_remove(i);
-                            }
-                        }
-                        rec.recent.push((user.clone(), now));
-                    }
-                }
-                distinct_users = rec.recent.len();
-            })
-            .or_insert_with(|| Record {
-                entry: Entry {
-                    user: CompactString::from(user.as_str()),
-                    inserted_at: now,
-                    expires_at,
-                },
-                recent: vec![(user.clone(), now)],
+        if prefix < narrowest {
+            return Err(Error::TooWide {
+                net,
+                ipv6_prefix: self.settings.ipv6_prefix,
             });
-        let shared_warning =
-            self.shared_warn_users > 0 && added_user && distinct_users >= self.shared_warn_users;
-        let evicted = self.evict_if_full(Some(key));
-        InsertOutcome {
-            refreshed,
-            distinct_users,
-            shared_warning,
-            evicted,
         }
+        Ok((ip, self.key(ip)))
     }
+}
 
-    /// When over `max_entries`, drops the soonest-expiring entries down to about 99% of the
-    /// bound (never `keep`), so the O(n) scan runs once per ~1% of `max_entries` inserts.
-    fn evict_if_full(&self, keep: Option<IpNet>) -> usize {
-        if self.map.len() <= self.max_entries {
-            return 0;
-        }
-        if self.evicting.swap(true, Ordering::Acquire) {
-            return 0; // another thread is at it
-        }
-        let batch = (self.max_entries / 100).max(1);
-        let target = self.max_entries.saturating_sub(batch).max(1);
-        let mut candidates: Vec<(SystemTime, SystemTime, IpNet)> = self
-            .map
-            .iter()
-            .filter(|r| Some(*r.key()) != keep)
-            .map(|r| (r.entry.expires_at, r.entry.inserted_at, *r.key()))
-            .collect();
-        let excess = self.map.len().saturating_sub(target).min(candidates.len());
-        let mut evicted = 0;
-        if excess > 0 {
-            candidates.select_nth_unstable(excess - 1);
-            for (expires_at, _, key) in &candidates[..excess] {
-                // Skip entries refreshed since the scan.
-                if self
-                    .map
-                    .remove_if(key, |_, r| r.entry.expires_at == *expires_at)
-                    .is_some()
-                {
-                    evicted += 1;
-                }
+/// A validated admin addition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Valid {
+    /// The address to record in the event (canonical; a network's first address).
+    ip: IpAddr,
+    key: IpNet,
+    ttl: Duration,
+}
+
+/// The TTL `given` means: 1 s to [`MAX_TTL`], `default` when none is given.
+fn ttl(given: Ttl<'_>, default: Duration) -> Result<Duration, Error> {
+    let max = MAX_TTL.as_secs();
+    let ttl = match given {
+        Ttl::Default => default,
+        Ttl::Seconds(s) => Duration::from_secs(s),
+        Ttl::Text(text) => {
+            let text = text.trim();
+            match text.parse::<u64>() {
+                Ok(s) => Duration::from_secs(s),
+                Err(_) => humantime::parse_duration(text).map_err(|_| Error::BadTtl { max })?,
             }
         }
-        self.evicting.store(false, Ordering::Release);
-        evicted
+    };
+    if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+        return Err(Error::BadTtl { max });
+    }
+    Ok(ttl)
+}
+
+/// The `reason` of a put.
+fn added(outcome: &InsertOutcome) -> &'static str {
+    if outcome.refreshed {
+        "refreshed"
+    } else {
+        "added"
     }
 }
 
-/// The key for `ip`: canonical, with IPv6 truncated to its `/ipv6_prefix` network.
-pub fn network_key(ip: IpAddr, ipv6_prefix: u8) -> IpNet {
-    match crate::canonical_ip(ip) {
-        IpAddr::V4(v4) => IpNet::V4(ipnet::Ipv4Net::from(v4)),
-        IpAddr::V6(v6) => {
-            // The prefix is at most 128, so construction cannot fail; fall back to the host.
-            let net = ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128))
-                .unwrap_or_else(|_| ipnet::Ipv6Net::from(v6));
-            IpNet::V6(net.trunc())
-        }
+/// An `allowlist` event: successful, class `insecure` (an address that may relay).
+fn event(now: SystemTime, protocol: &str, mechanism: &str, reason: &str) -> Event {
+    let time = crate::audit::event::rfc3339(now);
+    let mut e = Event::new(Kind::Allowlist, protocol, time, Outcome::Success);
+    e.mechanism = Some(mechanism.to_string());
+    e.class = Some(Class::Insecure);
+    e.reason = Some(reason.to_string());
+    e
+}
+
+/// The event of an admin's change: protocol `control`, listener `control` or `admin`, the
+/// address the admin named.
+fn admin_event(now: SystemTime, via: Via, ip: IpAddr, reason: &str) -> Event {
+    let mut e = event(now, "control", ADMIN_MECHANISM, reason);
+    e.listener = Some(via.listener().to_string());
+    e.client_ip = Some(ip);
+    e
+}
+
+fn warn_evicted(outcome: &InsertOutcome) {
+    if outcome.evicted > 0 {
+        tracing::warn!(
+            evicted = outcome.evicted,
+            "allowlist full (max_entries): the entries expiring soonest were dropped"
+        );
     }
-}
-
-/// Bounds a user name and strips control characters so it is safe to list and log.
-fn clean_user(user: &str) -> String {
-    let mut out = String::with_capacity(user.len().min(MAX_USER_LEN));
-    for c in user.chars().filter(|c| !c.is_control()) {
-        if out.len() + c.len_utf8() > MAX_USER_LEN {
-            break;
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn invalid(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
-}
-
-/// The on-disk snapshot.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Snapshot {
-    version: u32,
-    entries: Vec<SnapshotEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapshotEntry {
-    net: String,
-    user: String,
-    inserted_at: u64,
-    expires_at: u64,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-
-    const TTL: Duration = Duration::from_secs(1800);
-
-    fn t(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn list() -> Allowlist {
-        Allowlist::new(TTL, 64, 1000, 3)
-    }
-
-    #[test]
-    fn expiry_at_ttl_boundary() {
-        let a = list();
-        let out = a.insert(ip("192.0.2.7"), "alice", t(0));
-        assert!(!out.refreshed);
-        // (offset from login, allowed?)
-        let cases = [
-            (0, true),
-            (1, true),
-            (1799, true),
-            (1800, false),
-            (1801, false),
-        ];
-        for (at, want) in cases {
-            assert_eq!(a.is_allowed(ip("192.0.2.7"), t(at)), want, "at +{at}s");
-            assert_eq!(
-                a.lookup(ip("192.0.2.7"), t(at)).is_some(),
-                want,
-                "lookup at +{at}s"
-            );
-        }
-        let e = a.lookup(ip("192.0.2.7"), t(5)).unwrap();
-        assert_eq!(
-            e,
-            Entry {
-                user: "alice".into(),
-                inserted_at: t(0),
-                expires_at: t(1800)
-            }
-        );
-        assert!(!a.is_allowed(ip("192.0.2.8"), t(0)));
-    }
-
-    #[test]
-    fn refresh_extends_and_keeps_inserted_at() {
-        let a = list();
-        a.insert(ip("192.0.2.7"), "alice", t(0));
-        let out = a.insert(ip("192.0.2.7"), "alice", t(1000));
-        assert!(out.refreshed);
-        let e = a.lookup(ip("192.0.2.7"), t(2500)).unwrap();
-        assert_eq!((e.inserted_at, e.expires_at), (t(0), t(2800)));
-        assert!(!a.is_allowed(ip("192.0.2.7"), t(2800)));
-        // After expiry, a new login starts a new entry.
-        let out = a.insert(ip("192.0.2.7"), "bob", t(5000));
-        assert!(!out.refreshed);
-        let e = a.lookup(ip("192.0.2.7"), t(5000)).unwrap();
-        assert_eq!((e.user.as_str(), e.inserted_at), ("bob", t(5000)));
-    }
-
-    #[test]
-    fn admin_ttl_is_exact_and_login_keeps_later_expiry() {
-        let a = list();
-        a.insert_with_ttl(ip("192.0.2.9"), "admin", Duration::from_secs(86400), t(0));
-        // A login does not shorten the admin's day.
-        a.insert(ip("192.0.2.9"), "alice", t(10));
-        assert_eq!(
-            a.lookup(ip("192.0.2.9"), t(10)).unwrap().expires_at,
-            t(86400)
-        );
-        // The admin command sets the expiry exactly, shorter too.
-        a.insert_with_ttl(ip("192.0.2.9"), "admin", Duration::from_secs(60), t(20));
-        assert!(!a.is_allowed(ip("192.0.2.9"), t(80)));
-        // Absurd TTLs are clamped.
-        a.insert_with_ttl(ip("192.0.2.10"), "admin", Duration::MAX, t(0));
-        assert_eq!(
-            a.lookup(ip("192.0.2.10"), t(0)).unwrap().expires_at,
-            t(0) + MAX_TTL
-        );
-    }
-
-    #[test]
-    fn ipv6_grouped_by_prefix() {
-        let a = list();
-        a.insert(ip("2001:db8:1:2::10"), "alice", t(0));
-        // (address, allowed?)
-        let cases = [
-            ("2001:db8:1:2::10", true),
-            ("2001:db8:1:2:ffff:ffff:ffff:ffff", true),
-            ("2001:db8:1:3::10", false),
-            ("2001:db8:1::10", false),
-        ];
-        for (addr, want) in cases {
-            assert_eq!(a.is_allowed(ip(addr), t(1)), want, "{addr}");
-        }
-        assert_eq!(a.len(), 1);
-        let listed = a.entries(t(1));
-        assert_eq!(listed[0].0, "2001:db8:1:2::/64".parse::<IpNet>().unwrap());
-        // A second address in the same /64 refreshes the same entry.
-        assert!(a.insert(ip("2001:db8:1:2::99"), "alice", t(5)).refreshed);
-        assert_eq!(a.len(), 1);
-        assert!(a.remove(ip("2001:db8:1:2::abcd")));
-        assert!(!a.remove(ip("2001:db8:1:2::abcd")));
-    }
-
-    #[test]
-    fn v4_mapped_is_canonicalized() {
-        let a = list();
-        a.insert(ip("::ffff:192.0.2.1"), "alice", t(0));
-        assert!(a.is_allowed(ip("192.0.2.1"), t(1)));
-        a.insert(ip("198.51.100.4"), "bob", t(0));
-        assert!(a.is_allowed(ip("::ffff:198.51.100.4"), t(1)));
-        assert_eq!(
-            a.key(ip("::ffff:192.0.2.1")),
-            "192.0.2.1/32".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(a.len(), 2);
-    }
-
-    #[test]
-    fn eviction_at_capacity_keeps_latest() {
-        let a = Allowlist::new(TTL, 64, 200, 0);
-        for i in 0..200u64 {
-            let addr = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
-            assert_eq!(a.insert(addr, "u", t(i)).evicted, 0);
-        }
-        assert_eq!(a.len(), 200);
-        let out = a.insert(ip("192.0.2.200"), "new", t(500));
-        // Batch is 1% of 200 = 2: from 201 down to 198.
-        assert_eq!(out.evicted, 3);
-        assert_eq!(a.len(), 198);
-        assert!(a.is_allowed(ip("192.0.2.200"), t(500)));
-        // The soonest-expiring (oldest) went; the rest stayed.
-        for i in 0..3 {
-            assert!(
-                !a.is_allowed(IpAddr::from([10, 0, 0, i]), t(500)),
-                "10.0.0.{i}"
-            );
-        }
-        assert!(a.is_allowed(ip("10.0.0.3"), t(500)));
-        assert!(a.is_allowed(ip("10.0.0.199"), t(500)));
-        // Another insert fits without a scan.
-        assert_eq!(a.insert(ip("192.0.2.201"), "new", t(501)).evicted, 0);
-    }
-
-    #[test]
-    fn eviction_with_equal_expiry_never_drops_the_new_key() {
-        let a = Allowlist::new(TTL, 64, 1, 0);
-        a.insert(ip("192.0.2.1"), "a", t(0));
-        a.insert(ip("192.0.2.2"), "b", t(0));
-        assert_eq!(a.len(), 1);
-        assert!(a.is_allowed(ip("192.0.2.2"), t(0)));
-    }
-
-    #[test]
-    fn shared_address_warning() {
-        let a = list(); // warn at 3 distinct users
-        let addr = ip("203.0.113.5");
-        // (user, at, distinct users, warning?)
-        let steps = [
-            ("alice", 0, 1, false),
-            ("bob", 10, 2, false),
-            ("alice", 20, 2, false),
-            ("carol", 30, 3, true),
-            ("carol", 40, 3, false),
-            ("alice", 50, 3, false),
-            ("dave", 60, 3, true), // bounded list: bob, seen longest ago, is forgotten
-            // Beyond one TTL after everyone's last login, only the new user counts.
-            ("erin", 60 + 1800, 1, false),
-        ];
-        for (user, at, n, warn) in steps {
-            let out = a.insert(addr, user, t(at));
-            assert_eq!(
-                (out.distinct_users, out.shared_warning),
-                (n, warn),
-                "{user} at {at}"
-            );
-        }
-        assert_eq!(a.lookup(addr, t(1900)).unwrap().user, "erin");
-        // Zero disables the warning.
-        let quiet = Allowlist::new(TTL, 64, 10, 0);
-        for u in ["a", "b", "c", "d"] {
-            assert!(!quiet.insert(addr, u, t(0)).shared_warning);
-        }
-    }
-
-    #[test]
-    fn purge_drops_expired_only() {
-        let a = list();
-        a.insert(ip("192.0.2.1"), "a", t(0));
-        a.insert(ip("192.0.2.2"), "b", t(100));
-        a.insert(ip("2001:db8::1"), "c", t(200));
-        assert_eq!(a.purge(t(1800)), 1);
-        assert_eq!(a.purge(t(1800)), 0);
-        assert_eq!(a.len(), 2);
-        assert_eq!(a.entries(t(1899)).len(), 2);
-        assert_eq!(a.entries(t(1950)).len(), 1);
-        assert_eq!(a.purge(t(10_000)), 2);
-        assert!(a.is_empty());
-    }
-
-    #[test]
-    fn user_names_are_bounded_and_cleaned() {
-        let a = list();
-        let long = "x".repeat(1000);
-        a.insert(ip("192.0.2.1"), &long, t(0));
-        a.insert(ip("192.0.2.2"), "ev\nil\u{7}", t(0));
-        assert_eq!(
-            a.lookup(ip("192.0.2.1"), t(0)).unwrap().user.len(),
-            MAX_USER_LEN
-        );
-        assert_eq!(a.lookup(ip("192.0.2.2"), t(0)).unwrap().user, "evil");
-    }
-
-    #[test]
-    fn snapshot_round_trip_drops_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("allowlist.json");
-        let a = list();
-        a.insert(ip("192.0.2.1"), "alice", t(0));
-        a.insert(ip("2001:db8:5:6::7"), "bob", t(1000));
-        a.insert_with_ttl(ip("198.51.100.1"), "admin", Duration::from_secs(10), t(0));
-        a.save(&path, t(5)).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        assert_eq!(names.len(), 1, "temporary file left behind");
-
-        let b = list();
-        // At t(1900) alice's entry has expired and the admin's too (live at save time only);
-        // bob's is live.
-        assert_eq!(b.load(&path, t(1900)).unwrap(), 1);
-        assert_eq!(b.entries(t(1900)), a.entries(t(1900)));
-        assert!(b.is_allowed(ip("2001:db8:5:6::1"), t(1900)));
-        assert!(!b.is_allowed(ip("192.0.2.1"), t(1900)));
-        // Loaded before alice's expiry, her entry comes back.
-        assert_eq!(list().load(&path, t(1500)).unwrap(), 2);
-
-        // Merge keeps the later expiry.
-        let c = list();
-        c.insert(ip("2001:db8:5:6::7"), "carol", t(2000));
-        assert_eq!(c.load(&path, t(1900)).unwrap(), 1);
-        assert_eq!(
-            c.lookup(ip("2001:db8:5:6::7"), t(2000)).unwrap().user,
-            "carol"
-        );
-    }
-
-    #[test]
-    fn snapshot_missing_is_empty_corrupt_is_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = list();
-        assert_eq!(a.load(&dir.path().join("none.json"), t(0)).unwrap(), 0);
-        // (file content, why it is rejected)
-        let bad = [
-            ("{not json", "syntax"),
-            (r#"{"version":9,"entries":[]}"#, "version"),
-            (
-                r#"{"version":1,"entries":[
-                    {"net":"x","user":"a","inserted_at":0,"expires_at":9999999999}]}"#,
-                "net",
-            ),
-            (r#"{"version":1,"entries":[],"extra":1}"#, "unknown field"),
-        ];
-        for (text, why) in bad {
-            let p = dir.path().join("bad.json");
-            fs::write(&p, text).unwrap();
-            let err = a.load(&p, t(0)).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{why}");
-        }
-        assert!(a.is_empty());
-    }
-
-    #[test]
-    #[ignore = "large: run with --ignored"]
-    fn million_inserts_and_lookups() {
-        let n = 1_000_000u32;
-        let a = Allowlist::new(TTL, 64, n as usize, 3);
-        for i in 0..n {
-            a.insert(
-                IpAddr::V4((0x0a00_0000 + i).into()),
-                "u",
-                t(u64::from(i % 60)),
-            );
-        }
-        assert_eq!(a.len(), n as usize);
-        for i in 0..n {
-            assert!(a.is_allowed(IpAddr::V4((0x0a00_0000 + i).into()), t(100)));
-        }
-        // One more evicts a batch of the soonest-expiring.
-        assert!(a.insert(ip("192.0.2.1"), "u", t(100)).evicted >= 10_000);
-        let len = a.len();
-        assert_eq!(a.purge(t(10_000)), len);
-    }
-}
+#[path = "allowlist_tests.rs"]
+mod tests;

@@ -32,14 +32,20 @@ async fn housekeeping(shared: Arc<Gateway>, shutdown: CancellationToken) {
     while next_tick(&mut tick, &shutdown).await {
         let now = shared.clock.now();
         let allowlist = shared.allowlist.clone();
-        // A sweep walks every shard; keep it off the runtime's worker threads.
-        let _ = tokio::task::spawn_blocking(move || allowlist.purge(now)).await;
+        // A sweep walks every entry (and audits each expired one); keep it off the runtime's
+        // worker threads.
+        let runtime = tokio::runtime::Handle::current();
+        let swept = tokio::task::spawn_blocking(move || runtime.block_on(allowlist.expire(now)));
+        if let Ok(Err(e)) = swept.await {
+            tracing::warn!("allowlist expiry failed: {e}");
+        }
         shared.throttle.purge(now);
         rounds += 1;
         if rounds.is_multiple_of(10) {
             let shared = shared.clone();
+            let runtime = tokio::runtime::Handle::current();
             let _ = tokio::task::spawn_blocking(move || {
-                save_allowlist(&shared);
+                runtime.block_on(save_allowlist(&shared));
                 save_notices(&shared);
             })
             .await;
@@ -148,13 +154,15 @@ pub(crate) fn save_notices(shared: &Gateway) {
     }
 }
 
-pub(crate) fn save_allowlist(shared: &Gateway) {
+/// Saves the allowlist where its store needs it (the memory store's snapshot file). The file
+/// is written inside the call: run it off the async workers, or at shutdown.
+pub(crate) async fn save_allowlist(shared: &Gateway) {
     let pbs = &shared.config.pop_before_smtp;
     if !pbs.enabled {
         return;
     }
-    match shared.allowlist.save(&pbs.snapshot, shared.clock.now()) {
-        Ok(()) => tracing::debug!(file = %pbs.snapshot.display(), "allowlist saved"),
-        Err(e) => tracing::warn!(file = %pbs.snapshot.display(), "cannot save allowlist: {e}"),
+    match shared.allowlist.persist(shared.clock.now()).await {
+        Ok(n) => tracing::debug!(entries = n, file = %pbs.snapshot.display(), "allowlist saved"),
+        Err(e) => tracing::warn!("cannot save allowlist: {e}"),
     }
 }

@@ -11,20 +11,25 @@
 //!
 //! Every failure is a single `ERR <reason>` line. Verbs are case-insensitive; lines end in LF
 //! or CRLF and carry at most [`MAX_LINE`] bytes; a request must arrive within
-//! [`READ_TIMEOUT`]. Peers that are not loopback addresses are dropped unanswered.
+//! [`READ_TIMEOUT`]. Peers that are not loopback addresses are dropped unanswered. An `<ip>`
+//! may also be a network as `LIST` shows it (`2001:db8:1:2::/64`). The arguments are checked,
+//! carried out and audited by the allowlist service ([`crate::allowlist`]), the same code the
+//! admin HTTP API goes through.
 //!
 //! Loopback alone is no login (every local user can open a loopback connection, and adding an
 //! address to the allowlist lets it relay), so the gateway writes a fresh random key to
 //! `<state_dir>/control.key` (mode 0600) at each start, and a request must carry it: only who
 //! can read the gateway's state folder (its own user, root) can change the allowlist. The key
-//! is compared in constant time. The parsing and answering ([`parse_request`], [`respond`])
-//! are plain functions; [`serve`] and [`request`] are the tokio ends.
+//! is compared in constant time. The parsing and the answers ([`parse_request`],
+//! [`render_list`], [`render_error`]) are plain functions, [`respond`] the thin step between
+//! them and the service; [`serve`] and [`request`] are the tokio ends.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::allowlist::{self, Allowlist};
+use crate::allowlist::{Addition, Allowlist, Entry, Ttl, Via};
 use crate::clock::{Clock, unix_secs};
 
 /// The key file's name in the state folder.
@@ -113,18 +118,6 @@ pub enum Error {
     /// Wrong number of arguments for the verb.
     #[error("usage: {0}")]
     Usage(&'static str),
-    /// The address did not parse.
-    #[error("bad address")]
-    BadAddress,
-    /// The TTL is not a whole number of seconds between 1 and the maximum.
-    #[error("bad ttl: seconds from 1 to {max}")]
-    BadTtl {
-        /// The largest TTL accepted, in seconds.
-        max: u64,
-    },
-    /// The user name is longer than allowed or contains control characters.
-    #[error("bad user name")]
-    BadUser,
     /// The server answered `ERR <reason>`.
     #[error("server: {0}")]
     Server(String),
@@ -133,24 +126,25 @@ pub enum Error {
     BadResponse(String),
 }
 
-/// A parsed request.
+/// A parsed request. Its arguments are checked by the allowlist service
+/// ([`crate::allowlist::Allowlist::add`]), as the HTTP API's are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// List the live entries.
     List,
-    /// Allowlist `ip` for `ttl` in the name of `user`.
+    /// Allowlist `address` for `ttl` in the name of `user`.
     Add {
-        /// Client address (IPv6 is stored by its configured prefix).
-        ip: IpAddr,
-        /// How long the entry lives.
-        ttl: Duration,
+        /// An address, or a network as `LIST` shows it.
+        address: String,
+        /// Seconds (or a duration such as `30m`).
+        ttl: String,
         /// Recorded as the entry's user.
         user: String,
     },
-    /// Remove the entry covering `ip`.
+    /// Remove the entry covering `address`.
     Remove {
-        /// Client address.
-        ip: IpAddr,
+        /// An address, or a network as `LIST` shows it.
+        address: String,
     },
 }
 
@@ -167,7 +161,20 @@ pub struct ListedEntry {
     pub expires_at: u64,
 }
 
-/// Parses one request line (line ending already removed).
+impl ListedEntry {
+    /// The listing of `entry` on `net` (as the HTTP API shows it too).
+    pub fn new(net: IpNet, entry: &Entry) -> ListedEntry {
+        ListedEntry {
+            net: net.to_string(),
+            user: entry.user.to_string(),
+            inserted_at: unix_secs(entry.inserted_at),
+            expires_at: unix_secs(entry.expires_at),
+        }
+    }
+}
+
+/// Parses one request line (line ending already removed): the verb and the number of
+/// arguments; what the arguments mean is the service's to check.
 pub fn parse_request(line: &str) -> Result<Request, Error> {
     let mut words = line.split_ascii_whitespace();
     let verb = words.next().ok_or(Error::Empty)?;
@@ -179,73 +186,78 @@ pub fn parse_request(line: &str) -> Result<Request, Error> {
         };
     }
     if verb.eq_ignore_ascii_case("ADD") {
-        let [ip, ttl, user] = args[..] else {
+        let [address, ttl, user] = args[..] else {
             return Err(Error::Usage("ADD <ip> <ttl-secs> <user>"));
         };
-        let ip: IpAddr = ip.parse().map_err(|_| Error::BadAddress)?;
-        let max = allowlist::MAX_TTL.as_secs();
-        let ttl = match ttl.parse::<u64>() {
-            Ok(s) if (1..=max).contains(&s) => Duration::from_secs(s),
-            _ => return Err(Error::BadTtl { max }),
-        };
-        if user.len() > allowlist::MAX_USER_LEN || user.chars().any(char::is_control) {
-            return Err(Error::BadUser);
-        }
         return Ok(Request::Add {
-            ip,
-            ttl,
+            address: address.to_owned(),
+            ttl: ttl.to_owned(),
             user: user.to_owned(),
         });
     }
     if verb.eq_ignore_ascii_case("REMOVE") {
-        let [ip] = args[..] else {
+        let [address] = args[..] else {
             return Err(Error::Usage("REMOVE <ip>"));
         };
-        let ip: IpAddr = ip.parse().map_err(|_| Error::BadAddress)?;
-        return Ok(Request::Remove { ip });
+        return Ok(Request::Remove {
+            address: address.to_owned(),
+        });
     }
     Err(Error::UnknownCommand)
 }
 
-/// Carries out `line` against `allowlist` at `now` and returns the full response text.
-pub fn respond(allowlist: &Allowlist, line: &str, now: SystemTime) -> String {
+/// Carries out `line` through the allowlist service at `now` and returns the full response
+/// text: the thin end between [`parse_request`] and the `render_*` functions.
+pub async fn respond(allowlist: &Allowlist, line: &str, now: SystemTime) -> String {
     let req = match parse_request(line) {
         Ok(r) => r,
-        Err(e) => return format!("ERR {e}\n"),
+        Err(e) => return render_error(&e),
     };
-    match req {
+    let done = match req {
         Request::List => {
-            let mut out = String::new();
-            for (net, e) in allowlist.entries(now) {
-                let listed = ListedEntry {
-                    net: net.to_string(),
-                    user: e.user.into(),
-                    inserted_at: unix_secs(e.inserted_at),
-                    expires_at: unix_secs(e.expires_at),
-                };
-                // Serializing a struct of strings and integers cannot fail.
-                if let Ok(json) = serde_json::to_string(&listed) {
-                    out.push_str(&json);
-                    out.push('\n');
-                }
-            }
-            out.push_str("OK\n");
-            out
+            return match allowlist.list(now).await {
+                Ok(entries) => render_list(&entries),
+                Err(e) => render_error(&e),
+            };
         }
-        Request::Add { ip, ttl, user } => {
-            allowlist.insert_with_ttl(ip, &user, ttl, now);
-            tracing::info!(%ip, user, ttl_secs = ttl.as_secs(), "control: allowlist add");
-            "OK\n".to_owned()
+        Request::Add { address, ttl, user } => {
+            let add = Addition {
+                address: &address,
+                ttl: Ttl::Text(&ttl),
+                user: &user,
+            };
+            allowlist.add(&add, Via::Control, now).await.map(drop)
         }
-        Request::Remove { ip } => {
-            if allowlist.remove(ip) {
-                tracing::info!(%ip, "control: allowlist remove");
-                "OK\n".to_owned()
-            } else {
-                "ERR not found\n".to_owned()
-            }
+        Request::Remove { address } => allowlist
+            .remove(&address, Via::Control, now)
+            .await
+            .map(drop),
+    };
+    match done {
+        Ok(()) => "OK\n".to_owned(),
+        Err(e) => render_error(&e),
+    }
+}
+
+/// The answer to `LIST`: one JSON object per entry and line, then `OK`.
+pub fn render_list(entries: &[(IpNet, Entry)]) -> String {
+    let mut out = String::new();
+    for (net, e) in entries {
+        // Serializing a struct of strings and integers cannot fail.
+        if let Ok(json) = serde_json::to_string(&ListedEntry::new(*net, e)) {
+            out.push_str(&json);
+            out.push('\n');
         }
     }
+    out.push_str("OK\n");
+    out
+}
+
+/// A refusal: `ERR <reason>` on one line.
+pub fn render_error(e: &dyn std::fmt::Display) -> String {
+    // A reason is one line: anything after a line break would be read as another answer.
+    let reason = e.to_string().replace(['\r', '\n'], " ");
+    format!("ERR {reason}\n")
 }
 
 /// Reads a response: `Ok(lines before the final OK)`, or the server's `ERR` as an error.
@@ -393,7 +405,7 @@ async fn handle_conn(
         Ok(Ok(Ok((given, line)))) => {
             let given = given.strip_prefix("KEY ").unwrap_or("");
             if key.matches(given) {
-                respond(&allowlist, &line, clock.now())
+                respond(&allowlist, &line, clock.now()).await
             } else {
                 tracing::warn!("control: request without the right key refused");
                 "ERR not authorized: send the key from the state folder's control.key\n".to_owned()
@@ -419,310 +431,5 @@ async fn handle_conn(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-
-    fn t(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn parse_requests() {
-        let max = allowlist::MAX_TTL.as_secs();
-        let add = |a: &str, s: u64, u: &str| Request::Add {
-            ip: ip(a),
-            ttl: Duration::from_secs(s),
-            user: u.into(),
-        };
-        let cases: Vec<(&str, Result<Request, Error>)> = vec![
-            ("LIST", Ok(Request::List)),
-            ("  list  ", Ok(Request::List)),
-            ("LIST x", Err(Error::Usage("LIST"))),
-            ("ADD 192.0.2.1 60 alice", Ok(add("192.0.2.1", 60, "alice"))),
-            (
-                "add 2001:db8::1 3600 bob@example.org",
-                Ok(add("2001:db8::1", 3600, "bob@example.org")),
-            ),
-            (
-                "ADD 192.0.2.1 60",
-                Err(Error::Usage("ADD <ip> <ttl-secs> <user>")),
-            ),
-            (
-                "ADD 192.0.2.1 60 a b",
-                Err(Error::Usage("ADD <ip> <ttl-secs> <user>")),
-            ),
-            ("ADD 192.0.2.300 60 a", Err(Error::BadAddress)),
-            ("ADD 192.0.2.0/24 60 a", Err(Error::BadAddress)),
-            ("ADD 192.0.2.1 0 a", Err(Error::BadTtl { max })),
-            ("ADD 192.0.2.1 -5 a", Err(Error::BadTtl { max })),
-            ("ADD 192.0.2.1 1h a", Err(Error::BadTtl { max })),
-            ("ADD 192.0.2.1 99999999999 a", Err(Error::BadTtl { max })),
-            ("ADD 192.0.2.1 60 a\u{1}b", Err(Error::BadUser)),
-            (
-                "REMOVE ::ffff:192.0.2.1",
-                Ok(Request::Remove {
-                    ip: ip("::ffff:192.0.2.1"),
-                }),
-            ),
-            ("REMOVE", Err(Error::Usage("REMOVE <ip>"))),
-            ("", Err(Error::Empty)),
-            ("   ", Err(Error::Empty)),
-            ("FLUSH", Err(Error::UnknownCommand)),
-        ];
-        for (line, want) in cases {
-            assert_eq!(parse_request(line), want, "{line:?}");
-        }
-        let long_user = format!(
-            "ADD 192.0.2.1 60 {}",
-            "u".repeat(allowlist::MAX_USER_LEN + 1)
-        );
-        assert_eq!(parse_request(&long_user), Err(Error::BadUser));
-    }
-
-    #[test]
-    fn loopback_peers_only() {
-        // (peer, allowed?)
-        let cases = [
-            ("127.0.0.1:5000", true),
-            ("127.8.9.10:5000", true),
-            ("[::1]:5000", true),
-            ("[::ffff:127.0.0.1]:5000", true),
-            ("192.0.2.1:5000", false),
-            ("[2001:db8::1]:5000", false),
-            ("[::ffff:192.0.2.1]:5000", false),
-            ("0.0.0.0:5000", false),
-        ];
-        for (peer, want) in cases {
-            assert_eq!(peer_allowed(peer.parse().unwrap()), want, "{peer}");
-        }
-    }
-
-    #[test]
-    fn parse_responses() {
-        assert_eq!(parse_response("OK\n"), Ok(vec![]));
-        assert_eq!(parse_response("a\nb\nOK\n"), Ok(vec!["a", "b"]));
-        assert_eq!(
-            parse_response("ERR not found\n"),
-            Err(Error::Server("not found".into()))
-        );
-        assert!(matches!(parse_response(""), Err(Error::BadResponse(_))));
-        assert!(matches!(parse_response("{}\n"), Err(Error::BadResponse(_))));
-        assert!(matches!(parse_list("{}\nOK\n"), Err(Error::BadResponse(_))));
-    }
-
-    struct Running {
-        addr: SocketAddr,
-        list: Arc<Allowlist>,
-        clock: Arc<ManualClock>,
-        key: Key,
-        shutdown: CancellationToken,
-        server: tokio::task::JoinHandle<()>,
-    }
-
-    async fn start() -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let list = Arc::new(Allowlist::new(Duration::from_secs(1800), 64, 100, 3));
-        let clock = Arc::new(ManualClock::new(t(0)));
-        let shutdown = CancellationToken::new();
-        let key = Key::generate();
-        let server = tokio::spawn(serve(
-            listener,
-            list.clone(),
-            clock.clone(),
-            key.clone(),
-            shutdown.clone(),
-        ));
-        Running {
-            addr,
-            list,
-            clock,
-            key,
-            shutdown,
-            server,
-        }
-    }
-
-    #[tokio::test]
-    async fn add_list_remove_over_tcp() {
-        let r = start().await;
-        assert_eq!(request(r.addr, &r.key, "LIST").await.unwrap(), "OK\n");
-        assert_eq!(
-            request(r.addr, &r.key, "ADD 192.0.2.1 60 alice")
-                .await
-                .unwrap(),
-            "OK\n"
-        );
-        assert_eq!(
-            request(r.addr, &r.key, "add 2001:db8:1:2::3 3600 bob")
-                .await
-                .unwrap(),
-            "OK\n"
-        );
-        r.list.insert(ip("198.51.100.7"), "carol", t(0));
-        assert!(r.list.is_allowed(ip("192.0.2.1"), t(59)));
-
-        r.clock.advance(Duration::from_secs(30));
-        let listed = parse_list(&request(r.addr, &r.key, "LIST").await.unwrap()).unwrap();
-        let want = [
-            ("192.0.2.1/32", "alice", 0, 60),
-            ("198.51.100.7/32", "carol", 0, 1800),
-            ("2001:db8:1:2::/64", "bob", 0, 3600),
-        ];
-        let got: Vec<_> = listed
-            .iter()
-            .map(|e| {
-                let base = unix_secs(t(0));
-                (
-                    e.net.as_str(),
-                    e.user.as_str(),
-                    e.inserted_at - base,
-                    e.expires_at - base,
-                )
-            })
-            .collect();
-        assert_eq!(got, want);
-
-        // Expired entries are not listed.
-        r.clock.advance(Duration::from_secs(30));
-        assert_eq!(
-            parse_list(&request(r.addr, &r.key, "LIST").await.unwrap())
-                .unwrap()
-                .len(),
-            2
-        );
-
-        assert_eq!(
-            request(r.addr, &r.key, "REMOVE 2001:db8:1:2::99")
-                .await
-                .unwrap(),
-            "OK\n"
-        );
-        assert_eq!(
-            request(r.addr, &r.key, "REMOVE 2001:db8:1:2::99")
-                .await
-                .unwrap(),
-            "ERR not found\n"
-        );
-        assert!(!r.list.is_allowed(ip("2001:db8:1:2::3"), t(60)));
-        assert_eq!(
-            request(r.addr, &r.key, "FLUSH").await.unwrap(),
-            "ERR unknown command\n"
-        );
-
-        r.shutdown.cancel();
-        timeout(Duration::from_secs(5), r.server)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn bounded_line_and_raw_framing() {
-        let r = start().await;
-        // (bytes sent, response)
-        let cases: [(Vec<u8>, &str); 5] = [
-            (
-                format!("ADD 192.0.2.1 60 {}\n", "u".repeat(MAX_LINE)).into_bytes(),
-                "ERR line too long\n",
-            ),
-            (vec![b'x'; 64 * 1024], "ERR line too long\n"),
-            (b"REMOVE 192.0.2.1\r\n".to_vec(), "ERR not found\n"),
-            (b"LIST".to_vec(), "OK\n"), // end of stream ends the line
-            (b"LIST \xff\n".to_vec(), "ERR request is not UTF-8\n"),
-        ];
-        for (sent, want) in cases {
-            let mut s = TcpStream::connect(r.addr).await.unwrap();
-            // The server may answer and close before reading everything: ignore write errors.
-            let _ = s
-                .write_all(format!("KEY {}\n", r.key.expose()).as_bytes())
-                .await;
-            let _ = s.write_all(&sent).await;
-            let _ = s.shutdown().await;
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out).await;
-            assert_eq!(
-                out,
-                want,
-                "{:?}",
-                String::from_utf8_lossy(&sent[..sent.len().min(40)])
-            );
-        }
-        assert!(
-            request(r.addr, &r.key, "LIST\nREMOVE 192.0.2.1")
-                .await
-                .is_err()
-        );
-        r.shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn requests_without_the_key_are_refused() {
-        let r = start().await;
-        let other = Key::generate();
-        for key in [&other, &Key(Zeroizing::new(String::new()))] {
-            let answer = request(r.addr, key, "ADD 192.0.2.9 60 mallory")
-                .await
-                .unwrap();
-            assert!(answer.starts_with("ERR not authorized"), "{answer}");
-        }
-        // A bare command line (the old protocol) is taken as a wrong key line.
-        let mut s = TcpStream::connect(r.addr).await.unwrap();
-        s.write_all(b"ADD 192.0.2.9 60 mallory\nLIST\n")
-            .await
-            .unwrap();
-        s.shutdown().await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("ERR not authorized"), "{out}");
-        assert!(!r.list.is_allowed(ip("192.0.2.9"), t(1)));
-        assert!(r.key.matches(r.key.expose()) && !r.key.matches(other.expose()));
-        assert_eq!(format!("{:?}", r.key), "Key(..)");
-        r.shutdown.cancel();
-    }
-
-    #[test]
-    fn key_file_round_trip_is_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(KEY_FILE);
-        let key = Key::generate();
-        assert_eq!(key.expose().len(), 64);
-        key.write(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert!(Key::read(&path).unwrap().matches(key.expose()));
-        assert!(!Key::generate().matches(key.expose()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn silent_client_times_out() {
-        let r = start().await;
-        let mut s = TcpStream::connect(r.addr).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert_eq!(out, "ERR timeout\n");
-        r.shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn shutdown_ends_waiting_connections() {
-        let r = start().await;
-        let mut s = TcpStream::connect(r.addr).await.unwrap();
-        s.write_all(b"LI").await.unwrap();
-        // Connections are accepted in order: once a later one is answered, this one is being
-        // served, waiting for the rest of its line.
-        assert_eq!(request(r.addr, &r.key, "LIST").await.unwrap(), "OK\n");
-        r.shutdown.cancel();
-        // Well before the read timeout.
-        timeout(READ_TIMEOUT / 2, r.server).await.unwrap().unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out).await;
-        assert_eq!(out, "");
-    }
-}
+#[path = "control_tests.rs"]
+mod tests;

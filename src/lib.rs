@@ -3,7 +3,9 @@
 //! # Layout
 //! - `config/`: the TOML file mirror and the validated [`config::Config`].
 //! - `sasl/`: the SASL engine shared by SMTP and POP3, one mechanism per file.
-//! - `allowlist`: the POP-before-SMTP allowlist; `control`: its admin channel.
+//! - `allowlist`: the POP-before-SMTP allowlist service; `control`: its admin channel.
+//! - `store/`: traits for shared state (allowlist, failure counters, mailbox locks) and their
+//!   in-memory backends.
 //! - `throttle`: growing delays for failed logins.
 //! - `auth`: users file and the [`auth::Authenticator`] seam.
 //! - `maildir`: local mailbox storage.
@@ -41,6 +43,7 @@ pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod spool;
+pub mod store;
 pub mod throttle;
 pub mod tls;
 

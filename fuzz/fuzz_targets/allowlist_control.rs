@@ -1,46 +1,70 @@
-//! The allowlist control channel (`mailgate::control::parse_request`, and `respond` behind it):
-//! never panics; each input line is parsed and carried out against one allowlist at a fixed
-//! time, every answer is a well-formed response, and a `LIST` answer parses back into entries
-//! that include the address just added.
+//! The allowlist control channel (`mailgate::control::parse_request`, and `respond` with the
+//! allowlist service behind it): never panics; each input line is parsed and carried out
+//! against one allowlist at a fixed time, every answer is a well-formed response, an `ADD`
+//! the service accepts shows in `LIST`, and a `REMOVE` it accepts removes.
 
 #![no_main]
 
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use mailgate::allowlist::Allowlist;
+use mailgate::allowlist::{Allowlist, Settings};
+use mailgate::audit::Auditor;
 use mailgate::control::{Request, parse_list, parse_request, parse_response, respond};
+use mailgate::store::memory::MemoryAllowlist;
+
+/// The output of a future ready at its first poll: the memory store answers at once.
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the memory store answers at once"),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let allowlist = Allowlist::new(Duration::from_secs(600), 64, 8, 0);
+    let settings = Settings {
+        enabled: true,
+        ttl: Duration::from_secs(600),
+        ipv6_prefix: 64,
+    };
+    let store = Arc::new(MemoryAllowlist::new(settings.ttl, 8, 0));
+    let allowlist = Allowlist::new(store.clone(), settings, Auditor::disabled());
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let list = || parse_list(&ready(respond(&allowlist, "LIST", now))).expect("LIST parses");
     for line in text.lines().take(64) {
         let parsed = parse_request(line);
-        let answer = respond(&allowlist, line, now);
+        let answer = ready(respond(&allowlist, line, now));
         assert!(answer.ends_with('\n'));
+        if !matches!(parsed, Ok(Request::List)) {
+            assert_eq!(answer.matches('\n').count(), 1, "one line: {answer:?}");
+        }
         match parsed {
             Err(_) => assert!(parse_response(&answer).is_err()),
-            Ok(Request::List) => {
-                let entries = parse_list(&answer).expect("LIST answer parses");
-                assert!(entries.len() <= 8);
-            }
-            Ok(Request::Add { ip, user, .. }) => {
+            Ok(Request::List) => assert!(list().len() <= 8),
+            Ok(Request::Add { address, user, .. }) => {
+                if answer != "OK\n" {
+                    assert!(answer.starts_with("ERR "), "{answer}");
+                    continue;
+                }
                 assert!(!user.chars().any(char::is_control));
-                assert_eq!(answer, "OK\n");
-                assert!(allowlist.is_allowed(ip, now), "{ip} not allowed after ADD");
-                let net = allowlist.key(ip).to_string();
-                let listed = parse_list(&respond(&allowlist, "LIST", now)).expect("LIST parses");
+                let key = allowlist.key_of(&address).expect("accepted").to_string();
+                let listed = list();
                 assert!(
-                    listed.iter().any(|e| e.net == net),
-                    "{net} missing from LIST"
+                    listed.iter().any(|e| e.net == key),
+                    "{key} missing from LIST"
                 );
             }
-            Ok(Request::Remove { ip }) => {
-                assert!(!allowlist.is_allowed(ip, now));
+            Ok(Request::Remove { address }) => {
+                if answer == "OK\n" {
+                    let key = allowlist.key_of(&address).expect("accepted").to_string();
+                    assert!(list().iter().all(|e| e.net != key), "{key} still listed");
+                }
             }
         }
     }
-    let listed = parse_list(&respond(&allowlist, "LIST", now)).expect("LIST answer parses");
-    assert_eq!(listed.len(), allowlist.entries(now).len());
+    assert_eq!(list().len(), store.entries(now).len());
 });

@@ -1,8 +1,9 @@
 //! The admin endpoint's routes and handlers (listed in `mod.rs`), and the access check every
 //! request passes first. Reports and timelines read the audit log on blocking threads; errors
-//! are answered as `{"error": "..."}` with a 4xx or 5xx status.
+//! are answered as `{"error": "..."}` with a 4xx or 5xx status. Allowlist changes are checked,
+//! carried out and audited by the allowlist service ([`crate::allowlist`]), as the control
+//! channel's are.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +18,9 @@ use axum::routing::{delete, get};
 use serde::Deserialize;
 
 use super::{Access, MAX_BODY, Peer, Use, Verdict};
-use crate::allowlist;
+use crate::allowlist::{self, Addition, Via};
 use crate::audit::report::{self, Filter, GroupBy};
-use crate::audit::{Class, Event, Kind, Outcome};
-use crate::control::{self, ListedEntry};
+use crate::control::ListedEntry;
 use crate::gateway::Gateway;
 use crate::metrics::{self, Gauges};
 
@@ -155,7 +155,8 @@ async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
     let stats = app.shared.audit.stats();
     let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     let gauges = Gauges {
-        allowlist_entries: app.shared.allowlist.len() as u64,
+        // A store that cannot answer shows as empty rather than failing the whole scrape.
+        allowlist_entries: app.shared.allowlist.len().await.unwrap_or(0) as u64,
         connections: app.shared.open_connections() as u64,
         queue_depth,
         audit_written: load(&stats.written),
@@ -271,28 +272,18 @@ async fn timeline_json(
     Ok(Json(buckets))
 }
 
-async fn list(State(app): State<App>) -> Json<Vec<ListedEntry>> {
+async fn list(State(app): State<App>) -> Result<Json<Vec<ListedEntry>>, ApiError> {
     let now = app.shared.clock.now();
-    Json(
-        app.shared
-            .allowlist
-            .entries(now)
-            .into_iter()
-            .map(|(net, e)| listed(net, e))
+    let entries = app.shared.allowlist.list(now).await?;
+    Ok(Json(
+        entries
+            .iter()
+            .map(|(net, e)| ListedEntry::new(*net, e))
             .collect(),
-    )
+    ))
 }
 
-fn listed(net: ipnet::IpNet, e: allowlist::Entry) -> ListedEntry {
-    ListedEntry {
-        net: net.to_string(),
-        user: e.user.into(),
-        inserted_at: crate::clock::unix_secs(e.inserted_at),
-        expires_at: crate::clock::unix_secs(e.expires_at),
-    }
-}
-
-/// `POST /api/allowlist`: the entry to add.
+/// `POST /api/allowlist`: the entry to add (checked by the allowlist service).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddEntry {
@@ -309,29 +300,31 @@ enum Ttl {
     Text(String),
 }
 
-/// Checks an entry as the control channel does: an address, a TTL from 1 s to
-/// [`allowlist::MAX_TTL`], a user name without control characters.
-fn validate(body: AddEntry, default_ttl: Duration) -> Result<(IpAddr, Duration, String), ApiError> {
-    let ip: IpAddr = body
-        .ip
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::bad(control::Error::BadAddress))?;
-    let max = allowlist::MAX_TTL.as_secs();
-    let ttl = match body.ttl {
-        None => default_ttl,
-        Some(Ttl::Seconds(s)) => Duration::from_secs(s),
-        Some(Ttl::Text(t)) => humantime::parse_duration(t.trim()).unwrap_or(Duration::ZERO),
-    };
-    if ttl < Duration::from_secs(1) || ttl > allowlist::MAX_TTL {
-        return Err(ApiError::bad(control::Error::BadTtl { max }));
+impl AddEntry {
+    /// The addition as the service takes it from every admin end.
+    fn addition(&self) -> Addition<'_> {
+        Addition {
+            address: &self.ip,
+            ttl: match &self.ttl {
+                None => allowlist::Ttl::Default,
+                Some(Ttl::Seconds(s)) => allowlist::Ttl::Seconds(*s),
+                Some(Ttl::Text(t)) => allowlist::Ttl::Text(t),
+            },
+            user: &self.user,
+        }
     }
-    let user = body.user;
-    if user.is_empty() || user.len() > allowlist::MAX_USER_LEN || user.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad(control::Error::BadUser));
+}
+
+/// The status of each refusal of the allowlist service.
+impl From<allowlist::Error> for ApiError {
+    fn from(e: allowlist::Error) -> ApiError {
+        let status = match e {
+            allowlist::Error::NotFound => StatusCode::NOT_FOUND,
+            allowlist::Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
     }
-    Ok((ip, ttl, user))
 }
 
 async fn add(
@@ -339,99 +332,62 @@ async fn add(
     body: Result<Json<AddEntry>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad(e.body_text()))?;
-    let shared = &app.shared;
-    let (ip, ttl, user) = validate(body, shared.config.pop_before_smtp.ttl)?;
-    let now = shared.clock.now();
-    shared.allowlist.insert_with_ttl(ip, &user, ttl, now);
-    tracing::info!(%ip, user, ttl_secs = ttl.as_secs(), "admin: allowlist add");
-    record(shared, ip, Some(&user), "added");
-    let entry = shared
+    let now = app.shared.clock.now();
+    let (net, entry) = app
+        .shared
         .allowlist
-        .lookup(ip, now)
-        .map(|e| listed(shared.allowlist.key(ip), e))
-        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "entry not kept".into()))?;
-    Ok((StatusCode::CREATED, Json(entry)).into_response())
+        .add(&body.addition(), Via::Http, now)
+        .await?;
+    Ok((StatusCode::CREATED, Json(ListedEntry::new(net, &entry))).into_response())
 }
 
 async fn remove(State(app): State<App>, Path(ip): Path<String>) -> Result<StatusCode, ApiError> {
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| ApiError::bad(control::Error::BadAddress))?;
-    if !app.shared.allowlist.remove(ip) {
-        return Err(ApiError(StatusCode::NOT_FOUND, "not found".into()));
-    }
-    tracing::info!(%ip, "admin: allowlist remove");
-    record(&app.shared, ip, None, "removed");
+    let now = app.shared.clock.now();
+    app.shared.allowlist.remove(&ip, Via::Http, now).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Audits an allowlist change made through the endpoint (`kind: allowlist`, protocol
-/// `control`, listener and mechanism `admin`; the address is the entry's).
-fn record(shared: &Gateway, ip: IpAddr, user: Option<&str>, what: &str) {
-    let now = crate::audit::event::rfc3339(shared.clock.now());
-    let mut e = Event::new(Kind::Allowlist, "control", now, Outcome::Success);
-    e.listener = Some("admin".into());
-    e.client_ip = Some(crate::canonical_ip(ip));
-    e.user = user.map(str::to_string);
-    e.mechanism = Some("admin".into());
-    e.class = Some(Class::Insecure);
-    e.reason = Some(what.to_string());
-    shared.audit.record(e);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(ip: &str, ttl: Option<Ttl>, user: &str) -> AddEntry {
-        AddEntry {
-            ip: ip.into(),
-            ttl,
-            user: user.into(),
-        }
-    }
-
     #[test]
-    fn entries_are_validated() {
-        let day = Duration::from_secs(86_400);
-        let ok = [
-            (entry("192.0.2.1", None, "alice"), "192.0.2.1", day),
+    fn bodies_become_additions_and_refusals_statuses() {
+        // (body, the addition's TTL)
+        let cases = [
             (
-                entry(" 2001:db8::1 ", Some(Ttl::Seconds(60)), "bob"),
-                "2001:db8::1",
-                Duration::from_secs(60),
+                r#"{"ip": "192.0.2.1", "user": "a"}"#,
+                allowlist::Ttl::Default,
             ),
             (
-                entry("192.0.2.2", Some(Ttl::Text("30m".into())), "c"),
-                "192.0.2.2",
-                Duration::from_secs(1800),
+                r#"{"ip": "192.0.2.1", "ttl": 60, "user": "a"}"#,
+                allowlist::Ttl::Seconds(60),
+            ),
+            (
+                r#"{"ip": "192.0.2.1", "ttl": "30m", "user": "a"}"#,
+                allowlist::Ttl::Text("30m"),
             ),
         ];
-        for (body, ip, ttl) in ok {
-            let (got_ip, got_ttl, _) = validate(body, day).unwrap();
-            assert_eq!((got_ip, got_ttl), (ip.parse().unwrap(), ttl));
+        for (text, ttl) in cases {
+            let body: AddEntry = serde_json::from_str(text).unwrap();
+            let add = body.addition();
+            assert_eq!((add.address, add.user, add.ttl), ("192.0.2.1", "a", ttl));
         }
-        let too_long = "u".repeat(allowlist::MAX_USER_LEN + 1);
-        let bad = [
-            (entry("nope", None, "alice"), "bad address"),
-            (entry("192.0.2.1", Some(Ttl::Seconds(0)), "a"), "bad ttl"),
+        // (refusal, status)
+        let cases = [
+            (allowlist::Error::BadAddress, StatusCode::BAD_REQUEST),
+            (allowlist::Error::BadUser, StatusCode::BAD_REQUEST),
+            (allowlist::Error::BadTtl { max: 1 }, StatusCode::BAD_REQUEST),
+            (allowlist::Error::NotFound, StatusCode::NOT_FOUND),
             (
-                entry("192.0.2.1", Some(Ttl::Seconds(u64::MAX)), "a"),
-                "bad ttl",
+                crate::store::Error::Unavailable("down".into()).into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
             ),
-            (
-                entry("192.0.2.1", Some(Ttl::Text("soon".into())), "a"),
-                "bad ttl",
-            ),
-            (entry("192.0.2.1", None, ""), "bad user"),
-            (entry("192.0.2.1", None, "a\nb"), "bad user"),
-            (entry("192.0.2.1", None, &too_long), "bad user"),
         ];
-        for (body, want) in bad {
-            let shown = format!("{body:?}");
-            let err = validate(body, day).unwrap_err();
-            assert_eq!(err.0, StatusCode::BAD_REQUEST, "{shown}");
-            assert!(err.1.starts_with(want), "{shown}: {}", err.1);
+        for (e, status) in cases {
+            let text = e.to_string();
+            let got = ApiError::from(e);
+            assert_eq!((got.0, got.1), (status, text));
         }
     }
 

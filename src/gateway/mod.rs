@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::Allowlist;
@@ -26,6 +26,8 @@ use crate::config::Config;
 use crate::relay::Notifier;
 use crate::sasl::Descriptor;
 use crate::spool::Spool;
+use crate::store::MailboxLocks;
+use crate::store::memory::{MemoryAllowlist, MemoryMailboxLocks};
 use crate::throttle::Throttle;
 
 pub use networks::Networks;
@@ -73,7 +75,7 @@ pub struct Gateway {
     /// The networks and domains that decide what a client may do; replaced on SIGHUP, read
     /// once per connection (see [`Shared::networks`]).
     networks: std::sync::RwLock<Arc<Networks>>,
-    /// The POP-before-SMTP allowlist.
+    /// The POP-before-SMTP allowlist service (every change goes through it).
     pub allowlist: Arc<Allowlist>,
     /// Failed-login throttling.
     pub throttle: Arc<Throttle>,
@@ -103,8 +105,8 @@ pub struct Gateway {
     pub(crate) notices_changed: tokio::sync::Notify,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
-    pub mailboxes_in_use: DashSet<String>,
+    /// Maildrop locks: one POP3 session per mailbox (RFC 1939 §8: exclusive access).
+    pub mailboxes: Arc<dyn MailboxLocks>,
     next_session: AtomicU64,
     started: u64,
     pub(crate) per_ip: DashMap<IpAddr, usize>,
@@ -162,14 +164,11 @@ impl Gateway {
             .filter_map(|m| crate::sasl::find(m))
             .collect();
         let pbs = &config.pop_before_smtp;
-        let allowlist = Arc::new(Allowlist::new(
-            pbs.ttl,
-            pbs.ipv6_prefix,
-            pbs.max_entries,
-            pbs.shared_address_warn_users,
-        ));
+        let mut allowlist_store =
+            MemoryAllowlist::new(pbs.ttl, pbs.max_entries, pbs.shared_address_warn_users);
         if pbs.enabled {
-            match allowlist.load(&pbs.snapshot, clock.now()) {
+            allowlist_store = allowlist_store.with_snapshot(pbs.snapshot.clone());
+            match allowlist_store.load(&pbs.snapshot, clock.now(), pbs.ipv6_prefix) {
                 Ok(n) if n > 0 => tracing::info!(entries = n, "allowlist restored"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("allowlist snapshot unreadable, starting empty: {e}"),
@@ -195,6 +194,11 @@ impl Gateway {
         // Admin endpoint: every audit event also feeds the metrics (before the relay's clone).
         let metrics = crate::metrics::Metrics::new();
         let audit = audit.with_observer(metrics.observer());
+        let allowlist = Arc::new(Allowlist::new(
+            Arc::new(allowlist_store),
+            crate::allowlist::Settings::from_config(pbs),
+            audit.clone(),
+        ));
         let relay_shutdown = CancellationToken::new();
         let mut relay_settings =
             crate::relay::Settings::from_config(&config.hostname, &config.delivery);
@@ -268,7 +272,7 @@ impl Gateway {
             notices_changed: tokio::sync::Notify::new(),
             notices,
             clock,
-            mailboxes_in_use: DashSet::new(),
+            mailboxes: Arc::new(MemoryMailboxLocks::new()),
             next_session: AtomicU64::new(1),
             started,
             per_ip: DashMap::new(),

@@ -17,18 +17,7 @@ use crate::maildir::{self, MailboxError};
 use crate::pop3::machine::{Action, Output, Session, Settings};
 use crate::pop3::reply::{MessageEncoder, Reply};
 use crate::session::{Conn, Flow, Io, Protocol};
-
-/// Releases the maildrop lock when the session ends, however it ends.
-pub struct MailboxLock {
-    user: String,
-    shared: Arc<Gateway>,
-}
-
-impl Drop for MailboxLock {
-    fn drop(&mut self) {
-        self.shared.mailboxes_in_use.remove(&self.user);
-    }
-}
+use crate::store::MailboxLease;
 
 /// POP3 on one listener: with STLS (`pop3`) or over implicit TLS (`pop3s`).
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +36,7 @@ impl Pop3 {
 impl Protocol for Pop3 {
     type Session = Session;
     type Output = Output;
-    type Held = Option<MailboxLock>;
+    type Held = Option<MailboxLease>;
 
     fn span(&self, conn: &Conn) -> tracing::Span {
         tracing::info_span!("pop3", session = %conn.id, peer = %conn.peer)
@@ -83,7 +72,7 @@ impl Protocol for Pop3 {
         session.line_limit()
     }
 
-    fn idle_timeout(_: &Session, lock: &Option<MailboxLock>, shared: &Gateway) -> Duration {
+    fn idle_timeout(_: &Session, lock: &Option<MailboxLease>, shared: &Gateway) -> Duration {
         let limits = &shared.config.limits;
         if lock.is_some() {
             limits.pop3_idle_timeout
@@ -150,7 +139,7 @@ impl Protocol for Pop3 {
         io: &mut Io<S>,
         session: &mut Session,
         conn: &Conn,
-        lock: &mut Option<MailboxLock>,
+        lock: &mut Option<MailboxLease>,
         shared: &Arc<Gateway>,
     ) -> Flow
     where
@@ -214,7 +203,7 @@ impl Protocol for Pop3 {
                     match &result {
                         Ok(mb) => {
                             tracing::info!(%user, %method, messages = mb.messages.len(), "logged in");
-                            allowlist_login(shared, session, conn, &user);
+                            allowlist_login(shared, session, conn, &user).await;
                         }
                         Err(MailboxError::InUse) => {
                             tracing::info!(%user, %method, "login refused: mailbox in use");
@@ -297,13 +286,12 @@ fn settings(
 async fn open_mailbox(
     shared: &Arc<Gateway>,
     user: &str,
-) -> (Result<maildir::Mailbox, MailboxError>, Option<MailboxLock>) {
-    if !shared.mailboxes_in_use.insert(user.to_string()) {
-        return (Err(MailboxError::InUse), None);
-    }
-    let lock = MailboxLock {
-        user: user.to_string(),
-        shared: shared.clone(),
+) -> (Result<maildir::Mailbox, MailboxError>, Option<MailboxLease>) {
+    // The lease releases the lock when dropped: at QUIT, or however the session ends.
+    let lock = match shared.mailboxes.acquire(user).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return (Err(MailboxError::InUse), None),
+        Err(e) => return (Err(MailboxError::Io(std::io::Error::other(e))), None),
     };
     let root = shared.config.delivery.maildir.clone();
     let owned = user.to_string();
@@ -317,35 +305,23 @@ async fn open_mailbox(
     }
 }
 
-/// Enters the client address into the POP-before-SMTP allowlist after a login.
-fn allowlist_login(shared: &Gateway, session: &Session, conn: &Conn, user: &str) {
-    let peer = conn.peer;
-    if !shared.config.pop_before_smtp.enabled {
-        return;
-    }
-    let outcome = shared.allowlist.insert(peer.ip(), user, shared.clock.now());
-    let mut record = Record::new(
-        Kind::Allowlist,
-        "pop-before-smtp",
-        crate::audit::Class::Insecure,
-        crate::audit::Outcome::Success,
-    );
-    record.user = Some(user.to_string());
-    record.reason = Some(
-        if outcome.refreshed {
-            "refreshed"
-        } else {
-            "added"
-        }
-        .to_string(),
-    );
-    audit(shared, session, conn, record);
-    if outcome.shared_warning {
-        tracing::warn!(
-            address = %crate::canonical_ip(peer.ip()),
-            users = outcome.distinct_users,
-            "address allowlisted by many different users within one TTL (NAT or shared host?)"
-        );
+/// Enters the client address into the POP-before-SMTP allowlist after a login; the service
+/// records the audit event with the session's details.
+async fn allowlist_login(shared: &Gateway, session: &Session, conn: &Conn, user: &str) {
+    let s = session.settings();
+    let from = crate::allowlist::Login {
+        peer: conn.peer,
+        listener: s.listener,
+        session: &s.sasl.session,
+        tls: s.tls_info.as_deref(),
+        client_name: session.client_hint(),
+    };
+    if let Err(e) = shared
+        .allowlist
+        .login(&from, user, shared.clock.now())
+        .await
+    {
+        tracing::warn!(%user, "cannot allowlist the address: {e}");
     }
 }
 

@@ -193,6 +193,14 @@ impl Protocol for Smtp {
                     shared.auth_succeeded(session.settings().peer.ip(), &user);
                     next.reply.encode(&mut io.out);
                 }
+                Action::CheckAllowlist { ip } => {
+                    // Nothing is sent yet: the machine answers the command with the
+                    // allowlist's answer (once per mail transaction).
+                    let now = shared.clock.now();
+                    let entry = shared.allowlist.relay_lookup(ip, now).await;
+                    next = session.handle_allowlist(now, entry);
+                    continue;
+                }
                 Action::ReceiveData => {
                     next.reply.encode(&mut io.out);
                     if io.flush().await.is_err() {
@@ -221,8 +229,6 @@ fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<
     let ip = crate::canonical_ip(peer.ip());
     let tls_active = tls_info.is_some();
     let pbs = &cfg.pop_before_smtp;
-    let allowlist =
-        (pbs.enabled && pbs.listeners.contains(&role)).then(|| shared.allowlist.clone());
     Settings {
         role,
         hostname: cfg.hostname.clone(),
@@ -232,7 +238,7 @@ fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<
         starttls_available: role != SmtpRole::Submissions,
         plaintext_allowed: tls_active || nets.plaintext_allowed(ip),
         trusted: nets.trusted(ip),
-        allowlist,
+        pop_before_smtp: pbs.enabled && pbs.listeners.contains(&role),
         restrict_sender: pbs.restrict_sender,
         sasl: shared.sasl_environment(&conn.id, tls),
         policy: shared.policy(),

@@ -4,7 +4,9 @@
 //!
 //! The connection loop (`conn.rs`) feeds it lines and the end of DATA, and acts on the
 //! [`Action`] that comes back with each reply. The machine never reads the clock (callers
-//! pass `now`), never touches sockets or files, and never logs.
+//! pass `now`), never touches sockets or files, and never logs. Whether the client address is
+//! on the POP-before-SMTP allowlist is a round trip too: [`Action::CheckAllowlist`], answered
+//! with [`Session::handle_allowlist`], once per mail transaction.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +17,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
-use crate::allowlist::Allowlist;
 use crate::audit::{Class, Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
 use crate::policy::{Action as PolicyAction, Attempt, Policy};
@@ -23,6 +24,7 @@ use crate::sasl::{self, Failure, Mechanism, Step};
 use crate::smtp::address::{ForwardPath, ReversePath};
 use crate::smtp::command::{self, Command};
 use crate::smtp::reply::{self, Reply};
+use crate::store::Entry;
 
 /// Everything a session needs to decide, fixed for the life of one (plaintext or TLS) phase.
 #[derive(Clone)]
@@ -44,8 +46,9 @@ pub struct Settings {
     pub plaintext_allowed: bool,
     /// The client is in `trusted_networks`.
     pub trusted: bool,
-    /// The POP-before-SMTP allowlist, if this role honours it.
-    pub allowlist: Option<Arc<Allowlist>>,
+    /// This role honours POP-before-SMTP: an address on the allowlist may relay (the
+    /// session asks with [`Action::CheckAllowlist`]).
+    pub pop_before_smtp: bool,
     /// Limit MAIL FROM on a POP-before-SMTP relay to the user's own addresses.
     pub restrict_sender: bool,
     /// The SASL environment (credentials, token validator, channel binding, randomness).
@@ -95,6 +98,15 @@ pub enum Action {
         user: String,
         /// The mechanism.
         mechanism: &'static str,
+    },
+    /// Ask the allowlist for the live entry covering `ip`, then call
+    /// [`Session::handle_allowlist`] with it and act on that output instead. The reply that
+    /// comes with this action is empty ([`reply::none`]) and is not sent: the command
+    /// (MAIL on a submission role without AUTH, or the transaction's first RCPT that needs
+    /// authorization) is answered once the allowlist has.
+    CheckAllowlist {
+        /// The client's address.
+        ip: IpAddr,
     },
 }
 
@@ -233,8 +245,29 @@ enum State {
         name: &'static str,
         after: Box<State>,
     },
+    /// A command waits for the allowlist's answer ([`Action::CheckAllowlist`]).
+    AwaitingAllowlist(Pending),
     /// QUIT or a fatal error.
     Done,
+}
+
+/// The command a session finishes once the allowlist has answered.
+enum Pending {
+    /// MAIL on a submission role without AUTH: accepted only if the address may relay.
+    Mail {
+        from: ReversePath,
+        params: command::MailParams,
+    },
+    /// The first RCPT of `txn` whose routing needs the client's authorization.
+    Rcpt { txn: Transaction, to: ForwardPath },
+}
+
+/// What the allowlist said about the client address in the current mail transaction.
+enum Allowlisted {
+    /// Not asked yet in this transaction (or the role does not honour POP-before-SMTP).
+    Unknown,
+    /// Asked: the authorization it gives, if any.
+    Known(Option<Authorization>),
 }
 
 /// One SMTP session.
@@ -255,6 +288,8 @@ pub struct Session {
     now: SystemTime,
     /// A header a `warn` rule asks to add to this session's messages.
     warn_header: Option<String>,
+    /// The allowlist's answer for this transaction: asked afresh at each MAIL.
+    allowlisted: Allowlisted,
 }
 
 impl Session {
@@ -273,6 +308,7 @@ impl Session {
             relay_draws: 0,
             now: SystemTime::UNIX_EPOCH,
             warn_header: None,
+            allowlisted: Allowlisted::Unknown,
         }
     }
 
@@ -358,6 +394,10 @@ impl Session {
         if self.in_sasl() {
             return self.sasl_line(line);
         }
+        if matches!(self.state, State::AwaitingAllowlist(_)) {
+            // The loop answers the allowlist before it feeds another line.
+            return self.error(reply::bad_sequence());
+        }
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
             Err(e) => return self.error(e.reply()),
@@ -365,7 +405,7 @@ impl Session {
         match cmd {
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
-            Command::Mail { from, params } => self.mail(now, from, params),
+            Command::Mail { from, params } => self.mail(from, params),
             Command::Rcpt { to } => self.rcpt(now, to),
             Command::Data => self.data(),
             Command::Rset => {
@@ -384,6 +424,30 @@ impl Session {
             Command::Help => Output::cont(reply::help()),
             Command::Starttls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
+        }
+    }
+
+    /// Handles the allowlist's answer to [`Action::CheckAllowlist`] (`entry` is the live
+    /// entry covering the client address at `now`, if any) and finishes the command that
+    /// asked. The answer holds for the rest of the mail transaction.
+    pub fn handle_allowlist(&mut self, now: SystemTime, entry: Option<Entry>) -> Output {
+        self.now = now;
+        self.allowlisted = Allowlisted::Known(entry.map(|e| Authorization::PopBeforeSmtp {
+            user: e.user.into(),
+        }));
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingAllowlist(Pending::Mail { from, params }) => {
+                self.state = State::AwaitingMail;
+                self.open_transaction(from, params)
+            }
+            State::AwaitingAllowlist(Pending::Rcpt { txn, to }) => {
+                self.state = State::AwaitingRcpt(txn);
+                self.rcpt(now, to)
+            }
+            other => {
+                self.state = other;
+                self.error(reply::bad_sequence())
+            }
         }
     }
 
@@ -474,7 +538,7 @@ impl Session {
         Output::new(reply::ready_to_start_tls(), Action::StartTls)
     }
 
-    fn mail(&mut self, now: SystemTime, from: ReversePath, params: command::MailParams) -> Output {
+    fn mail(&mut self, from: ReversePath, params: command::MailParams) -> Output {
         match self.state {
             State::AwaitingMail => {}
             State::AwaitingHelo => return self.error(reply::need_helo()),
@@ -485,12 +549,26 @@ impl Session {
         {
             return Output::cont(reply::message_too_big());
         }
+        // A new transaction asks the allowlist afresh (an entry may have come or gone).
+        self.allowlisted = Allowlisted::Unknown;
+        self.open_transaction(from, params)
+    }
+
+    /// MAIL after its checks: on a submission role without AUTH the client address must be
+    /// authorized (asking the allowlist first where this role honours it).
+    fn open_transaction(&mut self, from: ReversePath, params: command::MailParams) -> Output {
         let needs_auth = matches!(
             self.settings.role,
             SmtpRole::Submission | SmtpRole::Submissions
         );
-        if needs_auth && self.auth.is_none() && self.ip_authorization(now).is_none() {
-            return Output::cont(reply::auth_required());
+        if needs_auth && self.auth.is_none() {
+            if self.allowlist_unknown() {
+                self.state = State::AwaitingAllowlist(Pending::Mail { from, params });
+                return self.ask_allowlist();
+            }
+            if self.ip_authorization().is_none() {
+                return Output::cont(reply::auth_required());
+            }
         }
         let mail_from = match &from {
             ReversePath::Null => String::new(),
@@ -510,20 +588,45 @@ impl Session {
         Output::cont(reply::sender_ok())
     }
 
-    /// POP-before-SMTP or trusted-network authorization of the client address.
-    fn ip_authorization(&self, now: SystemTime) -> Option<Authorization> {
-        let ip: IpAddr = self.settings.peer.ip();
-        if let Some(list) = &self.settings.allowlist
-            && let Some(entry) = list.lookup(ip, now)
-        {
-            return Some(Authorization::PopBeforeSmtp {
-                user: entry.user.into(),
-            });
+    /// POP-before-SMTP (as the allowlist answered for this transaction) or trusted-network
+    /// authorization of the client address; POP-before-SMTP first, as it names a user.
+    fn ip_authorization(&self) -> Option<Authorization> {
+        if let Allowlisted::Known(Some(a)) = &self.allowlisted {
+            return Some(a.clone());
         }
-        if self.settings.trusted {
-            return Some(Authorization::TrustedNetwork);
+        self.settings
+            .trusted
+            .then_some(Authorization::TrustedNetwork)
+    }
+
+    /// Whether this role honours the allowlist and it has not answered in this transaction.
+    fn allowlist_unknown(&self) -> bool {
+        self.settings.pop_before_smtp && matches!(self.allowlisted, Allowlisted::Unknown)
+    }
+
+    /// Whether routing `to` needs the client's authorization and the allowlist must be
+    /// asked for it first: a relay, or a local address with a source-route trick. Local
+    /// delivery, the common inbound case, never asks.
+    fn rcpt_needs_allowlist(&self, to: &ForwardPath) -> bool {
+        if self.auth.is_some() || !self.allowlist_unknown() {
+            return false;
         }
-        None
+        match to {
+            ForwardPath::Postmaster => false,
+            ForwardPath::Address(a) => {
+                !self.settings.local_domains.contains(&a.domain) || a.relay_trick().is_some()
+            }
+        }
+    }
+
+    /// Parks `pending` until the allowlist answers.
+    fn ask_allowlist(&self) -> Output {
+        Output::new(
+            reply::none(),
+            Action::CheckAllowlist {
+                ip: self.settings.peer.ip(),
+            },
+        )
     }
 
     fn rcpt(&mut self, now: SystemTime, to: ForwardPath) -> Output {
@@ -533,7 +636,13 @@ impl Session {
                 _ => self.error(reply::need_mail()),
             };
         };
-        let (address, local_user, relay) = match self.route(now, &to) {
+        if self.rcpt_needs_allowlist(&to) {
+            if let State::AwaitingRcpt(txn) = std::mem::replace(&mut self.state, State::Done) {
+                self.state = State::AwaitingAllowlist(Pending::Rcpt { txn, to });
+            }
+            return self.ask_allowlist();
+        }
+        let (address, local_user, relay) = match self.route(&to) {
             Ok(routed) => routed,
             Err(reply) => return self.error(reply),
         };
@@ -602,7 +711,6 @@ impl Session {
     #[allow(clippy::type_complexity)] // (address, local user, relay authorization)
     fn route(
         &self,
-        now: SystemTime,
         to: &ForwardPath,
     ) -> Result<(String, Option<String>, Option<Authorization>), Reply> {
         let addr = match to {
@@ -624,7 +732,7 @@ impl Session {
             }
             ForwardPath::Address(a) => a,
         };
-        let authorized = self.auth.clone().or_else(|| self.ip_authorization(now));
+        let authorized = self.auth.clone().or_else(|| self.ip_authorization());
         if authorized.is_none()
             && let Some(_why) = addr.relay_trick()
         {

@@ -27,7 +27,7 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
         starttls_available: true,
         plaintext_allowed,
         trusted: false,
-        allowlist: None,
+        pop_before_smtp: false,
         restrict_sender: false,
         sasl: sasl::Environment::basic(Arc::new(users), "mx.example.test", "n", [1; 32]),
         policy: Arc::new(crate::policy::Policy::default()),
@@ -303,44 +303,231 @@ fn starttls_resets_the_session() {
     assert_eq!(code(&mut s, "STARTTLS"), 503);
 }
 
+/// The allowlist as the connection loop would consult it: `user`'s live entry, if any.
+fn entry(user: Option<&str>) -> Option<Entry> {
+    user.map(|u| Entry {
+        user: u.into(),
+        inserted_at: T0,
+        expires_at: T0 + Duration::from_secs(1800),
+    })
+}
+
+/// Feeds `line`; if the machine asks the allowlist, answers with `allowlisted` (the user
+/// whose entry covers the client, if any). Returns the final code and how many times the
+/// allowlist was asked.
+fn relay_line(s: &mut Session, line: &str, allowlisted: Option<&str>) -> (u16, usize) {
+    let mut out = drive(s, T0, line.as_bytes());
+    let mut asked = 0;
+    while let Action::CheckAllowlist { ip } = out.action {
+        assert_eq!(ip, s.settings().peer.ip());
+        assert_eq!(out.reply.code, 0, "no reply while the allowlist is asked");
+        asked += 1;
+        out = s.handle_allowlist(T0, entry(allowlisted));
+    }
+    (out.reply.code, asked)
+}
+
 #[test]
-fn pop_before_smtp_and_trusted_networks_authorize_relay() {
-    let list = Arc::new(Allowlist::new(Duration::from_secs(1800), 64, 100, 5));
+fn the_allowlist_is_asked_once_per_transaction_and_only_for_relays() {
     let mut cfg = settings(SmtpRole::Smtp, false);
-    cfg.allowlist = Some(list.clone());
+    cfg.pop_before_smtp = true;
+    cfg.max_recipients = 10;
     let mut s = Session::new(cfg.clone());
     ehlo_text(&mut s);
-    assert_eq!(code(&mut s, "MAIL FROM:<alice@example.test>"), 250);
-    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 554);
-    list.insert(cfg.peer.ip(), "alice", T0);
-    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 250);
+    // Port 25 MAIL and local delivery never ask.
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<alice@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<bob@example.test>", None),
+        (250, 0)
+    );
+    // The first relay asks; the answer holds for the rest of the transaction.
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", Some("alice")),
+        (250, 1)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<y@remote.example>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<bob@example.test>", None),
+        (250, 0)
+    );
     assert_eq!(send(&mut s, "DATA").0, 354);
     let t = s.data_transaction().expect("transaction");
+    assert_eq!(t.recipients.len(), 4);
     assert_eq!(
         t.relay_authorization,
         Some(Authorization::PopBeforeSmtp {
             user: "alice".into()
         })
     );
-    // After the TTL the entry no longer authorizes.
-    let later = T0 + Duration::from_secs(1801);
+    s.handle_data_end(DataOutcome::Queued("q1".into()));
+    // A new transaction asks afresh: the entry is gone now.
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<alice@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", None),
+        (554, 1)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<y@remote.example>", Some("alice")),
+        (554, 0)
+    );
+    // A source-route trick to a local domain needs authorization too.
+    assert_eq!(relay_line(&mut s, "RSET", None), (250, 0));
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<a@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x%remote.example@example.test>", None),
+        (554, 1)
+    );
+    // SMTP AUTH needs no allowlist.
+    let mut tls = cfg.clone();
+    tls.plaintext_allowed = true;
+    let mut s = Session::new(tls);
+    ehlo_text(&mut s);
+    let auth = format!("AUTH PLAIN {}", plain("alice", "pw"));
+    assert_eq!(relay_line(&mut s, &auth, None).0, 235);
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<alice@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", None),
+        (250, 0)
+    );
+    // A role that does not honour the allowlist never asks.
+    cfg.pop_before_smtp = false;
+    let mut s = Session::new(cfg);
+    ehlo_text(&mut s);
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<alice@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", Some("alice")),
+        (554, 0)
+    );
+}
+
+#[test]
+fn submission_mail_waits_for_the_allowlist() {
+    let mut cfg = settings(SmtpRole::Submission, false);
+    cfg.pop_before_smtp = true;
+    // Not allowlisted: MAIL needs AUTH.
+    let mut s = Session::new(cfg.clone());
+    ehlo_text(&mut s);
+    let out = s.handle_line(T0, b"MAIL FROM:<alice@example.test>");
+    assert_eq!(out.action, Action::CheckAllowlist { ip: cfg.peer.ip() });
+    // A line fed before the answer is refused and does not disturb the waiting command.
+    assert_eq!(code(&mut s, "NOOP"), 503);
+    assert_eq!(s.handle_allowlist(T0, None).reply.code, 530);
+    // An answer nobody asked for is a sequence error.
+    assert_eq!(s.handle_allowlist(T0, entry(Some("alice"))).reply.code, 503);
+    // Allowlisted: MAIL is accepted, and its answer serves the transaction's relays.
     let mut s = Session::new(cfg.clone());
     ehlo_text(&mut s);
     assert_eq!(
-        drive(&mut s, later, b"MAIL FROM:<alice@example.test>")
-            .reply
-            .code,
-        250
+        relay_line(&mut s, "MAIL FROM:<alice@example.test>", Some("alice")),
+        (250, 1)
     );
     assert_eq!(
-        drive(&mut s, later, b"RCPT TO:<x@remote.example>")
-            .reply
-            .code,
-        554
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", None),
+        (250, 0)
+    );
+    assert_eq!(send(&mut s, "DATA").0, 354);
+    assert_eq!(
+        s.data_transaction()
+            .expect("transaction")
+            .relay_authorization,
+        Some(Authorization::PopBeforeSmtp {
+            user: "alice".into()
+        })
+    );
+    // Without POP-before-SMTP on this role, a trusted network needs no lookup.
+    cfg.pop_before_smtp = false;
+    cfg.trusted = true;
+    let mut s = Session::new(cfg);
+    ehlo_text(&mut s);
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<scanner@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", None),
+        (250, 0)
+    );
+}
+
+#[test]
+fn pop_before_smtp_and_trusted_networks_authorize_relay() {
+    let mut cfg = settings(SmtpRole::Smtp, false);
+    cfg.pop_before_smtp = true;
+    let mut s = Session::new(cfg.clone());
+    ehlo_text(&mut s);
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<alice@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", None),
+        (554, 1)
+    );
+    // A POP3 login in between: the next transaction sees it.
+    assert_eq!(relay_line(&mut s, "RSET", None), (250, 0));
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<alice@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", Some("alice")),
+        (250, 1)
+    );
+    assert_eq!(send(&mut s, "DATA").0, 354);
+
+    // Both: POP-before-SMTP comes first, as it names the user.
+    cfg.trusted = true;
+    let mut s = Session::new(cfg.clone());
+    ehlo_text(&mut s);
+    relay_line(&mut s, "MAIL FROM:<alice@example.test>", None);
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", Some("alice")),
+        (250, 1)
+    );
+    assert_eq!(send(&mut s, "DATA").0, 354);
+    assert_eq!(
+        s.data_transaction()
+            .expect("transaction")
+            .relay_authorization,
+        Some(Authorization::PopBeforeSmtp {
+            user: "alice".into()
+        })
+    );
+    // Trusted and not allowlisted: the network authorizes.
+    let mut s = Session::new(cfg.clone());
+    ehlo_text(&mut s);
+    relay_line(&mut s, "MAIL FROM:<printer@example.test>", None);
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", None),
+        (250, 1)
+    );
+    assert_eq!(send(&mut s, "DATA").0, 354);
+    assert_eq!(
+        s.data_transaction()
+            .expect("transaction")
+            .relay_authorization,
+        Some(Authorization::TrustedNetwork)
     );
 
-    cfg.allowlist = None;
-    cfg.trusted = true;
+    cfg.pop_before_smtp = false;
     let mut s = Session::new(cfg);
     ehlo_text(&mut s);
     assert_eq!(code(&mut s, "MAIL FROM:<printer@example.test>"), 250);
@@ -349,23 +536,33 @@ fn pop_before_smtp_and_trusted_networks_authorize_relay() {
 
 #[test]
 fn restrict_sender_limits_pop_before_smtp_relays() {
-    let list = Arc::new(Allowlist::new(Duration::from_secs(1800), 64, 100, 5));
     let mut cfg = settings(SmtpRole::Smtp, false);
-    cfg.allowlist = Some(list.clone());
+    cfg.pop_before_smtp = true;
     cfg.restrict_sender = true;
-    list.insert(cfg.peer.ip(), "alice", T0);
     let mut s = Session::new(cfg);
     ehlo_text(&mut s);
-    assert_eq!(code(&mut s, "MAIL FROM:<bob@example.test>"), 250);
-    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 550);
     assert_eq!(
-        code(&mut s, "RCPT TO:<alice@example.test>"),
-        250,
+        relay_line(&mut s, "MAIL FROM:<bob@example.test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", Some("alice")),
+        (550, 1)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<alice@example.test>", None),
+        (250, 0),
         "local delivery is not relay"
     );
     assert_eq!(code(&mut s, "RSET"), 250);
-    assert_eq!(code(&mut s, "MAIL FROM:<Alice@Example.Test>"), 250);
-    assert_eq!(code(&mut s, "RCPT TO:<x@remote.example>"), 250);
+    assert_eq!(
+        relay_line(&mut s, "MAIL FROM:<Alice@Example.Test>", None),
+        (250, 0)
+    );
+    assert_eq!(
+        relay_line(&mut s, "RCPT TO:<x@remote.example>", Some("alice")),
+        (250, 1)
+    );
 }
 
 #[test]

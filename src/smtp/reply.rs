@@ -166,8 +166,9 @@ fn r(code: u16, enhanced: (u8, u16, u16), text: &'static str) -> Reply {
 
 // ---- Connection-level replies (RFC 5321 §4.2, §3.1, §3.8; RFC 3207 §4) ----
 
-/// No reply yet: the command waits for the answer to an action (a credential check). It is
-/// never encoded; the reply comes with the machine's answer to the action's result.
+/// No reply yet: the command waits for the answer to an action (a credential check, the
+/// allowlist). Code 0, never encoded; the reply comes with the machine's answer to the action's
+/// result.
 pub fn none() -> Reply {
     Reply {
         code: 0,

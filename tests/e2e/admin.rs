@@ -573,7 +573,7 @@ async fn metrics_report_allowlist_and_dashboard() {
     );
     let r = http(admin, "DELETE", "/api/allowlist/127.0.0.7", None, None).await;
     assert_eq!(r.status, 403, "{r:?}");
-    assert_eq!(gw.shared.allowlist.len(), 1);
+    assert_eq!(gw.shared.allowlist.len().await.unwrap(), 1);
     let rebound = format!(
         "GET /api/report HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n",
         admin.port()
@@ -722,7 +722,7 @@ async fn a_configured_token_is_required() {
     let body = r#"{"ip": "127.0.0.11", "ttl": 60, "user": "dave"}"#;
     let r = http(admin, "POST", "/api/allowlist", None, Some(body)).await;
     assert_eq!(r.status, 401, "{r:?}");
-    assert_eq!(gw.shared.allowlist.len(), 0);
+    assert_eq!(gw.shared.allowlist.len().await.unwrap(), 0);
     let r = http(admin, "DELETE", "/api/allowlist/127.0.0.7", None, None).await;
     assert_eq!(r.status, 401, "{r:?}");
     // The scrape with the token parses, and the page and the health check need none.

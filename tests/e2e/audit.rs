@@ -476,6 +476,52 @@ async fn pop3_logins_and_the_allowlist_are_audited() {
     gw.stop().await;
 }
 
+/// Entries added over the control channel (as the CLI sends them), removed over the HTTP API,
+/// and expired (swept by the housekeeping's call, not waiting for its tick) are audited too.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_http_and_expiry_changes_to_the_allowlist_are_audited() {
+    use mailgate::clock::{Clock, ManualClock, SystemClock};
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+    std::fs::write(dir.path().join("admin-token"), "tok-77e1\n").expect("token file");
+    let admin = ("listeners", "admin", r#""127.0.0.1:0""#);
+    let text = config(&[admin, ("admin", "token_file", r#""admin-token""#)]);
+    let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now()));
+    let gw = Gateway::start_with_clock(dir, &text, clock.clone()).await;
+    let key_file = gw.state().join(mailgate::control::KEY_FILE);
+    let key = mailgate::control::Key::read(&key_file).expect("control key");
+    for line in ["ADD 127.0.0.21 3600 printer", "ADD 127.0.0.22 60 scanner"] {
+        let control = gw.control.expect("control listener");
+        let answer = mailgate::control::request(control, &key, line).await;
+        assert_eq!(answer.expect("control request"), "OK\n", "{line}");
+    }
+    let mut http = common::client::Client::connect(gw.admin()).await;
+    let req = "DELETE /api/allowlist/127.0.0.21 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+               Authorization: Bearer tok-77e1\r\nConnection: close\r\n\r\n";
+    http.send_raw(req.as_bytes()).await;
+    let status = http.line().await.unwrap_or_default();
+    assert!(status.starts_with("HTTP/1.1 204"), "{status}");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(gw.shared.allowlist.expire(clock.now()).await.ok(), Some(1));
+    let allowlist = |e: &Event| e.kind == Kind::Allowlist;
+    let events = wait_events(&audit_log(&gw), "allowlist changes", 4, allowlist).await;
+    let shown = |e: &Event| {
+        let s = |f: &Option<String>| f.clone().unwrap_or_default();
+        let (l, m, r, u) = (s(&e.listener), s(&e.mechanism), s(&e.reason), s(&e.user));
+        let (p, o, c) = (&e.protocol, e.result, e.class);
+        let ip = e.client_ip.map(|i| i.to_string()).unwrap_or_default();
+        format!("{p} {l} {m} {r} {u} {ip} {o:?} {c:?}")
+    };
+    let want = [
+        "control control admin added printer 127.0.0.21 Success Some(Insecure)",
+        "control control admin added scanner 127.0.0.22 Success Some(Insecure)",
+        "control admin admin removed printer 127.0.0.21 Success Some(Insecure)",
+        "control  expiry expired scanner 127.0.0.22 Success Some(Insecure)",
+    ];
+    assert_eq!(events.iter().map(shown).collect::<Vec<_>>(), want);
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn address_authorized_relays_and_accepted_mail_name_the_client_software() {
     let gw = start(&[("relay", "trusted_networks", r#"["127.0.0.5/32"]"#)]).await;
