@@ -22,6 +22,7 @@
 //! mechanisms need after a successful cleartext login. The users map sits behind a lock so that
 //! such an upgrade is seen by later logins without a restart.
 
+mod deferred;
 mod derive;
 mod file;
 mod legacy;
@@ -41,6 +42,7 @@ use argon2::{Argon2, PasswordHasher as _};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+pub use deferred::DeferredDerivation;
 pub use file::set_user;
 use scheme::{Form, HmacMd5State};
 

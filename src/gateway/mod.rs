@@ -222,11 +222,8 @@ impl Gateway {
             &config.auth.throttle,
             config.relay.trusted_networks.clone(),
         ));
-        let users: Arc<dyn Authenticator> = Arc::new(crate::throttle::ThrottledUsers::new(
-            user_store.clone(),
-            throttle.clone(),
-            clock.clone(),
-        ));
+        let users: Arc<dyn Authenticator> =
+            Arc::new(crate::auth::DeferredDerivation::new(user_store.clone()));
         let started = crate::clock::unix_secs(clock.now());
 
         let sasl_options = crate::sasl::Options {
@@ -251,6 +248,8 @@ impl Gateway {
         let verifier = crate::session::Verifier::new(
             users.clone(),
             tokens,
+            throttle.clone(),
+            clock.clone(),
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         );
         let gateway = Arc::new(Gateway {
@@ -320,10 +319,11 @@ impl Gateway {
     /// Records a failed login and returns how long to wait before answering it: the fixed
     /// `failure_delay`. (The throttle's growing delay is waited before the next check, in
     /// [`Shared::check_credentials`], where concurrent attempts queue for it.)
-    pub fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+    pub async fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
         let now = self.clock.now();
         self.throttle
-            .record_failure(crate::canonical_ip(ip), user, now);
+            .record_failure(crate::canonical_ip(ip), user, now)
+            .await;
         self.config.auth.failure_delay
     }
 
@@ -425,9 +425,10 @@ impl Gateway {
 
     /// The delay implied by the failures remembered for `ip` (and `user`, if given), for
     /// inspection and tests; see [`Throttle::delay`].
-    pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+    pub async fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
         self.throttle
             .delay(crate::canonical_ip(ip), user, self.clock.now())
+            .await
     }
 
     /// Waits, before a line that checks a credential (PASS, APOP, PLAIN's response, LOGIN's
@@ -437,14 +438,15 @@ impl Gateway {
     /// failure, and a multi-step exchange costs one slot, taken where the check happens
     /// (opening exchanges early gains nothing). The check itself then runs through
     /// [`Shared::verifier`]. The per-user limit is applied by the store itself
-    /// ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.
+    /// ([`crate::session::Verifier`]), once the mechanism knows the user.
     pub async fn credential_slot(&self, ip: IpAddr, reserve: bool) {
         if !reserve {
             return;
         }
         let wait = self
             .throttle
-            .reserve_addr(crate::canonical_ip(ip), self.clock.now());
+            .reserve_addr(crate::canonical_ip(ip), self.clock.now())
+            .await;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -456,8 +458,10 @@ impl Gateway {
     }
 
     /// Records a successful login (resets the throttle).
-    pub fn auth_succeeded(&self, ip: IpAddr, user: &str) {
-        self.throttle.record_success(crate::canonical_ip(ip), user);
+    pub async fn auth_succeeded(&self, ip: IpAddr, user: &str) {
+        self.throttle
+            .record_success(crate::canonical_ip(ip), user)
+            .await;
     }
 }
 

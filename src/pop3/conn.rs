@@ -180,7 +180,9 @@ impl Protocol for Pop3 {
                         user = output.user.as_deref().unwrap_or("-"),
                         "login failed: {note}"
                     );
-                    let delay = shared.auth_failure_delay(peer.ip(), output.user.as_deref());
+                    let delay = shared
+                        .auth_failure_delay(peer.ip(), output.user.as_deref())
+                        .await;
                     tokio::time::sleep(delay).await;
                     output.reply.encode(&mut io.out);
                     if output.close {
@@ -198,7 +200,7 @@ impl Protocol for Pop3 {
                     }
                 }
                 Action::OpenMailbox { user, method } => {
-                    shared.auth_succeeded(peer.ip(), &user);
+                    shared.auth_succeeded(peer.ip(), &user).await;
                     let (result, new_lock) = open_mailbox(shared, &user).await;
                     match &result {
                         Ok(mb) => {

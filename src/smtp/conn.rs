@@ -170,7 +170,7 @@ impl Protocol for Smtp {
                         "authentication failed: {note}"
                     );
                     let ip = session.settings().peer.ip();
-                    let delay = shared.auth_failure_delay(ip, user.as_deref());
+                    let delay = shared.auth_failure_delay(ip, user.as_deref()).await;
                     tokio::time::sleep(delay).await;
                     next.reply.encode(&mut io.out);
                     if close {
@@ -190,7 +190,9 @@ impl Protocol for Smtp {
                 }
                 Action::Authenticated { user, mechanism } => {
                     tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
-                    shared.auth_succeeded(session.settings().peer.ip(), &user);
+                    shared
+                        .auth_succeeded(session.settings().peer.ip(), &user)
+                        .await;
                     next.reply.encode(&mut io.out);
                 }
                 Action::CheckAllowlist { ip } => {
