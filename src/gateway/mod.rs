@@ -68,12 +68,12 @@ pub struct Gateway {
     pub config: Config,
     /// Credentials.
     pub users: Arc<dyn Authenticator>,
-    /// The same users file, for reloading it (see [`Shared::reload_users`]).
+    /// The same users file, for reloading it (see [`Gateway::reload_users`]).
     pub user_store: Arc<UserStore>,
     /// Enabled SASL mechanisms, in the configured order.
     pub mechanisms: Vec<&'static Descriptor>,
     /// The networks and domains that decide what a client may do; replaced on SIGHUP, read
-    /// once per connection (see [`Shared::networks`]).
+    /// once per connection (see [`Gateway::networks`]).
     networks: std::sync::RwLock<Arc<Networks>>,
     /// The POP-before-SMTP allowlist service (every change goes through it).
     pub allowlist: Arc<Allowlist>,
@@ -84,7 +84,7 @@ pub struct Gateway {
     /// Wakes the relay worker after a commit.
     pub notifier: Notifier,
     /// TLS for implicit-TLS listeners and STARTTLS/STLS, with the `tls-server-end-point`
-    /// channel-binding data of its certificate; replaced on SIGHUP (see [`Shared::reload`]).
+    /// channel-binding data of its certificate; replaced on SIGHUP (see [`Gateway::reload`]).
     tls: std::sync::RwLock<Arc<crate::tls::ServerTls>>,
     /// SASL mechanism settings.
     pub sasl_options: Arc<crate::sasl::Options>,
@@ -318,7 +318,7 @@ impl Gateway {
 
     /// Records a failed login and returns how long to wait before answering it: the fixed
     /// `failure_delay`. (The throttle's growing delay is waited before the next check, in
-    /// [`Shared::check_credentials`], where concurrent attempts queue for it.)
+    /// [`Gateway::credential_slot`], where concurrent attempts queue for it.)
     pub async fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
         let now = self.clock.now();
         self.throttle
@@ -437,8 +437,8 @@ impl Gateway {
     /// concurrent attempts from one address queue, a success is no faster to learn than a
     /// failure, and a multi-step exchange costs one slot, taken where the check happens
     /// (opening exchanges early gains nothing). The check itself then runs through
-    /// [`Shared::verifier`]. The per-user limit is applied by the store itself
-    /// ([`crate::session::Verifier`]), once the mechanism knows the user.
+    /// [`Gateway::verifier`], which applies the per-user limit once the mechanism has named
+    /// the user.
     pub async fn credential_slot(&self, ip: IpAddr, reserve: bool) {
         if !reserve {
             return;
