@@ -3,10 +3,17 @@
 //!
 //! Delivery follows the Maildir protocol: write under `tmp/` with a unique name, fsync, then
 //! rename into `new/` and fsync the directory, so a message is either fully there or absent.
+//! The read side lists a maildrop for a POP3 session; [`cache`] keeps those listings between
+//! sessions.
+
+pub mod cache;
+
+pub use cache::Cache;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
@@ -137,8 +144,9 @@ pub enum MailboxError {
 /// A snapshot of a maildrop, in delivery order; POP3 message `n` is `messages[n - 1]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mailbox {
-    /// The messages, oldest first.
-    pub messages: Vec<MessageInfo>,
+    /// The messages, oldest first; shared with the [`Cache`], so handing a large maildrop to
+    /// a session copies nothing.
+    pub messages: Arc<[MessageInfo]>,
 }
 
 /// One message of a [`Mailbox`].
@@ -160,8 +168,21 @@ pub struct MessageInfo {
 /// The size is the `,W=<n>` field of the name when present, else the file size (mailgate
 /// stores messages with CRLF line endings). The unique-id is the base name (the part before
 /// `:`), or its SHA-256 in hex when that does not fit RFC 1939's unique-id syntax.
+///
+/// This reads and `stat`s every file; [`Cache::open`] gives the same answer from what it
+/// kept of the last open.
 pub fn list(root: &Path, user: &str) -> io::Result<Mailbox> {
     let dir = ensure_mailbox(root, user)?;
+    move_new(&dir)?;
+    let (listing, _) = cache::scan(&dir.join("cur"), None)?;
+    Ok(Mailbox {
+        messages: listing.messages,
+    })
+}
+
+/// Moves every message of `<dir>/new` into `<dir>/cur`, adding the `:2,` info suffix, and
+/// makes the moves durable (both folders fsynced) if there were any.
+fn move_new(dir: &Path) -> io::Result<()> {
     let (new, cur) = (dir.join("new"), dir.join("cur"));
     let mut moved = false;
     for entry in fs::read_dir(&new)? {
@@ -179,7 +200,7 @@ pub fn list(root: &Path, user: &str) -> io::Result<Mailbox> {
         };
         match fs::rename(entry.path(), cur.join(target)) {
             Ok(()) => moved = true,
-            // Another reader moved it first; the listing of cur/ below will find it.
+            // Another reader moved it first; the listing of cur/ will find it.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -188,40 +209,7 @@ pub fn list(root: &Path, user: &str) -> io::Result<Mailbox> {
         File::open(&new)?.sync_all()?;
         File::open(&cur)?.sync_all()?;
     }
-
-    let mut found = Vec::new();
-    for entry in fs::read_dir(&cur)? {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            // Removed between the directory read and now.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if !meta.is_file() {
-            continue;
-        }
-        let base = name.split(':').next().unwrap_or(&name);
-        let size = wire_size(base).unwrap_or(meta.len());
-        let secs = leading_number(base);
-        let mtime = meta.modified().ok();
-        let info = MessageInfo {
-            uid: unique_id(base),
-            size,
-            path: entry.path(),
-        };
-        found.push(((secs, mtime, name), info));
-    }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Mailbox {
-        messages: found.into_iter().map(|(_, info)| info).collect(),
-    })
+    Ok(())
 }
 
 /// Removes the messages at `paths` (the POP3 UPDATE state). A file that is already gone

@@ -168,6 +168,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Mailboxes with an open POP3 session (RFC 1939 §8: exclusive access).
     pub mailboxes_in_use: DashSet<String>,
+    /// What POP3 sessions know of each maildrop between sessions (`maildir::cache`).
+    pub mailbox_cache: crate::maildir::Cache,
     next_session: AtomicU64,
     started: u64,
     per_ip: DashMap<IpAddr, usize>,
@@ -705,6 +707,7 @@ impl Server {
             notices,
             clock,
             mailboxes_in_use: DashSet::new(),
+            mailbox_cache: crate::maildir::Cache::new(),
             next_session: AtomicU64::new(1),
             started,
             per_ip: DashMap::new(),
