@@ -108,7 +108,44 @@ fn deliver_with(
     size: u64,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<PathBuf> {
-    let dir = ensure_mailbox(root, user)?;
+    let dst = place(root, user, unique, hostname, size, write, &mut |_| Ok(()))?;
+    sync_parent(&dst)?;
+    Ok(dst)
+}
+
+/// The steps of a delivery, in order. A message is *delivered* only after [`Step::DirSynced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// The message is written into a new file under `tmp/`.
+    Written,
+    /// That file is fsynced: its content is durable, under a name no reader looks at.
+    Synced,
+    /// It is renamed into `new/`: readers see it, complete, but a crash may still undo the
+    /// rename.
+    Renamed,
+    /// `new/` is fsynced: the rename is durable too.
+    DirSynced,
+}
+
+/// The first three [`Step`]s of a delivery into `user`'s mailbox: writes the message through
+/// `write` into `tmp/<name>`, fsyncs it and renames it to `new/<name>`, where `<name>` is
+/// `<unique>.M<counter>P<pid>.<hostname>,S=<size>`; returns that path. The caller makes the
+/// rename durable with [`sync_parent`] (one fsync of `new/` may cover many messages); until
+/// then the message is not delivered. `after` is called after each step; an error from it
+/// stops the delivery there, as a crash would (tests).
+///
+/// The mailbox folders are created (durably) only if the first attempt finds them missing,
+/// so a delivery into an existing mailbox costs no `stat`.
+pub fn place(
+    root: &Path,
+    user: &str,
+    unique: &str,
+    hostname: &str,
+    size: u64,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+    after: &mut dyn FnMut(Step) -> io::Result<()>,
+) -> io::Result<PathBuf> {
+    let dir = mailbox_path(root, user)?;
     let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
     // Maildir file names must not contain '/' or ':'.
     let host: String = hostname
@@ -118,16 +155,40 @@ fn deliver_with(
     let name = format!("{unique}.M{n}P{}.{host},S={size}", std::process::id());
     let tmp = dir.join("tmp").join(&name);
     let dst = dir.join("new").join(&name);
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    if let Err(e) = write(&mut f).and_then(|()| f.sync_all()) {
+    let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+    let mut f = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_mailbox(root, user)?;
+            create()?
+        }
+        other => other?,
+    };
+    let written = write(&mut f)
+        .and_then(|()| after(Step::Written))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
         drop(f);
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
     drop(f);
-    fs::rename(&tmp, &dst)?;
-    File::open(dir.join("new"))?.sync_all()?;
+    after(Step::Synced)?;
+    match fs::rename(&tmp, &dst) {
+        // new/ went missing (a broken mailbox): make it again, then retry once.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_mailbox(root, user)?;
+            fs::rename(&tmp, &dst)?;
+        }
+        other => other?,
+    }
+    after(Step::Renamed)?;
     Ok(dst)
+}
+
+/// Fsyncs the folder `path` is in: the last [`Step`] of the deliveries [`place`] put there.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
 }
 
 /// Why a maildrop could not be opened for a POP3 session.

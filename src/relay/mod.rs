@@ -8,7 +8,9 @@
 //! reported in one delivery status notification (the per-recipient fields of RFC 3464 §2.3 in
 //! a plain-text message) sent from the null reverse-path (RFC 5321 §4.5.5). Messages whose
 //! failure cannot be reported (null sender, or the bounce cannot be queued) go to the
-//! dead-letter folder. Retry timing comes from [`retry`] (RFC 5321 §4.5.4.1).
+//! dead-letter folder. Retry timing comes from [`retry`] (RFC 5321 §4.5.4.1). Local
+//! recipients are written into their Maildirs by `local.rs`, in batches that share the
+//! folders' fsyncs; a message leaves the spool only once every copy is durable there.
 //!
 //! With XOAUTH2 or OAUTHBEARER upstream, the worker holds one [`oauth::TokenSource`] that its
 //! deliveries share. A missing token is a transient failure like an unreachable smarthost: the
@@ -19,6 +21,7 @@
 //! and abandons its upstream session, leaving the message due for the next start.
 
 pub mod client;
+mod local;
 pub mod oauth;
 pub mod retry;
 
@@ -36,7 +39,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, unix_secs};
 use crate::config::{DeliveryConfig, Upstream, UpstreamAuth};
-use crate::maildir;
 use crate::spool::{Body, Envelope, Recipient, Spool, Status};
 use client::{Connector, Message, Reply};
 use oauth::TokenSource;
@@ -161,6 +163,7 @@ pub fn spawn(
             clock,
             shutdown,
             freeing: Default::default(),
+            local: Default::default(),
         });
         let mut worker = Worker {
             ctx,
@@ -320,6 +323,8 @@ struct Ctx {
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
     freeing: Arc<std::sync::Mutex<Freeing>>,
+    /// Local deliveries, written in batches that share their folders' fsyncs.
+    local: Arc<local::Batcher>,
 }
 
 /// Whether every recipient is delivered (nothing failed, nothing pending).
@@ -504,7 +509,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
     let mut last_error: Option<(u16, String)> = None;
 
     if pending(&env, true).next().is_some() {
-        deliver_local(ctx, &mut env, &body, now, &mut last_error).await;
+        local::deliver_local(ctx, &mut env, &body, now, &mut last_error).await;
         if !done_cleanly(&env) {
             save(ctx, &env).await;
         }
@@ -552,87 +557,6 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
         save(ctx, &env).await;
     }
     settle(ctx, env, &body).await
-}
-
-/// Delivers pending local recipients into their Maildirs; errors are transient except an
-/// unusable mailbox name.
-async fn deliver_local(
-    ctx: &Ctx,
-    env: &mut Envelope,
-    body: &Body,
-    now: SystemTime,
-    last_error: &mut Option<(u16, String)>,
-) {
-    let targets: Vec<(usize, String)> = env
-        .recipients
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| match (&r.status, &r.local_user) {
-            (Status::Pending, Some(user)) => Some((i, user.clone())),
-            _ => None,
-        })
-        .collect();
-    let root = ctx.settings.maildir.clone();
-    let host = ctx.settings.hostname.clone();
-    let unique = format!("{}.{}", unix_secs(now), env.id);
-    let body = body.clone();
-    // RFC 5321 §4.4: the delivering system records the reverse-path.
-    let return_path = format!("Return-Path: <{}>\r\n", printable(&env.mail_from));
-    let job = move || -> io::Result<Vec<(usize, io::Result<PathBuf>)>> {
-        // Fail the whole step (transiently) if the spooled body is unreadable.
-        body.read_at(&mut [0u8; 1], 0)?;
-        let prefix = return_path.into_bytes();
-        Ok(targets
-            .into_iter()
-            .map(|(i, user)| {
-                let mut src = body.reader();
-                let r = maildir::deliver_from(
-                    &root,
-                    &user,
-                    &unique,
-                    &host,
-                    &prefix,
-                    &mut src,
-                    body.len(),
-                );
-                (i, r)
-            })
-            .collect())
-    };
-    let results = match tokio::task::spawn_blocking(job).await {
-        Ok(Ok(results)) => results,
-        Ok(Err(e)) => {
-            tracing::error!(id = env.id, error = %e, "relay: cannot read spooled message");
-            *last_error = Some((451, format!("local delivery: cannot read message: {e}")));
-            return;
-        }
-        Err(e) => {
-            *last_error = Some((451, format!("local delivery task failed: {e}")));
-            return;
-        }
-    };
-    for (i, result) in results {
-        let Some(r) = env.recipients.get_mut(i) else {
-            continue;
-        };
-        match result {
-            Ok(_) => {
-                tracing::info!(id = env.id, rcpt = r.address, "relay: delivered locally");
-                r.status = Status::Delivered;
-            }
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                tracing::warn!(id = env.id, rcpt = r.address, error = %e, "relay: bad mailbox");
-                r.status = Status::Failed {
-                    code: 550,
-                    text: format!("5.1.1 mailbox: {e}"),
-                };
-            }
-            Err(e) => {
-                tracing::warn!(id = env.id, rcpt = r.address, error = %e, "relay: local deferred");
-                *last_error = Some((451, format!("4.2.0 mailbox: {e}")));
-            }
-        }
-    }
 }
 
 /// Hands the pending remote recipients to the smarthost in one session. `None` if shutdown
