@@ -45,7 +45,8 @@ use std::time::SystemTime;
 
 use tokio::sync::oneshot;
 
-use super::{Ctx, printable};
+use super::Ctx;
+use super::bounce::printable;
 use crate::clock::unix_secs;
 use crate::maildir::{self, Step};
 use crate::spool::{Body, Envelope, Status};
