@@ -97,7 +97,7 @@ measure() { # label target pids...: one run; prints and returns "rate cpu p99"
 }
 
 run_mailgate() { # binary: a fresh instance, one run
-    rm -rf "$T/mailgate/state"
+    set_aside_state
     "$1" serve --config "$T/mailgate/mailgate.toml" >> "$T/mailgate/log" 2>&1 &
     MG_PID=$!
     wait_port $MG_SMTP; wait_port $MG_POP3

@@ -87,7 +87,7 @@ bench_mailgate_config "$T" "$T/mailgate"
 
 start_mailgate() { # a fresh instance with an empty state folder
     stop_mailgate
-    rm -rf "$T/mailgate/state"
+    set_aside_state
     "$MAILGATE" serve --config "$T/mailgate/mailgate.toml" >> "$T/mailgate/log" 2>&1 &
     MG_PID=$!
     wait_port $MG_SMTP; wait_port $MG_POP3

@@ -26,24 +26,23 @@
 //! `tests::a_crash_between_steps_loses_nothing` stops a delivery after each step and checks
 //! that the message is then in the spool (read back from disk) or complete in `new/`.
 //!
-//! # Batching
+//! # Sharing the folder fsyncs
 //!
-//! Deliveries queue their jobs (one per recipient); if no writer is running, the first starts
-//! one on the blocking pool. The writer takes everything queued, runs the first three steps
-//! for each job, then fsyncs each `new/` folder once for all the jobs that renamed into it,
-//! and answers them; meanwhile the next batch gathers. The relay worker runs up to
-//! [`super::CONCURRENCY`] deliveries at once, so a busy worker writes batches of that size and
-//! a lone message is written at once. What a batch saves is a `new/` fsync per message into a
-//! mailbox that already has one in the batch, and a blocking-pool round trip per message; the
-//! file's own fsync stays, since a rename must never publish content that is not yet durable.
+//! Each delivery writes its copies on the blocking pool, as before, so the worker's
+//! deliveries (up to [`super::CONCURRENCY`]) write and fsync their files at the same time,
+//! and the block layer merges the disk flushes of fsyncs that are in flight together. The
+//! last step is shared instead: deliveries that renamed into the same `new/` at the same
+//! moment wait for one fsync of it ([`DirSync`]), which must have *started after* their
+//! rename, exactly as if each had synced alone. A first version wrote every copy from one
+//! writer thread in batches; it shared the folder fsyncs too, but its file fsyncs ran one
+//! after the other, each with a flush of its own, and it cost more CPU per message than
+//! the parallel writes it replaced (`docs/benchmarks.md`, step 12).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
-
-use tokio::sync::oneshot;
 
 use super::Ctx;
 use super::bounce::printable;
@@ -51,21 +50,15 @@ use crate::clock::unix_secs;
 use crate::maildir::{self, Step};
 use crate::spool::{Body, Envelope, Status};
 
-/// Jobs written per batch at most (a batch answers no job before all of its fsyncs).
-pub const MAX_BATCH: usize = 128;
+/// Folders whose shared fsync state is kept; beyond it, states not in use are dropped.
+const MAX_FOLDERS: usize = 1024;
 
-/// The local delivery queue shared by the worker's deliveries.
+/// What the worker's local deliveries share: one [`DirSync`] per `new/` folder.
 #[derive(Debug, Default)]
 pub(super) struct Batcher {
-    queue: Mutex<Queue>,
+    folders: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
     /// Tests: stop every delivery after this step, as a crash would.
     crash_after: Option<Step>,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    jobs: Vec<Job>,
-    writing: bool,
 }
 
 /// One recipient's copy of one message.
@@ -78,7 +71,6 @@ struct Job {
     /// The `Return-Path:` line.
     prefix: Arc<[u8]>,
     body: Body,
-    done: oneshot::Sender<io::Result<PathBuf>>,
 }
 
 impl Batcher {
@@ -91,79 +83,88 @@ impl Batcher {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // Plain data, consistent after every step.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `jobs` and starts a writer if none runs.
-    fn submit(self: &Arc<Self>, jobs: Vec<Job>) {
-        let start = {
-            let mut q = self.lock();
-            q.jobs.extend(jobs);
-            !std::mem::replace(&mut q.writing, true)
-        };
-        if start {
-            let me = self.clone();
-            tokio::task::spawn_blocking(move || me.write_batches());
-        }
-    }
-
-    /// The writer: batch after batch until nothing is queued.
-    fn write_batches(&self) {
-        loop {
-            let batch: Vec<Job> = {
-                let mut q = self.lock();
-                if q.jobs.is_empty() {
-                    q.writing = false;
-                    return;
-                }
-                let n = q.jobs.len().min(MAX_BATCH);
-                q.jobs.drain(..n).collect()
-            };
-            self.write_batch(batch);
-        }
-    }
-
-    /// Steps 1 to 3 for every job, then one fsync per `new/` folder, then the answers.
-    fn write_batch(&self, batch: Vec<Job>) {
+    /// Every step of one copy; blocking.
+    fn deliver(&self, job: &Job) -> io::Result<PathBuf> {
         let crash = self.crash_after;
         let mut after = |step: Step| match crash {
             Some(c) if step >= c => Err(io::Error::other(format!("crash after {step:?}"))),
             _ => Ok(()),
         };
-        let mut placed: Vec<(Job, io::Result<PathBuf>)> = Vec::with_capacity(batch.len());
-        for job in batch {
-            let result = place(&job, &mut after);
-            placed.push((job, result));
+        let path = place(job, &mut after)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        self.folder(dir).sync(dir)?;
+        after(Step::DirSynced)?;
+        Ok(path)
+    }
+
+    fn folder(&self, dir: &Path) -> Arc<DirSync> {
+        // Plain data, consistent after every step.
+        let mut folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = folders.get(dir) {
+            return f.clone();
         }
-        // One fsync per folder, for every rename into it.
-        let mut synced: HashMap<PathBuf, Result<(), String>> = HashMap::new();
-        for (_, result) in &placed {
-            let Ok(path) = result else { continue };
-            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-            if synced.contains_key(&dir) {
+        if folders.len() >= MAX_FOLDERS {
+            // Only states nobody waits on; one in use stays shared.
+            folders.retain(|_, f| Arc::strong_count(f) > 1);
+        }
+        let f = Arc::new(DirSync::default());
+        folders.insert(dir.to_path_buf(), f.clone());
+        f
+    }
+}
+
+/// Group commit for one folder's fsync (as the spool's `GroupSync`): a caller returns only
+/// after an fsync that started after its call has completed, so its rename is covered.
+#[derive(Debug, Default)]
+struct DirSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Fsyncs started and completed.
+    started: u64,
+    completed: u64,
+    running: bool,
+    /// The last fsync that failed.
+    failed: Option<u64>,
+}
+
+impl DirSync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        // Plain counters, consistent after every step.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        // The first fsync that starts from now on covers this caller's rename.
+        let target = st.started + 1;
+        while st.completed < target {
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            let outcome = maildir::sync_parent(path)
-                .and_then(|()| after(Step::DirSynced))
-                .map_err(|e| e.to_string());
-            synced.insert(dir, outcome);
-        }
-        for (job, result) in placed {
-            let result = result.and_then(|path| {
-                let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-                match synced.get(&dir) {
-                    Some(Ok(())) => Ok(path),
-                    Some(Err(e)) => Err(io::Error::other(format!("fsync of new/: {e}"))),
-                    None => Err(io::Error::other("new/ not fsynced")),
-                }
-            });
-            // A crash answers nobody: the delivery never learns the outcome.
-            if crash.is_some() {
-                continue;
+            st.running = true;
+            st.started += 1;
+            let generation = st.started;
+            drop(st);
+            let result = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            st = self.lock();
+            st.running = false;
+            st.completed = generation;
+            if result.is_err() {
+                st.failed = Some(generation);
             }
-            let _ = job.done.send(result);
+            self.done.notify_all();
+            if generation >= target {
+                return result;
+            }
+        }
+        match st.failed {
+            Some(g) if g >= target => Err(io::Error::other("a shared fsync of new/ failed")),
+            _ => Ok(()),
         }
     }
 }
@@ -234,27 +235,35 @@ pub(super) async fn deliver_local(
     let prefix: Arc<[u8]> = format!("Return-Path: <{}>\r\n", printable(&env.mail_from))
         .into_bytes()
         .into();
-    let mut jobs = Vec::with_capacity(targets.len());
-    let mut waiting = Vec::with_capacity(targets.len());
-    for (i, user) in targets {
-        let (done, rx) = oneshot::channel();
-        jobs.push(Job {
-            root: ctx.settings.maildir.clone(),
-            user,
-            unique: unique.clone(),
-            host: ctx.settings.hostname.clone(),
-            prefix: prefix.clone(),
-            body: body.clone(),
-            done,
-        });
-        waiting.push((i, rx));
-    }
-    ctx.local.submit(jobs);
-    for (i, rx) in waiting {
-        let result = match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::other("local delivery stopped")),
-        };
+    let jobs: Vec<(usize, Job)> = targets
+        .into_iter()
+        .map(|(i, user)| {
+            let job = Job {
+                root: ctx.settings.maildir.clone(),
+                user,
+                unique: unique.clone(),
+                host: ctx.settings.hostname.clone(),
+                prefix: prefix.clone(),
+                body: body.clone(),
+            };
+            (i, job)
+        })
+        .collect();
+    let local = ctx.local.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        jobs.iter()
+            .map(|(i, job)| (*i, local.deliver(job)))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let results = match written {
+        Ok(results) => results,
+        Err(e) => {
+            *last_error = Some((451, format!("local delivery task failed: {e}")));
+            return;
+        }
+    };
+    for (i, result) in results {
         let Some(r) = env.recipients.get_mut(i) else {
             continue;
         };
@@ -361,6 +370,28 @@ mod tests {
                 None => assert!(!queued && new.len() == 1),
             }
         }
+    }
+
+    #[test]
+    fn a_shared_folder_fsync_covers_every_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = Arc::new(DirSync::default());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (sync, dir) = (sync.clone(), dir.path().to_path_buf());
+                std::thread::spawn(move || sync.sync(&dir))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let st = sync.lock();
+        assert!(st.completed >= 1 && st.completed <= 16, "{st:?}");
+        assert_eq!(st.started, st.completed);
+        drop(st);
+        // A failed fsync fails its callers; the next one syncs afresh.
+        assert!(sync.sync(&dir.path().join("missing")).is_err());
+        assert!(sync.sync(dir.path()).is_ok());
     }
 
     #[tokio::test]
