@@ -288,7 +288,11 @@ async fn listing(gw: &Gateway) -> (String, Vec<(String, String)>) {
     let list = c.multiline().await;
     c.pop_cmd("QUIT", true).await;
     let second = |line: &String| line.split(' ').nth(1).unwrap_or_default().to_string();
-    let pairs = uidl.iter().map(second).zip(list.iter().map(second)).collect();
+    let pairs = uidl
+        .iter()
+        .map(second)
+        .zip(list.iter().map(second))
+        .collect();
     (stat, pairs)
 }
 
