@@ -10,7 +10,8 @@
 #         git stash pop; cargo build --release -p mailgate
 #         bench/ab.sh /tmp/mg-old target/release/mailgate
 # (the load generator, package mailgate-load, is built here from the current tree)
-# Scenarios: relay, auth-plain, auth-login, auth-cram, auth-ntlm, pop3 (as in compare.sh).
+# Scenarios: relay, auth-plain, auth-login, auth-cram, auth-ntlm, pop3, local, pop3-large (as
+# in compare.sh; pop3-large is one client at a time on a maildrop of LARGE_MESSAGES).
 # Environment: BASE_PORT (default 30000) moves every port. Needs smtp-sink (Debian: postfix).
 
 set -euo pipefail
@@ -40,10 +41,13 @@ B=${BASE_PORT:-30000}
 MG_POP3=$((B + 1110)); MG_POP3S=$((B + 1995)); MG_SMTP=$((B + 2525))
 MG_SUB=$((B + 2587)); MG_SUBS=$((B + 2465)); MG_CONTROL=$((B + 2526))
 SINK=$((B + 3525)); DOWNSTREAM=$((B + 3526))
+LOAD_ARGS=(--scenario "$SCENARIO")
 case "$SCENARIO" in
     relay) TARGET=$MG_SMTP ;;
     auth-*) TARGET=$MG_SUB ;;
     pop3) TARGET=$MG_POP3 ;;
+    local) TARGET=$MG_SMTP; LOAD_ARGS=(--scenario relay --rcpt user0000@example.test) ;;
+    pop3-large) TARGET=$MG_POP3; CONC=1; LOAD_ARGS=(--scenario pop3-uidl --users 1) ;;
     *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac
 
@@ -66,6 +70,7 @@ trap 'cleanup_servers; rm -rf "$T"' EXIT
 
 bench_users "$T"
 bench_mailgate_config "$T" "$T/mailgate"
+[ "$SCENARIO" = pop3-large ] && bench_large_mailbox "$T/large/user0000" "$LARGE_MESSAGES"
 smtp-sink -u nobody 127.0.0.1:$SINK 1024 > "$T/sink.log" 2>&1 &
 SINK_PID=$!; PIDS+=("$SINK_PID")
 smtp-sink -u nobody 127.0.0.1:$DOWNSTREAM 1024 > "$T/downstream.log" 2>&1 &
@@ -78,7 +83,9 @@ measure() { # label target pids...: one run; prints and returns "rate cpu p99"
     for p in "$@"; do pidargs+=(--server-pid "$p"); done
     # mailgate's CPU includes relaying what the sessions queued.
     [ "$label" = mailgate ] && pidargs+=(--settle-dir "$T/mailgate/state/spool")
-    line=$("$LOAD" --scenario "$SCENARIO" --target 127.0.0.1:"$target" \
+    local args=("${LOAD_ARGS[@]}")
+    [ "$label" = smtp-sink ] && args=(--scenario relay)
+    line=$("$LOAD" "${args[@]}" --target 127.0.0.1:"$target" \
         --pop3 127.0.0.1:$MG_POP3 --concurrency "$CONC" --duration "$DURATION" --runs 1 \
         --warmup 1s "${pidargs[@]}" 2>&1 |
         grep '^RESULT' || true)
@@ -90,10 +97,14 @@ measure() { # label target pids...: one run; prints and returns "rate cpu p99"
 }
 
 run_mailgate() { # binary: a fresh instance, one run
-    rm -rf "$T/mailgate/state"
+    set_aside_state
     "$1" serve --config "$T/mailgate/mailgate.toml" >> "$T/mailgate/log" 2>&1 &
     MG_PID=$!
     wait_port $MG_SMTP; wait_port $MG_POP3
+    if [ "$SCENARIO" = pop3-large ]; then
+        mkdir -p "$T/mailgate/state/maildir"
+        cp -a "$T/large/user0000" "$T/mailgate/state/maildir/"
+    fi
     measure mailgate "$TARGET" "$MG_PID"
     kill "$MG_PID"; wait "$MG_PID" 2>/dev/null || true
     MG_PID=""
@@ -105,7 +116,7 @@ printf '%-6s %10s %22s %22s\n' round smtp-sink/s "old /s (ratio, ms)" "new /s (r
 for r in $(seq "$ROUNDS"); do
     # The sink's rate is a reference only for relay; it is measured every round regardless,
     # so each round costs the same.
-    sink=$(SCENARIO=relay measure smtp-sink $SINK "$SINK_PID")
+    sink=$(measure smtp-sink $SINK "$SINK_PID")
     old=$(run_mailgate "$OLD")
     new=$(run_mailgate "$NEW")
     if [ -z "$sink" ] || [ -z "$old" ] || [ -z "$new" ]; then

@@ -8,7 +8,8 @@
 #   --mailgate-only  skip Postfix and Dovecot (smtp-sink is still the baseline)
 #   --keep           leave the temporary folder (configs, logs, spools) for inspection
 # Environment: BASE_PORT (default 40000) moves every port; IDLE (default 5000) connections
-# held for the memory figure.
+# held for the memory figure; LARGE_MESSAGES (default 30000) the size of the pop3-large
+# maildrop.
 #
 # Needs: a Rust toolchain; as root, Debian's postfix, dovecot-core, dovecot-pop3d,
 # libsasl2-modules and sasl2-bin (installed here if missing; their system services are never
@@ -87,7 +88,7 @@ bench_mailgate_config "$T" "$T/mailgate"
 
 start_mailgate() { # a fresh instance with an empty state folder
     stop_mailgate
-    rm -rf "$T/mailgate/state"
+    set_aside_state
     "$MAILGATE" serve --config "$T/mailgate/mailgate.toml" >> "$T/mailgate/log" 2>&1 &
     MG_PID=$!
     wait_port $MG_SMTP; wait_port $MG_POP3
@@ -314,6 +315,17 @@ mg auth-plain-implicit --scenario auth-plain --tls implicit --target 127.0.0.1:$
 mg pop3-stls --scenario pop3 --tls starttls --target 127.0.0.1:$MG_POP3 --concurrency $CONC
 mg pop3s --scenario pop3 --tls implicit --target 127.0.0.1:$MG_POP3S --concurrency $CONC
 mg relay-c128 --scenario relay --target 127.0.0.1:$MG_SMTP --concurrency $P99_CONC
+# Local delivery: the relay session, to a local user's Maildir instead of the smarthost.
+mg local --scenario relay --rcpt user0000@example.test --target 127.0.0.1:$MG_SMTP \
+    --concurrency $CONC
+# A large maildrop: one client at a time logs in to a mailbox of $LARGE_MESSAGES messages and
+# reads STAT and the whole UIDL listing; the warm-up lets each server build its index or cache.
+bench_large_mailbox "$T/large/user0000" "$LARGE_MESSAGES"
+LARGE_ARGS=(--scenario pop3-uidl --users 1 --concurrency 1)
+start_mailgate
+mkdir -p "$T/mailgate/state/maildir"
+cp -a "$T/large/user0000" "$T/mailgate/state/maildir/"
+run pop3-large mailgate "$MG_PID" "${LARGE_ARGS[@]}" --target 127.0.0.1:$MG_POP3
 idle() { # SCENARIO PORT: holds $IDLE connections on a fresh mailgate; sets HELD and BYTES
     start_mailgate
     local line
@@ -346,6 +358,10 @@ if [ "$OTHERS" = 1 ]; then
         --target 127.0.0.1:$PF_SMTP --concurrency $CONC
     run relay-c128 postfix "$PF_MASTER" --scenario relay --target 127.0.0.1:$PF_SMTP \
         --concurrency $P99_CONC
+    rm -rf "$T/dovecot/mail/user0000"
+    cp -a "$T/large/user0000" "$T/dovecot/mail/"
+    chown -R nobody:nogroup "$T/dovecot/mail/user0000"
+    run pop3-large dovecot "$DC_MASTER" "${LARGE_ARGS[@]}" --target 127.0.0.1:$DC_POP3
 fi
 
 # --- the table -----------------------------------------------------------------------------

@@ -3,10 +3,17 @@
 //!
 //! Delivery follows the Maildir protocol: write under `tmp/` with a unique name, fsync, then
 //! rename into `new/` and fsync the directory, so a message is either fully there or absent.
+//! The read side lists a maildrop for a POP3 session; [`cache`] keeps those listings between
+//! sessions.
+
+pub mod cache;
+
+pub use cache::Cache;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
@@ -101,7 +108,44 @@ fn deliver_with(
     size: u64,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<PathBuf> {
-    let dir = ensure_mailbox(root, user)?;
+    let dst = place(root, user, unique, hostname, size, write, &mut |_| Ok(()))?;
+    sync_parent(&dst)?;
+    Ok(dst)
+}
+
+/// The steps of a delivery, in order. A message is *delivered* only after [`Step::DirSynced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// The message is written into a new file under `tmp/`.
+    Written,
+    /// That file is fsynced: its content is durable, under a name no reader looks at.
+    Synced,
+    /// It is renamed into `new/`: readers see it, complete, but a crash may still undo the
+    /// rename.
+    Renamed,
+    /// `new/` is fsynced: the rename is durable too.
+    DirSynced,
+}
+
+/// The first three [`Step`]s of a delivery into `user`'s mailbox: writes the message through
+/// `write` into `tmp/<name>`, fsyncs it and renames it to `new/<name>`, where `<name>` is
+/// `<unique>.M<counter>P<pid>.<hostname>,S=<size>`; returns that path. The caller makes the
+/// rename durable with [`sync_parent`] (one fsync of `new/` may cover many messages); until
+/// then the message is not delivered. `after` is called after each step; an error from it
+/// stops the delivery there, as a crash would (tests).
+///
+/// The mailbox folders are created (durably) only if the first attempt finds them missing,
+/// so a delivery into an existing mailbox costs no `stat`.
+pub fn place(
+    root: &Path,
+    user: &str,
+    unique: &str,
+    hostname: &str,
+    size: u64,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+    after: &mut dyn FnMut(Step) -> io::Result<()>,
+) -> io::Result<PathBuf> {
+    let dir = mailbox_path(root, user)?;
     let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
     // Maildir file names must not contain '/' or ':'.
     let host: String = hostname
@@ -111,16 +155,40 @@ fn deliver_with(
     let name = format!("{unique}.M{n}P{}.{host},S={size}", std::process::id());
     let tmp = dir.join("tmp").join(&name);
     let dst = dir.join("new").join(&name);
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    if let Err(e) = write(&mut f).and_then(|()| f.sync_all()) {
+    let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+    let mut f = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_mailbox(root, user)?;
+            create()?
+        }
+        other => other?,
+    };
+    let written = write(&mut f)
+        .and_then(|()| after(Step::Written))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
         drop(f);
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
     drop(f);
-    fs::rename(&tmp, &dst)?;
-    File::open(dir.join("new"))?.sync_all()?;
+    after(Step::Synced)?;
+    match fs::rename(&tmp, &dst) {
+        // new/ went missing (a broken mailbox): make it again, then retry once.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_mailbox(root, user)?;
+            fs::rename(&tmp, &dst)?;
+        }
+        other => other?,
+    }
+    after(Step::Renamed)?;
     Ok(dst)
+}
+
+/// Fsyncs the folder `path` is in: the last [`Step`] of the deliveries [`place`] put there.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
 }
 
 /// Why a maildrop could not be opened for a POP3 session.
@@ -137,8 +205,9 @@ pub enum MailboxError {
 /// A snapshot of a maildrop, in delivery order; POP3 message `n` is `messages[n - 1]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mailbox {
-    /// The messages, oldest first.
-    pub messages: Vec<MessageInfo>,
+    /// The messages, oldest first; shared with the [`Cache`], so handing a large maildrop to
+    /// a session copies nothing.
+    pub messages: Arc<[MessageInfo]>,
 }
 
 /// One message of a [`Mailbox`].
@@ -160,8 +229,21 @@ pub struct MessageInfo {
 /// The size is the `,W=<n>` field of the name when present, else the file size (mailgate
 /// stores messages with CRLF line endings). The unique-id is the base name (the part before
 /// `:`), or its SHA-256 in hex when that does not fit RFC 1939's unique-id syntax.
+///
+/// This reads and `stat`s every file; [`Cache::open`] gives the same answer from what it
+/// kept of the last open.
 pub fn list(root: &Path, user: &str) -> io::Result<Mailbox> {
     let dir = ensure_mailbox(root, user)?;
+    move_new(&dir)?;
+    let (listing, _) = cache::scan(&dir.join("cur"), None)?;
+    Ok(Mailbox {
+        messages: listing.messages,
+    })
+}
+
+/// Moves every message of `<dir>/new` into `<dir>/cur`, adding the `:2,` info suffix, and
+/// makes the moves durable (both folders fsynced) if there were any.
+fn move_new(dir: &Path) -> io::Result<()> {
     let (new, cur) = (dir.join("new"), dir.join("cur"));
     let mut moved = false;
     for entry in fs::read_dir(&new)? {
@@ -179,7 +261,7 @@ pub fn list(root: &Path, user: &str) -> io::Result<Mailbox> {
         };
         match fs::rename(entry.path(), cur.join(target)) {
             Ok(()) => moved = true,
-            // Another reader moved it first; the listing of cur/ below will find it.
+            // Another reader moved it first; the listing of cur/ will find it.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -188,40 +270,7 @@ pub fn list(root: &Path, user: &str) -> io::Result<Mailbox> {
         File::open(&new)?.sync_all()?;
         File::open(&cur)?.sync_all()?;
     }
-
-    let mut found = Vec::new();
-    for entry in fs::read_dir(&cur)? {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            // Removed between the directory read and now.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if !meta.is_file() {
-            continue;
-        }
-        let base = name.split(':').next().unwrap_or(&name);
-        let size = wire_size(base).unwrap_or(meta.len());
-        let secs = leading_number(base);
-        let mtime = meta.modified().ok();
-        let info = MessageInfo {
-            uid: unique_id(base),
-            size,
-            path: entry.path(),
-        };
-        found.push(((secs, mtime, name), info));
-    }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Mailbox {
-        messages: found.into_iter().map(|(_, info)| info).collect(),
-    })
+    Ok(())
 }
 
 /// Removes the messages at `paths` (the POP3 UPDATE state). A file that is already gone

@@ -107,6 +107,8 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// Maildrop locks: one POP3 session per mailbox (RFC 1939 §8: exclusive access).
     pub mailboxes: Arc<dyn MailboxLocks>,
+    /// What POP3 sessions know of each maildrop between sessions (`maildir::cache`).
+    pub mailbox_cache: crate::maildir::Cache,
     next_session: AtomicU64,
     started: u64,
     pub(crate) per_ip: DashMap<IpAddr, usize>,
@@ -272,6 +274,7 @@ impl Gateway {
             notices,
             clock,
             mailboxes: Arc::new(MemoryMailboxLocks::new()),
+            mailbox_cache: crate::maildir::Cache::new(),
             next_session: AtomicU64::new(1),
             started,
             per_ip: DashMap::new(),

@@ -296,8 +296,8 @@ async fn open_mailbox(
         Err(e) => return (Err(MailboxError::Io(std::io::Error::other(e))), None),
     };
     let root = shared.config.delivery.maildir.clone();
-    let owned = user.to_string();
-    match tokio::task::spawn_blocking(move || maildir::list(&root, &owned)).await {
+    let (owned, cache) = (user.to_string(), shared.mailbox_cache.clone());
+    match tokio::task::spawn_blocking(move || cache.open(&root, &owned)).await {
         Ok(Ok(mb)) => (Ok(mb), Some(lock)),
         Ok(Err(e)) => (Err(MailboxError::Io(e)), None),
         Err(e) => (

@@ -170,7 +170,7 @@ fn mailbox() -> Mailbox {
         path: PathBuf::from(format!("/m/cur/{uid}:2,")),
     };
     Mailbox {
-        messages: vec![msg("u1", 120), msg("u2", 200), msg("u3", 30)],
+        messages: vec![msg("u1", 120), msg("u2", 200), msg("u3", 30)].into(),
     }
 }
 
@@ -323,7 +323,7 @@ fn quit_without_deletions_commits_nothing_and_failed_commit_is_reported() {
         "quit",
         "",
         Action::Commit {
-            delete: mailbox().messages.into_iter().map(|m| m.path).collect(),
+            delete: mailbox().messages.iter().map(|m| m.path.clone()).collect(),
         },
     );
     assert!(!out.close);

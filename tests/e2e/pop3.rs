@@ -272,3 +272,91 @@ async fn the_maildrop_is_free_once_quit_is_answered() {
     }
     gw.stop().await;
 }
+
+/// Logs in as alice and lists the maildrop: STAT, then `(uid, size)` per message from UIDL
+/// and LIST; QUITs.
+async fn listing(gw: &Gateway) -> (String, Vec<(String, String)>) {
+    let mut c = login_tls(gw, "alice").await;
+    let stat = c.pop_cmd("STAT", true).await;
+    c.pop_cmd("UIDL", true).await;
+    let uidl = c.multiline().await;
+    c.pop_cmd("LIST", true).await;
+    let list = c.multiline().await;
+    c.pop_cmd("QUIT", true).await;
+    let second = |line: &String| line.split(' ').nth(1).unwrap_or_default().to_string();
+    let pairs = uidl
+        .iter()
+        .map(second)
+        .zip(list.iter().map(second))
+        .collect();
+    (stat, pairs)
+}
+
+/// The file in alice's `cur/` whose content contains `text`.
+fn file_with(gw: &Gateway, text: &str) -> std::path::PathBuf {
+    let cur = gw.state().join("maildir/alice/cur");
+    std::fs::read_dir(cur)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).contains(text))
+        .unwrap()
+}
+
+/// The maildrop listing is kept between sessions (`maildir::cache`): changes made behind the
+/// gateway's back between two sessions (an admin's `rm`, a flag rename by another reader, a
+/// file dropped into new/ by another delivery agent, one moved into cur/) show in the next
+/// session, and unique-ids stay what they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_behind_the_gateway_show_in_the_next_session() {
+    let gw = Gateway::start("").await;
+    for n in 0..3 {
+        deliver(&gw, "alice", &format!("m{n}")).await;
+    }
+    gw.wait_for_mail("alice", 3).await;
+    let (stat, first) = listing(&gw).await;
+    assert!(stat.starts_with("+OK 3 "), "{stat}");
+    // Unchanged: the same answer.
+    assert_eq!(listing(&gw).await.1, first);
+
+    // The unique-id of m0, by a session's TOP.
+    let mut c = login_tls(&gw, "alice").await;
+    let mut m0 = None;
+    for n in 1..=3 {
+        c.pop_cmd(&format!("TOP {n} 0"), true).await;
+        if c.multiline().await.iter().any(|l| l == "Subject: m0") {
+            m0 = Some(first[n - 1].clone());
+        }
+    }
+    c.pop_cmd("QUIT", true).await;
+    let m0 = m0.unwrap();
+
+    // An admin removes m0; another reader marks m1 as seen.
+    std::fs::remove_file(file_with(&gw, "Subject: m0")).unwrap();
+    let seen = file_with(&gw, "Subject: m1");
+    std::fs::rename(&seen, format!("{}S", seen.display())).unwrap();
+    // Another delivery agent drops a message into new/; one appears in cur/.
+    let dir = gw.state().join("maildir/alice");
+    std::fs::write(dir.join("new/1000000001.other.host,S=7"), "a\r\nbc\r\n").unwrap();
+    std::fs::write(dir.join("tmp/1000000002.moved.host"), "x\r\n").unwrap();
+    std::fs::rename(
+        dir.join("tmp/1000000002.moved.host"),
+        dir.join("cur/1000000002.moved.host:2,"),
+    )
+    .unwrap();
+
+    let (stat, after) = listing(&gw).await;
+    assert!(stat.starts_with("+OK 4 "), "{stat}");
+    let mut want = vec![
+        ("1000000001.other.host,S=7".to_string(), "7".to_string()),
+        ("1000000002.moved.host".to_string(), "3".to_string()),
+    ];
+    want.extend(first.iter().filter(|m| **m != m0).cloned());
+    assert_eq!(after, want);
+
+    // A deletion through POP3 shows in the next session too.
+    let mut c = login_tls(&gw, "alice").await;
+    c.pop_cmd("DELE 1", true).await;
+    c.pop_cmd("QUIT", true).await;
+    assert_eq!(listing(&gw).await.1, want[1..].to_vec());
+}

@@ -51,7 +51,7 @@ struct Args {
     /// What each session does.
     #[arg(long, value_enum, default_value = "relay")]
     scenario: Scenario,
-    /// The SMTP server (the POP3 server for `--scenario pop3`).
+    /// The SMTP server (the POP3 server for `--scenario pop3` and `pop3-uidl`).
     #[arg(long, default_value = "127.0.0.1:2525")]
     target: SocketAddr,
     /// The POP3 server for `--scenario pbs`.
@@ -360,7 +360,7 @@ async fn idle(args: &Args, plan: Arc<Plan>, sources: Arc<Vec<IpAddr>>, count: us
     let after = procfs::rss_bytes(pids);
     let per = (after.saturating_sub(before)) as f64 / held.len().max(1) as f64;
     let protocol = match args.scenario {
-        Scenario::Pop3 => "pop3",
+        Scenario::Pop3 | Scenario::Pop3Uidl => "pop3",
         _ => "smtp",
     };
     println!(
@@ -417,7 +417,7 @@ async fn main() -> ExitCode {
         tls_mode: args.tls,
         tls,
         smtp: args.target,
-        pop3: if args.scenario == Scenario::Pop3 {
+        pop3: if matches!(args.scenario, Scenario::Pop3 | Scenario::Pop3Uidl) {
             args.target
         } else {
             args.pop3

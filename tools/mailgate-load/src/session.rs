@@ -5,6 +5,8 @@
 //!   PLAIN RFC 4616, LOGIN draft-murchison-sasl-login, CRAM-MD5 RFC 2195, NTLMv2 MS-NLMP /
 //!   MS-SMTPNTLM).
 //! - `pop3`: USER, PASS, STAT, QUIT (RFC 1939).
+//! - `pop3-uidl`: USER, PASS, STAT, UIDL (the whole listing, one line per message, checked
+//!   against STAT's count), QUIT: what a "leave mail on the server" client does each time.
 //! - `pbs`: a POP3 login, then a relay session from the same address (POP-before-SMTP).
 //!
 //! TLS applies to every connection of a session: implicit (RFC 8314) or upgraded with
@@ -31,6 +33,8 @@ pub enum Scenario {
     AuthNtlm,
     /// POP3 USER, PASS, STAT, QUIT.
     Pop3,
+    /// POP3 USER, PASS, STAT, UIDL, QUIT.
+    Pop3Uidl,
     /// POP3 login, then relay from the same address.
     Pbs,
 }
@@ -88,9 +92,10 @@ impl Plan {
             Scenario::AuthLogin => self.smtp_session(source, &user, Some(Auth::Login)).await,
             Scenario::AuthCram => self.smtp_session(source, &user, Some(Auth::Cram)).await,
             Scenario::AuthNtlm => self.smtp_session(source, &user, Some(Auth::Ntlm)).await,
-            Scenario::Pop3 => self.pop3_session(source, &user).await,
+            Scenario::Pop3 => self.pop3_session(source, &user, false).await,
+            Scenario::Pop3Uidl => self.pop3_session(source, &user, true).await,
             Scenario::Pbs => {
-                self.pop3_session(source, &user).await?;
+                self.pop3_session(source, &user, false).await?;
                 self.smtp_session(source, &user, None).await
             }
         }
@@ -99,7 +104,7 @@ impl Plan {
     /// The target the idle mode connects to.
     pub fn idle_target(&self) -> SocketAddr {
         match self.scenario {
-            Scenario::Pop3 => self.pop3,
+            Scenario::Pop3 | Scenario::Pop3Uidl => self.pop3,
             _ => self.smtp,
         }
     }
@@ -111,7 +116,7 @@ impl Plan {
             .flatten();
         let mut conn = Conn::connect(source, self.idle_target(), implicit).await?;
         match self.scenario {
-            Scenario::Pop3 => conn.pop_ok("greeting").await.map(|_| ())?,
+            Scenario::Pop3 | Scenario::Pop3Uidl => conn.pop_ok("greeting").await.map(|_| ())?,
             _ => conn.expect("greeting", 220).await.map(|_| ())?,
         }
         Ok(conn)
@@ -193,7 +198,7 @@ impl Plan {
         Ok(())
     }
 
-    async fn pop3_session(&self, source: IpAddr, user: &str) -> Result<(), Error> {
+    async fn pop3_session(&self, source: IpAddr, user: &str, uidl: bool) -> Result<(), Error> {
         let mut c = self.open(self.pop3, source).await?;
         c.pop_ok("greeting").await?;
         if let Some(tls) = self.starttls() {
@@ -203,7 +208,29 @@ impl Plan {
         c.pop_command("USER", &format!("USER {user}")).await?;
         c.pop_command("PASS", &format!("PASS {}", self.password))
             .await?;
-        c.pop_command("STAT", "STAT").await?;
+        let stat = c.pop_command("STAT", "STAT").await?;
+        if uidl {
+            let count: usize =
+                stat.split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or(Error::Malformed {
+                        step: "STAT",
+                        got: stat.clone(),
+                    })?;
+            c.pop_command("UIDL", "UIDL").await?;
+            let mut lines = 0;
+            while c.line("UIDL listing").await? != "." {
+                lines += 1;
+            }
+            if lines != count {
+                return Err(Error::Unexpected {
+                    step: "UIDL",
+                    expected: format!("{count} lines"),
+                    got: format!("{lines} lines"),
+                });
+            }
+        }
         c.pop_command("QUIT", "QUIT").await?;
         Ok(())
     }
