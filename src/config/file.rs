@@ -2,7 +2,7 @@
 //! default in a named function next to the field it fills.
 //!
 //! Nothing here is validated: addresses, networks and durations stay text so that
-//! `validate.rs` can report each bad value with its line and a hint. Defaults that come from
+//! `validate/` can report each bad value with its line and a hint. Defaults that come from
 //! an RFC cite the section. Each table is deserialized on its own ([`File::from_table`]) so
 //! that a mistake in `[limits]` does not hide another in `[auth]`.
 
