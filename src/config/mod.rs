@@ -1,6 +1,6 @@
 //! The validated configuration the rest of the crate sees.
 //!
-//! `file.rs` mirrors the TOML text (serde, unknown keys rejected); this module turns it into
+//! `file/` mirrors the TOML text (serde, unknown keys rejected); this module turns it into
 //! typed values (durations, socket addresses, networks, absolute paths) and reports every
 //! problem at once, each with the file, line, key and what to write instead. The checks
 //! live in `validate/` (`mod.rs`: the passes and the value checks; `auth.rs`, `delivery.rs`,

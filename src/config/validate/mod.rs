@@ -1,7 +1,7 @@
 //! Turns the text of `mailgate.toml` into a [`Config`], collecting every problem with its line.
 //!
 //! Three passes: TOML syntax (all recoverable errors), the serde mirror (every unknown key
-//! and wrong type, see `file.rs`), then value checks (addresses, networks, durations, names, cross-key rules).
+//! and wrong type, see `file/`), then value checks (addresses, networks, durations, names, cross-key rules).
 //! Lines come from the spans of the parsed document: each check looks its key up again in
 //! the tree, so the mirror can keep plain types. Risky-but-valid settings are `warnings.rs`.
 //!
