@@ -16,6 +16,7 @@ mod durability;
 mod ntlm;
 mod oauth;
 mod policy;
+mod policy_ops;
 mod pop3;
 mod relay;
 mod relay_e2e;
