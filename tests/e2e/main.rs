@@ -22,6 +22,7 @@ mod relay;
 mod relay_e2e;
 mod reload;
 mod robustness;
+mod robustness_limits;
 mod scram;
 mod smtp;
 mod upstream_oauth;
