@@ -8,6 +8,7 @@
 pub const MAILGATE: &str = env!("CARGO_BIN_EXE_mailgate");
 
 mod admin;
+mod admin_metrics;
 mod audit;
 mod audit_report;
 mod clients;
