@@ -39,7 +39,7 @@ async fn housekeeping(shared: Arc<Gateway>, shutdown: CancellationToken) {
         if let Ok(Err(e)) = swept.await {
             tracing::warn!("allowlist expiry failed: {e}");
         }
-        shared.throttle.purge(now);
+        shared.throttle.purge(now).await;
         rounds += 1;
         if rounds.is_multiple_of(10) {
             let shared = shared.clone();

@@ -1,22 +1,30 @@
 //! mailgate: a legacy-compatibility mail authentication gateway.
 //!
 //! # Layout
-//! - `config/`: the TOML file mirror and the validated [`config::Config`].
+//! Arrows point one way: `server` -> `session` (the driver) -> the protocol cores (`smtp`,
+//! `pop3`, `sasl`); the driver, `admin` and `background` -> `gateway` and the stores.
+//! - `server`: binds the listeners, accepts, caps connections, shuts down.
+//! - `session/`: the one session driver for SMTP and POP3, and the verification path that
+//!   answers the credential checks the cores ask for.
+//! - `smtp/`, `pop3/`: sans-IO protocol cores (parsers, replies, machines) and, in `conn`,
+//!   what only that protocol does on the driver (DATA into the spool; the maildrop).
 //! - `sasl/`: the SASL engine shared by SMTP and POP3, one mechanism per file.
-//! - `allowlist`: the POP-before-SMTP allowlist service; `control`: its admin channel.
+//! - `gateway/`: the state sessions use, with the typed SIGHUP reload; `background`: the
+//!   housekeeping, users-file watcher and digest tasks.
 //! - `store/`: traits for shared state (allowlist, failure counters, mailbox locks) and their
 //!   in-memory backends.
+//! - `allowlist`: the POP-before-SMTP allowlist service; `control`: its admin channel.
 //! - `throttle`: growing delays for failed logins.
-//! - `auth`: users file and the [`auth::Authenticator`] seam.
-//! - `maildir`: local mailbox storage.
-//! - `smtp/`, `pop3/`: sans-IO protocol cores and their connection loops.
-//! - `server`: listeners, caps, shutdown; `tls`: certificates; `io`: bounded line reads.
-//! - `spool/`: the durable queue; `relay/`: delivery to Maildir and the smarthost.
+//! - `auth/`: users file and the [`auth::Authenticator`] seam.
 //! - `oauth/`: bearer-token validation (JWT, RFC 7662 introspection) for XOAUTH2/OAUTHBEARER.
-//! - `audit/`: the audit log; `policy`: migration rules.
+//! - `policy`: migration rules; `audit/`: the audit log; `notices`: notices to users and the
+//!   admin digest; `metrics`: the Prometheus counters.
 //! - `admin/`: the admin HTTP endpoint (metrics, report API, allowlist, dashboard).
-//! - `clock`: time as an input.
-//! - `smtp/`: SMTP command, address, reply and DATA parsers (sans-IO).
+//! - `spool/`: the durable queue; `relay/`: delivery to Maildir and the smarthost;
+//!   `maildir`: local mailbox storage.
+//! - `config/`: the TOML file mirror and the validated [`config::Config`].
+//! - `tls`: certificates; `io`: bounded line reads; `clock`: time as an input; `durable`:
+//!   small state files replaced atomically.
 
 #![forbid(unsafe_code)]
 

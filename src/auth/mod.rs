@@ -24,6 +24,7 @@
 //! mechanisms need after a successful cleartext login. The users map sits behind a lock so that
 //! such an upgrade is seen by later logins without a restart.
 
+mod deferred;
 mod derive;
 mod file;
 mod legacy;
@@ -35,6 +36,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+pub use deferred::DeferredDerivation;
 pub use file::set_user;
 pub use store::{
     Error, MAX_FILE_BYTES, MAX_FORMS_PER_USER, MAX_LINE_LEN, MAX_USER_LEN, MAX_USERS, Problem,

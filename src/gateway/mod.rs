@@ -68,12 +68,12 @@ pub struct Gateway {
     pub config: Config,
     /// Credentials.
     pub users: Arc<dyn Authenticator>,
-    /// The same users file, for reloading it (see [`Shared::reload_users`]).
+    /// The same users file, for reloading it (see [`Gateway::reload_users`]).
     pub user_store: Arc<UserStore>,
     /// Enabled SASL mechanisms, in the configured order.
     pub mechanisms: Vec<&'static Descriptor>,
     /// The networks and domains that decide what a client may do; replaced on SIGHUP, read
-    /// once per connection (see [`Shared::networks`]).
+    /// once per connection (see [`Gateway::networks`]).
     networks: std::sync::RwLock<Arc<Networks>>,
     /// The POP-before-SMTP allowlist service (every change goes through it).
     pub allowlist: Arc<Allowlist>,
@@ -84,7 +84,7 @@ pub struct Gateway {
     /// Wakes the relay worker after a commit.
     pub notifier: Notifier,
     /// TLS for implicit-TLS listeners and STARTTLS/STLS, with the `tls-server-end-point`
-    /// channel-binding data of its certificate; replaced on SIGHUP (see [`Shared::reload`]).
+    /// channel-binding data of its certificate; replaced on SIGHUP (see [`Gateway::reload`]).
     tls: std::sync::RwLock<Arc<crate::tls::ServerTls>>,
     /// SASL mechanism settings.
     pub sasl_options: Arc<crate::sasl::Options>,
@@ -222,11 +222,8 @@ impl Gateway {
             &config.auth.throttle,
             config.relay.trusted_networks.clone(),
         ));
-        let users: Arc<dyn Authenticator> = Arc::new(crate::throttle::ThrottledUsers::new(
-            user_store.clone(),
-            throttle.clone(),
-            clock.clone(),
-        ));
+        let users: Arc<dyn Authenticator> =
+            Arc::new(crate::auth::DeferredDerivation::new(user_store.clone()));
         let started = crate::clock::unix_secs(clock.now());
 
         let sasl_options = crate::sasl::Options {
@@ -251,6 +248,8 @@ impl Gateway {
         let verifier = crate::session::Verifier::new(
             users.clone(),
             tokens,
+            throttle.clone(),
+            clock.clone(),
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         );
         let gateway = Arc::new(Gateway {
@@ -319,11 +318,12 @@ impl Gateway {
 
     /// Records a failed login and returns how long to wait before answering it: the fixed
     /// `failure_delay`. (The throttle's growing delay is waited before the next check, in
-    /// [`Shared::check_credentials`], where concurrent attempts queue for it.)
-    pub fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+    /// [`Gateway::credential_slot`], where concurrent attempts queue for it.)
+    pub async fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
         let now = self.clock.now();
         self.throttle
-            .record_failure(crate::canonical_ip(ip), user, now);
+            .record_failure(crate::canonical_ip(ip), user, now)
+            .await;
         self.config.auth.failure_delay
     }
 
@@ -425,9 +425,10 @@ impl Gateway {
 
     /// The delay implied by the failures remembered for `ip` (and `user`, if given), for
     /// inspection and tests; see [`Throttle::delay`].
-    pub fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
+    pub async fn auth_throttle(&self, ip: IpAddr, user: Option<&str>) -> Duration {
         self.throttle
             .delay(crate::canonical_ip(ip), user, self.clock.now())
+            .await
     }
 
     /// Waits, before a line that checks a credential (PASS, APOP, PLAIN's response, LOGIN's
@@ -436,15 +437,16 @@ impl Gateway {
     /// concurrent attempts from one address queue, a success is no faster to learn than a
     /// failure, and a multi-step exchange costs one slot, taken where the check happens
     /// (opening exchanges early gains nothing). The check itself then runs through
-    /// [`Shared::verifier`]. The per-user limit is applied by the store itself
-    /// ([`crate::throttle::ThrottledUsers`]), once the mechanism knows the user.
+    /// [`Gateway::verifier`], which applies the per-user limit once the mechanism has named
+    /// the user.
     pub async fn credential_slot(&self, ip: IpAddr, reserve: bool) {
         if !reserve {
             return;
         }
         let wait = self
             .throttle
-            .reserve_addr(crate::canonical_ip(ip), self.clock.now());
+            .reserve_addr(crate::canonical_ip(ip), self.clock.now())
+            .await;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -456,8 +458,10 @@ impl Gateway {
     }
 
     /// Records a successful login (resets the throttle).
-    pub fn auth_succeeded(&self, ip: IpAddr, user: &str) {
-        self.throttle.record_success(crate::canonical_ip(ip), user);
+    pub async fn auth_succeeded(&self, ip: IpAddr, user: &str) {
+        self.throttle
+            .record_success(crate::canonical_ip(ip), user)
+            .await;
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use crate::audit::{Event, Kind, Record};
+use crate::audit::{Kind, Record};
 use crate::gateway::{Gateway, TlsPhase};
 use crate::io::flush;
 use crate::maildir::{self, MailboxError};
@@ -180,7 +180,9 @@ impl Protocol for Pop3 {
                         user = output.user.as_deref().unwrap_or("-"),
                         "login failed: {note}"
                     );
-                    let delay = shared.auth_failure_delay(peer.ip(), output.user.as_deref());
+                    let delay = shared
+                        .auth_failure_delay(peer.ip(), output.user.as_deref())
+                        .await;
                     tokio::time::sleep(delay).await;
                     output.reply.encode(&mut io.out);
                     if output.close {
@@ -198,7 +200,7 @@ impl Protocol for Pop3 {
                     }
                 }
                 Action::OpenMailbox { user, method } => {
-                    shared.auth_succeeded(peer.ip(), &user);
+                    shared.auth_succeeded(peer.ip(), &user).await;
                     let (result, new_lock) = open_mailbox(shared, &user).await;
                     match &result {
                         Ok(mb) => {
@@ -327,33 +329,17 @@ async fn allowlist_login(shared: &Gateway, session: &Session, conn: &Conn, user:
 
 /// Records an audit event for `record`, adding the session's details.
 fn audit(shared: &Gateway, session: &Session, conn: &Conn, record: Record) {
-    let peer = conn.peer;
     let s = session.settings();
-    let now = shared.clock.now();
-    let mut e = Event::new(
-        record.kind,
-        "pop3",
-        crate::audit::event::rfc3339(now),
-        record.outcome,
-    );
-    e.listener = Some(s.listener.to_string());
-    e.session = Some(s.sasl.session.clone());
-    e.client_ip = Some(crate::canonical_ip(peer.ip()));
-    e.client_port = Some(peer.port());
-    e.tls = s.tls_info.clone();
-    e.client_name = session.client_hint();
-    e.user_given = record.user_given.clone();
-    e.user = record.user.clone();
-    e.mechanism = Some(record.mechanism.clone());
-    e.class = Some(record.class);
-    e.rule = record.rule.clone();
-    e.reason = record.reason.clone();
-    if record.notify
-        && let Some(user) = record.user.as_ref().or(record.notify_to.as_ref())
-    {
-        shared.notify_user(user, &record, &e);
-    }
-    shared.audit.record(e);
+    let who = crate::session::audit::Who {
+        protocol: "pop3",
+        listener: s.listener,
+        session: &conn.id,
+        peer: conn.peer,
+        tls: s.tls_info.as_deref(),
+        client_name: session.client_hint(),
+    };
+    let e = crate::session::audit::event(shared, who, &record);
+    crate::session::audit::record(shared, e, &record);
 }
 
 /// Streams a message (RETR) or its top (TOP) after the `+OK` line.

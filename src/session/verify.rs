@@ -10,6 +10,10 @@
 //! - Bearer tokens go to the [`TokenValidator`], which is asynchronous (an RFC 7662
 //!   introspection request is awaited with its own timeout while every other session runs).
 //!
+//! Before any check of a user's credential, the throttle is asked whether that user may be
+//! checked now ([`Throttle::admit_user`]); a refused check fails like a wrong credential
+//! without being run (the client learns nothing about the password) and the log says why.
+//!
 //! The same path will carry checks against an upstream server, LDAP or Kerberos: each is one
 //! more source behind [`Verifier::verify`], and the protocol cores do not change.
 
@@ -18,26 +22,34 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Authenticator, Verdict};
+use crate::clock::Clock;
 use crate::sasl::{Answer, Check, TokenError, TokenValidator};
+use crate::throttle::{Throttle, USER_THROTTLED};
 
 /// Answers credential checks for the sessions.
 pub struct Verifier {
     users: Arc<dyn Authenticator>,
     tokens: Option<Arc<dyn TokenValidator>>,
+    throttle: Arc<Throttle>,
+    clock: Arc<dyn Clock>,
     slow_slots: Arc<Semaphore>,
 }
 
 impl Verifier {
-    /// A verifier over `users` and, if configured, a bearer-token validator; at most
-    /// `slow_slots` slow hashes run at once.
+    /// A verifier over `users` and, if configured, a bearer-token validator, admitting users
+    /// through `throttle`; at most `slow_slots` slow hashes run at once.
     pub fn new(
         users: Arc<dyn Authenticator>,
         tokens: Option<Arc<dyn TokenValidator>>,
+        throttle: Arc<Throttle>,
+        clock: Arc<dyn Clock>,
         slow_slots: usize,
     ) -> Verifier {
         Verifier {
             users,
             tokens,
+            throttle,
+            clock,
             slow_slots: Arc::new(Semaphore::new(slow_slots.max(1))),
         }
     }
@@ -54,6 +66,11 @@ impl Verifier {
 
     /// Answers `check`; see the module docs for where each kind runs.
     pub async fn verify(&self, check: Check) -> Answer {
+        if let Some(user) = self.throttled_name(&check)
+            && !self.throttle.admit_user(&user, self.clock.now()).await
+        {
+            return unavailable(&*self.users, &check, USER_THROTTLED);
+        }
         match check {
             Check::Token { token, claimed } => Answer::Token(match &self.tokens {
                 Some(validator) => validator.validate(token.expose(), claimed.as_deref()).await,
@@ -63,6 +80,23 @@ impl Verifier {
             }),
             check if crate::sasl::runs_slow(&*self.users, &check) => self.verify_slow(check).await,
             check => crate::sasl::answer(&*self.users, check),
+        }
+    }
+
+    /// The user name a check is throttled by: the name it will be checked as (for NTLM the
+    /// local part of `user@our-domain` when the whole name is no user). Tokens are not
+    /// throttled by user: a token names its user only once it is validated.
+    fn throttled_name(&self, check: &Check) -> Option<String> {
+        match check {
+            Check::Password { user, .. }
+            | Check::CramMd5 { user, .. }
+            | Check::Apop { user, .. }
+            | Check::Scram { user, .. } => Some(user.clone()),
+            Check::NtHash { user, fallback } => Some(match fallback {
+                Some(local) if self.users.lookup(user).is_none() => local.clone(),
+                _ => user.clone(),
+            }),
+            Check::Token { .. } => None,
         }
     }
 
@@ -79,24 +113,112 @@ impl Verifier {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::error!("credential check failed: {e}");
-                unavailable(&*self.users, &copy)
+                unavailable(&*self.users, &copy, "credential check failed to run")
             }
         }
     }
 }
 
-/// The answer that fails `check` as unavailable (the check itself could not run).
-fn unavailable(users: &dyn Authenticator, check: &Check) -> Answer {
-    const WHY: &str = "credential check failed to run";
+/// The answer that fails `check` as unavailable, for `why` (the check itself did not run).
+fn unavailable(users: &dyn Authenticator, check: &Check, why: &'static str) -> Answer {
     match check {
         Check::Password { .. } | Check::CramMd5 { .. } | Check::Apop { .. } => {
-            Answer::Verdict(Verdict::Unavailable(WHY))
+            Answer::Verdict(Verdict::Unavailable(why))
         }
-        Check::NtHash { .. } => Answer::NtHash(Err(Verdict::Unavailable(WHY))),
+        Check::NtHash { .. } => Answer::NtHash(Err(Verdict::Unavailable(why))),
         Check::Scram { user, hash, .. } => Answer::Scram {
             credentials: users.scram_decoy(user, *hash),
-            outcome: Err(Verdict::Unavailable(WHY)),
+            outcome: Err(Verdict::Unavailable(why)),
         },
-        Check::Token { .. } => Answer::Token(Err(TokenError::Unavailable(WHY.into()))),
+        Check::Token { .. } => Answer::Token(Err(TokenError::Unavailable(why.into()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::auth::{Secret, UserStore};
+    use crate::clock::ManualClock;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn password(user: &str, pw: &str) -> Check {
+        Check::Password {
+            user: user.into(),
+            password: Secret::new(pw.as_bytes().to_vec()),
+            authzid: None,
+        }
+    }
+
+    fn verdict(answer: Answer) -> Verdict {
+        answer.into_verdict()
+    }
+
+    /// A user under a throttle delay is refused without the credential being checked, for
+    /// every kind of check, and admitted again once the delay has passed.
+    #[tokio::test]
+    async fn a_throttled_user_is_refused_without_checking() {
+        let users = "alice:{PLAIN}secret\nslow:{ARGON2ID}$argon2id$v=19$m=256,t=2,p=1$c29tZXNhbHQ$\
+                     nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4\n";
+        let store: Arc<dyn Authenticator> = Arc::new(UserStore::parse(users, "t").unwrap());
+        let cfg = crate::config::Throttle {
+            free_failures: 3,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(60),
+            window: Duration::from_secs(900),
+            ipv6_prefix: 64,
+        };
+        let throttle = Arc::new(Throttle::new(&cfg, vec![]));
+        let clock = Arc::new(ManualClock::new(t(0)));
+        let v = Verifier::new(store, None, throttle.clone(), clock.clone(), 2);
+        assert_eq!(
+            verdict(v.verify(password("alice", "secret")).await),
+            Verdict::Ok("alice".into())
+        );
+        let ip = "198.51.100.1".parse().unwrap();
+        for i in 0..3 {
+            throttle.record_failure(ip, Some("Alice"), t(i)).await;
+        }
+        clock.advance(Duration::from_secs(3));
+        // The right password is not even checked while the delay runs.
+        assert_eq!(
+            verdict(v.verify(password("alice", "secret")).await),
+            Verdict::Unavailable(USER_THROTTLED)
+        );
+        let nt = Check::NtHash {
+            user: "alice@mail.example".into(),
+            fallback: Some("alice".into()),
+        };
+        assert!(matches!(
+            v.verify(nt).await,
+            Answer::NtHash(Err(Verdict::Unavailable(USER_THROTTLED)))
+        ));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            verdict(v.verify(password("alice", "secret")).await),
+            Verdict::Ok("alice".into())
+        );
+        // A slow hash is checked on the blocking pool, with the same answers.
+        assert_eq!(
+            verdict(v.verify(password("slow", "password")).await),
+            Verdict::Ok("slow".into())
+        );
+        assert_eq!(
+            verdict(v.verify(password("slow", "wrong")).await),
+            Verdict::BadCredentials
+        );
+        // Without a validator a token cannot be checked: a temporary failure.
+        let token = Check::Token {
+            token: Secret::new(b"t".to_vec()),
+            claimed: None,
+        };
+        assert!(matches!(
+            v.verify(token).await,
+            Answer::Token(Err(TokenError::Unavailable(_)))
+        ));
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 
-use crate::audit::{Event, Kind, Outcome, Record, classify};
+use crate::audit::{Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
 use crate::gateway::{Gateway, TlsPhase};
 use crate::io::LineReader;
@@ -170,7 +170,7 @@ impl Protocol for Smtp {
                         "authentication failed: {note}"
                     );
                     let ip = session.settings().peer.ip();
-                    let delay = shared.auth_failure_delay(ip, user.as_deref());
+                    let delay = shared.auth_failure_delay(ip, user.as_deref()).await;
                     tokio::time::sleep(delay).await;
                     next.reply.encode(&mut io.out);
                     if close {
@@ -190,7 +190,9 @@ impl Protocol for Smtp {
                 }
                 Action::Authenticated { user, mechanism } => {
                     tracing::info!(user = %user, mechanism, tls = session.settings().tls_active, "authenticated");
-                    shared.auth_succeeded(session.settings().peer.ip(), &user);
+                    shared
+                        .auth_succeeded(session.settings().peer.ip(), &user)
+                        .await;
                     next.reply.encode(&mut io.out);
                 }
                 Action::CheckAllowlist { ip } => {
@@ -361,41 +363,21 @@ fn audit(
     extra: Option<(&str, u32, Option<String>)>,
 ) {
     let s = session.settings();
-    let now = shared.clock.now();
-    let mut e = Event::new(
-        record.kind,
-        "smtp",
-        crate::audit::event::rfc3339(now),
-        record.outcome,
-    );
-    e.listener = Some(s.role.name().to_string());
-    e.session = Some(s.sasl.session.clone());
-    e.client_ip = Some(crate::canonical_ip(s.peer.ip()));
-    e.client_port = Some(s.peer.port());
-    e.tls = s.tls_info.clone();
-    e.client_name = session.helo().map(|h| h.chars().take(255).collect());
-    e.user_given = record.user_given.clone();
-    e.user = record.user.clone();
-    e.mechanism = Some(record.mechanism.clone());
-    e.class = Some(record.class);
-    e.rule = record.rule.clone();
-    e.reason = record.reason.clone();
+    let who = crate::session::audit::Who {
+        protocol: "smtp",
+        listener: s.role.name(),
+        session: &s.sasl.session,
+        peer: s.peer,
+        tls: s.tls_info.as_deref(),
+        client_name: session.helo().map(|h| h.chars().take(255).collect()),
+    };
+    let mut e = crate::session::audit::event(shared, who, &record);
     if let Some((queue_id, recipients, software)) = extra {
         e.queue_id = Some(queue_id.to_string());
         e.recipients = Some(recipients);
         e.client_software = software;
     }
-    if let Some(software) = &e.client_software
-        && let Some(user) = &e.user
-    {
-        shared.notices.saw_software(user, software);
-    }
-    if record.notify
-        && let Some(user) = record.user.as_ref().or(record.notify_to.as_ref())
-    {
-        shared.notify_user(user, &record, &e);
-    }
-    shared.audit.record(e);
+    crate::session::audit::record(shared, e, &record);
 }
 
 /// The canonical local user that `mail_from` names (`user@<local domain>`), if any.

@@ -1,4 +1,5 @@
-//! SMTP: the sans-IO parsers and replies the session machine is built from.
+//! SMTP: the sans-IO parsers, replies and session machine, and SMTP's part of the session
+//! driver.
 //!
 //! # Where each RFC lives
 //! - [`command`]: command syntax, RFC 5321 §4.1.1-4.1.2; `SIZE=` (RFC 1870 §3), `BODY=`
@@ -13,10 +14,12 @@
 //!   size cap of RFC 1870 §6, and the bare CR/LF rules that stop SMTP smuggling.
 //! - Pipelining (RFC 2920) needs no module of its own: [`data::Feed::Done`] and
 //!   [`reply::Parsed::Reply`] report how much input they used, so the rest is the next command.
-//! - `machine` (coming): the session state machine, RFC 5321 §4.1.4 command order, §3.3 mail
-//!   transactions, RFC 4954 §4 AUTH exchange, RFC 3207 §4.2 reset after STARTTLS.
-//! - `conn` (coming): the tokio loop that drives `machine` over a socket, with the timeouts of
-//!   RFC 5321 §4.5.3.2.
+//! - [`machine`]: the session state machine, RFC 5321 §4.1.4 command order, §3.3 mail
+//!   transactions, RFC 4954 §4 AUTH exchange, RFC 3207 §4.2 reset after STARTTLS, RFC 6409
+//!   §4.3 submission; credential checks and allowlist lookups as round trips.
+//! - [`headers`]: the client software a message's headers name, for the audit.
+//! - [`conn`]: SMTP on the session driver (`crate::session`): DATA into the spool with the
+//!   Received header (RFC 5321 §4.4), the delay after a failed AUTH, the session's audit.
 
 pub mod address;
 pub mod command;

@@ -139,7 +139,7 @@ async fn failed_logins_are_delayed_per_address_and_a_success_resets() {
         took >= BASE_DELAY,
         "failure after the free ones answered in {took:?}"
     );
-    assert!(gw.shared.auth_throttle(guesser, None) >= BASE_DELAY);
+    assert!(gw.shared.auth_throttle(guesser, None).await >= BASE_DELAY);
     // The next guess waits longer still (the delay doubles).
     let took = failed_auth(&mut c, "bob").await;
     assert!(
@@ -154,7 +154,7 @@ async fn failed_logins_are_delayed_per_address_and_a_success_resets() {
         .await;
     other.cmd("QUIT", 221).await;
     assert_eq!(
-        gw.shared.auth_throttle(host(4), Some("alice")),
+        gw.shared.auth_throttle(host(4), Some("alice")).await,
         Duration::ZERO
     );
 
@@ -162,7 +162,7 @@ async fn failed_logins_are_delayed_per_address_and_a_success_resets() {
     c.cmd(&format!("AUTH PLAIN {}", plain("bob", PASSWORD)), 235)
         .await;
     assert_eq!(
-        gw.shared.auth_throttle(guesser, Some("bob")),
+        gw.shared.auth_throttle(guesser, Some("bob")).await,
         Duration::ZERO,
         "a success must reset the address and the user"
     );
@@ -173,7 +173,7 @@ async fn failed_logins_are_delayed_per_address_and_a_success_resets() {
     for _ in 0..4 {
         failed_auth(&mut trusted, "nosuchuser").await;
     }
-    assert_eq!(gw.shared.auth_throttle(host(5), None), Duration::ZERO);
+    assert_eq!(gw.shared.auth_throttle(host(5), None).await, Duration::ZERO);
     trusted.cmd("QUIT", 221).await;
     gw.stop().await;
 }
@@ -190,8 +190,11 @@ async fn pop3_failures_count_against_the_user_name_across_addresses() {
         c.pop_cmd("QUIT", true).await;
     }
     // One failure per address: no address is throttled, but the user name is.
-    assert_eq!(gw.shared.auth_throttle(host(31), None), Duration::ZERO);
-    assert!(gw.shared.auth_throttle(host(34), Some("alice")) >= BASE_DELAY);
+    assert_eq!(
+        gw.shared.auth_throttle(host(31), None).await,
+        Duration::ZERO
+    );
+    assert!(gw.shared.auth_throttle(host(34), Some("alice")).await >= BASE_DELAY);
     let mut c = Client::connect_from(host(34), addr).await;
     c.pop(true).await;
     // While alice's delay runs, her name is refused from any address without checking the
@@ -211,7 +214,7 @@ async fn pop3_failures_count_against_the_user_name_across_addresses() {
     c.pop_cmd(&format!("PASS {PASSWORD}"), true).await;
     c.pop_cmd("QUIT", true).await;
     assert_eq!(
-        gw.shared.auth_throttle(host(34), Some("alice")),
+        gw.shared.auth_throttle(host(34), Some("alice")).await,
         Duration::ZERO
     );
     gw.stop().await;
@@ -233,7 +236,7 @@ async fn smtp_auth_failures_count_against_the_user_name_across_addresses() {
     c.cmd("AUTH PLAIN", 334).await;
     c.cmd(&plain("alice", "wrong"), 535).await;
     assert!(
-        gw.shared.auth_throttle(host(44), Some("alice")) >= BASE_DELAY,
+        gw.shared.auth_throttle(host(44), Some("alice")).await >= BASE_DELAY,
         "three failed SMTP logins as alice from three addresses left no delay for alice"
     );
     // A fourth address with the right password is refused without a check, as a guess
@@ -374,7 +377,7 @@ async fn the_failure_that_ends_a_session_still_counts() {
         assert!(c.closed().await);
     }
     assert!(
-        gw.shared.auth_throttle(host(51), None) >= BASE_DELAY,
+        gw.shared.auth_throttle(host(51), None).await >= BASE_DELAY,
         "SMTP: three failed logins that each ended a session left no delay"
     );
     for _ in 0..3 {
@@ -385,7 +388,7 @@ async fn the_failure_that_ends_a_session_still_counts() {
         assert!(c.closed().await);
     }
     assert!(
-        gw.shared.auth_throttle(host(52), None) >= BASE_DELAY,
+        gw.shared.auth_throttle(host(52), None).await >= BASE_DELAY,
         "POP3: three failed logins that each ended a session left no delay"
     );
     gw.stop().await;
