@@ -98,7 +98,7 @@ pub enum Error {
         /// Every problem found, in line order.
         problems: Vec<Problem>,
     },
-    /// An argument to [`set_user`] is unusable.
+    /// An argument to [`set_user`](super::set_user) is unusable.
     #[error("invalid {what}: {message}; {hint}")]
     Argument {
         /// Which argument.
