@@ -1,5 +1,6 @@
 //! Tests of the users store: parsing, merging, error reports and the [`Authenticator`] checks.
 
+use super::scheme::{Form, HmacMd5State};
 use super::*;
 
 const CRAM_PASSWORD: &str =

@@ -1,9 +1,10 @@
 //! The validated configuration the rest of the crate sees.
 //!
-//! `file.rs` mirrors the TOML text (serde, unknown keys rejected); this module turns it into
+//! `file/` mirrors the TOML text (serde, unknown keys rejected); this module turns it into
 //! typed values (durations, socket addresses, networks, absolute paths) and reports every
 //! problem at once, each with the file, line, key and what to write instead. The checks
-//! live in `validate.rs`; `warnings.rs` names settings that are valid but risky.
+//! live in `validate/` (`mod.rs`: the passes and the value checks; `auth.rs`, `delivery.rs`,
+//! `policy.rs`: one section each); `warnings.rs` names settings that are valid but risky.
 //!
 //! Relative paths in the file are relative to the file's own folder. Durations are written
 //! `"10s"`, `"30m"`, `"1h30m"`, `"5d"`. See `docs/configuration.md` for every key.

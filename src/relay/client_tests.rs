@@ -5,6 +5,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::connect::{Bearer, Caps};
+use super::transaction::unsendable;
 use super::*;
 
 /// A body for sessions that fail before DATA.

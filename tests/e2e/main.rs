@@ -8,6 +8,7 @@
 pub const MAILGATE: &str = env!("CARGO_BIN_EXE_mailgate");
 
 mod admin;
+mod admin_metrics;
 mod audit;
 mod audit_report;
 mod clients;
@@ -16,11 +17,13 @@ mod durability;
 mod ntlm;
 mod oauth;
 mod policy;
+mod policy_ops;
 mod pop3;
 mod relay;
 mod relay_e2e;
 mod reload;
 mod robustness;
+mod robustness_limits;
 mod scram;
 mod smtp;
 mod upstream_oauth;
