@@ -11,7 +11,7 @@
 //! the in-memory store takes the user's forms from the file. Failures are logged (never with
 //! the password) and that user is not tried again in this run. In the gateway the slow part
 //! (hashing, the file lock, fsync) runs on a thread of its own, which the login does not wait
-//! for (`throttle::ThrottledUsers` queues it there when [`UserStore::derivation_pending`]
+//! for (`auth::DeferredDerivation` queues it there when [`UserStore::derivation_pending`]
 //! says there is work); called directly it blocks its caller, so call it off the async
 //! workers. Either way it holds no mutex the other sessions need.
 
@@ -142,7 +142,7 @@ impl UserStore {
         };
         // Argon2 / PBKDF2, the file lock (which may wait for `mailgate passwd`) and the fsyncs:
         // blocking work, which callers run off the async workers (the derivation thread of
-        // `throttle::ThrottledUsers`); no mutex that other sessions take is held meanwhile.
+        // `auth::DeferredDerivation`); no mutex that other sessions take is held meanwhile.
         let result = derive(&derivation.path, &derivation.wanted, &name, password);
         match result {
             Ok((forms, added)) => {
