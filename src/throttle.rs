@@ -15,9 +15,9 @@
 //!   one check per delay however many connections it opens.
 //! - **By user** ([`Throttle::admit_user`]): when the session verifier is asked to check a
 //!   credential of a user whose delay has not passed, the attempt is refused without checking
-//!   the credential, and the refusal counts as a failure. Guesses spread over many addresses therefore get at most
-//!   one check per delay against one user, and none while they keep arriving faster than the
-//!   delay; other users log in as usual.
+//!   the credential, and the refusal counts as a failure. Guesses spread over many addresses
+//!   therefore get at most one check per delay against one user, and none while they keep
+//!   arriving faster than the delay; other users log in as usual.
 //!
 //! With the defaults (3 free failures, 2 s base, 60 s cap) a guessing run gets three quick
 //! guesses, then waits 2, 4, 8, 16 and 32 s (about eight guesses in its first minute), and

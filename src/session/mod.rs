@@ -1,6 +1,7 @@
 //! The session driver: one connection loop for SMTP and POP3 around their sans-IO protocol
-//! cores (`driver.rs`), the session's audit events (`audit.rs`), and the verification path that answers the credential checks those
-//! cores ask for, off the async workers where they are slow (`verify.rs`).
+//! cores (`driver.rs`), the session's audit events (`audit.rs`), and the verification path
+//! that answers the credential checks those cores ask for, off the async workers where they
+//! are slow (`verify.rs`).
 
 pub mod audit;
 pub mod driver;
