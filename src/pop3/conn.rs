@@ -174,25 +174,22 @@ impl Protocol for Pop3 {
                     output = session.handle_verified(shared.verifier.verify(check).await);
                     continue;
                 }
-                Action::AuthFailed => {
-                    let note = output.note.unwrap_or("invalid credentials");
+                Action::AuthFailed { user, note, close } => {
                     tracing::info!(
-                        user = output.user.as_deref().unwrap_or("-"),
+                        user = user.as_deref().unwrap_or("-"),
                         "login failed: {note}"
                     );
-                    let delay = shared
-                        .auth_failure_delay(peer.ip(), output.user.as_deref())
-                        .await;
+                    let delay = shared.auth_failure_delay(peer.ip(), user.as_deref()).await;
                     tokio::time::sleep(delay).await;
                     output.reply.encode(&mut io.out);
-                    if output.close {
+                    if close {
                         let mut lockout = Record::new(
                             Kind::Lockout,
                             "-",
                             crate::audit::Class::Insecure,
                             crate::audit::Outcome::Failure,
                         );
-                        lockout.user_given = output.user.take();
+                        lockout.user_given = user;
                         lockout.reason = Some("too many failed logins".into());
                         audit(shared, session, conn, lockout);
                         let _ = io.flush().await;

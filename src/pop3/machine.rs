@@ -88,14 +88,6 @@ pub struct Output {
     pub reply: Reply,
     /// Then do this.
     pub action: Action,
-    /// A reason for the log, e.g. why credentials could not be checked. Never a secret.
-    pub note: Option<&'static str>,
-    /// With [`Action::AuthFailed`]: the user name tried, when the method names one (USER,
-    /// APOP), for per-user throttling and the log.
-    pub user: Option<String>,
-    /// Close the connection after writing the reply and doing the action. Set with
-    /// [`Action::Close`] and with the [`Action::AuthFailed`] that reaches `max_failures`.
-    pub close: bool,
     /// An audit fact to record (authentication decisions).
     pub audit: Option<Record>,
 }
@@ -114,8 +106,16 @@ pub enum Action {
     /// [`Session::handle_verified`] and write its reply.
     Verify(sasl::Check),
     /// An authentication failed: apply the failure delay and record the failure for
-    /// throttling before writing the reply.
-    AuthFailed,
+    /// throttling before writing the reply (as SMTP's `Action::AuthFailed` does).
+    AuthFailed {
+        /// The user name tried, when the method names one (USER, APOP, most SASL
+        /// mechanisms), for per-user throttling and the log.
+        user: Option<String>,
+        /// Why, for the log (never a secret).
+        note: &'static str,
+        /// Too many failures (`max_failures`): close the connection after the reply.
+        close: bool,
+    },
     /// Credentials are good. Lock and list the maildrop of `user` (the reply is empty), then
     /// call [`Session::handle_mailbox`] and write its reply.
     OpenMailbox {
@@ -145,15 +145,20 @@ pub enum Action {
 
 impl Output {
     fn new(reply: Reply, action: Action) -> Self {
-        let close = action == Action::Close;
         Self {
             reply,
             action,
-            note: None,
-            user: None,
-            close,
             audit: None,
         }
+    }
+
+    /// Whether the connection closes after this output: [`Action::Close`], or the
+    /// [`Action::AuthFailed`] that reaches `max_failures`.
+    pub fn closes(&self) -> bool {
+        matches!(
+            self.action,
+            Action::Close | Action::AuthFailed { close: true, .. }
+        )
     }
 
     fn cont(reply: Reply) -> Self {

@@ -187,6 +187,15 @@ fn check(s: &mut Session, line: &str, reply: &str, action: Action) -> Output {
     out
 }
 
+/// The action of a failed login.
+fn failed(user: Option<&str>, note: &'static str, close: bool) -> Action {
+    Action::AuthFailed {
+        user: user.map(str::to_owned),
+        note,
+        close,
+    }
+}
+
 fn ok_continue(s: &mut Session, line: &str, reply: &str) {
     check(s, line, reply, Action::Continue);
 }
@@ -299,7 +308,7 @@ fn transaction_commands_and_deletion_only_on_quit() {
     check(&mut s, "STAT", "-ERR session closed\r\n", Action::Close);
     let out = s.handle_commit(true);
     assert_eq!(wire(&out), "+OK mailgate signing off (1 messages left)\r\n");
-    assert_eq!((out.action, out.close), (Action::Close, true));
+    assert_eq!((out.action.clone(), out.closes()), (Action::Close, true));
     assert!(s.is_done());
 }
 
@@ -326,7 +335,7 @@ fn quit_without_deletions_commits_nothing_and_failed_commit_is_reported() {
             delete: mailbox().messages.iter().map(|m| m.path.clone()).collect(),
         },
     );
-    assert!(!out.close);
+    assert!(!out.closes());
     let out = s.handle_commit(false);
     assert_eq!(wire(&out), "-ERR some deleted messages not removed\r\n");
     assert_eq!(out.action, Action::Close);
@@ -342,7 +351,7 @@ fn quit_in_authorization_closes_without_commit() {
         "+OK mailgate signing off\r\n",
         Action::Close,
     );
-    assert!(out.close);
+    assert!(out.closes());
     check(&mut s, "NOOP", "-ERR session closed\r\n", Action::Close);
 }
 
@@ -376,33 +385,28 @@ fn maildrop_errors_return_to_authorization() {
 fn failures_are_counted_and_close_the_session_at_the_limit() {
     let mut s = Session::new(settings(true));
     ok_continue(&mut s, "USER alice", "+OK send PASS\r\n");
-    let out = check(
+    check(
         &mut s,
         "PASS wrong",
         "-ERR [AUTH] invalid credentials\r\n",
-        Action::AuthFailed,
-    );
-    assert_eq!(
-        (out.user.as_deref(), out.note, out.close),
-        (Some("alice"), None, false)
+        failed(Some("alice"), "invalid credentials", false),
     );
     // After a failed PASS the client must start over with USER.
     ok_continue(&mut s, "PASS secret", "-ERR send USER first\r\n");
     ok_continue(&mut s, "USER broken", "+OK send PASS\r\n");
-    let out = check(
+    check(
         &mut s,
         "PASS x",
         "-ERR [AUTH] invalid credentials\r\n",
-        Action::AuthFailed,
+        failed(Some("broken"), "no usable hash", false),
     );
-    assert_eq!((out.note, out.close), (Some("no usable hash"), false));
     let out = check(
         &mut s,
         "APOP nobody 00",
         "-ERR [AUTH] invalid credentials\r\n",
-        Action::AuthFailed,
+        failed(Some("nobody"), "invalid credentials", true),
     );
-    assert_eq!((out.user.as_deref(), out.close), (Some("nobody"), true));
+    assert!(out.closes());
     assert!(s.is_done());
     check(
         &mut s,
@@ -419,7 +423,7 @@ fn max_failures_zero_closes_on_the_first_failure() {
         ..settings(true)
     });
     ok_continue(&mut s, "USER alice", "+OK send PASS\r\n");
-    assert!(drive(&mut s, b"PASS wrong").close);
+    assert!(drive(&mut s, b"PASS wrong").closes());
 }
 
 #[test]
@@ -445,7 +449,7 @@ fn plaintext_needs_tls_and_capa_follows() {
         "+OK begin TLS negotiation\r\n",
         Action::StartTls,
     );
-    assert!(!out.close);
+    assert!(!out.closes());
 
     let tls = Settings {
         plaintext_allowed: true,
@@ -577,21 +581,20 @@ fn sasl_initial_response_cancel_and_errors() {
         "-ERR [AUTH] unsupported authentication mechanism\r\n",
     );
     // "=" is an empty initial response, which this mechanism rejects as malformed.
-    let out = check(
+    check(
         &mut s,
         "AUTH XTEST =",
         "-ERR malformed authentication exchange\r\n",
-        Action::AuthFailed,
+        failed(None, "empty response", false),
     );
-    assert_eq!((out.note, out.user), (Some("empty response"), None));
     let bad = BASE64.encode("alice\0wrong");
     let out = check(
         &mut s,
         &format!("AUTH XTEST {bad}"),
         "-ERR [AUTH] invalid credentials\r\n",
-        Action::AuthFailed,
+        failed(None, "invalid credentials", false),
     );
-    assert!(!out.close);
+    assert!(!out.closes());
     // Padding may be left off.
     let good = BASE64.encode("alice\0secret");
     let good = good.trim_end_matches('=');
@@ -618,9 +621,9 @@ fn sasl_failure_counts_toward_the_limit() {
         &mut s,
         &BASE64.encode("broken\0x"),
         "-ERR [AUTH] invalid credentials\r\n",
-        Action::AuthFailed,
+        failed(None, "no usable hash", true),
     );
-    assert_eq!((out.note, out.close), (Some("no usable hash"), true));
+    assert!(out.closes());
 }
 
 #[test]

@@ -190,12 +190,10 @@ impl Session {
         } else {
             State::AwaitingUser
         };
+        let note = note.unwrap_or("invalid credentials");
         Output {
-            note,
-            user,
-            close,
             audit: Some(record),
-            ..Output::new(reply, Action::AuthFailed)
+            ..Output::new(reply, Action::AuthFailed { user, note, close })
         }
     }
 
