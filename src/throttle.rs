@@ -152,7 +152,7 @@ impl Throttle {
             .counters
             .reserve(&k, now, self.backoff, Reserve::Queue)
             .await;
-        self.waited(reserved)
+        self.counted(reserved)
     }
 
     /// Whether a credential for `user` may be checked at `now`: false while the user's delay
@@ -164,7 +164,7 @@ impl Throttle {
             .counters
             .reserve(&k, now, self.backoff, Reserve::IfFree)
             .await;
-        self.waited(reserved).is_zero()
+        self.counted(reserved).is_zero()
     }
 
     /// Records a successful login: forgets the failures of both `ip` and `user`.
@@ -196,17 +196,13 @@ impl Throttle {
             .then(|| CounterKey::Addr(network_key(ip, self.ipv6_prefix)))
     }
 
-    /// A count from the store; a store that cannot answer counts nothing (fails open).
+    /// A count or wait from the store; a store that cannot answer counts nothing and imposes
+    /// no wait (fails open).
     fn counted<T: Default>(&self, answer: Result<T, crate::store::Error>) -> T {
         answer.unwrap_or_else(|e| {
             tracing::warn!("throttle store: {e}");
             T::default()
         })
-    }
-
-    /// A wait from the store; a store that cannot answer imposes none (fails open).
-    fn waited(&self, answer: Result<Duration, crate::store::Error>) -> Duration {
-        self.counted(answer)
     }
 }
 

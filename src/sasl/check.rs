@@ -169,11 +169,7 @@ pub fn answer(auth: &dyn Authenticator, check: Check) -> Answer {
             digest,
         } => Answer::Verdict(auth.verify_apop(&user, &timestamp, &digest)),
         Check::NtHash { user, fallback } => {
-            let name = match fallback {
-                Some(local) if auth.lookup(&user).is_none() => local,
-                _ => user,
-            };
-            Answer::NtHash(auth.ntlm_hash(&name))
+            Answer::NtHash(auth.ntlm_hash(nt_name(auth, &user, fallback.as_deref())))
         }
         Check::Scram {
             user,
@@ -197,6 +193,15 @@ pub fn answer(auth: &dyn Authenticator, check: Check) -> Answer {
         Check::Token { .. } => Answer::Token(Err(TokenError::Unavailable(
             "no bearer-token validator configured".into(),
         ))),
+    }
+}
+
+/// The name an NT-hash check is made as: `user` when it is a known name, else `fallback`
+/// (the local part of `user@our-domain`) when there is one.
+pub fn nt_name<'a>(auth: &dyn Authenticator, user: &'a str, fallback: Option<&'a str>) -> &'a str {
+    match fallback {
+        Some(local) if auth.lookup(user).is_none() => local,
+        _ => user,
     }
 }
 

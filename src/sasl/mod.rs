@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use check::{Answer, Check, answer, runs_slow};
+pub use check::{Answer, Check, answer, nt_name, runs_slow};
 
 use crate::auth::Authenticator;
 

@@ -92,10 +92,9 @@ impl Verifier {
             | Check::CramMd5 { user, .. }
             | Check::Apop { user, .. }
             | Check::Scram { user, .. } => Some(user.clone()),
-            Check::NtHash { user, fallback } => Some(match fallback {
-                Some(local) if self.users.lookup(user).is_none() => local.clone(),
-                _ => user.clone(),
-            }),
+            Check::NtHash { user, fallback } => {
+                Some(crate::sasl::nt_name(&*self.users, user, fallback.as_deref()).to_owned())
+            }
             Check::Token { .. } => None,
         }
     }
