@@ -108,84 +108,132 @@ fn deliver_with(
     size: u64,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<PathBuf> {
-    let dst = place(root, user, unique, hostname, size, write, &mut |_| Ok(()))?;
-    sync_parent(&dst)?;
-    Ok(dst)
+    let draft = Draft::write(root, user, unique, hostname, size, write)?;
+    if let Err(e) = draft.file().sync_all() {
+        draft.discard();
+        return Err(e);
+    }
+    let published = draft.publish()?;
+    sync_parent(&published.path)?;
+    Ok(published.path)
 }
 
 /// The steps of a delivery, in order. A message is *delivered* only after [`Step::DirSynced`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
-    /// The message is written into a new file under `tmp/`.
+    /// The message is written into a new file under `tmp/` ([`Draft::write`]).
     Written,
-    /// That file is fsynced: its content is durable, under a name no reader looks at.
+    /// Its content is durable (the file's fsync, or one `syncfs` for a batch of files), under
+    /// a name no reader looks at.
     Synced,
-    /// It is renamed into `new/`: readers see it, complete, but a crash may still undo the
-    /// rename.
+    /// It is renamed into `new/` ([`Draft::publish`]): readers see it, complete, but a crash
+    /// may still undo the rename.
     Renamed,
-    /// `new/` is fsynced: the rename is durable too.
+    /// The rename is durable too (`new/` fsynced, or a second `syncfs`).
     DirSynced,
 }
 
-/// The first three [`Step`]s of a delivery into `user`'s mailbox: writes the message through
-/// `write` into `tmp/<name>`, fsyncs it and renames it to `new/<name>`, where `<name>` is
-/// `<unique>.M<counter>P<pid>.<hostname>,S=<size>`; returns that path. The caller makes the
-/// rename durable with [`sync_parent`] (one fsync of `new/` may cover many messages); until
-/// then the message is not delivered. `after` is called after each step; an error from it
-/// stops the delivery there, as a crash would (tests).
-///
-/// The mailbox folders are created (durably) only if the first attempt finds them missing,
-/// so a delivery into an existing mailbox costs no `stat`.
-pub fn place(
-    root: &Path,
-    user: &str,
-    unique: &str,
-    hostname: &str,
-    size: u64,
-    write: impl FnOnce(&mut File) -> io::Result<()>,
-    after: &mut dyn FnMut(Step) -> io::Result<()>,
-) -> io::Result<PathBuf> {
-    let dir = mailbox_path(root, user)?;
-    let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
-    // Maildir file names must not contain '/' or ':'.
-    let host: String = hostname
-        .chars()
-        .map(|c| if c == '/' || c == ':' { '_' } else { c })
-        .collect();
-    let name = format!("{unique}.M{n}P{}.{host},S={size}", std::process::id());
-    let tmp = dir.join("tmp").join(&name);
-    let dst = dir.join("new").join(&name);
-    let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-    let mut f = match create() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            ensure_mailbox(root, user)?;
-            create()?
-        }
-        other => other?,
-    };
-    let written = write(&mut f)
-        .and_then(|()| after(Step::Written))
-        .and_then(|()| f.sync_all());
-    if let Err(e) = written {
-        drop(f);
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    drop(f);
-    after(Step::Synced)?;
-    match fs::rename(&tmp, &dst) {
-        // new/ went missing (a broken mailbox): make it again, then retry once.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            ensure_mailbox(root, user)?;
-            fs::rename(&tmp, &dst)?;
-        }
-        other => other?,
-    }
-    after(Step::Renamed)?;
-    Ok(dst)
+/// A message written under `tmp/` and not yet in `new/`: the first [`Step`] of a delivery.
+/// The caller makes it durable ([`Step::Synced`]) before [`Draft::publish`], so that `new/`
+/// never holds a file whose content a crash could lose.
+#[derive(Debug)]
+pub struct Draft {
+    file: File,
+    tmp: PathBuf,
+    dst: PathBuf,
+    root: PathBuf,
+    user: String,
 }
 
-/// Fsyncs the folder `path` is in: the last [`Step`] of the deliveries [`place`] put there.
+/// A message renamed into `new/`, with its file still open (for a `syncfs` of its file
+/// system).
+#[derive(Debug)]
+pub struct Published {
+    /// Its path under `new/`.
+    pub path: PathBuf,
+    /// The file, still open.
+    pub file: File,
+}
+
+impl Draft {
+    /// Writes the message through `write` into `<root>/<user>/tmp/<name>`, where `<name>` is
+    /// `<unique>.M<counter>P<pid>.<hostname>,S=<size>`; not synced.
+    ///
+    /// The mailbox folders are created (durably) only if the first attempt finds them
+    /// missing, so a delivery into an existing mailbox costs no `stat`.
+    pub fn write(
+        root: &Path,
+        user: &str,
+        unique: &str,
+        hostname: &str,
+        size: u64,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<Draft> {
+        let dir = mailbox_path(root, user)?;
+        let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
+        // Maildir file names must not contain '/' or ':'.
+        let host: String = hostname
+            .chars()
+            .map(|c| if c == '/' || c == ':' { '_' } else { c })
+            .collect();
+        let name = format!("{unique}.M{n}P{}.{host},S={size}", std::process::id());
+        let tmp = dir.join("tmp").join(&name);
+        let dst = dir.join("new").join(&name);
+        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let mut file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                ensure_mailbox(root, user)?;
+                create()?
+            }
+            other => other?,
+        };
+        if let Err(e) = write(&mut file) {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(Draft {
+            file,
+            tmp,
+            dst,
+            root: root.to_path_buf(),
+            user: user.to_string(),
+        })
+    }
+
+    /// The open file, for syncing it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Renames the file into `new/`; on failure the file under `tmp/` is removed.
+    pub fn publish(self) -> io::Result<Published> {
+        let renamed = match fs::rename(&self.tmp, &self.dst) {
+            // new/ went missing (a broken mailbox): make it again, then retry once.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => ensure_mailbox(&self.root, &self.user)
+                .and_then(|_| fs::rename(&self.tmp, &self.dst)),
+            other => other,
+        };
+        match renamed {
+            Ok(()) => Ok(Published {
+                path: self.dst,
+                file: self.file,
+            }),
+            Err(e) => {
+                self.discard();
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the message up: removes the file under `tmp/`.
+    pub fn discard(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// Fsyncs the folder `path` is in: the last [`Step`] of a single delivery.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()

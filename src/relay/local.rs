@@ -1,64 +1,94 @@
-//! Local delivery: the pending local recipients of a message go into their Maildirs, and the
-//! `new/` folders' fsyncs are shared by every delivery written at the same moment, the way the
-//! spool's group commit (`spool/group.rs`) shares one `fdatasync` among sessions.
+//! Local delivery: the pending local recipients of a message go into their Maildirs. One
+//! writer thread writes every copy, and a batch of copies shares two `syncfs` calls where each
+//! copy used to pay a file fsync and a share of a folder fsync: the way the spool's group
+//! commit (`spool/group.rs`) shares one `fdatasync` among sessions.
 //!
 //! # When a message counts as delivered
 //!
-//! A recipient is delivered when its copy is durable in `new/`: the file written under
-//! `tmp/` and fsynced, renamed into `new/`, and `new/` fsynced ([`maildir::Step`]). Only then
-//! does the delivery report it, and only a message whose every recipient is settled has its
-//! spool slot freed (`relay::settle`). So until the last step, the spool's durable copy
-//! stands in for the Maildir's. A crash at each point:
+//! A recipient is delivered when its copy is durable in `new/` ([`maildir::Step`]). A batch
+//! goes through the steps together:
 //!
-//! 1. while the file is written or before its fsync: a partial or unsynced file under `tmp/`,
-//!    which no reader looks at; the spool still has the message and delivers it again after
-//!    the restart.
-//! 2. after the file's fsync, before the rename: a complete file under `tmp/`, not seen by
-//!    readers; delivered again from the spool.
-//! 3. after the rename, before `new/` is fsynced: the rename may or may not have reached the
-//!    disk, so the message is in `new/` (complete: its content was durable before the rename)
-//!    or still only in `tmp/`. The spool still has it and delivers it again: at worst the
-//!    user gets it twice (at-least-once, as everywhere in the relay), never zero times, and
-//!    never a partial file in `new/`.
-//! 4. after `new/` is fsynced, before the spool slot is freed: delivered, and delivered again
-//!    after the restart (twice, as in 3).
+//! 1. every copy is written under `tmp/` ([`maildir::Draft`]), not synced;
+//! 2. one `syncfs(2)` per file system the copies are on makes their content durable;
+//! 3. every copy is renamed into `new/`;
+//! 4. a second `syncfs` makes the renames durable.
+//!
+//! Only then does the delivery report its copies, and only a message whose every recipient
+//! is settled has its spool slot freed (`relay::settle`). So until the last step, the spool's
+//! durable copy stands in for the Maildir's. A crash at each point:
+//!
+//! 1. while the files are written, before the first `syncfs`: partial or unsynced files under
+//!    `tmp/`, which no reader looks at; the spool still has the messages and delivers them
+//!    again after the restart.
+//! 2. after it, before the renames: complete files under `tmp/`, not seen by readers;
+//!    delivered again from the spool.
+//! 3. after the renames, before the second `syncfs`: a rename may or may not have reached
+//!    the disk, so a message is in `new/` (complete: its content was durable before the
+//!    rename) or still only in `tmp/`. The spool still has it and delivers it again: at worst
+//!    the user gets it twice (at-least-once, as everywhere in the relay), never zero times,
+//!    and never a partial file in `new/`.
+//! 4. after the second `syncfs`, before the spool slots are freed: delivered, and delivered
+//!    again after the restart (twice, as in 3).
 //!
 //! `tests::a_crash_between_steps_loses_nothing` stops a delivery after each step and checks
 //! that the message is then in the spool (read back from disk) or complete in `new/`.
 //!
-//! # Sharing the folder fsyncs
+//! # Why one thread and `syncfs`
 //!
-//! Each delivery writes its copies on the blocking pool, as before, so the worker's
-//! deliveries (up to [`super::CONCURRENCY`]) write and fsync their files at the same time,
-//! and the block layer merges the disk flushes of fsyncs that are in flight together. The
-//! last step is shared instead: deliveries that renamed into the same `new/` at the same
-//! moment wait for one fsync of it ([`DirSync`]), which must have *started after* their
-//! rename, exactly as if each had synced alone. A first version wrote every copy from one
-//! writer thread in batches; it shared the folder fsyncs too, but its file fsyncs ran one
-//! after the other, each with a flush of its own, and it cost more CPU per message than
-//! the parallel writes it replaced (`docs/benchmarks.md`, step 12).
+//! Before, each delivery wrote and fsynced its own file on the blocking pool and shared only
+//! the `new/` fsync; a file fsync writes that file's data, its inode and its folder block and
+//! flushes the disk, and sixteen threads creating files in one folder spun on its lock. An
+//! earlier try at one writer thread kept a fsync per file, which then ran one after another,
+//! each with a disk flush of its own, and cost more than the parallel writes. `syncfs` writes
+//! a batch's files, inodes and folder blocks together and flushes the disk once, whatever the
+//! batch's size, and one thread creates the files without contention. `syncfs` also writes
+//! whatever else is dirty on that file system: on a box whose Maildirs share a file system
+//! with other busy writers, a batch waits for their data too (`docs/operations.md`).
+//! `docs/benchmarks.md` (step 14) has the figures, counted both for mailgate alone and for the
+//! whole machine, since part of the writing moves into the kernel's flusher threads.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use tokio::sync::oneshot;
 
 use super::Ctx;
 use super::bounce::printable;
 use crate::clock::unix_secs;
-use crate::maildir::{self, Step};
+use crate::maildir::{Draft, Published, Step};
 use crate::spool::{Body, Envelope, Status};
 
-/// Folders whose shared fsync state is kept; beyond it, states not in use are dropped.
-const MAX_FOLDERS: usize = 1024;
+/// Copies written and synced together at most; more wait for the next batch.
+const MAX_BATCH: usize = 256;
 
-/// What the worker's local deliveries share: one [`DirSync`] per `new/` folder.
-#[derive(Debug, Default)]
+/// One message's copies, each with its recipient's index, and where their results go.
+type Results = Vec<(usize, io::Result<PathBuf>)>;
+
+struct Request {
+    jobs: Vec<(usize, Job)>,
+    reply: oneshot::Sender<Results>,
+}
+
+/// The writer thread's queue, started at the first local delivery.
+#[derive(Default)]
 pub(super) struct Batcher {
-    folders: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
+    queue: Mutex<Option<mpsc::Sender<Request>>>,
     /// Tests: stop every delivery after this step, as a crash would.
     crash_after: Option<Step>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("crash_after", &self.crash_after)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One recipient's copy of one message.
@@ -83,110 +113,149 @@ impl Batcher {
         }
     }
 
-    /// Every step of one copy; blocking.
-    fn deliver(&self, job: &Job) -> io::Result<PathBuf> {
-        let crash = self.crash_after;
-        let mut after = |step: Step| match crash {
-            Some(c) if step >= c => Err(io::Error::other(format!("crash after {step:?}"))),
-            _ => Ok(()),
+    /// Writes one message's copies in the next batch and returns each copy's result.
+    async fn deliver(&self, jobs: Vec<(usize, Job)>) -> io::Result<Results> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request { jobs, reply })?;
+        answer
+            .await
+            .map_err(|_| io::Error::other("the Maildir writer stopped"))
+    }
+
+    fn send(&self, request: Request) -> io::Result<()> {
+        // The sender only; consistent after every step.
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let request = match queue.as_ref() {
+            Some(q) => match q.send(request) {
+                Ok(()) => return Ok(()),
+                // The writer is gone (it panicked): start another.
+                Err(mpsc::SendError(request)) => request,
+            },
+            None => request,
         };
-        let path = place(job, &mut after)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        self.folder(dir).sync(dir)?;
-        after(Step::DirSynced)?;
-        Ok(path)
+        let (tx, rx) = mpsc::channel();
+        let crash = self.crash_after;
+        std::thread::Builder::new()
+            .name("maildir".into())
+            .spawn(move || writer(rx, crash))?;
+        tx.send(request)
+            .map_err(|_| io::Error::other("the Maildir writer stopped"))?;
+        *queue = Some(tx);
+        Ok(())
     }
+}
 
-    fn folder(&self, dir: &Path) -> Arc<DirSync> {
-        // Plain data, consistent after every step.
-        let mut folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = folders.get(dir) {
-            return f.clone();
+/// The writer thread: takes every request queued, up to [`MAX_BATCH`] copies, commits them
+/// as one batch and answers each; ends when the [`Batcher`] is dropped.
+fn writer(rx: mpsc::Receiver<Request>, crash: Option<Step>) {
+    while let Ok(first) = rx.recv() {
+        let mut copies = first.jobs.len();
+        let mut batch = vec![first];
+        while copies < MAX_BATCH {
+            let Ok(next) = rx.try_recv() else { break };
+            copies += next.jobs.len();
+            batch.push(next);
         }
-        if folders.len() >= MAX_FOLDERS {
-            // Only states nobody waits on; one in use stays shared.
-            folders.retain(|_, f| Arc::strong_count(f) > 1);
+        let jobs: Vec<&Job> = batch
+            .iter()
+            .flat_map(|r| r.jobs.iter().map(|(_, j)| j))
+            .collect();
+        let mut results = commit(&jobs, crash).into_iter();
+        for request in batch {
+            let answer = request
+                .jobs
+                .iter()
+                .map(|(i, _)| {
+                    (
+                        *i,
+                        results
+                            .next()
+                            .unwrap_or_else(|| Err(io::Error::other("no result"))),
+                    )
+                })
+                .collect();
+            // A delivery that gave up waiting finds its copy delivered at the next attempt.
+            let _ = request.reply.send(answer);
         }
-        let f = Arc::new(DirSync::default());
-        folders.insert(dir.to_path_buf(), f.clone());
-        f
     }
 }
 
-/// Group commit for one folder's fsync (as the spool's `GroupSync`): a caller returns only
-/// after an fsync that started after its call has completed, so its rename is covered.
-#[derive(Debug, Default)]
-struct DirSync {
-    state: Mutex<SyncState>,
-    done: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Fsyncs started and completed.
-    started: u64,
-    completed: u64,
-    running: bool,
-    /// The last fsync that failed.
-    failed: Option<u64>,
-}
-
-impl DirSync {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        // Plain counters, consistent after every step.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn sync(&self, dir: &Path) -> io::Result<()> {
-        let mut st = self.lock();
-        // The first fsync that starts from now on covers this caller's rename.
-        let target = st.started + 1;
-        while st.completed < target {
-            if st.running {
-                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            st.running = true;
-            st.started += 1;
-            let generation = st.started;
-            drop(st);
-            let result = std::fs::File::open(dir).and_then(|d| d.sync_all());
-            st = self.lock();
-            st.running = false;
-            st.completed = generation;
-            if result.is_err() {
-                st.failed = Some(generation);
-            }
-            self.done.notify_all();
-            if generation >= target {
-                return result;
+/// Steps 1 to 4 for a batch of copies; one result per job, in order. Blocking.
+fn commit(jobs: &[&Job], crash: Option<Step>) -> Vec<io::Result<PathBuf>> {
+    let after = |step: Step| match crash {
+        Some(c) if step >= c => Err(io::Error::other(format!("crash after {step:?}"))),
+        _ => Ok(()),
+    };
+    // 1. Written under tmp/.
+    let drafts: Vec<io::Result<Draft>> = jobs
+        .iter()
+        .map(|job| draft(job).and_then(|d| after(Step::Written).map(|()| d)))
+        .collect();
+    // 2. Their content durable.
+    let synced = sync_file_systems(drafts.iter().flatten().map(Draft::file));
+    let drafts = drafts.into_iter().map(|d| {
+        let d = d?;
+        match synced.check(d.file()).and_then(|()| after(Step::Synced)) {
+            Ok(()) => Ok(d),
+            Err(e) => {
+                d.discard();
+                Err(e)
             }
         }
-        match st.failed {
-            Some(g) if g >= target => Err(io::Error::other("a shared fsync of new/ failed")),
-            _ => Ok(()),
+    });
+    // 3. Renamed into new/.
+    let published: Vec<io::Result<Published>> = drafts
+        .map(|d| d?.publish().and_then(|p| after(Step::Renamed).map(|()| p)))
+        .collect();
+    // 4. The renames durable.
+    let synced = sync_file_systems(published.iter().flatten().map(|p| &p.file));
+    published
+        .into_iter()
+        .map(|p| {
+            let p = p?;
+            synced.check(&p.file)?;
+            after(Step::DirSynced)?;
+            Ok(p.path)
+        })
+        .collect()
+}
+
+/// The outcome of one `syncfs` per file system, by device number.
+struct Synced(HashMap<u64, Result<(), String>>);
+
+impl Synced {
+    /// Whether the file system `file` is on was synced.
+    fn check(&self, file: &File) -> io::Result<()> {
+        match self.0.get(&file.metadata()?.dev()) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(io::Error::other(format!("syncfs: {e}"))),
+            None => Err(io::Error::other("syncfs: file system not synced")),
         }
     }
 }
 
-/// Steps 1 to 3 of one job.
-fn place(job: &Job, after: &mut dyn FnMut(Step) -> io::Result<()>) -> io::Result<PathBuf> {
+/// Calls `syncfs(2)` once for each file system among `files`.
+fn sync_file_systems<'a>(files: impl Iterator<Item = &'a File>) -> Synced {
+    let mut done = HashMap::new();
+    for file in files {
+        let Ok(meta) = file.metadata() else { continue };
+        done.entry(meta.dev()).or_insert_with(|| {
+            rustix::fs::syncfs(file).map_err(|e| io::Error::from(e).to_string())
+        });
+    }
+    Synced(done)
+}
+
+/// Step 1 of one job.
+fn draft(job: &Job) -> io::Result<Draft> {
     let total = job.prefix.len() as u64 + job.body.len();
-    maildir::place(
-        &job.root,
-        &job.user,
-        &job.unique,
-        &job.host,
-        total,
-        |f| {
-            // A failing read or write is transient, never a bad mailbox name (InvalidInput).
-            write(job, total, f).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidInput => io::Error::other(e),
-                _ => e,
-            })
-        },
-        after,
-    )
+    Draft::write(&job.root, &job.user, &job.unique, &job.host, total, |f| {
+        // A failing read or write is transient, never a bad mailbox name (InvalidInput).
+        write(job, total, f).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput => io::Error::other(e),
+            _ => e,
+        })
+    })
 }
 
 /// Writes the `Return-Path:` line and the body into the new file.
@@ -249,17 +318,10 @@ pub(super) async fn deliver_local(
             (i, job)
         })
         .collect();
-    let local = ctx.local.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        jobs.iter()
-            .map(|(i, job)| (*i, local.deliver(job)))
-            .collect::<Vec<_>>()
-    })
-    .await;
-    let results = match written {
+    let results = match ctx.local.deliver(jobs).await {
         Ok(results) => results,
         Err(e) => {
-            *last_error = Some((451, format!("local delivery task failed: {e}")));
+            *last_error = Some((451, format!("4.3.0 local delivery: {e}")));
             return;
         }
     };
@@ -370,28 +432,6 @@ mod tests {
                 None => assert!(!queued && new.len() == 1),
             }
         }
-    }
-
-    #[test]
-    fn a_shared_folder_fsync_covers_every_caller() {
-        let dir = tempfile::tempdir().unwrap();
-        let sync = Arc::new(DirSync::default());
-        let threads: Vec<_> = (0..16)
-            .map(|_| {
-                let (sync, dir) = (sync.clone(), dir.path().to_path_buf());
-                std::thread::spawn(move || sync.sync(&dir))
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap().unwrap();
-        }
-        let st = sync.lock();
-        assert!(st.completed >= 1 && st.completed <= 16, "{st:?}");
-        assert_eq!(st.started, st.completed);
-        drop(st);
-        // A failed fsync fails its callers; the next one syncs afresh.
-        assert!(sync.sync(&dir.path().join("missing")).is_err());
-        assert!(sync.sync(dir.path()).is_ok());
     }
 
     #[tokio::test]

@@ -127,6 +127,8 @@ struct Run {
     /// Session latencies in microseconds, sorted.
     latencies: Vec<u32>,
     server_cpu: Option<f64>,
+    /// Busy CPU seconds of the whole machine over the same span, less the client's own.
+    machine_cpu: Option<f64>,
     client_cpu: f64,
     /// Entries still in `--settle-dir` when the wait for it gave up.
     left_queued: usize,
@@ -143,6 +145,10 @@ impl Run {
 
     fn server_cpu_ms(&self) -> Option<f64> {
         self.server_cpu.map(|s| s * 1000.0 / self.ok.max(1) as f64)
+    }
+
+    fn machine_cpu_ms(&self) -> Option<f64> {
+        self.machine_cpu.map(|s| s * 1000.0 / self.ok.max(1) as f64)
     }
 }
 
@@ -217,6 +223,7 @@ async fn settle(pids: &[u32], settle_dir: Option<&std::path::Path>) -> (f64, usi
 async fn measure(plan: Arc<Plan>, sources: Arc<Vec<IpAddr>>, args: &Args, length: Duration) -> Run {
     let pids = &args.server_pids;
     let cpu_before = (!pids.is_empty()).then(|| procfs::cpu_seconds(pids));
+    let machine_before = procfs::machine_busy_seconds();
     let me = [std::process::id()];
     let client_before = procfs::cpu_seconds(&me);
     let counter = Arc::new(AtomicU64::new(0));
@@ -265,14 +272,17 @@ async fn measure(plan: Arc<Plan>, sources: Arc<Vec<IpAddr>>, args: &Args, length
         let (after, left) = settle(pids, args.settle_dir.as_deref()).await;
         total.server_cpu = Some(after - before);
         total.left_queued = left;
+        let machine = procfs::machine_busy_seconds() - machine_before;
+        total.machine_cpu = Some((machine - total.client_cpu).max(0.0));
     }
     total
 }
 
 fn print_run(label: &str, run: &Run) {
-    let cpu = run
-        .server_cpu_ms()
-        .map_or("n/a".to_string(), |ms| format!("{ms:.3} ms/session"));
+    let cpu = match (run.server_cpu_ms(), run.machine_cpu_ms()) {
+        (Some(ms), Some(all)) => format!("{ms:.3} ms/session (machine {all:.3})"),
+        _ => "n/a".to_string(),
+    };
     println!(
         "{label}: {:.1} sessions/s ({} ok, {} errors in {:.2} s), p50 {:.2} ms, p99 {:.2} ms, \
          server CPU {cpu}, client CPU {:.3} ms/session",
@@ -307,17 +317,20 @@ async fn load(args: &Args, plan: Arc<Plan>, sources: Arc<Vec<IpAddr>>) -> ExitCo
         runs.push(run);
     }
     let med = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
-    let cpu = if args.server_pids.is_empty() {
-        "n/a".to_string()
+    let (cpu, machine) = if args.server_pids.is_empty() {
+        ("n/a".to_string(), "n/a".to_string())
     } else {
-        format!("{:.3}", med(&|r| r.server_cpu_ms().unwrap_or(0.0)))
+        (
+            format!("{:.3}", med(&|r| r.server_cpu_ms().unwrap_or(0.0))),
+            format!("{:.3}", med(&|r| r.machine_cpu_ms().unwrap_or(0.0))),
+        )
     };
     let errors: u64 = runs.iter().map(|r| r.errors).sum();
     let left: usize = runs.iter().map(|r| r.left_queued).sum();
     let ok: u64 = runs.iter().map(|r| r.ok).sum();
     println!(
         "RESULT label={} scenario={:?} tls={:?} concurrency={} runs={} rate={:.1} ok={ok} \
-         errors={errors} p50_ms={:.2} p99_ms={:.2} cpu_ms={cpu} left={left}",
+         errors={errors} p50_ms={:.2} p99_ms={:.2} cpu_ms={cpu} machine_ms={machine} left={left}",
         args.label,
         args.scenario,
         args.tls,

@@ -82,6 +82,26 @@ fn tree(stats: &HashMap<u32, Stat>, roots: &[u32]) -> Vec<u32> {
     out
 }
 
+/// Busy CPU seconds of the whole machine so far, from the first line of `/proc/stat`: user,
+/// nice, system, irq and softirq time (not idle, iowait or steal). Counts what a server leaves
+/// to kernel threads (writeback of the files it wrote, for one) as well as every other process.
+pub fn machine_busy_seconds() -> f64 {
+    fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| parse_machine_busy(&t))
+        .map_or(0.0, |ticks| ticks as f64 / TICKS_PER_SEC)
+}
+
+fn parse_machine_busy(text: &str) -> Option<u64> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
+}
+
 /// CPU seconds used so far by the process trees rooted at `roots`.
 pub fn cpu_seconds(roots: &[u32]) -> f64 {
     let stats = all_stats();
@@ -109,6 +129,14 @@ pub fn rss_bytes(roots: &[u32]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn machine_busy_counts_user_system_and_interrupts() {
+        let text = "cpu  100 5 50 9000 30 7 8 4 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(super::parse_machine_busy(text), Some(100 + 5 + 50 + 7 + 8));
+        assert_eq!(super::parse_machine_busy("cpu0 1 2\n"), None);
+        assert_eq!(super::parse_machine_busy("cpu  1 2 x\n"), None);
+    }
+
     use super::*;
 
     #[test]
