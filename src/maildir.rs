@@ -433,6 +433,40 @@ mod tests {
     }
 
     #[test]
+    fn a_draft_is_seen_only_once_published_and_leaves_nothing_in_tmp() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = ensure_mailbox(root.path(), "bob").unwrap();
+        let count = |sub: &str| fs::read_dir(dir.join(sub)).unwrap().count();
+        let draft = Draft::write(root.path(), "bob", "1.a", "mx", 5, |f| {
+            f.write_all(b"hi\r\n")
+        })
+        .unwrap();
+        assert_eq!(count("new"), 0);
+        draft.file().sync_all().unwrap();
+        let published = draft.publish().unwrap();
+        assert_eq!(fs::read(&published.path).unwrap(), b"hi\r\n");
+        assert_eq!(published.path.parent(), Some(dir.join("new").as_path()));
+        assert_eq!((count("new"), count("tmp")), (1, 0));
+
+        // Given up: nothing anywhere.
+        Draft::write(root.path(), "bob", "2.a", "mx", 1, |f| f.write_all(b"x"))
+            .unwrap()
+            .discard();
+        // A failed write: nothing either.
+        let failed = Draft::write(root.path(), "bob", "3.a", "mx", 1, |_| {
+            Err(io::Error::other("disk gone"))
+        });
+        assert!(failed.is_err());
+        assert_eq!((count("new"), count("tmp")), (1, 0));
+
+        // new/ went missing between write and publish: made again.
+        let draft =
+            Draft::write(root.path(), "bob", "4.a", "mx", 1, |f| f.write_all(b"y")).unwrap();
+        fs::remove_dir_all(dir.join("new")).unwrap();
+        assert_eq!(fs::read(draft.publish().unwrap().path).unwrap(), b"y");
+    }
+
+    #[test]
     fn list_creates_a_missing_mailbox_and_rejects_bad_names() {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(list(root.path(), "bob").unwrap(), Mailbox::default());
