@@ -9,8 +9,9 @@
 //! a plain-text message) sent from the null reverse-path (RFC 5321 §4.5.5). Messages whose
 //! failure cannot be reported (null sender, or the bounce cannot be queued) go to the
 //! dead-letter folder. Retry timing comes from [`retry`] (RFC 5321 §4.5.4.1). Local
-//! recipients are written into their Maildirs by `local.rs`, in batches that share the
-//! folders' fsyncs; a message leaves the spool only once every copy is durable there.
+//! recipients are written into their Maildirs by `local.rs`, in batches made durable by one
+//! `syncfs` for their content and one for their renames; a message leaves the spool only once
+//! every copy is durable there.
 //!
 //! With XOAUTH2 or OAUTHBEARER upstream, the worker holds one [`oauth::TokenSource`] that its
 //! deliveries share. A missing token is a transient failure like an unreachable smarthost: the
