@@ -334,6 +334,11 @@ impl Allowlist {
         Ok(self.store.persist(now).await?)
     }
 
+    /// Whether [`Allowlist::persist`] is due before its regular time.
+    pub fn wants_persist(&self) -> bool {
+        self.store.wants_persist()
+    }
+
     /// Entries stored, including expired ones not yet swept.
     pub async fn len(&self) -> Result<usize, Error> {
         Ok(self.store.len().await?)

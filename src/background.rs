@@ -41,7 +41,7 @@ async fn housekeeping(shared: Arc<Gateway>, shutdown: CancellationToken) {
         }
         shared.throttle.purge(now).await;
         rounds += 1;
-        if rounds.is_multiple_of(10) {
+        if rounds.is_multiple_of(10) || shared.allowlist.wants_persist() {
             let shared = shared.clone();
             let runtime = tokio::runtime::Handle::current();
             let _ = tokio::task::spawn_blocking(move || {

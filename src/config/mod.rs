@@ -231,8 +231,22 @@ pub struct PopBeforeSmtp {
     pub restrict_sender: bool,
     /// Warn when this many distinct users allowlist one address within one TTL.
     pub shared_address_warn_users: usize,
-    /// Snapshot file. Absolute.
+    /// Snapshot file. Absolute. Its journal is [`allowlist_journal`] of it.
     pub snapshot: PathBuf,
+}
+
+/// The allowlist journal that goes with the snapshot file `snapshot`: the same name with the
+/// extension `.journal` (`allowlist.json` → `allowlist.journal`), in the same folder.
+pub fn allowlist_journal(snapshot: &std::path::Path) -> PathBuf {
+    match snapshot.with_extension("journal") {
+        // A snapshot that is itself named *.journal: add to the name instead.
+        same if same == snapshot => {
+            let mut name = snapshot.as_os_str().to_owned();
+            name.push(".journal");
+            PathBuf::from(name)
+        }
+        other => other,
+    }
 }
 
 /// `[relay]`.

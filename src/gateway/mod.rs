@@ -51,6 +51,9 @@ pub enum Error {
     /// The spool could not be opened.
     #[error("spool: {0}")]
     Spool(String),
+    /// The allowlist journal could not be opened or read.
+    #[error("allowlist journal {0}")]
+    Journal(String),
     /// The state directory could not be created.
     #[error("state directory {path}: {source}")]
     StateDir {
@@ -174,6 +177,16 @@ impl Gateway {
                 Ok(n) if n > 0 => tracing::info!(entries = n, "allowlist restored"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("allowlist snapshot unreadable, starting empty: {e}"),
+            }
+            // Without its journal the list would forget acknowledged changes in a crash:
+            // refuse to start rather than run that way.
+            let journal = crate::config::allowlist_journal(&pbs.snapshot);
+            match allowlist_store.open_journal(&journal, clock.now(), pbs.ipv6_prefix) {
+                Ok(n) if n > 0 => tracing::info!(changes = n, "allowlist journal replayed"),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Error::Journal(format!("{}: {e}", journal.display())));
+                }
             }
         }
         let spool =

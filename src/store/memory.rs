@@ -12,6 +12,12 @@
 //! `LimitedCache` bounds its cache the same way, one entry at a time). Snapshots
 //! ([`MemoryAllowlist::save`], [`MemoryAllowlist::load`]) are JSON, written atomically (temp
 //! file, fsync, rename, directory fsync) so a restart keeps the relay open for recent users.
+//!
+//! Between snapshots, every put and removal goes into a [`Journal`]
+//! ([`MemoryAllowlist::open_journal`]) and is answered only once its record is on disk, so an
+//! acknowledged change survives SIGKILL: an added entry is there after the restart, a removed
+//! one stays removed. A snapshot empties the journal; at start the snapshot is loaded and the
+//! journal replayed over it.
 
 use std::fs::File;
 use std::hash::Hash;
@@ -28,6 +34,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_secs;
+use crate::store::journal::Journal;
 use crate::store::{
     AllowlistStore, Backoff, CounterKey, Entry, Error, Expiry, FailureCounters, InsertOutcome,
     MailboxLease, MailboxLocks, Pending, Put, Reserve, clean_user, network_key,
@@ -39,6 +46,10 @@ const SHARDS: usize = 64;
 const SNAPSHOT_VERSION: u32 = 1;
 /// Upper bound on recent users remembered per address for the shared-address warning.
 const MAX_RECENT_USERS: usize = 32;
+/// A journal this long asks for a snapshot before the regular one (about 70,000 changes).
+const COMPACT_AT: u64 = 8 << 20;
+/// A journal longer than this is not read at start (it is compacted at [`COMPACT_AT`]).
+const MAX_JOURNAL: u64 = 256 << 20;
 
 /// The stored value: the public entry plus the users recently seen on the key.
 #[derive(Debug, Clone)]
@@ -60,6 +71,8 @@ pub struct MemoryAllowlist {
     evicting: AtomicBool,
     /// Where [`AllowlistStore::persist`] writes.
     snapshot: Option<PathBuf>,
+    /// Every change since the snapshot, when opened.
+    journal: Option<Journal>,
 }
 
 impl MemoryAllowlist {
@@ -74,7 +87,88 @@ impl MemoryAllowlist {
             shared_warn_users,
             evicting: AtomicBool::new(false),
             snapshot: None,
+            journal: None,
         }
+    }
+
+    /// Opens the journal at `path` and replays it over the entries loaded so far (the
+    /// snapshot), dropping what expired by `now`; from then on every put and removal is
+    /// journaled before it is answered. Returns the records replayed. A record that does not
+    /// parse (an edited file) is skipped with a warning.
+    pub fn open_journal(
+        &mut self,
+        path: &Path,
+        now: SystemTime,
+        ipv6_prefix: u8,
+    ) -> io::Result<usize> {
+        let (journal, lines) = Journal::open(path, MAX_JOURNAL)?;
+        let mut replayed = 0;
+        for line in &lines {
+            match serde_json::from_slice::<Change>(line) {
+                Ok(change) => {
+                    self.replay(change, now, ipv6_prefix);
+                    replayed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "allowlist journal: record skipped: {e}")
+                }
+            }
+        }
+        self.expire_now(now);
+        self.evict_if_full(None);
+        self.journal = Some(journal);
+        Ok(replayed)
+    }
+
+    fn replay(&self, change: Change, now: SystemTime, ipv6_prefix: u8) {
+        let key = |net: &str| {
+            net.parse::<IpNet>()
+                .ok()
+                .map(|n| network_key(n.addr(), ipv6_prefix))
+        };
+        match change {
+            Change::Put(s) => {
+                let Some(key) = key(&s.net) else { return };
+                let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.expires_at);
+                if expires_at <= now {
+                    self.map.remove(&key);
+                    return;
+                }
+                let user = CompactString::from(clean_user(&s.user));
+                let inserted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.inserted_at);
+                let rec = Record {
+                    entry: Entry {
+                        user: user.clone(),
+                        inserted_at,
+                        expires_at,
+                    },
+                    recent: vec![(user, inserted_at)],
+                };
+                self.map.insert(key, rec);
+            }
+            Change::Remove { net } => {
+                if let Some(key) = key(&net) {
+                    self.map.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The journal line for the state of `key` now: its entry, or its removal.
+    fn change_line(&self, key: IpNet) -> Vec<u8> {
+        let change = match self.map.get(&key) {
+            Some(rec) => Change::Put(SnapshotEntry {
+                net: key.to_string(),
+                user: rec.entry.user.to_string(),
+                inserted_at: unix_secs(rec.entry.inserted_at),
+                expires_at: unix_secs(rec.entry.expires_at),
+            }),
+            None => Change::Remove {
+                net: key.to_string(),
+            },
+        };
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec(&change).unwrap_or_default()
     }
 
     /// This allowlist, persisted to `path` by [`AllowlistStore::persist`].
@@ -342,7 +436,17 @@ impl MemoryAllowlist {
 
 impl AllowlistStore for MemoryAllowlist {
     fn put<'a>(&'a self, put: Put<'a>) -> Pending<'a, InsertOutcome> {
-        Pending::ready(Ok(self.put_now(put)))
+        let Some(journal) = &self.journal else {
+            return Pending::ready(Ok(self.put_now(put)));
+        };
+        let (outcome, durable) = journal.record(|| {
+            let outcome = self.put_now(put);
+            (outcome, self.change_line(put.key))
+        });
+        Pending::boxed(async move {
+            durable.await.map_err(|e| self.journal_error(e))?;
+            Ok(outcome)
+        })
     }
 
     fn get(&self, key: IpNet, now: SystemTime) -> Pending<'_, Option<Entry>> {
@@ -350,7 +454,14 @@ impl AllowlistStore for MemoryAllowlist {
     }
 
     fn remove(&self, key: IpNet) -> Pending<'_, Option<Entry>> {
-        Pending::ready(Ok(self.take(key)))
+        let Some(journal) = &self.journal else {
+            return Pending::ready(Ok(self.take(key)));
+        };
+        let (removed, durable) = journal.record(|| (self.take(key), self.change_line(key)));
+        Pending::boxed(async move {
+            durable.await.map_err(|e| self.journal_error(e))?;
+            Ok(removed)
+        })
     }
 
     fn list(&self, now: SystemTime) -> Pending<'_, Vec<(IpNet, Entry)>> {
@@ -373,11 +484,33 @@ impl AllowlistStore for MemoryAllowlist {
         let Some(path) = &self.snapshot else {
             return Pending::ready(Ok(0));
         };
-        Pending::ready(self.save(path, now).map_err(|source| Error::Io {
+        let saved = match &self.journal {
+            Some(journal) => journal.compact(|| self.save(path, now)),
+            None => self.save(path, now),
+        };
+        Pending::ready(saved.map_err(|source| Error::Io {
             path: path.clone(),
             source,
         }))
     }
+
+    fn wants_persist(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.len() > COMPACT_AT)
+    }
+}
+
+impl MemoryAllowlist {
+    fn journal_error(&self, source: io::Error) -> Error {
+        Error::Unavailable(format!("allowlist journal: {source}"))
+    }
+}
+
+/// One journal record: an entry as it stands after a change, or its removal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Change {
+    Put(SnapshotEntry),
+    Remove { net: String },
 }
 
 fn invalid(msg: &str) -> io::Error {

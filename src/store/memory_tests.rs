@@ -268,6 +268,80 @@ fn snapshot_round_trip_drops_expired() {
     );
 }
 
+/// A store as the gateway opens one: snapshot loaded, then the journal replayed.
+fn reopen(dir: &std::path::Path, now: SystemTime) -> MemoryAllowlist {
+    let snapshot = dir.join("allowlist.json");
+    let mut a = list().with_snapshot(snapshot.clone());
+    a.load(&snapshot, now, 64).unwrap();
+    a.open_journal(&dir.join("allowlist.journal"), now, 64)
+        .unwrap();
+    a
+}
+
+#[tokio::test]
+async fn acknowledged_changes_survive_a_crash_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = reopen(dir.path(), t(0));
+    let store: &dyn AllowlistStore = &a;
+    store
+        .put(admin(key("192.0.2.1"), "alice", TTL, t(0)))
+        .await
+        .unwrap();
+    store
+        .put(admin(key("192.0.2.2"), "bob", TTL, t(0)))
+        .await
+        .unwrap();
+    store
+        .put(admin(key("192.0.2.3"), "carol", TTL, t(0)))
+        .await
+        .unwrap();
+    // A snapshot, then more changes that only the journal has.
+    assert_eq!(store.persist(t(1)).await.unwrap(), 3);
+    assert!(
+        fs::read(dir.path().join("allowlist.journal"))
+            .unwrap()
+            .is_empty()
+    );
+    store.remove(key("192.0.2.2")).await.unwrap();
+    store
+        .put(admin(key("192.0.2.4"), "dave", TTL, t(2)))
+        .await
+        .unwrap();
+    // A shorter expiry replaces a longer one exactly.
+    store
+        .put(admin(
+            key("192.0.2.1"),
+            "alice",
+            Duration::from_secs(60),
+            t(3),
+        ))
+        .await
+        .unwrap();
+    // "Crash": nothing else is written; the process state is simply read back.
+    let b = reopen(dir.path(), t(4));
+    assert_eq!(b.entries(t(4)), a.entries(t(4)));
+    assert!(!b.is_allowed(key("192.0.2.2"), t(4)), "a removal came back");
+    assert!(b.is_allowed(key("192.0.2.4"), t(4)), "an addition was lost");
+    assert!(!b.is_allowed(key("192.0.2.1"), t(64)));
+    // Replayed after the expiry of an entry: it is not brought back.
+    let c = reopen(dir.path(), t(2000));
+    assert!(c.entries(t(2000)).is_empty());
+    drop((a, b, c));
+}
+
+#[tokio::test]
+async fn a_journal_record_that_does_not_parse_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = format!(
+        "{{\"op\":\"put\",\"net\":\"192.0.2.9/32\",\"user\":\"eve\",\"inserted_at\":{},\"expires_at\":{}}}\n",
+        1_700_000_000u64, 1_700_009_000u64
+    );
+    let text = format!("not json\n{line}{{\"op\":\"remove\",\"net\":\"bogus\"}}\n");
+    fs::write(dir.path().join("allowlist.journal"), text).unwrap();
+    let a = reopen(dir.path(), t(0));
+    assert_eq!(a.lookup(key("192.0.2.9"), t(0)).unwrap().user, "eve");
+}
+
 #[test]
 fn snapshot_missing_is_empty_corrupt_is_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,7 @@
 //! - Every map is bounded; at the bound the backend drops the entries that matter least (the
 //!   soonest to expire, the least recently failed) rather than refuse the new one.
 
+pub mod journal;
 pub mod memory;
 
 use std::future::Future;
@@ -195,6 +196,12 @@ pub trait AllowlistStore: Send + Sync + 'static {
     fn persist(&self, now: SystemTime) -> Pending<'_, usize> {
         let _ = now;
         Pending::ready(Ok(0))
+    }
+
+    /// Whether [`AllowlistStore::persist`] is due before its regular time (the memory
+    /// backend's journal has grown large). Cheap: called on every housekeeping round.
+    fn wants_persist(&self) -> bool {
+        false
     }
 }
 

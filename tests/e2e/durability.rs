@@ -244,3 +244,98 @@ fn report_commands_survive_a_closed_stdout() {
         assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
     }
 }
+
+/// One SMTP transaction from `source` to a remote recipient; the RCPT reply code.
+async fn relay_reply(source: &str, smtp: u16) -> u16 {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{smtp}").parse().unwrap();
+    let mut c = Client::connect_from(source.parse().unwrap(), addr).await;
+    c.expect(220).await;
+    c.cmd("EHLO device", 250).await;
+    c.cmd("MAIL FROM:<alice@example.test>", 250).await;
+    c.send("RCPT TO:<someone@elsewhere.example>").await;
+    let code = c.reply_opt().await.expect("RCPT reply");
+    c.send("QUIT").await;
+    code
+}
+
+async fn mailgate_cli(words: &[&str], config: &std::path::Path) -> (bool, String) {
+    let mut args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    let out = common::run(env!("CARGO_BIN_EXE_mailgate"), args, None).await;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Issue: an allowlist change acknowledged just before a SIGKILL was lost (an added entry,
+/// failing closed) or undone (a removed entry came back from the snapshot, failing open).
+#[tokio::test(flavor = "multi_thread")]
+async fn allowlist_changes_acknowledged_before_sigkill_survive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, pop3, control) = (free_port(), free_port(), free_port());
+    let config = write_config(dir.path(), smtp, pop3);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "[listeners]\n",
+            &format!("[listeners]\ncontrol = \"127.0.0.1:{control}\"\n"),
+        )
+        .replace(
+            "[auth]\n",
+            "[auth]\ninsecure_plaintext_networks = [\"127.0.0.0/8\"]\n",
+        );
+    std::fs::write(&config, text).unwrap();
+    let (device, other) = ("127.0.0.71", "127.0.0.72");
+    let pop3_addr: std::net::SocketAddr = format!("127.0.0.1:{pop3}").parse().unwrap();
+
+    // A POP3 login, then SIGKILL as soon as its +OK is read.
+    let mut child = start(&config);
+    wait_listening(smtp).await;
+    wait_listening(pop3).await;
+    assert_eq!(relay_reply(device, smtp).await, 554);
+    let mut c = Client::connect_from(device.parse().unwrap(), pop3_addr).await;
+    c.pop(true).await;
+    c.pop_cmd("USER alice", true).await;
+    c.pop_cmd("PASS secret-pw", true).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = start(&config);
+    wait_listening(smtp).await;
+    assert_eq!(
+        relay_reply(device, smtp).await,
+        250,
+        "the login was forgotten"
+    );
+    assert_eq!(relay_reply(other, smtp).await, 554);
+
+    // Stopped cleanly, the entry is in the snapshot; removed after the restart, then
+    // SIGKILL as soon as the command has answered: it must not come back.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    assert!(
+        std::fs::read_to_string(dir.path().join("state/allowlist.json"))
+            .unwrap()
+            .contains(device),
+        "not in the snapshot"
+    );
+    let mut child = start(&config);
+    wait_listening(smtp).await;
+    wait_listening(control).await;
+    let (ok, out) = mailgate_cli(&["allowlist", "remove", device], &config).await;
+    assert!(ok && out.contains("removed"), "{out}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = start(&config);
+    wait_listening(smtp).await;
+    assert_eq!(
+        relay_reply(device, smtp).await,
+        554,
+        "the removed entry came back"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
