@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, timeout_at};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::audit::{Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
@@ -311,7 +311,19 @@ where
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) | Ok(Err(_)) => return None,
             Err(_) => {
-                tracing::info!("DATA timed out");
+                tracing::info!(
+                    timeout_secs = limits.data_timeout.as_secs(),
+                    "DATA timed out; nothing accepted"
+                );
+                if let Some(inc) = incoming {
+                    inc.abort();
+                }
+                // RFC 5321 §4.5.3.2: say why before closing; a client that reads nothing
+                // more gets at most a few seconds of our time.
+                let mut out = Vec::new();
+                Smtp::timed_out(shared, &mut out);
+                let _ = timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+                let _ = timeout(Duration::from_secs(5), stream.flush()).await;
                 return None;
             }
         }

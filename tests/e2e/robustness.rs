@@ -432,6 +432,30 @@ async fn pop3_idle_sessions_are_dropped_without_update() {
     gw.stop().await;
 }
 
+/// Issue: a client cut off by `data_timeout` got no reply before the close.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_timeout_answers_421_and_accepts_nothing() {
+    let gw = start(&[("limits", "data_timeout", r#""1s""#)]).await;
+    let mut c = Client::connect_from(host(1), gw.addr("smtp")).await;
+    c.expect(220).await;
+    c.cmd("EHLO slow", 250).await;
+    c.cmd("MAIL FROM:<x@remote.example>", 250).await;
+    c.cmd("RCPT TO:<bob@example.test>", 250).await;
+    c.cmd("DATA", 354).await;
+    c.send("Subject: never finished").await;
+    let r = c.expect(421).await;
+    assert!(r[0].starts_with("421 4.4.2"), "{r:?}");
+    assert!(c.closed().await);
+    good_smtp_session(&gw).await;
+    gw.wait_for_mail("bob", 1).await;
+    assert_eq!(
+        gw.mailbox("bob").len(),
+        1,
+        "the cut-off message was accepted"
+    );
+    gw.stop().await;
+}
+
 /// Runs the built `mailgate` with `args`; returns (success, stdout, stderr).
 async fn mailgate_cli(args: Vec<String>) -> (bool, String, String) {
     let out = common::run(env!("CARGO_BIN_EXE_mailgate"), args, None).await;
