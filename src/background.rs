@@ -18,6 +18,7 @@ pub fn spawn(
     shutdown: &CancellationToken,
 ) {
     tracker.spawn(housekeeping(gateway.clone(), shutdown.clone()));
+    tracker.spawn(clean_maildirs(gateway.clone(), shutdown.clone()));
     tracker.spawn(watch_users(gateway.clone(), users_stamp, shutdown.clone()));
     // Running even without a recipient: a reload may set one.
     if gateway.config.audit.is_some() {
@@ -66,6 +67,31 @@ async fn next_tick(tick: &mut tokio::time::Interval, shutdown: &CancellationToke
     tokio::select! {
         _ = tick.tick() => true,
         _ = shutdown.cancelled() => false,
+    }
+}
+
+/// How often the Maildirs' `tmp/` folders are swept (and once at start).
+const TMP_SWEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes stale files from every mailbox's `tmp/` ([`crate::maildir::clean_tmp`]) at start
+/// and daily: a delivery cut short by a crash leaves its file there, and nothing else would
+/// ever remove it.
+async fn clean_maildirs(shared: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut tick = ticker(tokio::time::Instant::now(), TMP_SWEEP);
+    while next_tick(&mut tick, &shutdown).await {
+        let root = shared.config.delivery.maildir.clone();
+        let now = shared.clock.now();
+        let before = now
+            .checked_sub(crate::maildir::STALE_TMP)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let swept =
+            tokio::task::spawn_blocking(move || crate::maildir::clean_tmp(&root, before)).await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(files = n, "removed stale files from Maildir tmp/ folders"),
+            Ok(Err(e)) => tracing::warn!("cannot sweep the Maildir tmp/ folders: {e}"),
+            Err(e) => tracing::warn!("Maildir tmp/ sweep failed: {e}"),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
@@ -237,6 +238,37 @@ impl Draft {
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
+}
+
+/// How old a file under a mailbox's `tmp/` must be before [`clean_tmp`] removes it: the
+/// Maildir convention's 36 hours. A delivery keeps its file there for milliseconds.
+pub const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
+
+/// Removes the files under `<root>/<user>/tmp/` last modified before `before`, for every
+/// mailbox under `root`: what deliveries cut short by a crash left there. Folders, and
+/// entries whose age cannot be read, are left alone. Returns how many files went. Blocking:
+/// run it off the async workers.
+pub fn clean_tmp(root: &Path, before: SystemTime) -> io::Result<usize> {
+    let users = match fs::read_dir(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for user in users.flatten() {
+        let Ok(files) = fs::read_dir(user.path().join("tmp")) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let stale = file
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.modified().is_ok_and(|t| t < before));
+            if stale && fs::remove_file(file.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Why a maildrop could not be opened for a POP3 session.
@@ -464,6 +496,31 @@ mod tests {
             Draft::write(root.path(), "bob", "4.a", "mx", 1, |f| f.write_all(b"y")).unwrap();
         fs::remove_dir_all(dir.join("new")).unwrap();
         assert_eq!(fs::read(draft.publish().unwrap().path).unwrap(), b"y");
+    }
+
+    #[test]
+    fn stale_tmp_files_are_removed_and_fresh_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let old = now - STALE_TMP - Duration::from_secs(60);
+        for user in ["alice", "bob"] {
+            let dir = ensure_mailbox(root.path(), user).unwrap();
+            let stale = File::create(dir.join("tmp/1.crashed")).unwrap();
+            stale.set_modified(old).unwrap();
+            File::create(dir.join("tmp/2.writing")).unwrap();
+            fs::create_dir(dir.join("tmp/subdir")).unwrap();
+            let kept = File::create(dir.join("new/3.delivered")).unwrap();
+            kept.set_modified(old).unwrap();
+        }
+        assert_eq!(clean_tmp(root.path(), now - STALE_TMP).unwrap(), 2);
+        for user in ["alice", "bob"] {
+            let dir = root.path().join(user);
+            assert!(!dir.join("tmp/1.crashed").exists());
+            assert!(dir.join("tmp/2.writing").exists());
+            assert!(dir.join("tmp/subdir").is_dir());
+            assert!(dir.join("new/3.delivered").exists());
+        }
+        assert_eq!(clean_tmp(&root.path().join("missing"), now).unwrap(), 0);
     }
 
     #[test]

@@ -339,3 +339,27 @@ async fn allowlist_changes_acknowledged_before_sigkill_survive_it() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue: files that deliveries cut short by kills left in Maildir `tmp/` were never removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_maildir_tmp_files_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), common::USERS).unwrap();
+    let tmp = dir.path().join("state/maildir/alice/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(37 * 3600);
+    let stale = std::fs::File::create(tmp.join("1700000000.M1P9.host,S=10")).unwrap();
+    stale.set_modified(old).unwrap();
+    drop(stale);
+    std::fs::write(tmp.join("fresh"), b"x").unwrap();
+    let gw = common::Gateway::start_in(dir, &common::config_text("")).await;
+    let tmp = gw.state().join("maildir/alice/tmp");
+    let stale = tmp.join("1700000000.M1P9.host,S=10");
+    common::extra::eventually("the stale file removed", Duration::from_secs(10), || {
+        let gone = !stale.exists();
+        async move { gone }
+    })
+    .await;
+    assert!(tmp.join("fresh").exists(), "a fresh file was removed");
+    gw.stop().await;
+}
