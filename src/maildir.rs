@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn stale_tmp_files_are_removed_and_fresh_ones_kept() {
         let root = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let old = now - STALE_TMP - Duration::from_secs(60);
         for user in ["alice", "bob"] {
             let dir = ensure_mailbox(root.path(), user).unwrap();

@@ -347,7 +347,8 @@ async fn stale_maildir_tmp_files_are_removed_at_start() {
     std::fs::write(dir.path().join("users"), common::USERS).unwrap();
     let tmp = dir.path().join("state/maildir/alice/tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let old = std::time::SystemTime::now() - Duration::from_secs(37 * 3600);
+    let now = mailgate::clock::Clock::now(&mailgate::clock::SystemClock);
+    let old = now - Duration::from_secs(37 * 3600);
     let stale = std::fs::File::create(tmp.join("1700000000.M1P9.host,S=10")).unwrap();
     stale.set_modified(old).unwrap();
     drop(stale);
