@@ -406,6 +406,8 @@ pub struct Limits {
     pub max_errors: u32,
     /// Time sessions get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Messages in the spool beyond which MAIL is answered 452 4.3.1.
+    pub max_queue: usize,
 }
 
 /// Whether `ip` falls in any of `nets`.

@@ -192,6 +192,7 @@ impl Gateway {
         let spool =
             Arc::new(Spool::open(&config.delivery.spool).map_err(|e| Error::Spool(e.to_string()))?);
         spool.set_commit_window(config.delivery.commit_window);
+        spool.set_max_queue(config.limits.max_queue);
         let audit_shutdown = CancellationToken::new();
         let (audit, audit_task) = match &config.audit {
             Some(a) => {

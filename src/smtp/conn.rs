@@ -250,6 +250,7 @@ fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<
         max_recipients: cfg.limits.max_recipients,
         max_auth_failures: cfg.auth.max_failures,
         max_errors: cfg.limits.max_errors,
+        queue: shared.spool.gauge(),
     }
 }
 

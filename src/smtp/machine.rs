@@ -73,6 +73,8 @@ pub struct Settings {
     pub max_auth_failures: u32,
     /// Bad commands before disconnect.
     pub max_errors: u32,
+    /// The spool's depth: while it is full, MAIL is answered 452 4.3.1.
+    pub queue: Arc<crate::spool::QueueGauge>,
 }
 
 /// What the connection loop must do after sending the reply.
@@ -554,6 +556,9 @@ impl Session {
             && size > self.settings.max_message_size
         {
             return Output::cont(reply::message_too_big());
+        }
+        if self.settings.queue.is_full() {
+            return Output::cont(reply::queue_full());
         }
         // A new transaction asks the allowlist afresh (an entry may have come or gone).
         self.allowlisted = Allowlisted::Unknown;

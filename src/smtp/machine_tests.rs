@@ -40,6 +40,7 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
         max_recipients: 2,
         max_auth_failures: 3,
         max_errors: 10,
+        queue: Default::default(),
     }
 }
 
@@ -563,6 +564,30 @@ fn restrict_sender_limits_pop_before_smtp_relays() {
         relay_line(&mut s, "RCPT TO:<x@remote.example>", Some("alice")),
         (250, 1)
     );
+}
+
+#[test]
+fn a_full_queue_defers_new_transactions_only() {
+    let mut cfg = settings(SmtpRole::Smtp, false);
+    let gauge = std::sync::Arc::new(crate::spool::QueueGauge::new(2));
+    cfg.queue = gauge.clone();
+    let mut s = Session::new(cfg);
+    ehlo_text(&mut s);
+    assert_eq!(code(&mut s, "MAIL FROM:<a@remote.example>"), 250);
+    gauge.update(2);
+    // The transaction already open goes on.
+    assert_eq!(code(&mut s, "RCPT TO:<alice@example.test>"), 250);
+    assert_eq!(code(&mut s, "RSET"), 250);
+    let out = drive(
+        &mut s,
+        SystemTime::UNIX_EPOCH,
+        b"MAIL FROM:<a@remote.example>",
+    );
+    assert_eq!(out.reply.code, 452);
+    assert_eq!(out.reply.enhanced, Some((4, 3, 1)));
+    assert_eq!(out.action, Action::Continue);
+    gauge.update(1);
+    assert_eq!(code(&mut s, "MAIL FROM:<a@remote.example>"), 250);
 }
 
 #[test]

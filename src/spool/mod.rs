@@ -44,7 +44,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 
@@ -123,6 +123,54 @@ pub struct Spool {
     slots_sync: Arc<GroupSync>,
     env_sync: Arc<GroupSync>,
     window: Arc<group::Window>,
+    gauge: Arc<QueueGauge>,
+}
+
+/// The spool's depth against `[limits] max_queue`, read by sessions without the index lock.
+#[derive(Debug)]
+pub struct QueueGauge {
+    max: AtomicUsize,
+    full: AtomicBool,
+}
+
+impl Default for QueueGauge {
+    fn default() -> Self {
+        QueueGauge {
+            max: AtomicUsize::new(usize::MAX),
+            full: AtomicBool::new(false),
+        }
+    }
+}
+
+impl QueueGauge {
+    /// A gauge for a queue of at most `max` messages, empty.
+    pub fn new(max: usize) -> QueueGauge {
+        let gauge = QueueGauge::default();
+        gauge.max.store(max.max(1), Ordering::Relaxed);
+        gauge
+    }
+
+    /// Whether the spool holds `max_queue` messages or more: new mail waits (452 4.3.1).
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Records the depth `len`; logs when the queue fills or has room again.
+    pub(crate) fn update(&self, len: usize) {
+        let max = self.max.load(Ordering::Relaxed);
+        let full = len >= max;
+        if self.full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::warn!(
+                    queued = len,
+                    max_queue = max,
+                    "spool full: new mail is answered 452 4.3.1 until deliveries make room"
+                );
+            } else {
+                tracing::info!(queued = len, max_queue = max, "spool has room again");
+            }
+        }
+    }
 }
 
 /// Messages detached from the index, waiting for [`Spool::free`].
@@ -247,6 +295,7 @@ impl Spool {
             slots_sync: Default::default(),
             env_sync: Default::default(),
             window: Default::default(),
+            gauge: Default::default(),
         };
         for d in [&spool.tmp, &spool.slots, &spool.env] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
@@ -266,6 +315,17 @@ impl Spool {
     /// The spool directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The queue-depth gauge sessions consult ([`QueueGauge::is_full`]).
+    pub fn gauge(&self) -> Arc<QueueGauge> {
+        self.gauge.clone()
+    }
+
+    /// Sets `[limits] max_queue`.
+    pub fn set_max_queue(&self, max: usize) {
+        self.gauge.max.store(max.max(1), Ordering::Relaxed);
+        self.gauge.update(self.len());
     }
 
     /// Messages in the spool.
@@ -394,6 +454,14 @@ impl Spool {
         let mut index = self.lock();
         index.recent.remove(id);
         let q = index.queued.remove(id)?;
+        // A drained backlog gives its memory back (the table, not just its entries).
+        let (len, cap) = (index.queued.len(), index.queued.capacity());
+        if cap > 4096 && len * 4 < cap {
+            index.queued.shrink_to(len * 2);
+            let live = index.live.len();
+            index.live.shrink_to(live * 2);
+        }
+        self.gauge.update(len);
         Some(Detached {
             id: id.to_string(),
             slot: q.slot,
@@ -610,6 +678,7 @@ impl Spool {
         let mut index = self.lock();
         index.queued.insert(id.to_string(), queued);
         index.live.insert(n, 1);
+        self.gauge.update(index.queued.len());
         taken.sealed = true;
         Ok(())
     }
@@ -657,6 +726,7 @@ impl Spool {
             };
             index.queued.insert(p.id.clone(), queued);
         }
+        self.gauge.update(index.queued.len());
         Ok(())
     }
 

@@ -538,3 +538,34 @@ fn open_slot_files_are_bounded_and_every_message_stays_readable() {
     assert_eq!(body_of(&spool, &again), b"again\r\n");
     assert_eq!(names(&spool.slots).len(), n);
 }
+
+#[test]
+fn the_gauge_follows_the_depth_and_a_drained_index_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let gauge = spool.gauge();
+    spool.set_max_queue(3);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        assert!(!gauge.is_full());
+        ids.push(spool.enqueue_bytes(envelope(), b"x\r\n").unwrap());
+    }
+    assert!(gauge.is_full());
+    spool.remove(&ids.pop().unwrap()).unwrap();
+    assert!(!gauge.is_full());
+    // Raised or lowered while running (at start, after the scan), it applies at once.
+    spool.set_max_queue(2);
+    assert!(gauge.is_full());
+    spool.set_max_queue(100_000);
+
+    for _ in 0..4000 {
+        ids.push(spool.enqueue_bytes(envelope(), b"x\r\n").unwrap());
+    }
+    let grown = spool.lock().queued.capacity();
+    for id in ids.drain(..) {
+        spool.remove(&id).unwrap();
+    }
+    assert!(spool.is_empty());
+    let left = spool.lock().queued.capacity();
+    assert!(grown > 4096 && left <= 4096, "capacity {grown} then {left}");
+}

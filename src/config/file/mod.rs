@@ -365,6 +365,8 @@ pub struct LimitsFile {
     pub max_errors: u32,
     /// Default "10s".
     pub shutdown_grace: String,
+    /// Messages in the spool. Default 100000.
+    pub max_queue: usize,
 }
 
 impl Default for LimitsFile {
@@ -391,6 +393,8 @@ impl Default for LimitsFile {
             max_line_length: 4096,
             max_errors: 10,
             shutdown_grace: "10s".to_string(),
+            // About 60 MB of index at the most (0.6 KB per queued message).
+            max_queue: 100_000,
         }
     }
 }

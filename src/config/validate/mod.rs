@@ -329,6 +329,7 @@ impl<'a> Checker<'a> {
         // 512-octet command lines of §4.5.3.1.4.
         self.at_least("limits.max_line_length", l.max_line_length as u64, 1000);
         self.at_least("limits.max_errors", l.max_errors.into(), 1);
+        self.at_least("limits.max_queue", l.max_queue as u64, 1);
         let mut dur = |key: &str, text: &str| self.duration(key, None, text);
         Limits {
             max_connections: l.max_connections,
@@ -343,6 +344,7 @@ impl<'a> Checker<'a> {
             max_line_length: l.max_line_length,
             max_errors: l.max_errors,
             shutdown_grace: dur("limits.shutdown_grace", &l.shutdown_grace),
+            max_queue: l.max_queue,
         }
     }
 

@@ -527,6 +527,16 @@ pub fn message_too_big() -> Reply {
     )
 }
 
+/// 452 4.3.1 at MAIL: the spool is full (`[limits] max_queue`); the client keeps the
+/// message and tries again later (RFC 5321 §4.2.2, RFC 3463 "mail system full").
+pub fn queue_full() -> Reply {
+    r(
+        452,
+        (4, 3, 1),
+        "Insufficient system storage: queue full, try again later",
+    )
+}
+
 /// 554 5.7.1: relaying denied for this client and recipient.
 pub fn relay_denied() -> Reply {
     r(554, (5, 7, 1), "Relay access denied")
