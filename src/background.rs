@@ -47,6 +47,7 @@ async fn housekeeping(shared: Arc<Gateway>, shutdown: CancellationToken) {
             let runtime = tokio::runtime::Handle::current();
             let _ = tokio::task::spawn_blocking(move || {
                 runtime.block_on(save_allowlist(&shared));
+                runtime.block_on(save_known_networks(&shared));
                 save_notices(&shared);
             })
             .await;
@@ -177,6 +178,18 @@ pub(crate) fn save_notices(shared: &Gateway) {
     let path = crate::gateway::notices_file(&shared.config);
     if let Err(e) = shared.notices.save(&path, shared.clock.now()) {
         tracing::warn!(file = %path.display(), "cannot save the notices sent: {e}");
+    }
+}
+
+/// Saves the throttle's known client networks (dropping stale ones first).
+pub(crate) async fn save_known_networks(shared: &Gateway) {
+    let known = shared.throttle.known();
+    let now = shared.clock.now();
+    if let Err(e) = known.purge(now).await {
+        tracing::warn!("cannot purge the known client networks: {e}");
+    }
+    if let Err(e) = known.persist(now).await {
+        tracing::warn!("cannot save the known client networks: {e}");
     }
 }
 

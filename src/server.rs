@@ -259,6 +259,7 @@ impl Server {
         relay_shutdown.cancel();
         let _ = tokio::time::timeout(grace, relay_task).await;
         crate::background::save_allowlist(&shared).await;
+        crate::background::save_known_networks(&shared).await;
         crate::background::save_notices(&shared);
         // Last: the audit writer drains what the sessions and the relay recorded.
         audit_shutdown.cancel();

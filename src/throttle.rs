@@ -23,9 +23,18 @@
 //! guesses, then waits 2, 4, 8, 16 and 32 s (about eight guesses in its first minute), and
 //! after that one guess a minute, for as long as it keeps going within `window`.
 //!
-//! The cost of the per-user limit: while a user's name is being guessed from elsewhere, that
-//! user's own logins are refused too (as with an account lockout) until the guessing stops and
-//! one delay (at most `max_delay`) has passed.
+//! **Known networks are spared the per-user limit.** A network a user logged in from within
+//! `known_address_window` (30 days by default; [`KnownAddresses`]) is checked for that user
+//! without asking the per-user schedule, so guessing a user's password from elsewhere does not
+//! lock the user out of their own desk, phone or printer; only the address's own delay applies
+//! there. From a network the user has not used lately, the per-user limit applies as above
+//! (as with an account lockout) until the guessing stops and one delay (at most `max_delay`)
+//! has passed.
+//!
+//! A login refused by the per-user limit was never checked, so it is not counted against the
+//! user (see [`refused_unchecked`]): a client that keeps retrying while the limit runs does not
+//! push its end further out. It still counts against its address, which keeps a guesser's
+//! own queue growing.
 //!
 //! Addresses in the trusted networks are never throttled by address (a webmail front end must
 //! not slow down all its users), but failures from them still count against the user name.
@@ -44,8 +53,9 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 
 use crate::config;
+use crate::store::known::MemoryKnownAddresses;
 use crate::store::memory::MemoryCounters;
-use crate::store::{Backoff, CounterKey, FailureCounters, Reserve, network_key};
+use crate::store::{Backoff, CounterKey, FailureCounters, KnownAddresses, Reserve, network_key};
 
 pub use crate::store::MAX_USER_KEY_LEN;
 
@@ -56,9 +66,18 @@ pub const MAX_KEYS: usize = 100_000;
 pub const USER_THROTTLED: &str =
     "too many failed logins for this user recently; credential not checked";
 
+/// Whether a failure note says the credential was never checked ([`USER_THROTTLED`]): such a
+/// refusal is not counted as a failure.
+pub fn refused_unchecked(note: &str) -> bool {
+    note.contains(USER_THROTTLED)
+}
+
 /// Failed-login throttle. Share it behind an `Arc`; all methods take `&self`.
 pub struct Throttle {
     counters: Arc<dyn FailureCounters>,
+    known: Arc<dyn KnownAddresses>,
+    /// Known networks are remembered (a non-zero window).
+    spares_known: bool,
     backoff: Backoff,
     ipv6_prefix: u8,
     /// Replaced when the trusted networks are reloaded (SIGHUP).
@@ -94,6 +113,11 @@ impl Throttle {
     ) -> Self {
         Self {
             counters,
+            known: Arc::new(MemoryKnownAddresses::new(
+                cfg.known_address_window,
+                MAX_KEYS,
+            )),
+            spares_known: !cfg.known_address_window.is_zero(),
             backoff: Backoff {
                 free_failures: cfg.free_failures,
                 base_delay: cfg.base_delay,
@@ -103,6 +127,30 @@ impl Throttle {
             ipv6_prefix: cfg.ipv6_prefix,
             exempt: std::sync::RwLock::new(exempt),
         }
+    }
+
+    /// This throttle with `known` as its store of known networks (one that persists, or a
+    /// shared backend).
+    pub fn with_known(mut self, known: Arc<dyn KnownAddresses>) -> Self {
+        self.known = known;
+        self
+    }
+
+    /// The store of known networks (for the housekeeping's purge and snapshot).
+    pub fn known(&self) -> &Arc<dyn KnownAddresses> {
+        &self.known
+    }
+
+    /// Whether a credential for `user` from `ip` may be checked at `now`: always from a
+    /// network `user` logged in from lately, else as [`Throttle::admit_user`] says.
+    pub async fn admit(&self, user: &str, ip: IpAddr, now: SystemTime) -> bool {
+        let net = network_key(ip, self.ipv6_prefix);
+        match self.known.is_known(user, net, now).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => tracing::warn!("known-networks store: {e}"),
+        }
+        self.admit_user(user, now).await
     }
 
     /// Replaces the networks never throttled by address (a reload of `trusted_networks`).
@@ -167,14 +215,26 @@ impl Throttle {
         self.counted(reserved).is_zero()
     }
 
-    /// Records a successful login: forgets the failures of both `ip` and `user`.
-    pub async fn record_success(&self, ip: IpAddr, user: &str) {
+    /// Records a successful login at `now`: forgets the failures of `ip` and remembers its
+    /// network as known for `user`; forgets `user`'s failures only where known networks are
+    /// turned off (`known_address_window = "0s"`).
+    pub async fn record_success(&self, ip: IpAddr, user: &str, now: SystemTime) {
+        let net = network_key(ip, self.ipv6_prefix);
+        if let Err(e) = self.known.remember(user, net, now).await {
+            tracing::warn!("known-networks store: {e}");
+        }
         if let Some(k) = self.addr_key(ip)
             && let Err(e) = self.counters.reset(&k).await
         {
             tracing::warn!("throttle store: {e}");
         }
-        if let Err(e) = self.counters.reset(&CounterKey::user(user)).await {
+        // With known networks the user's count stays: the owner's login from their network
+        // says nothing about the guessers elsewhere, who would otherwise get fresh free
+        // guesses each time the owner's mail client logs in. Without them, the old rule: a
+        // success forgets the user, or the owner would wait on the next login too.
+        if !self.spares_known
+            && let Err(e) = self.counters.reset(&CounterKey::user(user)).await
+        {
             tracing::warn!("throttle store: {e}");
         }
     }
@@ -218,6 +278,7 @@ mod tests {
             max_delay: Duration::from_secs(60),
             window: Duration::from_secs(900),
             ipv6_prefix: 48,
+            known_address_window: Duration::from_secs(30 * 86_400),
         }
     }
 
@@ -377,9 +438,10 @@ mod tests {
         assert!(!th.admit_user("alice", t(7)).await);
         // Other users are not affected.
         assert!(th.admit_user("bob", t(7)).await);
-        // A success forgets the user.
-        th.record_success(ip("203.0.113.1"), "alice").await;
-        assert!(th.admit_user("alice", t(7)).await);
+        // A success makes its network known: checked there at once, not elsewhere.
+        th.record_success(ip("203.0.113.1"), "alice", t(7)).await;
+        assert!(th.admit("alice", ip("203.0.113.1"), t(7)).await);
+        assert!(!th.admit("alice", ip("192.0.2.99"), t(7)).await);
     }
 
     #[tokio::test]
@@ -403,6 +465,34 @@ mod tests {
         assert_eq!(secs(th.delay(ip("192.0.2.7"), None, t(5)).await), 2);
     }
 
+    /// Issue: 200 guesses for bob from 50 addresses kept the real bob out. His own network is
+    /// spared the per-user limit, a network he has not used is not, and the refusals the
+    /// limit makes are not failures that push its end out.
+    #[tokio::test]
+    async fn guessing_does_not_lock_the_user_out_of_a_known_network() {
+        let th = Throttle::new(&cfg(), vec![]);
+        let home = ip("192.0.2.10");
+        th.record_success(home, "bob", t(0)).await;
+        for i in 0..200u64 {
+            let guesser = ip(&format!("198.51.100.{}", i % 50));
+            th.record_failure(guesser, Some("bob"), t(10 + i / 10))
+                .await;
+        }
+        let now = t(40);
+        assert!(th.admit("bob", home, now).await);
+        assert!(!th.admit("bob", ip("203.0.113.5"), now).await);
+        // Known per network: the /48 of an IPv6 address, as elsewhere.
+        th.record_success(ip("2001:db8:1:2::5"), "bob", now).await;
+        assert!(th.admit("bob", ip("2001:db8:1:ffff::9"), now).await);
+        // Forgotten after the window.
+        let later = t(30 * 86_400 + 1);
+        let net = network_key(home, 48);
+        assert!(th.known().is_known("bob", net, t(86_400)).await.unwrap());
+        assert!(!th.known().is_known("bob", net, later).await.unwrap());
+        assert!(refused_unchecked(&format!("PLAIN: {USER_THROTTLED}")));
+        assert!(!refused_unchecked("PLAIN: invalid credentials"));
+    }
+
     #[tokio::test]
     async fn success_resets_both() {
         let th = Throttle::new(&cfg(), vec![]);
@@ -411,9 +501,25 @@ mod tests {
             th.record_failure(a, Some("alice"), t(i)).await;
         }
         assert_eq!(secs(th.delay(a, Some("alice"), t(5)).await), 8);
-        th.record_success(a, "Alice").await;
-        assert_eq!(th.delay(a, Some("alice"), t(6)).await, Duration::ZERO);
-        assert_eq!(th.tracked().await, 0);
+        th.record_success(a, "Alice", t(5)).await;
+        // The address is forgiven; the user's count stays for networks alice has not used.
+        assert_eq!(th.delay(a, None, t(6)).await, Duration::ZERO);
+        assert_eq!(secs(th.delay(a, Some("alice"), t(6)).await), 8);
+        assert!(th.admit("alice", a, t(6)).await);
+        // With known networks turned off, a success forgets the user too.
+        let off = Throttle::new(
+            &config::Throttle {
+                known_address_window: Duration::ZERO,
+                ..cfg()
+            },
+            vec![],
+        );
+        for i in 0..5 {
+            off.record_failure(a, Some("alice"), t(i)).await;
+        }
+        off.record_success(a, "Alice", t(5)).await;
+        assert_eq!(off.delay(a, Some("alice"), t(6)).await, Duration::ZERO);
+        assert_eq!(off.tracked().await, 0);
     }
 
     #[tokio::test]

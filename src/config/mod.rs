@@ -212,6 +212,9 @@ pub struct Throttle {
     pub window: Duration,
     /// IPv6 clients are throttled by this prefix length.
     pub ipv6_prefix: u8,
+    /// How long after a user's last login from a network that network is spared the user's
+    /// delay (0: never).
+    pub known_address_window: Duration,
 }
 
 /// `[pop_before_smtp]`.

@@ -234,10 +234,20 @@ impl Gateway {
             )?) as Arc<dyn crate::sasl::TokenValidator>),
             None => None,
         };
-        let throttle = Arc::new(Throttle::new(
-            &config.auth.throttle,
-            config.relay.trusted_networks.clone(),
-        ));
+        let known = crate::store::known::MemoryKnownAddresses::new(
+            config.auth.throttle.known_address_window,
+            crate::throttle::MAX_KEYS,
+        )
+        .with_snapshot(known_networks_file(&config));
+        match known.load(&known_networks_file(&config), clock.now()) {
+            Ok(n) if n > 0 => tracing::info!(users = n, "known client networks restored"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("known client networks unreadable, starting empty: {e}"),
+        }
+        let throttle = Arc::new(
+            Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone())
+                .with_known(Arc::new(known)),
+        );
         let users: Arc<dyn Authenticator> =
             Arc::new(crate::auth::DeferredDerivation::new(user_store.clone()));
         let started = crate::clock::unix_secs(clock.now());
@@ -333,13 +343,15 @@ impl Gateway {
         }
     }
 
-    /// Records a failed login and returns how long to wait before answering it: the fixed
-    /// `failure_delay`. (The throttle's growing delay is waited before the next check, in
-    /// [`Gateway::credential_slot`], where concurrent attempts queue for it.)
-    pub async fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>) -> Duration {
-        let now = self.clock.now();
+    /// Records a failed login (`note` says why) and returns how long to wait before answering
+    /// it: the fixed `failure_delay`. (The throttle's growing delay is waited before the next
+    /// check, in [`Gateway::credential_slot`], where concurrent attempts queue for it.) A login
+    /// the per-user limit refused without a check counts against its address only: it does
+    /// not push the user's delay further out.
+    pub async fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>, note: &str) -> Duration {
+        let user = user.filter(|_| !crate::throttle::refused_unchecked(note));
         self.throttle
-            .record_failure(crate::canonical_ip(ip), user, now)
+            .record_failure(crate::canonical_ip(ip), user, self.clock.now())
             .await;
         self.config.auth.failure_delay
     }
@@ -477,9 +489,14 @@ impl Gateway {
     /// Records a successful login (resets the throttle).
     pub async fn auth_succeeded(&self, ip: IpAddr, user: &str) {
         self.throttle
-            .record_success(crate::canonical_ip(ip), user)
+            .record_success(crate::canonical_ip(ip), user, self.clock.now())
             .await;
     }
+}
+
+/// Where the throttle's known client networks are saved across restarts.
+pub(crate) fn known_networks_file(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("known_networks.json")
 }
 
 /// Where the notices' rate limit is saved across restarts.

@@ -171,7 +171,8 @@ impl Protocol for Pop3 {
                     return Flow::StartTls;
                 }
                 Action::Verify(check) => {
-                    output = session.handle_verified(shared.verifier.verify(check).await);
+                    output =
+                        session.handle_verified(shared.verifier.verify(check, peer.ip()).await);
                     continue;
                 }
                 Action::AuthFailed { user, note, close } => {
@@ -179,7 +180,9 @@ impl Protocol for Pop3 {
                         user = user.as_deref().unwrap_or("-"),
                         "login failed: {note}"
                     );
-                    let delay = shared.auth_failure_delay(peer.ip(), user.as_deref()).await;
+                    let delay = shared
+                        .auth_failure_delay(peer.ip(), user.as_deref(), note)
+                        .await;
                     tokio::time::sleep(delay).await;
                     output.reply.encode(&mut io.out);
                     if close {

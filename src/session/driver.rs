@@ -360,7 +360,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     while let Some(check) = P::take_check(&mut output) {
-        let answer = cx.shared.verifier.verify(check).await;
+        let answer = cx.shared.verifier.verify(check, cx.conn.peer.ip()).await;
         output = P::handle_verified(session, answer);
     }
     cx.protocol

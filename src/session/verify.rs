@@ -11,12 +11,14 @@
 //!   introspection request is awaited with its own timeout while every other session runs).
 //!
 //! Before any check of a user's credential, the throttle is asked whether that user may be
-//! checked now ([`Throttle::admit_user`]); a refused check fails like a wrong credential
-//! without being run (the client learns nothing about the password) and the log says why.
+//! checked now from that client ([`Throttle::admit`]: a network the user logged in from lately
+//! always may); a refused check fails like a wrong credential without being run (the client
+//! learns nothing about the password) and the log says why.
 //!
 //! The same path will carry checks against an upstream server, LDAP or Kerberos: each is one
 //! more source behind [`Verifier::verify`], and the protocol cores do not change.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -64,10 +66,14 @@ impl Verifier {
         &self.users
     }
 
-    /// Answers `check`; see the module docs for where each kind runs.
-    pub async fn verify(&self, check: Check) -> Answer {
+    /// Answers `check` from a client at `peer`; see the module docs for where each kind
+    /// runs.
+    pub async fn verify(&self, check: Check, peer: IpAddr) -> Answer {
         if let Some(user) = self.throttled_name(&check)
-            && !self.throttle.admit_user(&user, self.clock.now()).await
+            && !self
+                .throttle
+                .admit(&user, crate::canonical_ip(peer), self.clock.now())
+                .await
         {
             return unavailable(&*self.users, &check, USER_THROTTLED);
         }
@@ -170,44 +176,54 @@ mod tests {
             max_delay: Duration::from_secs(60),
             window: Duration::from_secs(900),
             ipv6_prefix: 64,
+            known_address_window: Duration::from_secs(30 * 86_400),
         };
         let throttle = Arc::new(Throttle::new(&cfg, vec![]));
+        let (desk, elsewhere): (IpAddr, IpAddr) =
+            ("192.0.2.7".parse().unwrap(), "203.0.113.9".parse().unwrap());
         let clock = Arc::new(ManualClock::new(t(0)));
         let v = Verifier::new(store, None, throttle.clone(), clock.clone(), 2);
         assert_eq!(
-            verdict(v.verify(password("alice", "secret")).await),
+            verdict(v.verify(password("alice", "secret"), elsewhere).await),
             Verdict::Ok("alice".into())
         );
+        // Alice has logged in from her desk before.
+        throttle.record_success(desk, "alice", t(0)).await;
         let ip = "198.51.100.1".parse().unwrap();
         for i in 0..3 {
             throttle.record_failure(ip, Some("Alice"), t(i)).await;
         }
         clock.advance(Duration::from_secs(3));
-        // The right password is not even checked while the delay runs.
+        // The right password is not even checked while the delay runs...
         assert_eq!(
-            verdict(v.verify(password("alice", "secret")).await),
+            verdict(v.verify(password("alice", "secret"), elsewhere).await),
             Verdict::Unavailable(USER_THROTTLED)
+        );
+        // ... except from a network she logged in from lately.
+        assert_eq!(
+            verdict(v.verify(password("alice", "secret"), desk).await),
+            Verdict::Ok("alice".into())
         );
         let nt = Check::NtHash {
             user: "alice@mail.example".into(),
             fallback: Some("alice".into()),
         };
         assert!(matches!(
-            v.verify(nt).await,
+            v.verify(nt, elsewhere).await,
             Answer::NtHash(Err(Verdict::Unavailable(USER_THROTTLED)))
         ));
         clock.advance(Duration::from_secs(1));
         assert_eq!(
-            verdict(v.verify(password("alice", "secret")).await),
+            verdict(v.verify(password("alice", "secret"), elsewhere).await),
             Verdict::Ok("alice".into())
         );
         // A slow hash is checked on the blocking pool, with the same answers.
         assert_eq!(
-            verdict(v.verify(password("slow", "password")).await),
+            verdict(v.verify(password("slow", "password"), elsewhere).await),
             Verdict::Ok("slow".into())
         );
         assert_eq!(
-            verdict(v.verify(password("slow", "wrong")).await),
+            verdict(v.verify(password("slow", "wrong"), elsewhere).await),
             Verdict::BadCredentials
         );
         // Without a validator a token cannot be checked: a temporary failure.
@@ -216,7 +232,7 @@ mod tests {
             claimed: None,
         };
         assert!(matches!(
-            v.verify(token).await,
+            v.verify(token, elsewhere).await,
             Answer::Token(Err(TokenError::Unavailable(_)))
         ));
     }

@@ -161,7 +161,8 @@ impl Protocol for Smtp {
                     return Flow::StartTls;
                 }
                 Action::Verify(check) => {
-                    next = session.handle_verified(shared.verifier.verify(check).await);
+                    let peer = session.settings().peer.ip();
+                    next = session.handle_verified(shared.verifier.verify(check, peer).await);
                     continue;
                 }
                 Action::AuthFailed { user, note, close } => {
@@ -170,7 +171,7 @@ impl Protocol for Smtp {
                         "authentication failed: {note}"
                     );
                     let ip = session.settings().peer.ip();
-                    let delay = shared.auth_failure_delay(ip, user.as_deref()).await;
+                    let delay = shared.auth_failure_delay(ip, user.as_deref(), &note).await;
                     tokio::time::sleep(delay).await;
                     next.reply.encode(&mut io.out);
                     if close {

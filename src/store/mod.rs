@@ -28,6 +28,7 @@
 //!   soonest to expire, the least recently failed) rather than refuse the new one.
 
 pub mod journal;
+pub mod known;
 pub mod memory;
 
 use std::future::Future;
@@ -301,6 +302,27 @@ pub enum Reserve {
     /// Take the slot only if it is free now; otherwise change nothing and return the wait
     /// (per user: the attempt is refused).
     IfFree,
+}
+
+/// Per user, the client networks that logged in successfully lately ("known" networks): the
+/// throttle's per-user limit does not apply to them, so guessing a user's password from
+/// elsewhere does not lock that user out of the places they use.
+pub trait KnownAddresses: Send + Sync + 'static {
+    /// Records a successful login by `user` from `net` at `now`.
+    fn remember<'a>(&'a self, user: &'a str, net: IpNet, now: SystemTime) -> Pending<'a, ()>;
+
+    /// Whether `user` logged in from `net` within the backend's window before `now`.
+    fn is_known<'a>(&'a self, user: &'a str, net: IpNet, now: SystemTime) -> Pending<'a, bool>;
+
+    /// Forgets what is older than the window; returns the users left.
+    fn purge(&self, now: SystemTime) -> Pending<'_, usize>;
+
+    /// Makes the known networks survive a restart where this backend needs it (the memory
+    /// backend's snapshot file); returns the users kept. May do file I/O.
+    fn persist(&self, now: SystemTime) -> Pending<'_, usize> {
+        let _ = now;
+        Pending::ready(Ok(0))
+    }
 }
 
 /// Failed-login counters with a check schedule, per [`CounterKey`].

@@ -143,6 +143,9 @@ pub struct ThrottleFile {
     pub window: String,
     /// IPv6 prefix length clients are grouped by. Default 48.
     pub ipv6_prefix: u8,
+    /// How long a network a user logged in from stays exempt from that user's delay.
+    /// Default "30d".
+    pub known_address_window: String,
 }
 
 impl Default for ThrottleFile {
@@ -155,6 +158,7 @@ impl Default for ThrottleFile {
             // A /48 is the usual site assignment (RFC 6177 §2), so one attacker's addresses
             // share one counter.
             ipv6_prefix: 48,
+            known_address_window: "30d".to_string(),
         }
     }
 }

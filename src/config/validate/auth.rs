@@ -49,6 +49,11 @@ impl Checker<'_> {
             max_delay: self.delay("auth.throttle.max_delay", &t.max_delay),
             window: self.duration("auth.throttle.window", None, &t.window),
             ipv6_prefix: self.prefix("auth.throttle.ipv6_prefix", t.ipv6_prefix),
+            known_address_window: self.duration(
+                "auth.throttle.known_address_window",
+                None,
+                &t.known_address_window,
+            ),
         };
         if throttle.base_delay > throttle.max_delay {
             self.bad(
