@@ -203,6 +203,17 @@ impl Throttle {
         self.counted(reserved)
     }
 
+    /// Gives back the slot [`Throttle::reserve_addr`] took for `ip` when its client left before
+    /// the slot came: an abandoned exchange neither lengthens the address's queue nor gets
+    /// checked later.
+    pub async fn release_addr(&self, ip: IpAddr, now: SystemTime) {
+        if let Some(k) = self.addr_key(ip)
+            && let Err(e) = self.counters.release(&k, now, self.backoff).await
+        {
+            tracing::warn!("throttle store: {e}");
+        }
+    }
+
     /// Whether a credential for `user` may be checked at `now`: false while the user's delay
     /// after its last failure (or last admitted check) has not passed. An admitted check takes
     /// the slot, so concurrent guesses from many addresses get one check per delay.

@@ -460,25 +460,30 @@ impl Gateway {
             .await
     }
 
-    /// Waits, before a line that checks a credential (PASS, APOP, PLAIN's response, LOGIN's
+    /// Takes, before a line that checks a credential (PASS, APOP, PLAIN's response, LOGIN's
     /// password, NTLM's AUTHENTICATE, SCRAM's client-final message, a bearer token; `reserve`
-    /// says whether this line is one), for the client address's next throttle slot, so that
-    /// concurrent attempts from one address queue, a success is no faster to learn than a
-    /// failure, and a multi-step exchange costs one slot, taken where the check happens
-    /// (opening exchanges early gains nothing). The check itself then runs through
+    /// says whether this line is one), the client address's next throttle slot and returns how
+    /// long the session must wait for it. Concurrent attempts from one address queue, a success
+    /// is no faster to learn than a failure, and a multi-step exchange costs one slot, taken
+    /// where the check happens (opening exchanges early gains nothing). The session driver
+    /// waits, watching the client: one that leaves gives the slot back
+    /// ([`Gateway::release_credential_slot`]). The check itself then runs through
     /// [`Gateway::verifier`], which applies the per-user limit once the mechanism has named
     /// the user.
-    pub async fn credential_slot(&self, ip: IpAddr, reserve: bool) {
+    pub async fn credential_slot(&self, ip: IpAddr, reserve: bool) -> Duration {
         if !reserve {
-            return;
+            return Duration::ZERO;
         }
-        let wait = self
-            .throttle
+        self.throttle
             .reserve_addr(crate::canonical_ip(ip), self.clock.now())
+            .await
+    }
+
+    /// Gives back the slot [`Gateway::credential_slot`] took for a client that left before it.
+    pub async fn release_credential_slot(&self, ip: IpAddr) {
+        self.throttle
+            .release_addr(crate::canonical_ip(ip), self.clock.now())
             .await;
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
     }
 
     /// Client connections open on the mail listeners (admin endpoint: `GET /metrics`).

@@ -309,12 +309,28 @@ where
                 let line = io.reader.slice(range.clone());
                 match crate::io::credential_step(in_sasl, next_verifies, line) {
                     Some(reserve) => {
-                        // Boxed: the throttle wait is rarely live.
-                        Box::pin(shared.credential_slot(cx.conn.peer.ip(), reserve)).await;
-                        let line = io.reader.slice(range.clone());
-                        let out = P::handle_line(&mut session, now, line);
-                        io.reader.wipe(range);
-                        out
+                        let ip = cx.conn.peer.ip();
+                        let wait = shared.credential_slot(ip, reserve).await;
+                        if wait.is_zero() {
+                            let line = io.reader.slice(range.clone());
+                            let out = P::handle_line(&mut session, now, line);
+                            io.reader.wipe(range);
+                            out
+                        } else {
+                            // Boxed: the throttle wait is rarely live.
+                            let Some(out) = Box::pin(wait_for_slot::<P, S>(
+                                &mut session,
+                                &mut io,
+                                range,
+                                wait,
+                                cx,
+                            ))
+                            .await
+                            else {
+                                return End::Closed;
+                            };
+                            out
+                        }
                     }
                     None => P::handle_line(&mut session, now, line),
                 }
@@ -344,6 +360,53 @@ where
             }
         }
     }
+}
+
+/// Most bytes read ahead while a session waits for its throttle slot; beyond it the wait is
+/// no longer watched for the client leaving.
+const WATCH_LIMIT: usize = 64 * 1024;
+
+/// Waits `wait` for the throttle slot of the credential line at `range`, watching the client
+/// meanwhile: the line is copied out (and wiped from the reader) so that reading can go on,
+/// and a client that leaves before the slot comes gives it back and is not checked (`None`).
+/// Otherwise the line is handed to the core when the slot comes.
+async fn wait_for_slot<P, S>(
+    session: &mut P::Session,
+    io: &mut Io<S>,
+    range: std::ops::Range<usize>,
+    wait: Duration,
+    cx: &Ctx<'_, P>,
+) -> Option<P::Output>
+where
+    P: Protocol,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let line = zeroize::Zeroizing::new(io.reader.slice(range.clone()).to_vec());
+    io.reader.wipe(range);
+    let deadline = tokio::time::Instant::now() + wait;
+    let left = loop {
+        if io.reader.buffered().len() >= WATCH_LIMIT {
+            tokio::time::sleep_until(deadline).await;
+            break false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break false,
+            read = io.reader.fill(&mut io.stream) => match read {
+                Ok(0) | Err(_) => break true,
+                // Pipelined input: kept for after the check.
+                Ok(_) => {}
+            },
+        }
+    };
+    if left {
+        cx.shared.release_credential_slot(cx.conn.peer.ip()).await;
+        tracing::info!(
+            waited_ms = (wait.as_millis() as u64),
+            "client left while waiting for its throttle slot; credential not checked"
+        );
+        return None;
+    }
+    Some(P::handle_line(session, cx.shared.clock.now(), &line))
 }
 
 /// Answers the credential checks `output` asks for through the verifier, then hands what the

@@ -48,8 +48,6 @@ const SNAPSHOT_VERSION: u32 = 1;
 const MAX_RECENT_USERS: usize = 32;
 /// A journal this long asks for a snapshot before the regular one (about 70,000 changes).
 const COMPACT_AT: u64 = 8 << 20;
-/// A journal longer than this is not read at start (it is compacted at [`COMPACT_AT`]).
-const MAX_JOURNAL: u64 = 256 << 20;
 
 /// The stored value: the public entry plus the users recently seen on the key.
 #[derive(Debug, Clone)]
@@ -89,86 +87,6 @@ impl MemoryAllowlist {
             snapshot: None,
             journal: None,
         }
-    }
-
-    /// Opens the journal at `path` and replays it over the entries loaded so far (the
-    /// snapshot), dropping what expired by `now`; from then on every put and removal is
-    /// journaled before it is answered. Returns the records replayed. A record that does not
-    /// parse (an edited file) is skipped with a warning.
-    pub fn open_journal(
-        &mut self,
-        path: &Path,
-        now: SystemTime,
-        ipv6_prefix: u8,
-    ) -> io::Result<usize> {
-        let (journal, lines) = Journal::open(path, MAX_JOURNAL)?;
-        let mut replayed = 0;
-        for line in &lines {
-            match serde_json::from_slice::<Change>(line) {
-                Ok(change) => {
-                    self.replay(change, now, ipv6_prefix);
-                    replayed += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), "allowlist journal: record skipped: {e}")
-                }
-            }
-        }
-        self.expire_now(now);
-        self.evict_if_full(None);
-        self.journal = Some(journal);
-        Ok(replayed)
-    }
-
-    fn replay(&self, change: Change, now: SystemTime, ipv6_prefix: u8) {
-        let key = |net: &str| {
-            net.parse::<IpNet>()
-                .ok()
-                .map(|n| network_key(n.addr(), ipv6_prefix))
-        };
-        match change {
-            Change::Put(s) => {
-                let Some(key) = key(&s.net) else { return };
-                let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.expires_at);
-                if expires_at <= now {
-                    self.map.remove(&key);
-                    return;
-                }
-                let user = CompactString::from(clean_user(&s.user));
-                let inserted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.inserted_at);
-                let rec = Record {
-                    entry: Entry {
-                        user: user.clone(),
-                        inserted_at,
-                        expires_at,
-                    },
-                    recent: vec![(user, inserted_at)],
-                };
-                self.map.insert(key, rec);
-            }
-            Change::Remove { net } => {
-                if let Some(key) = key(&net) {
-                    self.map.remove(&key);
-                }
-            }
-        }
-    }
-
-    /// The journal line for the state of `key` now: its entry, or its removal.
-    fn change_line(&self, key: IpNet) -> Vec<u8> {
-        let change = match self.map.get(&key) {
-            Some(rec) => Change::Put(SnapshotEntry {
-                net: key.to_string(),
-                user: rec.entry.user.to_string(),
-                inserted_at: unix_secs(rec.entry.inserted_at),
-                expires_at: unix_secs(rec.entry.expires_at),
-            }),
-            None => Change::Remove {
-                net: key.to_string(),
-            },
-        };
-        // A struct of strings and integers always serializes.
-        serde_json::to_vec(&change).unwrap_or_default()
     }
 
     /// This allowlist, persisted to `path` by [`AllowlistStore::persist`].
@@ -499,20 +417,6 @@ impl AllowlistStore for MemoryAllowlist {
     }
 }
 
-impl MemoryAllowlist {
-    fn journal_error(&self, source: io::Error) -> Error {
-        Error::Unavailable(format!("allowlist journal: {source}"))
-    }
-}
-
-/// One journal record: an entry as it stands after a change, or its removal.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum Change {
-    Put(SnapshotEntry),
-    Remove { net: String },
-}
-
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
@@ -598,6 +502,19 @@ impl FailureCounters for MemoryCounters {
             CounterKey::Addr(net) => self.by_addr.reserve(net, now, &backoff, how),
             CounterKey::User(name) => self.by_user.reserve(name, now, &backoff, how),
         }))
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a CounterKey,
+        now: SystemTime,
+        backoff: Backoff,
+    ) -> Pending<'a, ()> {
+        match key {
+            CounterKey::Addr(net) => self.by_addr.release(net, now, &backoff),
+            CounterKey::User(name) => self.by_user.release(name, now, &backoff),
+        }
+        Pending::ready(Ok(()))
     }
 
     fn reset<'a>(&'a self, key: &'a CounterKey) -> Pending<'a, ()> {
@@ -717,6 +634,13 @@ impl<K: Eq + Hash + Clone> Counters<K> {
         wait
     }
 
+    fn release(&self, key: &K, now: SystemTime, b: &Backoff) {
+        if let Some(mut r) = self.map.get_mut(key) {
+            let back = r.next.checked_sub(b.delay_for(r.count)).unwrap_or(now);
+            r.next = back.max(now);
+        }
+    }
+
     fn purge(&self, now: SystemTime, window: Duration) -> usize {
         let mut dropped = 0;
         self.map.retain(|_, r| {
@@ -776,6 +700,9 @@ impl MailboxLocks for MemoryMailboxLocks {
         }))))
     }
 }
+
+#[path = "memory_journal.rs"]
+mod journaled;
 
 #[cfg(test)]
 #[path = "memory_tests.rs"]

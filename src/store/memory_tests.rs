@@ -477,6 +477,20 @@ async fn counters_queue_addresses_and_refuse_users() {
         );
     }
     assert_eq!(waits, [4, 8, 12, 16, 20]);
+    // Three of them leave before their slot: the queue's end moves back three delays, never
+    // before now.
+    for _ in 0..3 {
+        c.release(&a, t(3), b).await.unwrap();
+    }
+    let wait = c.reserve(&a, t(3), b, Reserve::Queue).await.unwrap();
+    assert_eq!(wait.as_secs(), 12);
+    for _ in 0..10 {
+        c.release(&a, t(3), b).await.unwrap();
+    }
+    assert_eq!(
+        c.reserve(&a, t(3), b, Reserve::Queue).await.unwrap(),
+        Duration::ZERO
+    );
     // A user refused while its slot is ahead; the refusal takes nothing.
     let u = CounterKey::user("alice");
     for i in 0..3 {

@@ -360,6 +360,19 @@ pub trait FailureCounters: Send + Sync + 'static {
         how: Reserve,
     ) -> Pending<'a, Duration>;
 
+    /// Gives back the last slot [`FailureCounters::reserve`] queued for `key` (its client left
+    /// before it came): the queue's end moves one delay closer, not before `now`. A backend
+    /// that cannot give a slot back keeps it (the default): the queue is only longer.
+    fn release<'a>(
+        &'a self,
+        key: &'a CounterKey,
+        now: SystemTime,
+        backoff: Backoff,
+    ) -> Pending<'a, ()> {
+        let _ = (key, now, backoff);
+        Pending::ready(Ok(()))
+    }
+
     /// Forgets `key` (a successful login).
     fn reset<'a>(&'a self, key: &'a CounterKey) -> Pending<'a, ()>;
 

@@ -510,3 +510,38 @@ async fn guessing_from_many_addresses_does_not_lock_the_owner_out_of_his_network
     );
     gw.stop().await;
 }
+
+/// Issue: AUTH lines whose clients had already gone each held a throttle slot and were checked
+/// later, so 6 of them kept the address waiting for minutes. A client that leaves gives its
+/// slot back and is not checked: the address gets in within one `max_delay`.
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoned_attempts_do_not_extend_the_wait() {
+    let gw = start(THROTTLE).await;
+    let addr = gw.addr("submission");
+    let source = host(71);
+    let mut c = smtp_from(source, addr).await;
+    for _ in 0..4 {
+        failed_auth(&mut c, "carol").await;
+    }
+    c.cmd("QUIT", 221).await;
+    // Six guesses sent at once, their connections closed without waiting for the answer.
+    for _ in 0..6 {
+        let mut c = smtp_from(source, addr).await;
+        c.send(&format!("AUTH PLAIN {}", plain("carol", "guess")))
+            .await;
+        drop(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut c = smtp_from(source, addr).await;
+    c.cmd(&format!("AUTH PLAIN {}", plain("alice", PASSWORD)), 235)
+        .await;
+    let took = started.elapsed();
+    c.cmd("QUIT", 221).await;
+    // max_delay is 1 s.
+    assert!(
+        took < Duration::from_millis(1500),
+        "the right password waited {took:?} behind abandoned attempts"
+    );
+    gw.stop().await;
+}
