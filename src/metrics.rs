@@ -40,11 +40,19 @@ struct RelayLabels {
     result: String,
 }
 
-/// Counters fed by audit events. Cloning shares the counts.
+/// Labels of `mailgate_connections_refused_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusedLabels {
+    listener: String,
+    cap: String,
+}
+
+/// Counters fed by audit events (and the connection caps). Cloning shares the counts.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     auths: Family<AuthLabels, Counter>,
     relays: Family<RelayLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
 }
 
 /// Values read at scrape time.
@@ -111,9 +119,25 @@ impl Metrics {
         }
     }
 
+    /// Counts a connection refused on `listener` (a role name) because `cap` (`listener`,
+    /// `address` or `network`) was reached.
+    pub fn connection_refused(&self, listener: &str, cap: &str) {
+        let labels = RefusedLabels {
+            listener: label(listener),
+            cap: label(cap),
+        };
+        self.refused.get_or_create(&labels).inc();
+    }
+
     /// The exposition text: the counters, then `gauges`.
     pub fn encode(&self, gauges: &Gauges) -> String {
         let mut reg = Registry::with_prefix("mailgate");
+        reg.register(
+            "connections_refused",
+            "Connections refused at accept, by listener role and the cap reached (listener, \
+             address, network)",
+            self.refused.clone(),
+        );
         reg.register(
             "authentications",
             "Authentication decisions by protocol, mechanism, class and result",

@@ -3,15 +3,21 @@
 //! [`Server::bind`] opens the gateway's state ([`Gateway::open`]) and binds every configured
 //! listener; [`Server::run`] accepts connections until the shutdown token fires and hands each
 //! to the session driver with its protocol. Each connection runs in its own task holding a
-//! permit from the global semaphore and a slot in the per-address count; both are released
-//! when the task ends, however it ends. On shutdown the listeners stop accepting, sessions get
+//! permit from its service's semaphore (port 25, submission, POP3: `max_connections` each, so
+//! a flood on one leaves the others their own) and a place in the per-address and
+//! per-network counts; all are released when the task ends, however it ends. A connection
+//! over a cap is answered (421, `-ERR [SYS/TEMP]`, or a TLS alert on implicit TLS), counted
+//! in `mailgate_connections_refused_total` and logged at most once a second per cap. On shutdown the listeners stop accepting, sessions get
 //! `shutdown_grace` to finish (each answers 421 / -ERR at its next read), the relay worker
 //! stops, the allowlist and the notices are saved, and the audit writer drains.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
+use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -71,21 +77,76 @@ impl Role {
         }
     }
 }
-/// Holds a connection's place in the global and per-address caps; released on drop.
+impl Role {
+    /// The connection cap this role's listeners share.
+    fn service(self) -> Service {
+        match self {
+            Role::Pop3 | Role::Pop3s => Service::Pop3,
+            Role::Smtp(SmtpRole::Smtp) => Service::Relay,
+            Role::Smtp(SmtpRole::Submission | SmtpRole::Submissions) => Service::Submission,
+        }
+    }
+}
+
+/// Listeners that share one `max_connections` cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Service {
+    /// Port 25.
+    Relay,
+    /// Submission, with and without implicit TLS.
+    Submission,
+    /// POP3, with and without implicit TLS.
+    Pop3,
+}
+
+/// The client network a connection counts against for `max_connections_per_network`.
+fn network_of(ip: IpAddr) -> IpNet {
+    let prefix = if ip.is_ipv4() { 24 } else { 48 };
+    IpNet::new(ip, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+/// Holds a connection's place in its service's cap and the per-address and per-network
+/// counts; released on drop.
 struct Slot {
     _permit: OwnedSemaphorePermit,
     ip: IpAddr,
+    net: IpNet,
     shared: Arc<Gateway>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // Decrement and remove at zero in one step so the map never keeps idle addresses.
-        self.shared.per_ip.remove_if_mut(&self.ip, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
+        leave(&self.shared.per_ip, &self.ip);
+        leave(&self.shared.per_network, &self.net);
     }
+}
+
+/// Takes a place in `counts` for `key` if fewer than `max` are taken.
+fn enter<K: std::hash::Hash + Eq + Clone>(counts: &DashMap<K, usize>, key: &K, max: usize) -> bool {
+    let mut admitted = false;
+    counts
+        .entry(key.clone())
+        .and_modify(|n| {
+            if *n < max {
+                *n += 1;
+                admitted = true;
+            }
+        })
+        .or_insert_with(|| {
+            admitted = true;
+            1
+        });
+    admitted
+}
+
+/// Gives back a place taken by [`enter`]; the key goes at zero (no idle keys kept).
+fn leave<K: std::hash::Hash + Eq>(counts: &DashMap<K, usize>, key: &K) {
+    counts.remove_if_mut(key, |_, n| {
+        *n = n.saturating_sub(1);
+        *n == 0
+    });
 }
 
 /// The bound listeners and the gateway's state, ready to serve.
@@ -214,8 +275,13 @@ impl Server {
         } = started;
         let tracker = TaskTracker::new();
         let sessions = CancellationToken::new();
-        let semaphore = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        let max = shared.config.limits.max_connections;
+        let mut caps: HashMap<Service, Arc<Semaphore>> = HashMap::new();
         for (role, listener) in listeners {
+            let semaphore = caps
+                .entry(role.service())
+                .or_insert_with(|| Arc::new(Semaphore::new(max)))
+                .clone();
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(role = role.name(), %addr, "listening");
             }
@@ -285,6 +351,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
     sessions: CancellationToken,
 ) {
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -300,9 +367,14 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let Some(slot) = admit(&shared, &semaphore, peer.ip()) else {
-            tracker.spawn(refuse(tcp, role, shared.config.hostname.clone()));
-            continue;
+        let slot = match admit(&shared, &semaphore, peer.ip()) {
+            Ok(slot) => slot,
+            Err(cap) => {
+                shared.metrics.connection_refused(role.name(), cap);
+                refusals.note(cap, role, peer);
+                tracker.spawn(refuse(tcp, role, shared.clone()));
+                continue;
+            }
         };
         let shared = shared.clone();
         let sessions = sessions.clone();
@@ -323,47 +395,96 @@ async fn accept_loop(
     }
 }
 
-/// Takes a connection slot, or `None` when the global or per-address cap is reached.
-fn admit(shared: &Arc<Gateway>, semaphore: &Arc<Semaphore>, ip: IpAddr) -> Option<Slot> {
+/// Takes a connection slot, or names the cap that is reached: `listener` (the service's
+/// `max_connections`), `address` or `network`.
+fn admit(
+    shared: &Arc<Gateway>,
+    semaphore: &Arc<Semaphore>,
+    ip: IpAddr,
+) -> Result<Slot, &'static str> {
+    let limits = &shared.config.limits;
     let ip = crate::canonical_ip(ip);
-    let permit = semaphore.clone().try_acquire_owned().ok()?;
-    let max = shared.config.limits.max_connections_per_ip;
-    let mut admitted = false;
-    shared
-        .per_ip
-        .entry(ip)
-        .and_modify(|n| {
-            if *n < max {
-                *n += 1;
-                admitted = true;
-            }
-        })
-        .or_insert_with(|| {
-            admitted = true;
-            1
-        });
-    if !admitted {
-        return None;
+    let permit = semaphore
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| "listener")?;
+    if !enter(&shared.per_ip, &ip, limits.max_connections_per_ip) {
+        return Err("address");
     }
-    Some(Slot {
+    let net = network_of(ip);
+    if !enter(
+        &shared.per_network,
+        &net,
+        limits.max_connections_per_network,
+    ) {
+        leave(&shared.per_ip, &ip);
+        return Err("network");
+    }
+    Ok(Slot {
         _permit: permit,
         ip,
+        net,
         shared: shared.clone(),
     })
 }
 
+/// The refusals of one listener since its last log line: one line a second at most per cap,
+/// however many connections a flood brings.
+#[derive(Default)]
+struct Refusals {
+    since: Option<tokio::time::Instant>,
+    counts: HashMap<&'static str, u64>,
+}
+
+impl Refusals {
+    fn note(&mut self, cap: &'static str, role: Role, peer: SocketAddr) {
+        *self.counts.entry(cap).or_default() += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .since
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        for (cap, n) in self.counts.drain() {
+            tracing::warn!(
+                listener = role.name(),
+                cap,
+                refused = n,
+                last_peer = %peer,
+                "connections refused: the {cap} connection cap is reached \
+                 (limits.max_connections{})",
+                match cap {
+                    "address" => "_per_ip",
+                    "network" => "_per_network",
+                    _ => "",
+                }
+            );
+        }
+        self.since = Some(now);
+    }
+}
+
 /// Answers a connection over the caps with a one-line refusal (RFC 5321 §3.1: 421 at
-/// greeting; POP3 has no code, so -ERR [SYS/TEMP]).
-async fn refuse(mut tcp: TcpStream, role: Role, hostname: String) {
-    use tokio::io::AsyncWriteExt;
+/// greeting; POP3 has no code, so -ERR [SYS/TEMP]). On implicit TLS nothing readable can be
+/// sent before a handshake, so the client gets a TLS alert instead: its ClientHello is read
+/// and answered with a fatal `internal_error` (the TLS 1.2 and 1.3 record a client shows as
+/// "internal error" rather than a bare reset).
+async fn refuse(mut tcp: TcpStream, role: Role, shared: Arc<Gateway>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut text = Vec::new();
     match role {
         Role::Pop3 => crate::pop3::reply::Reply::too_many_connections().encode(&mut text),
         Role::Smtp(SmtpRole::Smtp | SmtpRole::Submission) => {
-            crate::smtp::reply::too_many_connections(&hostname).encode(&mut text)
+            crate::smtp::reply::too_many_connections(&shared.config.hostname).encode(&mut text)
         }
-        // Implicit TLS: nothing readable can be sent before the handshake.
-        Role::Pop3s | Role::Smtp(SmtpRole::Submissions) => return,
+        Role::Pop3s | Role::Smtp(SmtpRole::Submissions) => {
+            // Wait (briefly) for the ClientHello, so the alert is an answer to it.
+            let mut hello = [0u8; 512];
+            let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut hello)).await;
+            // TLS record: alert (21), version 3.3, length 2; fatal (2), internal_error (80).
+            text.extend_from_slice(&[21, 3, 3, 0, 2, 2, 80]);
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&text)).await;
 }

@@ -389,6 +389,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections per client address.
     pub max_connections_per_ip: usize,
+    /// Connections per client network (IPv4 /24, IPv6 /48).
+    pub max_connections_per_network: usize,
     /// SMTP idle timeout (RFC 5321 §4.5.3.2 suggests 5 minutes).
     pub smtp_idle_timeout: Duration,
     /// POP3 idle timeout (RFC 1939 §3: at least 10 minutes autologout).

@@ -115,6 +115,8 @@ pub struct Gateway {
     next_session: AtomicU64,
     started: u64,
     pub(crate) per_ip: DashMap<IpAddr, usize>,
+    /// Open client connections per client network (`[limits] max_connections_per_network`).
+    pub(crate) per_network: DashMap<ipnet::IpNet, usize>,
 }
 
 /// What [`Gateway::open`] started besides the state: the relay worker and the audit writer,
@@ -302,6 +304,7 @@ impl Gateway {
             next_session: AtomicU64::new(1),
             started,
             per_ip: DashMap::new(),
+            per_network: DashMap::new(),
             config,
         });
         Ok((

@@ -80,28 +80,75 @@ async fn pop3_connections_per_address_are_capped() {
     gw.stop().await;
 }
 
+/// Issue: one cap across all listeners let a flood on port 25 refuse submission and POP3 too.
+/// Each service (port 25, submission, POP3) has `max_connections` of its own.
 #[tokio::test(flavor = "multi_thread")]
-async fn connections_in_all_are_capped_across_listeners() {
+async fn connections_are_capped_per_service() {
     let gw = start(&[("limits", "max_connections", "3")]).await;
     let (smtp, pop3) = (gw.addr("smtp"), gw.addr("pop3"));
-    let mut a = smtp_from(host(11), smtp).await;
-    let _b = smtp_from(host(12), gw.addr("submission")).await;
-    let mut c = Client::connect_from(host(13), pop3).await;
-    c.pop(true).await;
-
-    // Full: every listener refuses, whatever the address.
+    let mut flood = Vec::new();
+    for n in 11..14 {
+        flood.push(smtp_from(host(n), smtp).await);
+    }
+    // Port 25 is full: refused there, whatever the address...
     let mut d = Client::connect_from(host(14), smtp).await;
     let refused = d.expect(421).await;
     assert!(refused[0].starts_with("421 4.7.0"), "{refused:?}");
     assert!(d.closed().await);
-    let mut e = Client::connect_from(host(15), pop3).await;
+    // ... while submission and POP3 greet as usual.
+    let mut sub = smtp_from(host(15), gw.addr("submission")).await;
+    sub.cmd("QUIT", 221).await;
+    let mut c = Client::connect_from(host(15), pop3).await;
+    c.pop(true).await;
+    // POP3 and POP3S share one cap.
+    let _held: Vec<Client> = vec![c, {
+        let mut c = Client::connect_from(host(16), pop3).await;
+        c.pop(true).await;
+        c
+    }];
+    // The third: a POP3S connection still in its handshake.
+    let _third = common::client::connect_from(host(17), gw.addr("pop3s")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut e = Client::connect_from(host(18), pop3).await;
     assert!(e.pop(false).await.starts_with("-ERR [SYS/TEMP]"));
     assert!(e.closed().await);
 
+    let mut a = flood.pop().unwrap();
     a.cmd("QUIT", 221).await;
     assert!(a.closed().await);
     wait_smtp_slot(host(14), smtp).await;
-    c.pop_cmd("QUIT", true).await;
+    let metrics = gw.shared.metrics.encode(&Default::default());
+    assert!(
+        metrics.contains(r#"mailgate_connections_refused_total{listener="smtp",cap="listener"}"#),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+/// Connections per client network (IPv4 /24): many addresses of one network cannot fill a
+/// listener; another network is not affected. On implicit TLS the refusal is a TLS alert.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_capped_per_network() {
+    let gw = start(&[("limits", "max_connections_per_network", "4")]).await;
+    let smtp = gw.addr("smtp");
+    let mut held = Vec::new();
+    for n in 21..25 {
+        held.push(smtp_from(host(n), smtp).await);
+    }
+    let mut over = Client::connect_from(host(25), smtp).await;
+    let refused = over.expect(421).await;
+    assert!(refused[0].starts_with("421 4.7.0"), "{refused:?}");
+    let elsewhere: std::net::IpAddr = "127.0.1.5".parse().unwrap();
+    let mut other = smtp_from(elsewhere, smtp).await;
+    other.cmd("QUIT", 221).await;
+
+    // Implicit TLS, over the cap: a fatal TLS alert answers the ClientHello.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = common::client::connect_from(host(26), gw.addr("submissions")).await;
+    tls.write_all(&[22, 3, 1, 0, 4, 1, 0, 0, 0]).await.unwrap();
+    let mut alert = [0u8; 7];
+    tls.read_exact(&mut alert).await.unwrap();
+    assert_eq!(alert, [21, 3, 3, 0, 2, 2, 80]);
     gw.stop().await;
 }
 

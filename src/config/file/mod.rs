@@ -345,6 +345,8 @@ pub struct LimitsFile {
     pub max_connections: usize,
     /// Default 32.
     pub max_connections_per_ip: usize,
+    /// Default 256.
+    pub max_connections_per_network: usize,
     /// Default "5m".
     pub smtp_idle_timeout: String,
     /// Default "10m".
@@ -374,6 +376,8 @@ impl Default for LimitsFile {
         LimitsFile {
             max_connections: 1024,
             max_connections_per_ip: 32,
+            // Eight addresses' worth: one /24 (or /48) cannot fill a listener on its own.
+            max_connections_per_network: 256,
             // RFC 5321 §4.5.3.2.7: the server timeout SHOULD be at least 5 minutes.
             smtp_idle_timeout: "5m".to_string(),
             // RFC 1939 §3: an autologout timer MUST be at least 10 minutes.

@@ -323,6 +323,11 @@ impl<'a> Checker<'a> {
             l.max_connections_per_ip as u64,
             1,
         );
+        self.at_least(
+            "limits.max_connections_per_network",
+            l.max_connections_per_network as u64,
+            1,
+        );
         self.at_least("limits.max_message_size", l.max_message_size, 1);
         self.at_least("limits.max_recipients", l.max_recipients as u64, 1);
         // RFC 5321 §4.5.3.1.6: text lines of 1000 octets must pass; the same cap serves the
@@ -334,6 +339,7 @@ impl<'a> Checker<'a> {
         Limits {
             max_connections: l.max_connections,
             max_connections_per_ip: l.max_connections_per_ip,
+            max_connections_per_network: l.max_connections_per_network,
             smtp_idle_timeout: dur("limits.smtp_idle_timeout", &l.smtp_idle_timeout),
             pop3_idle_timeout: dur("limits.pop3_idle_timeout", &l.pop3_idle_timeout),
             preauth_idle_timeout: dur("limits.preauth_idle_timeout", &l.preauth_idle_timeout),
