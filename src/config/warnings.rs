@@ -126,9 +126,7 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
         out.push("limits.max_connections_per_ip exceeds limits.max_connections".into());
     }
     if lim.max_connections_per_ip > lim.max_connections_per_network {
-        out.push(
-            "limits.max_connections_per_ip exceeds limits.max_connections_per_network".into(),
-        );
+        out.push("limits.max_connections_per_ip exceeds limits.max_connections_per_network".into());
     }
     if c.relay.local_domains.is_empty() && !c.listeners.smtp.is_empty() {
         out.push("relay.local_domains is empty: the smtp listener accepts no inbound mail".into());
