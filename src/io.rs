@@ -274,9 +274,9 @@ pub fn credential_step(in_sasl: bool, next_verifies: bool, line: &[u8]) -> Optio
 /// The size of the future that `f` returns, without calling it: the connection loops' tests
 /// keep the future every connection's task holds small.
 #[cfg(test)]
-pub(crate) fn future_size<F, A, B, C, D, E, R>(_: &F) -> usize
+pub(crate) fn future_size<F, A, B, C, D, E, G, R>(_: &F) -> usize
 where
-    F: Fn(A, B, C, D, E) -> R,
+    F: Fn(A, B, C, D, E, G) -> R,
 {
     std::mem::size_of::<R>()
 }

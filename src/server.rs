@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SmtpRole};
 use crate::gateway::{Gateway, Started};
+use crate::session::Load;
 
 /// Errors that stop the gateway from starting.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,16 @@ impl Role {
     }
 }
 
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Relay => "smtp",
+            Service::Submission => "submission",
+            Service::Pop3 => "pop3",
+        }
+    }
+}
+
 /// Listeners that share one `max_connections` cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Service {
@@ -113,6 +124,7 @@ struct Slot {
     _permit: OwnedSemaphorePermit,
     ip: IpAddr,
     net: IpNet,
+    load: Arc<Load>,
     shared: Arc<Gateway>,
 }
 
@@ -120,7 +132,15 @@ impl Drop for Slot {
     fn drop(&mut self) {
         leave(&self.shared.per_ip, &self.ip);
         leave(&self.shared.per_network, &self.net);
+        self.load.leave();
     }
+}
+
+/// One service's cap: its permits and how full it is.
+#[derive(Clone)]
+struct Cap {
+    permits: Arc<Semaphore>,
+    load: Arc<Load>,
 }
 
 /// Takes a place in `counts` for `key` if fewer than `max` are taken.
@@ -276,11 +296,14 @@ impl Server {
         let tracker = TaskTracker::new();
         let sessions = CancellationToken::new();
         let max = shared.config.limits.max_connections;
-        let mut caps: HashMap<Service, Arc<Semaphore>> = HashMap::new();
+        let mut caps: HashMap<Service, Cap> = HashMap::new();
         for (role, listener) in listeners {
-            let semaphore = caps
+            let cap = caps
                 .entry(role.service())
-                .or_insert_with(|| Arc::new(Semaphore::new(max)))
+                .or_insert_with(|| Cap {
+                    permits: Arc::new(Semaphore::new(max)),
+                    load: Arc::new(Load::new(role.service().name(), max)),
+                })
                 .clone();
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(role = role.name(), %addr, "listening");
@@ -289,7 +312,7 @@ impl Server {
                 role,
                 listener,
                 shared.clone(),
-                semaphore.clone(),
+                cap,
                 tracker.clone(),
                 shutdown.clone(),
                 sessions.clone(),
@@ -346,7 +369,7 @@ async fn accept_loop(
     role: Role,
     listener: TcpListener,
     shared: Arc<Gateway>,
-    semaphore: Arc<Semaphore>,
+    cap: Cap,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     sessions: CancellationToken,
@@ -367,7 +390,7 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let slot = match admit(&shared, &semaphore, peer.ip()) {
+        let slot = match admit(&shared, &cap, peer.ip()) {
             Ok(slot) => slot,
             Err(cap) => {
                 shared.metrics.connection_refused(role.name(), cap);
@@ -378,17 +401,18 @@ async fn accept_loop(
         };
         let shared = shared.clone();
         let sessions = sessions.clone();
+        let load = cap.load.clone();
         tracker.spawn(async move {
             let _slot = slot;
             match role {
                 Role::Smtp(role) => {
                     let smtp = crate::smtp::conn::Smtp { role };
-                    crate::session::serve(smtp, tcp, peer, shared, sessions).await
+                    crate::session::serve(smtp, tcp, peer, shared, sessions, load).await
                 }
                 Role::Pop3 | Role::Pop3s => {
                     let implicit_tls = role == Role::Pop3s;
                     let pop3 = crate::pop3::conn::Pop3 { implicit_tls };
-                    crate::session::serve(pop3, tcp, peer, shared, sessions).await
+                    crate::session::serve(pop3, tcp, peer, shared, sessions, load).await
                 }
             }
         });
@@ -397,14 +421,11 @@ async fn accept_loop(
 
 /// Takes a connection slot, or names the cap that is reached: `listener` (the service's
 /// `max_connections`), `address` or `network`.
-fn admit(
-    shared: &Arc<Gateway>,
-    semaphore: &Arc<Semaphore>,
-    ip: IpAddr,
-) -> Result<Slot, &'static str> {
+fn admit(shared: &Arc<Gateway>, cap: &Cap, ip: IpAddr) -> Result<Slot, &'static str> {
     let limits = &shared.config.limits;
     let ip = crate::canonical_ip(ip);
-    let permit = semaphore
+    let permit = cap
+        .permits
         .clone()
         .try_acquire_owned()
         .map_err(|_| "listener")?;
@@ -420,10 +441,12 @@ fn admit(
         leave(&shared.per_ip, &ip);
         return Err("network");
     }
+    cap.load.enter();
     Ok(Slot {
         _permit: permit,
         ip,
         net,
+        load: cap.load.clone(),
         shared: shared.clone(),
     })
 }

@@ -81,6 +81,10 @@ impl Protocol for Pop3 {
         }
     }
 
+    fn authenticated(_: &Session, lock: &Option<MailboxLease>) -> bool {
+        lock.is_some()
+    }
+
     fn sasl_state(session: &Session) -> (bool, bool) {
         (session.in_sasl(), session.sasl_next_verifies())
     }

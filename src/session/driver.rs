@@ -28,12 +28,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::gateway::{Gateway, TlsPhase};
 use crate::io::{Line, LineReader, flush};
+use crate::session::load::{Load, STRESS_IDLE};
 
 /// Room reserved for the replies to one command (or one pipelined batch); the buffer is
 /// released while the session waits for the client.
@@ -109,6 +110,9 @@ pub trait Protocol: Send + Sync + 'static {
     fn line_limit(session: &Self::Session, shared: &Gateway) -> usize;
     /// How long the session may wait for the client now.
     fn idle_timeout(session: &Self::Session, held: &Self::Held, shared: &Gateway) -> Duration;
+    /// Whether the client has authenticated (its idle timeout is then kept under stress:
+    /// [`crate::session::load`]).
+    fn authenticated(session: &Self::Session, held: &Self::Held) -> bool;
     /// Whether a SASL exchange waits for a client line, and whether that line checks a
     /// credential (see [`crate::io::credential_step`]).
     fn sasl_state(session: &Self::Session) -> (bool, bool);
@@ -156,6 +160,7 @@ struct Ctx<'a, P> {
     conn: &'a Conn,
     shared: &'a Arc<Gateway>,
     shutdown: &'a CancellationToken,
+    load: &'a Load,
 }
 
 /// Serves one connection from accept to close.
@@ -165,6 +170,7 @@ pub async fn serve<P, S>(
     peer: SocketAddr,
     shared: Arc<Gateway>,
     shutdown: CancellationToken,
+    load: Arc<Load>,
 ) where
     P: Protocol,
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -179,6 +185,7 @@ pub async fn serve<P, S>(
         conn: &conn,
         shared: &shared,
         shutdown: &shutdown,
+        load: &load,
     };
     // Instrument rather than enter: an entered span would leak onto other tasks polled on this
     // worker across awaits and mislabel their log lines.
@@ -284,12 +291,25 @@ where
         }
         io.reader.set_max_line(P::line_limit(&session, shared));
         let idle = P::idle_timeout(&session, held, shared);
-        let line = tokio::select! {
-            r = timeout(idle, io.reader.next_line(&mut io.stream)) => r,
-            _ = cx.shutdown.cancelled() => {
-                P::shutting_down(shared, &mut io.out);
-                let _ = io.flush().await;
-                return End::Closed;
+        // Under stress a session that has not authenticated gets a short wait, also when the
+        // stress begins while it waits.
+        let spared = P::authenticated(&session, held);
+        let started = Instant::now();
+        let mut deadline = started + idle;
+        if !spared && cx.load.stressed() {
+            deadline = deadline.min(started + STRESS_IDLE);
+        }
+        let line = loop {
+            tokio::select! {
+                r = timeout_at(deadline, io.reader.next_line(&mut io.stream)) => break r,
+                _ = cx.shutdown.cancelled() => {
+                    P::shutting_down(shared, &mut io.out);
+                    let _ = io.flush().await;
+                    return End::Closed;
+                }
+                _ = cx.load.stress_began(), if !spared => {
+                    deadline = deadline.min(Instant::now() + STRESS_IDLE);
+                }
             }
         };
         // A command arrived (or the wait ended): room for its replies in one allocation.

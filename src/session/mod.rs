@@ -5,7 +5,9 @@
 
 pub mod audit;
 pub mod driver;
+pub mod load;
 pub mod verify;
 
 pub use driver::{Conn, Flow, Io, Protocol, serve};
+pub use load::Load;
 pub use verify::Verifier;

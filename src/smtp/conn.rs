@@ -80,6 +80,10 @@ impl Protocol for Smtp {
         shared.config.limits.smtp_idle_timeout
     }
 
+    fn authenticated(session: &Session, _: &()) -> bool {
+        session.authorization().is_some()
+    }
+
     fn sasl_state(session: &Session) -> (bool, bool) {
         (session.in_sasl(), session.sasl_next_verifies())
     }

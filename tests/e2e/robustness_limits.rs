@@ -592,3 +592,41 @@ async fn abandoned_attempts_do_not_extend_the_wait() {
     );
     gw.stop().await;
 }
+
+/// Issue: idle connections were held for their full idle timeout even while they kept real
+/// clients out. Near a service's cap (80%), sessions that have not authenticated get 10 s of
+/// idle time, also those already waiting; an authenticated session keeps its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn near_the_cap_idle_unauthenticated_sessions_get_a_short_timeout() {
+    let gw = start(&[
+        ("limits", "max_connections", "5"),
+        ("limits", "preauth_idle_timeout", r#""60s""#),
+        ("limits", "pop3_idle_timeout", r#""60s""#),
+        ("limits", "smtp_idle_timeout", r#""60s""#),
+    ])
+    .await;
+    let pop3 = gw.addr("pop3");
+    let mut user = pop_login(host(81), pop3, "bob").await;
+    let mut idle = Vec::new();
+    for n in 82..85 {
+        let mut c = Client::connect_from(host(n), pop3).await;
+        c.pop(true).await;
+        idle.push(c);
+    }
+    // Four of five: stress. The three idle ones are closed after about 10 s, not 60.
+    let started = Instant::now();
+    for mut c in idle {
+        let r = c.pop(false).await;
+        assert!(r.contains("autologout"), "{r}");
+        assert!(c.closed().await);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+        "closed after {took:?}"
+    );
+    // The logged-in session is still there.
+    assert!(user.pop_cmd("STAT", true).await.starts_with("+OK"));
+    user.pop_cmd("QUIT", true).await;
+    gw.stop().await;
+}
