@@ -630,3 +630,42 @@ async fn near_the_cap_idle_unauthenticated_sessions_get_a_short_timeout() {
     user.pop_cmd("QUIT", true).await;
     gw.stop().await;
 }
+
+/// Issue: 3,000 idle connections from 100 addresses refused fresh clients on every listener
+/// until the flood closed. A flood on port 25 now fills port 25's cap only; submission and
+/// POP3 greet a fresh client at once, and port 25's idle flood gets the stress timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_flood_on_port_25_leaves_submission_and_pop3_serving() {
+    let gw = start(&[
+        ("limits", "smtp_idle_timeout", r#""300s""#),
+        ("limits", "preauth_idle_timeout", r#""60s""#),
+    ])
+    .await;
+    let smtp = gw.addr("smtp");
+    let mut flood = Vec::new();
+    for net in 0..100u8 {
+        let source: std::net::IpAddr = format!("127.0.{}.1", 2 + net).parse().unwrap();
+        for _ in 0..30 {
+            flood.push(common::client::connect_from(source, smtp).await);
+        }
+    }
+    let fresh: std::net::IpAddr = "127.0.200.1".parse().unwrap();
+    let started = Instant::now();
+    let mut sub = Client::connect_from(fresh, gw.addr("submission")).await;
+    sub.expect(220).await;
+    let mut pop = Client::connect_from(fresh, gw.addr("pop3")).await;
+    pop.pop(true).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "greetings took {:?}",
+        started.elapsed()
+    );
+    // Port 25 itself: full (1,024 of its own), answered at once with 421, not left hanging.
+    let mut over = Client::connect_from(fresh, smtp).await;
+    let refused = over.expect(421).await;
+    assert!(refused[0].starts_with("421 4.7.0"), "{refused:?}");
+    sub.cmd("QUIT", 221).await;
+    pop.pop_cmd("QUIT", true).await;
+    drop(flood);
+    gw.stop().await;
+}
