@@ -53,6 +53,7 @@ pub struct Metrics {
     auths: Family<AuthLabels, Counter>,
     relays: Family<RelayLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
+    unchecked: Counter,
 }
 
 /// Values read at scrape time.
@@ -129,9 +130,20 @@ impl Metrics {
         self.refused.get_or_create(&labels).inc();
     }
 
+    /// Counts a login the per-user limit refused without checking it (a user under attack).
+    pub fn login_refused_unchecked(&self) {
+        self.unchecked.inc();
+    }
+
     /// The exposition text: the counters, then `gauges`.
     pub fn encode(&self, gauges: &Gauges) -> String {
         let mut reg = Registry::with_prefix("mailgate");
+        reg.register(
+            "logins_refused_unchecked",
+            "Logins refused without a credential check because their user's name is being \
+             guessed (the per-user throttle limit); see the log for which user",
+            self.unchecked.clone(),
+        );
         reg.register(
             "connections_refused",
             "Connections refused at accept, by listener role and the cap reached (listener, \

@@ -72,6 +72,44 @@ pub fn refused_unchecked(note: &str) -> bool {
     note.contains(USER_THROTTLED)
 }
 
+/// Logs a user under attack (logins refused by the per-user limit) once a minute at most per
+/// user, so that an admin sees whose name is being guessed without one line per guess.
+#[derive(Debug, Default)]
+pub struct AttackLog {
+    last: std::sync::Mutex<std::collections::HashMap<String, SystemTime>>,
+}
+
+/// Users whose last line is remembered; beyond it the memory starts afresh.
+const ATTACK_LOG_USERS: usize = 1024;
+
+impl AttackLog {
+    /// Notes a login as `user` from `ip` refused without a check at `now`.
+    pub fn note(&self, user: &str, ip: IpAddr, now: SystemTime) {
+        let key = match CounterKey::user(user) {
+            CounterKey::User(k) => k.to_string(),
+            CounterKey::Addr(_) => return,
+        };
+        // A map of times only: consistent after every step.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last
+            .get(&key)
+            .is_none_or(|t| now.duration_since(*t).unwrap_or_default() >= Duration::from_secs(60));
+        if !due {
+            return;
+        }
+        if last.len() >= ATTACK_LOG_USERS {
+            last.clear();
+        }
+        last.insert(key, now);
+        tracing::warn!(
+            user = %user,
+            last_address = %ip,
+            "user under attack: logins refused without a credential check (per-user throttle); \
+             networks the user logged in from lately are not affected"
+        );
+    }
+}
+
 /// Failed-login throttle. Share it behind an `Arc`; all methods take `&self`.
 pub struct Throttle {
     counters: Arc<dyn FailureCounters>,

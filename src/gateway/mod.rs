@@ -115,6 +115,8 @@ pub struct Gateway {
     next_session: AtomicU64,
     started: u64,
     pub(crate) per_ip: DashMap<IpAddr, usize>,
+    /// When each user under attack was last logged as such.
+    under_attack: crate::throttle::AttackLog,
     /// Open client connections per client network (`[limits] max_connections_per_network`).
     pub(crate) per_network: DashMap<ipnet::IpNet, usize>,
 }
@@ -304,6 +306,7 @@ impl Gateway {
             next_session: AtomicU64::new(1),
             started,
             per_ip: DashMap::new(),
+            under_attack: Default::default(),
             per_network: DashMap::new(),
             config,
         });
@@ -352,6 +355,12 @@ impl Gateway {
     /// the per-user limit refused without a check counts against its address only: it does
     /// not push the user's delay further out.
     pub async fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>, note: &str) -> Duration {
+        if crate::throttle::refused_unchecked(note) {
+            self.metrics.login_refused_unchecked();
+            if let Some(u) = user {
+                self.under_attack.note(u, ip, self.clock.now());
+            }
+        }
         let user = user.filter(|_| !crate::throttle::refused_unchecked(note));
         self.throttle
             .record_failure(crate::canonical_ip(ip), user, self.clock.now())

@@ -547,6 +547,13 @@ async fn guessing_from_many_addresses_does_not_lock_the_owner_out_of_his_network
         !ok,
         "the per-user limit did not apply to an unknown address"
     );
+    // Counted (the log names the user under attack).
+    let metrics = gw.shared.metrics.encode(&Default::default());
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mailgate_logins_refused_unchecked_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1.0), "{metrics}");
     for g in guessers {
         g.await.unwrap();
     }
