@@ -390,45 +390,85 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let slot = match admit(&shared, &cap, peer.ip()) {
-            Ok(slot) => slot,
-            Err(cap) => {
-                shared.metrics.connection_refused(role.name(), cap);
-                refusals.note(cap, role, peer);
+        let permit = cap.permits.clone().try_acquire_owned().ok();
+        if permit.is_none() && cap.load.evict_oldest() {
+            // The session idle longest (not authenticated) is closing for this client, which
+            // takes its place once it has gone.
+            let (shared, cap, sessions) = (shared.clone(), cap.clone(), sessions.clone());
+            tracker.spawn(async move {
+                let freed = cap.permits.clone().acquire_owned();
+                let permit = tokio::time::timeout(EVICTION_WAIT, freed)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                match admit(&shared, &cap, peer.ip(), permit) {
+                    Ok(slot) => session(role, tcp, peer, shared, sessions, slot).await,
+                    Err(why) => {
+                        shared.metrics.connection_refused(role.name(), why);
+                        refuse(tcp, role, shared).await;
+                    }
+                }
+            });
+            continue;
+        }
+        match admit(&shared, &cap, peer.ip(), permit) {
+            Ok(slot) => {
+                tracker.spawn(session(
+                    role,
+                    tcp,
+                    peer,
+                    shared.clone(),
+                    sessions.clone(),
+                    slot,
+                ));
+            }
+            Err(why) => {
+                shared.metrics.connection_refused(role.name(), why);
+                refusals.note(why, role, peer);
                 tracker.spawn(refuse(tcp, role, shared.clone()));
-                continue;
             }
-        };
-        let shared = shared.clone();
-        let sessions = sessions.clone();
-        let load = cap.load.clone();
-        tracker.spawn(async move {
-            let _slot = slot;
-            match role {
-                Role::Smtp(role) => {
-                    let smtp = crate::smtp::conn::Smtp { role };
-                    crate::session::serve(smtp, tcp, peer, shared, sessions, load).await
-                }
-                Role::Pop3 | Role::Pop3s => {
-                    let implicit_tls = role == Role::Pop3s;
-                    let pop3 = crate::pop3::conn::Pop3 { implicit_tls };
-                    crate::session::serve(pop3, tcp, peer, shared, sessions, load).await
-                }
-            }
-        });
+        }
     }
 }
 
-/// Takes a connection slot, or names the cap that is reached: `listener` (the service's
-/// `max_connections`), `address` or `network`.
-fn admit(shared: &Arc<Gateway>, cap: &Cap, ip: IpAddr) -> Result<Slot, &'static str> {
+/// How long a new client waits for the session closed to make room for it.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs one admitted connection's session; its slot goes when it ends.
+async fn session(
+    role: Role,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Gateway>,
+    sessions: CancellationToken,
+    slot: Slot,
+) {
+    let load = slot.load.clone();
+    let _slot = slot;
+    match role {
+        Role::Smtp(role) => {
+            let smtp = crate::smtp::conn::Smtp { role };
+            crate::session::serve(smtp, tcp, peer, shared, sessions, load).await
+        }
+        Role::Pop3 | Role::Pop3s => {
+            let implicit_tls = role == Role::Pop3s;
+            let pop3 = crate::pop3::conn::Pop3 { implicit_tls };
+            crate::session::serve(pop3, tcp, peer, shared, sessions, load).await
+        }
+    }
+}
+
+/// Takes a connection slot with `permit` (the service's, if one was free), or names the cap
+/// that is reached: `listener` (the service's `max_connections`), `address` or `network`.
+fn admit(
+    shared: &Arc<Gateway>,
+    cap: &Cap,
+    ip: IpAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<Slot, &'static str> {
     let limits = &shared.config.limits;
     let ip = crate::canonical_ip(ip);
-    let permit = cap
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| "listener")?;
+    let permit = permit.ok_or("listener")?;
     if !enter(&shared.per_ip, &ip, limits.max_connections_per_ip) {
         return Err("address");
     }

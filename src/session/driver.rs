@@ -295,35 +295,60 @@ where
         // stress begins while it waits.
         let spared = P::authenticated(&session, held);
         let started = Instant::now();
-        let mut deadline = started + idle;
-        if !spared && cx.load.stressed() {
-            deadline = deadline.min(started + STRESS_IDLE);
-        }
+        let deadline = started + idle;
+        let mut ticket = None;
         let line = loop {
+            // A session that has not authenticated looks at its service's stress every
+            // STRESS_IDLE (no shared waiter list to join on every wait): under stress it has
+            // waited long enough, and meanwhile it may be chosen to make room.
+            let mut wake = deadline;
+            if !spared {
+                let now = Instant::now();
+                if cx.load.stressed() {
+                    if now >= started + STRESS_IDLE {
+                        break None;
+                    }
+                    if ticket.is_none() {
+                        ticket = Some(cx.load.idle_since(started));
+                    }
+                    wake = wake.min(started + STRESS_IDLE);
+                } else {
+                    wake = wake.min(now + STRESS_IDLE);
+                }
+            }
             tokio::select! {
-                r = timeout_at(deadline, io.reader.next_line(&mut io.stream)) => break r,
+                r = timeout_at(wake, io.reader.next_line(&mut io.stream)) => match r {
+                    Ok(line) => break Some(line),
+                    Err(_) if Instant::now() >= deadline => break None,
+                    Err(_) => {}
+                },
                 _ = cx.shutdown.cancelled() => {
                     P::shutting_down(shared, &mut io.out);
                     let _ = io.flush().await;
                     return End::Closed;
                 }
-                _ = cx.load.stress_began(), if !spared => {
-                    deadline = deadline.min(Instant::now() + STRESS_IDLE);
+                _ = evicted(&mut ticket), if ticket.is_some() => {
+                    P::timed_out(shared, &mut io.out);
+                    let _ = io.flush().await;
+                    tracing::info!("closed to make room for a new client: idle longest, not \
+                                    authenticated, with the service at its connection cap");
+                    return End::Closed;
                 }
             }
         };
+        drop(ticket);
         // A command arrived (or the wait ended): room for its replies in one allocation.
         io.out.reserve(REPLY_CAPACITY);
         let output = match line {
-            Err(_) => {
+            None => {
                 P::timed_out(shared, &mut io.out);
                 let _ = io.flush().await;
                 tracing::info!("idle timeout");
                 return End::Closed;
             }
-            Ok(Err(_)) | Ok(Ok(None)) => return End::Closed,
-            Ok(Ok(Some(Line::TooLong))) => P::handle_overlong(&mut session),
-            Ok(Ok(Some(Line::Complete(range)))) => {
+            Some(Err(_)) | Some(Ok(None)) => return End::Closed,
+            Some(Ok(Some(Line::TooLong))) => P::handle_overlong(&mut session),
+            Some(Ok(Some(Line::Complete(range)))) => {
                 let now = shared.clock.now();
                 let (in_sasl, next_verifies) = P::sasl_state(&session);
                 let line = io.reader.slice(range.clone());
@@ -379,6 +404,14 @@ where
                 return End::StartTls(io.stream, session);
             }
         }
+    }
+}
+
+/// Completes when the session holding `ticket` is chosen to make room (never without one).
+async fn evicted(ticket: &mut Option<crate::session::load::IdleTicket<'_>>) {
+    match ticket {
+        Some(t) => t.evicted().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -55,6 +55,9 @@ struct Record {
     entry: Entry,
     /// `(user, last login)`, at most `recent_cap` long.
     recent: Vec<(CompactString, SystemTime)>,
+    /// The expiry a crash would leave the entry with: the latest one on disk (journal or
+    /// snapshot). `UNIX_EPOCH` for none.
+    durable_until: SystemTime,
 }
 
 /// The allowlist in this process's memory. All methods take `&self`.
@@ -164,6 +167,7 @@ impl MemoryAllowlist {
                     expires_at,
                 },
                 recent: vec![(CompactString::from(user), now)],
+                durable_until: SystemTime::UNIX_EPOCH,
             });
         let shared_warning =
             self.shared_warn_users > 0 && added_user && distinct_users >= self.shared_warn_users;
@@ -233,9 +237,21 @@ impl MemoryAllowlist {
     /// Writes a snapshot of the entries live at `now` to `path` atomically
     /// ([`crate::durable::replace`]); returns how many it holds.
     pub fn save(&self, path: &Path, now: SystemTime) -> io::Result<usize> {
-        let entries: Vec<SnapshotEntry> = self
-            .entries(now)
-            .into_iter()
+        let live = self.entries(now);
+        let kept = self.write_snapshot(path, &live)?;
+        // What a crash would now leave of each saved entry.
+        for (net, e) in &live {
+            if let Some(mut rec) = self.map.get_mut(net) {
+                rec.durable_until = rec.durable_until.max(e.expires_at);
+            }
+        }
+        Ok(kept)
+    }
+
+    fn write_snapshot(&self, path: &Path, live: &[(IpNet, Entry)]) -> io::Result<usize> {
+        let entries: Vec<SnapshotEntry> = live
+            .iter()
+            .cloned()
             .map(|(net, e)| SnapshotEntry {
                 net: net.to_string(),
                 user: e.user.into(),
@@ -298,6 +314,7 @@ impl MemoryAllowlist {
                     expires_at,
                 },
                 recent: vec![(user, inserted_at)],
+                durable_until: expires_at,
             };
             match self.map.entry(key) {
                 MapEntry::Occupied(mut old) => {
@@ -352,17 +369,45 @@ impl MemoryAllowlist {
     }
 }
 
+impl MemoryAllowlist {
+    /// Whether a login's refresh may skip the journal: the entry is live for the same user and
+    /// what a crash would leave of it still has at least half a TTL to run. A device that logs
+    /// in every few minutes then costs one journal write per half TTL, not one per login; an
+    /// acknowledged login survives a crash with at least half its TTL left. New entries, a new
+    /// user on the key, admin changes and removals are always journaled.
+    fn durable_enough(&self, put: &Put<'_>) -> bool {
+        if put.expiry != Expiry::Extend {
+            return false;
+        }
+        let Some(half) = put.now.checked_add(put.ttl / 2) else {
+            return false;
+        };
+        self.map.get(&put.key).is_some_and(|rec| {
+            rec.entry.expires_at > put.now
+                && rec.entry.user == put.user
+                && rec.durable_until >= half
+        })
+    }
+}
+
 impl AllowlistStore for MemoryAllowlist {
     fn put<'a>(&'a self, put: Put<'a>) -> Pending<'a, InsertOutcome> {
         let Some(journal) = &self.journal else {
             return Pending::ready(Ok(self.put_now(put)));
         };
-        let (outcome, durable) = journal.record(|| {
+        if self.durable_enough(&put) {
+            return Pending::ready(Ok(self.put_now(put)));
+        }
+        let ((outcome, expires), durable) = journal.record(|| {
             let outcome = self.put_now(put);
-            (outcome, self.change_line(put.key))
+            let expires = self.map.get(&put.key).map(|r| r.entry.expires_at);
+            ((outcome, expires), self.change_line(put.key))
         });
         Pending::boxed(async move {
             durable.await.map_err(|e| self.journal_error(e))?;
+            if let (Some(expires), Some(mut rec)) = (expires, self.map.get_mut(&put.key)) {
+                rec.durable_until = rec.durable_until.max(expires);
+            }
             Ok(outcome)
         })
     }

@@ -71,6 +71,7 @@ impl MemoryAllowlist {
                         expires_at,
                     },
                     recent: vec![(user, inserted_at)],
+                    durable_until: expires_at,
                 };
                 self.map.insert(key, rec);
             }
