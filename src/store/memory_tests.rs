@@ -329,6 +329,44 @@ async fn acknowledged_changes_survive_a_crash_through_the_journal() {
     drop((a, b, c));
 }
 
+/// A login that only refreshes an entry with at least half a TTL on disk is not journaled;
+/// one past that point, a new user on the key, and admin changes are.
+#[tokio::test]
+async fn refreshes_are_journaled_once_per_half_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = reopen(dir.path(), t(0));
+    let store: &dyn AllowlistStore = &a;
+    let journal = dir.path().join("allowlist.journal");
+    let lines = || fs::read_to_string(&journal).unwrap().lines().count();
+    let login = |user: &'static str, at: u64| Put {
+        key: key("192.0.2.1"),
+        user,
+        now: t(at),
+        ttl: TTL,
+        expiry: Expiry::Extend,
+    };
+    store.put(login("alice", 0)).await.unwrap();
+    assert_eq!(lines(), 1);
+    // 30-minute TTL: until 15 minutes in, a refresh leaves at least half a TTL on disk.
+    store.put(login("alice", 300)).await.unwrap();
+    store.put(login("alice", 900)).await.unwrap();
+    assert_eq!(lines(), 1);
+    store.put(login("alice", 901)).await.unwrap();
+    assert_eq!(lines(), 2);
+    store.put(login("bob", 902)).await.unwrap();
+    assert_eq!(lines(), 3);
+    store
+        .put(admin(key("192.0.2.1"), "bob", TTL, t(903)))
+        .await
+        .unwrap();
+    assert_eq!(lines(), 4);
+    // A crash now leaves the entry with what is on disk: at least half a TTL from the last
+    // acknowledged login.
+    let b = reopen(dir.path(), t(904));
+    assert!(b.is_allowed(key("192.0.2.1"), t(903 + 1800 - 1)));
+    assert!(!b.is_allowed(key("192.0.2.1"), t(903 + 1800)));
+}
+
 #[tokio::test]
 async fn a_journal_record_that_does_not_parse_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
