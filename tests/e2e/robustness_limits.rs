@@ -86,11 +86,16 @@ async fn pop3_connections_per_address_are_capped() {
 async fn connections_are_capped_per_service() {
     let gw = start(&[("limits", "max_connections", "3")]).await;
     let (smtp, pop3) = (gw.addr("smtp"), gw.addr("pop3"));
+    // Port 25 full of sessions in the middle of DATA (busy: none gives way to a new client).
     let mut flood = Vec::new();
     for n in 11..14 {
-        flood.push(smtp_from(host(n), smtp).await);
+        let mut c = smtp_from(host(n), smtp).await;
+        c.cmd("MAIL FROM:<x@remote.example>", 250).await;
+        c.cmd("RCPT TO:<bob@example.test>", 250).await;
+        c.cmd("DATA", 354).await;
+        flood.push(c);
     }
-    // Port 25 is full: refused there, whatever the address...
+    // Refused there, whatever the address...
     let mut d = Client::connect_from(host(14), smtp).await;
     let refused = d.expect(421).await;
     assert!(refused[0].starts_with("421 4.7.0"), "{refused:?}");
@@ -100,28 +105,27 @@ async fn connections_are_capped_per_service() {
     sub.cmd("QUIT", 221).await;
     let mut c = Client::connect_from(host(15), pop3).await;
     c.pop(true).await;
-    // POP3 and POP3S share one cap.
-    let _held: Vec<Client> = vec![c, {
-        let mut c = Client::connect_from(host(16), pop3).await;
-        c.pop(true).await;
-        c
-    }];
-    // The third: a POP3S connection still in its handshake.
-    let _third = common::client::connect_from(host(17), gw.addr("pop3s")).await;
+    c.pop_cmd("QUIT", true).await;
+    assert!(c.closed().await);
+    // POP3 and POP3S share one cap: three POP3S connections in their handshake fill it.
+    let mut handshakes = Vec::new();
+    for n in 16..19 {
+        handshakes.push(common::client::connect_from(host(n), gw.addr("pop3s")).await);
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut e = Client::connect_from(host(18), pop3).await;
+    let mut e = Client::connect_from(host(19), pop3).await;
     assert!(e.pop(false).await.starts_with("-ERR [SYS/TEMP]"));
     assert!(e.closed().await);
 
-    let mut a = flood.pop().unwrap();
-    a.cmd("QUIT", 221).await;
-    assert!(a.closed().await);
+    drop(flood);
     wait_smtp_slot(host(14), smtp).await;
     let metrics = gw.shared.metrics.encode(&Default::default());
-    assert!(
-        metrics.contains(r#"mailgate_connections_refused_total{listener="smtp",cap="listener"}"#),
-        "{metrics}"
-    );
+    for listener in ["smtp", "pop3"] {
+        let series = format!(
+            r#"mailgate_connections_refused_total{{listener="{listener}",cap="listener"}}"#
+        );
+        assert!(metrics.contains(&series), "{metrics}");
+    }
     gw.stop().await;
 }
 
@@ -666,10 +670,18 @@ async fn an_idle_flood_on_port_25_leaves_submission_and_pop3_serving() {
         "greetings took {:?}",
         started.elapsed()
     );
-    // Port 25 itself: full (1,024 of its own), answered at once with 421, not left hanging.
+    // Port 25 itself, full (1,024 of its own) and under stress: answered at once, either
+    // greeted in the place of an idle flood connection or refused with 421, never left
+    // hanging.
+    let started = Instant::now();
     let mut over = Client::connect_from(fresh, smtp).await;
-    let refused = over.expect(421).await;
-    assert!(refused[0].starts_with("421 4.7.0"), "{refused:?}");
+    let code = over.reply_opt().await;
+    assert!(matches!(code, Some(220 | 421)), "{code:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     sub.cmd("QUIT", 221).await;
     pop.pop_cmd("QUIT", true).await;
     drop(flood);
