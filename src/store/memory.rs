@@ -60,6 +60,25 @@ struct Record {
     durable_until: SystemTime,
 }
 
+impl Record {
+    /// An entry as read back from disk (snapshot or journal): durable as it stands. The file
+    /// may have been edited, so the name is kept as safe as a login's.
+    fn saved(s: &SnapshotEntry) -> Record {
+        let user = CompactString::from(clean_user(&s.user));
+        let inserted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.inserted_at);
+        let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.expires_at);
+        Record {
+            entry: Entry {
+                user: user.clone(),
+                inserted_at,
+                expires_at,
+            },
+            recent: vec![(user, inserted_at)],
+            durable_until: expires_at,
+        }
+    }
+}
+
 /// The allowlist in this process's memory. All methods take `&self`.
 #[derive(Debug)]
 pub struct MemoryAllowlist {
@@ -304,18 +323,7 @@ impl MemoryAllowlist {
                 continue;
             }
             let key = network_key(net.addr(), ipv6_prefix);
-            // The file may have been edited: keep names as safe as a login's.
-            let user = CompactString::from(clean_user(&s.user));
-            let inserted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.inserted_at);
-            let rec = Record {
-                entry: Entry {
-                    user: user.clone(),
-                    inserted_at,
-                    expires_at,
-                },
-                recent: vec![(user, inserted_at)],
-                durable_until: expires_at,
-            };
+            let rec = Record::saved(&s);
             match self.map.entry(key) {
                 MapEntry::Occupied(mut old) => {
                     if old.get().entry.expires_at < expires_at {

@@ -6,14 +6,13 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use compact_str::CompactString;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{MemoryAllowlist, Record, SnapshotEntry};
 use crate::clock::unix_secs;
 use crate::store::journal::Journal;
-use crate::store::{Entry, Error, clean_user, network_key};
+use crate::store::{Error, network_key};
 
 /// A journal longer than this is not read at start (it is compacted at 8 MiB).
 const MAX_JOURNAL: u64 = 256 << 20;
@@ -62,18 +61,7 @@ impl MemoryAllowlist {
                     self.map.remove(&key);
                     return;
                 }
-                let user = CompactString::from(clean_user(&s.user));
-                let inserted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(s.inserted_at);
-                let rec = Record {
-                    entry: Entry {
-                        user: user.clone(),
-                        inserted_at,
-                        expires_at,
-                    },
-                    recent: vec![(user, inserted_at)],
-                    durable_until: expires_at,
-                };
-                self.map.insert(key, rec);
+                self.map.insert(key, Record::saved(&s));
             }
             Change::Remove { net } => {
                 if let Some(key) = key(&net) {
