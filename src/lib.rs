@@ -16,6 +16,8 @@
 //! - `allowlist`: the POP-before-SMTP allowlist service; `control`: its admin channel.
 //! - `throttle`: growing delays for failed logins.
 //! - `auth/`: users file and the [`auth::Authenticator`] seam.
+//! - `upstream/`: the old mail server in front of which the gateway stands during a
+//!   migration: password checks by logging in to it.
 //! - `oauth/`: bearer-token validation (JWT, RFC 7662 introspection) for XOAUTH2/OAUTHBEARER.
 //! - `policy`: migration rules; `audit/`: the audit log; `notices`: notices to users and the
 //!   admin digest; `metrics`: the Prometheus counters.
@@ -54,6 +56,7 @@ pub mod spool;
 pub mod store;
 pub mod throttle;
 pub mod tls;
+pub mod upstream;
 
 use std::net::IpAddr;
 

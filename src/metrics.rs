@@ -47,6 +47,12 @@ struct RefusedLabels {
     cap: String,
 }
 
+/// Labels of `mailgate_upstream_checks_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    result: String,
+}
+
 /// Counters fed by audit events (and the connection caps). Cloning shares the counts.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -54,6 +60,7 @@ pub struct Metrics {
     relays: Family<RelayLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     unchecked: Counter,
+    upstream: Family<UpstreamLabels, Counter>,
 }
 
 /// Values read at scrape time.
@@ -135,6 +142,16 @@ impl Metrics {
         self.unchecked.inc();
     }
 
+    /// Counts a password check against the old server by its result: `ok`, `refused`,
+    /// `temporary`, `cached` (a remembered success), `refused-cached`, `invalid` (a name or
+    /// password that cannot be sent).
+    pub fn upstream_check(&self, result: &str) {
+        let labels = UpstreamLabels {
+            result: label(result),
+        };
+        self.upstream.get_or_create(&labels).inc();
+    }
+
     /// The exposition text: the counters, then `gauges`.
     pub fn encode(&self, gauges: &Gauges) -> String {
         let mut reg = Registry::with_prefix("mailgate");
@@ -143,6 +160,12 @@ impl Metrics {
             "Logins refused without a credential check because their user's name is being \
              guessed (the per-user throttle limit); see the log for which user",
             self.unchecked.clone(),
+        );
+        reg.register(
+            "upstream_checks",
+            "Passwords checked against the old server ([auth.upstream]) by result: ok, refused, \
+             temporary (it could not judge: down, slow, busy), cached, refused-cached, invalid",
+            self.upstream.clone(),
         );
         reg.register(
             "connections_refused",

@@ -15,8 +15,9 @@ pub struct DeferredDerivation {
     derivations: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Derivation>>>,
 }
 
-/// One `derive_on_login` job: the user and the password of a successful plaintext login.
-type Derivation = (String, zeroize::Zeroizing<Vec<u8>>);
+/// One job: the user and the password of a successful plaintext login, and whether it is a
+/// capture (the old server accepted it) rather than a `derive_on_login`.
+type Derivation = (String, zeroize::Zeroizing<Vec<u8>>, bool);
 
 /// Derivation jobs waiting for the derivation thread; when full, a login's derivation is
 /// skipped (it happens at a later login).
@@ -43,8 +44,12 @@ impl DeferredDerivation {
                     .name("derive-on-login".into())
                     .spawn(move || {
                         // Ends when the store (and the sender) is dropped.
-                        while let Ok((user, password)) = rx.recv() {
-                            inner.plaintext_login(&user, &password);
+                        while let Ok((user, password, capture)) = rx.recv() {
+                            if capture {
+                                inner.capture(&user, &password);
+                            } else {
+                                inner.plaintext_login(&user, &password);
+                            }
                         }
                     });
                 match spawned {
@@ -96,7 +101,11 @@ impl Authenticator for DeferredDerivation {
         if !self.inner.wants_derivation(user) {
             return;
         }
-        let job = (user.to_owned(), zeroize::Zeroizing::new(password.to_vec()));
+        let job = (
+            user.to_owned(),
+            zeroize::Zeroizing::new(password.to_vec()),
+            false,
+        );
         match self.derivations() {
             Some(queue) => {
                 if queue.try_send(job).is_err() {
@@ -105,6 +114,29 @@ impl Authenticator for DeferredDerivation {
             }
             None => self.inner.plaintext_login(user, password),
         }
+    }
+
+    fn capture(&self, user: &str, password: &[u8]) {
+        if !self.inner.wants_capture() {
+            return;
+        }
+        let job = (
+            user.to_owned(),
+            zeroize::Zeroizing::new(password.to_vec()),
+            true,
+        );
+        match self.derivations() {
+            Some(queue) => {
+                if queue.try_send(job).is_err() {
+                    tracing::debug!(user, "capture: queue full, left for a later login");
+                }
+            }
+            None => self.inner.capture(user, password),
+        }
+    }
+
+    fn wants_capture(&self) -> bool {
+        self.inner.wants_capture()
     }
 
     fn wants_derivation(&self, user: &str) -> bool {

@@ -106,6 +106,36 @@ enum Skip {
 }
 
 impl UserStore {
+    /// `[auth.upstream] capture`: stores `user` with the forms the enabled mechanisms need,
+    /// made from the `password` the old server accepted, unless a stored form already takes
+    /// that password. The user's lines are replaced (a password changed on the old server
+    /// replaces the one captured before), under the users-file lock; the in-memory store
+    /// follows. Blocking; failures are logged, never with the password.
+    pub(super) fn capture_login(&self, user: &str, password: &[u8]) {
+        let Some((path, mechanisms)) = &self.capture else {
+            return;
+        };
+        let name = user.to_lowercase();
+        if self
+            .forms(&name)
+            .is_some_and(|forms| forms.iter().any(|f| f.verify_password(password)))
+        {
+            return;
+        }
+        let Some(_busy) = Busy::claim(&self.deriving, &name) else {
+            return;
+        };
+        let fields = super::stored_forms(password, mechanisms);
+        let forms: Vec<Form> = fields.iter().filter_map(|f| Form::parse(f).ok()).collect();
+        match file::set_user(path, &name, &fields) {
+            Ok(()) => {
+                tracing::info!(user = %name, forms = fields.len(), "captured the password the old server accepted");
+                self.set_forms(&name, forms);
+            }
+            Err(e) => tracing::warn!(user = %name, "capture: {e}"),
+        }
+    }
+
     /// Whether a derivation for `user` would run now: enabled, the user exists and lacks a
     /// wanted form, and no derivation for them failed before or is in progress.
     pub(super) fn derivation_pending(&self, user: &str) -> bool {

@@ -50,6 +50,11 @@ const SCRAM_SHA1_UNAVAILABLE: &str = "SCRAM-SHA-1 needs a {PLAIN} or {SCRAM-SHA-
 const SCRAM_SHA256_UNAVAILABLE: &str =
     "SCRAM-SHA-256 needs a {PLAIN} or {SCRAM-SHA-256} stored form";
 
+/// `name` as the users file holds user names (lower case), if it is one it could hold.
+pub fn user_name(name: &str) -> Option<String> {
+    file::normalize_user(name).ok()
+}
+
 /// One scheme the users file may hold, for `mailgate passwd --scheme` and
 /// [`UserStore::can_serve`].
 #[derive(Debug, Clone, Copy)]
@@ -223,6 +228,9 @@ pub enum Verdict {
     BadCredentials,
     /// The user exists but no stored form can serve this check; the reason is for the log.
     Unavailable(&'static str),
+    /// The check could not be made now (the server that judges the password is down or
+    /// slow): a temporary failure, so that the client keeps its password and retries.
+    Temporary(&'static str),
 }
 
 impl fmt::Debug for Verdict {
@@ -231,6 +239,7 @@ impl fmt::Debug for Verdict {
             Verdict::Ok(u) => write!(f, "Ok({u})"),
             Verdict::BadCredentials => f.write_str("BadCredentials"),
             Verdict::Unavailable(w) => write!(f, "Unavailable({w})"),
+            Verdict::Temporary(w) => write!(f, "Temporary({w})"),
         }
     }
 }
@@ -290,6 +299,18 @@ pub trait Authenticator: Send + Sync + 'static {
     /// USER/PASS), so a store may derive and keep stronger forms (`derive_on_login`).
     fn plaintext_login(&self, user: &str, password: &[u8]) {
         let _ = (user, password);
+    }
+
+    /// Told after the old server (`[auth.upstream]`) accepted `password` for `user`, so a
+    /// store that captures may keep the forms that let the next login be checked here. Slow
+    /// (hashing, the file lock, fsync): call it off the async workers.
+    fn capture(&self, user: &str, password: &[u8]) {
+        let _ = (user, password);
+    }
+
+    /// Whether [`Authenticator::capture`] would store anything at all (capture is on).
+    fn wants_capture(&self) -> bool {
+        false
     }
 
     /// Whether checking a cleartext password for `user` is slow (a deliberately costly hash

@@ -130,6 +130,9 @@ pub struct UserStore {
     plain_users: AtomicBool,
     /// Where and what `derive_on_login` writes, if enabled.
     pub(super) derivation: Option<derive::Derivation>,
+    /// Where `[auth.upstream] capture` writes a user the old server vouched for, and the
+    /// mechanisms whose forms it stores, if enabled.
+    pub(super) capture: Option<(PathBuf, Vec<String>)>,
     /// Users whose derivation failed in this run (e.g. a read-only folder): not tried again.
     pub(super) derive_failed: Mutex<HashSet<String>>,
     /// Users whose derivation is in progress (held only to enter and leave, never while
@@ -216,6 +219,14 @@ impl UserStore {
     /// and added to the users file at `path` (see [`Authenticator::plaintext_login`]).
     pub fn with_derivation(mut self, path: &Path, mechanisms: &[String]) -> UserStore {
         self.derivation = Some(derive::Derivation::new(path, mechanisms));
+        self
+    }
+
+    /// Enables `[auth.upstream] capture`: a user whose password the old server accepted is
+    /// written to the users file at `path` with the forms `mechanisms` need (see
+    /// [`Authenticator::capture`]).
+    pub fn with_capture(mut self, path: &Path, mechanisms: &[String]) -> UserStore {
+        self.capture = Some((path.to_owned(), mechanisms.to_vec()));
         self
     }
 
@@ -461,6 +472,14 @@ impl Authenticator for UserStore {
         self.derive_on_login(user, password);
     }
 
+    fn capture(&self, user: &str, password: &[u8]) {
+        self.capture_login(user, password);
+    }
+
+    fn wants_capture(&self) -> bool {
+        self.capture.is_some()
+    }
+
     fn password_check_is_slow(&self, user: &str) -> bool {
         match self.snapshot().get(&user.to_lowercase()) {
             Some(forms) => forms.iter().any(Form::is_slow),
@@ -615,6 +634,7 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
         salt_key: Secret::new(rand::random::<[u8; 32]>().to_vec()),
         plain_users: AtomicBool::new(plain_users),
         derivation: None,
+        capture: None,
         derive_failed: Mutex::new(HashSet::new()),
         deriving: Mutex::new(HashSet::new()),
         warnings: RwLock::new(warnings),

@@ -12,7 +12,10 @@
 pub mod file;
 #[cfg(test)]
 mod tests;
+mod upstream;
 mod validate;
+
+pub use upstream::{AuthUpstream, OldProtocol, OldServer, UpstreamUsers};
 
 /// Parses a duration in the configuration's syntax (`"90s"`, `"30m"`, `"1h30m"`, `"5d"`).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
@@ -159,6 +162,8 @@ pub struct AuthConfig {
     pub derive_on_login: bool,
     /// Bearer-token validation, if configured.
     pub oauth: Option<OAuthConfig>,
+    /// Passwords checked against the old mail server, if configured.
+    pub upstream: Option<AuthUpstream>,
 }
 
 /// `[auth.oauth]`.

@@ -54,6 +54,9 @@ pub enum Error {
     /// The allowlist journal could not be opened or read.
     #[error("allowlist journal {0}")]
     Journal(String),
+    /// The old server's settings could not be loaded (its CA file).
+    #[error("{0}")]
+    Upstream(String),
     /// The state directory could not be created.
     #[error("state directory {path}: {source}")]
     StateDir {
@@ -158,6 +161,13 @@ impl Gateway {
             users.with_derivation(&config.auth.users_file, &config.auth.mechanisms)
         } else {
             users
+        };
+        // [auth.upstream] capture: a password the old server accepted is stored here.
+        let users = match &config.auth.upstream {
+            Some(up) if up.capture => {
+                users.with_capture(&config.auth.users_file, &config.auth.mechanisms)
+            }
+            _ => users,
         };
         let tls = crate::tls::server(&config.tls, &config.hostname)?;
         if tls.origin == crate::tls::Origin::SelfSigned {
@@ -275,13 +285,25 @@ impl Gateway {
             }
         }
         // Password hashes are CPU- and memory-bound: a few per core at a time.
-        let verifier = crate::session::Verifier::new(
+        let mut verifier = crate::session::Verifier::new(
             users.clone(),
             tokens,
             throttle.clone(),
             clock.clone(),
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         );
+        if let Some(up) = &config.auth.upstream {
+            let checker =
+                crate::upstream::Checker::new(up, &config.hostname, clock.clone(), metrics.clone())
+                    .map_err(|e| Error::Upstream(format!("[auth.upstream] {e}")))?;
+            tracing::info!(
+                server = %up.server.address,
+                protocol = up.server.protocol.name(),
+                capture = up.capture,
+                "passwords of users not moved yet are checked against the old server"
+            );
+            verifier = verifier.with_upstream(Arc::new(checker));
+        }
         let gateway = Arc::new(Gateway {
             user_store,
             networks: std::sync::RwLock::new(Arc::new(Networks::from_config(&config))),
@@ -355,6 +377,10 @@ impl Gateway {
     /// the per-user limit refused without a check counts against its address only: it does
     /// not push the user's delay further out.
     pub async fn auth_failure_delay(&self, ip: IpAddr, user: Option<&str>, note: &str) -> Duration {
+        // Nothing was judged wrong (the old server could not check it): no failure, no delay.
+        if crate::sasl::temporary_note(note) {
+            return Duration::ZERO;
+        }
         if crate::throttle::refused_unchecked(note) {
             self.metrics.login_refused_unchecked();
             if let Some(u) = user {

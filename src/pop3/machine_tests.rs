@@ -101,6 +101,7 @@ impl Mechanism for XTest {
             Verdict::Ok(user) => Step::Success(Identity { user }),
             Verdict::BadCredentials => Step::Failure(Failure::BadCredentials),
             Verdict::Unavailable(why) => Step::Failure(Failure::Unavailable(why)),
+            Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
         }
     }
 }

@@ -324,6 +324,15 @@ impl Reply {
         )
     }
 
+    /// A login that could not be checked now (the old server is down or slow): RFC 3206's
+    /// `SYS/TEMP`, so the client keeps the password and retries.
+    pub fn auth_unavailable() -> Self {
+        Self::err_code(
+            Code::SysTemp,
+            "authentication temporarily unavailable, try again later",
+        )
+    }
+
     /// Too many bad commands: the session ends (without UPDATE).
     pub fn too_many_errors() -> Self {
         Self::err("too many errors, closing")

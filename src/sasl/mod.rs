@@ -65,6 +65,15 @@ pub struct Identity {
     pub user: String,
 }
 
+/// How a [`Failure::Temporary`] starts in the log note of a failed login, which is how the
+/// session driver knows not to count it as a failure ([`temporary_note`]).
+pub const TEMPORARY: &str = "temporary failure";
+
+/// Whether the note of a failed login says it failed temporarily (nothing judged wrong).
+pub fn temporary_note(note: &str) -> bool {
+    note.starts_with(TEMPORARY)
+}
+
 /// Why a mechanism failed; the framing layer maps each to a wire reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -79,6 +88,10 @@ pub enum Failure {
     /// channel-binding mismatch, downgrade or wrong nonce (SMTP 535 5.7.8, POP3 `-ERR [AUTH]`,
     /// with a log line naming the reason).
     Refused(&'static str),
+    /// The credentials could not be judged now (the old server that checks them is down or
+    /// slow): SMTP 454 4.7.0, POP3 `-ERR [SYS/TEMP]`; no failure is counted against the
+    /// client, which keeps its password and retries. The text starts with [`TEMPORARY`].
+    Temporary(&'static str),
 }
 
 impl fmt::Display for Failure {
@@ -88,6 +101,7 @@ impl fmt::Display for Failure {
             Failure::BadCredentials => f.write_str("invalid credentials"),
             Failure::Unavailable(why) => write!(f, "mechanism unavailable for user: {why}"),
             Failure::Refused(why) => write!(f, "authentication refused: {why}"),
+            Failure::Temporary(why) => f.write_str(why),
         }
     }
 }

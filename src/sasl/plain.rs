@@ -29,6 +29,7 @@ pub(super) fn verdict_step(verdict: Verdict) -> Step {
         Verdict::Ok(user) => Step::Success(Identity { user }),
         Verdict::BadCredentials => Step::Failure(Failure::BadCredentials),
         Verdict::Unavailable(why) => Step::Failure(Failure::Unavailable(why)),
+        Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
     }
 }
 

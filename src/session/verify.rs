@@ -15,8 +15,15 @@
 //! always may); a refused check fails like a wrong credential without being run (the client
 //! learns nothing about the password) and the log says why.
 //!
-//! The same path will carry checks against an upstream server, LDAP or Kerberos: each is one
-//! more source behind [`Verifier::verify`], and the protocol cores do not change.
+//! - A cleartext password of a user the old server still vouches for (`[auth.upstream]`:
+//!   users missing from the users file, or every user) goes to the [`upstream::Checker`],
+//!   which logs in to the old server asynchronously, within its own timeout and concurrency
+//!   limit. With `capture` on, a password it accepted is handed to the derivation thread to
+//!   be stored. With `users = "all"`, a user the users file also holds is checked here when
+//!   the old server cannot answer.
+//!
+//! LDAP or Kerberos will be more sources behind [`Verifier::verify`]; the protocol cores do
+//! not change.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,6 +34,7 @@ use crate::auth::{Authenticator, Verdict};
 use crate::clock::Clock;
 use crate::sasl::{Answer, Check, TokenError, TokenValidator};
 use crate::throttle::{Throttle, USER_THROTTLED};
+use crate::upstream;
 
 /// Answers credential checks for the sessions.
 pub struct Verifier {
@@ -35,6 +43,7 @@ pub struct Verifier {
     throttle: Arc<Throttle>,
     clock: Arc<dyn Clock>,
     slow_slots: Arc<Semaphore>,
+    upstream: Option<Arc<upstream::Checker>>,
 }
 
 impl Verifier {
@@ -53,7 +62,14 @@ impl Verifier {
             throttle,
             clock,
             slow_slots: Arc::new(Semaphore::new(slow_slots.max(1))),
+            upstream: None,
         }
+    }
+
+    /// Checks the passwords of the users `checker` applies to against the old server.
+    pub fn with_upstream(mut self, checker: Arc<upstream::Checker>) -> Verifier {
+        self.upstream = Some(checker);
+        self
     }
 
     /// Whether bearer tokens can be validated (XOAUTH2 and OAUTHBEARER may be offered).
@@ -84,6 +100,13 @@ impl Verifier {
                     "no bearer-token validator configured".into(),
                 )),
             }),
+            Check::Password {
+                user,
+                password,
+                authzid,
+            } if self.upstream_for(&user).is_some() => {
+                self.verify_upstream(user, password, authzid).await
+            }
             check if crate::sasl::runs_slow(&*self.users, &check) => self.verify_slow(check).await,
             check => crate::sasl::answer(&*self.users, check),
         }
@@ -102,6 +125,52 @@ impl Verifier {
                 Some(crate::sasl::nt_name(&*self.users, user, fallback.as_deref()).to_owned())
             }
             Check::Token { .. } => None,
+        }
+    }
+
+    /// The old server's checker, if `user`'s password goes there.
+    fn upstream_for(&self, user: &str) -> Option<&Arc<upstream::Checker>> {
+        self.upstream
+            .as_ref()
+            .filter(|u| u.applies(self.users.lookup(user).is_some()))
+    }
+
+    /// Checks a cleartext password against the old server (see the module docs).
+    async fn verify_upstream(
+        &self,
+        user: String,
+        password: crate::auth::Secret,
+        authzid: Option<String>,
+    ) -> Answer {
+        let Some(up) = self.upstream_for(&user) else {
+            return Answer::Verdict(Verdict::BadCredentials);
+        };
+        match up.check(&user, &password).await {
+            Verdict::Ok(name) => {
+                // No proxy authorization here either: an authzid must name the same user.
+                if authzid.is_some_and(|a| a.to_lowercase() != name) {
+                    return Answer::Verdict(Verdict::BadCredentials);
+                }
+                if up.captures() {
+                    // Queued for the derivation thread: the login does not wait for it.
+                    self.users.capture(&name, password.expose());
+                }
+                Answer::Verdict(Verdict::Ok(name))
+            }
+            Verdict::Temporary(why) if self.users.lookup(&user).is_some() => {
+                tracing::debug!(user = %user, "{why}: checked against the users file instead");
+                let check = Check::Password {
+                    user,
+                    password,
+                    authzid,
+                };
+                if crate::sasl::runs_slow(&*self.users, &check) {
+                    self.verify_slow(check).await
+                } else {
+                    crate::sasl::answer(&*self.users, check)
+                }
+            }
+            other => Answer::Verdict(other),
         }
     }
 

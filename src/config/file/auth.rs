@@ -33,6 +33,8 @@ pub struct AuthFile {
     pub derive_on_login: bool,
     /// `[auth.oauth]`: bearer-token validation for XOAUTH2 and OAUTHBEARER.
     pub oauth: Option<OAuthFile>,
+    /// `[auth.upstream]`: checking passwords against the old mail server.
+    pub upstream: Option<super::AuthUpstreamFile>,
 }
 
 impl Default for AuthFile {
@@ -49,6 +51,7 @@ impl Default for AuthFile {
             ntlm_v1: false,
             derive_on_login: false,
             oauth: None,
+            upstream: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 mod auth;
 mod delivery;
+mod upstream;
 
 pub use auth::{
     AuthFile, OAuthFile, PopBeforeSmtpFile, ThrottleFile, default_failure_delay,
@@ -28,6 +29,7 @@ pub use delivery::{
     DeliveryFile, RelayFile, UpstreamFile, UpstreamOAuthFile, default_command_timeout,
     default_retry,
 };
+pub use upstream::AuthUpstreamFile;
 
 /// The top-level keys of the file, in the order [`File`] declares them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[

@@ -103,6 +103,7 @@ impl Checker<'_> {
             ntlm_v1: a.ntlm_v1,
             derive_on_login: a.derive_on_login,
             oauth: a.oauth.as_ref().map(|o| self.oauth(base, o)),
+            upstream: a.upstream.as_ref().map(|u| self.auth_upstream(base, u)),
         }
     }
 

@@ -24,6 +24,7 @@ use super::{AuditConfig, Config, ConfigErrors, Limits, Listeners, Notices, Probl
 mod auth;
 mod delivery;
 mod policy;
+mod upstream;
 
 /// Longest accepted duration text; durations are short, this only bounds the parser.
 const MAX_DURATION_TEXT: usize = 64;

@@ -119,6 +119,9 @@ impl Session {
             Verdict::Unavailable(why) => {
                 self.failed(Reply::invalid_credentials(), Some(why), Some(tried), method)
             }
+            Verdict::Temporary(why) => {
+                self.failed(Reply::auth_unavailable(), Some(why), Some(tried), method)
+            }
         }
     }
 
@@ -183,7 +186,10 @@ impl Session {
             .as_deref()
             .and_then(|u| self.settings.sasl.auth.lookup(u));
         record.reason = Some(note.unwrap_or("invalid credentials").to_string());
-        self.failures = self.failures.saturating_add(1);
+        // A temporary failure (nothing was judged wrong) is not the client's.
+        if !note.is_some_and(crate::sasl::temporary_note) {
+            self.failures = self.failures.saturating_add(1);
+        }
         let close = self.failures >= self.settings.max_failures.max(1);
         self.state = if close {
             State::Done
@@ -279,6 +285,9 @@ impl Session {
                     }
                     Failure::Malformed(why) => {
                         self.failed(Reply::malformed_auth(), Some(why), user, mech)
+                    }
+                    Failure::Temporary(why) => {
+                        self.failed(Reply::auth_unavailable(), Some(why), user, mech)
                     }
                 }
             }

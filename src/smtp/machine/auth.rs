@@ -112,6 +112,19 @@ impl Session {
                     format!("{mech}: {why}"),
                 )
             }
+            Step::Failure(f @ Failure::Temporary(_)) => {
+                let name = self.leave_sasl();
+                let mech = detail.unwrap_or(name);
+                let out = self.auth_failed(
+                    reply::auth_temp_failure(),
+                    hint,
+                    mech,
+                    format!("{f} ({mech})"),
+                );
+                // Not the client's fault: not counted towards max_auth_failures.
+                self.auth_failures -= 1;
+                out
+            }
             Step::Failure(f) => {
                 let name = self.leave_sasl();
                 let mech = detail.unwrap_or(name);
@@ -188,7 +201,8 @@ impl Session {
         note: String,
     ) -> Output {
         self.auth_failures += 1;
-        let close = self.auth_failures >= self.settings.max_auth_failures;
+        let close = self.auth_failures >= self.settings.max_auth_failures
+            && !crate::sasl::temporary_note(&note);
         if close {
             self.state = State::Done;
         }
