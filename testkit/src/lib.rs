@@ -18,6 +18,7 @@ pub mod client;
 pub mod extra;
 pub mod jwt;
 pub mod mech;
+pub mod oldbox;
 pub mod sasl;
 pub mod smarthost;
 

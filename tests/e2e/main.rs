@@ -16,6 +16,7 @@ mod dovecot_import;
 mod durability;
 mod ntlm;
 mod oauth;
+mod old_box;
 mod policy;
 mod policy_ops;
 mod pop3;

@@ -1,0 +1,129 @@
+//! Standing in front of the old mail box (issue: front the old box): a private Dovecot holds
+//! users mailgate's users file does not, and `[auth.upstream]` checks their passwords by
+//! logging in to it, over POP3 or IMAP, in clear or after STARTTLS.
+
+use std::time::Duration;
+
+use mailgate_testkit::oldbox::{self, OldBox};
+use mailgate_testkit::{Gateway, extra, host, mech};
+
+/// The gateway's config with `[auth.upstream]` pointed at `old` (`protocol`, `tls`), cleartext
+/// logins allowed from loopback, CRAM-MD5 offered, and `more` added to the table.
+fn front(old: &OldBox, protocol: &str, tls: &str, more: &str) -> String {
+    let addr = if protocol == "imap" {
+        old.imap
+    } else {
+        old.pop3
+    };
+    let text = extra::set_all(
+        &mailgate_testkit::config_text(""),
+        &[
+            ("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#),
+            ("auth", "mechanisms", r#"["PLAIN", "LOGIN", "CRAM-MD5"]"#),
+        ],
+    );
+    format!(
+        "{text}\n[auth.upstream]\naddress = \"{addr}\"\nprotocol = \"{protocol}\"\ntls = \"{tls}\"\n\
+         server_name = \"localhost\"\nca_file = \"{}\"\n{more}\n",
+        old.ca_file.display()
+    )
+}
+
+async fn start(text: &str) -> Gateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), mailgate_testkit::USERS).expect("users file");
+    Gateway::start_in(dir, text).await
+}
+
+async fn pop_login(gw: &Gateway, user: &str, password: &str) -> String {
+    let (mut c, _, _) = mech::pop3(host(1), gw.addr("pop3"), false).await;
+    let x = mech::pop_user_pass(&mut c, user, password).await;
+    x.lines[0].clone()
+}
+
+async fn smtp_plain(gw: &Gateway, user: &str, password: &str) -> (u16, String) {
+    let (mut c, _) = mech::smtp(host(1), gw.addr("submission"), false, "client.test").await;
+    let x = mech::smtp_plain(&mut c, user, password).await;
+    (x.code, x.lines.join(" "))
+}
+
+/// A user who exists only on the old box logs in through mailgate over POP3 USER/PASS and
+/// SMTP AUTH PLAIN; a wrong password is refused as such (535, not 454); with capture on, the
+/// users file gains the user's forms and CRAM-MD5 (which the old box could never check for
+/// mailgate) works from then on.
+#[tokio::test]
+async fn a_user_only_on_the_old_box_logs_in_and_is_captured() {
+    if !oldbox::available() {
+        return;
+    }
+    let old = OldBox::start(&[("carol", "carol-old-pw"), ("dave", "dave-pw")]).await;
+    let gw = start(&front(&old, "pop3", "starttls", "capture = true")).await;
+
+    // CRAM-MD5 cannot be checked against the old box: refused while carol has no forms here.
+    let (mut c, _) = mech::smtp(host(1), gw.addr("submission"), false, "client.test").await;
+    assert_eq!(
+        mech::smtp_cram(&mut c, "carol", "carol-old-pw").await.code,
+        535
+    );
+
+    let line = pop_login(&gw, "carol", "carol-old-pw").await;
+    assert!(
+        line.starts_with("+OK"),
+        "POP3 login through the old box: {line}"
+    );
+    let (code, text) = smtp_plain(&gw, "dave", "dave-pw").await;
+    assert_eq!(code, 235, "SMTP AUTH PLAIN through the old box: {text}");
+    let (code, text) = smtp_plain(&gw, "dave", "wrong-pw").await;
+    assert_eq!(code, 535, "a wrong password is a wrong password: {text}");
+    let line = pop_login(&gw, "nobody-here", "x").await;
+    assert!(line.starts_with("-ERR"), "{line}");
+    assert!(!line.contains("SYS/TEMP"), "{line}");
+
+    // Captured: the users file now holds carol, and CRAM-MD5 works for her.
+    let users = gw.dir.path().join("users");
+    extra::eventually("carol captured", Duration::from_secs(10), || {
+        let users = users.clone();
+        async move {
+            std::fs::read_to_string(&users)
+                .unwrap_or_default()
+                .contains("carol:{CRAM-MD5}")
+        }
+    })
+    .await;
+    let (mut c, _) = mech::smtp(host(1), gw.addr("submission"), false, "client.test").await;
+    let x = mech::smtp_cram(&mut c, "carol", "carol-old-pw").await;
+    assert_eq!(x.code, 235, "CRAM-MD5 after capture: {:?}", x.lines);
+    let text = std::fs::read_to_string(&users).expect("users file");
+    assert!(
+        !text.contains("carol-old-pw"),
+        "the password itself is never stored"
+    );
+    assert!(old.log().contains("carol"), "the old box saw carol's login");
+}
+
+/// The old box stopped: its users get a temporary failure (SMTP 454 4.7.0, POP3
+/// `-ERR [SYS/TEMP]`), never the 535 that makes a client ask for a new password, and nothing
+/// counts against them; users of the users file are not affected.
+#[tokio::test]
+async fn the_old_box_down_is_a_temporary_failure() {
+    if !oldbox::available() {
+        return;
+    }
+    let mut old = OldBox::start(&[("carol", "carol-old-pw")]).await;
+    // No cache: every login asks the old box.
+    let more = "cache_ttl = \"0s\"\nnegative_cache_ttl = \"0s\"\ntimeout = \"3s\"";
+    let gw = start(&front(&old, "imap", "starttls", more)).await;
+    let (code, text) = smtp_plain(&gw, "carol", "carol-old-pw").await;
+    assert_eq!(code, 235, "over IMAP with STARTTLS: {text}");
+    old.stop().await;
+    for _ in 0..4 {
+        let (code, text) = smtp_plain(&gw, "carol", "carol-old-pw").await;
+        assert_eq!(code, 454, "{text}");
+        assert!(text.contains("4.7.0"), "{text}");
+        let line = pop_login(&gw, "carol", "carol-old-pw").await;
+        assert!(line.starts_with("-ERR [SYS/TEMP]"), "{line}");
+    }
+    // The users file's own users still log in.
+    let (code, text) = smtp_plain(&gw, "alice", "secret-pw").await;
+    assert_eq!(code, 235, "{text}");
+}
