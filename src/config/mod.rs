@@ -15,7 +15,7 @@ mod tests;
 mod upstream;
 mod validate;
 
-pub use upstream::{AuthUpstream, OldProtocol, OldServer, UpstreamUsers};
+pub use upstream::{AuthUpstream, MasterLogin, OldProtocol, OldServer, Pop3Proxy, UpstreamUsers};
 
 /// Parses a duration in the configuration's syntax (`"90s"`, `"30m"`, `"1h30m"`, `"5d"`).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
@@ -63,6 +63,8 @@ pub struct Config {
     pub policy: std::sync::Arc<crate::policy::Policy>,
     /// Notices and the admin digest.
     pub notices: Notices,
+    /// `[pop3.proxy]`: mailboxes served from the old server until they move.
+    pub pop3_proxy: Option<Pop3Proxy>,
 }
 
 /// `[notices]`.

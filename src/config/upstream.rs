@@ -71,3 +71,24 @@ pub struct AuthUpstream {
     /// After a successful check, store the forms the enabled mechanisms need.
     pub capture: bool,
 }
+
+/// How the gateway logs in to the old server for a user whose login carried no password
+/// (APOP, CRAM-MD5, SCRAM, NTLM, a token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterLogin {
+    /// Dovecot's master-user login: `user*master` with the master password.
+    DovecotStar,
+    /// SASL PLAIN with the user as authorization identity and the master's credentials.
+    Authzid,
+}
+
+/// `[pop3.proxy]`: mailboxes not moved yet are served from the old server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pop3Proxy {
+    /// The old server's POP3.
+    pub server: OldServer,
+    /// A master user and the file of its password, if configured. Absolute.
+    pub master: Option<(String, PathBuf)>,
+    /// How the master user logs in.
+    pub master_login: MasterLogin,
+}

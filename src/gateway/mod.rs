@@ -99,6 +99,8 @@ pub struct Gateway {
     pub verifier: crate::session::Verifier,
     /// The audit log.
     pub audit: crate::audit::Auditor,
+    /// `[pop3.proxy]`: the old server that serves the mailboxes not moved yet.
+    pub pop3_proxy: Option<Arc<crate::upstream::proxy::Pop3Proxy>>,
     /// Admin endpoint: counters fed by the audit events (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
     /// Notices to users under warn/brownout rules.
@@ -304,7 +306,16 @@ impl Gateway {
             );
             verifier = verifier.with_upstream(Arc::new(checker));
         }
+        let pop3_proxy = match &config.pop3_proxy {
+            Some(p) => {
+                let proxy = crate::upstream::proxy::Pop3Proxy::new(p).map_err(Error::Upstream)?;
+                tracing::info!(server = %p.server.address, "mailboxes not moved yet are served from the old server");
+                Some(Arc::new(proxy))
+            }
+            None => None,
+        };
         let gateway = Arc::new(Gateway {
+            pop3_proxy,
             user_store,
             networks: std::sync::RwLock::new(Arc::new(Networks::from_config(&config))),
             users,

@@ -19,6 +19,17 @@ use crate::pop3::reply::{MessageEncoder, Reply};
 use crate::session::{Conn, Flow, Io, Protocol};
 use crate::store::MailboxLease;
 
+/// What a POP3 session holds besides its core: the maildrop lock once logged in, and, while a
+/// login is checked with `[pop3.proxy]` on, the cleartext password it carried (for the login
+/// at the old server should the mailbox be served from there; zeroed when dropped).
+#[derive(Default)]
+pub struct Held {
+    /// The maildrop lock.
+    pub lease: Option<MailboxLease>,
+    /// The password of the login being checked.
+    pub password: Option<crate::auth::Secret>,
+}
+
 /// POP3 on one listener: with STLS (`pop3`) or over implicit TLS (`pop3s`).
 #[derive(Debug, Clone, Copy)]
 pub struct Pop3 {
@@ -36,7 +47,7 @@ impl Pop3 {
 impl Protocol for Pop3 {
     type Session = Session;
     type Output = Output;
-    type Held = Option<MailboxLease>;
+    type Held = Held;
 
     fn span(&self, conn: &Conn) -> tracing::Span {
         tracing::info_span!("pop3", session = %conn.id, peer = %conn.peer)
@@ -72,17 +83,17 @@ impl Protocol for Pop3 {
         session.line_limit()
     }
 
-    fn idle_timeout(_: &Session, lock: &Option<MailboxLease>, shared: &Gateway) -> Duration {
+    fn idle_timeout(_: &Session, held: &Held, shared: &Gateway) -> Duration {
         let limits = &shared.config.limits;
-        if lock.is_some() {
+        if held.lease.is_some() {
             limits.pop3_idle_timeout
         } else {
             limits.preauth_idle_timeout
         }
     }
 
-    fn authenticated(_: &Session, lock: &Option<MailboxLease>) -> bool {
-        lock.is_some()
+    fn authenticated(_: &Session, held: &Held) -> bool {
+        held.lease.is_some()
     }
 
     fn sasl_state(session: &Session) -> (bool, bool) {
@@ -104,6 +115,14 @@ impl Protocol for Pop3 {
                 output.action = other;
                 None
             }
+        }
+    }
+
+    fn note_check(check: &crate::sasl::Check, held: &mut Held, shared: &Gateway) {
+        if let crate::sasl::Check::Password { password, .. } = check
+            && shared.pop3_proxy.is_some()
+        {
+            held.password = Some(password.clone());
         }
     }
 
@@ -143,7 +162,7 @@ impl Protocol for Pop3 {
         io: &mut Io<S>,
         session: &mut Session,
         conn: &Conn,
-        lock: &mut Option<MailboxLease>,
+        held: &mut Held,
         shared: &Arc<Gateway>,
     ) -> Flow
     where
@@ -162,7 +181,7 @@ impl Protocol for Pop3 {
                     // order that a client could see), so a client that logs in again right
                     // after its +OK to QUIT is not told -ERR [IN-USE] by its own ending
                     // session. Seen under load in the audit tests.
-                    *lock = None;
+                    held.lease = None;
                     output.reply.encode(&mut io.out);
                     let _ = io.flush().await;
                     return Flow::Closed;
@@ -180,6 +199,7 @@ impl Protocol for Pop3 {
                     continue;
                 }
                 Action::AuthFailed { user, note, close } => {
+                    held.password = None;
                     tracing::info!(
                         user = user.as_deref().unwrap_or("-"),
                         "login failed: {note}"
@@ -205,6 +225,21 @@ impl Protocol for Pop3 {
                 }
                 Action::OpenMailbox { user, method } => {
                     shared.auth_succeeded(peer.ip(), &user).await;
+                    if let Some(proxy) = &shared.pop3_proxy
+                        && !super::proxy::local(shared, &user).await
+                    {
+                        let proxy = proxy.clone();
+                        match super::proxy::serve(&proxy, io, session, conn, held, shared, &user)
+                            .await
+                        {
+                            Ok(flow) => return flow,
+                            Err(e) => {
+                                output = session.handle_mailbox(Err(e));
+                                continue;
+                            }
+                        }
+                    }
+                    held.password = None;
                     let (result, new_lock) = open_mailbox(shared, &user).await;
                     match &result {
                         Ok(mb) => {
@@ -218,7 +253,7 @@ impl Protocol for Pop3 {
                             tracing::error!(%user, "cannot open mailbox: {e}");
                         }
                     }
-                    *lock = new_lock;
+                    held.lease = new_lock;
                     output = session.handle_mailbox(result);
                     continue;
                 }
@@ -313,7 +348,7 @@ async fn open_mailbox(
 
 /// Enters the client address into the POP-before-SMTP allowlist after a login; the service
 /// records the audit event with the session's details.
-async fn allowlist_login(shared: &Gateway, session: &Session, conn: &Conn, user: &str) {
+pub(super) async fn allowlist_login(shared: &Gateway, session: &Session, conn: &Conn, user: &str) {
     let s = session.settings();
     let from = crate::allowlist::Login {
         peer: conn.peer,

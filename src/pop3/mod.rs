@@ -6,10 +6,12 @@
 //! - `reply`: every reply the server writes, and the RETR/TOP [`reply::MessageEncoder`].
 //! - `machine`: the sans-IO [`Session`]: lines in, [`Output`] (reply and [`Action`]) out.
 //! - `conn`: the tokio loop that drives the machine over a socket.
+//! - `proxy`: `[pop3.proxy]`, a mailbox not moved yet relayed from the old server.
 
 pub mod command;
 pub mod conn;
 pub mod machine;
+mod proxy;
 pub mod reply;
 
 pub use machine::{Action, Output, Session, Settings};

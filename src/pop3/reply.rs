@@ -379,6 +379,11 @@ impl Reply {
         Self::err_code(Code::SysTemp, "unable to open maildrop")
     }
 
+    /// The maildrop is open on the old server (`[pop3.proxy]`), which answers from now on.
+    pub fn maildrop_proxied() -> Self {
+        Self::ok("maildrop ready")
+    }
+
     /// `STAT` (RFC 1939 §5): the drop listing.
     pub fn stat(count: usize, octets: u64) -> Self {
         Self::ok(format!("{count} {octets}"))

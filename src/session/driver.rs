@@ -122,6 +122,12 @@ pub trait Protocol: Send + Sync + 'static {
     fn handle_overlong(session: &mut Self::Session) -> Self::Output;
     /// The credential check `output` asks for, if any, taken out of it.
     fn take_check(output: &mut Self::Output) -> Option<crate::sasl::Check>;
+    /// Sees a check before it is verified, to keep what the protocol needs after the login
+    /// (POP3 keeps a cleartext password for the `[pop3.proxy]` login upstream). The default
+    /// keeps nothing.
+    fn note_check(check: &crate::sasl::Check, held: &mut Self::Held, shared: &Gateway) {
+        let _ = (check, held, shared);
+    }
     /// Feeds the answer to a check.
     fn handle_verified(session: &mut Self::Session, answer: crate::sasl::Answer) -> Self::Output;
     /// Encodes the answer to a shutdown (SMTP 421, POP3 `-ERR`).
@@ -476,6 +482,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     while let Some(check) = P::take_check(&mut output) {
+        P::note_check(&check, held, cx.shared);
         let answer = cx.shared.verifier.verify(check, cx.conn.peer.ip()).await;
         output = P::handle_verified(session, answer);
     }

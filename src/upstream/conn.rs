@@ -187,6 +187,23 @@ impl Connection {
         }
     }
 
+    /// Appends to `buf` what the server sent: the bytes already buffered, else one read.
+    pub async fn read_some(&mut self, buf: &mut Vec<u8>) -> Result<(), Error> {
+        let buffered = self.reader.buffered().len();
+        if buffered > 0 {
+            buf.extend_from_slice(self.reader.buffered());
+            self.reader.consume(buffered);
+            return Ok(());
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::io::AsyncReadExt::read(&mut self.io, &mut chunk).await?;
+        if n == 0 {
+            return Err(Error::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
     /// Writes `bytes` and flushes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.io.write_all(bytes).await?;

@@ -9,6 +9,8 @@
 //!   deadline, the logout.
 //! - `check.rs`: the [`Checker`] the session driver's verification path calls: the caches,
 //!   the concurrency limit, the temporary-failure log and metric.
+//! - `proxy.rs`: `[pop3.proxy]`, mailboxes not moved yet served from the old server: the
+//!   upstream login and the sans-IO parts of the relay.
 //!
 //! Threat model: the old server is trusted to judge passwords, not to behave. Its lines are
 //! bounded, its silence ends at the deadline, and nothing it sends is logged beyond a short,
@@ -20,6 +22,7 @@ mod check;
 mod conn;
 mod imap;
 mod pop3;
+pub mod proxy;
 mod smtp;
 
 use zeroize::Zeroizing;

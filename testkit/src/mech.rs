@@ -208,6 +208,24 @@ pub async fn pop_plain(c: &mut Client, user: &str, password: &str) -> Exchange {
     x
 }
 
+/// POP3 AUTH CRAM-MD5 (RFC 5034 with RFC 2195).
+pub async fn pop_cram(c: &mut Client, user: &str, password: &str) -> Exchange {
+    let mut x = Exchange::default();
+    c.send("AUTH CRAM-MD5").await;
+    let line = c.line().await.expect("AUTH challenge");
+    let challenge = B64
+        .decode(line.trim_start_matches('+').trim())
+        .expect("challenge is base64");
+    let response = sasl::cram_md5(user, password.as_bytes(), &challenge);
+    let blob = B64.encode(&response);
+    x.push(&blob, response.as_bytes());
+    c.send(&blob).await;
+    let line = c.line().await.expect("AUTH reply");
+    x.code = u16::from(line.starts_with("+OK"));
+    x.lines = vec![line];
+    x
+}
+
 /// The queue id in a `250 2.0.0 OK queued as <id>` reply.
 pub fn queue_id(lines: &[String]) -> String {
     lines

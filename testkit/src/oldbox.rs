@@ -88,9 +88,20 @@ impl OldBox {
             "dovecot did not start: {}",
             std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
         );
-        let pid = std::fs::read_to_string(d.join("run/master.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok());
+        // The master writes its pid file once it runs; without it the box could not be
+        // stopped, so wait for it.
+        let pid_file = d.join("run/master.pid");
+        let mut pid = None;
+        for _ in 0..200 {
+            pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(pid.is_some(), "dovecot wrote no pid file");
         let old = OldBox {
             pop3: crate::extra::local(pop3),
             imap: crate::extra::local(imap),

@@ -127,3 +127,116 @@ async fn the_old_box_down_is_a_temporary_failure() {
     let (code, text) = smtp_plain(&gw, "alice", "secret-pw").await;
     assert_eq!(code, 235, "{text}");
 }
+
+/// A Python poplib session against `addr` as `user`: STAT, the UIDL list, every message's
+/// bytes (hex), then `dele` (message numbers) and QUIT; printed as JSON.
+async fn poplib(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+    dele: &[u32],
+) -> serde_json::Value {
+    let script = format!(
+        r#"
+import poplib, json
+p = poplib.POP3("{ip}", {port}, timeout=10)
+p.user("{user}")
+p.pass_("{password}")
+count, size = p.stat()
+uidl = [l.decode() for l in p.uidl()[1]]
+msgs = [b"\r\n".join(p.retr(i + 1)[1]).hex() for i in range(count)]
+for n in {dele:?}:
+    p.dele(n)
+p.quit()
+print(json.dumps({{"stat": [count, size], "uidl": uidl, "msgs": msgs}}))
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+    let out = mailgate_testkit::run("python3", vec!["-c".into(), script], None).await;
+    assert!(
+        out.status.success(),
+        "poplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("poplib's JSON")
+}
+
+/// A mailbox not moved yet is served from the old box: a poplib session through mailgate
+/// sees exactly what one straight to the old box sees (STAT, UIDL, every message's bytes);
+/// a client that leaves without QUIT deletes nothing there; DELE and QUIT through mailgate
+/// delete on the old box. A login that carried no password (CRAM-MD5, after capture) is
+/// proxied as the master user.
+#[tokio::test]
+async fn a_mailbox_not_moved_yet_is_served_from_the_old_box() {
+    if !oldbox::available() || !mailgate_testkit::have("python3") {
+        return;
+    }
+    let old = OldBox::start(&[("carol", "carol-old-pw")]).await;
+    old.deliver(
+        "carol",
+        &[
+            "Subject: one\n\nfirst message\n",
+            "Subject: two\n\n.leading dot\n..two dots\nend\n",
+            "Subject: three\n\nthird\n",
+        ],
+    );
+    let master = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(master.path(), format!("{}\n", oldbox::MASTER.1)).expect("master password");
+    let text = format!(
+        "{}\n[pop3.proxy]\naddress = \"{}\"\ntls = \"starttls\"\nserver_name = \"localhost\"\n\
+         ca_file = \"{}\"\nmaster_user = \"{}\"\nmaster_password_file = \"{}\"\n",
+        front(&old, "pop3", "starttls", "capture = true"),
+        old.pop3,
+        old.ca_file.display(),
+        oldbox::MASTER.0,
+        master.path().display(),
+    );
+    let gw = start(&text).await;
+
+    let direct = poplib(old.pop3, "carol", "carol-old-pw", &[]).await;
+    assert_eq!(direct["stat"][0], 3, "{direct}");
+    let proxied = poplib(gw.addr("pop3"), "carol", "carol-old-pw", &[]).await;
+    assert_eq!(proxied, direct, "the same mailbox, byte for byte");
+
+    // Gone without QUIT: nothing deleted upstream.
+    let (mut c, _, _) = mech::pop3(host(1), gw.addr("pop3"), false).await;
+    assert_eq!(
+        mech::pop_user_pass(&mut c, "carol", "carol-old-pw")
+            .await
+            .code,
+        1
+    );
+    c.pop_cmd("DELE 1", true).await;
+    drop(c);
+    // Captured by now: CRAM-MD5 over POP3 AUTH, which carries no password, goes upstream
+    // as the master user.
+    let users = gw.dir.path().join("users");
+    extra::eventually("carol captured", Duration::from_secs(10), || {
+        let users = users.clone();
+        async move {
+            std::fs::read_to_string(&users)
+                .unwrap_or_default()
+                .contains("carol:{CRAM-MD5}")
+        }
+    })
+    .await;
+    let (mut c, _, _) = mech::pop3(host(1), gw.addr("pop3"), false).await;
+    let x = mech::pop_cram(&mut c, "carol", "carol-old-pw").await;
+    assert_eq!(
+        x.code, 1,
+        "CRAM-MD5 proxied as the master user: {:?}",
+        x.lines
+    );
+    c.pop_cmd("STAT", true).await;
+    c.pop_cmd("QUIT", true).await;
+
+    // DELE and QUIT through mailgate delete on the old box.
+    let after = poplib(gw.addr("pop3"), "carol", "carol-old-pw", &[2]).await;
+    assert_eq!(
+        after["stat"][0], 3,
+        "the message left without QUIT is still there"
+    );
+    let left = poplib(old.pop3, "carol", "carol-old-pw", &[]).await;
+    assert_eq!(left["stat"][0], 2, "{left}");
+}

@@ -29,7 +29,7 @@ pub use delivery::{
     DeliveryFile, RelayFile, UpstreamFile, UpstreamOAuthFile, default_command_timeout,
     default_retry,
 };
-pub use upstream::AuthUpstreamFile;
+pub use upstream::{AuthUpstreamFile, OldServerFile, Pop3File, Pop3ProxyFile};
 
 /// The top-level keys of the file, in the order [`File`] declares them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -46,6 +46,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "policy",
     "notices",
+    "pop3",
 ];
 
 /// The whole file.
@@ -78,6 +79,8 @@ pub struct File {
     pub policy: Vec<PolicyFile>,
     /// `[notices]`.
     pub notices: NoticesFile,
+    /// `[pop3]`.
+    pub pop3: Pop3File,
 }
 
 /// One `[[policy]]` rule. Empty criteria match everything.
@@ -224,6 +227,7 @@ impl File {
             admin: section(root, "admin", &mut errors).unwrap_or_default(),
             policy: section(root, "policy", &mut errors).unwrap_or_default(),
             notices: section(root, "notices", &mut errors).unwrap_or_default(),
+            pop3: section(root, "pop3", &mut errors).unwrap_or_default(),
         };
         (file, errors)
     }
@@ -294,6 +298,7 @@ impl Default for File {
             admin: AdminFile::default(),
             policy: Vec::new(),
             notices: NoticesFile::default(),
+            pop3: Pop3File::default(),
         }
     }
 }

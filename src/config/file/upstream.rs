@@ -51,3 +51,88 @@ impl Default for AuthUpstreamFile {
         }
     }
 }
+
+/// `[pop3]`: POP3 settings beyond the listeners.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3File {
+    /// `[pop3.proxy]`: mailboxes not moved yet, served from the old server.
+    pub proxy: Option<Pop3ProxyFile>,
+}
+
+/// `[pop3.proxy]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3ProxyFile {
+    /// `"IP:port"` of the old server's POP3. Required.
+    pub address: String,
+    /// `"none"`, `"starttls"` (STLS) or `"implicit"`. Default `"starttls"`.
+    pub tls: String,
+    /// The name its certificate is checked against (and sent as SNI). Default: its IP.
+    pub server_name: Option<String>,
+    /// PEM file of the CA certificates its certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// Connect and login, and each reply while proxying. Default `"30s"`.
+    pub timeout: String,
+    /// A master user of the old server, for logins whose mechanism carried no password.
+    pub master_user: Option<String>,
+    /// The file holding the master user's password.
+    pub master_password_file: Option<PathBuf>,
+    /// `"dovecot-star"` (`user*master`) or `"authzid"` (SASL PLAIN with an authorization
+    /// identity). Default `"dovecot-star"`.
+    pub master_login: String,
+}
+
+impl Default for Pop3ProxyFile {
+    fn default() -> Self {
+        Pop3ProxyFile {
+            address: String::new(),
+            tls: "starttls".into(),
+            server_name: None,
+            ca_file: None,
+            timeout: "30s".into(),
+            master_user: None,
+            master_password_file: None,
+            master_login: "dovecot-star".into(),
+        }
+    }
+}
+
+/// The fields that say where an old server is, shared by the tables that reach one.
+pub trait OldServerFile {
+    /// `address`.
+    fn address(&self) -> &str;
+    /// `tls`.
+    fn tls(&self) -> &str;
+    /// `server_name`.
+    fn server_name(&self) -> Option<&str>;
+    /// `ca_file`.
+    fn ca_file(&self) -> Option<&PathBuf>;
+    /// `timeout`.
+    fn timeout(&self) -> &str;
+}
+
+macro_rules! old_server_file {
+    ($t:ty) => {
+        impl OldServerFile for $t {
+            fn address(&self) -> &str {
+                &self.address
+            }
+            fn tls(&self) -> &str {
+                &self.tls
+            }
+            fn server_name(&self) -> Option<&str> {
+                self.server_name.as_deref()
+            }
+            fn ca_file(&self) -> Option<&PathBuf> {
+                self.ca_file.as_ref()
+            }
+            fn timeout(&self) -> &str {
+                &self.timeout
+            }
+        }
+    };
+}
+
+old_server_file!(AuthUpstreamFile);
+old_server_file!(Pop3ProxyFile);

@@ -195,9 +195,11 @@ impl<'a> Checker<'a> {
                 &f.notices.digest_interval,
             ),
         };
+        let pop3_proxy = f.pop3.proxy.as_ref().map(|p| self.pop3_proxy(&base, p));
         Config {
             policy,
             notices,
+            pop3_proxy,
             source: Some(source),
             hostname,
             state_dir,

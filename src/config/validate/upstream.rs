@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use super::Checker;
-use crate::config::file::AuthUpstreamFile;
-use crate::config::{AuthUpstream, OldProtocol, OldServer, UpstreamTls, UpstreamUsers};
+use crate::config::file::{AuthUpstreamFile, OldServerFile, Pop3ProxyFile};
+use crate::config::{
+    AuthUpstream, MasterLogin, OldProtocol, OldServer, Pop3Proxy, UpstreamTls, UpstreamUsers,
+};
 
 impl Checker<'_> {
     pub(super) fn auth_upstream(&mut self, base: &Path, u: &AuthUpstreamFile) -> AuthUpstream {
@@ -56,10 +58,10 @@ impl Checker<'_> {
         &mut self,
         key: &str,
         base: &Path,
-        u: &AuthUpstreamFile,
+        u: &dyn OldServerFile,
         protocol: OldProtocol,
     ) -> OldServer {
-        let address = if u.address.is_empty() {
+        let address = if u.address().is_empty() {
             self.bad(
                 key,
                 None,
@@ -68,10 +70,10 @@ impl Checker<'_> {
             );
             None
         } else {
-            self.addr(&format!("{key}.address"), None, &u.address)
+            self.addr(&format!("{key}.address"), None, u.address())
         };
         let address = address.unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
-        let tls = match u.tls.as_str() {
+        let tls = match u.tls() {
             "none" => UpstreamTls::None,
             "starttls" => UpstreamTls::Starttls,
             "implicit" | "tls" => UpstreamTls::Tls,
@@ -86,7 +88,7 @@ impl Checker<'_> {
                 UpstreamTls::Starttls
             }
         };
-        if u.server_name.as_deref().is_some_and(str::is_empty) {
+        if u.server_name().is_some_and(str::is_empty) {
             self.bad(
                 &format!("{key}.server_name"),
                 None,
@@ -97,17 +99,55 @@ impl Checker<'_> {
         OldServer {
             address,
             server_name: u
-                .server_name
-                .clone()
+                .server_name()
                 .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| address.ip().to_string()),
+                .map_or_else(|| address.ip().to_string(), str::to_owned),
             protocol,
             tls,
             ca_file: u
-                .ca_file
-                .as_ref()
+                .ca_file()
                 .map(|p| self.path(base, &format!("{key}.ca_file"), p)),
-            timeout: self.duration(&format!("{key}.timeout"), None, &u.timeout),
+            timeout: self.duration(&format!("{key}.timeout"), None, u.timeout()),
+        }
+    }
+
+    pub(super) fn pop3_proxy(&mut self, base: &Path, p: &Pop3ProxyFile) -> Pop3Proxy {
+        let key = "pop3.proxy";
+        let server = self.old_server(key, base, p, OldProtocol::Pop3);
+        let master_login = match p.master_login.as_str() {
+            "dovecot-star" => MasterLogin::DovecotStar,
+            "authzid" => MasterLogin::Authzid,
+            other => {
+                self.bad(
+                    &format!("{key}.master_login"),
+                    None,
+                    format!("\"{other}\" is not a master login style"),
+                    "write \"dovecot-star\" (user*master) or \"authzid\" (SASL PLAIN)",
+                );
+                MasterLogin::DovecotStar
+            }
+        };
+        let master = match (&p.master_user, &p.master_password_file) {
+            (Some(user), Some(file)) if !user.is_empty() => Some((
+                user.clone(),
+                self.path(base, &format!("{key}.master_password_file"), file),
+            )),
+            (None, None) => None,
+            _ => {
+                self.bad(
+                    key,
+                    None,
+                    "master_user and master_password_file must be set together".into(),
+                    "set both (logins without a password are then proxied as the master \
+                     user), or neither",
+                );
+                None
+            }
+        };
+        Pop3Proxy {
+            server,
+            master,
+            master_login,
         }
     }
 }
