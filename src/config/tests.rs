@@ -677,3 +677,65 @@ fn introspection_ca_file_is_resolved_next_to_the_config() {
         Some(Path::new("/etc/mailgate/idp-ca.pem"))
     );
 }
+
+#[test]
+fn old_server_tables_load_with_their_defaults() {
+    let c = ok(&format!(
+        "{BASE}[auth.upstream]\naddress = \"192.0.2.10:110\"\n\
+         [pop3.proxy]\naddress = \"192.0.2.10:995\"\ntls = \"implicit\"\n\
+         master_user = \"m\"\nmaster_password_file = \"master\"\n"
+    ));
+    let up = c.auth.upstream.expect("[auth.upstream]");
+    assert_eq!(up.server.protocol, super::OldProtocol::Pop3);
+    assert_eq!(up.server.tls, UpstreamTls::Starttls);
+    assert_eq!(up.server.server_name, "192.0.2.10");
+    assert_eq!(up.server.timeout, Duration::from_secs(10));
+    assert_eq!(up.users, super::UpstreamUsers::Unknown);
+    assert_eq!(up.cache_ttl, Duration::from_secs(300));
+    assert_eq!(up.negative_cache_ttl, Duration::from_secs(30));
+    assert_eq!((up.max_concurrent, up.capture), (32, false));
+    let proxy = c.pop3_proxy.expect("[pop3.proxy]");
+    assert_eq!(proxy.server.tls, UpstreamTls::Tls);
+    assert_eq!(proxy.master_login, super::MasterLogin::DovecotStar);
+    assert_eq!(
+        proxy.master,
+        Some(("m".into(), PathBuf::from("/etc/mailgate/master")))
+    );
+}
+
+#[test]
+fn old_server_mistakes_are_named() {
+    let keys: Vec<String> = where_(&format!(
+        "{BASE}[auth.upstream]\nprotocol = \"ldap\"\ntls = \"maybe\"\nusers = \"some\"\n\
+         max_concurrent = 0\ncache_ttl = \"soon\"\n\
+         [pop3.proxy]\naddress = \"old.example:110\"\nmaster_user = \"m\"\nmaster_login = \"x\"\n"
+    ))
+    .into_iter()
+    .map(|(_, k)| k)
+    .collect();
+    for key in [
+        "auth.upstream",
+        "auth.upstream.protocol",
+        "auth.upstream.tls",
+        "auth.upstream.users",
+        "auth.upstream.max_concurrent",
+        "auth.upstream.cache_ttl",
+        "pop3.proxy.address",
+        "pop3.proxy",
+        "pop3.proxy.master_login",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} not named in {keys:?}");
+    }
+}
+
+#[test]
+fn challenge_mechanisms_in_front_of_an_old_server_are_warned_about() {
+    let c = ok(&format!(
+        "{BASE}[auth]\nmechanisms = [\"PLAIN\", \"CRAM-MD5\"]\n\
+         [auth.upstream]\naddress = \"192.0.2.10:110\"\ntls = \"none\"\n"
+    ));
+    let w = c.warnings().join("\n");
+    assert!(w.contains("CRAM-MD5, APOP never carry the password"), "{w}");
+    assert!(w.contains("capture = true"), "{w}");
+    assert!(w.contains("in the clear"), "{w}");
+}

@@ -53,6 +53,7 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
             ));
         }
     }
+    old_server(c, &mut out);
     let p = &c.pop_before_smtp;
     if p.enabled && p.listeners.is_empty() {
         out.push("pop_before_smtp.listeners is empty, so enabled = true has no effect".into());
@@ -150,4 +151,47 @@ fn is_private(net: &IpNet) -> bool {
         .iter()
         .filter_map(|p| p.parse::<IpNet>().ok())
         .any(|p| p.contains(net))
+}
+
+/// `[auth.upstream]` and `[pop3.proxy]`: what the old server cannot do for mailgate, and
+/// passwords sent to it in clear.
+fn old_server(c: &Config, out: &mut Vec<String>) {
+    if let Some(up) = &c.auth.upstream {
+        let challenge: Vec<&str> = c
+            .auth
+            .mechanisms
+            .iter()
+            .map(String::as_str)
+            .filter(|m| m.starts_with("CRAM-") || m.starts_with("SCRAM-") || *m == "NTLM")
+            .chain(c.auth.apop.then_some("APOP"))
+            .collect();
+        if !challenge.is_empty() {
+            out.push(format!(
+                "auth.upstream: {} never carry the password, so they cannot be checked against \
+                 the old server; they fail for users with no stored forms here{}",
+                challenge.join(", "),
+                if up.capture {
+                    " until their first cleartext login is captured"
+                } else {
+                    " (set capture = true to store the forms at each user's first login)"
+                }
+            ));
+        }
+        if up.server.tls == UpstreamTls::None && !up.server.address.ip().is_loopback() {
+            out.push(format!(
+                "auth.upstream: tls = \"none\" sends every password checked there to {} in \
+                 the clear",
+                up.server.address
+            ));
+        }
+    }
+    if let Some(p) = &c.pop3_proxy
+        && p.server.tls == UpstreamTls::None
+        && !p.server.address.ip().is_loopback()
+    {
+        out.push(format!(
+            "pop3.proxy: tls = \"none\" sends passwords and mail to {} in the clear",
+            p.server.address
+        ));
+    }
 }
