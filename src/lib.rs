@@ -16,6 +16,7 @@
 //! - `allowlist`: the POP-before-SMTP allowlist service; `control`: its admin channel.
 //! - `throttle`: growing delays for failed logins.
 //! - `auth/`: users file and the [`auth::Authenticator`] seam.
+//! - `import`: `mailgate import pop3`, a mailbox moved from the old server keeping its UIDLs.
 //! - `upstream/`: the old mail server in front of which the gateway stands during a
 //!   migration: password checks by logging in to it.
 //! - `oauth/`: bearer-token validation (JWT, RFC 7662 introspection) for XOAUTH2/OAUTHBEARER.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod control;
 pub mod durable;
 pub mod gateway;
+pub mod import;
 pub mod io;
 pub mod maildir;
 pub mod metrics;

@@ -7,6 +7,7 @@
 //! sessions.
 
 pub mod cache;
+pub mod uidlist;
 
 pub use cache::Cache;
 

@@ -67,6 +67,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a mailbox from the old server into the local Maildir, keeping each message's
+    /// UIDL; resumable, idempotent, and the old mailbox is left untouched.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+        /// The configuration file (names the Maildir root and [pop3.proxy]).
+        #[arg(long, global = true, default_value = "config/mailgate.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// From the old server over POP3 ([pop3.proxy]: address, TLS, master user).
+    Pop3 {
+        /// The user whose mailbox moves.
+        #[arg(long)]
+        user: String,
+        /// Read the user's password from the first line of standard input.
+        #[arg(long, conflicts_with = "master")]
+        password_stdin: bool,
+        /// Log in as [pop3.proxy]'s master user.
+        #[arg(long)]
+        master: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -154,6 +179,58 @@ fn main() -> ExitCode {
         Command::Allowlist { action, config } => allowlist(&config, action),
         Command::Audit(args) => audit(args),
         Command::Queue { config, json } => queue(&config, json),
+        Command::Import { source, config } => import(&config, source),
+    }
+}
+
+/// `mailgate import pop3`.
+fn import(path: &Path, source: ImportSource) -> ExitCode {
+    let ImportSource::Pop3 {
+        user,
+        password_stdin,
+        master,
+    } = source;
+    if !password_stdin && !master {
+        eprintln!("import pop3: pass --password-stdin (the user's password) or --master");
+        return ExitCode::FAILURE;
+    }
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let password = if password_stdin {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        if std::io::stdin().read_line(&mut line).is_err() {
+            eprintln!("import pop3: cannot read the password from standard input");
+            return ExitCode::FAILURE;
+        }
+        let pw = line.trim_end_matches(['\r', '\n']);
+        Some(mailgate::auth::Secret::new(pw.as_bytes().to_vec()))
+    } else {
+        None
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("import pop3: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(mailgate::import::pop3(&config, &user, password)) {
+        Ok(r) => {
+            println!(
+                "{user}: {} messages on the old server; {} copied ({} bytes), {} already here",
+                r.listed, r.copied, r.bytes, r.present
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("import pop3: {user}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

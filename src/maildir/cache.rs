@@ -312,6 +312,11 @@ pub(super) fn scan(cur: &Path, old: Option<&Listing>) -> io::Result<(Listing, u6
         })
         .unwrap_or_default();
     let mut kept = vec![false; old.map_or(0, |o| o.messages.len())];
+    // Unique-ids kept from the old server (`mailgate import`); read only when files changed.
+    let imported = match cur.parent() {
+        Some(dir) => super::uidlist::read(dir)?,
+        None => HashMap::new(),
+    };
     let mut added: Vec<(Meta, String, MessageInfo)> = Vec::new();
     let mut stats = 0;
     for entry in fs::read_dir(cur)? {
@@ -341,7 +346,10 @@ pub(super) fn scan(cur: &Path, old: Option<&Listing>) -> io::Result<(Listing, u6
         }
         let base = name.split(':').next().unwrap_or(name);
         let info = MessageInfo {
-            uid: super::unique_id(base),
+            uid: imported
+                .get(base)
+                .cloned()
+                .unwrap_or_else(|| super::unique_id(base)),
             size: super::wire_size(base).unwrap_or(meta.len()),
             path: entry.path(),
         };

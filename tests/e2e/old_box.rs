@@ -240,3 +240,141 @@ async fn a_mailbox_not_moved_yet_is_served_from_the_old_box() {
     let left = poplib(old.pop3, "carol", "carol-old-pw", &[]).await;
     assert_eq!(left["stat"][0], 2, "{left}");
 }
+
+/// fetchmail (`keep`, `uidl`) through mailgate as `user`; returns how many messages it
+/// delivered this run.
+async fn fetchmail(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+) -> usize {
+    let count = dir.join(format!("fetched-{}", rand_suffix()));
+    let rc = dir.join("fetchmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set no bouncemail\n\
+             poll {ip} port {port} protocol POP3 uidl no dns\n\
+             \x20 user \"{user}\" password \"{password}\" is \"{user}\" here\n\
+             \x20 keep sslproto ''\n\
+             \x20 mda \"/bin/sh -c 'cat > /dev/null; echo x >> {count}'\"\n",
+            ip = addr.ip(),
+            port = addr.port(),
+            count = count.display(),
+        ),
+    )
+    .expect("fetchmailrc");
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let out = mailgate_testkit::run(
+        "fetchmail",
+        vec![
+            "-f".into(),
+            rc.display().to_string(),
+            "--idfile".into(),
+            dir.join("fetchids").display().to_string(),
+            "--nosyslog".into(),
+            "-N".into(),
+        ],
+        None,
+    )
+    .await;
+    // 0: mail fetched; 1: no mail. Anything else is a failure.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "fetchmail: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&count)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Moving a mailbox without duplicate downloads: fetchmail (keep, UIDL) fetches the old box's
+/// messages through the proxy once; after `mailgate import pop3` the mailbox is served
+/// locally, with the same UIDLs and bytes as the old box, and the same fetchmail run fetches
+/// nothing. Importing again copies nothing; the old mailbox is untouched.
+#[tokio::test]
+async fn an_imported_mailbox_keeps_its_uidls() {
+    if !oldbox::available()
+        || !mailgate_testkit::have("python3")
+        || !mailgate_testkit::have("fetchmail")
+    {
+        return;
+    }
+    let old = OldBox::start(&[("erin", "erin-pw")]).await;
+    let messages: Vec<String> = (1..=12)
+        .map(|i| format!("Subject: message {i}\n\n.dot line {i}\nbody {i}\n"))
+        .collect();
+    let refs: Vec<&str> = messages.iter().map(String::as_str).collect();
+    old.deliver("erin", &refs);
+    let text = format!(
+        "{}\n[pop3.proxy]\naddress = \"{}\"\ntls = \"starttls\"\nserver_name = \"localhost\"\n\
+         ca_file = \"{}\"\n",
+        front(&old, "pop3", "starttls", ""),
+        old.pop3,
+        old.ca_file.display(),
+    );
+    let gw = start(&text).await;
+    let work = tempfile::tempdir().expect("temp dir");
+    assert_eq!(
+        fetchmail(work.path(), gw.addr("pop3"), "erin", "erin-pw").await,
+        12
+    );
+    assert_eq!(
+        fetchmail(work.path(), gw.addr("pop3"), "erin", "erin-pw").await,
+        0
+    );
+    let before = poplib(old.pop3, "erin", "erin-pw", &[]).await;
+
+    let import = |input: &'static str| {
+        let config = gw.dir.path().join("mailgate.toml").display().to_string();
+        async move {
+            let args = [
+                "import",
+                "pop3",
+                "--user",
+                "erin",
+                "--password-stdin",
+                "--config",
+            ];
+            let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            args.push(config);
+            mailgate_testkit::run(crate::MAILGATE, args, Some(input.into())).await
+        }
+    };
+    let out = import("erin-pw\n").await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("12 copied"), "{said}");
+    assert!(gw.dir.path().join("state/maildir/erin/cur").is_dir());
+
+    // Served locally now, with the old UIDLs and bytes: fetchmail fetches nothing again.
+    let local = poplib(gw.addr("pop3"), "erin", "erin-pw", &[]).await;
+    assert_eq!(local, before, "the same UIDLs and messages after the move");
+    assert_eq!(
+        fetchmail(work.path(), gw.addr("pop3"), "erin", "erin-pw").await,
+        0
+    );
+    let out = import("erin-pw\n").await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("0 copied") && said.contains("12 already here"),
+        "{said}"
+    );
+    let after = poplib(old.pop3, "erin", "erin-pw", &[]).await;
+    assert_eq!(after, before, "the old mailbox is untouched");
+}
