@@ -68,7 +68,7 @@ pub async fn pop3(config: &Config, user: &str, password: Option<Secret>) -> Resu
         listed: listing.len() as u64,
         ..Report::default()
     };
-    let started = crate::clock::unix_secs(std::time::SystemTime::now());
+    let started = crate::clock::unix_secs(crate::clock::Clock::now(&crate::clock::SystemClock));
     let terminal = io::stderr().is_terminal();
     for (i, (n, uid)) in listing.iter().enumerate() {
         if present.contains(uid) {
