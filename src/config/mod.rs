@@ -15,7 +15,10 @@ mod tests;
 mod upstream;
 mod validate;
 
-pub use upstream::{AuthUpstream, MasterLogin, OldProtocol, OldServer, Pop3Proxy, UpstreamUsers};
+pub use upstream::{
+    AuthUpstream, CheckSource, LdapDirectory, MasterLogin, OldProtocol, OldServer, Pop3Proxy,
+    UpstreamUsers,
+};
 
 /// Parses a duration in the configuration's syntax (`"90s"`, `"30m"`, `"1h30m"`, `"5d"`).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {

@@ -686,10 +686,11 @@ fn old_server_tables_load_with_their_defaults() {
          master_user = \"m\"\nmaster_password_file = \"master\"\n"
     ));
     let up = c.auth.upstream.expect("[auth.upstream]");
-    assert_eq!(up.server.protocol, super::OldProtocol::Pop3);
-    assert_eq!(up.server.tls, UpstreamTls::Starttls);
-    assert_eq!(up.server.server_name, "192.0.2.10");
-    assert_eq!(up.server.timeout, Duration::from_secs(10));
+    let server = up.server().expect("a server").clone();
+    assert_eq!(server.protocol, super::OldProtocol::Pop3);
+    assert_eq!(server.tls, UpstreamTls::Starttls);
+    assert_eq!(server.server_name, "192.0.2.10");
+    assert_eq!(server.timeout, Duration::from_secs(10));
     assert_eq!(up.users, super::UpstreamUsers::Unknown);
     assert_eq!(up.cache_ttl, Duration::from_secs(300));
     assert_eq!(up.negative_cache_ttl, Duration::from_secs(30));

@@ -55,11 +55,41 @@ pub enum UpstreamUsers {
     All,
 }
 
-/// `[auth.upstream]`.
+/// What judges the passwords: the old server by a login, or its directory by a bind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckSource {
+    /// `[auth.upstream]`: a login to the old server.
+    Server(OldServer),
+    /// `[auth.ldap]`: search-then-bind in a directory.
+    Ldap(LdapDirectory),
+}
+
+/// `[auth.ldap]`'s directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LdapDirectory {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    /// StartTLS on an `ldap://` URL.
+    pub starttls: bool,
+    /// CA certificates (PEM) the directory's certificate must chain to. Absolute.
+    pub ca_file: Option<PathBuf>,
+    /// The DN to search as (none: anonymous search).
+    pub bind_dn: Option<String>,
+    /// The file holding its password. Absolute.
+    pub bind_password_file: Option<PathBuf>,
+    /// The search base.
+    pub base: String,
+    /// The search filter; `%u` stands for the user name, escaped per RFC 4515.
+    pub filter: String,
+    /// How long one check may take.
+    pub timeout: Duration,
+}
+
+/// `[auth.upstream]` or `[auth.ldap]`: the source and the rules of checks made there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthUpstream {
-    /// The old server.
-    pub server: OldServer,
+    /// What judges the passwords.
+    pub source: CheckSource,
     /// Whose passwords it checks.
     pub users: UpstreamUsers,
     /// How long a successful check is remembered (as a salted slow hash); zero: not at all.
@@ -70,6 +100,32 @@ pub struct AuthUpstream {
     pub max_concurrent: usize,
     /// After a successful check, store the forms the enabled mechanisms need.
     pub capture: bool,
+}
+
+impl AuthUpstream {
+    /// The old server, when passwords are checked by logging in to it.
+    pub fn server(&self) -> Option<&OldServer> {
+        match &self.source {
+            CheckSource::Server(s) => Some(s),
+            CheckSource::Ldap(_) => None,
+        }
+    }
+
+    /// How long one check may take.
+    pub fn timeout(&self) -> Duration {
+        match &self.source {
+            CheckSource::Server(s) => s.timeout,
+            CheckSource::Ldap(d) => d.timeout,
+        }
+    }
+
+    /// What is asked, for logs: the server's address or the directory's URL.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            CheckSource::Server(s) => format!("{} ({})", s.address, s.protocol.name()),
+            CheckSource::Ldap(d) => d.url.clone(),
+        }
+    }
 }
 
 /// How the gateway logs in to the old server for a user whose login carried no password

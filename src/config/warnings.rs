@@ -177,11 +177,14 @@ fn old_server(c: &Config, out: &mut Vec<String>) {
                 }
             ));
         }
-        if up.server.tls == UpstreamTls::None && !up.server.address.ip().is_loopback() {
+        if let Some(server) = up.server()
+            && server.tls == UpstreamTls::None
+            && !server.address.ip().is_loopback()
+        {
             out.push(format!(
                 "auth.upstream: tls = \"none\" sends every password checked there to {} in \
                  the clear",
-                up.server.address
+                server.address
             ));
         }
     }

@@ -299,8 +299,7 @@ impl Gateway {
                 crate::upstream::Checker::new(up, &config.hostname, clock.clone(), metrics.clone())
                     .map_err(|e| Error::Upstream(format!("[auth.upstream] {e}")))?;
             tracing::info!(
-                server = %up.server.address,
-                protocol = up.server.protocol.name(),
+                source = %up.describe(),
                 capture = up.capture,
                 "passwords of users not moved yet are checked against the old server"
             );

@@ -26,14 +26,23 @@ use crate::metrics::Metrics;
 pub const UPSTREAM_UNAVAILABLE: &str =
     "temporary failure: the old server could not check the password";
 
+/// Who judges: the old server (with its TLS settings and our greeting name) or a directory.
+enum Source {
+    Server {
+        server: crate::config::OldServer,
+        tls: tokio_rustls::TlsConnector,
+        helo: String,
+    },
+    Ldap(super::ldap::Directory),
+}
+
 /// How often a run of temporary failures is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Checks passwords against the old server.
 pub struct Checker {
     config: AuthUpstream,
-    tls: tokio_rustls::TlsConnector,
-    helo: String,
+    source: Source,
     slots: Arc<Semaphore>,
     cache: Arc<Cache>,
     clock: Arc<dyn Clock>,
@@ -51,10 +60,19 @@ impl Checker {
         clock: Arc<dyn Clock>,
         metrics: Metrics,
     ) -> Result<Checker, String> {
+        let source = match &config.source {
+            crate::config::CheckSource::Server(server) => Source::Server {
+                tls: conn::tls_connector(server)?,
+                server: server.clone(),
+                helo: helo.to_owned(),
+            },
+            crate::config::CheckSource::Ldap(dir) => {
+                Source::Ldap(super::ldap::Directory::new(dir)?)
+            }
+        };
         Ok(Checker {
-            tls: conn::tls_connector(&config.server)?,
+            source,
             config: config.clone(),
-            helo: helo.to_owned(),
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
             cache: Arc::new(Cache::new(config.cache_ttl, config.negative_cache_ttl)),
             clock,
@@ -106,18 +124,24 @@ impl Checker {
             self.metrics.upstream_check("refused-cached");
             return Verdict::BadCredentials;
         }
-        let timeout = self.config.server.timeout;
+        let timeout = self.config.timeout();
         let Ok(Ok(_slot)) = tokio::time::timeout(timeout, self.slots.acquire()).await else {
             return self.temporary(format!(
                 "all {} checks in flight for {timeout:?}",
                 self.config.max_concurrent
             ));
         };
-        let dialogue = super::dialogue(&self.config.server, login, &self.helo);
-        let (conn, outcome) = Connection::login(&self.config.server, &self.tls, dialogue).await;
-        if let Some(conn) = conn {
-            tokio::spawn(conn.logout(Duration::from_secs(2)));
-        }
+        let outcome = match &self.source {
+            Source::Server { server, tls, helo } => {
+                let dialogue = super::dialogue(server, login, helo);
+                let (conn, outcome) = Connection::login(server, tls, dialogue).await;
+                if let Some(conn) = conn {
+                    tokio::spawn(conn.logout(Duration::from_secs(2)));
+                }
+                outcome
+            }
+            Source::Ldap(dir) => dir.check(&login).await,
+        };
         match outcome {
             Outcome::LoggedIn => {
                 self.metrics.upstream_check("ok");
@@ -153,11 +177,9 @@ impl Checker {
             .0
             .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= LOG_EVERY);
         if due {
-            let server = self.config.server.address;
             let suppressed = last.1;
             tracing::warn!(
-                %server,
-                protocol = self.config.server.protocol.name(),
+                source = %self.config.describe(),
                 suppressed,
                 "old server cannot check passwords: {why} (logins answered with a temporary \
                  failure; logged once a minute)"

@@ -54,12 +54,22 @@ pub enum Error {
 
 /// TLS settings for the old server: its CA file's certificates, or the system's roots.
 pub fn tls_connector(server: &OldServer) -> Result<tokio_rustls::TlsConnector, String> {
+    let config = client_config(server.ca_file.as_deref(), server.tls != UpstreamTls::None)?;
+    Ok(tokio_rustls::TlsConnector::from(config))
+}
+
+/// A TLS client configuration trusting `ca_file`'s certificates, or the system's roots (which
+/// must exist when `needed`).
+pub fn client_config(
+    ca_file: Option<&std::path::Path>,
+    needed: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
-    match &server.ca_file {
+    match ca_file {
         Some(path) => {
             for cert in crate::tls::load_certs(path).map_err(|e| format!("ca_file {e}"))? {
                 roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
@@ -68,13 +78,14 @@ pub fn tls_connector(server: &OldServer) -> Result<tokio_rustls::TlsConnector, S
         None => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 && server.tls != UpstreamTls::None {
+            if added == 0 && needed {
                 return Err("no system trust roots: set ca_file".into());
             }
         }
     }
-    let config = builder.with_root_certificates(roots).with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
 }
 
 /// A connection to the old server.

@@ -7,6 +7,8 @@
 //!   Each parses only what a login needs, within [`MAX_LINE`] and [`MAX_LINES`].
 //! - `conn.rs`: the thin async end: TCP, implicit TLS or STARTTLS, the dialogue run under one
 //!   deadline, the logout.
+//! - `ldap.rs`: `[auth.ldap]`, the same check as a search-then-bind in the old box's
+//!   directory.
 //! - `check.rs`: the [`Checker`] the session driver's verification path calls: the caches,
 //!   the concurrency limit, the temporary-failure log and metric.
 //! - `proxy.rs`: `[pop3.proxy]`, mailboxes not moved yet served from the old server: the
@@ -21,6 +23,7 @@ mod cache;
 mod check;
 mod conn;
 mod imap;
+pub mod ldap;
 mod pop3;
 pub mod proxy;
 mod smtp;

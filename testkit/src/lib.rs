@@ -15,6 +15,7 @@
 //! - [`smarthost`]: a scriptable upstream SMTP server.
 
 pub mod client;
+pub mod directory;
 pub mod extra;
 pub mod jwt;
 pub mod mech;

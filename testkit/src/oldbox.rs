@@ -175,7 +175,7 @@ fn chown_nobody(path: &Path) {
 }
 
 /// A CA and a `localhost` certificate it issued, for Dovecot's STARTTLS.
-fn write_certificates(dir: &Path, ca_file: &Path) {
+pub(crate) fn write_certificates(dir: &Path, ca_file: &Path) {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -378,3 +378,59 @@ async fn an_imported_mailbox_keeps_its_uidls() {
     let after = poplib(old.pop3, "erin", "erin-pw", &[]).await;
     assert_eq!(after, before, "the old mailbox is untouched");
 }
+
+/// The old box authenticates against a directory: `[auth.ldap]` checks passwords by
+/// search-then-bind in a private slapd over StartTLS. A user only in the directory logs in
+/// over SMTP and POP3, is captured, then uses CRAM-MD5; a wrong password and a name that
+/// would widen the filter are refused; the directory stopped is a temporary failure.
+#[tokio::test]
+async fn a_directory_checks_the_passwords_of_users_not_moved_yet() {
+    use mailgate_testkit::directory::{self, Directory, PEOPLE};
+    if !directory::available() {
+        return;
+    }
+    let mut dir = Directory::start(&[("frank", "frank-pw"), ("grace", "grace-pw")]).await;
+    let text = extra::set_all(
+        &mailgate_testkit::config_text(""),
+        &[
+            ("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#),
+            ("auth", "mechanisms", r#"["PLAIN", "LOGIN", "CRAM-MD5"]"#),
+        ],
+    );
+    let text = format!(
+        "{text}\n[auth.ldap]\nurl = \"ldap://localhost:{port}\"\nca_file = \"{ca}\"\n\
+         bind_dn = \"{admin}\"\nbind_password_file = \"{pw}\"\nbase = \"{PEOPLE}\"\n\
+         capture = true\nnegative_cache_ttl = \"0s\"\ntimeout = \"3s\"\n",
+        port = dir.addr.port(),
+        ca = dir.ca_file.display(),
+        admin = directory::ADMIN.0,
+        pw = dir.admin_password_file().display(),
+    );
+    let gw = start(&text).await;
+    let (code, text) = smtp_plain(&gw, "frank", "frank-pw").await;
+    assert_eq!(code, 235, "{text}");
+    let (code, text) = smtp_plain(&gw, "frank", "wrong").await;
+    assert_eq!(code, 535, "{text}");
+    let (code, text) = smtp_plain(&gw, "*", "frank-pw").await;
+    assert_eq!(code, 535, "a wildcard name finds nobody: {text}");
+    let line = pop_login(&gw, "grace", "grace-pw").await;
+    assert!(line.starts_with("+OK"), "{line}");
+    let users = gw.dir.path().join("users");
+    extra::eventually("frank captured", Duration::from_secs(10), || {
+        let users = users.clone();
+        async move {
+            std::fs::read_to_string(&users)
+                .unwrap_or_default()
+                .contains("frank:{CRAM-MD5}")
+        }
+    })
+    .await;
+    let (mut c, _) = mech::smtp(host(1), gw.addr("submission"), false, "client.test").await;
+    assert_eq!(mech::smtp_cram(&mut c, "frank", "frank-pw").await.code, 235);
+    dir.stop().await;
+    // grace's success is cached for a while: a name never checked goes to the directory.
+    let (code, text) = smtp_plain(&gw, "henry", "henry-pw").await;
+    assert_eq!(code, 454, "{text}");
+    let line = pop_login(&gw, "henry", "henry-pw").await;
+    assert!(line.starts_with("-ERR [SYS/TEMP]"), "{line}");
+}

@@ -35,6 +35,8 @@ pub struct AuthFile {
     pub oauth: Option<OAuthFile>,
     /// `[auth.upstream]`: checking passwords against the old mail server.
     pub upstream: Option<super::AuthUpstreamFile>,
+    /// `[auth.ldap]`: checking passwords against the old box's directory.
+    pub ldap: Option<super::AuthLdapFile>,
 }
 
 impl Default for AuthFile {
@@ -52,6 +54,7 @@ impl Default for AuthFile {
             derive_on_login: false,
             oauth: None,
             upstream: None,
+            ldap: None,
         }
     }
 }

@@ -29,7 +29,7 @@ pub use delivery::{
     DeliveryFile, RelayFile, UpstreamFile, UpstreamOAuthFile, default_command_timeout,
     default_retry,
 };
-pub use upstream::{AuthUpstreamFile, OldServerFile, Pop3File, Pop3ProxyFile};
+pub use upstream::{AuthLdapFile, AuthUpstreamFile, OldServerFile, Pop3File, Pop3ProxyFile};
 
 /// The top-level keys of the file, in the order [`File`] declares them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[

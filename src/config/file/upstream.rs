@@ -52,6 +52,59 @@ impl Default for AuthUpstreamFile {
     }
 }
 
+/// `[auth.ldap]`: checking passwords against the old box's directory (search, then bind).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthLdapFile {
+    /// `ldap://host:port` (StartTLS) or `ldaps://host:port`. Required.
+    pub url: String,
+    /// StartTLS on an `ldap://` URL. Default true.
+    pub starttls: bool,
+    /// PEM file of the CA certificates the directory's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// The DN to search as; none: an anonymous search.
+    pub bind_dn: Option<String>,
+    /// The file holding `bind_dn`'s password.
+    pub bind_password_file: Option<PathBuf>,
+    /// The search base. Required.
+    pub base: String,
+    /// The search filter; `%u` is the user name. Default `"(uid=%u)"`.
+    pub filter: String,
+    /// How long one check may take. Default `"10s"`.
+    pub timeout: String,
+    /// As in `[auth.upstream]`.
+    pub users: String,
+    /// As in `[auth.upstream]`.
+    pub cache_ttl: String,
+    /// As in `[auth.upstream]`.
+    pub negative_cache_ttl: String,
+    /// As in `[auth.upstream]`.
+    pub max_concurrent: usize,
+    /// As in `[auth.upstream]`.
+    pub capture: bool,
+}
+
+impl Default for AuthLdapFile {
+    fn default() -> Self {
+        let u = AuthUpstreamFile::default();
+        AuthLdapFile {
+            url: String::new(),
+            starttls: true,
+            ca_file: None,
+            bind_dn: None,
+            bind_password_file: None,
+            base: String::new(),
+            filter: "(uid=%u)".into(),
+            timeout: u.timeout,
+            users: u.users,
+            cache_ttl: u.cache_ttl,
+            negative_cache_ttl: u.negative_cache_ttl,
+            max_concurrent: u.max_concurrent,
+            capture: u.capture,
+        }
+    }
+}
+
 /// `[pop3]`: POP3 settings beyond the listeners.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

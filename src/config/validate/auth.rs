@@ -103,7 +103,20 @@ impl Checker<'_> {
             ntlm_v1: a.ntlm_v1,
             derive_on_login: a.derive_on_login,
             oauth: a.oauth.as_ref().map(|o| self.oauth(base, o)),
-            upstream: a.upstream.as_ref().map(|u| self.auth_upstream(base, u)),
+            upstream: match (&a.upstream, &a.ldap) {
+                (Some(_), Some(_)) => {
+                    self.bad(
+                        "auth.ldap",
+                        None,
+                        "and [auth.upstream] are both set".into(),
+                        "keep one: the old server's login, or its directory",
+                    );
+                    None
+                }
+                (Some(u), None) => Some(self.auth_upstream(base, u)),
+                (None, Some(l)) => Some(self.auth_ldap(base, l)),
+                (None, None) => None,
+            },
         }
     }
 

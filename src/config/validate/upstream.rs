@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use super::Checker;
-use crate::config::file::{AuthUpstreamFile, OldServerFile, Pop3ProxyFile};
+use crate::config::file::{AuthLdapFile, AuthUpstreamFile, OldServerFile, Pop3ProxyFile};
 use crate::config::{
-    AuthUpstream, MasterLogin, OldProtocol, OldServer, Pop3Proxy, UpstreamTls, UpstreamUsers,
+    AuthUpstream, CheckSource, LdapDirectory, MasterLogin, OldProtocol, OldServer, Pop3Proxy,
+    UpstreamTls, UpstreamUsers,
 };
 
 impl Checker<'_> {
@@ -26,8 +27,97 @@ impl Checker<'_> {
                 OldProtocol::Pop3
             }
         };
-        let server = self.old_server(key, base, u, protocol);
-        let users = match u.users.as_str() {
+        let server = CheckSource::Server(self.old_server(key, base, u, protocol));
+        self.check_rules(
+            key,
+            server,
+            &u.users,
+            &u.cache_ttl,
+            &u.negative_cache_ttl,
+            u.max_concurrent,
+            u.capture,
+        )
+    }
+
+    pub(super) fn auth_ldap(&mut self, base: &Path, l: &AuthLdapFile) -> AuthUpstream {
+        let key = "auth.ldap";
+        let url_ok = ["ldap://", "ldaps://"].iter().any(|s| {
+            l.url
+                .strip_prefix(s)
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        });
+        if !url_ok {
+            self.bad(
+                &format!("{key}.url"),
+                None,
+                format!("\"{}\" is not an LDAP URL", l.url),
+                "write \"ldaps://dc1.example.org\" or \"ldap://dc1.example.org:389\" (StartTLS)",
+            );
+        }
+        if l.base.is_empty() {
+            self.bad(
+                &format!("{key}.base"),
+                None,
+                "is missing".into(),
+                "write the search base, e.g. base = \"ou=people,dc=example,dc=org\"",
+            );
+        }
+        if !l.filter.contains("%u") || !l.filter.starts_with('(') || !l.filter.ends_with(')') {
+            self.bad(
+                &format!("{key}.filter"),
+                None,
+                format!("\"{}\" is not a filter naming the user", l.filter),
+                "write a parenthesized filter with %u, e.g. \"(uid=%u)\" or \"(sAMAccountName=%u)\"",
+            );
+        }
+        if l.bind_dn.is_some() != l.bind_password_file.is_some() {
+            self.bad(
+                key,
+                None,
+                "bind_dn and bind_password_file must be set together".into(),
+                "set both for a search account, or neither for an anonymous search",
+            );
+        }
+        let source = CheckSource::Ldap(LdapDirectory {
+            url: l.url.clone(),
+            starttls: l.starttls,
+            ca_file: l
+                .ca_file
+                .as_ref()
+                .map(|p| self.path(base, &format!("{key}.ca_file"), p)),
+            bind_dn: l.bind_dn.clone(),
+            bind_password_file: l
+                .bind_password_file
+                .as_ref()
+                .map(|p| self.path(base, &format!("{key}.bind_password_file"), p)),
+            base: l.base.clone(),
+            filter: l.filter.clone(),
+            timeout: self.duration(&format!("{key}.timeout"), None, &l.timeout),
+        });
+        self.check_rules(
+            key,
+            source,
+            &l.users,
+            &l.cache_ttl,
+            &l.negative_cache_ttl,
+            l.max_concurrent,
+            l.capture,
+        )
+    }
+
+    /// The rules shared by `[auth.upstream]` and `[auth.ldap]`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_rules(
+        &mut self,
+        key: &str,
+        source: CheckSource,
+        users: &str,
+        cache_ttl: &str,
+        negative_cache_ttl: &str,
+        max_concurrent: usize,
+        capture: bool,
+    ) -> AuthUpstream {
+        let users = match users {
             "unknown" => UpstreamUsers::Unknown,
             "all" => UpstreamUsers::All,
             other => {
@@ -40,15 +130,15 @@ impl Checker<'_> {
                 UpstreamUsers::Unknown
             }
         };
-        self.at_least(&format!("{key}.max_concurrent"), u.max_concurrent as u64, 1);
+        self.at_least(&format!("{key}.max_concurrent"), max_concurrent as u64, 1);
         AuthUpstream {
-            server,
+            source,
             users,
-            cache_ttl: self.delay(&format!("{key}.cache_ttl"), &u.cache_ttl),
+            cache_ttl: self.delay(&format!("{key}.cache_ttl"), cache_ttl),
             negative_cache_ttl: self
-                .delay(&format!("{key}.negative_cache_ttl"), &u.negative_cache_ttl),
-            max_concurrent: u.max_concurrent.max(1),
-            capture: u.capture,
+                .delay(&format!("{key}.negative_cache_ttl"), negative_cache_ttl),
+            max_concurrent: max_concurrent.max(1),
+            capture,
         }
     }
 
