@@ -285,6 +285,8 @@ pub struct DeliveryConfig {
     pub commit_window: Duration,
     /// The smarthost, if remote mail is relayed.
     pub upstream: Option<Upstream>,
+    /// The old server's SMTP, for mail to local users not moved yet (no Maildir here).
+    pub route_unmigrated_to: Option<SocketAddr>,
 }
 
 /// How the upstream connection is secured.

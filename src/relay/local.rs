@@ -368,11 +368,13 @@ mod tests {
             maildir: root.join("maildir"),
             dead_letter: root.join("dead"),
             upstream: None,
+            unmigrated: None,
             audit: crate::audit::Auditor::disabled(),
         };
         Ctx {
             settings,
             upstream: super::super::Smarthost::None,
+            unmigrated: None,
             spool,
             clock: Arc::new(SystemClock),
             shutdown: CancellationToken::new(),

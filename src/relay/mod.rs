@@ -26,6 +26,7 @@ pub mod client;
 mod local;
 pub mod oauth;
 pub mod retry;
+mod unmigrated;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -69,6 +70,9 @@ pub struct Settings {
     pub dead_letter: PathBuf,
     /// The smarthost; `None` makes remote recipients fail permanently.
     pub upstream: Option<Upstream>,
+    /// The old server's SMTP, for local recipients without a Maildir here
+    /// (`[delivery] route_unmigrated_to`).
+    pub unmigrated: Option<Upstream>,
     /// Where defers, bounces and dead letters are recorded.
     pub audit: crate::audit::Auditor,
 }
@@ -93,6 +97,7 @@ impl Settings {
             maildir: delivery.maildir.clone(),
             dead_letter: delivery.dead_letter.clone(),
             upstream: delivery.upstream.clone(),
+            unmigrated: delivery.route_unmigrated_to.map(unmigrated::upstream),
             audit: crate::audit::Auditor::disabled(),
         }
     }
@@ -154,8 +159,23 @@ pub fn spawn(
             ))),
             _ => None,
         };
+        let unmigrated = match settings.unmigrated.clone() {
+            Some(up) => match tokio::task::spawn_blocking(move || Connector::new(up)).await {
+                Ok(Ok(c)) => Some(Box::new(c)),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "relay: route_unmigrated_to unusable");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "relay: route_unmigrated_to unusable");
+                    None
+                }
+            },
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             settings,
+            unmigrated,
             upstream,
             spool,
             clock,
@@ -317,6 +337,8 @@ async fn relay(
 struct Ctx {
     settings: Settings,
     upstream: Smarthost,
+    /// The old server's SMTP for users not moved yet.
+    unmigrated: Option<Box<Connector>>,
     spool: Arc<Spool>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
@@ -506,6 +528,15 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
     let now = ctx.clock.now();
     let mut last_error: Option<(u16, String)> = None;
 
+    if ctx.unmigrated.is_some() && pending(&env, true).next().is_some() {
+        if ctx.shutdown.is_cancelled() {
+            return Outcome::default();
+        }
+        match unmigrated::deliver(ctx, &mut env, &body, &mut last_error).await {
+            Some(()) => {}
+            None => return Outcome::default(),
+        }
+    }
     if pending(&env, true).next().is_some() {
         local::deliver_local(ctx, &mut env, &body, now, &mut last_error).await;
         if !done_cleanly(&env) {
@@ -732,6 +763,7 @@ mod tests {
             maildir: "/m".into(),
             dead_letter: "/d".into(),
             upstream: None,
+            unmigrated: None,
             audit: crate::audit::Auditor::disabled(),
         };
         assert_eq!(s.schedule(), &retry::DEFAULT_SCHEDULE);
@@ -757,6 +789,7 @@ mod tests {
             maildir: "/m".into(),
             dead_letter: "/d".into(),
             upstream: Some(up.clone()),
+            unmigrated: None,
             audit: crate::audit::Auditor::disabled(),
         };
         assert!(!format!("{s:?}").contains("hunter2"));

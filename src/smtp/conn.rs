@@ -251,6 +251,7 @@ fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<
         policy: shared.policy(),
         mechanisms: shared.mechanisms.clone(),
         local_domains: nets.local_domains.clone(),
+        route_unmigrated: shared.config.delivery.route_unmigrated_to.is_some(),
         max_message_size: cfg.limits.max_message_size,
         max_recipients: cfg.limits.max_recipients,
         max_auth_failures: cfg.auth.max_failures,

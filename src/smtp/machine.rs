@@ -65,6 +65,9 @@ pub struct Settings {
     pub mechanisms: Vec<&'static sasl::Descriptor>,
     /// Domains delivered locally (lower case).
     pub local_domains: Arc<Vec<String>>,
+    /// Local recipients the users file does not hold are accepted (for the old server,
+    /// `[delivery] route_unmigrated_to`, which knows whether they exist).
+    pub route_unmigrated: bool,
     /// SIZE limit.
     pub max_message_size: u64,
     /// Recipients per message.

@@ -36,6 +36,7 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
             .filter_map(|m| sasl::find(m))
             .collect(),
         local_domains: Arc::new(vec!["example.test".into()]),
+        route_unmigrated: false,
         max_message_size: 1000,
         max_recipients: 2,
         max_auth_failures: 3,

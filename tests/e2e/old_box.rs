@@ -434,3 +434,71 @@ async fn a_directory_checks_the_passwords_of_users_not_moved_yet() {
     let line = pop_login(&gw, "henry", "henry-pw").await;
     assert!(line.starts_with("-ERR [SYS/TEMP]"), "{line}");
 }
+
+/// `[delivery] route_unmigrated_to`: mail for local users whose mailbox has not moved yet (no
+/// Maildir here, whether or not the users file holds them) goes to the old server's SMTP,
+/// never into a new local Maildir that would hide their old mail; once the Maildir exists it
+/// is delivered here. Without the route, a user the users file does not hold is refused.
+#[tokio::test]
+async fn mail_for_users_not_moved_yet_goes_to_the_old_box() {
+    use mailgate_testkit::smarthost::{Options, Smarthost};
+    let old_smtp = Smarthost::start(Options::default()).await;
+    let text = extra::set(
+        &mailgate_testkit::config_text(""),
+        "delivery",
+        "route_unmigrated_to",
+        &format!("\"{}\"", old_smtp.addr()),
+    );
+    let gw = start(&text).await;
+    let smtp = gw.addr("smtp");
+    let send = |to: &'static str| async move {
+        let (mut c, _) = mech::smtp(host(1), smtp, false, "sender.test").await;
+        c.cmd("MAIL FROM:<someone@sender.test>", 250).await;
+        let (code, _) = {
+            c.send(&format!("RCPT TO:<{to}>")).await;
+            c.reply().await
+        };
+        if code == 250 {
+            c.cmd("DATA", 354).await;
+            c.send(&format!("Subject: to {to}\r\n\r\nhello\r\n.")).await;
+            c.expect(250).await;
+        }
+        code
+    };
+    assert_eq!(
+        send("alice@example.test").await,
+        250,
+        "in the users file, not moved"
+    );
+    assert_eq!(send("carol@example.test").await, 250, "only on the old box");
+    let got = old_smtp.wait_for(2, Duration::from_secs(10)).await;
+    let rcpts: Vec<&str> = got
+        .iter()
+        .flat_map(|m| m.rcpt_to.iter().map(String::as_str))
+        .collect();
+    assert!(rcpts.contains(&"alice@example.test"), "{rcpts:?}");
+    assert!(rcpts.contains(&"carol@example.test"), "{rcpts:?}");
+    assert!(
+        gw.mailbox("alice").is_empty(),
+        "no local Maildir was made for alice"
+    );
+    assert!(!gw.dir.path().join("state/maildir/alice").exists());
+
+    // Alice's mailbox moves (her Maildir exists): her mail is delivered here.
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(gw.dir.path().join("state/maildir/alice").join(sub)).unwrap();
+    }
+    assert_eq!(send("alice@example.test").await, 250);
+    gw.wait_for_mail("alice", 1).await;
+    assert_eq!(
+        old_smtp.messages().len(),
+        2,
+        "nothing more went to the old box"
+    );
+
+    // Without the route, a user the users file does not hold is refused at RCPT.
+    let plain = start(&mailgate_testkit::config_text("")).await;
+    let (mut c, _) = mech::smtp(host(1), plain.addr("smtp"), false, "sender.test").await;
+    c.cmd("MAIL FROM:<someone@sender.test>", 250).await;
+    c.cmd("RCPT TO:<carol@example.test>", 550).await;
+}

@@ -42,6 +42,7 @@ impl Env {
             maildir: self.maildir.clone(),
             dead_letter: self.dead.clone(),
             upstream,
+            unmigrated: None,
             audit: mailgate::audit::Auditor::disabled(),
         }
     }

@@ -29,6 +29,9 @@ pub struct DeliveryFile {
     pub commit_window: Option<String>,
     /// `[delivery.upstream]`; absent means remote mail bounces.
     pub upstream: Option<UpstreamFile>,
+    /// `"IP:port"` of the old server's SMTP: mail for local users who have not moved yet
+    /// (no Maildir here) goes there.
+    pub route_unmigrated_to: Option<String>,
 }
 
 /// `[delivery.upstream]`.

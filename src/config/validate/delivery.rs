@@ -46,6 +46,10 @@ impl Checker<'_> {
             dead_letter: under("delivery.dead_letter", &d.dead_letter, "dead-letter"),
             commit_window: self.commit_window(d.commit_window.as_deref()),
             upstream: d.upstream.as_ref().and_then(|u| self.upstream(base, u)),
+            route_unmigrated_to: d
+                .route_unmigrated_to
+                .as_ref()
+                .and_then(|a| self.addr("delivery.route_unmigrated_to", None, a)),
         }
     }
 

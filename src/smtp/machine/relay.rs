@@ -156,12 +156,15 @@ impl Session {
             return Err(reply::relay_denied());
         }
         if self.settings.local_domains.contains(&addr.domain) {
-            let user = self
-                .settings
-                .sasl
-                .auth
-                .lookup(&addr.local_unquoted.to_ascii_lowercase())
-                .ok_or_else(reply::no_such_user)?;
+            let local = addr.local_unquoted.to_ascii_lowercase();
+            let user = match self.settings.sasl.auth.lookup(&local) {
+                Some(user) => user,
+                // Not moved yet: the old server knows whether the user exists.
+                None if self.settings.route_unmigrated => {
+                    crate::auth::user_name(&local).ok_or_else(reply::no_such_user)?
+                }
+                None => return Err(reply::no_such_user()),
+            };
             return Ok((addr.to_string(), Some(user), None));
         }
         match authorized {
