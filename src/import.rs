@@ -1,6 +1,8 @@
-//! `mailgate import pop3`: a mailbox pulled from the old server into the local Maildir, each
-//! message keeping the unique-id (UIDL) it had there (`maildir::uidlist`), so a client that
-//! leaves mail on the server downloads nothing again after the move.
+//! `mailgate import pop3` and `mailgate import maildir`: a mailbox brought from the old server
+//! (over POP3, or from its Maildir on disk) into the local Maildir, each message keeping the
+//! unique-id (UIDL) it had there (`maildir::uidlist`), so a client that leaves mail on the
+//! server downloads nothing again after the move. `dovecot.rs` reads an old Dovecot Maildir's
+//! `dovecot-uidlist` to know those UIDLs.
 //!
 //! - **The switch is atomic.** A user whose Maildir does not exist yet is imported into
 //!   `<maildir>/.import-<user>` (a name no user can have) and that folder is renamed to
@@ -21,6 +23,10 @@ use crate::config::Config;
 use crate::maildir::uidlist;
 use crate::upstream::proxy::{MultiLine, Pop3Proxy};
 
+mod dovecot;
+
+pub use dovecot::UidlFormat;
+
 /// Most messages one mailbox may list.
 pub const MAX_MESSAGES: usize = 1_000_000;
 
@@ -37,6 +43,113 @@ pub struct Report {
     pub present: u64,
 }
 
+/// Where an import writes: the user's Maildir if it exists, else the staging folder that
+/// [`switch`] moves into place at the end.
+struct Target {
+    user: String,
+    target: PathBuf,
+    work: PathBuf,
+    staged: bool,
+    present: HashSet<String>,
+}
+
+impl Target {
+    fn open(config: &Config, user: &str) -> Result<Target, String> {
+        let user =
+            crate::auth::user_name(user).ok_or_else(|| format!("{user:?} is not a user name"))?;
+        let root = &config.delivery.maildir;
+        let target = root.join(&user);
+        let staged = !target.is_dir();
+        let work = if staged {
+            root.join(format!(".import-{user}"))
+        } else {
+            target.clone()
+        };
+        make_maildir(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let present = present_uids(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        Ok(Target {
+            user,
+            target,
+            work,
+            staged,
+            present,
+        })
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        if self.staged {
+            switch(&self.work, &self.target)
+                .map_err(|e| format!("{}: {e}", self.target.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies `user`'s mailbox from an old Dovecot (or plain) Maildir at `source` on disk,
+/// keeping the POP3 UIDLs its `dovecot-uidlist` gives under `format` (messages it does not
+/// list keep their file name as UIDL). Line endings become CRLF, as POP3 sends them.
+/// Blocking.
+pub fn maildir(
+    config: &Config,
+    user: &str,
+    source: &Path,
+    format: &UidlFormat,
+) -> Result<Report, String> {
+    let t = Target::open(config, user)?;
+    let listing =
+        dovecot::list(source, format).map_err(|e| format!("{}: {e}", source.display()))?;
+    let mut report = Report {
+        listed: listing.len() as u64,
+        ..Report::default()
+    };
+    let started = crate::clock::unix_secs(crate::clock::Clock::now(&crate::clock::SystemClock));
+    let terminal = io::stderr().is_terminal();
+    for (i, (path, uid)) in listing.iter().enumerate() {
+        if t.present.contains(uid) {
+            report.present += 1;
+            continue;
+        }
+        let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let body = crlf(&raw);
+        let base = format!(
+            "{started}.M{i:08}P{}.import,W={}",
+            std::process::id(),
+            body.len()
+        );
+        store(&t.work, &base, uid, &body).map_err(|e| format!("{}: {e}", t.work.display()))?;
+        report.copied += 1;
+        report.bytes += body.len() as u64;
+        if terminal {
+            eprint!(
+                "\r{}/{} messages, {} bytes",
+                i + 1,
+                listing.len(),
+                report.bytes
+            );
+            let _ = io::stderr().flush();
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+    t.finish()?;
+    Ok(report)
+}
+
+/// `bytes` with every bare LF made CRLF.
+fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 40);
+    let mut prev = 0u8;
+    for &b in bytes {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
 /// Pulls `user`'s mailbox from the old server (`[pop3.proxy]`): logged in with `password`,
 /// or as the master user when it is `None`.
 pub async fn pop3(config: &Config, user: &str, password: Option<Secret>) -> Result<Report, String> {
@@ -44,21 +157,11 @@ pub async fn pop3(config: &Config, user: &str, password: Option<Secret>) -> Resu
         .pop3_proxy
         .as_ref()
         .ok_or("import pop3 needs a [pop3.proxy] table: the old server to import from")?;
-    let user =
-        crate::auth::user_name(user).ok_or_else(|| format!("{user:?} is not a user name"))?;
-    let root = &config.delivery.maildir;
-    let target = root.join(&user);
-    let staged = !target.is_dir();
-    let work = if staged {
-        root.join(format!(".import-{user}"))
-    } else {
-        target.clone()
-    };
-    make_maildir(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let present = present_uids(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let t = Target::open(config, user)?;
+    let (user, work, present) = (&t.user, &t.work, &t.present);
 
     let proxy = Pop3Proxy::new(proxy_config)?;
-    let (conn, outcome) = proxy.open(&user, password.as_ref()).await;
+    let (conn, outcome) = proxy.open(user, password.as_ref()).await;
     let mut conn = conn.ok_or_else(|| format!("cannot log in to the old server: {outcome:?}"))?;
     let timeout = proxy.timeout();
     let listing = tokio::time::timeout(timeout, uidl(&mut conn))
@@ -106,9 +209,7 @@ pub async fn pop3(config: &Config, user: &str, password: Option<Secret>) -> Resu
     }
     // No DELE was sent: QUIT changes nothing on the old server.
     conn.logout(std::time::Duration::from_secs(5)).await;
-    if staged {
-        switch(&work, &target).map_err(|e| format!("{}: {e}", target.display()))?;
-    }
+    t.finish()?;
     Ok(report)
 }
 

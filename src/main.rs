@@ -92,6 +92,18 @@ enum ImportSource {
         #[arg(long)]
         master: bool,
     },
+    /// From an old Dovecot (or plain) Maildir on disk, with the UIDLs its dovecot-uidlist
+    /// gives.
+    Maildir {
+        /// The user whose mailbox moves.
+        #[arg(long)]
+        user: String,
+        /// The old Maildir (the folder holding cur/, new/ and dovecot-uidlist).
+        path: PathBuf,
+        /// The old server's pop3_uidl_format.
+        #[arg(long, default_value = "%08Xu%08Xv")]
+        uidl_format: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -183,13 +195,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// `mailgate import pop3`.
+/// `mailgate import pop3` and `mailgate import maildir`.
 fn import(path: &Path, source: ImportSource) -> ExitCode {
-    let ImportSource::Pop3 {
-        user,
-        password_stdin,
-        master,
-    } = source;
+    let (user, password_stdin, master) = match source {
+        ImportSource::Pop3 {
+            user,
+            password_stdin,
+            master,
+        } => (user, password_stdin, master),
+        ImportSource::Maildir {
+            user,
+            path: from,
+            uidl_format,
+        } => return import_maildir(path, &user, &from, &uidl_format),
+    };
     if !password_stdin && !master {
         eprintln!("import pop3: pass --password-stdin (the user's password) or --master");
         return ExitCode::FAILURE;
@@ -219,7 +238,39 @@ fn import(path: &Path, source: ImportSource) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(mailgate::import::pop3(&config, &user, password)) {
+    import_report(
+        "pop3",
+        &user,
+        rt.block_on(mailgate::import::pop3(&config, &user, password)),
+    )
+}
+
+/// `mailgate import maildir`.
+fn import_maildir(path: &Path, user: &str, from: &Path, format: &str) -> ExitCode {
+    let format = match mailgate::import::UidlFormat::parse(format) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("import maildir: --uidl-format {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    import_report(
+        "maildir",
+        user,
+        mailgate::import::maildir(&config, user, from, &format),
+    )
+}
+
+fn import_report(
+    how: &str,
+    user: &str,
+    result: Result<mailgate::import::Report, String>,
+) -> ExitCode {
+    match result {
         Ok(r) => {
             println!(
                 "{user}: {} messages on the old server; {} copied ({} bytes), {} already here",
@@ -228,7 +279,7 @@ fn import(path: &Path, source: ImportSource) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("import pop3: {user}: {e}");
+            eprintln!("import {how}: {user}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -502,3 +502,49 @@ async fn mail_for_users_not_moved_yet_goes_to_the_old_box() {
     c.cmd("MAIL FROM:<someone@sender.test>", 250).await;
     c.cmd("RCPT TO:<carol@example.test>", 550).await;
 }
+
+/// `mailgate import maildir` from the old box's Maildir on disk: the UIDLs Dovecot served
+/// (from its `dovecot-uidlist`) and the message bytes are what mailgate serves after the move.
+#[tokio::test]
+async fn a_dovecot_maildir_imports_with_its_uidls() {
+    if !oldbox::available() || !mailgate_testkit::have("python3") {
+        return;
+    }
+    let old = OldBox::start(&[("ivan", "ivan-pw")]).await;
+    let messages: Vec<String> = (1..=11)
+        .map(|i| format!("Subject: m{i}\n\nline {i}\n.dot\n"))
+        .collect();
+    let refs: Vec<&str> = messages.iter().map(String::as_str).collect();
+    old.deliver("ivan", &refs);
+    // A POP3 session makes Dovecot number the messages (dovecot-uidlist).
+    let before = poplib(old.pop3, "ivan", "ivan-pw", &[]).await;
+    assert!(old.maildir("ivan").join("dovecot-uidlist").exists());
+    let gw = start(&front(&old, "pop3", "starttls", "")).await;
+    let import = || {
+        let args = vec![
+            "import".to_string(),
+            "maildir".into(),
+            "--user".into(),
+            "ivan".into(),
+            old.maildir("ivan").display().to_string(),
+            "--config".into(),
+            gw.dir.path().join("mailgate.toml").display().to_string(),
+        ];
+        mailgate_testkit::run(crate::MAILGATE, args, None)
+    };
+    let out = import().await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("11 copied"), "{said}");
+    let after = poplib(gw.addr("pop3"), "ivan", "ivan-pw", &[]).await;
+    assert_eq!(after, before, "the same UIDLs and bytes after the move");
+    let said = String::from_utf8_lossy(&import().await.stdout).into_owned();
+    assert!(
+        said.contains("0 copied") && said.contains("11 already here"),
+        "{said}"
+    );
+}
