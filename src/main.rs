@@ -195,6 +195,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The audit report's last line during a migration: the users who logged in but have no
+/// stored forms here (checked by the old server only); `None` without `[auth.upstream]` or
+/// `[auth.ldap]`.
+fn checked_elsewhere(
+    config: &Path,
+    files: &[PathBuf],
+    since: Option<&str>,
+    now: std::time::SystemTime,
+) -> Option<String> {
+    let config = Config::load(config).ok()?;
+    config.auth.upstream.as_ref()?;
+    let users = mailgate::auth::UserStore::load(&config.auth.users_file).ok()?;
+    let only = mailgate::audit::report::checked_elsewhere_only(files, since, now, &users).ok()?;
+    let names = only.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+    let more = if only.len() > 20 { ", ..." } else { "" };
+    Some(format!(
+        "\n{} user(s) logged in with no stored forms here (checked by the old server only){}{names}{more}\n",
+        only.len(),
+        if only.is_empty() { "" } else { ": " }
+    ))
+}
+
 /// `mailgate import pop3` and `mailgate import maildir`.
 fn import(path: &Path, source: ImportSource) -> ExitCode {
     let (user, password_stdin, master) = match source {
@@ -806,8 +828,16 @@ fn audit(args: AuditArgs) -> ExitCode {
         );
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = report::render(&report, by, format, now, &mut out)
+    let mut written = report::render(&report, by, format, now, &mut out)
         .and_then(|()| std::io::Write::flush(&mut out));
+    // During a migration, who still has no stored forms here (table output only).
+    if written.is_ok()
+        && args.format == "table"
+        && let Some(line) = checked_elsewhere(&args.config, &files, args.since.as_deref(), now)
+    {
+        written = std::io::Write::write_all(&mut out, line.as_bytes())
+            .and_then(|()| std::io::Write::flush(&mut out));
+    }
     match written {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`| head`) is not an error worth a message.

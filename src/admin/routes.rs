@@ -62,6 +62,7 @@ pub(super) fn router(shared: Arc<Gateway>, access: Arc<Access>) -> Router {
         .route("/metrics", get(scrape))
         .route("/api/report", get(report_json))
         .route("/api/timeline", get(timeline_json))
+        .route("/api/migration", get(migration_json))
         .route("/api/allowlist", get(list).post(add))
         .route("/api/allowlist/{ip}", delete(remove))
         .fallback(not_found)
@@ -250,6 +251,32 @@ async fn report_json(
     })
     .await?;
     Ok(Json(r))
+}
+
+/// `GET /api/migration?since=...`: during a migration (`[auth.upstream]` or `[auth.ldap]`),
+/// the users who logged in but have no stored forms here: checked by the old server only.
+async fn migration_json(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pairs = params(query, &["since"])?;
+    let since = last(&pairs, "since").map(str::to_owned);
+    let enabled = app.shared.config.auth.upstream.is_some();
+    let now = app.shared.clock.now();
+    let users = app.shared.users.clone();
+    let only = if enabled {
+        over_log(&app.shared, move |files| {
+            report::checked_elsewhere_only(files, since.as_deref(), now, &*users)
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(serde_json::json!({
+        "checked_elsewhere": enabled,
+        "count": only.len(),
+        "users": only,
+    })))
 }
 
 async fn timeline_json(

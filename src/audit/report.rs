@@ -514,3 +514,27 @@ pub fn timeline(
         })
         .collect())
 }
+
+/// The users with a successful login in the log's events since `since` (a `since` filter
+/// value: "7d", a date, ...) whom `users` does not hold: during a migration, users whose
+/// passwords only the old server (`[auth.upstream]`, `[auth.ldap]`) has checked so far, with
+/// no stored forms here. Sorted.
+pub fn checked_elsewhere_only(
+    files: &[PathBuf],
+    since: Option<&str>,
+    now: SystemTime,
+    users: &dyn crate::auth::Authenticator,
+) -> Result<Vec<String>, Error> {
+    let mut params = vec![("kind", "auth"), ("result", "success"), ("class", "all")];
+    params.extend(since.map(|s| ("since", s)));
+    let filter = Filter::from_params(&params)?;
+    let logged_in = report(files, &filter, GroupBy::User, now)?;
+    let mut out: Vec<String> = logged_in
+        .groups
+        .into_iter()
+        .map(|g| g.key)
+        .filter(|u| u != UNKNOWN && users.lookup(u).is_none())
+        .collect();
+    out.sort();
+    Ok(out)
+}

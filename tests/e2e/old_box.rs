@@ -112,9 +112,23 @@ async fn the_old_box_down_is_a_temporary_failure() {
     let mut old = OldBox::start(&[("carol", "carol-old-pw")]).await;
     // No cache: every login asks the old box.
     let more = "cache_ttl = \"0s\"\nnegative_cache_ttl = \"0s\"\ntimeout = \"3s\"";
-    let gw = start(&front(&old, "imap", "starttls", more)).await;
+    let text = extra::set_all(
+        &front(&old, "imap", "starttls", more),
+        &[
+            ("listeners", "admin", r#""127.0.0.1:0""#),
+            ("audit", "enabled", "true"),
+        ],
+    );
+    let gw = start(&text).await;
     let (code, text) = smtp_plain(&gw, "carol", "carol-old-pw").await;
     assert_eq!(code, 235, "over IMAP with STARTTLS: {text}");
+    // The dashboard's count of users checked by the old server only (no forms here).
+    let admin = gw.admin();
+    extra::eventually("carol counted", Duration::from_secs(10), || async move {
+        let r = crate::admin::http(admin, "GET", "/api/migration?since=1d", None, None).await;
+        r.status == 200 && r.json()["users"] == serde_json::json!(["carol"])
+    })
+    .await;
     old.stop().await;
     for _ in 0..4 {
         let (code, text) = smtp_plain(&gw, "carol", "carol-old-pw").await;
