@@ -174,8 +174,9 @@ fn chown_nobody(path: &Path) {
         .status();
 }
 
-/// A CA and a `localhost` certificate it issued, for Dovecot's STARTTLS.
-pub(crate) fn write_certificates(dir: &Path, ca_file: &Path) {
+/// A CA (written to `ca_file`) and a `localhost` certificate it issued (`cert.pem`, `key.pem`
+/// in `dir`), for the old servers' TLS.
+pub fn write_certificates(dir: &Path, ca_file: &Path) {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -562,3 +562,36 @@ async fn a_dovecot_maildir_imports_with_its_uidls() {
         "{said}"
     );
 }
+
+/// The old server speaks SMTP only (its submission port, over implicit TLS): another mail
+/// server, here a second gateway holding the user, checks the password with AUTH PLAIN.
+#[tokio::test]
+async fn an_old_smtp_server_checks_passwords_over_implicit_tls() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let ca = certs.path().join("ca.pem");
+    oldbox::write_certificates(certs.path(), &ca);
+    let old_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(old_dir.path().join("users"), "kate:{PLAIN}kate-pw\n").expect("users");
+    let old_text = format!(
+        "{}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        mailgate_testkit::config_text(""),
+        certs.path().join("cert.pem").display(),
+        certs.path().join("key.pem").display()
+    );
+    let old = Gateway::start_in(old_dir, &old_text).await;
+    let text = extra::set_all(
+        &mailgate_testkit::config_text(""),
+        &[("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#)],
+    );
+    let text = format!(
+        "{text}\n[auth.upstream]\naddress = \"{}\"\nprotocol = \"smtp\"\ntls = \"implicit\"\n\
+         server_name = \"localhost\"\nca_file = \"{}\"\n",
+        old.addr("submissions"),
+        ca.display()
+    );
+    let gw = start(&text).await;
+    let (code, text) = smtp_plain(&gw, "kate", "kate-pw").await;
+    assert_eq!(code, 235, "{text}");
+    let (code, text) = smtp_plain(&gw, "kate", "not-kate-pw").await;
+    assert_eq!(code, 535, "{text}");
+}
