@@ -47,6 +47,13 @@ struct RefusedLabels {
     cap: String,
 }
 
+/// Labels of `mailgate_smtp_rejects_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectLabels {
+    listener: String,
+    reason: String,
+}
+
 /// Labels of `mailgate_upstream_checks_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
@@ -61,6 +68,7 @@ pub struct Metrics {
     refused: Family<RefusedLabels, Counter>,
     unchecked: Counter,
     upstream: Family<UpstreamLabels, Counter>,
+    rejects: Family<RejectLabels, Counter>,
 }
 
 /// Values read at scrape time.
@@ -83,9 +91,28 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Empty counters.
+    /// Empty counters; the refusal series exist at zero from the start, so a dashboard sees
+    /// every reason before the first refusal.
     pub fn new() -> Metrics {
-        Metrics::default()
+        let m = Metrics::default();
+        for listener in ["smtp", "submission", "submissions"] {
+            for reason in crate::smtp::machine::REFUSAL_REASONS {
+                let _ = m.rejects.get_or_create(&RejectLabels {
+                    listener: listener.into(),
+                    reason: (*reason).into(),
+                });
+            }
+        }
+        m
+    }
+
+    /// Counts a refused SMTP command on `listener` (a role name) for `reason`.
+    pub fn smtp_reject(&self, listener: &str, reason: &str) {
+        let labels = RejectLabels {
+            listener: label(listener),
+            reason: label(reason),
+        };
+        self.rejects.get_or_create(&labels).inc();
     }
 
     /// An observer for [`Auditor::with_observer`](crate::audit::Auditor::with_observer).
@@ -160,6 +187,13 @@ impl Metrics {
             "Logins refused without a credential check because their user's name is being \
              guessed (the per-user throttle limit); see the log for which user",
             self.unchecked.clone(),
+        );
+        reg.register(
+            "smtp_rejects",
+            "SMTP commands refused, by listener role and reason (relay-denied, \
+             unknown-recipient, sender-not-allowed, too-many-recipients, size, queue-full, \
+             tls-required, policy); each is also one log line",
+            self.rejects.clone(),
         );
         reg.register(
             "upstream_checks",

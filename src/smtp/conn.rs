@@ -126,6 +126,7 @@ impl Protocol for Smtp {
                 reply,
                 action: Action::Continue,
                 audit: None,
+                refusal: None,
             } => {
                 reply.encode(out);
                 None
@@ -149,6 +150,9 @@ impl Protocol for Smtp {
         loop {
             if let Some(record) = next.audit.take() {
                 audit(shared, session, record, None);
+            }
+            if let Some(refusal) = next.refusal.take() {
+                refused(shared, session, &refusal, &next.reply);
             }
             match next.action {
                 Action::Continue => next.reply.encode(&mut io.out),
@@ -521,6 +525,26 @@ fn envelope(session: &Session, txn: &Transaction, now: std::time::SystemTime) ->
         ),
         authorized_as,
     )
+}
+
+/// Logs a refusal (one line, in the spirit of Postfix's `NOQUEUE: reject`) and counts it.
+fn refused(
+    shared: &Gateway,
+    session: &Session,
+    refusal: &crate::smtp::machine::Refusal,
+    reply: &crate::smtp::reply::Reply,
+) {
+    let listener = session.settings().role.name();
+    shared.metrics.smtp_reject(listener, refusal.reason);
+    tracing::info!(
+        listener,
+        helo = session.helo().unwrap_or("-"),
+        from = refusal.sender.as_deref().unwrap_or("-"),
+        to = refusal.recipient.as_deref().unwrap_or("-"),
+        reason = refusal.reason,
+        reply = %reply.to_string().trim_end(),
+        "refused"
+    );
 }
 
 #[cfg(test)]

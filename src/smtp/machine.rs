@@ -130,7 +130,32 @@ pub struct Output {
     pub action: Action,
     /// An audit fact to record (authentication decisions, policy refusals of relays).
     pub audit: Option<Record>,
+    /// The reply refuses what the client asked for: the driver logs why and counts it.
+    pub refusal: Option<Refusal>,
 }
+
+/// What a refusal refused, and why: one log line and one count per refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why, as a fixed word for logs and the `reason` label: one of [`REFUSAL_REASONS`].
+    pub reason: &'static str,
+    /// The envelope sender, when a transaction is open.
+    pub sender: Option<String>,
+    /// The recipient refused, for RCPT.
+    pub recipient: Option<String>,
+}
+
+/// Every refusal reason, for the metric's series (present at zero from the start).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "relay-denied",
+    "unknown-recipient",
+    "sender-not-allowed",
+    "too-many-recipients",
+    "size",
+    "queue-full",
+    "tls-required",
+    "policy",
+];
 
 impl Output {
     fn new(reply: Reply, action: Action) -> Self {
@@ -138,15 +163,27 @@ impl Output {
             reply,
             action,
             audit: None,
+            refusal: None,
         }
     }
 
     fn cont(reply: Reply) -> Self {
-        Output {
-            audit: None,
-            reply,
-            action: Action::Continue,
-        }
+        Output::new(reply, Action::Continue)
+    }
+
+    /// This output, marked as refusing for `reason` (sender and recipient where known).
+    fn refusing(
+        mut self,
+        reason: &'static str,
+        sender: Option<&str>,
+        recipient: Option<String>,
+    ) -> Self {
+        self.refusal = Some(Refusal {
+            reason,
+            sender: sender.map(str::to_owned),
+            recipient,
+        });
+        self
     }
 }
 
@@ -467,7 +504,9 @@ impl Session {
         self.state = State::AwaitingMail;
         match outcome {
             DataOutcome::Queued(id) => Output::cont(reply::queued(&id)),
-            DataOutcome::TooBig => Output::cont(reply::message_too_big()),
+            DataOutcome::TooBig => {
+                Output::cont(reply::message_too_big()).refusing("size", None, None)
+            }
             DataOutcome::LocalError => Output::cont(reply::local_error()),
         }
     }
@@ -558,10 +597,12 @@ impl Session {
         if let Some(size) = params.size
             && size > self.settings.max_message_size
         {
-            return Output::cont(reply::message_too_big());
+            let sender = from.to_string();
+            return Output::cont(reply::message_too_big()).refusing("size", Some(&sender), None);
         }
         if self.settings.queue.is_full() {
-            return Output::cont(reply::queue_full());
+            let sender = from.to_string();
+            return Output::cont(reply::queue_full()).refusing("queue-full", Some(&sender), None);
         }
         // A new transaction asks the allowlist afresh (an entry may have come or gone).
         self.allowlisted = Allowlisted::Unknown;

@@ -612,3 +612,35 @@ fn size_limits() {
         "a new transaction may start"
     );
 }
+
+/// Each refusal names its reason, the sender and the recipient (for the log line and the
+/// counter); an accepted command carries none.
+#[test]
+fn refusals_say_why() {
+    let mut s = Session::new(settings(SmtpRole::Smtp, false));
+    ehlo_text(&mut s);
+    let refusal = |s: &mut Session, line: &str| {
+        s.handle_line(SystemTime::UNIX_EPOCH, line.as_bytes())
+            .refusal
+            .map(|r| (r.reason, r.sender, r.recipient))
+    };
+    assert_eq!(refusal(&mut s, "MAIL FROM:<x@remote.example>"), None);
+    assert_eq!(refusal(&mut s, "RCPT TO:<alice@example.test>"), None);
+    assert_eq!(
+        refusal(&mut s, "RCPT TO:<nobody@example.test>"),
+        Some((
+            "unknown-recipient",
+            Some("x@remote.example".into()),
+            Some("nobody@example.test".into())
+        ))
+    );
+    assert_eq!(
+        refusal(&mut s, "RCPT TO:<elsewhere@remote.example>").map(|r| r.0),
+        Some("relay-denied")
+    );
+    assert_eq!(refusal(&mut s, "RSET"), None);
+    assert_eq!(
+        refusal(&mut s, "MAIL FROM:<x@remote.example> SIZE=999999999999").map(|r| r.0),
+        Some("size")
+    );
+}

@@ -20,6 +20,7 @@ mod old_box;
 mod policy;
 mod policy_ops;
 mod pop3;
+mod refusals;
 mod relay;
 mod relay_e2e;
 mod reload;

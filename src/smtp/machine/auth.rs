@@ -35,7 +35,7 @@ impl Session {
             } else {
                 reply::auth_encryption_required()
             };
-            return Output::cont(r);
+            return Output::cont(r).refusing("tls-required", None, None);
         }
         let input = match initial {
             None => None,
@@ -190,6 +190,7 @@ impl Session {
             reply: reply::auth_ok(),
             action: Action::Authenticated { user, mechanism },
             audit: Some(record),
+            refusal: None,
         }
     }
 
@@ -220,6 +221,7 @@ impl Session {
             reply,
             action: Action::AuthFailed { user, note, close },
             audit: Some(record),
+            refusal: None,
         }
     }
 

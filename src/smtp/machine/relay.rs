@@ -59,21 +59,47 @@ impl Session {
             }
             return self.ask_allowlist();
         }
+        // Only a refusal spends the copies (an accepted RCPT allocates nothing for them).
+        let recipient = |to: &ForwardPath| match to {
+            ForwardPath::Postmaster => "postmaster".to_owned(),
+            ForwardPath::Address(a) => a.to_string(),
+        };
         let (address, local_user, relay) = match self.route(&to) {
             Ok(routed) => routed,
-            Err(reply) => return self.error(reply),
+            Err(reply) => {
+                let reason = if reply == reply::no_such_user() {
+                    "unknown-recipient"
+                } else {
+                    "relay-denied"
+                };
+                let sender = match &self.state {
+                    State::AwaitingRcpt(t) => t.mail_from.clone(),
+                    _ => String::new(),
+                };
+                return self
+                    .error(reply)
+                    .refusing(reason, Some(&sender), Some(recipient(&to)));
+            }
         };
         let State::AwaitingRcpt(t) = &mut self.state else {
             unreachable!("checked above and route() does not change the state")
         };
         if t.recipients.len() >= self.settings.max_recipients {
-            return Output::cont(reply::too_many_recipients());
+            return Output::cont(reply::too_many_recipients()).refusing(
+                "too-many-recipients",
+                Some(&t.mail_from),
+                Some(recipient(&to)),
+            );
         }
         if let Some(Authorization::PopBeforeSmtp { user }) = &relay
             && self.settings.restrict_sender
             && !sender_belongs_to(&t.mail_from, user, &self.settings.local_domains)
         {
-            return Output::cont(reply::sender_not_allowed());
+            return Output::cont(reply::sender_not_allowed()).refusing(
+                "sender-not-allowed",
+                Some(&t.mail_from),
+                Some(recipient(&to)),
+            );
         }
         if let Some(a) = &relay
             && t.relay_outcome.is_none()
@@ -103,7 +129,11 @@ impl Session {
                     Record::new(Kind::Relay, mechanism, Class::Insecure, Outcome::Denied)
                         .with_decision(&decision);
                 record.user = a.user().map(str::to_owned);
-                let mut out = Output::cont(reply);
+                let mut out = Output::cont(reply).refusing(
+                    "policy",
+                    Some(&t.mail_from),
+                    Some(recipient(&to)),
+                );
                 out.audit = Some(record);
                 return out;
             }
