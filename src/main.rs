@@ -24,13 +24,13 @@ enum Command {
     /// Run the gateway.
     Serve {
         /// The configuration file.
-        #[arg(long, default_value = "config/mailgate.toml")]
+        #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Check the configuration and the users file; report every problem, exit 1 if any.
     CheckConfig {
         /// The configuration file.
-        #[arg(long, default_value = "config/mailgate.toml")]
+        #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Set a user's password: reads it from standard input and writes the stored forms that
@@ -44,7 +44,7 @@ enum Command {
         #[arg(long)]
         scheme: bool,
         /// The configuration file (names the users file and the mechanisms).
-        #[arg(long, default_value = "config/mailgate.toml")]
+        #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Inspect or change the POP-before-SMTP allowlist of a running gateway.
@@ -52,7 +52,7 @@ enum Command {
         #[command(subcommand)]
         action: AllowlistAction,
         /// The configuration file (names the control address).
-        #[arg(long, global = true, default_value = "config/mailgate.toml")]
+        #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Report who still authenticates how, from the audit log (the current file and its
@@ -61,7 +61,7 @@ enum Command {
     /// List the messages waiting in the spool (read-only; works while the gateway runs).
     Queue {
         /// The configuration file (names the spool).
-        #[arg(long, default_value = "config/mailgate.toml")]
+        #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Print one JSON envelope per line instead of the table.
         #[arg(long)]
@@ -73,7 +73,7 @@ enum Command {
         #[command(subcommand)]
         source: ImportSource,
         /// The configuration file (names the Maildir root and [pop3.proxy]).
-        #[arg(long, global = true, default_value = "config/mailgate.toml")]
+        #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
 }
@@ -109,7 +109,7 @@ enum ImportSource {
 #[derive(clap::Args)]
 struct AuditArgs {
     /// The configuration file (names the audit log).
-    #[arg(long, default_value = "config/mailgate.toml")]
+    #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
     config: PathBuf,
     /// Read this log (and its rotations PATH.1, PATH.2, ...) instead of the configured one.
     #[arg(long)]
@@ -337,6 +337,18 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// The configuration file when `--config` and `MAILGATE_CONFIG` name none: the installed one,
+/// `/etc/mailgate/mailgate.toml`, if it exists, else the demo, `config/mailgate.toml` (so the
+/// README's first command runs from a checkout).
+fn default_config() -> PathBuf {
+    let installed = PathBuf::from("/etc/mailgate/mailgate.toml");
+    if installed.is_file() {
+        installed
+    } else {
+        PathBuf::from("config/mailgate.toml")
+    }
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {

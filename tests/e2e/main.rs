@@ -11,6 +11,7 @@ mod admin;
 mod admin_metrics;
 mod audit;
 mod audit_report;
+mod cli;
 mod clients;
 mod dovecot_import;
 mod durability;
