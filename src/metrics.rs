@@ -47,6 +47,12 @@ struct RefusedLabels {
     cap: String,
 }
 
+/// Labels of `mailgate_build_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
 /// Labels of `mailgate_smtp_rejects_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RejectLabels {
@@ -219,6 +225,15 @@ impl Metrics {
             self.relays.clone(),
         );
         let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        let build = Family::<BuildLabels, ConstGauge>::new_with_constructor(|| ConstGauge::new(1));
+        let _ = build.get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION").into(),
+        });
+        reg.register(
+            "build_info",
+            "The running build: always 1, its version as a label",
+            build,
+        );
         reg.register(
             "allowlist_entries",
             "Addresses on the POP-before-SMTP allowlist",

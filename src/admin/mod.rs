@@ -27,6 +27,7 @@
 //! `limits.tls_handshake_timeout`, so a slow client holds up no one else.
 //! Handlers live in `routes.rs`; the metrics they serve are kept in `crate::metrics`.
 
+mod health;
 mod routes;
 
 use std::future::Future;

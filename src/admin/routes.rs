@@ -143,8 +143,16 @@ async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such route".into())
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(app): State<App>) -> Response {
+    let shared = app.shared.clone();
+    match tokio::task::spawn_blocking(move || super::health::check(&shared)).await {
+        Ok(Ok(())) => "ok\n".into_response(),
+        Ok(Err(why)) => {
+            tracing::warn!("health check failed: {why}");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {

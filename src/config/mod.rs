@@ -425,6 +425,9 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Messages in the spool beyond which MAIL is answered 452 4.3.1.
     pub max_queue: usize,
+    /// `/healthz` fails when the spool's or the Maildirs' file system has less free space than
+    /// this share (0.0 to 1.0).
+    pub min_free_disk: f64,
 }
 
 /// Whether `ip` falls in any of `nets`.

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 
 fn check_config(cwd: &Path, env: Option<&Path>, flag: Option<&Path>) -> Output {
     let mut cmd = Command::new(crate::MAILGATE);
-    cmd.current_dir(cwd).arg("check-config").env_remove("MAILGATE_CONFIG");
+    cmd.current_dir(cwd)
+        .arg("check-config")
+        .env_remove("MAILGATE_CONFIG");
     if let Some(path) = env {
         cmd.env("MAILGATE_CONFIG", path);
     }
@@ -27,14 +29,25 @@ fn the_config_comes_from_the_flag_then_the_environment() {
     let elsewhere = tempfile::tempdir().expect("temp dir");
 
     let out = check_config(elsewhere.path(), Some(&good), None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = check_config(elsewhere.path(), Some(&missing), None);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("missing.toml"), "the error names the file: {said}");
+    assert!(
+        said.contains("missing.toml"),
+        "the error names the file: {said}"
+    );
     // The flag wins over the environment.
     let out = check_config(elsewhere.path(), Some(&missing), Some(&good));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Neither: the demo's path, relative to the current folder, named in the error (unless
     // this machine has an installed configuration).
     if !Path::new("/etc/mailgate/mailgate.toml").exists() {

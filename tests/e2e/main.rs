@@ -15,6 +15,7 @@ mod cli;
 mod clients;
 mod dovecot_import;
 mod durability;
+mod health;
 mod ntlm;
 mod oauth;
 mod old_box;

@@ -376,6 +376,8 @@ pub struct LimitsFile {
     pub shutdown_grace: String,
     /// Messages in the spool. Default 100000.
     pub max_queue: usize,
+    /// Free disk below which `/healthz` fails, in percent. Default "1%".
+    pub min_free_disk: String,
 }
 
 impl Default for LimitsFile {
@@ -406,6 +408,7 @@ impl Default for LimitsFile {
             shutdown_grace: "10s".to_string(),
             // About 60 MB of index at the most (0.6 KB per queued message).
             max_queue: 100_000,
+            min_free_disk: "1%".into(),
         }
     }
 }

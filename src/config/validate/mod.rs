@@ -354,6 +354,7 @@ impl<'a> Checker<'a> {
             max_errors: l.max_errors,
             shutdown_grace: dur("limits.shutdown_grace", &l.shutdown_grace),
             max_queue: l.max_queue,
+            min_free_disk: self.percent("limits.min_free_disk", &l.min_free_disk),
         }
     }
 
@@ -383,6 +384,27 @@ impl<'a> Checker<'a> {
             );
         }
         len
+    }
+
+    /// A share written as a percentage, `"1%"` or `"0.5%"`, as a fraction.
+    fn percent(&mut self, key: &str, text: &str) -> f64 {
+        let value = text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .filter(|p| (0.0..=100.0).contains(p));
+        match value {
+            Some(p) => p / 100.0,
+            None => {
+                self.bad(
+                    key,
+                    None,
+                    format!("\"{text}\" is not a percentage"),
+                    "write e.g. \"1%\" (0% turns the check off)",
+                );
+                0.0
+            }
+        }
     }
 
     fn path(&mut self, base: &Path, key: &str, p: &Path) -> PathBuf {
