@@ -119,21 +119,26 @@ pub fn maildir(
         store(&t.work, &base, uid, &body).map_err(|e| format!("{}: {e}", t.work.display()))?;
         report.copied += 1;
         report.bytes += body.len() as u64;
-        if terminal {
-            eprint!(
-                "\r{}/{} messages, {} bytes",
-                i + 1,
-                listing.len(),
-                report.bytes
-            );
-            let _ = io::stderr().flush();
-        }
+        progress(terminal, i + 1, listing.len(), report.bytes);
     }
+    progress_done(terminal);
+    t.finish()?;
+    Ok(report)
+}
+
+/// The progress line on a terminal: messages done of all, bytes copied.
+fn progress(terminal: bool, done: usize, all: usize, bytes: u64) {
+    if terminal {
+        eprint!("\r{done}/{all} messages, {bytes} bytes");
+        let _ = io::stderr().flush();
+    }
+}
+
+/// Ends the progress line.
+fn progress_done(terminal: bool) {
     if terminal {
         eprintln!();
     }
-    t.finish()?;
-    Ok(report)
 }
 
 /// `bytes` with every bare LF made CRLF.
@@ -194,19 +199,9 @@ pub async fn pop3(config: &Config, user: &str, password: Option<Secret>) -> Resu
             .map_err(|e| format!("{}: {e}", work.display()))?;
         report.copied += 1;
         report.bytes += size;
-        if terminal {
-            eprint!(
-                "\r{}/{} messages, {} bytes",
-                i + 1,
-                listing.len(),
-                report.bytes
-            );
-            let _ = io::stderr().flush();
-        }
+        progress(terminal, i + 1, listing.len(), report.bytes);
     }
-    if terminal {
-        eprintln!();
-    }
+    progress_done(terminal);
     // No DELE was sent: QUIT changes nothing on the old server.
     conn.logout(std::time::Duration::from_secs(5)).await;
     t.finish()?;

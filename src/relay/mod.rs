@@ -631,32 +631,45 @@ async fn deliver_remote(
         () = ctx.shutdown.cancelled() => return None,
         r = relay(ctx, connector, tokens, &msg) => r,
     };
+    record_outcome(env, &idx, result, last_error, "smarthost");
+    Some(())
+}
+
+/// Records what the receiving server (`to`: the smarthost, or the old server) answered for the
+/// recipients at `idx`: delivered, failed for a 5xx, retried for a 4xx (`last_error`).
+fn record_outcome(
+    env: &mut Envelope,
+    idx: &[usize],
+    result: Result<Vec<Reply>, RemoteError>,
+    last_error: &mut Option<(u16, String)>,
+    to: &str,
+) {
     match result {
         Ok(replies) => {
             for (&i, reply) in idx.iter().zip(replies) {
                 let r = &mut env.recipients[i];
                 if reply.is_success() {
-                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: relayed");
+                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: relayed");
                     r.status = Status::Delivered;
                 } else if reply.is_permanent() {
-                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: rejected");
+                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: rejected");
                     r.status = Status::Failed {
                         code: reply.code,
                         text: reply.detail(),
                     };
                 } else {
-                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: rcpt deferred");
+                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: rcpt deferred");
                     *last_error = Some((reply.code, reply.detail()));
                 }
             }
         }
         Err(e) if e.is_permanent() => {
-            tracing::info!(id = env.id, error = %e, "relay: message rejected by smarthost");
+            tracing::info!(id = env.id, to, error = %e, "relay: message rejected");
             let (code, text) = match e.reply() {
                 Some(reply) => (reply.code, reply.detail()),
                 None => (553, e.to_string()),
             };
-            for &i in &idx {
+            for &i in idx {
                 env.recipients[i].status = Status::Failed {
                     code,
                     text: text.clone(),
@@ -664,12 +677,11 @@ async fn deliver_remote(
             }
         }
         Err(e) => {
-            tracing::warn!(id = env.id, error = %e, "relay: smarthost deferred");
+            tracing::warn!(id = env.id, to, error = %e, "relay: deferred");
             let code = e.reply().map_or(451, |r| r.code);
             *last_error = Some((code, e.to_string()));
         }
     }
-    Some(())
 }
 
 fn pending(env: &Envelope, local: bool) -> impl Iterator<Item = &Recipient> {

@@ -69,43 +69,8 @@ pub(super) async fn deliver(
     };
     let result = tokio::select! {
         () = ctx.shutdown.cancelled() => return None,
-        r = connector.send(&ctx.settings.hostname, &msg) => r,
+        r = connector.send(&ctx.settings.hostname, &msg) => r.map_err(Into::into),
     };
-    match result {
-        Ok(replies) => {
-            for (&i, reply) in idx.iter().zip(replies) {
-                let r = &mut env.recipients[i];
-                if reply.is_success() {
-                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: handed to the old server (mailbox not moved yet)");
-                    r.status = Status::Delivered;
-                } else if reply.is_permanent() {
-                    tracing::info!(id = env.id, rcpt = r.address, %reply, "relay: the old server refused");
-                    r.status = Status::Failed {
-                        code: reply.code,
-                        text: reply.detail(),
-                    };
-                } else {
-                    *last_error = Some((reply.code, reply.detail()));
-                }
-            }
-        }
-        Err(e) if e.is_permanent() => {
-            let (code, text) = match e.reply() {
-                Some(reply) => (reply.code, reply.detail()),
-                None => (553, e.to_string()),
-            };
-            tracing::info!(id = env.id, error = %e, "relay: the old server refused the message");
-            for &i in &idx {
-                env.recipients[i].status = Status::Failed {
-                    code,
-                    text: text.clone(),
-                };
-            }
-        }
-        Err(e) => {
-            tracing::warn!(id = env.id, error = %e, "relay: the old server deferred");
-            *last_error = Some((e.reply().map_or(451, |r| r.code), e.to_string()));
-        }
-    }
+    super::record_outcome(env, &idx, result, last_error, "old-server");
     Some(())
 }

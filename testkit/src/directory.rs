@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The search account and its password.
 pub const ADMIN: (&str, &str) = ("cn=admin,dc=example,dc=test", "admin-secret");
@@ -59,17 +58,7 @@ impl Directory {
         assert!(status.success(), "slapd did not start: {status:?}");
         let addr = crate::extra::local(port);
         crate::extra::wait_listening(addr).await;
-        let mut pid = None;
-        for _ in 0..200 {
-            pid = std::fs::read_to_string(d.join("slapd.pid"))
-                .ok()
-                .and_then(|p| p.trim().parse::<u32>().ok());
-            if pid.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(pid.is_some(), "slapd wrote no pid file");
+        let pid = Some(crate::oldbox::wait_pid(&d.join("slapd.pid")).await);
         let directory = Directory {
             addr,
             ca_file,
@@ -127,14 +116,7 @@ impl Directory {
     /// Stops slapd and waits until its port refuses connections.
     pub async fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                assert!(tokio::time::Instant::now() < deadline, "slapd did not stop");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            crate::oldbox::stop(pid, &[self.addr]).await;
         }
     }
 }

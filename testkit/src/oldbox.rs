@@ -90,18 +90,7 @@ impl OldBox {
         );
         // The master writes its pid file once it runs; without it the box could not be
         // stopped, so wait for it.
-        let pid_file = d.join("run/master.pid");
-        let mut pid = None;
-        for _ in 0..200 {
-            pid = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse::<u32>().ok());
-            if pid.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(pid.is_some(), "dovecot wrote no pid file");
+        let pid = Some(wait_pid(&d.join("run/master.pid")).await);
         let old = OldBox {
             pop3: crate::extra::local(pop3),
             imap: crate::extra::local(imap),
@@ -140,19 +129,35 @@ impl OldBox {
     /// Stops Dovecot and waits until its ports refuse connections.
     pub async fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while tokio::net::TcpStream::connect(self.pop3).await.is_ok()
-                || tokio::net::TcpStream::connect(self.imap).await.is_ok()
-            {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "dovecot did not stop"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            stop(pid, &[self.pop3, self.imap]).await;
+        }
+    }
+}
+
+/// The pid in `file`, once the daemon has written it (within 5 s).
+pub(crate) async fn wait_pid(file: &Path) -> u32 {
+    for _ in 0..200 {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{} was never written", file.display());
+}
+
+/// Stops the daemon `pid` (one this test started) and waits until `addrs` refuse connections.
+pub(crate) async fn stop(pid: u32, addrs: &[SocketAddr]) {
+    let _ = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for addr in addrs {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "{pid} did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

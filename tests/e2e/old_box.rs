@@ -29,6 +29,21 @@ fn front(old: &OldBox, protocol: &str, tls: &str, more: &str) -> String {
     )
 }
 
+/// Waits until `user` is in the users file with a `{CRAM-MD5}` form (captured).
+async fn captured(gw: &Gateway, user: &str) {
+    let users = gw.dir.path().join("users");
+    let line = format!("{user}:{{CRAM-MD5}}");
+    extra::eventually(&format!("{user} captured"), Duration::from_secs(10), || {
+        let (users, line) = (users.clone(), line.clone());
+        async move {
+            std::fs::read_to_string(&users)
+                .unwrap_or_default()
+                .contains(&line)
+        }
+    })
+    .await;
+}
+
 async fn start(text: &str) -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("users"), mailgate_testkit::USERS).expect("users file");
@@ -80,20 +95,11 @@ async fn a_user_only_on_the_old_box_logs_in_and_is_captured() {
     assert!(!line.contains("SYS/TEMP"), "{line}");
 
     // Captured: the users file now holds carol, and CRAM-MD5 works for her.
-    let users = gw.dir.path().join("users");
-    extra::eventually("carol captured", Duration::from_secs(10), || {
-        let users = users.clone();
-        async move {
-            std::fs::read_to_string(&users)
-                .unwrap_or_default()
-                .contains("carol:{CRAM-MD5}")
-        }
-    })
-    .await;
+    captured(&gw, "carol").await;
     let (mut c, _) = mech::smtp(host(1), gw.addr("submission"), false, "client.test").await;
     let x = mech::smtp_cram(&mut c, "carol", "carol-old-pw").await;
     assert_eq!(x.code, 235, "CRAM-MD5 after capture: {:?}", x.lines);
-    let text = std::fs::read_to_string(&users).expect("users file");
+    let text = std::fs::read_to_string(gw.dir.path().join("users")).expect("users file");
     assert!(
         !text.contains("carol-old-pw"),
         "the password itself is never stored"
@@ -225,16 +231,7 @@ async fn a_mailbox_not_moved_yet_is_served_from_the_old_box() {
     drop(c);
     // Captured by now: CRAM-MD5 over POP3 AUTH, which carries no password, goes upstream
     // as the master user.
-    let users = gw.dir.path().join("users");
-    extra::eventually("carol captured", Duration::from_secs(10), || {
-        let users = users.clone();
-        async move {
-            std::fs::read_to_string(&users)
-                .unwrap_or_default()
-                .contains("carol:{CRAM-MD5}")
-        }
-    })
-    .await;
+    captured(&gw, "carol").await;
     let (mut c, _, _) = mech::pop3(host(1), gw.addr("pop3"), false).await;
     let x = mech::pop_cram(&mut c, "carol", "carol-old-pw").await;
     assert_eq!(
@@ -429,16 +426,7 @@ async fn a_directory_checks_the_passwords_of_users_not_moved_yet() {
     assert_eq!(code, 535, "a wildcard name finds nobody: {text}");
     let line = pop_login(&gw, "grace", "grace-pw").await;
     assert!(line.starts_with("+OK"), "{line}");
-    let users = gw.dir.path().join("users");
-    extra::eventually("frank captured", Duration::from_secs(10), || {
-        let users = users.clone();
-        async move {
-            std::fs::read_to_string(&users)
-                .unwrap_or_default()
-                .contains("frank:{CRAM-MD5}")
-        }
-    })
-    .await;
+    captured(&gw, "frank").await;
     let (mut c, _) = mech::smtp(host(1), gw.addr("submission"), false, "client.test").await;
     assert_eq!(mech::smtp_cram(&mut c, "frank", "frank-pw").await.code, 235);
     dir.stop().await;
