@@ -50,7 +50,7 @@ impl Protocol for Pop3 {
     type Held = Held;
 
     fn span(&self, conn: &Conn) -> tracing::Span {
-        tracing::info_span!("pop3", session = %conn.id, peer = %conn.peer)
+        tracing::info_span!("pop3", session = %conn.id, peer = %conn.peer, role = self.listener())
     }
 
     fn implicit_tls(&self) -> bool {
@@ -243,11 +243,11 @@ impl Protocol for Pop3 {
                     let (result, new_lock) = open_mailbox(shared, &user).await;
                     match &result {
                         Ok(mb) => {
-                            tracing::info!(%user, %method, messages = mb.messages.len(), "logged in");
+                            tracing::info!(%user, mechanism = %method, messages = mb.messages.len(), "logged in");
                             allowlist_login(shared, session, conn, &user).await;
                         }
                         Err(MailboxError::InUse) => {
-                            tracing::info!(%user, %method, "login refused: mailbox in use");
+                            tracing::info!(%user, mechanism = %method, "login refused: mailbox in use");
                         }
                         Err(MailboxError::Io(e)) => {
                             tracing::error!(%user, "cannot open mailbox: {e}");

@@ -2,7 +2,8 @@
 //! recipient, a refused sender and a message over the size limit each leave one log line
 //! naming the listener, the client's HELO, sender, recipient, the reply and the reason, and
 //! count in `mailgate_smtp_rejects_total{listener,reason}`, whose series exist at zero from
-//! the start. "Why didn't the printer's mail go out?" is answered by the log.
+//! the start. "Why didn't the printer's mail go out?" is answered by the log. POP3's lines
+//! carry the same field names (`role`, `mechanism`).
 
 use std::time::Duration;
 
@@ -75,5 +76,23 @@ async fn refused_commands_are_logged_and_counted() {
             format!("mailgate_smtp_rejects_total{{listener=\"smtp\",reason=\"{reason}\"}} {n}");
         assert!(after.contains(&series), "{series} missing:\n{after}");
     }
+    // POP3 lines name the listener and the mechanism as SMTP's do.
+    let (mut p, _, _) = mech::pop3(host(23), ports.addr("pop3s"), true).await;
+    assert_eq!(
+        mech::pop_user_pass(&mut p, "alice", "secret-pw").await.code,
+        1
+    );
+    p.pop_cmd("QUIT", true).await;
+    extra::eventually("the POP3 login logged", Duration::from_secs(10), || {
+        let log = gw.log_text();
+        async move {
+            log.lines().any(|l| {
+                l.contains("logged in")
+                    && l.contains("role=\"pop3s\"")
+                    && l.contains("mechanism=USER")
+            })
+        }
+    })
+    .await;
     gw.terminate();
 }
