@@ -1,6 +1,7 @@
-//! `GET /healthz`: whether the gateway can do its job, checked when asked: the spool takes a
-//! write (a probe file created, synced and removed), and the file systems of the spool and
-//! the Maildirs have at least `[limits] min_free_disk` free. A failure names what and where,
+//! `GET /healthz`: whether the gateway can do its job, checked when asked: the audit writer
+//! runs (when the audit log is on), the spool takes a write (a probe file created, synced and
+//! removed), and the file systems of the spool and the Maildirs have at least
+//! `[limits] min_free_disk` free. A failure names what and where,
 //! for the load balancer's log and the admin.
 
 use std::io::Write as _;
@@ -10,6 +11,9 @@ use crate::gateway::Gateway;
 
 /// Runs the checks (blocking: call it off the async workers). `Err` says what failed.
 pub fn check(shared: &Gateway) -> Result<(), String> {
+    if shared.audit.writer_stopped() {
+        return Err("the audit writer has stopped: authentications are no longer recorded".into());
+    }
     let spool = &shared.config.delivery.spool;
     writable(spool).map_err(|e| format!("spool {} is not writable: {e}", spool.display()))?;
     let min = shared.config.limits.min_free_disk;

@@ -178,6 +178,12 @@ impl Auditor {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// Whether the audit log is on and its writer has stopped (events would only be dropped):
+    /// `/healthz` then fails.
+    pub fn writer_stopped(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.is_closed())
+    }
 }
 
 /// The rotated file number `n` of `path` (`audit.log.1`, ...); 0 is the current file.
@@ -472,8 +478,14 @@ mod tests {
         for n in 0..40 {
             auditor.record(event(n));
         }
+        assert!(!auditor.writer_stopped());
         shutdown.cancel();
         task.await.unwrap();
+        assert!(auditor.writer_stopped(), "health sees a stopped writer");
+        assert!(
+            !Auditor::disabled().writer_stopped(),
+            "a disabled log is no failure"
+        );
         let kept = files(&path, 2);
         assert_eq!(kept.len(), 3, "current plus two rotated: {kept:?}");
         let mut seen = Vec::new();
