@@ -11,7 +11,9 @@
 //! dead-letter folder. Retry timing comes from [`retry`] (RFC 5321 §4.5.4.1). Local
 //! recipients are written into their Maildirs by `local.rs`, in batches made durable by one
 //! `syncfs` for their content and one for their renames; a message leaves the spool only once
-//! every copy is durable there.
+//! every copy is durable there. Remote recipients go to the smarthost in one session
+//! (`remote.rs`); with `[delivery] route_unmigrated_to`, local recipients whose Maildir does
+//! not exist yet go to the old server instead (`unmigrated.rs`).
 //!
 //! With XOAUTH2 or OAUTHBEARER upstream, the worker holds one [`oauth::TokenSource`] that its
 //! deliveries share. A missing token is a transient failure like an unreachable smarthost: the
@@ -25,6 +27,7 @@ mod bounce;
 pub mod client;
 mod local;
 pub mod oauth;
+mod remote;
 pub mod retry;
 mod unmigrated;
 
@@ -41,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, unix_secs};
 use crate::config::{DeliveryConfig, Upstream, UpstreamAuth};
-use crate::spool::{Body, Envelope, Recipient, Spool, Status};
+use crate::spool::{Envelope, Recipient, Spool, Status};
 use client::{Connector, Message, Reply};
 use oauth::TokenSource;
 
@@ -547,7 +550,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
         if ctx.shutdown.is_cancelled() {
             return Outcome::default();
         }
-        match deliver_remote(ctx, &mut env, &body, &mut last_error).await {
+        match remote::deliver(ctx, &mut env, &body, &mut last_error).await {
             // Fully delivered: it is removed next, so rewriting its envelope first would only
             // cost an fsync (a crash in between delivers again: at least once).
             Some(()) if done_cleanly(&env) => {}
@@ -586,102 +589,6 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
         save(ctx, &env).await;
     }
     bounce::settle(ctx, env, &body).await
-}
-
-/// Hands the pending remote recipients to the smarthost in one session. `None` if shutdown
-/// interrupted the session (nothing recorded).
-async fn deliver_remote(
-    ctx: &Ctx,
-    env: &mut Envelope,
-    body: &Body,
-    last_error: &mut Option<(u16, String)>,
-) -> Option<()> {
-    let idx: Vec<usize> = env
-        .recipients
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.status == Status::Pending && r.local_user.is_none())
-        .map(|(i, _)| i)
-        .collect();
-    let (connector, tokens) = match &ctx.upstream {
-        Smarthost::Ready { connector, tokens } => (connector, tokens.as_deref()),
-        Smarthost::None => {
-            for &i in &idx {
-                let text = "5.3.0 no smarthost configured for remote delivery".to_string();
-                env.recipients[i].status = Status::Failed { code: 554, text };
-            }
-            return Some(());
-        }
-        Smarthost::Broken(why) => {
-            *last_error = Some((451, format!("smarthost unusable: {why}")));
-            return Some(());
-        }
-    };
-    let addresses: Vec<String> = idx
-        .iter()
-        .map(|&i| env.recipients[i].address.clone())
-        .collect();
-    let msg = Message {
-        mail_from: &env.mail_from,
-        recipients: &addresses,
-        body,
-        size: env.size,
-    };
-    let result = tokio::select! {
-        () = ctx.shutdown.cancelled() => return None,
-        r = relay(ctx, connector, tokens, &msg) => r,
-    };
-    record_outcome(env, &idx, result, last_error, "smarthost");
-    Some(())
-}
-
-/// Records what the receiving server (`to`: the smarthost, or the old server) answered for the
-/// recipients at `idx`: delivered, failed for a 5xx, retried for a 4xx (`last_error`).
-fn record_outcome(
-    env: &mut Envelope,
-    idx: &[usize],
-    result: Result<Vec<Reply>, RemoteError>,
-    last_error: &mut Option<(u16, String)>,
-    to: &str,
-) {
-    match result {
-        Ok(replies) => {
-            for (&i, reply) in idx.iter().zip(replies) {
-                let r = &mut env.recipients[i];
-                if reply.is_success() {
-                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: relayed");
-                    r.status = Status::Delivered;
-                } else if reply.is_permanent() {
-                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: rejected");
-                    r.status = Status::Failed {
-                        code: reply.code,
-                        text: reply.detail(),
-                    };
-                } else {
-                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: rcpt deferred");
-                    *last_error = Some((reply.code, reply.detail()));
-                }
-            }
-        }
-        Err(e) if e.is_permanent() => {
-            tracing::info!(id = env.id, to, error = %e, "relay: message rejected");
-            let (code, text) = match e.reply() {
-                Some(reply) => (reply.code, reply.detail()),
-                None => (553, e.to_string()),
-            };
-            for &i in idx {
-                env.recipients[i].status = Status::Failed {
-                    code,
-                    text: text.clone(),
-                };
-            }
-        }
-        Err(e) => {
-            tracing::warn!(id = env.id, to, error = %e, "relay: deferred");
-            let code = e.reply().map_or(451, |r| r.code);
-            *last_error = Some((code, e.to_string()));
-        }
-    }
 }
 
 fn pending(env: &Envelope, local: bool) -> impl Iterator<Item = &Recipient> {

@@ -71,6 +71,6 @@ pub(super) async fn deliver(
         () = ctx.shutdown.cancelled() => return None,
         r = connector.send(&ctx.settings.hostname, &msg) => r.map_err(Into::into),
     };
-    super::record_outcome(env, &idx, result, last_error, "old-server");
+    super::remote::record_outcome(env, &idx, result, last_error, "old-server");
     Some(())
 }
