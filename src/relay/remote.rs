@@ -34,10 +34,7 @@ pub(super) async fn deliver(
             return Some(());
         }
     };
-    let addresses: Vec<String> = idx
-        .iter()
-        .map(|&i| env.recipients[i].address.clone())
-        .collect();
+    let addresses = addresses(env, &idx);
     let msg = Message {
         mail_from: &env.mail_from,
         recipients: &addresses,
@@ -50,6 +47,13 @@ pub(super) async fn deliver(
     };
     record_outcome(env, &idx, result, last_error, "smarthost");
     Some(())
+}
+
+/// The addresses of the recipients at `idx`, for the session with the receiving server.
+pub(super) fn addresses(env: &Envelope, idx: &[usize]) -> Vec<String> {
+    idx.iter()
+        .map(|&i| env.recipients[i].address.clone())
+        .collect()
 }
 
 /// Records what the receiving server (`to`: the smarthost, or the old server) answered for the

@@ -57,10 +57,7 @@ pub(super) async fn deliver(
     if idx.is_empty() {
         return Some(());
     }
-    let addresses: Vec<String> = idx
-        .iter()
-        .map(|&i| env.recipients[i].address.clone())
-        .collect();
+    let addresses = super::remote::addresses(env, &idx);
     let msg = Message {
         mail_from: &env.mail_from,
         recipients: &addresses,
