@@ -41,8 +41,29 @@ fn write_then_rename(path: &Path, tmp: &Path, dir: &Path, bytes: &[u8]) -> io::R
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(tmp)?;
-    // Keep the permissions of the file being replaced.
+    // Keep the owner, group and permissions of the file being replaced: a users file made
+    // `root:mail 0640` so that the service can read it must stay so when root rewrites it.
     if let Ok(meta) = fs::metadata(path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let new = file.metadata()?;
+            if (new.uid(), new.gid()) != (meta.uid(), meta.gid()) {
+                std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())).map_err(
+                    |e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "cannot keep the owner {}:{} of {}: {e}",
+                                meta.uid(),
+                                meta.gid(),
+                                path.display()
+                            ),
+                        )
+                    },
+                )?;
+            }
+        }
         file.set_permissions(meta.permissions())?;
     }
     file.write_all(bytes)?;
@@ -77,5 +98,21 @@ mod tests {
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "{names:?}");
         assert!(replace(Path::new("/"), b"x").is_err());
+    }
+
+    #[test]
+    fn keeps_the_owner_and_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        replace(&path, b"one").unwrap();
+        // Only root may give a file away; elsewhere there is nothing to keep.
+        if std::os::unix::fs::chown(&path, Some(1), Some(8)).is_err() {
+            eprintln!("not root: the owner cannot be changed, nothing to check");
+            return;
+        }
+        replace(&path, b"two").unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1, 8));
     }
 }
