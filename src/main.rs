@@ -33,8 +33,9 @@ enum Command {
         #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
-    /// Set a user's password: reads it from standard input and writes the stored forms that
-    /// the enabled mechanisms need into the users file. With --scheme, changes nothing and
+    /// Set a user's password: prompts twice on a terminal (no echo), else reads one line of
+    /// standard input, and writes the stored forms that the enabled mechanisms need into the
+    /// users file (keeping its owner, group and mode). With --scheme, changes nothing and
     /// lists the stored schemes (of USER, or every scheme) and the mechanisms each can serve.
     Passwd {
         /// The user name (optional with --scheme).
@@ -43,8 +44,27 @@ enum Command {
         /// List stored schemes and the mechanisms they serve instead of setting a password.
         #[arg(long)]
         scheme: bool,
+        /// Store a password shorter than 8 characters (an old device's, which cannot change).
+        #[arg(long)]
+        allow_short: bool,
         /// The configuration file (names the users file and the mechanisms).
         #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
+        config: PathBuf,
+    },
+    /// List or delete the users of the users file.
+    User {
+        #[command(subcommand)]
+        action: cli::users::UserAction,
+        /// The configuration file (names the users file and the mechanisms).
+        #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
+        config: PathBuf,
+    },
+    /// Check credentials as a login would, without logging in.
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+        /// The configuration file (names the users file and [auth.upstream]/[auth.ldap]).
+        #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Inspect or change the POP-before-SMTP allowlist of a running gateway.
@@ -78,6 +98,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuthAction {
+    /// Read USER's password (as passwd does) and say whether it verifies, and from which
+    /// stored form or source; exit 0 if it does, 1 if not.
+    Test {
+        /// The user name.
+        user: String,
+        /// The mechanism to check for (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256, NTLM, APOP, ...).
+        #[arg(long, default_value = "PLAIN")]
+        mechanism: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
@@ -90,12 +123,19 @@ fn main() -> ExitCode {
             user,
             scheme: true,
             config,
+            ..
         } => cli::users::schemes(&config, user.as_deref()),
         Command::Passwd {
             user: Some(user),
             config,
+            allow_short,
             ..
-        } => cli::users::passwd(&config, &user),
+        } => cli::users::passwd(&config, &user, allow_short),
+        Command::User { action, config } => cli::users::user(&config, action),
+        Command::Auth {
+            action: AuthAction::Test { user, mechanism },
+            config,
+        } => cli::users::auth_test(&config, &user, &mechanism),
         Command::Passwd { user: None, .. } => {
             eprintln!("passwd: name the USER, or pass --scheme");
             ExitCode::FAILURE

@@ -97,6 +97,47 @@ pub fn set_user(path: &Path, user: &str, forms: &[String]) -> Result<(), Error> 
         Form::parse(form).map_err(|r| argument("password form", r))?;
     }
     let _lock = lock(path)?;
+    let old = read_bounded(path)?;
+    let new = rewrite(&old, &user, forms);
+    crate::durable::replace(path, &new).map_err(|source| Error::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Removes every line of `user` from the users file at `path`, keeping every other byte;
+/// `Ok(false)`, with the file untouched, if the user has no line.
+pub fn remove_user(path: &Path, user: &str) -> Result<bool, Error> {
+    let user = normalize_user(user).map_err(|r| Error::Argument {
+        what: "user name",
+        message: r.message,
+        hint: r.hint,
+    })?;
+    let _lock = lock(path)?;
+    let old = read_bounded(path)?;
+    let body = old.strip_suffix(b"\n").unwrap_or(&old);
+    let mut new = Vec::with_capacity(old.len());
+    let mut removed = false;
+    for line in body.split(|&b| b == b'\n').filter(|_| !old.is_empty()) {
+        if user_line_rest(line, &user).is_some() {
+            removed = true;
+        } else {
+            new.extend_from_slice(line);
+            new.push(b'\n');
+        }
+    }
+    if !removed {
+        return Ok(false);
+    }
+    crate::durable::replace(path, &new).map_err(|source| Error::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(true)
+}
+
+/// The users file's bytes (none if it does not exist yet), refused above [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, Error> {
     let old = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -113,11 +154,7 @@ pub fn set_user(path: &Path, user: &str, forms: &[String]) -> Result<(), Error> 
             limit: MAX_FILE_BYTES,
         });
     }
-    let new = rewrite(&old, &user, forms);
-    crate::durable::replace(path, &new).map_err(|source| Error::Write {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(old)
 }
 
 /// The file `old` with `user`'s lines replaced by one line per form.
@@ -400,5 +437,23 @@ mod tests {
             assert!(matches!(err, Error::Argument { .. }), "{err}");
         }
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn remove_user_drops_only_that_users_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let text = "# admins\nalice:{PLAIN}a\nbob:{PLAIN}b\nALICE:{CRAM-MD5}00:1000\n";
+        fs::write(&path, text).unwrap();
+        assert!(remove_user(&path, "Alice").unwrap());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "# admins\nbob:{PLAIN}b\n"
+        );
+        assert!(!remove_user(&path, "alice").unwrap());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "# admins\nbob:{PLAIN}b\n"
+        );
     }
 }

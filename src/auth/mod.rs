@@ -37,10 +37,10 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 pub use deferred::DeferredDerivation;
-pub use file::set_user;
+pub use file::{remove_user, set_user};
 pub use store::{
-    Error, MAX_FILE_BYTES, MAX_FORMS_PER_USER, MAX_LINE_LEN, MAX_USER_LEN, MAX_USERS, Problem,
-    UserStore, UsersStamp, stored_forms, users_file_stamp,
+    Error, MAX_FILE_BYTES, MAX_FORMS_PER_USER, MAX_LINE_LEN, MAX_USER_LEN, MAX_USERS, Probe,
+    Problem, UserStore, UsersStamp, stored_forms, users_file_stamp,
 };
 
 const CRAM_UNAVAILABLE: &str = "CRAM-MD5 needs a {PLAIN} or {CRAM-MD5} stored form";

@@ -114,6 +114,19 @@ fn list_problems(problems: &[Problem]) -> String {
     problems.iter().map(|p| format!("\n  {p}")).collect()
 }
 
+/// What [`UserStore::probe`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The password matches this stored form (its scheme).
+    Verified(&'static str),
+    /// Forms that serve the mechanism are stored (their schemes), and none matches.
+    Refused(Vec<&'static str>),
+    /// No stored form serves the mechanism: why.
+    Unserved(&'static str),
+    /// The users file has no such user.
+    NoUser,
+}
+
 /// The users of a passwd-file and their stored password forms.
 pub struct UserStore {
     /// The users; replaced as a whole (copy on write) when `derive_on_login` adds forms, so
@@ -275,6 +288,27 @@ impl UserStore {
             return Ok(());
         }
         Err(unavailable(&mechanism))
+    }
+
+    /// For `mailgate auth test`: whether `password` is `user`'s for `mechanism` (a SASL name,
+    /// or `APOP` / `USER`), checked against each stored form that serves the mechanism.
+    /// Blocking (slow hashes).
+    pub fn probe(&self, user: &str, mechanism: &str, password: &[u8]) -> Probe {
+        let Some(forms) = self.forms(user) else {
+            return Probe::NoUser;
+        };
+        let mechanism = mechanism.to_ascii_uppercase();
+        let serving: Vec<&Form> = forms
+            .iter()
+            .filter(|f| mechanisms_served(f.scheme()).contains(&mechanism.as_str()))
+            .collect();
+        if serving.is_empty() {
+            return Probe::Unserved(unavailable(&mechanism));
+        }
+        match serving.iter().find(|f| f.verify_password(password)) {
+            Some(form) => Probe::Verified(form.scheme()),
+            None => Probe::Refused(serving.iter().map(|f| f.scheme()).collect()),
+        }
     }
 
     /// The enabled checks that cannot authenticate `user` with what is stored, each with why

@@ -12,6 +12,7 @@ mod admin_metrics;
 mod audit;
 mod audit_report;
 mod cli;
+mod cli_users;
 mod clients;
 mod dovecot_import;
 mod durability;
