@@ -27,11 +27,17 @@ enum Command {
         #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
-    /// Check the configuration and the users file; report every problem, exit 1 if any.
+    /// Check what a start needs: the configuration, the users file, the TLS certificate and
+    /// key, the listen addresses and the folders written; report every problem with its file
+    /// and line, exit 1 if any.
     CheckConfig {
         /// The configuration file.
         #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
+        /// Do not try to listen on the configured addresses (for a check beside a running
+        /// gateway, which holds them).
+        #[arg(long)]
+        no_bind: bool,
     },
     /// Set a user's password: prompts twice on a terminal (no echo), else reads one line of
     /// standard input, and writes the stored forms that the enabled mechanisms need into the
@@ -118,7 +124,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::CheckConfig { config } => cli::check::check_config(&config),
+        Command::CheckConfig { config, no_bind } => cli::check::check_config(&config, !no_bind),
         Command::Passwd {
             user,
             scheme: true,

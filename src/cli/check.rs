@@ -1,5 +1,6 @@
 //! `mailgate check-config`: everything that would stop a start, found before the start.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -7,7 +8,7 @@ use mailgate::config::Config;
 
 use super::load;
 
-pub(crate) fn check_config(path: &Path) -> ExitCode {
+pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -15,12 +16,61 @@ pub(crate) fn check_config(path: &Path) -> ExitCode {
     for warning in config.warnings() {
         println!("warning: {warning}");
     }
-    let users = match mailgate::auth::UserStore::load(&config.auth.users_file) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
+    // What would stop `serve`, each with the file and line it comes from.
+    let mut problems: Vec<String> = Vec::new();
+    let problem = |key: &str, message: String, hint: &str| {
+        Config::problem_at(path, key, message, hint).to_string()
+    };
+    problems.extend(tls_problems(&config, &problem));
+    if bind {
+        problems.extend(bind_problems(&config, &problem));
+    }
+    for (key, dir) in [
+        ("state_dir", &config.state_dir),
+        ("delivery.maildir", &config.delivery.maildir),
+        ("delivery.spool", &config.delivery.spool),
+    ] {
+        if let Err(e) = writable(dir) {
+            problems.push(problem(
+                key,
+                format!("{}: {e}", dir.display()),
+                "the gateway writes here: create it, or give its user write access",
+            ));
         }
+    }
+    let users = match mailgate::auth::UserStore::load(&config.auth.users_file) {
+        Ok(u) => Some(u),
+        Err(mailgate::auth::Error::Invalid {
+            problems: found, ..
+        }) => {
+            let file = config.auth.users_file.display();
+            for p in found {
+                problems.push(format!("{file}:{}: {}; {}", p.line, p.message, p.hint));
+            }
+            None
+        }
+        Err(e) => {
+            problems.push(problem(
+                "auth.users_file",
+                e.to_string(),
+                "create it with `mailgate passwd USER`, or correct the path",
+            ));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "{}: {} problem(s); the gateway would not start",
+            path.display(),
+            problems.len()
+        );
+        return ExitCode::FAILURE;
+    }
+    let Some(users) = users else {
+        return ExitCode::FAILURE;
     };
     for w in users.warnings() {
         let file = config.auth.users_file.display();
@@ -44,6 +94,122 @@ pub(crate) fn check_config(path: &Path) -> ExitCode {
     print_policy_coverage(&config, &users);
     println!("{}: OK ({} users)", path.display(), users.len());
     ExitCode::SUCCESS
+}
+
+/// The certificate and key of `[tls]`, read and matched as `serve` does.
+fn tls_problems(config: &Config, problem: &dyn Fn(&str, String, &str) -> String) -> Vec<String> {
+    if config.tls.cert.is_none() && config.tls.key.is_none() {
+        return Vec::new();
+    }
+    match mailgate::tls::server(&config.tls, &config.hostname) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            let key = match &e {
+                mailgate::tls::Error::Pem { path, .. }
+                    if config
+                        .tls
+                        .key
+                        .as_ref()
+                        .is_some_and(|k| k.display().to_string() == *path) =>
+                {
+                    "tls.key"
+                }
+                _ => "tls.cert",
+            };
+            vec![problem(
+                key,
+                e.to_string(),
+                "give the PEM certificate chain in tls.cert and its private key in tls.key \
+                 (openssl x509 -noout -pubkey and openssl pkey -pubout must print the same key)",
+            )]
+        }
+    }
+}
+
+/// Tries to listen on every configured address, as `serve` would (with SO_REUSEADDR), and
+/// lets go at once.
+fn bind_problems(config: &Config, problem: &dyn Fn(&str, String, &str) -> String) -> Vec<String> {
+    let l = &config.listeners;
+    let mut wanted: Vec<(&str, SocketAddr)> = Vec::new();
+    for (key, addrs) in [
+        ("listeners.pop3", &l.pop3),
+        ("listeners.pop3s", &l.pop3s),
+        ("listeners.smtp", &l.smtp),
+        ("listeners.submission", &l.submission),
+        ("listeners.submissions", &l.submissions),
+    ] {
+        wanted.extend(addrs.iter().map(|a| (key, *a)));
+    }
+    wanted.extend(l.control.map(|a| ("listeners.control", a)));
+    wanted.extend(l.admin.map(|a| ("listeners.admin", a)));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return vec![format!(
+                "cannot start the runtime to test the listeners: {e}"
+            )];
+        }
+    };
+    runtime.block_on(async {
+        // Held together until every address is tried: one address listed twice is a clash.
+        let mut held = Vec::new();
+        let mut problems = Vec::new();
+        for (key, addr) in wanted {
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            };
+            let listened = socket.and_then(|s| {
+                s.set_reuseaddr(true)?;
+                s.bind(addr)?;
+                s.listen(16)
+            });
+            match listened {
+                Ok(listener) => held.push(listener),
+                Err(e) => problems.push(problem(
+                    key,
+                    format!("cannot listen on {addr}: {e}"),
+                    "stop what holds the port (ss -ltnp), choose another address, or pass \
+                     --no-bind to check beside a running gateway",
+                )),
+            }
+        }
+        problems
+    })
+}
+
+/// Whether the gateway's user can write in `dir`: a file is made there and removed; a folder
+/// that does not exist yet must be creatable in its nearest existing parent.
+fn writable(dir: &Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => return Err("no existing parent folder".into()),
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!("{} is not a folder", existing.display()));
+    }
+    let probe = existing.join(format!(".mailgate-check-config.{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if existing == dir => Err(format!("not writable: {e}")),
+        Err(e) => Err(format!(
+            "does not exist and cannot be made in {}: {e}",
+            existing.display()
+        )),
+    }
 }
 
 /// Shows, for each `[[policy]]` rule, whether it is in force today and which users and

@@ -460,6 +460,21 @@ impl Config {
         validate::build(text, path)
     }
 
+    /// A problem found after validation at `key`'s value in the file at `path` (its line, when
+    /// the file names the key), e.g. a listener address already in use.
+    pub fn problem_at(path: &Path, key: &str, message: String, hint: &str) -> Problem {
+        let line = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| validate::key_line(&text, key));
+        Problem {
+            file: path.to_path_buf(),
+            line,
+            key: key.to_string(),
+            message,
+            hint: hint.to_string(),
+        }
+    }
+
     /// Settings that are valid but risky, one sentence each, for the log at start.
     pub fn warnings(&self) -> Vec<String> {
         warnings::warnings(self)

@@ -11,6 +11,7 @@ mod admin;
 mod admin_metrics;
 mod audit;
 mod audit_report;
+mod check_config;
 mod cli;
 mod cli_users;
 mod clients;

@@ -602,6 +602,15 @@ fn serde_hint(key: &str, message: &str) -> String {
     }
 }
 
+/// The 1-based line of the value of dotted `key` (see [`lookup`]) in the TOML `text`, for
+/// problems found after validation (a listener address in use, a certificate that does not
+/// match its key).
+pub(crate) fn key_line(text: &str, key: &str) -> Option<usize> {
+    let (root, _) = DeTable::parse_recoverable(text);
+    let value = lookup(root.get_ref(), key)?;
+    Some(line_of(text, value.span().start))
+}
+
 /// The 1-based line holding byte `offset`.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
@@ -612,14 +621,26 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// The value of a dotted key, e.g. `auth.throttle.window`.
+/// The value of a dotted key, e.g. `auth.throttle.window`, where a part may index an array of
+/// tables, e.g. `policy[2].networks` (the third `[[policy]]`).
 fn lookup<'t, 'i>(root: &'t DeTable<'i>, key: &str) -> Option<&'t toml::Spanned<DeValue<'i>>> {
-    let mut parts = key.split('.');
-    let mut value = root.get(parts.next()?)?;
-    for part in parts {
-        value = value.get_ref().as_table()?.get(part)?;
+    let mut value: Option<&toml::Spanned<DeValue<'i>>> = None;
+    for part in key.split('.') {
+        let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, i)) => (name, Some(i.parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let table = match value {
+            None => root,
+            Some(v) => v.get_ref().as_table()?,
+        };
+        let mut found = table.get(name)?;
+        if let Some(i) = index {
+            found = found.get_ref().as_array()?.get(i)?;
+        }
+        value = Some(found);
     }
-    Some(value)
+    value
 }
 
 /// The dotted key whose name or value holds byte `offset`, the deepest one if nested.
