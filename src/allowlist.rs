@@ -29,6 +29,11 @@ use crate::store::{self, AllowlistStore, Expiry, Put};
 
 pub use crate::store::{Entry, InsertOutcome, MAX_USER_LEN, network_key};
 
+/// The widest IPv4 network an admin may allowlist (a /16: 65,536 addresses).
+pub const WIDEST_V4: u8 = 16;
+/// The widest IPv6 network an admin may allowlist (a site's /48).
+pub const WIDEST_V6: u8 = 48;
+
 /// Longest TTL an admin may give an entry.
 pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 
@@ -45,17 +50,17 @@ pub enum Error {
     /// The address (or network) did not parse.
     #[error("bad address")]
     BadAddress,
-    /// A network wider than one entry: entries are single IPv4 addresses and IPv6 networks
-    /// of the configured prefix.
-    #[error("bad address: {net} is wider than one entry (/32 for IPv4, /{ipv6_prefix} for IPv6)")]
+    /// A network wider than an entry may be ([`WIDEST_V4`], [`WIDEST_V6`]).
+    #[error(
+        "bad address: {net} is wider than an allowlist entry may be (/{WIDEST_V4} for IPv4, \
+         /{WIDEST_V6} for IPv6); networks that always relay belong in [relay] trusted_networks"
+    )]
     TooWide {
         /// The network given.
         net: IpNet,
-        /// The configured IPv6 prefix.
-        ipv6_prefix: u8,
     },
     /// The TTL is not a duration from 1 s to [`MAX_TTL`].
-    #[error("bad ttl: seconds from 1 to {max}")]
+    #[error("bad ttl: a duration such as \"30m\", \"8h\" or \"1d\" (1 s to {max} s)")]
     BadTtl {
         /// The largest TTL accepted, in seconds.
         max: u64,
@@ -120,15 +125,17 @@ pub enum Ttl<'a> {
     Default,
     /// Whole seconds.
     Seconds(u64),
-    /// Text: whole seconds (`"3600"`) or a duration (`"30m"`, `"1h 30m"`).
+    /// A duration in the configuration's syntax (`"30m"`, `"1h30m"`, `"1d"`; see
+    /// [`crate::config::parse_duration`]): the one grammar of the config, the CLI and the API.
     Text(&'a str),
 }
 
 /// An entry an admin asks for, as given.
 #[derive(Debug, Clone, Copy)]
 pub struct Addition<'a> {
-    /// An address (`192.0.2.1`, `2001:db8::1`) or a network no wider than one entry
-    /// (`192.0.2.1/32`, `2001:db8:1:2::/64`, as `LIST` shows them).
+    /// An address, stored as itself (`192.0.2.1` as `/32`, `2001:db8::1` as `/128`), or a
+    /// network no wider than [`WIDEST_V4`] / [`WIDEST_V6`] (`10.1.2.0/24`,
+    /// `2001:db8:1:2::/64`, as `LIST` shows them).
     pub address: &'a str,
     /// How long the entry lives.
     pub ttl: Ttl<'a>,
@@ -191,9 +198,12 @@ impl Allowlist {
         self.target(address).map(|(_, key)| key)
     }
 
-    /// The live entry covering `ip` at `now`.
+    /// The live entry covering `ip` at `now`: its login network's, else an admin's network
+    /// that holds it.
     pub async fn lookup(&self, ip: IpAddr, now: SystemTime) -> Result<Option<Entry>, Error> {
-        Ok(self.store.get(self.key(ip), now).await?)
+        let ip = crate::canonical_ip(ip);
+        let found = self.store.find(ip, self.key(ip), now).await?;
+        Ok(found.map(|(_, entry)| entry))
     }
 
     /// As [`Allowlist::lookup`] for the relay decision: a store that fails counts as no
@@ -288,15 +298,21 @@ impl Allowlist {
         }
     }
 
-    /// Removes the entry covering `address` (an address or a network, as for
-    /// [`Allowlist::add`]); returns it. Audited as `removed`.
+    /// Removes an entry; returns it. Audited as `removed`. A network (`10.1.2.0/24`) names
+    /// its own entry; an address names the live entry that lets it relay (its own, its
+    /// login network's, or an admin's network holding it). [`Error::NotFound`] if none.
     pub async fn remove(
         &self,
         address: &str,
         via: Via,
         now: SystemTime,
     ) -> Result<(IpNet, Entry), Error> {
-        let (ip, key) = self.target(address)?;
+        let (ip, mut key) = self.target(address)?;
+        if !address.contains('/')
+            && let Some((covering, _)) = self.store.find(ip, key, now).await?
+        {
+            key = covering;
+        }
         let Some(entry) = self.store.remove(key).await? else {
             return Err(Error::NotFound);
         };
@@ -360,32 +376,32 @@ impl Allowlist {
         Ok(Valid { ip, key, ttl })
     }
 
-    /// The address (canonical) and the key of `text`: an address, or a network no wider
-    /// than one entry (a single IPv4 address; IPv6 down to the configured prefix).
+    /// The address (canonical; a network's first) and the key of an admin's `text`, stored
+    /// exactly as written: an address as a host (`/32`, `/128`), a network as that network,
+    /// no wider than [`WIDEST_V4`] / [`WIDEST_V6`].
     fn target(&self, text: &str) -> Result<(IpAddr, IpNet), Error> {
         let text = text.trim();
-        if let Ok(ip) = text.parse::<IpAddr>() {
-            let ip = crate::canonical_ip(ip);
-            return Ok((ip, self.key(ip)));
-        }
-        let net: IpNet = text.parse().map_err(|_| Error::BadAddress)?;
+        let net: IpNet = match text.parse::<IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => text.parse().map_err(|_| Error::BadAddress)?,
+        };
         let ip = crate::canonical_ip(net.network());
         // An IPv4-mapped network (`::ffff:192.0.2.1/128`) is its IPv4 address's.
         let prefix = match (net, ip) {
             (IpNet::V6(v6), IpAddr::V4(_)) => v6.prefix_len().saturating_sub(96),
             _ => net.prefix_len(),
         };
-        let narrowest = match ip {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => self.settings.ipv6_prefix,
+        let widest = match ip {
+            IpAddr::V4(_) => WIDEST_V4,
+            IpAddr::V6(_) => WIDEST_V6,
         };
-        if prefix < narrowest {
-            return Err(Error::TooWide {
-                net,
-                ipv6_prefix: self.settings.ipv6_prefix,
-            });
+        if prefix < widest {
+            return Err(Error::TooWide { net });
         }
-        Ok((ip, self.key(ip)))
+        let key = IpNet::new(ip, prefix)
+            .map_err(|_| Error::BadAddress)?
+            .trunc();
+        Ok((ip, key))
     }
 }
 
@@ -405,11 +421,7 @@ fn ttl(given: Ttl<'_>, default: Duration) -> Result<Duration, Error> {
         Ttl::Default => default,
         Ttl::Seconds(s) => Duration::from_secs(s),
         Ttl::Text(text) => {
-            let text = text.trim();
-            match text.parse::<u64>() {
-                Ok(s) => Duration::from_secs(s),
-                Err(_) => humantime::parse_duration(text).map_err(|_| Error::BadTtl { max })?,
-            }
+            crate::config::parse_duration(text.trim()).ok_or(Error::BadTtl { max })?
         }
     };
     if ttl < Duration::from_secs(1) || ttl > MAX_TTL {

@@ -97,9 +97,15 @@ fn admin_input_is_validated_once_for_every_end() {
         ("::ffff:192.0.2.1", "192.0.2.1/32"),
         ("192.0.2.1/32", "192.0.2.1/32"),
         ("::ffff:192.0.2.1/128", "192.0.2.1/32"),
-        ("2001:db8:1:2::3", "2001:db8:1:2::/64"),
+        // Stored exactly as written: an IPv6 address is one host.
+        ("2001:db8:1:2::3", "2001:db8:1:2::3/128"),
         ("2001:db8:1:2::/64", "2001:db8:1:2::/64"),
-        ("2001:db8:1:2::3/128", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::3/128", "2001:db8:1:2::3/128"),
+        ("2001:db8:1:2::3/64", "2001:db8:1:2::/64"),
+        ("192.0.2.0/24", "192.0.2.0/24"),
+        ("192.0.2.77/24", "192.0.2.0/24"),
+        ("10.1.0.0/16", "10.1.0.0/16"),
+        ("2001:db8::/48", "2001:db8::/48"),
     ];
     for (address, key) in good {
         let v = list.validate(&add(address, Ttl::Default, "alice"));
@@ -110,9 +116,8 @@ fn admin_input_is_validated_once_for_every_end() {
     let ttls = [
         (Ttl::Default, TTL),
         (Ttl::Seconds(60), Duration::from_secs(60)),
-        (Ttl::Text("3600"), Duration::from_secs(3600)),
         (Ttl::Text("30m"), Duration::from_secs(1800)),
-        (Ttl::Text(" 1h 30m "), Duration::from_secs(5400)),
+        (Ttl::Text(" 1h30m "), Duration::from_secs(5400)),
         (Ttl::Seconds(MAX_TTL.as_secs()), MAX_TTL),
         (Ttl::Text("1d"), day),
     ];
@@ -132,14 +137,19 @@ fn admin_input_is_validated_once_for_every_end() {
         (add("192.0.2.300", Ttl::Default, "a"), "bad address"),
         (add("", Ttl::Default, "a"), "bad address"),
         (
-            add("192.0.2.0/24", Ttl::Default, "a"),
-            "bad address: 192.0.2.0/24 is wider than one entry (/32 for IPv4, /64 for IPv6)",
+            add("10.0.0.0/8", Ttl::Default, "a"),
+            "bad address: 10.0.0.0/8 is wider than an allowlist entry may be (/16 for IPv4, \
+             /48 for IPv6)",
         ),
         (
-            add("::ffff:192.0.2.0/120", Ttl::Default, "a"),
+            add("::ffff:192.0.0.0/104", Ttl::Default, "a"),
             "bad address",
         ),
-        (add("2001:db8::/48", Ttl::Default, "a"), "bad address"),
+        (add("2001:db8::/32", Ttl::Default, "a"), "bad address"),
+        (add("0.0.0.0/0", Ttl::Default, "a"), "bad address"),
+        // One duration grammar: the configuration's (seconds come as numbers).
+        (add("192.0.2.1", Ttl::Text("3600"), "a"), "bad ttl"),
+        (add("192.0.2.1", Ttl::Text("1h 30m"), "a"), "bad ttl"),
         (add("192.0.2.1", Ttl::Seconds(0), "a"), "bad ttl"),
         (add("192.0.2.1", Ttl::Seconds(u64::MAX), "a"), "bad ttl"),
         (
@@ -163,7 +173,7 @@ fn admin_input_is_validated_once_for_every_end() {
             max: MAX_TTL.as_secs()
         }
         .to_string(),
-        "bad ttl: seconds from 1 to 31622400"
+        "bad ttl: a duration such as \"30m\", \"8h\" or \"1d\" (1 s to 31622400 s)"
     );
 }
 
@@ -193,17 +203,17 @@ async fn every_admin_change_is_audited_once() {
     .unwrap();
     // Refused additions change nothing and record nothing.
     assert!(
-        list.add(&add("192.0.2.0/24", Ttl::Default, "x"), Via::Control, now)
+        list.add(&add("192.0.0.0/8", Ttl::Default, "x"), Via::Control, now)
             .await
             .is_err()
     );
     assert_eq!(list.len().await.unwrap(), 2);
     // The listed network (as LIST shows it) removes the entry as the address does.
     let (net, removed) = list
-        .remove("2001:db8:1:2::/64", Via::Control, now)
+        .remove("2001:db8:1:2::3/128", Via::Control, now)
         .await
         .unwrap();
-    assert_eq!(net.to_string(), "2001:db8:1:2::/64");
+    assert_eq!(net.to_string(), "2001:db8:1:2::3/128");
     assert_eq!(removed.user, "carol");
     list.remove("::ffff:192.0.2.1", Via::Http, now)
         .await
@@ -228,7 +238,7 @@ async fn every_admin_change_is_audited_once() {
                 "admin",
                 "removed",
                 "carol",
-                "2001:db8:1:2::"
+                "2001:db8:1:2::3"
             ),
             row(Some("admin"), "admin", "removed", "bob", "192.0.2.1"),
         ]
@@ -322,7 +332,7 @@ async fn each_expired_entry_is_audited() {
         summary(&events),
         [
             row(None, "expiry", "expired", "alice", "192.0.2.1"),
-            row(None, "expiry", "expired", "bob", "2001:db8:1:2::"),
+            row(None, "expiry", "expired", "bob", "2001:db8:1:2::3"),
         ]
     );
 }
@@ -335,6 +345,9 @@ impl AllowlistStore for Down {
         Pending::boxed(async { Err(store::Error::Unavailable("down".into())) })
     }
     fn get(&self, _: IpNet, _: SystemTime) -> Pending<'_, Option<Entry>> {
+        Pending::boxed(async { Err(store::Error::Unavailable("down".into())) })
+    }
+    fn find(&self, _: IpAddr, _: IpNet, _: SystemTime) -> Pending<'_, Option<(IpNet, Entry)>> {
         Pending::boxed(async { Err(store::Error::Unavailable("down".into())) })
     }
     fn remove(&self, _: IpNet) -> Pending<'_, Option<Entry>> {
@@ -373,4 +386,41 @@ async fn a_failing_store_refuses_changes_and_keeps_the_relay_closed() {
     );
     assert_eq!(list.persist(t(0)).await.unwrap(), 0);
     assert!(events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn admin_networks_let_their_addresses_relay_and_an_address_removes_its_entry() {
+    let (list, _) = service(settings());
+    let now = t(0);
+    list.add(&add("10.1.2.0/24", Ttl::Default, "lab"), Via::Control, now)
+        .await
+        .unwrap();
+    list.add(
+        &add("2001:db8::1234", Ttl::Default, "printer"),
+        Via::Control,
+        now,
+    )
+    .await
+    .unwrap();
+    let allowed = |addr: &str| {
+        let ip: IpAddr = addr.parse().unwrap();
+        let list = &list;
+        async move { list.relay_lookup(ip, now).await.map(|e| e.user.to_string()) }
+    };
+    assert_eq!(allowed("10.1.2.200").await.as_deref(), Some("lab"));
+    assert_eq!(allowed("10.1.3.1").await, None);
+    assert_eq!(allowed("2001:db8::1234").await.as_deref(), Some("printer"));
+    assert_eq!(
+        allowed("2001:db8::1235").await,
+        None,
+        "the /128 is one host"
+    );
+    // An address removes the entry that lets it relay.
+    let (net, _) = list.remove("10.1.2.200", Via::Control, now).await.unwrap();
+    assert_eq!(net.to_string(), "10.1.2.0/24");
+    assert_eq!(allowed("10.1.2.200").await, None);
+    assert!(matches!(
+        list.remove("10.1.2.200", Via::Control, now).await,
+        Err(Error::NotFound)
+    ));
 }

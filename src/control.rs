@@ -5,14 +5,16 @@
 //!
 //! ```text
 //! LIST                        -> one JSON object per entry and line, then "OK"
-//! ADD <ip> <ttl-secs> <user>  -> "OK"
-//! REMOVE <ip>                 -> "OK" or "ERR not found"
+//! ADD <ip> <ttl> <user>       -> the entry as stored (one JSON object), then "OK"
+//! REMOVE <ip>                 -> the entry removed (one JSON object), then "OK";
+//!                                or "ERR not found"
 //! ```
 //!
 //! Every failure is a single `ERR <reason>` line. Verbs are case-insensitive; lines end in LF
 //! or CRLF and carry at most [`MAX_LINE`] bytes; a request must arrive within
 //! [`READ_TIMEOUT`]. Peers that are not loopback addresses are dropped unanswered. An `<ip>`
-//! may also be a network as `LIST` shows it (`2001:db8:1:2::/64`). The arguments are checked,
+//! may also be a network (`10.1.2.0/24`, `2001:db8:1:2::/64`); `<ttl>` is whole seconds or a
+//! duration in the configuration's syntax (`30m`, `8h`). The arguments are checked,
 //! carried out and audited by the allowlist service ([`crate::allowlist`]), the same code the
 //! admin HTTP API goes through.
 //!
@@ -187,7 +189,7 @@ pub fn parse_request(line: &str) -> Result<Request, Error> {
     }
     if verb.eq_ignore_ascii_case("ADD") {
         let [address, ttl, user] = args[..] else {
-            return Err(Error::Usage("ADD <ip> <ttl-secs> <user>"));
+            return Err(Error::Usage("ADD <ip> <ttl> <user>"));
         };
         return Ok(Request::Add {
             address: address.to_owned(),
@@ -221,20 +223,22 @@ pub async fn respond(allowlist: &Allowlist, line: &str, now: SystemTime) -> Stri
             };
         }
         Request::Add { address, ttl, user } => {
+            // The wire's whole seconds, or the configuration's duration syntax.
+            let ttl = match ttl.parse::<u64>() {
+                Ok(secs) => Ttl::Seconds(secs),
+                Err(_) => Ttl::Text(&ttl),
+            };
             let add = Addition {
                 address: &address,
-                ttl: Ttl::Text(&ttl),
+                ttl,
                 user: &user,
             };
-            allowlist.add(&add, Via::Control, now).await.map(drop)
+            allowlist.add(&add, Via::Control, now).await
         }
-        Request::Remove { address } => allowlist
-            .remove(&address, Via::Control, now)
-            .await
-            .map(drop),
+        Request::Remove { address } => allowlist.remove(&address, Via::Control, now).await,
     };
     match done {
-        Ok(()) => "OK\n".to_owned(),
+        Ok(entry) => render_list(&[entry]),
         Err(e) => render_error(&e),
     }
 }

@@ -9,6 +9,15 @@ fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
 }
 
+/// The answer to an ADD or REMOVE of an entry made at t(0) for `ttl` seconds.
+fn entry_ok(net: &str, user: &str, ttl: u64) -> String {
+    let at = 1_700_000_000;
+    format!(
+        "{{\"net\":\"{net}\",\"user\":\"{user}\",\"inserted_at\":{at},\"expires_at\":{}}}\nOK\n",
+        at + ttl
+    )
+}
+
 fn ip(s: &str) -> std::net::IpAddr {
     s.parse().unwrap()
 }
@@ -54,11 +63,11 @@ fn parse_requests() {
         ),
         (
             "ADD 192.0.2.1 60",
-            Err(Error::Usage("ADD <ip> <ttl-secs> <user>")),
+            Err(Error::Usage("ADD <ip> <ttl> <user>")),
         ),
         (
             "ADD 192.0.2.1 60 a b",
-            Err(Error::Usage("ADD <ip> <ttl-secs> <user>")),
+            Err(Error::Usage("ADD <ip> <ttl> <user>")),
         ),
         // Arguments are the service's to check.
         ("ADD 192.0.2.300 0 a", Ok(add("192.0.2.300", "0", "a"))),
@@ -84,26 +93,33 @@ async fn answers_come_from_the_service() {
     let max = crate::allowlist::MAX_TTL.as_secs();
     // (request line, answer)
     let cases = [
-        ("ADD 192.0.2.1 60 alice".to_string(), "OK\n".to_string()),
-        ("ADD 192.0.2.2 1h bob".into(), "OK\n".into()),
+        (
+            "ADD 192.0.2.1 60 alice".to_string(),
+            entry_ok("192.0.2.1/32", "alice", 60),
+        ),
+        (
+            "ADD 192.0.2.2 1h bob".into(),
+            entry_ok("192.0.2.2/32", "bob", 3600),
+        ),
         ("ADD 192.0.2.300 60 a".into(), "ERR bad address\n".into()),
         (
-            "ADD 192.0.2.0/24 60 a".into(),
-            "ERR bad address: 192.0.2.0/24 is wider than one entry (/32 for IPv4, /64 for \
-             IPv6)\n"
+            "ADD 192.0.0.0/8 60 a".into(),
+            "ERR bad address: 192.0.0.0/8 is wider than an allowlist entry may be (/16 for \
+             IPv4, /48 for IPv6); networks that always relay belong in [relay] \
+             trusted_networks\n"
                 .into(),
         ),
         (
             "ADD 192.0.2.1 0 a".into(),
-            format!("ERR bad ttl: seconds from 1 to {max}\n"),
+            format!("ERR bad ttl: a duration such as \"30m\", \"8h\" or \"1d\" (1 s to {max} s)\n"),
         ),
         (
             "ADD 192.0.2.1 -5 a".into(),
-            format!("ERR bad ttl: seconds from 1 to {max}\n"),
+            format!("ERR bad ttl: a duration such as \"30m\", \"8h\" or \"1d\" (1 s to {max} s)\n"),
         ),
         (
             "ADD 192.0.2.1 99999999999 a".into(),
-            format!("ERR bad ttl: seconds from 1 to {max}\n"),
+            format!("ERR bad ttl: a duration such as \"30m\", \"8h\" or \"1d\" (1 s to {max} s)\n"),
         ),
         (
             "ADD 192.0.2.1 60 a\u{1}b".into(),
@@ -116,7 +132,10 @@ async fn answers_come_from_the_service() {
             ),
             "ERR bad user name\n".into(),
         ),
-        ("REMOVE 192.0.2.2/32".into(), "OK\n".into()),
+        (
+            "REMOVE 192.0.2.2/32".into(),
+            entry_ok("192.0.2.2/32", "bob", 3600),
+        ),
         ("REMOVE 192.0.2.2".into(), "ERR not found\n".into()),
         ("FLUSH".into(), "ERR unknown command\n".into()),
     ];
@@ -219,13 +238,13 @@ async fn add_list_remove_over_tcp() {
         request(r.addr, &r.key, "ADD 192.0.2.1 60 alice")
             .await
             .unwrap(),
-        "OK\n"
+        entry_ok("192.0.2.1/32", "alice", 60)
     );
     assert_eq!(
-        request(r.addr, &r.key, "add 2001:db8:1:2::3 3600 bob")
+        request(r.addr, &r.key, "add 2001:db8:1:2::/64 3600 bob")
             .await
             .unwrap(),
-        "OK\n"
+        entry_ok("2001:db8:1:2::/64", "bob", 3600)
     );
     let carol = Addition {
         address: "198.51.100.7",
@@ -269,7 +288,7 @@ async fn add_list_remove_over_tcp() {
         request(r.addr, &r.key, "REMOVE 2001:db8:1:2::99")
             .await
             .unwrap(),
-        "OK\n"
+        entry_ok("2001:db8:1:2::/64", "bob", 3600)
     );
     assert_eq!(
         request(r.addr, &r.key, "REMOVE 2001:db8:1:2::99")

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     let journal = dir().join("allowlist.journal");
     std::fs::write(&journal, data).expect("write journal");
     let mut list = MemoryAllowlist::new(Duration::from_secs(1800), 8, 3);
-    if list.open_journal(&journal, now, 64).is_ok() {
+    if list.open_journal(&journal, now).is_ok() {
         assert!(list.len() <= 8, "over max_entries: {}", list.len());
         assert!(list.entries(now).iter().all(|(_, e)| e.expires_at > now));
     }

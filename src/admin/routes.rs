@@ -293,9 +293,9 @@ async fn timeline_json(
 ) -> Result<Json<Vec<report::Bucket>>, ApiError> {
     let pairs = params(query, &TIMELINE_KEYS)?;
     let bucket = match last(&pairs, "bucket") {
-        Some(b) => {
-            humantime::parse_duration(b).map_err(|e| ApiError::bad(format!("bucket {b:?}: {e}")))?
-        }
+        Some(b) => crate::config::parse_duration(b)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ApiError::bad(format!("bucket {b:?}: write a duration (1h, 1d)")))?,
         None => DEFAULT_BUCKET,
     };
     let filter = Filter::from_params(&pairs).map_err(ApiError::bad)?;

@@ -107,9 +107,10 @@ impl FromStr for TimeSpec {
                 .map(TimeSpec::At)
                 .ok_or_else(|| "expected a date (2026-11-01) or RFC 3339 time".to_string());
         }
-        humantime::parse_duration(s)
+        // The configuration's duration syntax: one grammar for the config, the CLI and the API.
+        crate::config::parse_duration(s)
             .map(TimeSpec::Ago)
-            .map_err(|e| format!("{e}; write a duration (7d, 12h) or a date (2026-11-01)"))
+            .ok_or_else(|| format!("{s:?}: write a duration (7d, 12h) or a date (2026-11-01)"))
     }
 }
 

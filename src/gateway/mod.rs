@@ -189,7 +189,7 @@ impl Gateway {
             MemoryAllowlist::new(pbs.ttl, pbs.max_entries, pbs.shared_address_warn_users);
         if pbs.enabled {
             allowlist_store = allowlist_store.with_snapshot(pbs.snapshot.clone());
-            match allowlist_store.load(&pbs.snapshot, clock.now(), pbs.ipv6_prefix) {
+            match allowlist_store.load(&pbs.snapshot, clock.now()) {
                 Ok(n) if n > 0 => tracing::info!(entries = n, "allowlist restored"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("allowlist snapshot unreadable, starting empty: {e}"),
@@ -197,7 +197,7 @@ impl Gateway {
             // Without its journal the list would forget acknowledged changes in a crash:
             // refuse to start rather than run that way.
             let journal = crate::config::allowlist_journal(&pbs.snapshot);
-            match allowlist_store.open_journal(&journal, clock.now(), pbs.ipv6_prefix) {
+            match allowlist_store.open_journal(&journal, clock.now()) {
                 Ok(n) if n > 0 => tracing::info!(changes = n, "allowlist journal replayed"),
                 Ok(_) => {}
                 Err(e) => {

@@ -22,6 +22,7 @@
 use std::fs::File;
 use std::hash::Hash;
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,9 +36,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_secs;
 use crate::store::journal::Journal;
+use crate::store::prefixes::PrefixSet;
 use crate::store::{
     AllowlistStore, Backoff, CounterKey, Entry, Error, Expiry, FailureCounters, InsertOutcome,
-    MailboxLease, MailboxLocks, Pending, Put, Reserve, clean_user, network_key,
+    MailboxLease, MailboxLocks, Pending, Put, Reserve, clean_user,
 };
 
 /// Shards of the allowlist map: more shards mean shorter lock holds during a sweep.
@@ -93,6 +95,8 @@ pub struct MemoryAllowlist {
     snapshot: Option<PathBuf>,
     /// Every change since the snapshot, when opened.
     journal: Option<Journal>,
+    /// The prefix lengths of the keys ever stored, for [`AllowlistStore::find`].
+    prefixes: PrefixSet,
 }
 
 impl MemoryAllowlist {
@@ -108,6 +112,7 @@ impl MemoryAllowlist {
             evicting: AtomicBool::new(false),
             snapshot: None,
             journal: None,
+            prefixes: PrefixSet::default(),
         }
     }
 
@@ -143,6 +148,7 @@ impl MemoryAllowlist {
         // Users seen within one TTL (the configured one: it defines "recent") count.
         let recent_since = now.checked_sub(self.ttl).unwrap_or(SystemTime::UNIX_EPOCH);
         let recent_cap = self.shared_warn_users.clamp(1, MAX_RECENT_USERS);
+        self.prefixes.add(key);
         let mut refreshed = false;
         let mut added_user = true;
         let mut distinct_users = 1;
@@ -288,11 +294,12 @@ impl MemoryAllowlist {
         Ok(kept)
     }
 
-    /// Merges the snapshot at `path` into the list, dropping entries expired at `now`,
-    /// keying each network again at `ipv6_prefix` (the configuration may have changed) and
-    /// keeping the later expiry where a key is already present. Returns the entries taken.
-    /// A missing file is not an error (returns 0); an unreadable or corrupt one is.
-    pub fn load(&self, path: &Path, now: SystemTime, ipv6_prefix: u8) -> io::Result<usize> {
+    /// Merges the snapshot at `path` into the list, dropping entries expired at `now` and
+    /// keeping the later expiry where a key is already present. Each network keeps the key
+    /// it was stored under (an entry made when `ipv6_prefix` was another length still covers
+    /// the addresses it was made for, until it expires). Returns the entries taken. A missing
+    /// file is not an error (returns 0); an unreadable or corrupt one is.
+    pub fn load(&self, path: &Path, now: SystemTime) -> io::Result<usize> {
         let f = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -322,7 +329,8 @@ impl MemoryAllowlist {
             if expires_at <= now {
                 continue;
             }
-            let key = network_key(net.addr(), ipv6_prefix);
+            let key = net.trunc();
+            self.prefixes.add(key);
             let rec = Record::saved(&s);
             match self.map.entry(key) {
                 MapEntry::Occupied(mut old) => {
@@ -421,6 +429,22 @@ impl AllowlistStore for MemoryAllowlist {
 
     fn get(&self, key: IpNet, now: SystemTime) -> Pending<'_, Option<Entry>> {
         Pending::ready(Ok(self.lookup(key, now)))
+    }
+
+    fn find(
+        &self,
+        ip: IpAddr,
+        first: IpNet,
+        now: SystemTime,
+    ) -> Pending<'_, Option<(IpNet, Entry)>> {
+        if let Some(entry) = self.lookup(first, now) {
+            return Pending::ready(Ok(Some((first, entry))));
+        }
+        let found = self
+            .prefixes
+            .covering(ip, first)
+            .find_map(|net| self.lookup(net, now).map(|e| (net, e)));
+        Pending::ready(Ok(found))
     }
 
     fn remove(&self, key: IpNet) -> Pending<'_, Option<Entry>> {

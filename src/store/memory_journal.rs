@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{MemoryAllowlist, Record, SnapshotEntry};
 use crate::clock::unix_secs;
+use crate::store::Error;
 use crate::store::journal::Journal;
-use crate::store::{Error, network_key};
 
 /// A journal longer than this is not read at start (it is compacted at 8 MiB).
 const MAX_JOURNAL: u64 = 256 << 20;
@@ -22,18 +22,13 @@ impl MemoryAllowlist {
     /// snapshot), dropping what expired by `now`; from then on every put and removal is
     /// journaled before it is answered. Returns the records replayed. A record that does not
     /// parse (an edited file) is skipped with a warning.
-    pub fn open_journal(
-        &mut self,
-        path: &Path,
-        now: SystemTime,
-        ipv6_prefix: u8,
-    ) -> io::Result<usize> {
+    pub fn open_journal(&mut self, path: &Path, now: SystemTime) -> io::Result<usize> {
         let (journal, lines) = Journal::open(path, MAX_JOURNAL)?;
         let mut replayed = 0;
         for line in &lines {
             match serde_json::from_slice::<Change>(line) {
                 Ok(change) => {
-                    self.replay(change, now, ipv6_prefix);
+                    self.replay(change, now);
                     replayed += 1;
                 }
                 Err(e) => {
@@ -47,12 +42,8 @@ impl MemoryAllowlist {
         Ok(replayed)
     }
 
-    fn replay(&self, change: Change, now: SystemTime, ipv6_prefix: u8) {
-        let key = |net: &str| {
-            net.parse::<IpNet>()
-                .ok()
-                .map(|n| network_key(n.addr(), ipv6_prefix))
-        };
+    fn replay(&self, change: Change, now: SystemTime) {
+        let key = |net: &str| net.parse::<IpNet>().ok().map(|n| n.trunc());
         match change {
             Change::Put(s) => {
                 let Some(key) = key(&s.net) else { return };
@@ -61,6 +52,7 @@ impl MemoryAllowlist {
                     self.map.remove(&key);
                     return;
                 }
+                self.prefixes.add(key);
                 self.map.insert(key, Record::saved(&s));
             }
             Change::Remove { net } => {

@@ -5,7 +5,7 @@ use std::fs;
 use std::net::IpAddr;
 
 use super::*;
-use crate::store::MAX_USER_LEN;
+use crate::store::{MAX_USER_LEN, network_key};
 
 const TTL: Duration = Duration::from_secs(1800);
 
@@ -247,21 +247,24 @@ fn snapshot_round_trip_drops_expired() {
     let b = list();
     // At t(1900) alice's entry has expired and the admin's too (live at save time only);
     // bob's is live.
-    assert_eq!(b.load(&path, t(1900), 64).unwrap(), 1);
+    assert_eq!(b.load(&path, t(1900)).unwrap(), 1);
     assert_eq!(b.entries(t(1900)), a.entries(t(1900)));
     assert!(b.is_allowed(key("2001:db8:5:6::1"), t(1900)));
     assert!(!b.is_allowed(key("192.0.2.1"), t(1900)));
     // Loaded before alice's expiry, her entry comes back.
-    assert_eq!(list().load(&path, t(1500), 64).unwrap(), 2);
-    // Loaded with a wider IPv6 prefix, bob's entry is keyed by its /48.
-    let wide = list();
-    wide.load(&path, t(1900), 48).unwrap();
-    assert!(wide.is_allowed(network_key(ip("2001:db8:5:9::1"), 48), t(1900)));
+    assert_eq!(list().load(&path, t(1500)).unwrap(), 2);
+    // Each network keeps its key: bob's /64 covers another address of that /64 through
+    // `find`, whatever IPv6 prefix logins use now.
+    let found = futures_ready(b.find(ip("2001:db8:5:6::99"), key("192.0.2.99"), t(1900)));
+    assert_eq!(
+        found.map(|(net, _)| net.to_string()),
+        Some("2001:db8:5:6::/64".into())
+    );
 
     // Merge keeps the later expiry.
     let c = list();
     c.insert(key("2001:db8:5:6::7"), "carol", t(2000));
-    assert_eq!(c.load(&path, t(1900), 64).unwrap(), 1);
+    assert_eq!(c.load(&path, t(1900)).unwrap(), 1);
     assert_eq!(
         c.lookup(key("2001:db8:5:6::7"), t(2000)).unwrap().user,
         "carol"
@@ -272,9 +275,8 @@ fn snapshot_round_trip_drops_expired() {
 fn reopen(dir: &std::path::Path, now: SystemTime) -> MemoryAllowlist {
     let snapshot = dir.join("allowlist.json");
     let mut a = list().with_snapshot(snapshot.clone());
-    a.load(&snapshot, now, 64).unwrap();
-    a.open_journal(&dir.join("allowlist.journal"), now, 64)
-        .unwrap();
+    a.load(&snapshot, now).unwrap();
+    a.open_journal(&dir.join("allowlist.journal"), now).unwrap();
     a
 }
 
@@ -385,7 +387,7 @@ async fn a_journal_record_that_does_not_parse_is_skipped() {
 fn snapshot_missing_is_empty_corrupt_is_error() {
     let dir = tempfile::tempdir().unwrap();
     let a = list();
-    assert_eq!(a.load(&dir.path().join("none.json"), t(0), 64).unwrap(), 0);
+    assert_eq!(a.load(&dir.path().join("none.json"), t(0)).unwrap(), 0);
     // (file content, why it is rejected)
     let bad = [
         ("{not json", "syntax"),
@@ -400,7 +402,7 @@ fn snapshot_missing_is_empty_corrupt_is_error() {
     for (text, why) in bad {
         let p = dir.path().join("bad.json");
         fs::write(&p, text).unwrap();
-        let err = a.load(&p, t(0), 64).unwrap_err();
+        let err = a.load(&p, t(0)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{why}");
     }
     assert!(a.is_empty());
@@ -416,7 +418,7 @@ fn snapshot_missing_is_empty_corrupt_is_error() {
         ),
     )
     .unwrap();
-    assert_eq!(a.load(&p, t(0), 64).unwrap(), 2);
+    assert_eq!(a.load(&p, t(0)).unwrap(), 2);
     assert_eq!(a.lookup(key("192.0.2.1"), t(0)).unwrap().user, "evil");
     assert_eq!(
         a.lookup(key("192.0.2.2"), t(0)).unwrap().user.len(),
@@ -620,4 +622,43 @@ fn million_inserts_and_lookups() {
     assert!(a.insert(key("192.0.2.1"), "u", t(100)).evicted >= 10_000);
     let len = a.len();
     assert_eq!(a.expire_now(t(10_000)).len(), len);
+}
+
+/// The answer of a store call the memory backend answers at once.
+fn futures_ready<T>(pending: Pending<'_, T>) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(pending).unwrap()
+}
+
+#[test]
+fn find_covers_admin_networks_of_any_length() {
+    let a = list();
+    a.insert("10.1.2.0/24".parse().unwrap(), "admin", t(0));
+    a.insert("2001:db8::1234/128".parse().unwrap(), "admin", t(0));
+    a.insert(key("2001:db8:9::1"), "alice", t(0));
+    let found = |addr: &str| {
+        let ip = ip(addr);
+        futures_ready(a.find(ip, network_key(ip, 64), t(1)))
+            .map(|(net, e)| format!("{net} {}", e.user))
+    };
+    assert_eq!(found("10.1.2.77").as_deref(), Some("10.1.2.0/24 admin"));
+    assert_eq!(found("10.1.3.1"), None);
+    assert_eq!(
+        found("2001:db8::1234").as_deref(),
+        Some("2001:db8::1234/128 admin")
+    );
+    assert_eq!(found("2001:db8::1235"), None, "a /128 is one host");
+    assert_eq!(
+        found("2001:db8:9::2").as_deref(),
+        Some("2001:db8:9::/64 alice")
+    );
+    // Expired entries are not found.
+    assert_eq!(found_at(&a, "10.1.2.77", t(1800)), None);
+}
+
+fn found_at(a: &MemoryAllowlist, addr: &str, now: SystemTime) -> Option<String> {
+    let ip = ip(addr);
+    futures_ready(a.find(ip, network_key(ip, 64), now)).map(|(net, _)| net.to_string())
 }

@@ -30,6 +30,7 @@
 pub mod journal;
 pub mod known;
 pub mod memory;
+pub mod prefixes;
 
 use std::future::Future;
 use std::io;
@@ -172,6 +173,16 @@ pub trait AllowlistStore: Send + Sync + 'static {
 
     /// The entry for `key` if it is live at `now` (`expires_at > now`).
     fn get(&self, key: IpNet, now: SystemTime) -> Pending<'_, Option<Entry>>;
+
+    /// The live entry at `now` whose network holds `ip` (canonical): the one keyed `first`
+    /// (a login's network, the common case) if live, else the narrowest other network that
+    /// holds `ip` (an admin's entry: a host, or a CIDR of any length).
+    fn find(
+        &self,
+        ip: IpAddr,
+        first: IpNet,
+        now: SystemTime,
+    ) -> Pending<'_, Option<(IpNet, Entry)>>;
 
     /// Removes the entry for `key`, live or not; the entry removed, if there was one.
     fn remove(&self, key: IpNet) -> Pending<'_, Option<Entry>>;

@@ -508,7 +508,10 @@ async fn the_allowlist_command_changes_who_may_relay() {
     ])
     .await;
     assert!(ok, "add failed: {out} {err}");
-    assert!(out.contains("127.0.0.61 may relay for 1h 30m"), "{out}");
+    assert!(
+        out.contains("127.0.0.61/32 may relay until") && out.contains("(1h 30m, user printer)"),
+        "{out}"
+    );
     relay(250).await;
     let (ok, out, _) = run(&["allowlist", "list"]).await;
     assert!(ok);
@@ -547,6 +550,53 @@ async fn the_allowlist_command_changes_who_may_relay() {
     assert!(ok && out.contains("removed"), "{out} {err}");
     relay(554).await;
     let (ok, _, err) = run(&["allowlist", "remove", "127.0.0.61"]).await;
-    assert!(!ok && err.contains("not found"), "{err}");
+    assert!(
+        !ok && err.contains("no entry lets 127.0.0.61 relay"),
+        "{err}"
+    );
+
+    // A network is stored as written and lets every address in it relay.
+    let lab: IpAddr = "127.0.7.9".parse().unwrap();
+    let (ok, out, err) = run(&["allowlist", "add", "127.0.7.0/24", "--user", "lab"]).await;
+    assert!(ok && out.contains("127.0.7.0/24 may relay"), "{out} {err}");
+    let mut c = Client::connect_from(lab, smtp).await;
+    c.expect(220).await;
+    c.cmd("EHLO lab", 250).await;
+    c.cmd("MAIL FROM:<lab@example.test>", 250).await;
+    c.cmd("RCPT TO:<someone@elsewhere.example>", 250).await;
+    c.cmd("QUIT", 221).await;
+    // An IPv6 address is that one host; --prefix widens it on purpose.
+    let (ok, out, err) = run(&["allowlist", "add", "2001:db8::1234"]).await;
+    assert!(
+        ok && out.contains("2001:db8::1234/128 may relay"),
+        "{out} {err}"
+    );
+    let (ok, out, err) = run(&["allowlist", "add", "2001:db8:5::77", "--prefix", "64"]).await;
+    assert!(
+        ok && out.contains("2001:db8:5::/64 may relay"),
+        "{out} {err}"
+    );
+    let (ok, _, err) = run(&["allowlist", "add", "10.0.0.0/8"]).await;
+    assert!(
+        !ok && err.contains("wider than an allowlist entry"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&["allowlist", "list", "--json"]).await;
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let nets: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|e| e["net"].as_str())
+        .collect();
+    assert_eq!(
+        nets,
+        ["127.0.7.0/24", "2001:db8::1234/128", "2001:db8:5::/64"],
+        "{out}"
+    );
+    // An address removes the network entry that lets it relay.
+    let (ok, out, err) = run(&["allowlist", "remove", "127.0.7.9"]).await;
+    assert!(ok && out.contains("127.0.7.0/24 removed"), "{out} {err}");
     gw.stop().await;
 }
