@@ -45,3 +45,28 @@ pub(crate) fn control(
         }
     }
 }
+
+/// Sends one request to the running gateway's control channel (its address from the config,
+/// its key from the state folder); the answer, or `None` after saying why on stderr.
+pub(crate) fn ask(config: &Config, path: &Path, line: &str) -> Option<String> {
+    let Some(addr) = config.listeners.control else {
+        eprintln!(
+            "{}: set listeners.control to use this command",
+            path.display()
+        );
+        return None;
+    };
+    let key_file = config.state_dir.join(mailgate::control::KEY_FILE);
+    let key = match mailgate::control::Key::read(&key_file) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!(
+                "cannot read the control key {}: {e} (is the gateway running? run this as its \
+                 user or as root)",
+                key_file.display()
+            );
+            return None;
+        }
+    };
+    control(addr, &key, line)
+}

@@ -8,7 +8,12 @@
 //! ADD <ip> <ttl> <user>       -> the entry as stored (one JSON object), then "OK"
 //! REMOVE <ip>                 -> the entry removed (one JSON object), then "OK";
 //!                                or "ERR not found"
+//! QUEUE FLUSH [<id>]          -> what was done (one line of text), then "OK"
+//! QUEUE DELETE|HOLD|RELEASE <id>
 //! ```
+//!
+//! The `QUEUE` verbs are carried out by the delivery worker ([`crate::relay::Action`]), which
+//! refuses to touch a message it is delivering at that moment.
 //!
 //! Every failure is a single `ERR <reason>` line. Verbs are case-insensitive; lines end in LF
 //! or CRLF and carry at most [`MAX_LINE`] bytes; a request must arrive within
@@ -148,6 +153,8 @@ pub enum Request {
         /// An address, or a network as `LIST` shows it.
         address: String,
     },
+    /// An action on the queue.
+    Queue(crate::relay::Action),
 }
 
 /// One line of a `LIST` answer.
@@ -197,6 +204,23 @@ pub fn parse_request(line: &str) -> Result<Request, Error> {
             user: user.to_owned(),
         });
     }
+    if verb.eq_ignore_ascii_case("QUEUE") {
+        use crate::relay::Action;
+        const USAGE: &str = "QUEUE FLUSH [<id>] | QUEUE DELETE|HOLD|RELEASE <id>";
+        let (what, id) = match args[..] {
+            [what] => (what, None),
+            [what, id] => (what, Some(id.to_owned())),
+            _ => return Err(Error::Usage(USAGE)),
+        };
+        let action = match (what.to_ascii_uppercase().as_str(), id) {
+            ("FLUSH", id) => Action::Flush(id),
+            ("DELETE", Some(id)) => Action::Delete(id),
+            ("HOLD", Some(id)) => Action::Hold(id),
+            ("RELEASE", Some(id)) => Action::Release(id),
+            _ => return Err(Error::Usage(USAGE)),
+        };
+        return Ok(Request::Queue(action));
+    }
     if verb.eq_ignore_ascii_case("REMOVE") {
         let [address] = args[..] else {
             return Err(Error::Usage("REMOVE <ip>"));
@@ -209,13 +233,33 @@ pub fn parse_request(line: &str) -> Result<Request, Error> {
 }
 
 /// Carries out `line` through the allowlist service at `now` and returns the full response
-/// text: the thin end between [`parse_request`] and the `render_*` functions.
+/// text: the thin end between [`parse_request`] and the `render_*` functions. `QUEUE`
+/// requests are refused: see [`respond_with_queue`].
 pub async fn respond(allowlist: &Allowlist, line: &str, now: SystemTime) -> String {
+    respond_with_queue(allowlist, None, line, now).await
+}
+
+/// As [`respond`], with `QUEUE` requests carried to the delivery worker behind `queue`.
+pub async fn respond_with_queue(
+    allowlist: &Allowlist,
+    queue: Option<&crate::relay::Notifier>,
+    line: &str,
+    now: SystemTime,
+) -> String {
     let req = match parse_request(line) {
         Ok(r) => r,
         Err(e) => return render_error(&e),
     };
     let done = match req {
+        Request::Queue(action) => {
+            let Some(queue) = queue else {
+                return render_error(&"the queue is not served here");
+            };
+            return match queue.queue(action).await {
+                Ok(done) => format!("{}\nOK\n", done.replace(['\r', '\n'], " ")),
+                Err(e) => render_error(&e),
+            };
+        }
         Request::List => {
             return match allowlist.list(now).await {
                 Ok(entries) => render_list(&entries),
@@ -294,6 +338,7 @@ pub fn peer_allowed(peer: SocketAddr) -> bool {
 pub async fn serve(
     listener: TcpListener,
     allowlist: Arc<Allowlist>,
+    queue: crate::relay::Notifier,
     clock: Arc<dyn Clock>,
     key: Key,
     shutdown: CancellationToken,
@@ -314,7 +359,8 @@ pub async fn serve(
                         continue;
                     }
                     let (list, clock, key) = (allowlist.clone(), clock.clone(), key.clone());
-                    conns.spawn(handle_conn(stream, list, clock, key, shutdown.clone()));
+                    let queue = queue.clone();
+                    conns.spawn(handle_conn(stream, list, queue, clock, key, shutdown.clone()));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -388,6 +434,7 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
 async fn handle_conn(
     stream: TcpStream,
     allowlist: Arc<Allowlist>,
+    queue: crate::relay::Notifier,
     clock: Arc<dyn Clock>,
     key: Key,
     shutdown: CancellationToken,
@@ -409,7 +456,7 @@ async fn handle_conn(
         Ok(Ok(Ok((given, line)))) => {
             let given = given.strip_prefix("KEY ").unwrap_or("");
             if key.matches(given) {
-                respond(&allowlist, &line, clock.now()).await
+                respond_with_queue(&allowlist, Some(&queue), &line, clock.now()).await
             } else {
                 tracing::warn!("control: request without the right key refused");
                 "ERR not authorized: send the key from the state folder's control.key\n".to_owned()

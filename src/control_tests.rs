@@ -216,6 +216,7 @@ async fn start() -> Running {
     let server = tokio::spawn(serve(
         listener,
         list.clone(),
+        crate::relay::Notifier::unconnected(),
         clock.clone(),
         key.clone(),
         shutdown.clone(),

@@ -84,10 +84,13 @@ enum Command {
     /// Report who still authenticates how, from the audit log (the current file and its
     /// rotations). By default: users of legacy authentication, most recently seen first.
     Audit(cli::audit::AuditArgs),
-    /// List the messages waiting in the spool (read-only; works while the gateway runs).
+    /// List the messages waiting in the spool, each recipient's state, last error and next
+    /// attempt; or act on them through the running gateway (flush, delete, hold, release).
     Queue {
-        /// The configuration file (names the spool).
-        #[arg(long, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
+        #[command(subcommand)]
+        action: Option<cli::queue::QueueAction>,
+        /// The configuration file (names the spool and the control address).
+        #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Print one JSON envelope per line instead of the table.
         #[arg(long)]
@@ -148,7 +151,11 @@ fn main() -> ExitCode {
         }
         Command::Allowlist { action, config } => cli::allowlist::allowlist(&config, action),
         Command::Audit(args) => cli::audit::audit(args),
-        Command::Queue { config, json } => cli::queue::queue(&config, json),
+        Command::Queue {
+            config,
+            json,
+            action,
+        } => cli::queue::queue(&config, json, action),
         Command::Import { source, config } => cli::import::import(&config, source),
     }
 }

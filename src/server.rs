@@ -322,6 +322,7 @@ impl Server {
             tracker.spawn(crate::control::serve(
                 listener,
                 shared.allowlist.clone(),
+                shared.notifier.clone(),
                 shared.clock.clone(),
                 key,
                 shutdown.clone(),

@@ -1,7 +1,8 @@
 //! The allowlist control channel (`mailgate::control::parse_request`, and `respond` with the
 //! allowlist service behind it): never panics; each input line is parsed and carried out
 //! against one allowlist at a fixed time, every answer is a well-formed response, an `ADD`
-//! the service accepts shows in `LIST`, and a `REMOVE` it accepts removes.
+//! the service accepts answers the entry it stored and that entry shows in `LIST`, and a
+//! `REMOVE` it accepts removes the entry it answers.
 
 #![no_main]
 
@@ -39,31 +40,36 @@ fuzz_target!(|data: &[u8]| {
         let parsed = parse_request(line);
         let answer = ready(respond(&allowlist, line, now));
         assert!(answer.ends_with('\n'));
-        if !matches!(parsed, Ok(Request::List)) {
+        let accepted = parse_response(&answer).is_ok();
+        if !accepted {
+            assert!(answer.starts_with("ERR "), "{answer}");
             assert_eq!(answer.matches('\n').count(), 1, "one line: {answer:?}");
         }
         match parsed {
-            Err(_) => assert!(parse_response(&answer).is_err()),
+            Err(_) => assert!(!accepted),
             Ok(Request::List) => assert!(list().len() <= 8),
-            Ok(Request::Add { address, user, .. }) => {
-                if answer != "OK\n" {
-                    assert!(answer.starts_with("ERR "), "{answer}");
-                    continue;
-                }
+            Ok(Request::Add { user, .. }) if accepted => {
                 assert!(!user.chars().any(char::is_control));
-                let key = allowlist.key_of(&address).expect("accepted").to_string();
-                let listed = list();
+                let stored = parse_list(&answer).expect("ADD answers the entry");
+                assert_eq!(stored.len(), 1, "{answer}");
                 assert!(
-                    listed.iter().any(|e| e.net == key),
-                    "{key} missing from LIST"
+                    list().iter().any(|e| e.net == stored[0].net),
+                    "{} missing from LIST",
+                    stored[0].net
                 );
             }
-            Ok(Request::Remove { address }) => {
-                if answer == "OK\n" {
-                    let key = allowlist.key_of(&address).expect("accepted").to_string();
-                    assert!(list().iter().all(|e| e.net != key), "{key} still listed");
-                }
+            Ok(Request::Remove { .. }) if accepted => {
+                let removed = parse_list(&answer).expect("REMOVE answers the entry");
+                assert_eq!(removed.len(), 1, "{answer}");
+                assert!(
+                    list().iter().all(|e| e.net != removed[0].net),
+                    "{} still listed",
+                    removed[0].net
+                );
             }
+            // No delivery worker here: every queue action is refused.
+            Ok(Request::Queue(_)) => assert!(!accepted),
+            Ok(_) => {}
         }
     }
     assert_eq!(list().len(), store.entries(now).len());

@@ -32,6 +32,8 @@ pub enum Kind {
     Defer,
     /// A message bounced or moved to dead letters.
     Bounce,
+    /// An admin's action on a queued message (`mailgate queue flush|delete|hold|release`).
+    Queue,
 }
 
 /// The outcome of the decision.

@@ -181,7 +181,7 @@ impl Default for Filter {
 pub(crate) const RESULTS: [Outcome; 6] = Outcome::ALL;
 
 /// The kinds by wire name.
-const KINDS: [(&str, Kind); 7] = [
+const KINDS: [(&str, Kind); 8] = [
     ("auth", Kind::Auth),
     ("relay", Kind::Relay),
     ("accept", Kind::Accept),
@@ -189,6 +189,7 @@ const KINDS: [(&str, Kind); 7] = [
     ("lockout", Kind::Lockout),
     ("defer", Kind::Defer),
     ("bounce", Kind::Bounce),
+    ("queue", Kind::Queue),
 ];
 
 impl Filter {

@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use mailgate::control::ListedEntry;
 
-use super::{control, load};
+use super::{ask, load};
 
 #[derive(Subcommand)]
 pub(crate) enum AllowlistAction {
@@ -49,25 +49,6 @@ pub(crate) fn allowlist(path: &Path, action: AllowlistAction) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(addr) = config.listeners.control else {
-        eprintln!(
-            "{}: set listeners.control to use this command",
-            path.display()
-        );
-        return ExitCode::FAILURE;
-    };
-    let key_file = config.state_dir.join(mailgate::control::KEY_FILE);
-    let key = match mailgate::control::Key::read(&key_file) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!(
-                "cannot read the control key {}: {e} (is the gateway running? run this as its \
-                 user or as root)",
-                key_file.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    };
     let (line, json) = match &action {
         AllowlistAction::List { json } => ("LIST".to_string(), *json),
         AllowlistAction::Add {
@@ -100,7 +81,7 @@ pub(crate) fn allowlist(path: &Path, action: AllowlistAction) -> ExitCode {
         }
         AllowlistAction::Remove { target } => (format!("REMOVE {target}"), false),
     };
-    let Some(answer) = control(addr, &key, &line) else {
+    let Some(answer) = ask(&config, path, &line) else {
         return ExitCode::FAILURE;
     };
     let entries = match mailgate::control::parse_list(&answer) {

@@ -304,6 +304,7 @@ pub(super) async fn deliver_local(
     let prefix: Arc<[u8]> = format!("Return-Path: <{}>\r\n", printable(&env.mail_from))
         .into_bytes()
         .into();
+    let indices: Vec<usize> = targets.iter().map(|(i, _)| *i).collect();
     let jobs: Vec<(usize, Job)> = targets
         .into_iter()
         .map(|(i, user)| {
@@ -321,7 +322,14 @@ pub(super) async fn deliver_local(
     let results = match ctx.local.deliver(jobs).await {
         Ok(results) => results,
         Err(e) => {
-            *last_error = Some((451, format!("4.3.0 local delivery: {e}")));
+            for &i in &indices {
+                super::deferred(
+                    env,
+                    i,
+                    (451, format!("4.3.0 local delivery: {e}")),
+                    last_error,
+                );
+            }
             return;
         }
     };
@@ -343,7 +351,7 @@ pub(super) async fn deliver_local(
             }
             Err(e) => {
                 tracing::warn!(id = env.id, rcpt = r.address, error = %e, "relay: local deferred");
-                *last_error = Some((451, format!("4.2.0 mailbox: {e}")));
+                super::deferred(env, i, (451, format!("4.2.0 mailbox: {e}")), last_error);
             }
         }
     }

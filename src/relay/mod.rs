@@ -23,6 +23,7 @@
 //! On shutdown the worker stops claiming work; a delivery in progress finishes its local step
 //! and abandons its upstream session, leaving the message due for the next start.
 
+mod admin;
 mod bounce;
 pub mod client;
 mod local;
@@ -47,6 +48,8 @@ use crate::config::{DeliveryConfig, Upstream, UpstreamAuth};
 use crate::spool::{Envelope, Recipient, Spool, Status};
 use client::{Connector, Message, Reply};
 use oauth::TokenSource;
+
+pub use admin::Action;
 
 /// Deliveries in progress at once (Postfix's default per-destination concurrency is 20 too):
 /// enough that the smarthost's round trips do not let a queue build up behind a busy
@@ -113,11 +116,13 @@ impl Settings {
     }
 }
 
-/// Wakes the worker for a newly committed message. Cheap to clone; never blocks.
+/// Wakes the worker for a newly committed message, and carries an admin's queue actions to
+/// it. Cheap to clone; `notify` never blocks.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     tx: mpsc::Sender<String>,
     overflow: Arc<AtomicBool>,
+    actions: mpsc::Sender<admin::Request>,
 }
 
 impl Notifier {
@@ -127,6 +132,34 @@ impl Notifier {
             // The worker is busy with a backlog; it rescans the spool once it catches up.
             self.overflow.store(true, Ordering::Release);
         }
+    }
+
+    /// A notifier with no worker behind it (its actions answer that the worker stopped).
+    #[cfg(test)]
+    pub(crate) fn unconnected() -> Notifier {
+        let (tx, _) = mpsc::channel(1);
+        let (actions, _) = mpsc::channel(1);
+        Notifier {
+            tx,
+            overflow: Arc::new(AtomicBool::new(false)),
+            actions,
+        }
+    }
+
+    /// Has the worker carry out an admin's `action`; what was done, or why not.
+    pub async fn queue(&self, action: Action) -> Result<String, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let asked = tokio::time::timeout(admin::ANSWER_TIMEOUT, async {
+            self.actions
+                .send((action, tx))
+                .await
+                .map_err(|_| "the delivery worker has stopped".to_string())?;
+            rx.await
+                .map_err(|_| "the delivery worker has stopped".to_string())?
+        });
+        asked
+            .await
+            .unwrap_or_else(|_| Err("the delivery worker did not answer in time".into()))
     }
 }
 
@@ -139,10 +172,12 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (JoinHandle<()>, Notifier) {
     let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+    let (actions, action_rx) = mpsc::channel(8);
     let overflow = Arc::new(AtomicBool::new(false));
     let notifier = Notifier {
         tx,
         overflow: overflow.clone(),
+        actions,
     };
     let worker = async move {
         let upstream = match settings.upstream.clone() {
@@ -189,6 +224,7 @@ pub fn spawn(
         let mut worker = Worker {
             ctx,
             rx,
+            actions: action_rx,
             overflow,
             due: BTreeSet::new(),
             scheduled: HashMap::new(),
@@ -387,6 +423,7 @@ struct Outcome {
 struct Worker {
     ctx: Arc<Ctx>,
     rx: mpsc::Receiver<String>,
+    actions: mpsc::Receiver<admin::Request>,
     overflow: Arc<AtomicBool>,
     due: BTreeSet<(SystemTime, String)>,
     scheduled: HashMap<String, SystemTime>,
@@ -419,6 +456,9 @@ impl Worker {
                     let now = self.ctx.clock.now();
                     self.schedule(id, now);
                 }
+                Some((action, answer)) = self.actions.recv() => {
+                    let _ = answer.send(self.act(action).await);
+                }
                 () = tokio::time::sleep(wait), if self.tasks.len() < CONCURRENCY => {}
             }
         }
@@ -434,7 +474,8 @@ impl Worker {
         match tokio::task::spawn_blocking(move || spool.load_all()).await {
             Ok(Ok(envelopes)) => {
                 tracing::info!(messages = envelopes.len(), "relay: spool loaded");
-                for env in envelopes {
+                // A held message waits for `mailgate queue release`.
+                for env in envelopes.into_iter().filter(|e| !e.held) {
                     let at = UNIX_EPOCH + Duration::from_secs(env.next_attempt);
                     self.schedule(env.id, at);
                 }
@@ -528,6 +569,9 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
             return Outcome::default();
         }
     };
+    if env.held {
+        return Outcome::default();
+    }
     let now = ctx.clock.now();
     let mut last_error: Option<(u16, String)> = None;
 
@@ -589,6 +633,15 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
         save(ctx, &env).await;
     }
     bounce::settle(ctx, env, &body).await
+}
+
+/// Records a temporary failure of recipient `i`: on the recipient, for `mailgate queue`, and
+/// as the message's last error, for the log, the audit and the bounce if it comes to that.
+fn deferred(env: &mut Envelope, i: usize, error: (u16, String), last: &mut Option<(u16, String)>) {
+    if let Some(r) = env.recipients.get_mut(i) {
+        r.last_error = Some(format!("{} {}", error.0, error.1));
+    }
+    *last = Some(error);
 }
 
 fn pending(env: &Envelope, local: bool) -> impl Iterator<Item = &Recipient> {

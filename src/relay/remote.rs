@@ -30,7 +30,10 @@ pub(super) async fn deliver(
             return Some(());
         }
         Smarthost::Broken(why) => {
-            *last_error = Some((451, format!("smarthost unusable: {why}")));
+            for &i in &idx {
+                let error = (451, format!("4.3.0 smarthost unusable: {why}"));
+                super::deferred(env, i, error, last_error);
+            }
             return Some(());
         }
     };
@@ -69,18 +72,20 @@ pub(super) fn record_outcome(
         Ok(replies) => {
             for (&i, reply) in idx.iter().zip(replies) {
                 let r = &mut env.recipients[i];
+                if !reply.is_success() && !reply.is_permanent() {
+                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: rcpt deferred");
+                    super::deferred(env, i, (reply.code, reply.detail()), last_error);
+                    continue;
+                }
                 if reply.is_success() {
                     tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: relayed");
                     r.status = Status::Delivered;
-                } else if reply.is_permanent() {
+                } else {
                     tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: rejected");
                     r.status = Status::Failed {
                         code: reply.code,
                         text: reply.detail(),
                     };
-                } else {
-                    tracing::info!(id = env.id, rcpt = r.address, to, %reply, "relay: rcpt deferred");
-                    *last_error = Some((reply.code, reply.detail()));
                 }
             }
         }
@@ -100,7 +105,9 @@ pub(super) fn record_outcome(
         Err(e) => {
             tracing::warn!(id = env.id, to, error = %e, "relay: deferred");
             let code = e.reply().map_or(451, |r| r.code);
-            *last_error = Some((code, e.to_string()));
+            for &i in idx {
+                super::deferred(env, i, (code, e.to_string()), last_error);
+            }
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct Envelope {
     pub authorized_as: Option<String>,
     /// Size of the stored message in octets; set at commit.
     pub size: u64,
+    /// Held by an admin (`mailgate queue hold`): not tried until released. Absent from the
+    /// file when false, so that an earlier build reads the envelope unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// One forward-path and its state.
@@ -53,6 +57,10 @@ pub struct Recipient {
     pub local_user: Option<String>,
     /// Where delivery stands.
     pub status: Status,
+    /// The last temporary failure (reply code and text), while the recipient is pending.
+    /// Absent from the file when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Delivery state of one recipient.
@@ -127,6 +135,7 @@ impl Envelope {
             client: client.into(),
             authorized_as,
             size: 0,
+            held: false,
         }
     }
 
@@ -177,6 +186,7 @@ impl Recipient {
             address: address.into(),
             local_user,
             status: Status::Pending,
+            last_error: None,
         }
     }
 }
@@ -208,11 +218,13 @@ mod tests {
                         code: 550,
                         text: "5.1.1 no such user".into(),
                     },
+                    last_error: None,
                 },
                 Recipient {
                     address: "dave@remote.example".into(),
                     local_user: None,
                     status: Status::Delivered,
+                    last_error: Some("451 4.3.0 try again".into()),
                 },
             ],
             1_700_000_000,

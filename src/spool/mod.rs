@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 
-pub use entry::{Envelope, FormatError, Recipient, Status};
+pub use entry::{Envelope, FormatError, Recipient, Status, is_valid_id};
 
 use crate::clock::{Clock, SystemClock};
 

@@ -493,3 +493,113 @@ async fn mailgate_queue_lists_a_deferred_message_while_the_gateway_runs() {
     assert_eq!(env.recipients.len(), 2);
     gw.stop().await;
 }
+
+/// `mailgate queue flush|hold|release|delete` act on the running gateway: a message the
+/// smarthost keeps deferring is tried again at once on `flush`, left alone while held, and
+/// gone after `delete`; the listing shows the recipient's last error; each action is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_actions_flush_hold_release_and_delete_a_deferred_message() {
+    let smarthost = Smarthost::start(Options {
+        faults: vec![Fault::always(Stage::Rcpt, 451)],
+        ..Options::default()
+    })
+    .await;
+    let gw = start(&smarthost, &[("retry", r#"["1h", "1h", "1h", "1h"]"#)]).await;
+    submit_as_alice(&gw, &["friend@remote.example"], WIRE_BODY).await;
+    let attempts = |gw: &Gateway| {
+        let q = mailgate::spool::inspect(&gw.state().join("spool")).unwrap_or_default();
+        q.first().map(|e| (e.id.clone(), e.attempts, e.held))
+    };
+    let wait_attempts = |n: u32| {
+        let gw = &gw;
+        async move {
+            eventually("the next attempt", WAIT, || {
+                let now = attempts(gw);
+                async move { now.is_some_and(|(_, a, _)| a == n) }
+            })
+            .await;
+        }
+    };
+    wait_attempts(1).await;
+    let (id, _, _) = attempts(&gw).expect("queued");
+
+    // The command finds the running gateway by the control address in the config.
+    let control = gw.control.expect("control listener");
+    let dir = gw.state().parent().expect("gateway folder").to_path_buf();
+    let config = dir.join("cli.toml");
+    let text = std::fs::read_to_string(dir.join("mailgate.toml")).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "control = \"127.0.0.1:0\"",
+            &format!("control = \"{control}\""),
+        ),
+    )
+    .expect("cli config");
+    let queue = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .arg("queue")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run mailgate queue");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let (ok, listing) = queue(&[]);
+    assert!(ok, "{listing}");
+    assert!(
+        listing.contains("friend@remote.example: pending; last error: 451"),
+        "{listing}"
+    );
+
+    // Flush: tried again now, not in an hour.
+    let (ok, said) = queue(&["flush", &id]);
+    assert!(ok && said.contains("due now"), "{said}");
+    wait_attempts(2).await;
+    let (ok, said) = queue(&["flush"]);
+    assert!(ok && said.contains("1 message(s) due now"), "{said}");
+    wait_attempts(3).await;
+
+    // Hold: listed as held, not tried even when flushed, until released.
+    let (ok, said) = queue(&["hold", &id]);
+    assert!(ok && said.contains("held"), "{said}");
+    assert_eq!(attempts(&gw).map(|(_, _, held)| held), Some(true));
+    let (ok, listing) = queue(&[]);
+    assert!(ok && listing.contains("HELD"), "{listing}");
+    let (ok, said) = queue(&["flush", &id]);
+    assert!(!ok && said.contains("is held"), "{said}");
+    let (ok, said) = queue(&["flush"]);
+    assert!(ok && said.contains("0 message(s) due now"), "{said}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        attempts(&gw).map(|(_, a, _)| a),
+        Some(3),
+        "a held message waits"
+    );
+    let (ok, said) = queue(&["release", &id]);
+    assert!(ok && said.contains("released"), "{said}");
+    wait_attempts(4).await;
+
+    // Delete: gone, neither delivered nor bounced; a second delete says so.
+    let (ok, said) = queue(&["delete", &id]);
+    assert!(ok && said.contains("deleted"), "{said}");
+    assert!(spool_is_empty(&gw));
+    let (ok, said) = queue(&["delete", &id]);
+    assert!(!ok && said.contains("no message"), "{said}");
+    let audit_log = gw.state().join("audit.log");
+    let _dir = gw.stop().await;
+    let audit = std::fs::read_to_string(audit_log).unwrap_or_default();
+    for done in ["flushed", "held", "released", "deleted"] {
+        assert!(
+            audit.lines().any(|l| l.contains("\"kind\":\"queue\"")
+                && l.contains(&format!("\"reason\":\"{done}\""))),
+            "no queue event {done}: {audit}"
+        );
+    }
+}
