@@ -157,17 +157,22 @@ async fn healthz(State(app): State<App>) -> Response {
 
 async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
     let shared = app.shared.clone();
-    // Counting the spool's envelopes reads a directory: off the async workers.
-    let queue_depth = tokio::task::spawn_blocking(move || queue_depth(&shared))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Reading the spool's index walks every queued id: off the async workers.
+    let (queue_depth, oldest) = tokio::task::spawn_blocking(move || {
+        (shared.spool.len() as u64, shared.spool.oldest_arrival())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let now = app.shared.clock.now();
+    let queue_oldest_seconds =
+        oldest.map_or(0, |at| now.duration_since(at).unwrap_or_default().as_secs());
     let stats = app.shared.audit.stats();
     let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     let gauges = Gauges {
         // A store that cannot answer shows as empty rather than failing the whole scrape.
         allowlist_entries: app.shared.allowlist.len().await.unwrap_or(0) as u64,
-        connections: app.shared.open_connections() as u64,
         queue_depth,
+        queue_oldest_seconds,
         audit_written: load(&stats.written),
         audit_dropped: load(&stats.dropped),
         audit_write_errors: load(&stats.write_errors),
@@ -182,11 +187,6 @@ async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
-}
-
-/// Messages in the spool.
-fn queue_depth(shared: &Gateway) -> u64 {
-    shared.spool.len() as u64
 }
 
 /// The query's pairs, refusing keys outside `known` (a typo would silently widen a report).

@@ -235,6 +235,7 @@ impl Gateway {
         let mut relay_settings =
             crate::relay::Settings::from_config(&config.hostname, &config.delivery);
         relay_settings.audit = audit.clone();
+        relay_settings.metrics = metrics.clone();
         let (relay_task, notifier) = crate::relay::spawn(
             relay_settings,
             spool.clone(),
@@ -532,11 +533,6 @@ impl Gateway {
         self.throttle
             .release_addr(crate::canonical_ip(ip), self.clock.now())
             .await;
-    }
-
-    /// Client connections open on the mail listeners (admin endpoint: `GET /metrics`).
-    pub fn open_connections(&self) -> usize {
-        self.per_ip.iter().map(|n| *n.value()).sum()
     }
 
     /// Records a successful login (resets the throttle).

@@ -370,6 +370,7 @@ mod tests {
             upstream: None,
             unmigrated: None,
             audit: crate::audit::Auditor::disabled(),
+            metrics: crate::metrics::Metrics::new(),
         };
         Ctx {
             settings,
