@@ -16,6 +16,7 @@ mod clients;
 mod dovecot_import;
 mod durability;
 mod health;
+mod logs;
 mod metrics_flow;
 mod ntlm;
 mod oauth;
