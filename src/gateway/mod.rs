@@ -9,6 +9,7 @@
 //! says which sections changed and which of those need a restart.
 
 mod networks;
+pub mod refusals;
 mod reload;
 
 use std::net::IpAddr;
@@ -103,6 +104,8 @@ pub struct Gateway {
     pub pop3_proxy: Option<Arc<crate::upstream::proxy::Pop3Proxy>>,
     /// Admin endpoint: counters fed by the audit events (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Admin endpoint: the last SMTP refusals (`GET /api/refusals`).
+    pub refusals: refusals::Recent,
     /// Notices to users under warn/brownout rules.
     pub notices: Arc<crate::notices::Notices>,
     /// The migration policy; replaced on SIGHUP, read once per connection phase.
@@ -329,6 +332,7 @@ impl Gateway {
             verifier,
             audit,
             metrics,
+            refusals: refusals::Recent::default(),
             policy: std::sync::RwLock::new(config.policy.clone()),
             notices_config: std::sync::RwLock::new(config.notices.clone()),
             notices_changed: tokio::sync::Notify::new(),

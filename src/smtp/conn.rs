@@ -539,6 +539,16 @@ fn refused(
 ) {
     let listener = session.settings().role.name();
     shared.metrics.smtp_reject(listener, refusal.reason);
+    shared.refusals.push(crate::gateway::refusals::Refusal {
+        time: crate::audit::event::rfc3339(shared.clock.now()),
+        listener,
+        client: crate::canonical_ip(session.settings().peer.ip()),
+        helo: session.helo().map(str::to_owned),
+        from: refusal.sender.clone(),
+        to: refusal.recipient.clone(),
+        reply: reply.to_string().trim_end().to_string(),
+        reason: refusal.reason,
+    });
     tracing::info!(
         listener,
         helo = session.helo().unwrap_or("-"),

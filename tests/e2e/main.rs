@@ -9,6 +9,7 @@ pub const MAILGATE: &str = env!("CARGO_BIN_EXE_mailgate");
 
 mod admin;
 mod admin_metrics;
+mod admin_refusals;
 mod audit;
 mod audit_report;
 mod cli;
