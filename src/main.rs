@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use mailgate::config::Config;
+use mailgate::config::{Config, LogFormat};
 
 mod cli;
 
@@ -181,15 +181,36 @@ fn exit_quietly_on_broken_pipe() {
     }));
 }
 
-fn init_logging() {
+/// Starts the log on standard error, in `[log] format` unless `MAILGATE_LOG_FORMAT` names
+/// another ("text" or "json"); `MAILGATE_LOG` filters it (default `info`). An unknown
+/// `MAILGATE_LOG_FORMAT` is an error, said plainly before any log line.
+fn init_logging(config: &Config) -> Result<(), String> {
+    let format = match std::env::var("MAILGATE_LOG_FORMAT") {
+        Ok(name) => LogFormat::parse(&name).ok_or_else(|| {
+            format!("MAILGATE_LOG_FORMAT={name:?} is not a log format; write text or json")
+        })?,
+        Err(_) => config.log_format,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line: the event's fields flattened beside the message, and every
+        // span's fields (session, peer, listener, mechanism) under "spans".
+        LogFormat::Json => log
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
+    Ok(())
 }
 
 /// The configuration file when `--config` and `MAILGATE_CONFIG` name none: the installed one,
@@ -205,11 +226,15 @@ pub(crate) fn default_config() -> PathBuf {
 }
 
 fn serve(path: &Path) -> ExitCode {
-    init_logging();
+    // The configuration says how to log, so it is read first; its errors go to stderr plainly.
     let config = match cli::load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }

@@ -18,6 +18,10 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::{Event, Kind};
 
+mod flow;
+
+pub use flow::{DELIVERY_BUCKETS, LISTENERS, Open, Route, Stage};
+
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
@@ -66,9 +70,12 @@ struct UpstreamLabels {
     result: String,
 }
 
-/// Counters fed by audit events (and the connection caps). Cloning shares the counts.
+/// Counters fed by audit events (and the connection caps), the mail flow and the open
+/// connections. Cloning shares the counts.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
+    /// Messages by stage, delivery latency, connections by listener (`flow.rs`).
+    pub flow: flow::Flow,
     auths: Family<AuthLabels, Counter>,
     relays: Family<RelayLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
@@ -82,10 +89,10 @@ pub struct Metrics {
 pub struct Gauges {
     /// Allowlist entries (POP-before-SMTP).
     pub allowlist_entries: u64,
-    /// Client connections open on the mail listeners.
-    pub connections: u64,
     /// Messages waiting in the spool.
     pub queue_depth: u64,
+    /// Seconds since the oldest message in the spool arrived; 0 when it is empty.
+    pub queue_oldest_seconds: u64,
     /// Audit events written.
     pub audit_written: u64,
     /// Audit events dropped because the writer fell behind.
@@ -240,15 +247,16 @@ impl Metrics {
             gauge(gauges.allowlist_entries),
         );
         reg.register(
-            "connections",
-            "Client connections open on the mail listeners",
-            gauge(gauges.connections),
-        );
-        reg.register(
             "queue_depth",
             "Messages waiting in the spool",
             gauge(gauges.queue_depth),
         );
+        reg.register(
+            "queue_oldest_seconds",
+            "Seconds since the oldest message waiting in the spool arrived (0: empty)",
+            gauge(gauges.queue_oldest_seconds),
+        );
+        self.flow.register(&mut reg);
         reg.register(
             "audit_events_written",
             "Audit events written to the log",
@@ -352,8 +360,8 @@ mod tests {
         ));
         let text = m.encode(&Gauges {
             allowlist_entries: 3,
-            connections: 2,
             queue_depth: 1,
+            queue_oldest_seconds: 90,
             audit_written: 7,
             audit_dropped: 0,
             audit_write_errors: 4,
@@ -369,8 +377,8 @@ mod tests {
             "mailgate_relays_total{kind=\"sasl\",result=\"success\"} 1",
             "# TYPE mailgate_allowlist_entries gauge",
             "mailgate_allowlist_entries 3",
-            "mailgate_connections 2",
             "mailgate_queue_depth 1",
+            "mailgate_queue_oldest_seconds 90",
             "mailgate_audit_events_written_total 7",
             "mailgate_audit_events_dropped_total 0",
             "mailgate_audit_write_errors_total 4",

@@ -446,6 +446,7 @@ async fn session(
 ) {
     let load = slot.load.clone();
     let _slot = slot;
+    let _open = shared.metrics.flow.connection(role.name());
     match role {
         Role::Smtp(role) => {
             let smtp = crate::smtp::conn::Smtp { role };

@@ -7,6 +7,8 @@
 //! GET    /metrics              Prometheus text format 0.0.4 (see metrics.rs)
 //! GET    /api/report           the audit report as JSON (filters as `mailgate audit`)
 //! GET    /api/timeline         counts per time bucket, for the dashboard's chart
+//! GET    /api/migration        users checked by the old server only (during a migration)
+//! GET    /api/refusals         the last SMTP refusals, newest first
 //! GET    /api/allowlist        the allowlist entries
 //! POST   /api/allowlist        {"ip", "ttl", "user"}: add an entry
 //! DELETE /api/allowlist/{ip}   remove the entry covering an address

@@ -63,6 +63,7 @@ pub(super) fn router(shared: Arc<Gateway>, access: Arc<Access>) -> Router {
         .route("/api/report", get(report_json))
         .route("/api/timeline", get(timeline_json))
         .route("/api/migration", get(migration_json))
+        .route("/api/refusals", get(refusals_json))
         .route("/api/allowlist", get(list).post(add))
         .route("/api/allowlist/{ip}", delete(remove))
         .fallback(not_found)
@@ -157,17 +158,22 @@ async fn healthz(State(app): State<App>) -> Response {
 
 async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
     let shared = app.shared.clone();
-    // Counting the spool's envelopes reads a directory: off the async workers.
-    let queue_depth = tokio::task::spawn_blocking(move || queue_depth(&shared))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Reading the spool's index walks every queued id: off the async workers.
+    let (queue_depth, oldest) = tokio::task::spawn_blocking(move || {
+        (shared.spool.len() as u64, shared.spool.oldest_arrival())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let now = app.shared.clock.now();
+    let queue_oldest_seconds =
+        oldest.map_or(0, |at| now.duration_since(at).unwrap_or_default().as_secs());
     let stats = app.shared.audit.stats();
     let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     let gauges = Gauges {
         // A store that cannot answer shows as empty rather than failing the whole scrape.
         allowlist_entries: app.shared.allowlist.len().await.unwrap_or(0) as u64,
-        connections: app.shared.open_connections() as u64,
         queue_depth,
+        queue_oldest_seconds,
         audit_written: load(&stats.written),
         audit_dropped: load(&stats.dropped),
         audit_write_errors: load(&stats.write_errors),
@@ -182,11 +188,6 @@ async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
-}
-
-/// Messages in the spool.
-fn queue_depth(shared: &Gateway) -> u64 {
-    shared.spool.len() as u64
 }
 
 /// The query's pairs, refusing keys outside `known` (a typo would silently widen a report).
@@ -246,7 +247,7 @@ async fn over_log<T: Send + 'static>(
 async fn report_json(
     State(app): State<App>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<report::Report>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let pairs = params(query, &REPORT_KEYS)?;
     let group_by = match last(&pairs, "group_by") {
         Some(g) => g.parse::<GroupBy>().map_err(ApiError::bad)?,
@@ -258,7 +259,35 @@ async fn report_json(
         report::report(files, &filter, group_by, now)
     })
     .await?;
-    Ok(Json(r))
+    let mut value = serde_json::to_value(&r)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if group_by == GroupBy::User {
+        mark_known(&mut value, &r, &*app.shared.users);
+    }
+    Ok(Json(value))
+}
+
+/// Adds `"known"` to each user group: whether the name is a user (in the users file, or one
+/// that logged in during the period, which the old server vouched for during a migration).
+/// Guesses at names that do not exist are `false`, so the dashboard can keep them apart.
+fn mark_known(
+    value: &mut serde_json::Value,
+    r: &report::Report,
+    users: &dyn crate::auth::Authenticator,
+) {
+    let Some(groups) = value["groups"].as_array_mut() else {
+        return;
+    };
+    for (json, g) in groups.iter_mut().zip(&r.groups) {
+        let known = g.key != report::UNKNOWN && (g.successes > 0 || users.lookup(&g.key).is_some());
+        json["known"] = serde_json::Value::Bool(known);
+    }
+}
+
+/// `GET /api/refusals`: the last SMTP refusals, newest first (at most
+/// [`crate::gateway::refusals::KEPT`]).
+async fn refusals_json(State(app): State<App>) -> Json<Vec<crate::gateway::refusals::Refusal>> {
+    Json(app.shared.refusals.newest_first())
 }
 
 /// `GET /api/migration?since=...`: during a migration (`[auth.upstream]` or `[auth.ldap]`),

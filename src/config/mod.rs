@@ -68,6 +68,30 @@ pub struct Config {
     pub notices: Notices,
     /// `[pop3.proxy]`: mailboxes served from the old server until they move.
     pub pop3_proxy: Option<Pop3Proxy>,
+    /// `[log] format`: how the gateway's own log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: the message, the level, and every field of the event and of
+    /// its spans (`session`, `peer`, `listener`, `mechanism`, ...).
+    Json,
+}
+
+impl LogFormat {
+    /// The format named `name` ("text" or "json"), or `None`.
+    pub fn parse(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// `[notices]`.

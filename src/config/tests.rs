@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::validate::parse_duration;
-use super::{Config, ConfigErrors, Problem, SmtpRole, UpstreamTls};
+use super::{Config, ConfigErrors, LogFormat, Problem, SmtpRole, UpstreamTls};
 
 const FILE: &str = "/etc/mailgate/mailgate.toml";
 
@@ -215,6 +215,22 @@ fn unknown_keys_are_rejected_with_their_line() {
     let p = problems(&format!("hostnme = \"x\"\n{BASE}"));
     assert_eq!((p[0].line, p[0].key.as_str()), (Some(1), "hostnme"));
     assert!(p[0].hint.contains("state_dir"), "{}", p[0].hint);
+}
+
+#[test]
+fn the_log_format_is_text_or_json() {
+    assert_eq!(ok(BASE).log_format, LogFormat::Text);
+    let json = ok(&format!("{BASE}[log]\nformat = \"json\"\n"));
+    assert_eq!(json.log_format, LogFormat::Json);
+    let p = problems(&format!("{BASE}[log]\nformat = \"xml\"\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!((p[0].line, p[0].key.as_str()), (Some(4), "log.format"));
+    assert!(p[0].message.contains("\"xml\""), "{}", p[0].message);
+    assert!(p[0].hint.contains("json"), "{}", p[0].hint);
+    assert_eq!(
+        where_(&format!("{BASE}[log]\nlevel = \"debug\"\n")),
+        [(Some(4), "log.level".to_string())]
+    );
 }
 
 #[test]

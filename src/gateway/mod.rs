@@ -9,6 +9,7 @@
 //! says which sections changed and which of those need a restart.
 
 mod networks;
+pub mod refusals;
 mod reload;
 
 use std::net::IpAddr;
@@ -103,6 +104,8 @@ pub struct Gateway {
     pub pop3_proxy: Option<Arc<crate::upstream::proxy::Pop3Proxy>>,
     /// Admin endpoint: counters fed by the audit events (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Admin endpoint: the last SMTP refusals (`GET /api/refusals`).
+    pub refusals: refusals::Recent,
     /// Notices to users under warn/brownout rules.
     pub notices: Arc<crate::notices::Notices>,
     /// The migration policy; replaced on SIGHUP, read once per connection phase.
@@ -235,6 +238,7 @@ impl Gateway {
         let mut relay_settings =
             crate::relay::Settings::from_config(&config.hostname, &config.delivery);
         relay_settings.audit = audit.clone();
+        relay_settings.metrics = metrics.clone();
         let (relay_task, notifier) = crate::relay::spawn(
             relay_settings,
             spool.clone(),
@@ -328,6 +332,7 @@ impl Gateway {
             verifier,
             audit,
             metrics,
+            refusals: refusals::Recent::default(),
             policy: std::sync::RwLock::new(config.policy.clone()),
             notices_config: std::sync::RwLock::new(config.notices.clone()),
             notices_changed: tokio::sync::Notify::new(),
@@ -532,11 +537,6 @@ impl Gateway {
         self.throttle
             .release_addr(crate::canonical_ip(ip), self.clock.now())
             .await;
-    }
-
-    /// Client connections open on the mail listeners (admin endpoint: `GET /metrics`).
-    pub fn open_connections(&self) -> usize {
-        self.per_ip.iter().map(|n| *n.value()).sum()
     }
 
     /// Records a successful login (resets the throttle).

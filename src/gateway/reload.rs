@@ -32,6 +32,8 @@ pub enum Section {
     Notices,
     /// `[[policy]]`.
     Policy,
+    /// `[log]`.
+    Log,
 }
 
 impl Section {
@@ -49,6 +51,7 @@ impl Section {
             Section::Audit => "audit",
             Section::Notices => "notices",
             Section::Policy => "policy",
+            Section::Log => "log",
         }
     }
 }
@@ -134,6 +137,9 @@ impl Gateway {
         }
         if old.audit != new.audit {
             done.restart.push(Section::Audit);
+        }
+        if old.log_format != new.log_format {
+            done.restart.push(Section::Log);
         }
         if self.notices_config() != new.notices {
             self.set_notices_config(&new.notices);

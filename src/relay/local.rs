@@ -378,6 +378,7 @@ mod tests {
             upstream: None,
             unmigrated: None,
             audit: crate::audit::Auditor::disabled(),
+            metrics: crate::metrics::Metrics::new(),
         };
         Ctx {
             settings,

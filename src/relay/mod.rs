@@ -30,6 +30,7 @@ mod local;
 pub mod oauth;
 mod remote;
 pub mod retry;
+mod tally;
 mod unmigrated;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, unix_secs};
 use crate::config::{DeliveryConfig, Upstream, UpstreamAuth};
+use crate::metrics::Route;
 use crate::spool::{Envelope, Recipient, Spool, Status};
 use client::{Connector, Message, Reply};
 use oauth::TokenSource;
@@ -81,6 +83,8 @@ pub struct Settings {
     pub unmigrated: Option<Upstream>,
     /// Where defers, bounces and dead letters are recorded.
     pub audit: crate::audit::Auditor,
+    /// Where deliveries, defers and bounces are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for Settings {
@@ -105,6 +109,7 @@ impl Settings {
             upstream: delivery.upstream.clone(),
             unmigrated: delivery.route_unmigrated_to.map(unmigrated::upstream),
             audit: crate::audit::Auditor::disabled(),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -574,18 +579,21 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
     }
     let now = ctx.clock.now();
     let mut last_error: Option<(u16, String)> = None;
+    let mut tally = tally::Tally::new(&env);
 
     if ctx.unmigrated.is_some() && pending(&env, true).next().is_some() {
         if ctx.shutdown.is_cancelled() {
             return Outcome::default();
         }
-        match unmigrated::deliver(ctx, &mut env, &body, &mut last_error).await {
-            Some(()) => {}
-            None => return Outcome::default(),
+        let done = unmigrated::deliver(ctx, &mut env, &body, &mut last_error).await;
+        tally.count(ctx, &env, Route::Relay);
+        if done.is_none() {
+            return Outcome::default();
         }
     }
     if pending(&env, true).next().is_some() {
         local::deliver_local(ctx, &mut env, &body, now, &mut last_error).await;
+        tally.count(ctx, &env, Route::Local);
         if !done_cleanly(&env) {
             save(ctx, &env).await;
         }
@@ -594,7 +602,9 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
         if ctx.shutdown.is_cancelled() {
             return Outcome::default();
         }
-        match remote::deliver(ctx, &mut env, &body, &mut last_error).await {
+        let done = remote::deliver(ctx, &mut env, &body, &mut last_error).await;
+        tally.count(ctx, &env, Route::Relay);
+        match done {
             // Fully delivered: it is removed next, so rewriting its envelope first would only
             // cost an fsync (a crash in between delivers again: at least once).
             Some(()) if done_cleanly(&env) => {}
@@ -612,6 +622,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
             tracing::info!(id, attempts = env.attempts, retry_in = ?delay, "relay: deferred");
             let reason = last_error.as_ref().map(|(c, t)| format!("{c} {t}"));
             audit_delivery(ctx, &env, crate::audit::Kind::Defer, reason);
+            tally.deferred(ctx, &env);
             save(ctx, &env).await;
             return Outcome {
                 retry_at: Some(at),
@@ -630,6 +641,7 @@ async fn deliver(ctx: &Ctx, id: &str) -> Outcome {
                 text: text.clone(),
             };
         }
+        tally.count(ctx, &env, Route::Relay);
         save(ctx, &env).await;
     }
     bounce::settle(ctx, env, &body).await
@@ -737,6 +749,7 @@ mod tests {
             upstream: None,
             unmigrated: None,
             audit: crate::audit::Auditor::disabled(),
+            metrics: crate::metrics::Metrics::new(),
         };
         assert_eq!(s.schedule(), &retry::DEFAULT_SCHEDULE);
     }
@@ -763,6 +776,7 @@ mod tests {
             upstream: Some(up.clone()),
             unmigrated: None,
             audit: crate::audit::Auditor::disabled(),
+            metrics: crate::metrics::Metrics::new(),
         };
         assert!(!format!("{s:?}").contains("hunter2"));
         let c = Connector::new(up).unwrap();

@@ -17,6 +17,9 @@
 //! already been read from (a PROXY protocol header) or an in-memory one serves as well as a
 //! socket.
 //!
+//! At `debug` the driver logs one line when a connection opens and one when it closes, with
+//! its duration and the bytes read and written (counted on the wire, [`Counted`]).
+//!
 //! Memory per idle connection is kept small: the task holds only what waiting for the next
 //! command needs. The rarely live, large states (the TLS handshake and the session after it,
 //! the throttle wait, a credential check, every action) are boxed futures allocated when they
@@ -34,6 +37,7 @@ use tracing::Instrument;
 
 use crate::gateway::{Gateway, TlsPhase};
 use crate::io::{Line, LineReader, flush};
+use crate::session::counted::{Bytes, Counted};
 use crate::session::load::{Load, STRESS_IDLE};
 
 /// Room reserved for the replies to one command (or one pipelined batch); the buffer is
@@ -193,9 +197,25 @@ pub async fn serve<P, S>(
         shutdown: &shutdown,
         load: &load,
     };
+    let bytes = Bytes::default();
+    let opened = Instant::now();
+    let stream = Counted::new(stream, &bytes);
     // Instrument rather than enter: an entered span would leak onto other tasks polled on this
     // worker across awaits and mislabel their log lines.
-    serve_in_span(&cx, stream).instrument(span).await;
+    async {
+        // At debug only, like Postfix's connect/disconnect lines; with debug off each is one
+        // check of a cached level, no formatting and no allocation.
+        tracing::debug!("connection opened");
+        serve_in_span(&cx, stream).await;
+        tracing::debug!(
+            duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_in = bytes.read(),
+            bytes_out = bytes.written(),
+            "connection closed"
+        );
+    }
+    .instrument(span)
+    .await;
 }
 
 async fn serve_in_span<P, S>(cx: &Ctx<'_, P>, stream: S)

@@ -4,6 +4,7 @@
 //! are slow (`verify.rs`).
 
 pub mod audit;
+pub mod counted;
 pub mod driver;
 pub mod load;
 pub mod verify;

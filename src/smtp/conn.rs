@@ -14,6 +14,7 @@ use crate::audit::{Kind, Outcome, Record, classify};
 use crate::config::SmtpRole;
 use crate::gateway::{Gateway, TlsPhase};
 use crate::io::LineReader;
+use crate::metrics::Stage;
 use crate::session::{Conn, Flow, Io, Protocol};
 use crate::smtp::data::{DataReceiver, Feed};
 use crate::smtp::headers::HeaderPeek;
@@ -368,6 +369,8 @@ where
         Ok(id) => {
             tracing::info!(queue_id = %id, from = %txn.mail_from, rcpts = txn.recipients.len(), "queued");
             shared.notifier.notify(&id);
+            let rcpts = u64::try_from(txn.recipients.len()).unwrap_or(u64::MAX);
+            shared.metrics.flow.messages(Stage::Received, rcpts);
             audit_accept(shared, session, &txn, &id, peek.client_software());
             Some(DataOutcome::Queued(id))
         }
@@ -536,6 +539,16 @@ fn refused(
 ) {
     let listener = session.settings().role.name();
     shared.metrics.smtp_reject(listener, refusal.reason);
+    shared.refusals.push(crate::gateway::refusals::Refusal {
+        time: crate::audit::event::rfc3339(shared.clock.now()),
+        listener,
+        client: crate::canonical_ip(session.settings().peer.ip()),
+        helo: session.helo().map(str::to_owned),
+        from: refusal.sender.clone(),
+        to: refusal.recipient.clone(),
+        reply: reply.to_string().trim_end().to_string(),
+        reason: refusal.reason,
+    });
     tracing::info!(
         listener,
         helo = session.helo().unwrap_or("-"),

@@ -57,6 +57,19 @@ pub(super) fn new_id() -> String {
     )
 }
 
+/// When the message with this id (as [`new_id`] makes them) arrived; `None` for an id of
+/// another form (made by hand, or by an older layout).
+pub fn arrival(id: &str) -> Option<SystemTime> {
+    let mut parts = id.splitn(3, '.');
+    let (secs, micros) = (parts.next()?, parts.next()?);
+    if secs.len() != 10 || micros.len() != 6 {
+        return None;
+    }
+    let secs: u64 = secs.parse().ok()?;
+    let micros: u64 = micros.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs) + Duration::from_micros(micros))
+}
+
 pub(super) fn check_id(id: &str) -> Result<(), Error> {
     if entry::is_valid_id(id) {
         Ok(())

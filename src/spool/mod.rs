@@ -33,8 +33,8 @@ mod incoming;
 mod recover;
 pub mod slot;
 
-pub use files::inspect;
 use files::*;
+pub use files::{arrival, inspect};
 pub use group::DEFAULT_COMMIT_WINDOW;
 pub use incoming::{Body, BodyReader, Incoming};
 use incoming::{Source, Taken};
@@ -46,7 +46,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use entry::{Envelope, FormatError, Recipient, Status, is_valid_id};
 
@@ -331,6 +331,12 @@ impl Spool {
     /// Messages in the spool.
     pub fn len(&self) -> usize {
         self.lock().queued.len()
+    }
+
+    /// When the oldest message in the spool arrived (by its id, see [`arrival`]); `None` when
+    /// the spool is empty. Reads every id: for a scrape, not for a hot path.
+    pub fn oldest_arrival(&self) -> Option<SystemTime> {
+        self.lock().queued.keys().filter_map(|id| arrival(id)).min()
     }
 
     /// Whether the spool holds no message.

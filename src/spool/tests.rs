@@ -1,5 +1,4 @@
 use super::*;
-use std::time::Duration;
 
 #[test]
 fn group_sync_covers_every_caller_and_shares_fsyncs() {
@@ -568,4 +567,32 @@ fn the_gauge_follows_the_depth_and_a_drained_index_shrinks() {
     assert!(spool.is_empty());
     let left = spool.lock().queued.capacity();
     assert!(grown > 4096 && left <= 4096, "capacity {grown} then {left}");
+}
+
+#[test]
+fn the_oldest_arrival_comes_from_the_ids() {
+    let cases = [
+        (
+            "1700000000.250000.000001.42",
+            Some((1_700_000_000, 250_000)),
+        ),
+        ("0000000005.000001.000001.1", Some((5, 1))),
+        ("1700000000.25.000001.42", None),
+        ("bounce-1", None),
+        ("", None),
+    ];
+    for (id, want) in cases {
+        let want =
+            want.map(|(s, us)| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_micros(us));
+        assert_eq!(arrival(id), want, "{id}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    assert_eq!(spool.oldest_arrival(), None);
+    let first = spool.enqueue_bytes(envelope(), b"first\r\n").unwrap();
+    let second = spool.enqueue_bytes(envelope(), b"second\r\n").unwrap();
+    assert!(arrival(&first) <= arrival(&second));
+    assert_eq!(spool.oldest_arrival(), arrival(&first));
+    spool.remove(&first).unwrap();
+    assert_eq!(spool.oldest_arrival(), arrival(&second));
 }

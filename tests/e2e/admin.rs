@@ -21,7 +21,7 @@ use crate::admin_metrics::{Exposition, auths, parse_metrics, relays};
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// The base test config with the admin endpoint on an ephemeral loopback port, plus `edits`.
-async fn start(edits: &[(&str, &str, &str)]) -> Gateway {
+pub(crate) async fn start(edits: &[(&str, &str, &str)]) -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
     std::fs::write(dir.path().join("admin-token"), "tok-3f9a1c\n").expect("token file");
@@ -157,7 +157,7 @@ async fn scrape(gw: &Gateway, token: Option<&str>) -> Exposition {
 }
 
 /// Polls `GET path` until `done` holds for its JSON (the audit writer flushes every 200 ms).
-async fn poll_json(gw: &Gateway, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn poll_json(gw: &Gateway, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + mech::DEADLINE;
     loop {
         let r = http(gw.admin(), "GET", path, None, None).await;
@@ -270,12 +270,8 @@ async fn metrics_report_allowlist_and_dashboard() {
     // An open session is an open connection.
     let (held, _) = mech::smtp(LOCAL, gw.addr("smtp"), false, "held").await;
     let x = scrape(&gw, None).await;
-    assert!(
-        x.value("mailgate_connections", &[])
-            .is_some_and(|v| v >= 1.0),
-        "{:?}",
-        x.value("mailgate_connections", &[])
-    );
+    let open = x.value("mailgate_connections", &[("listener", "smtp")]);
+    assert!(open.is_some_and(|v| v >= 1.0), "{open:?}");
     drop(held);
 
     // The report: six legacy authentications and relays, all alice's, plus the message she
@@ -363,14 +359,26 @@ async fn metrics_report_allowlist_and_dashboard() {
         "{csp}"
     );
     check_self_contained(&page.body);
-    assert!(
-        page.body
-            .contains(r#"api("api/timeline?since=" + since + "&bucket=" + bucket)"#)
-    );
-    assert!(
-        page.body
-            .contains(r#"api("api/report?since=" + since + "&group_by=user")"#)
-    );
+    for call in [
+        r#"api("api/timeline?since=" + encodeURIComponent(w.since) + "&bucket=" + w.bucket)"#,
+        r#"api("api/report?since=" + period + "&group_by=user")"#,
+        r#"api("api/refusals")"#,
+        r#"fetch("metrics", "#,
+    ] {
+        assert!(page.body.contains(call), "{call}");
+    }
+    // The chart's window follows the data: from the first event, in short buckets, when all
+    // of it is recent (here: a few seconds old).
+    let first = alice["first_seen"].as_str().expect("first_seen");
+    let path = format!("/api/timeline?since={first}&bucket=5m");
+    let recent = poll_json(&gw, &path, |v| v.as_array().is_some_and(|b| !b.is_empty())).await;
+    let recent = recent.as_array().expect("buckets");
+    assert!((1..=2).contains(&recent.len()), "{recent:?}");
+    let events: u64 = recent
+        .iter()
+        .map(|b| b["events"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(events, 6, "{recent:?}");
     // Its data as the page asks for it by default (7 days in 3-hour buckets): the chart's
     // classes add up to the table's events (authentications and relays, not messages).
     let timeline = poll_json(&gw, "/api/timeline?since=7d&bucket=3h", |v| {

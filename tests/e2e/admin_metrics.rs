@@ -66,7 +66,10 @@ pub(crate) fn parse_metrics(text: &str) -> Exposition {
             .unwrap_or_else(|| panic!("no value: {line}"));
         let name = &line[..name_end];
         assert!(metric_name_ok(name), "bad metric name: {line}");
-        assert!(x.types.contains_key(name), "sample before its TYPE: {line}");
+        assert!(
+            x.types.contains_key(name) || histogram_part(&x, name),
+            "sample before its TYPE: {line}"
+        );
         let mut labels = BTreeMap::new();
         let mut rest = &line[name_end..];
         if let Some(after) = rest.strip_prefix('{') {
@@ -123,6 +126,14 @@ pub(crate) fn parse_metrics(text: &str) -> Exposition {
     x
 }
 
+/// Whether `name` is a series of a histogram family: `<family>_bucket`, `_sum` or `_count`.
+fn histogram_part(x: &Exposition, name: &str) -> bool {
+    ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+        name.strip_suffix(suffix)
+            .is_some_and(|family| x.types.get(family).is_some_and(|t| t == "histogram"))
+    })
+}
+
 pub(crate) fn auths(
     x: &Exposition,
     protocol: &str,
@@ -153,6 +164,8 @@ fn the_metrics_parser_refuses_malformed_lines() {
     let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{k=\"v\\\"x\"} 3\n";
     let x = parse_metrics(good);
     assert_eq!(x.value("a_total", &[("k", "v\"x")]), Some(3.0));
+    let histogram = "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1.5\nh_count 2\n";
+    assert_eq!(parse_metrics(histogram).value("h_count", &[]), Some(2.0));
     for bad in [
         "a_total 1\n",
         "# TYPE a counter\na{k=\"v\"}\n",
@@ -160,6 +173,7 @@ fn the_metrics_parser_refuses_malformed_lines() {
         "# TYPE a counter\na 1\na 2\n",
         "# TYPE a gauge\na one\n",
         "# TYPE a wibble\n",
+        "# TYPE a counter\na_bucket{le=\"1\"} 1\n",
     ] {
         let r = std::panic::catch_unwind(|| parse_metrics(bad));
         assert!(r.is_err(), "accepted {bad:?}");

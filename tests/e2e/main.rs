@@ -9,6 +9,7 @@ pub const MAILGATE: &str = env!("CARGO_BIN_EXE_mailgate");
 
 mod admin;
 mod admin_metrics;
+mod admin_refusals;
 mod audit;
 mod audit_report;
 mod check_config;
@@ -18,6 +19,8 @@ mod clients;
 mod dovecot_import;
 mod durability;
 mod health;
+mod logs;
+mod metrics_flow;
 mod ntlm;
 mod oauth;
 mod old_box;

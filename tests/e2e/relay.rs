@@ -44,6 +44,7 @@ impl Env {
             upstream,
             unmigrated: None,
             audit: mailgate::audit::Auditor::disabled(),
+            metrics: mailgate::metrics::Metrics::new(),
         }
     }
 

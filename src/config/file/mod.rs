@@ -47,6 +47,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "policy",
     "notices",
     "pop3",
+    "log",
 ];
 
 /// The whole file.
@@ -81,6 +82,8 @@ pub struct File {
     pub notices: NoticesFile,
     /// `[pop3]`.
     pub pop3: Pop3File,
+    /// `[log]`.
+    pub log: LogFile,
 }
 
 /// One `[[policy]]` rule. Empty criteria match everything.
@@ -180,6 +183,23 @@ pub struct AdminFile {
     pub tls: bool,
 }
 
+/// `[log]`: the gateway's own log on standard error.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogFile {
+    /// "text" (one readable line per event) or "json" (one JSON object per line). Default
+    /// "text"; `MAILGATE_LOG_FORMAT` overrides it.
+    pub format: String,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        LogFile {
+            format: "text".into(),
+        }
+    }
+}
+
 /// A problem met while mirroring the file, before any validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SectionError {
@@ -228,6 +248,7 @@ impl File {
             policy: section(root, "policy", &mut errors).unwrap_or_default(),
             notices: section(root, "notices", &mut errors).unwrap_or_default(),
             pop3: section(root, "pop3", &mut errors).unwrap_or_default(),
+            log: section(root, "log", &mut errors).unwrap_or_default(),
         };
         (file, errors)
     }
@@ -299,6 +320,7 @@ impl Default for File {
             policy: Vec::new(),
             notices: NoticesFile::default(),
             pop3: Pop3File::default(),
+            log: LogFile::default(),
         }
     }
 }

@@ -19,7 +19,9 @@ use ipnet::IpNet;
 use toml::de::{DeTable, DeValue};
 
 use super::file::{self, File, SectionError};
-use super::{AuditConfig, Config, ConfigErrors, Limits, Listeners, Notices, Problem, TlsConfig};
+use super::{
+    AuditConfig, Config, ConfigErrors, Limits, Listeners, LogFormat, Notices, Problem, TlsConfig,
+};
 
 mod auth;
 mod delivery;
@@ -196,7 +198,17 @@ impl<'a> Checker<'a> {
             ),
         };
         let pop3_proxy = f.pop3.proxy.as_ref().map(|p| self.pop3_proxy(&base, p));
+        let log_format = LogFormat::parse(&f.log.format).unwrap_or_else(|| {
+            self.bad(
+                "log.format",
+                None,
+                format!("\"{}\" is not a log format", f.log.format),
+                "write \"text\" or \"json\"",
+            );
+            LogFormat::Text
+        });
         Config {
+            log_format,
             policy,
             notices,
             pop3_proxy,
