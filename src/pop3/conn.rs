@@ -50,7 +50,7 @@ impl Protocol for Pop3 {
     type Held = Held;
 
     fn span(&self, conn: &Conn) -> tracing::Span {
-        tracing::info_span!("pop3", session = %conn.id, peer = %conn.peer, role = self.listener())
+        tracing::info_span!("pop3", session = %conn.id, peer = %conn.peer, listener = self.listener())
     }
 
     fn implicit_tls(&self) -> bool {

@@ -40,7 +40,7 @@ impl Protocol for Smtp {
     type Held = ();
 
     fn span(&self, conn: &Conn) -> tracing::Span {
-        tracing::info_span!("smtp", session = %conn.id, peer = %conn.peer, role = self.role.name())
+        tracing::info_span!("smtp", session = %conn.id, peer = %conn.peer, listener = self.role.name())
     }
 
     fn implicit_tls(&self) -> bool {

@@ -109,7 +109,7 @@ fn passwd_on_a_terminal_prompts_twice_without_echo() {
     }
     let (dir, config) = site();
     let script = r#"
-import os, pty, sys, select
+import os, pty, sys, select, termios, time
 binary, config, user, first, second = sys.argv[1:6]
 pid, fd = pty.fork()
 if pid == 0:
@@ -128,10 +128,19 @@ def read_until(word, limit=10.0):
         if not chunk:
             break
         seen += chunk
+def type_when_echo_is_off(text, limit=10.0):
+    # A person types after the prompt; a script could type before the program has turned
+    # echo off, and the terminal would echo it. Wait for echo off, as a person would.
+    deadline = time.time() + limit
+    while termios.tcgetattr(fd)[3] & termios.ECHO:
+        if time.time() > deadline:
+            sys.stdout.write("TIMEOUT waiting for echo off; saw %r\n" % seen); sys.exit(3)
+        time.sleep(0.01)
+    os.write(fd, text.encode() + b"\n")
 read_until(b"New password")
-os.write(fd, first.encode() + b"\n")
+type_when_echo_is_off(first)
 read_until(b"Retype")
-os.write(fd, second.encode() + b"\n")
+type_when_echo_is_off(second)
 while True:
     try:
         chunk = os.read(fd, 1024)

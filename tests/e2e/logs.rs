@@ -1,6 +1,6 @@
 //! The gateway's own log as the built binary writes it: with `[log] format = "json"` every
 //! line on stderr is one JSON object, and SMTP's and POP3's lines carry the same span fields
-//! (`session`, `peer`, `role`) and the same event fields (`mechanism` on a login); at `debug`
+//! (`session`, `peer`, `listener`) and the same event fields (`mechanism` on a login); at `debug`
 //! each connection has an opening line and a closing one with its duration and bytes.
 //! `MAILGATE_LOG_FORMAT` overrides the file, and an unknown value stops the start plainly.
 
@@ -108,7 +108,7 @@ async fn json_lines_carry_the_same_fields_in_both_protocols() {
         // The session that logged in (the start-up probe of the port is another).
         let login = find(&lines, name, None, login);
         let fields = span(login, name).expect("span");
-        assert_eq!(fields["role"], role, "{login}");
+        assert_eq!(fields["listener"], role, "{login}");
         assert!(fields["session"].is_string(), "{login}");
         let peer = fields["peer"].as_str();
         assert!(peer.is_some_and(|p| p.starts_with("127.0.0.1:")), "{login}");

@@ -3,7 +3,7 @@
 //! naming the listener, the client's HELO, sender, recipient, the reply and the reason, and
 //! count in `mailgate_smtp_rejects_total{listener,reason}`, whose series exist at zero from
 //! the start. "Why didn't the printer's mail go out?" is answered by the log. POP3's lines
-//! carry the same field names (`role`, `mechanism`).
+//! carry the same field names (`listener`, `mechanism`).
 
 use std::time::Duration;
 
@@ -88,7 +88,7 @@ async fn refused_commands_are_logged_and_counted() {
         async move {
             log.lines().any(|l| {
                 l.contains("logged in")
-                    && l.contains("role=\"pop3s\"")
+                    && l.contains("listener=\"pop3s\"")
                     && l.contains("mechanism=USER")
             })
         }
