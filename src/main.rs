@@ -76,6 +76,12 @@ enum Command {
         #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
+    /// Write the man pages or the shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: cli::generate::Artifact,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +110,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => cli::audit::audit(args),
         Command::Queue { config, json } => cli::queue::queue(&config, json),
         Command::Import { source, config } => cli::import::import(&config, source),
+        Command::Generate { what } => cli::generate::generate(what),
     }
 }
 
