@@ -19,6 +19,7 @@ mod health;
 mod ntlm;
 mod oauth;
 mod old_box;
+mod packaging;
 mod policy;
 mod policy_ops;
 mod pop3;
