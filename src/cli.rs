@@ -3,6 +3,7 @@
 pub(crate) mod allowlist;
 pub(crate) mod audit;
 pub(crate) mod check;
+pub(crate) mod generate;
 pub(crate) mod import;
 pub(crate) mod queue;
 pub(crate) mod users;

@@ -105,6 +105,12 @@ enum Command {
         #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
+    /// Write the man pages or the shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: cli::generate::Artifact,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
             action,
         } => cli::queue::queue(&config, json, action),
         Command::Import { source, config } => cli::import::import(&config, source),
+        Command::Generate { what } => cli::generate::generate(what),
     }
 }
 

@@ -24,6 +24,7 @@ mod metrics_flow;
 mod ntlm;
 mod oauth;
 mod old_box;
+mod packaging;
 mod policy;
 mod policy_ops;
 mod pop3;
