@@ -64,6 +64,16 @@ struct RejectLabels {
     reason: String,
 }
 
+/// The results of [`Metrics::upstream_check`].
+const UPSTREAM_RESULTS: &[&str] = &[
+    "ok",
+    "refused",
+    "temporary",
+    "cached",
+    "refused-cached",
+    "invalid",
+];
+
 /// Labels of `mailgate_upstream_checks_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
@@ -104,8 +114,13 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Empty counters; the refusal series exist at zero from the start, so a dashboard sees
-    /// every reason before the first refusal.
+    /// Empty counters. Every series whose label values are known in advance exists at zero
+    /// from the start (refusals by listener and reason, refused connections by listener and
+    /// cap, address-authorized relays by kind and result, upstream checks by result), so a
+    /// dashboard or an alert sees each one before its first event. The authentication series
+    /// appear with their first count: their labels (protocol, mechanism, class, result) are
+    /// fixed by what clients do, and creating every combination would list hundreds of series
+    /// no site ever sees.
     pub fn new() -> Metrics {
         let m = Metrics::default();
         for listener in ["smtp", "submission", "submissions"] {
@@ -115,6 +130,27 @@ impl Metrics {
                     reason: (*reason).into(),
                 });
             }
+        }
+        for listener in ["smtp", "submission", "submissions", "pop3", "pop3s"] {
+            for cap in ["listener", "address", "network"] {
+                let _ = m.refused.get_or_create(&RefusedLabels {
+                    listener: listener.into(),
+                    cap: cap.into(),
+                });
+            }
+        }
+        for kind in ["pop-before-smtp", "trusted-network", "sasl"] {
+            for result in crate::audit::Outcome::ALL {
+                let _ = m.relays.get_or_create(&RelayLabels {
+                    kind: kind.into(),
+                    result: result.as_str().into(),
+                });
+            }
+        }
+        for result in UPSTREAM_RESULTS {
+            let _ = m.upstream.get_or_create(&UpstreamLabels {
+                result: (*result).into(),
+            });
         }
         m
     }
@@ -388,10 +424,25 @@ mod tests {
         for w in want {
             assert!(lines.contains(&w), "missing {w:?} in:\n{text}");
         }
-        let relays = lines
+        // Every kind and result is there, at zero until counted.
+        let relays: Vec<&&str> = lines
             .iter()
             .filter(|l| l.starts_with("mailgate_relays_total{"))
-            .count();
-        assert_eq!(relays, 2, "{text}");
+            .collect();
+        assert_eq!(relays.len(), 3 * crate::audit::Outcome::ALL.len(), "{text}");
+        assert!(
+            lines.contains(&"mailgate_relays_total{kind=\"trusted-network\",result=\"denied\"} 0"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"mailgate_upstream_checks_total{result=\"temporary\"} 0"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(
+                &"mailgate_connections_refused_total{listener=\"pop3s\",cap=\"network\"} 0"
+            ),
+            "{text}"
+        );
     }
 }
