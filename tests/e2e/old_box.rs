@@ -583,3 +583,42 @@ async fn an_old_smtp_server_checks_passwords_over_implicit_tls() {
     let (code, text) = smtp_plain(&gw, "kate", "not-kate-pw").await;
     assert_eq!(code, 535, "{text}");
 }
+
+/// `mailgate auth test` checks a user the users file does not hold against the old box, as a
+/// login would, and says so; a user of the users file is checked against the stored form.
+#[tokio::test]
+async fn auth_test_asks_the_old_box_for_users_not_moved_yet() {
+    if !oldbox::available() {
+        return;
+    }
+    let old = OldBox::start(&[("dave", "dave-pw")]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("users"), mailgate_testkit::USERS).expect("users file");
+    let config = dir.path().join("mailgate.toml");
+    std::fs::write(&config, front(&old, "pop3", "starttls", "")).expect("config");
+    let test = |user: &str, password: &str| {
+        let args = ["auth", "test", user, "--config"];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push(config.display().to_string());
+        let input = format!("{password}\n");
+        async move {
+            let out = mailgate_testkit::run(crate::MAILGATE, args, Some(input)).await;
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.code(), said)
+        }
+    };
+    let (code, said) = test("dave", "dave-pw").await;
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("checked by the old server"), "{said}");
+    let (code, said) = test("dave", "not-daves").await;
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("does NOT verify"), "{said}");
+    let (code, said) = test("alice", mailgate_testkit::PASSWORD).await;
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("stored {PLAIN} form"), "{said}");
+    assert!(old.log().contains("dave"), "the old box saw the check");
+}
