@@ -116,8 +116,9 @@ if pid == 0:
     os.execv(binary, [binary, "passwd", "--config", config, user])
 seen = b""
 def read_until(word, limit=10.0):
+    # Until `word` is seen, or (word None) until the program closes the terminal.
     global seen
-    while word not in seen:
+    while word is None or word not in seen:
         ready, _, _ = select.select([fd], [], [], limit)
         if not ready:
             sys.stdout.write("TIMEOUT waiting for %r; saw %r\n" % (word, seen)); sys.exit(3)
@@ -141,14 +142,7 @@ read_until(b"New password")
 type_when_echo_is_off(first)
 read_until(b"Retype")
 type_when_echo_is_off(second)
-while True:
-    try:
-        chunk = os.read(fd, 1024)
-    except OSError:
-        break
-    if not chunk:
-        break
-    seen += chunk
+read_until(None)
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(seen.decode(errors="replace"))
 sys.exit(os.waitstatus_to_exitcode(status))

@@ -59,8 +59,8 @@ fn find<'a>(lines: &'a [Value], name: &str, fields: Option<&Value>, message: &st
     found[0]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn json_lines_carry_the_same_fields_in_both_protocols() {
+/// A site whose config asks for JSON logs, on free ports: its folder, ports and config file.
+fn json_site() -> (tempfile::TempDir, mech::Ports, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
     let ports = mech::Ports::free();
@@ -72,6 +72,12 @@ async fn json_lines_carry_the_same_fields_in_both_protocols() {
     );
     let config = dir.path().join("mailgate.toml");
     std::fs::write(&config, text).expect("config");
+    (dir, ports, config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_lines_carry_the_same_fields_in_both_protocols() {
+    let (_dir, ports, config) = json_site();
     let gw = start(&config, None);
     for role in ["submissions", "pop3s"] {
         extra::wait_listening(ports.addr(role)).await;
@@ -127,17 +133,7 @@ async fn json_lines_carry_the_same_fields_in_both_protocols() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_environment_overrides_the_file() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
-    let ports = mech::Ports::free();
-    let text = extra::set(
-        &ports.apply(&common::config_text("")),
-        "log",
-        "format",
-        r#""json""#,
-    );
-    let config = dir.path().join("mailgate.toml");
-    std::fs::write(&config, text).expect("config");
+    let (_dir, ports, config) = json_site();
 
     let gw = start(&config, Some("text"));
     extra::wait_listening(ports.addr("smtp")).await;

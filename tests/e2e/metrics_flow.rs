@@ -19,16 +19,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 const STAGES: [&str; 5] = ["received", "delivered", "relayed", "deferred", "bounced"];
 const LISTENERS: [&str; 5] = ["smtp", "submission", "submissions", "pop3", "pop3s"];
-const REASONS: [&str; 8] = [
-    "relay-denied",
-    "unknown-recipient",
-    "sender-not-allowed",
-    "too-many-recipients",
-    "size",
-    "queue-full",
-    "tls-required",
-    "policy",
-];
+const REASONS: &[&str] = mailgate::smtp::machine::REFUSAL_REASONS;
 
 async fn scrape(gw: &Gateway) -> Exposition {
     let r = http(gw.admin(), "GET", "/metrics", None, None).await;
