@@ -193,6 +193,32 @@ fn der_tlv(buf: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     Some(rest.split_at(len))
 }
 
+/// What a session knows of its finished TLS handshake, whichever library made it: for the
+/// log, the Received header, the audit (a handshake below TLS 1.2 makes every login on the
+/// session class `insecure`) and SCRAM's channel binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The version and cipher, e.g. `TLSv1.3 TLS13_AES_256_GCM_SHA384`.
+    pub description: String,
+    /// The handshake is below TLS 1.2 (a `[tls] legacy_networks` client).
+    pub legacy: bool,
+    /// Channel-binding data (SCRAM-*-PLUS).
+    pub channel_binding: crate::sasl::ChannelBinding,
+}
+
+impl TlsInfo {
+    /// The facts of a rustls session made with the certificate whose `tls-server-end-point`
+    /// hash is `end_point`.
+    pub fn of(conn: &rustls::ServerConnection, end_point: &[u8]) -> TlsInfo {
+        TlsInfo {
+            description: describe(conn),
+            // rustls speaks TLS 1.2 and 1.3 only.
+            legacy: false,
+            channel_binding: channel_binding(conn, end_point),
+        }
+    }
+}
+
 /// Channel-binding data of an established session (RFC 9266, RFC 5929).
 pub fn channel_binding(
     conn: &rustls::ServerConnection,

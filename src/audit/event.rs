@@ -154,6 +154,17 @@ pub fn classify(mechanism: &str, tls: bool) -> Class {
     }
 }
 
+/// The class of an authentication with `mechanism` on a session whose transport is plaintext
+/// (`tls` false), TLS 1.2 or later, or an older TLS (`legacy_tls`: every mechanism is then
+/// `insecure`, so that the report shows the devices still on old TLS).
+pub fn classify_session(mechanism: &str, tls: bool, legacy_tls: bool) -> Class {
+    if legacy_tls {
+        Class::Insecure
+    } else {
+        classify(mechanism, tls)
+    }
+}
+
 /// One audit event. Optional fields are omitted when empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -273,6 +284,11 @@ mod tests {
         ];
         for (m, tls, want) in cases {
             assert_eq!(classify(m, tls), want, "{m} tls={tls}");
+        }
+        // Below TLS 1.2 every mechanism is insecure; on TLS 1.2+ the mechanism decides.
+        for m in ["SCRAM-SHA-256", "PLAIN", "XOAUTH2", "CRAM-MD5"] {
+            assert_eq!(classify_session(m, true, true), Class::Insecure, "{m}");
+            assert_eq!(classify_session(m, true, false), classify(m, true), "{m}");
         }
         assert!(Class::Weak.is_legacy() && !Class::Modern.is_legacy());
         assert!(Class::Insecure < Class::Weak && Class::Basic < Class::Modern);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{Class, Event, Kind, Outcome, classify};
+pub use event::{Class, Event, Kind, Outcome, classify, classify_session};
 
 /// An audit fact decided by a protocol core (sans-IO); the connection loop adds the session
 /// details (time, session id, peer, TLS, client name) and records it as an [`Event`].

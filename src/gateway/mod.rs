@@ -34,8 +34,8 @@ use crate::throttle::Throttle;
 pub use networks::Networks;
 pub use reload::{Reloaded, Section};
 
-/// A TLS session and the `tls-server-end-point` hash of the certificate it was made with.
-pub type TlsPhase<'a> = (&'a rustls::ServerConnection, &'a [u8]);
+/// A session's finished TLS handshake, as the protocol cores see it.
+pub type TlsPhase<'a> = &'a crate::tls::TlsInfo;
 
 /// Errors that stop the gateway's state from opening.
 #[derive(Debug, thiserror::Error)]
@@ -381,8 +381,7 @@ impl Gateway {
             session: session.to_string(),
             seed: rand::random(),
             now: self.clock.now(),
-            channel_binding: tls
-                .map(|(c, end_point)| Arc::new(crate::tls::channel_binding(c, end_point))),
+            channel_binding: tls.map(|t| Arc::new(t.channel_binding.clone())),
         }
     }
 

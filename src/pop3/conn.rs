@@ -317,7 +317,8 @@ fn settings(
         policy: shared.policy(),
         listener,
         peer: conn.peer.ip(),
-        tls_info: tls.map(|(c, _)| crate::tls::describe(c)),
+        tls_info: tls.map(|t| t.description.clone()),
+        tls_legacy: tls.is_some_and(|t| t.legacy),
         max_failures: cfg.auth.max_failures,
         max_errors: cfg.limits.max_errors,
     }

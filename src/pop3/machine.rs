@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use super::command::{self, Command, Secret};
 use super::reply::Reply;
-use crate::audit::{Kind, Outcome, Record, classify};
+use crate::audit::{Kind, Outcome, Record, classify_session};
 use crate::auth::Verdict;
 use crate::maildir::{Mailbox, MailboxError, MessageInfo};
 use crate::policy::{Action as PolicyAction, Attempt, Policy};
@@ -61,6 +61,8 @@ pub struct Settings {
     pub peer: IpAddr,
     /// The TLS version and cipher, for the audit log.
     pub tls_info: Option<String>,
+    /// The TLS session is below TLS 1.2: every login on it is audited as class `insecure`.
+    pub tls_legacy: bool,
     /// Failed authentications before the session closes (0 is treated as 1).
     pub max_failures: u32,
     /// Unparseable or over-long command lines before the session closes (0 means no limit).

@@ -161,6 +161,7 @@ fn settings(plaintext_allowed: bool) -> Settings {
         listener: "pop3",
         peer: "192.0.2.7".parse().expect("ip"),
         tls_info: None,
+        tls_legacy: false,
     }
 }
 

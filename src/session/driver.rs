@@ -262,10 +262,11 @@ async fn serve_tls<P, S>(
     let Some((tls, server_tls)) = cx.shared.accept_tls(stream, what).await else {
         return;
     };
-    let phase_tls = (tls.get_ref().1, &server_tls.end_point[..]);
+    let info = crate::tls::TlsInfo::of(tls.get_ref().1, &server_tls.end_point);
+    let phase_tls = &info;
     let (session, greet) = match before {
         Some(session) => {
-            tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "{what} complete");
+            tracing::debug!(tls = %info.description, "{what} complete");
             let after = cx
                 .protocol
                 .after_tls(*session, cx.shared, cx.conn, phase_tls);

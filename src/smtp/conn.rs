@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::audit::{Kind, Outcome, Record, classify};
+use crate::audit::{Kind, Outcome, Record, classify_session};
 use crate::config::SmtpRole;
 use crate::gateway::{Gateway, TlsPhase};
 use crate::io::LineReader;
@@ -234,7 +234,7 @@ impl Protocol for Smtp {
 
 /// Builds the machine settings for one phase (plaintext, or after TLS).
 fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<'_>>) -> Settings {
-    let tls_info = tls.map(|(c, _)| crate::tls::describe(c));
+    let tls_info = tls.map(|t| t.description.clone());
     let cfg = &shared.config;
     let nets = shared.networks();
     let peer = conn.peer;
@@ -247,6 +247,7 @@ fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<
         peer,
         tls_active,
         tls_info,
+        tls_legacy: tls.is_some_and(|t| t.legacy),
         starttls_available: role != SmtpRole::Submissions,
         plaintext_allowed: tls_active || nets.plaintext_allowed(ip),
         trusted: nets.trusted(ip),
@@ -422,13 +423,13 @@ fn audit_accept(
     queue_id: &str,
     software: Option<String>,
 ) {
-    let tls = session.settings().tls_active;
+    let (tls, legacy) = (session.settings().tls_active, session.settings().tls_legacy);
     let record = match (session.authorization(), &txn.relay_authorization) {
         (Some(Authorization::Sasl { user, mechanism }), _) => {
             let mut r = Record::new(
                 Kind::Accept,
                 mechanism,
-                classify(mechanism, tls),
+                classify_session(mechanism, tls, legacy),
                 Outcome::Success,
             );
             r.user = Some(user.clone());

@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
-use crate::audit::{Class, Kind, Outcome, Record, classify};
+use crate::audit::{Class, Kind, Outcome, Record, classify_session};
 use crate::config::SmtpRole;
 use crate::policy::{Action as PolicyAction, Attempt, Policy};
 use crate::sasl::{self, Failure, Mechanism, Step};
@@ -45,6 +45,8 @@ pub struct Settings {
     pub tls_active: bool,
     /// A description of the TLS session (version and cipher), for the Received header.
     pub tls_info: Option<String>,
+    /// The TLS session is below TLS 1.2: every login on it is audited as class `insecure`.
+    pub tls_legacy: bool,
     /// STARTTLS may be offered.
     pub starttls_available: bool,
     /// Plaintext mechanisms may be used (TLS active, or the client is in

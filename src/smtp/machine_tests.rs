@@ -24,6 +24,7 @@ fn settings(role: SmtpRole, plaintext_allowed: bool) -> Settings {
         peer: "192.0.2.7:40000".parse::<SocketAddr>().expect("addr"),
         tls_active: false,
         tls_info: None,
+        tls_legacy: false,
         starttls_available: true,
         plaintext_allowed,
         trusted: false,

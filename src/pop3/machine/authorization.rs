@@ -133,7 +133,11 @@ impl Session {
         mechanism: &str,
         method: String,
     ) -> Output {
-        let class = classify(mechanism, self.settings.tls_active);
+        let class = classify_session(
+            mechanism,
+            self.settings.tls_active,
+            self.settings.tls_legacy,
+        );
         let decision = self.settings.policy.evaluate(&Attempt {
             mechanism,
             class,
@@ -177,7 +181,11 @@ impl Session {
         user: Option<String>,
         mechanism: &str,
     ) -> Output {
-        let class = classify(mechanism, self.settings.tls_active);
+        let class = classify_session(
+            mechanism,
+            self.settings.tls_active,
+            self.settings.tls_legacy,
+        );
         let mut record = Record::new(Kind::Auth, mechanism, class, Outcome::Failure);
         record.user_given = user.clone();
         // The canonical user when the name exists, so that "Alice" failing and "alice"

@@ -156,7 +156,11 @@ impl Session {
         given: Option<String>,
         mechanism: &'static str,
     ) -> Output {
-        let class = classify(mechanism, self.settings.tls_active);
+        let class = classify_session(
+            mechanism,
+            self.settings.tls_active,
+            self.settings.tls_legacy,
+        );
         let decision = self.settings.policy.evaluate(&Attempt {
             mechanism,
             class,
@@ -207,7 +211,11 @@ impl Session {
         if close {
             self.state = State::Done;
         }
-        let class = classify(mechanism, self.settings.tls_active);
+        let class = classify_session(
+            mechanism,
+            self.settings.tls_active,
+            self.settings.tls_legacy,
+        );
         let mut record = Record::new(Kind::Auth, mechanism, class, Outcome::Failure);
         record.user_given = user.clone();
         // The canonical user when the name exists, so that "Alice" failing and "alice"
