@@ -13,6 +13,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
+#[cfg(feature = "legacy-tls")]
+pub mod legacy;
+mod stream;
+
+pub use stream::ServerStream;
+
 /// Errors building the TLS configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,6 +36,9 @@ pub enum Error {
     /// rustls refused the certificate/key pair.
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The OpenSSL acceptor for `[tls] legacy_networks` could not be built.
+    #[error("legacy TLS acceptor: {0}")]
+    Legacy(String),
 }
 
 /// Whether the certificate came from files or was generated.
@@ -50,19 +59,32 @@ pub struct ServerTls {
     /// `tls-server-end-point` channel-binding data (RFC 5929 §4.1): the hash of our leaf
     /// certificate.
     pub end_point: Vec<u8>,
+    /// The OpenSSL acceptor for `[tls] legacy_networks`, if any.
+    #[cfg(feature = "legacy-tls")]
+    pub legacy: Option<legacy::Acceptor>,
 }
 
 /// Builds the server TLS setup from `[tls]`, or a self-signed certificate for `hostname`.
 pub fn server(cfg: &TlsConfig, hostname: &str) -> Result<ServerTls, Error> {
-    let (acceptor, origin, chain) = build(cfg, hostname)?;
+    let (acceptor, origin, chain, key) = build(cfg, hostname)?;
     let end_point = chain
         .first()
         .map(|leaf| end_point_hash(leaf))
         .unwrap_or_default();
+    #[cfg(feature = "legacy-tls")]
+    let legacy = match &cfg.legacy {
+        Some(l) => Some(legacy::Acceptor::new(l, &chain, &key, end_point.clone())?),
+        None => None,
+    };
+    // Without the feature the configuration refuses legacy networks (see config validation).
+    #[cfg(not(feature = "legacy-tls"))]
+    let _ = key;
     Ok(ServerTls {
         acceptor,
         origin,
         end_point,
+        #[cfg(feature = "legacy-tls")]
+        legacy,
     })
 }
 
@@ -236,10 +258,15 @@ pub fn channel_binding(
     }
 }
 
-fn build(
-    cfg: &TlsConfig,
-    hostname: &str,
-) -> Result<(TlsAcceptor, Origin, Vec<CertificateDer<'static>>), Error> {
+/// The rustls acceptor, where its certificate came from, the chain and the key.
+type Built = (
+    TlsAcceptor,
+    Origin,
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+);
+
+fn build(cfg: &TlsConfig, hostname: &str) -> Result<Built, Error> {
     let (chain, key, origin) = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => (load_certs(cert)?, load_key(key)?, Origin::Files),
         _ => {
@@ -251,8 +278,8 @@ fn build(
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain.clone(), key)?;
-    Ok((TlsAcceptor::from(Arc::new(config)), origin, chain))
+        .with_single_cert(chain.clone(), key.clone_key())?;
+    Ok((TlsAcceptor::from(Arc::new(config)), origin, chain, key))
 }
 
 /// Makes a self-signed certificate and key for `hostname`.
@@ -445,6 +472,7 @@ mod tests {
         let cfg = TlsConfig {
             cert: Some("/nonexistent/cert.pem".into()),
             key: Some("/nonexistent/key.pem".into()),
+            legacy: None,
         };
         let err = server(&cfg, "h").err().unwrap().to_string();
         assert!(err.contains("/nonexistent/cert.pem"), "{err}");

@@ -302,7 +302,7 @@ async fn accept_loop(
         }
         let (shared, ready) = (shared.clone(), ready.clone());
         tokio::spawn(async move {
-            if let Some((tls, _)) = shared.accept_tls(stream, "admin TLS").await {
+            if let Some((tls, _)) = shared.accept_tls(stream, "admin TLS", None).await {
                 let _ = ready.send((Conn::new(Box::new(tls), permit), peer)).await;
             }
         });

@@ -98,7 +98,7 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
 
 /// The certificate and key of `[tls]`, read and matched as `serve` does.
 fn tls_problems(config: &Config, problem: &dyn Fn(&str, String, &str) -> String) -> Vec<String> {
-    if config.tls.cert.is_none() && config.tls.key.is_none() {
+    if config.tls.cert.is_none() && config.tls.key.is_none() && config.tls.legacy.is_none() {
         return Vec::new();
     }
     match mailgate::tls::server(&config.tls, &config.hostname) {

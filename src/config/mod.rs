@@ -123,7 +123,30 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// Private key (PEM).
     pub key: Option<PathBuf>,
+    /// TLS 1.0 and 1.1 for the networks that need them (`None`: no network does).
+    pub legacy: Option<LegacyTls>,
 }
+
+/// `[tls] legacy_networks` and their settings: handshakes from these networks go to an
+/// OpenSSL acceptor that also allows TLS 1.0 (or 1.1); everyone else keeps rustls with TLS 1.2
+/// and 1.3 only, on the same ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyTls {
+    /// The client networks.
+    pub networks: Vec<IpNet>,
+    /// The oldest version allowed: 10 for TLS 1.0, 11 for TLS 1.1.
+    pub min_version: u8,
+    /// The OpenSSL cipher string (TLS 1.2 and below).
+    pub ciphers: String,
+}
+
+/// The default `[tls] legacy_ciphers`: the CBC-SHA suites with RSA or ECDHE key exchange
+/// that Windows 7, old Java and printers speak, at OpenSSL security level 0 (TLS 1.0 and 1.1
+/// sign with SHA-1, which higher levels refuse).
+pub const DEFAULT_LEGACY_CIPHERS: &str = "HIGH:MEDIUM:!aNULL:!eNULL:!MD5:!RC4:@SECLEVEL=0";
+
+/// Whether this binary was built with the `legacy-tls` feature (the OpenSSL acceptor).
+pub const LEGACY_TLS_BUILT: bool = cfg!(feature = "legacy-tls");
 
 /// The SMTP listener roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

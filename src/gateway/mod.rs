@@ -445,24 +445,47 @@ impl Gateway {
     }
 
     /// Runs the server side of a TLS handshake on `tcp` within `limits.tls_handshake_timeout`,
-    /// with the certificate in force; returns the stream and that TLS setup (a SIGHUP reload
-    /// later does not change what this session's channel binding refers to), or `None` (with a
-    /// log line naming `what`) if it fails or times out.
+    /// with the certificate in force; returns the stream and what the session knows of the
+    /// handshake (fixed then: a SIGHUP reload later does not change what this session's
+    /// channel binding refers to), or `None` (with a log line naming `what`) if it fails or
+    /// times out. A client `peer` in `[tls] legacy_networks` gets the OpenSSL acceptor, which
+    /// also allows TLS 1.0 and 1.1; everyone else (and `None`: the admin endpoint) rustls.
     pub async fn accept_tls<S>(
         &self,
         tcp: S,
         what: &str,
-    ) -> Option<(
-        tokio_rustls::server::TlsStream<S>,
-        Arc<crate::tls::ServerTls>,
-    )>
+        peer: Option<IpAddr>,
+    ) -> Option<(crate::tls::ServerStream<S>, crate::tls::TlsInfo)>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let limit = self.config.limits.tls_handshake_timeout;
         let server_tls = self.tls();
+        #[cfg(feature = "legacy-tls")]
+        if let Some(legacy) = server_tls
+            .legacy
+            .as_ref()
+            .filter(|l| peer.is_some_and(|ip| l.covers(crate::canonical_ip(ip))))
+        {
+            return match tokio::time::timeout(limit, legacy.accept(tcp)).await {
+                Ok(Ok((tls, info))) => Some((crate::tls::ServerStream::OpenSsl(tls), info)),
+                Ok(Err(e)) => {
+                    tracing::info!("{what} handshake (legacy network) failed: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::info!("{what} handshake (legacy network) timed out");
+                    None
+                }
+            };
+        }
+        #[cfg(not(feature = "legacy-tls"))]
+        let _ = peer;
         match tokio::time::timeout(limit, server_tls.acceptor.clone().accept(tcp)).await {
-            Ok(Ok(tls)) => Some((tls, server_tls)),
+            Ok(Ok(tls)) => {
+                let info = crate::tls::TlsInfo::of(tls.get_ref().1, &server_tls.end_point);
+                Some((crate::tls::ServerStream::Rustls(tls), info))
+            }
             Ok(Err(e)) => {
                 tracing::info!("{what} handshake failed: {e}");
                 None

@@ -259,10 +259,10 @@ async fn serve_tls<P, S>(
     } else {
         "TLS"
     };
-    let Some((tls, server_tls)) = cx.shared.accept_tls(stream, what).await else {
+    let peer = Some(cx.conn.peer.ip());
+    let Some((tls, info)) = cx.shared.accept_tls(stream, what, peer).await else {
         return;
     };
-    let info = crate::tls::TlsInfo::of(tls.get_ref().1, &server_tls.end_point);
     let phase_tls = &info;
     let (session, greet) = match before {
         Some(session) => {

@@ -157,3 +157,19 @@ fn users_file_and_policy_problems_carry_file_and_line() {
     assert!(said(&out).contains(&at), "{}", said(&out));
     drop(dir);
 }
+
+/// Without the `legacy-tls` feature, a configured legacy network stops the start with the
+/// file, the line and the way to get the feature.
+#[cfg(not(feature = "legacy-tls"))]
+#[test]
+fn legacy_networks_need_the_legacy_tls_feature() {
+    let (_dir, config) = site("[tls]\nlegacy_networks = [\"192.0.2.0/24\"]\n");
+    let out = check(&config, &["--no-bind"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let at = format!(
+        "mailgate.toml:{}: tls.legacy_networks",
+        line_of(&config, "legacy_networks")
+    );
+    assert!(said(&out).contains(&at), "{}", said(&out));
+    assert!(said(&out).contains("legacy-tls feature"), "{}", said(&out));
+}

@@ -19,6 +19,8 @@ mod clients;
 mod dovecot_import;
 mod durability;
 mod health;
+#[cfg(feature = "legacy-tls")]
+mod legacy_tls;
 mod logs;
 mod metrics_flow;
 mod ntlm;

@@ -344,6 +344,12 @@ pub struct TlsFile {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// Client networks whose handshakes may use TLS 1.0 or 1.1 (an OpenSSL acceptor).
+    pub legacy_networks: Vec<String>,
+    /// The oldest version those networks may use: "1.0" (default) or "1.1".
+    pub legacy_min_version: Option<String>,
+    /// The OpenSSL cipher string for those networks' handshakes below TLS 1.3.
+    pub legacy_ciphers: Option<String>,
 }
 
 /// `[listeners]`: `"IP:port"` strings, IPv6 in brackets.

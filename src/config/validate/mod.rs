@@ -244,7 +244,62 @@ impl<'a> Checker<'a> {
                 "set both, or neither for a self-signed certificate".to_string(),
             );
         }
-        TlsConfig { cert, key }
+        let legacy = self.legacy_tls(f);
+        TlsConfig { cert, key, legacy }
+    }
+
+    /// `[tls] legacy_networks`, `legacy_min_version` and `legacy_ciphers`.
+    fn legacy_tls(&mut self, f: &File) -> Option<crate::config::LegacyTls> {
+        let t = &f.tls;
+        let networks = self.nets("tls.legacy_networks", &t.legacy_networks);
+        let min_version = match t.legacy_min_version.as_deref() {
+            None | Some("1.0") => 10,
+            Some("1.1") => 11,
+            Some(other) => {
+                self.bad(
+                    "tls.legacy_min_version",
+                    None,
+                    format!("\"{other}\" is not a legacy TLS version"),
+                    "write \"1.0\" or \"1.1\" (TLS 1.2 and 1.3 are always allowed)",
+                );
+                10
+            }
+        };
+        let ciphers = t
+            .legacy_ciphers
+            .clone()
+            .unwrap_or_else(|| crate::config::DEFAULT_LEGACY_CIPHERS.to_string());
+        if ciphers.is_empty() || ciphers.len() > 1024 || ciphers.chars().any(char::is_control) {
+            self.bad(
+                "tls.legacy_ciphers",
+                None,
+                "is not an OpenSSL cipher string".to_string(),
+                format!(
+                    "leave it out for the default, \"{}\"",
+                    crate::config::DEFAULT_LEGACY_CIPHERS
+                ),
+            );
+        }
+        if networks.is_empty() {
+            return None;
+        }
+        if !crate::config::LEGACY_TLS_BUILT {
+            self.bad(
+                "tls.legacy_networks",
+                None,
+                "this mailgate was built without the legacy-tls feature (the OpenSSL acceptor \
+                 for TLS 1.0 and 1.1)"
+                    .to_string(),
+                "install the Debian package, or build with `cargo build --release --features \
+                 legacy-tls` (needs libssl-dev and pkg-config); or remove legacy_networks",
+            );
+            return None;
+        }
+        Some(crate::config::LegacyTls {
+            networks,
+            min_version,
+            ciphers,
+        })
     }
 
     fn listeners(&mut self, f: &File) -> Listeners {
