@@ -1,6 +1,9 @@
 //! TLS for the listeners: the rustls server configuration (from PEM files, or a self-signed
 //! certificate made at start), and the helpers sessions use for STARTTLS/STLS and implicit TLS
-//! (RFC 3207, RFC 2595, RFC 8314).
+//! (RFC 3207, RFC 2595, RFC 8314). With `[auth.external]` the listeners also ask clients for
+//! a certificate (never requiring one): `client_auth.rs`.
+
+pub mod client_auth;
 
 use std::io;
 use std::path::Path;
@@ -11,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{ExternalConfig, TlsConfig};
 
 /// Errors building the TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +53,22 @@ pub struct ServerTls {
     /// `tls-server-end-point` channel-binding data (RFC 5929 §4.1): the hash of our leaf
     /// certificate.
     pub end_point: Vec<u8>,
+    /// `[auth.external]`: the CA client certificates are judged by, when configured.
+    pub client_auth: Option<Arc<client_auth::ClientAuth>>,
 }
 
-/// Builds the server TLS setup from `[tls]`, or a self-signed certificate for `hostname`.
-pub fn server(cfg: &TlsConfig, hostname: &str) -> Result<ServerTls, Error> {
-    let (acceptor, origin, chain) = build(cfg, hostname)?;
+/// Builds the server TLS setup from `[tls]`, or a self-signed certificate for `hostname`;
+/// with `external`, the handshake asks for a client certificate from its CA.
+pub fn server(
+    cfg: &TlsConfig,
+    hostname: &str,
+    external: Option<&ExternalConfig>,
+) -> Result<ServerTls, Error> {
+    let client_auth = match external {
+        Some(e) => Some(Arc::new(client_auth::ClientAuth::load(e)?)),
+        None => None,
+    };
+    let (acceptor, origin, chain) = build(cfg, hostname, client_auth.as_deref())?;
     let end_point = chain
         .first()
         .map(|leaf| end_point_hash(leaf))
@@ -63,6 +77,7 @@ pub fn server(cfg: &TlsConfig, hostname: &str) -> Result<ServerTls, Error> {
         acceptor,
         origin,
         end_point,
+        client_auth,
     })
 }
 
@@ -213,6 +228,7 @@ pub fn channel_binding(
 fn build(
     cfg: &TlsConfig,
     hostname: &str,
+    client_auth: Option<&client_auth::ClientAuth>,
 ) -> Result<(TlsAcceptor, Origin, Vec<CertificateDer<'static>>), Error> {
     let (chain, key, origin) = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => (load_certs(cert)?, load_key(key)?, Origin::Files),
@@ -222,10 +238,13 @@ fn build(
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain.clone(), key)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder = match client_auth {
+        Some(c) => builder.with_client_cert_verifier(c.handshake_verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain.clone(), key)?;
     Ok((TlsAcceptor::from(Arc::new(config)), origin, chain))
 }
 
@@ -340,7 +359,7 @@ mod tests {
 
     #[test]
     fn self_signed_acceptor_builds() {
-        let tls = server(&TlsConfig::default(), "mail.example.test").unwrap();
+        let tls = server(&TlsConfig::default(), "mail.example.test", None).unwrap();
         assert_eq!(tls.origin, Origin::SelfSigned);
         assert_eq!(
             tls.end_point.len(),
@@ -420,7 +439,7 @@ mod tests {
             cert: Some("/nonexistent/cert.pem".into()),
             key: Some("/nonexistent/key.pem".into()),
         };
-        let err = server(&cfg, "h").err().unwrap().to_string();
+        let err = server(&cfg, "h", None).err().unwrap().to_string();
         assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     }
 }

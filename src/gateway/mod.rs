@@ -34,8 +34,9 @@ use crate::throttle::Throttle;
 pub use networks::Networks;
 pub use reload::{Reloaded, Section};
 
-/// A TLS session and the `tls-server-end-point` hash of the certificate it was made with.
-pub type TlsPhase<'a> = (&'a rustls::ServerConnection, &'a [u8]);
+/// A TLS session and the TLS setup it was made with (the `tls-server-end-point` hash of its
+/// certificate, the `[auth.external]` CA client certificates are judged by).
+pub type TlsPhase<'a> = (&'a rustls::ServerConnection, &'a crate::tls::ServerTls);
 
 /// Errors that stop the gateway's state from opening.
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +175,7 @@ impl Gateway {
             }
             _ => users,
         };
-        let tls = crate::tls::server(&config.tls, &config.hostname)?;
+        let tls = crate::tls::server(&config.tls, &config.hostname, config.auth.external.as_ref())?;
         if tls.origin == crate::tls::Origin::SelfSigned {
             tracing::warn!(
                 hostname = %config.hostname,
@@ -367,7 +368,9 @@ impl Gateway {
     }
 
     /// The SASL environment for one connection phase; `tls` is the TLS session, if any, with
-    /// the `tls-server-end-point` hash of the certificate that session was made with.
+    /// the setup it was made with: the `tls-server-end-point` hash of its certificate, and the
+    /// `[auth.external]` CA its client certificate (if any) is judged by, by the gateway's
+    /// clock.
     pub fn sasl_environment(
         &self,
         session: &str,
@@ -382,7 +385,12 @@ impl Gateway {
             seed: rand::random(),
             now: self.clock.now(),
             channel_binding: tls
-                .map(|(c, end_point)| Arc::new(crate::tls::channel_binding(c, end_point))),
+                .map(|(c, t)| Arc::new(crate::tls::channel_binding(c, &t.end_point))),
+            client_cert: tls.and_then(|(c, t)| {
+                let check = t.client_auth.as_ref()?;
+                let cert = check.check(c.peer_certificates()?, self.clock.now())?;
+                Some(Arc::new(cert))
+            }),
         }
     }
 

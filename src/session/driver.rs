@@ -262,7 +262,7 @@ async fn serve_tls<P, S>(
     let Some((tls, server_tls)) = cx.shared.accept_tls(stream, what).await else {
         return;
     };
-    let phase_tls = (tls.get_ref().1, &server_tls.end_point[..]);
+    let phase_tls = (tls.get_ref().1, &*server_tls);
     let (session, greet) = match before {
         Some(session) => {
             tracing::debug!(tls = %crate::tls::describe(tls.get_ref().1), "{what} complete");
