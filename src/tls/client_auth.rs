@@ -74,7 +74,11 @@ impl ClientAuth {
         Ok(ClientAuth {
             verifier,
             identity: cfg.identity,
-            map: cfg.map.clone(),
+            map: cfg
+                .map
+                .iter()
+                .map(|(identity, user)| (identity.to_lowercase(), user.clone()))
+                .collect(),
         })
     }
 
@@ -259,5 +263,230 @@ impl ClientCertVerifier for RequestCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevokedCertParams,
+        SerialNumber, date_time_ymd,
+    };
+
+    use super::*;
+
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        pem: String,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("CA").pem();
+        Ca { params, key, pem }
+    }
+
+    /// A device certificate from `ca`: CN `cn` (if any), SAN rfc822Name `email`, serial
+    /// `serial`, valid until the start of `until` (a year).
+    fn leaf(
+        ca: &Ca,
+        cn: Option<&str>,
+        email: &str,
+        serial: u64,
+        until: i32,
+    ) -> CertificateDer<'static> {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(email.try_into().expect("ia5"))];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.not_before = date_time_ymd(2020, 1, 1);
+        params.not_after = date_time_ymd(until, 1, 1);
+        let issuer = Issuer::from_params(&ca.params, &ca.key);
+        params.signed_by(&key, &issuer).expect("leaf").der().clone()
+    }
+
+    fn crl(ca: &Ca, revoked: u64) -> String {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2024, 2, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(revoked),
+                revocation_time: date_time_ymd(2024, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&ca.params, &ca.key);
+        params.signed_by(&issuer).expect("CRL").pem().expect("pem")
+    }
+
+    fn year(y: u64) -> SystemTime {
+        // Close enough to the middle of year `y` for these tests.
+        SystemTime::UNIX_EPOCH + Duration::from_secs((y - 1970) * 365 * 86_400 + 200 * 86_400)
+    }
+
+    fn load(
+        dir: &Path,
+        ca: &Ca,
+        identity: CertIdentity,
+        map: &[(&str, &str)],
+        crl: Option<&str>,
+    ) -> ClientAuth {
+        std::fs::write(dir.join("ca.pem"), &ca.pem).expect("write");
+        let crl_file = crl.map(|text| {
+            let path = dir.join("crl.pem");
+            std::fs::write(&path, text).expect("write");
+            path
+        });
+        let cfg = ExternalConfig {
+            ca_file: dir.join("ca.pem"),
+            identity,
+            map: map
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            crl_file,
+        };
+        ClientAuth::load(&cfg).expect("loads")
+    }
+
+    fn user(
+        auth: &ClientAuth,
+        cert: CertificateDer<'static>,
+        at: u64,
+    ) -> Option<Result<String, &'static str>> {
+        auth.check(&[cert], year(at)).map(|c| c.user)
+    }
+
+    #[test]
+    fn certificates_are_judged_by_ca_dates_and_crl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let devices = ca("devices CA");
+        let other = ca("someone else's CA");
+        let auth = load(
+            dir.path(),
+            &devices,
+            CertIdentity::Cn,
+            &[("Scanner-2", "office")],
+            Some(&crl(&devices, 66)),
+        );
+        let printer = leaf(&devices, Some("printer"), "printer@example.test", 1, 2030);
+        let found = auth
+            .check(std::slice::from_ref(&printer), year(2025))
+            .expect("chains");
+        assert_eq!(found.user, Ok("printer".to_string()));
+        assert_eq!(found.identity.as_deref(), Some("printer"));
+        assert!(found.subject.contains("CN=printer"), "{}", found.subject);
+        {
+            use sha2::{Digest, Sha256};
+            assert_eq!(found.sha256, hex::encode(Sha256::digest(printer.as_ref())));
+        }
+        // The map, compared ignoring case.
+        let scanner = leaf(&devices, Some("scanner-2"), "s@example.test", 2, 2030);
+        assert_eq!(user(&auth, scanner, 2025), Some(Ok("office".into())));
+        // Dates are the gateway's clock's, not the machine's.
+        assert_eq!(user(&auth, printer.clone(), 2031), Some(Err(EXPIRED)));
+        assert_eq!(user(&auth, printer.clone(), 2019), Some(Err(NOT_YET_VALID)));
+        let expired = leaf(&devices, Some("printer"), "p@example.test", 3, 2021);
+        assert_eq!(user(&auth, expired, 2025), Some(Err(EXPIRED)));
+        // Revoked by the CRL.
+        let revoked = leaf(&devices, Some("printer"), "p@example.test", 66, 2030);
+        assert_eq!(user(&auth, revoked, 2025), Some(Err(REVOKED)));
+        // Another CA's certificates never reach EXTERNAL, expired or not.
+        assert_eq!(
+            user(
+                &auth,
+                leaf(&other, Some("printer"), "p@example.test", 1, 2030),
+                2025
+            ),
+            None
+        );
+        assert_eq!(
+            user(
+                &auth,
+                leaf(&other, Some("printer"), "p@example.test", 1, 2021),
+                2025
+            ),
+            None
+        );
+        assert!(auth.check(&[], year(2025)).is_none());
+        assert!(
+            auth.check(&[CertificateDer::from(vec![0x30, 0x00])], year(2025))
+                .is_none()
+        );
+        // A certificate without the configured identity.
+        let nameless = leaf(&devices, None, "p@example.test", 4, 2030);
+        assert_eq!(
+            user(&auth, nameless, 2025),
+            Some(Err("client certificate has no commonName"))
+        );
+    }
+
+    #[test]
+    fn identities_from_the_subject_alternative_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let devices = ca("devices CA");
+        let auth = load(dir.path(), &devices, CertIdentity::SanEmail, &[], None);
+        let cert = leaf(&devices, Some("printer"), "Printer@example.test", 1, 2030);
+        assert_eq!(
+            user(&auth, cert.clone(), 2025),
+            Some(Ok("Printer@example.test".into()))
+        );
+        let auth = load(dir.path(), &devices, CertIdentity::SanDns, &[], None);
+        assert_eq!(
+            user(&auth, cert, 2025),
+            Some(Err("client certificate has no dNSName subjectAltName"))
+        );
+    }
+
+    #[test]
+    fn the_handshake_asks_but_never_requires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let auth = load(dir.path(), &ca("devices CA"), CertIdentity::Cn, &[], None);
+        let v = auth.handshake_verifier();
+        assert!(v.offer_client_auth());
+        assert!(!v.client_auth_mandatory());
+        assert_eq!(
+            v.root_hint_subjects().len(),
+            1,
+            "the CA is named in the request"
+        );
+    }
+
+    #[test]
+    fn unreadable_files_are_reported_with_their_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca("devices CA").pem).expect("write");
+        std::fs::write(dir.path().join("crl.pem"), "not a CRL").expect("write");
+        let mut cfg = ExternalConfig {
+            ca_file: dir.path().join("missing.pem"),
+            identity: CertIdentity::Cn,
+            map: BTreeMap::new(),
+            crl_file: None,
+        };
+        let err = ClientAuth::load(&cfg).expect_err("no CA").to_string();
+        assert!(err.contains("missing.pem"), "{err}");
+        cfg.ca_file = dir.path().join("ca.pem");
+        cfg.crl_file = Some(dir.path().join("crl.pem"));
+        let err = ClientAuth::load(&cfg).expect_err("bad CRL").to_string();
+        assert!(
+            err.contains("crl.pem") && err.contains("holds no CRL"),
+            "{err}"
+        );
     }
 }
