@@ -18,6 +18,7 @@ mod cli_users;
 mod clients;
 mod dovecot_import;
 mod durability;
+mod external;
 mod health;
 mod logs;
 mod metrics_flow;
