@@ -1,17 +1,21 @@
 //! TLS for the listeners: the rustls server configuration (from PEM files, or a self-signed
 //! certificate made at start), and the helpers sessions use for STARTTLS/STLS and implicit TLS
-//! (RFC 3207, RFC 2595, RFC 8314).
+//! (RFC 3207, RFC 2595, RFC 8314). With `[auth.external]` the listeners also ask clients for
+//! a certificate (never requiring one): `client_auth.rs`.
+
+pub mod client_auth;
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{ExternalConfig, TlsConfig};
 
 #[cfg(feature = "legacy-tls")]
 pub mod legacy;
@@ -62,11 +66,22 @@ pub struct ServerTls {
     /// The OpenSSL acceptor for `[tls] legacy_networks`, if any.
     #[cfg(feature = "legacy-tls")]
     pub legacy: Option<legacy::Acceptor>,
+    /// `[auth.external]`: the CA client certificates are judged by, when configured.
+    pub client_auth: Option<Arc<client_auth::ClientAuth>>,
 }
 
-/// Builds the server TLS setup from `[tls]`, or a self-signed certificate for `hostname`.
-pub fn server(cfg: &TlsConfig, hostname: &str) -> Result<ServerTls, Error> {
-    let (acceptor, origin, chain, key) = build(cfg, hostname)?;
+/// Builds the server TLS setup from `[tls]`, or a self-signed certificate for `hostname`;
+/// with `external`, the handshake asks for a client certificate from its CA.
+pub fn server(
+    cfg: &TlsConfig,
+    hostname: &str,
+    external: Option<&ExternalConfig>,
+) -> Result<ServerTls, Error> {
+    let client_auth = match external {
+        Some(e) => Some(Arc::new(client_auth::ClientAuth::load(e)?)),
+        None => None,
+    };
+    let (acceptor, origin, chain, key) = build(cfg, hostname, client_auth.as_deref())?;
     let end_point = chain
         .first()
         .map(|leaf| end_point_hash(leaf))
@@ -85,6 +100,7 @@ pub fn server(cfg: &TlsConfig, hostname: &str) -> Result<ServerTls, Error> {
         end_point,
         #[cfg(feature = "legacy-tls")]
         legacy,
+        client_auth,
     })
 }
 
@@ -218,7 +234,7 @@ fn der_tlv(buf: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 /// What a session knows of its finished TLS handshake, whichever library made it: for the
 /// log, the Received header, the audit (a handshake below TLS 1.2 makes every login on the
 /// session class `insecure`) and SCRAM's channel binding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TlsInfo {
     /// The version and cipher, e.g. `TLSv1.3 TLS13_AES_256_GCM_SHA384`.
     pub description: String,
@@ -226,17 +242,28 @@ pub struct TlsInfo {
     pub legacy: bool,
     /// Channel-binding data (SCRAM-*-PLUS).
     pub channel_binding: crate::sasl::ChannelBinding,
+    /// The client certificate, judged once for the session against `[auth.external]`'s CA:
+    /// `None` when there is none, or it does not chain to that CA (EXTERNAL is then not
+    /// offered). Legacy-network sessions never carry one (their acceptor does not ask).
+    pub client_cert: Option<Arc<crate::sasl::ClientCertificate>>,
 }
 
 impl TlsInfo {
-    /// The facts of a rustls session made with the certificate whose `tls-server-end-point`
-    /// hash is `end_point`.
-    pub fn of(conn: &rustls::ServerConnection, end_point: &[u8]) -> TlsInfo {
+    /// The facts of a rustls session made with `server` (its certificate's
+    /// `tls-server-end-point` hash, the `[auth.external]` CA), the client certificate judged
+    /// at `now` by the gateway's clock.
+    pub fn of(conn: &rustls::ServerConnection, server: &ServerTls, now: SystemTime) -> TlsInfo {
+        let client_cert = server
+            .client_auth
+            .as_ref()
+            .and_then(|check| check.check(conn.peer_certificates()?, now))
+            .map(Arc::new);
         TlsInfo {
             description: describe(conn),
             // rustls speaks TLS 1.2 and 1.3 only.
             legacy: false,
-            channel_binding: channel_binding(conn, end_point),
+            channel_binding: channel_binding(conn, &server.end_point),
+            client_cert,
         }
     }
 }
@@ -266,7 +293,11 @@ type Built = (
     PrivateKeyDer<'static>,
 );
 
-fn build(cfg: &TlsConfig, hostname: &str) -> Result<Built, Error> {
+fn build(
+    cfg: &TlsConfig,
+    hostname: &str,
+    client_auth: Option<&client_auth::ClientAuth>,
+) -> Result<Built, Error> {
     let (chain, key, origin) = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => (load_certs(cert)?, load_key(key)?, Origin::Files),
         _ => {
@@ -275,10 +306,13 @@ fn build(cfg: &TlsConfig, hostname: &str) -> Result<Built, Error> {
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain.clone(), key.clone_key())?;
+    let builder =
+        ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder = match client_auth {
+        Some(c) => builder.with_client_cert_verifier(c.handshake_verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain.clone(), key.clone_key())?;
     Ok((TlsAcceptor::from(Arc::new(config)), origin, chain, key))
 }
 
@@ -393,7 +427,7 @@ mod tests {
 
     #[test]
     fn self_signed_acceptor_builds() {
-        let tls = server(&TlsConfig::default(), "mail.example.test").unwrap();
+        let tls = server(&TlsConfig::default(), "mail.example.test", None).unwrap();
         assert_eq!(tls.origin, Origin::SelfSigned);
         assert_eq!(
             tls.end_point.len(),
@@ -474,7 +508,7 @@ mod tests {
             key: Some("/nonexistent/key.pem".into()),
             legacy: None,
         };
-        let err = server(&cfg, "h").err().unwrap().to_string();
+        let err = server(&cfg, "h", None).err().unwrap().to_string();
         assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     }
 }

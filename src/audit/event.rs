@@ -97,7 +97,7 @@ pub enum Class {
     Weak,
     /// Cleartext passwords over TLS: PLAIN, LOGIN, USER/PASS.
     Basic,
-    /// SCRAM, OAUTHBEARER, XOAUTH2.
+    /// SCRAM, OAUTHBEARER, XOAUTH2, EXTERNAL (a TLS client certificate).
     Modern,
 }
 
@@ -149,6 +149,8 @@ pub fn classify(mechanism: &str, tls: bool) -> Class {
         "XOAUTH2" | "OAUTHBEARER" if !tls => Class::Insecure,
         "XOAUTH2" | "OAUTHBEARER" => Class::Modern,
         m if m.starts_with("SCRAM-") => Class::Modern,
+        // A client certificate exists only over TLS.
+        "EXTERNAL" if tls => Class::Modern,
         // Anything unknown is treated as the weakest, so it shows up in the legacy report.
         _ => Class::Insecure,
     }
@@ -223,6 +225,13 @@ pub struct Event {
     /// Number of recipients concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<u32>,
+    /// The subject of the TLS client certificate the session presented (one from the
+    /// `[auth.external]` CA), on authentication events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_subject: Option<String>,
+    /// The SHA-256 fingerprint (lower-case hex) of that certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
 }
 
 impl Event {
@@ -249,6 +258,8 @@ impl Event {
             client_software: None,
             queue_id: None,
             recipients: None,
+            cert_subject: None,
+            cert_sha256: None,
         }
     }
 }
@@ -281,6 +292,8 @@ mod tests {
             ("XOAUTH2", true, Class::Modern),
             ("OAUTHBEARER", false, Class::Insecure),
             ("SOMETHING-NEW", true, Class::Insecure),
+            ("EXTERNAL", true, Class::Modern),
+            ("EXTERNAL", false, Class::Insecure),
         ];
         for (m, tls, want) in cases {
             assert_eq!(classify(m, tls), want, "{m} tls={tls}");

@@ -190,7 +190,11 @@ pub fn unserved(
     mechanisms: &[String],
     apop: bool,
 ) -> Vec<(String, &'static str)> {
-    let bearer = |m: &str| BEARER_MECHANISMS.iter().any(|b| b.eq_ignore_ascii_case(m));
+    // Bearer tokens and client certificates (EXTERNAL) need nothing stored.
+    let bearer = |m: &str| {
+        BEARER_MECHANISMS.iter().any(|b| b.eq_ignore_ascii_case(m))
+            || m.eq_ignore_ascii_case("EXTERNAL")
+    };
     let apop = apop.then(|| "APOP".to_owned());
     mechanisms
         .iter()

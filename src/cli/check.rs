@@ -22,6 +22,7 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
         Config::problem_at(path, key, message, hint).to_string()
     };
     problems.extend(tls_problems(&config, &problem));
+    problems.extend(external_problems(&config, &problem));
     if bind {
         problems.extend(bind_problems(&config, &problem));
     }
@@ -91,6 +92,17 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
             println!("warning: user {user} cannot log in with {mech}: {why}");
         }
     }
+    if let Some(external) = &config.auth.external {
+        for (identity, user) in &external.map {
+            if mailgate::auth::Authenticator::lookup(&users, user).is_none() {
+                println!(
+                    "warning: auth.external.map: \"{identity}\" maps to \"{user}\", which is no \
+                     user of {}: that certificate will be refused",
+                    config.auth.users_file.display()
+                );
+            }
+        }
+    }
     print_policy_coverage(&config, &users);
     println!("{}: OK ({} users)", path.display(), users.len());
     ExitCode::SUCCESS
@@ -101,7 +113,7 @@ fn tls_problems(config: &Config, problem: &dyn Fn(&str, String, &str) -> String)
     if config.tls.cert.is_none() && config.tls.key.is_none() && config.tls.legacy.is_none() {
         return Vec::new();
     }
-    match mailgate::tls::server(&config.tls, &config.hostname) {
+    match mailgate::tls::server(&config.tls, &config.hostname, None) {
         Ok(_) => Vec::new(),
         Err(e) => {
             let key = match &e {
@@ -122,6 +134,40 @@ fn tls_problems(config: &Config, problem: &dyn Fn(&str, String, &str) -> String)
                 "give the PEM certificate chain in tls.cert and its private key in tls.key \
                  (openssl x509 -noout -pubkey and openssl pkey -pubout must print the same key)",
             )]
+        }
+    }
+}
+
+/// The CA and CRL files of `[auth.external]`, read as `serve` reads them.
+fn external_problems(
+    config: &Config,
+    problem: &dyn Fn(&str, String, &str) -> String,
+) -> Vec<String> {
+    let Some(external) = &config.auth.external else {
+        return Vec::new();
+    };
+    match mailgate::tls::client_auth::ClientAuth::load(external) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            let crl = match &e {
+                mailgate::tls::Error::Pem { path, .. } => external
+                    .crl_file
+                    .as_ref()
+                    .is_some_and(|c| c.display().to_string() == *path),
+                _ => false,
+            };
+            let (key, hint) = if crl {
+                (
+                    "auth.external.crl_file",
+                    "give the CA's certificate revocation list, PEM (X509 CRL) or DER",
+                )
+            } else {
+                (
+                    "auth.external.ca_file",
+                    "give the PEM certificate(s) of the CA that issues the devices' certificates",
+                )
+            };
+            vec![problem(key, e.to_string(), hint)]
         }
     }
 }

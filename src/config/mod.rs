@@ -216,6 +216,44 @@ pub struct AuthConfig {
     pub oauth: Option<OAuthConfig>,
     /// Passwords checked against the old mail server, if configured.
     pub upstream: Option<AuthUpstream>,
+    /// TLS client certificates for SASL EXTERNAL, if configured.
+    pub external: Option<ExternalConfig>,
+}
+
+/// `[auth.external]`: the CA whose client certificates SASL EXTERNAL accepts (RFC 4422
+/// appendix A), and how a certificate names its user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalConfig {
+    /// PEM file of the issuing CA certificates. Absolute.
+    pub ca_file: PathBuf,
+    /// Which part of the leaf certificate names the user.
+    pub identity: CertIdentity,
+    /// Certificate identity (lower case) to user name, for the exceptions.
+    pub map: std::collections::BTreeMap<String, String>,
+    /// CRL file (PEM or DER). Absolute.
+    pub crl_file: Option<PathBuf>,
+}
+
+/// The part of a client certificate that names its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertIdentity {
+    /// The subject's first commonName.
+    Cn,
+    /// The first rfc822Name of the subjectAltName extension.
+    SanEmail,
+    /// The first dNSName of the subjectAltName extension.
+    SanDns,
+}
+
+impl CertIdentity {
+    /// The configuration's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CertIdentity::Cn => "cn",
+            CertIdentity::SanEmail => "san-email",
+            CertIdentity::SanDns => "san-dns",
+        }
+    }
 }
 
 /// `[auth.oauth]`.

@@ -174,7 +174,7 @@ impl Gateway {
             }
             _ => users,
         };
-        let tls = crate::tls::server(&config.tls, &config.hostname)?;
+        let tls = crate::tls::server(&config.tls, &config.hostname, config.auth.external.as_ref())?;
         if tls.origin == crate::tls::Origin::SelfSigned {
             tracing::warn!(
                 hostname = %config.hostname,
@@ -367,7 +367,9 @@ impl Gateway {
     }
 
     /// The SASL environment for one connection phase; `tls` is the TLS session, if any, with
-    /// the `tls-server-end-point` hash of the certificate that session was made with.
+    /// the setup it was made with: the `tls-server-end-point` hash of its certificate, and the
+    /// `[auth.external]` CA its client certificate (if any) is judged by, by the gateway's
+    /// clock.
     pub fn sasl_environment(
         &self,
         session: &str,
@@ -382,6 +384,7 @@ impl Gateway {
             seed: rand::random(),
             now: self.clock.now(),
             channel_binding: tls.map(|t| Arc::new(t.channel_binding.clone())),
+            client_cert: tls.and_then(|t| t.client_cert.clone()),
         }
     }
 
@@ -483,7 +486,8 @@ impl Gateway {
         let _ = peer;
         match tokio::time::timeout(limit, server_tls.acceptor.clone().accept(tcp)).await {
             Ok(Ok(tls)) => {
-                let info = crate::tls::TlsInfo::of(tls.get_ref().1, &server_tls.end_point);
+                let now = self.clock.now();
+                let info = crate::tls::TlsInfo::of(tls.get_ref().1, &server_tls, now);
                 Some((crate::tls::ServerStream::Rustls(tls), info))
             }
             Ok(Err(e)) => {

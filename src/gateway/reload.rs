@@ -178,7 +178,9 @@ impl Gateway {
         if cfg.cert.is_none() || cfg.key.is_none() {
             return Ok(false);
         }
-        let fresh = crate::tls::server(cfg, &self.config.hostname)?;
+        // [auth.external] as started (it needs a restart), its CA and CRL files read again.
+        let external = self.config.auth.external.as_ref();
+        let fresh = crate::tls::server(cfg, &self.config.hostname, external)?;
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
         Ok(true)
     }

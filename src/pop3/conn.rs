@@ -376,6 +376,7 @@ fn audit(shared: &Gateway, session: &Session, conn: &Conn, record: Record) {
         session: &conn.id,
         peer: conn.peer,
         tls: s.tls_info.as_deref(),
+        client_cert: s.sasl.client_cert.as_deref(),
         client_name: session.client_hint(),
     };
     let e = crate::session::audit::event(shared, who, &record);

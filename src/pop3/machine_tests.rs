@@ -129,6 +129,7 @@ static XTEST: Descriptor = Descriptor {
     plaintext: false,
     channel_binding: false,
     bearer_token: false,
+    client_certificate: false,
     initial_response_verifies: true,
     start: start_xtest,
 };
@@ -137,6 +138,7 @@ static XPLAIN: Descriptor = Descriptor {
     plaintext: true,
     channel_binding: false,
     bearer_token: false,
+    client_certificate: false,
     initial_response_verifies: true,
     start: start_xtest,
 };

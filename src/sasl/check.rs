@@ -70,6 +70,15 @@ pub enum Check {
         /// The authorization identity, if the client asked for one.
         authzid: Option<String>,
     },
+    /// The user a verified TLS client certificate names (EXTERNAL): it must be a user of the
+    /// users file, and a given `authzid` must name the same user. Answered with
+    /// [`Answer::Verdict`]: [`Verdict::Unavailable`] for a name that is no user.
+    Certificate {
+        /// The user the certificate names (after `[auth.external] map`).
+        user: String,
+        /// The authorization identity, if the client asked for one.
+        authzid: Option<String>,
+    },
     /// An OAuth 2.0 bearer token (XOAUTH2, OAUTHBEARER). `claimed` is the user the client
     /// named, which must match the token's. Answered with [`Answer::Token`].
     Token {
@@ -89,6 +98,7 @@ impl Check {
             Check::Apop { .. } => "apop",
             Check::NtHash { .. } => "nt-hash",
             Check::Scram { .. } => "scram",
+            Check::Certificate { .. } => "certificate",
             Check::Token { .. } => "token",
         }
     }
@@ -124,6 +134,9 @@ impl Answer {
     }
 }
 
+/// Why a [`Check::Certificate`] failed for a certificate whose user is not in the users file.
+pub const NO_SUCH_USER: &str = "the client certificate names no user of the users file";
+
 /// Whether answering `check` from `auth` is slow enough to belong on the blocking pool: a
 /// password against a costly hash, and SCRAM keys (PBKDF2 when they are derived from a
 /// `{PLAIN}` form or for a decoy). Lookups and MD5-based digests are cheap.
@@ -132,6 +145,7 @@ pub fn runs_slow(auth: &dyn Authenticator, check: &Check) -> bool {
         Check::Password { user, .. } => auth.password_check_is_slow(user),
         Check::Scram { .. } => true,
         Check::CramMd5 { .. } | Check::Apop { .. } | Check::NtHash { .. } => false,
+        Check::Certificate { .. } => false,
         Check::Token { .. } => false,
     }
 }
@@ -190,6 +204,13 @@ pub fn answer(auth: &dyn Authenticator, check: Check) -> Answer {
                 outcome: Err(verdict),
             },
         },
+        Check::Certificate { user, authzid } => Answer::Verdict(match auth.lookup(&user) {
+            None => Verdict::Unavailable(NO_SUCH_USER),
+            Some(canonical) if authorizes(auth, authzid.as_deref(), &canonical) => {
+                Verdict::Ok(canonical)
+            }
+            Some(_) => Verdict::BadCredentials,
+        }),
         Check::Token { .. } => Answer::Token(Err(TokenError::Unavailable(
             "no bearer-token validator configured".into(),
         ))),

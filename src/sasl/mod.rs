@@ -21,6 +21,7 @@
 
 mod check;
 pub mod cram_md5;
+pub mod external;
 pub mod login;
 pub mod ntlm;
 pub mod oauth_message;
@@ -37,7 +38,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use check::{Answer, Check, answer, nt_name, runs_slow};
+pub use check::{Answer, Check, NO_SUCH_USER, answer, nt_name, runs_slow};
 
 use crate::auth::Authenticator;
 
@@ -159,6 +160,23 @@ pub struct Context {
     pub now: SystemTime,
     /// Channel-binding data of the TLS session, if the connection runs over TLS.
     pub channel_binding: Option<Arc<ChannelBinding>>,
+    /// The client certificate of the TLS session, if it chains to `[auth.external]`'s CA.
+    pub client_cert: Option<Arc<ClientCertificate>>,
+}
+
+/// A TLS client certificate that chains to the `[auth.external]` CA, as the session driver
+/// found it in the TLS session (never anything the client said in SASL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The subject's distinguished name, for the log and the audit.
+    pub subject: String,
+    /// The SHA-256 fingerprint of the certificate (lower-case hex), for the log and the audit.
+    pub sha256: String,
+    /// The identity `[auth.external] identity` names, if the certificate has one.
+    pub identity: Option<String>,
+    /// The user the certificate stands for (its identity, or what `[auth.external] map` makes
+    /// of it), or why it cannot be used (expired, revoked, no identity).
+    pub user: Result<String, &'static str>,
 }
 
 /// Mechanism settings from the configuration (`[auth]`).
@@ -230,6 +248,8 @@ pub struct Environment {
     pub now: SystemTime,
     /// Channel-binding data when the connection runs over TLS.
     pub channel_binding: Option<Arc<ChannelBinding>>,
+    /// The TLS client certificate, when one chaining to `[auth.external]`'s CA was presented.
+    pub client_cert: Option<Arc<ClientCertificate>>,
 }
 
 impl Environment {
@@ -250,6 +270,7 @@ impl Environment {
             seed,
             now: SystemTime::UNIX_EPOCH,
             channel_binding: None,
+            client_cert: None,
         }
     }
 
@@ -277,6 +298,7 @@ impl Environment {
             random,
             now: self.now,
             channel_binding: self.channel_binding.clone(),
+            client_cert: self.client_cert.clone(),
         }
     }
 
@@ -299,10 +321,12 @@ impl Environment {
     }
 
     /// Whether `desc` can be offered on this connection (apart from the plaintext rule, which
-    /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator.
+    /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator,
+    /// EXTERNAL a client certificate from the `[auth.external]` CA.
     pub fn can_offer(&self, desc: &Descriptor) -> bool {
         (!desc.channel_binding || self.channel_binding.is_some())
             && (!desc.bearer_token || self.bearer_tokens)
+            && (!desc.client_certificate || self.client_cert.is_some())
     }
 }
 
@@ -323,6 +347,8 @@ pub struct Descriptor {
     /// Whether the mechanism carries an OAuth bearer token (needs a token validator). Tokens
     /// are bearer secrets: these mechanisms follow the plaintext rule too.
     pub bearer_token: bool,
+    /// Whether the mechanism needs a TLS client certificate (EXTERNAL).
+    pub client_certificate: bool,
     /// Whether an initial response is checked at once (PLAIN's credentials, a bearer token),
     /// rather than starting a longer exchange (LOGIN's user name, NTLM's NEGOTIATE, SCRAM's
     /// client-first message): the throttle takes its slot before such a line.
@@ -338,6 +364,7 @@ impl fmt::Debug for Descriptor {
             .field("plaintext", &self.plaintext)
             .field("channel_binding", &self.channel_binding)
             .field("bearer_token", &self.bearer_token)
+            .field("client_certificate", &self.client_certificate)
             .finish()
     }
 }
@@ -349,6 +376,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: true,
         channel_binding: false,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: true,
         start: plain::start,
     },
@@ -357,6 +385,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: true,
         channel_binding: false,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: false,
         start: login::start,
     },
@@ -365,6 +394,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: false,
         start: cram_md5::start,
     },
@@ -373,6 +403,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: false,
         start: ntlm::start,
     },
@@ -381,6 +412,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: false,
         start: scram::start_sha256,
     },
@@ -389,6 +421,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: true,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: false,
         start: scram::start_sha256_plus,
     },
@@ -397,6 +430,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: false,
         start: scram::start_sha1,
     },
@@ -405,6 +439,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: true,
         bearer_token: false,
+        client_certificate: false,
         initial_response_verifies: false,
         start: scram::start_sha1_plus,
     },
@@ -413,6 +448,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: true,
+        client_certificate: false,
         initial_response_verifies: true,
         start: xoauth2::start,
     },
@@ -421,8 +457,18 @@ pub static MECHANISMS: &[Descriptor] = &[
         plaintext: false,
         channel_binding: false,
         bearer_token: true,
+        client_certificate: false,
         initial_response_verifies: true,
         start: oauthbearer::start,
+    },
+    Descriptor {
+        name: "EXTERNAL",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
+        client_certificate: true,
+        initial_response_verifies: true,
+        start: external::start,
     },
 ];
 

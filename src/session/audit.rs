@@ -1,5 +1,6 @@
 //! The session's audit events: what every SMTP and POP3 event carries (protocol, listener,
-//! session id, client address and port, TLS, what the client called itself, and the fact the
+//! session id, client address and port, TLS, what the client called itself, the client
+//! certificate on authentication events, and the fact the
 //! core recorded), built once here; the protocols add only their own fields (SMTP: the queue
 //! id, recipients and client software of an accepted message).
 
@@ -20,6 +21,8 @@ pub struct Who<'a> {
     pub tls: Option<&'a str>,
     /// What the client called itself (EHLO name, POP3 client hint).
     pub client_name: Option<String>,
+    /// The TLS client certificate from the `[auth.external]` CA, if the session presented one.
+    pub client_cert: Option<&'a crate::sasl::ClientCertificate>,
 }
 
 /// The event for `record` in the session `who`, stamped now.
@@ -43,6 +46,12 @@ pub fn event(shared: &Gateway, who: Who<'_>, record: &Record) -> Event {
     e.class = Some(record.class);
     e.rule = record.rule.clone();
     e.reason = record.reason.clone();
+    if record.kind == crate::audit::Kind::Auth
+        && let Some(cert) = who.client_cert
+    {
+        e.cert_subject = Some(cert.subject.clone());
+        e.cert_sha256 = Some(cert.sha256.clone());
+    }
     e
 }
 

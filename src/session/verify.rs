@@ -120,7 +120,8 @@ impl Verifier {
             Check::Password { user, .. }
             | Check::CramMd5 { user, .. }
             | Check::Apop { user, .. }
-            | Check::Scram { user, .. } => Some(user.clone()),
+            | Check::Scram { user, .. }
+            | Check::Certificate { user, .. } => Some(user.clone()),
             Check::NtHash { user, fallback } => {
                 Some(crate::sasl::nt_name(&*self.users, user, fallback.as_deref()).to_owned())
             }
@@ -196,9 +197,10 @@ impl Verifier {
 /// The answer that fails `check` as unavailable, for `why` (the check itself did not run).
 fn unavailable(users: &dyn Authenticator, check: &Check, why: &'static str) -> Answer {
     match check {
-        Check::Password { .. } | Check::CramMd5 { .. } | Check::Apop { .. } => {
-            Answer::Verdict(Verdict::Unavailable(why))
-        }
+        Check::Password { .. }
+        | Check::CramMd5 { .. }
+        | Check::Apop { .. }
+        | Check::Certificate { .. } => Answer::Verdict(Verdict::Unavailable(why)),
         Check::NtHash { .. } => Answer::NtHash(Err(Verdict::Unavailable(why))),
         Check::Scram { user, hash, .. } => Answer::Scram {
             credentials: users.scram_decoy(user, *hash),

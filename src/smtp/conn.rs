@@ -396,6 +396,7 @@ fn audit(
         session: &s.sasl.session,
         peer: s.peer,
         tls: s.tls_info.as_deref(),
+        client_cert: s.sasl.client_cert.as_deref(),
         client_name: session.helo().map(|h| h.chars().take(255).collect()),
     };
     let mut e = crate::session::audit::event(shared, who, &record);

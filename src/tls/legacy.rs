@@ -123,5 +123,6 @@ fn info(ssl: &SslRef, end_point: &[u8]) -> TlsInfo {
             tls_exporter,
             tls_server_end_point: (!end_point.is_empty()).then(|| end_point.to_vec()),
         },
+        client_cert: None,
     }
 }

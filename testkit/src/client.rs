@@ -81,6 +81,19 @@ impl Client {
         Client::over(Box::new(tls(inner).await))
     }
 
+    /// Implicit TLS from 127.0.0.1, presenting `device`'s client certificate.
+    pub async fn connect_tls_as(addr: SocketAddr, device: &crate::devices::Device) -> Client {
+        let tcp = connect_from(IpAddr::from([127, 0, 0, 1]), addr).await;
+        Client::over(Box::new(tls_as(tcp, Some(device)).await))
+    }
+
+    /// Upgrades to TLS after STARTTLS/STLS, presenting `device`'s client certificate.
+    pub async fn starttls_as(self, device: &crate::devices::Device) -> Client {
+        assert!(self.io.buffer().is_empty(), "data buffered before TLS");
+        let inner = self.io.into_inner();
+        Client::over(Box::new(tls_as(inner, Some(device)).await))
+    }
+
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.io.get_mut().write_all(bytes).await.expect("write");
@@ -207,13 +220,29 @@ impl Client {
 pub async fn tls<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
 ) -> tokio_rustls::client::TlsStream<S> {
+    tls_as(stream, None).await
+}
+
+/// As [`tls`], presenting `device`'s client certificate when the server asks for one.
+pub async fn tls_as<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    device: Option<&crate::devices::Device>,
+) -> tokio_rustls::client::TlsStream<S> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(mailgate::tls::AcceptAnyCert::new(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(mailgate::tls::AcceptAnyCert::new(provider)));
+    let config = match device {
+        Some(d) => {
+            let (chain, key) = d.identity();
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate")
+        }
+        None => builder.with_no_client_auth(),
+    };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from("mail.example.test").expect("name");
     tokio::time::timeout(TIMEOUT, connector.connect(name, stream))

@@ -11,10 +11,12 @@
 //! - [`jwt`]: minting HS256 and RS256 tokens, and the JWKS for them;
 //! - [`mech`]: a client exchange for each SASL mechanism and POP3 login method over a
 //!   [`client::Client`], and reading the audit log;
+//! - [`devices`]: a device CA, its client certificates and CRL (SASL EXTERNAL);
 //! - [`extra`]: editing test configs, running the built binary, waiting for conditions;
 //! - [`smarthost`]: a scriptable upstream SMTP server.
 
 pub mod client;
+pub mod devices;
 pub mod directory;
 pub mod extra;
 pub mod jwt;

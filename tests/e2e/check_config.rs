@@ -173,3 +173,58 @@ fn legacy_networks_need_the_legacy_tls_feature() {
     assert!(said(&out).contains(&at), "{}", said(&out));
     assert!(said(&out).contains("legacy-tls feature"), "{}", said(&out));
 }
+
+#[test]
+fn client_certificate_files_are_read_and_map_entries_checked() {
+    let (dir, config) = site(
+        "[auth.external]\nca_file = \"devices-ca.pem\"\ncrl_file = \"devices.crl\"\n\
+         [auth.external.map]\n\"scanner-2\" = \"office\"\n\"printer\" = \"alice\"\n",
+    );
+    let ca_at = format!(
+        "mailgate.toml:{}: auth.external.ca_file",
+        line_of(&config, "ca_file =")
+    );
+    let crl_at = format!(
+        "mailgate.toml:{}: auth.external.crl_file",
+        line_of(&config, "crl_file =")
+    );
+    let out = check(&config, &["--no-bind"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains(&ca_at), "{}", said(&out));
+    assert!(said(&out).contains("devices-ca.pem"), "{}", said(&out));
+    let ca = mailgate_testkit::devices::DeviceCa::new("devices CA");
+    std::fs::write(dir.path().join("devices-ca.pem"), &ca.pem).expect("CA");
+    std::fs::write(dir.path().join("devices.crl"), "not a CRL\n").expect("CRL");
+    let out = check(&config, &["--no-bind"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains(&crl_at), "{}", said(&out));
+    assert!(!said(&out).contains(&ca_at), "{}", said(&out));
+    std::fs::write(dir.path().join("devices.crl"), ca.crl(&[7])).expect("CRL");
+    let out = check(&config, &["--no-bind"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let text = said(&out);
+    assert!(
+        text.contains("\"scanner-2\" maps to \"office\", which is no user"),
+        "{text}"
+    );
+    assert!(!text.contains("\"printer\" maps"), "{text}");
+    // EXTERNAL listed without the table: refused at its line.
+    let (_dir, config) = site("");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "[auth]\n",
+        "[auth]\nmechanisms = [\"PLAIN\", \"EXTERNAL\"]\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    let out = check(&config, &["--no-bind"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let at = format!(
+        "mailgate.toml:{}: auth.mechanisms",
+        line_of(&config, "mechanisms =")
+    );
+    assert!(said(&out).contains(&at), "{}", said(&out));
+    assert!(
+        said(&out).contains("[auth.external] is not set"),
+        "{}",
+        said(&out)
+    );
+}

@@ -18,6 +18,7 @@ mod cli_users;
 mod clients;
 mod dovecot_import;
 mod durability;
+mod external;
 mod health;
 #[cfg(feature = "legacy-tls")]
 mod legacy_tls;

@@ -1,6 +1,7 @@
-//! The `[auth]` tables of the mirror: `[auth]` itself, `[auth.oauth]`, `[auth.throttle]`, and
-//! `[pop_before_smtp]`, each with its default functions.
+//! The `[auth]` tables of the mirror: `[auth]` itself, `[auth.oauth]`, `[auth.external]`,
+//! `[auth.throttle]`, and `[pop_before_smtp]`, each with its default functions.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -37,6 +38,8 @@ pub struct AuthFile {
     pub upstream: Option<super::AuthUpstreamFile>,
     /// `[auth.ldap]`: checking passwords against the old box's directory.
     pub ldap: Option<super::AuthLdapFile>,
+    /// `[auth.external]`: TLS client certificates for SASL EXTERNAL.
+    pub external: Option<ExternalFile>,
 }
 
 impl Default for AuthFile {
@@ -55,6 +58,33 @@ impl Default for AuthFile {
             oauth: None,
             upstream: None,
             ldap: None,
+            external: None,
+        }
+    }
+}
+
+/// `[auth.external]`: which client certificates SASL EXTERNAL accepts and whom they name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalFile {
+    /// PEM file of the CA certificates that issue the devices' certificates. Required.
+    pub ca_file: Option<PathBuf>,
+    /// Which part of the leaf certificate names the user: "cn", "san-email" or "san-dns".
+    /// Default "cn".
+    pub identity: String,
+    /// Certificate identity to user name, for the identities that are not user names.
+    pub map: BTreeMap<String, String>,
+    /// CRL file (PEM or DER) of the CA; revoked certificates are refused.
+    pub crl_file: Option<PathBuf>,
+}
+
+impl Default for ExternalFile {
+    fn default() -> Self {
+        ExternalFile {
+            ca_file: None,
+            identity: "cn".to_string(),
+            map: BTreeMap::new(),
+            crl_file: None,
         }
     }
 }

@@ -1,11 +1,15 @@
-//! Value checks for the `[auth]`, `[pop_before_smtp]` and `[auth.oauth]` sections: mechanisms,
-//! the users file, plaintext networks, the relay window, and the token issuers.
+//! Value checks for the `[auth]`, `[pop_before_smtp]`, `[auth.oauth]` and `[auth.external]`
+//! sections: mechanisms, the users file, plaintext networks, the relay window, the token
+//! issuers, and the client-certificate CA.
 
 use std::path::{Path, PathBuf};
 
 use super::Checker;
 use crate::config::file::{self, File};
-use crate::config::{AuthConfig, Introspection, OAuthConfig, PopBeforeSmtp, SmtpRole, Throttle};
+use crate::config::{
+    AuthConfig, CertIdentity, ExternalConfig, Introspection, OAuthConfig, PopBeforeSmtp, SmtpRole,
+    Throttle,
+};
 
 impl Checker<'_> {
     pub(super) fn auth(&mut self, base: &Path, f: &File) -> AuthConfig {
@@ -39,6 +43,14 @@ impl Checker<'_> {
                     Some(i),
                     format!("{name} needs token validation, and [auth.oauth] is not set"),
                     "add an [auth.oauth] table (jwks_file, issuer, audience), or remove it",
+                );
+            }
+            if name == "EXTERNAL" && a.external.is_none() {
+                self.bad(
+                    "auth.mechanisms",
+                    Some(i),
+                    "EXTERNAL needs client certificates, and [auth.external] is not set".into(),
+                    "add an [auth.external] table with the devices' CA in ca_file, or remove it",
                 );
             }
         }
@@ -103,6 +115,7 @@ impl Checker<'_> {
             ntlm_v1: a.ntlm_v1,
             derive_on_login: a.derive_on_login,
             oauth: a.oauth.as_ref().map(|o| self.oauth(base, o)),
+            external: a.external.as_ref().map(|e| self.external(base, e)),
             upstream: match (&a.upstream, &a.ldap) {
                 (Some(_), Some(_)) => {
                     self.bad(
@@ -241,6 +254,65 @@ impl Checker<'_> {
             user_claim: o.user_claim.clone(),
             required_scope: o.required_scope.clone(),
             introspection,
+        }
+    }
+
+    fn external(&mut self, base: &Path, e: &file::ExternalFile) -> ExternalConfig {
+        let key = "auth.external";
+        let ca_file = match &e.ca_file {
+            Some(p) => self.path(base, &format!("{key}.ca_file"), p),
+            None => {
+                self.bad(
+                    key,
+                    None,
+                    "has no ca_file".into(),
+                    "write the PEM file of the CA that issues the devices' certificates, \
+                     e.g. ca_file = \"devices-ca.pem\"",
+                );
+                PathBuf::new()
+            }
+        };
+        let identity = match e.identity.as_str() {
+            "cn" => CertIdentity::Cn,
+            "san-email" => CertIdentity::SanEmail,
+            "san-dns" => CertIdentity::SanDns,
+            other => {
+                self.bad(
+                    &format!("{key}.identity"),
+                    None,
+                    format!("\"{other}\" is not a certificate identity"),
+                    "write \"cn\", \"san-email\" or \"san-dns\"",
+                );
+                CertIdentity::Cn
+            }
+        };
+        let mut map = std::collections::BTreeMap::new();
+        for (from, to) in &e.map {
+            let lower = from.to_lowercase();
+            if from.is_empty() || to.is_empty() {
+                self.bad(
+                    &format!("{key}.map"),
+                    None,
+                    format!("\"{from}\" = \"{to}\" has an empty side"),
+                    "map a certificate identity to a user name, e.g. \"scanner-2\" = \"office\"",
+                );
+            } else if map.insert(lower, to.clone()).is_some() {
+                self.bad(
+                    &format!("{key}.map"),
+                    None,
+                    format!("\"{from}\" is mapped twice (identities are compared ignoring case)"),
+                    "keep one entry per identity",
+                );
+            }
+        }
+        ExternalConfig {
+            ca_file,
+            identity,
+            map,
+            crl_file: e
+                .crl_file
+                .as_ref()
+                .map(|p| self.path(base, &format!("{key}.crl_file"), p)),
         }
     }
 }

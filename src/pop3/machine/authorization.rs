@@ -253,7 +253,13 @@ impl Session {
         if line == b"*" {
             return Output::cont(Reply::auth_cancelled());
         }
-        let Ok(bytes) = SASL_BASE64.decode(line).map(Zeroizing::new) else {
+        // "=" is RFC 5034's empty initial response; some clients (curl) send it for an empty
+        // response to a challenge too. It is no valid base64, so it can mean nothing else.
+        let decoded = match line {
+            b"=" => Ok(Vec::new()),
+            _ => SASL_BASE64.decode(line),
+        };
+        let Ok(bytes) = decoded.map(Zeroizing::new) else {
             return Output::cont(Reply::bad_base64());
         };
         let step = mechanism.step(Some(&bytes));

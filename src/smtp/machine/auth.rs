@@ -68,7 +68,13 @@ impl Session {
             self.leave_sasl();
             return Output::cont(reply::auth_cancelled());
         }
-        let decoded = match B64.decode(line) {
+        // "=" is RFC 4954's empty initial response; some clients (curl) send it for an empty
+        // response to a challenge too. It is no valid base64, so it can mean nothing else.
+        let decoded = match line {
+            b"=" => Ok(Vec::new()),
+            _ => B64.decode(line),
+        };
+        let decoded = match decoded {
             Ok(bytes) => Zeroizing::new(bytes),
             Err(_) => {
                 self.leave_sasl();
