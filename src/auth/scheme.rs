@@ -7,7 +7,8 @@
 //! `hmac-cram-md5.c` writes them), `SHA512-CRYPT` and `SHA256-CRYPT` (Drepper's SHA-crypt),
 //! `BLF-CRYPT` (bcrypt), `ARGON2ID` and `ARGON2I` (PHC strings, RFC 9106) and `NTLM` (the NT
 //! hash, MS-NLMP §3.3.1), `SCRAM-SHA-1` and `SCRAM-SHA-256` (RFC 5802 §3 keys in Dovecot's
-//! form, see `scram.rs`), and the weak legacy schemes of `legacy.rs` (`MD5-CRYPT`, `SSHA`,
+//! form, see `scram.rs`), `DIGEST-MD5` (MD5 of `user:realm:password`, RFC 2831, see
+//! `digest_md5.rs`), and the weak legacy schemes of `legacy.rs` (`MD5-CRYPT`, `SSHA`,
 //! `PLAIN-MD5`, ...), with Dovecot's `.HEX` / `.B64` encoding suffixes. Also here: HMAC-MD5 for
 //! CRAM-MD5 (RFC 2195 §2) and the APOP digest (RFC 1939 §7).
 
@@ -57,6 +58,10 @@ pub(crate) enum Form {
     ScramSha1(ScramCredentials),
     /// SCRAM-SHA-256 salt, iteration count, StoredKey and ServerKey (RFC 7677).
     ScramSha256(ScramCredentials),
+    /// The DIGEST-MD5 secret MD5(user:realm:password) (RFC 2831 §2.1.2.1), bound to the user
+    /// name and the realm it was made for: it serves DIGEST-MD5 in that realm only, and no
+    /// cleartext check (which would need the realm it was made for).
+    DigestMd5(Secret),
     /// `$1$salt$hash` (MD5-crypt; weak, import only).
     Md5Crypt(String),
     /// A fast digest, optionally salted (`SSHA`, `PLAIN-MD5`, ...; weak, import only).
@@ -94,7 +99,7 @@ impl Form {
             reject(
                 format!("unknown password scheme {{{scheme}}}"),
                 "use one of PLAIN, CRAM-MD5, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2ID, \
-                 ARGON2I, CRYPT, NTLM, SCRAM-SHA-1, SCRAM-SHA-256, or a legacy scheme \
+                 ARGON2I, CRYPT, NTLM, SCRAM-SHA-1, SCRAM-SHA-256, DIGEST-MD5, or a legacy scheme \
                  (`mailgate passwd --scheme` lists them)",
             )
         };
@@ -143,6 +148,17 @@ impl Form {
                         )
                     })?;
                 Ok(Form::Ntlm(Secret::new(nt)))
+            }
+            "DIGEST-MD5" => {
+                let secret =
+                    legacy::decode(data, Encoding::Hex, encoding, Some(16)).ok_or_else(|| {
+                        reject(
+                            "{DIGEST-MD5} data is not 32 hex digits",
+                            "paste the output of `doveadm pw -s DIGEST-MD5 -u user@realm` or \
+                             run `mailgate passwd`",
+                        )
+                    })?;
+                Ok(Form::DigestMd5(Secret::new(secret)))
             }
             "SHA512-CRYPT" => raw_only(sha_crypt(data, "6").map(Form::Sha512Crypt)),
             "SHA256-CRYPT" => raw_only(sha_crypt(data, "5").map(Form::Sha256Crypt)),
@@ -198,6 +214,7 @@ impl Form {
             "MD5-CRYPT",
             "SCRAM-SHA-1",
             "SCRAM-SHA-256",
+            "DIGEST-MD5",
         ];
         (!known.contains(&upper.as_str()) && !legacy::is_digest(&upper))
             .then(|| format!("{{{scheme}}}"))
@@ -216,6 +233,7 @@ impl Form {
             Form::Ntlm(_) => "NTLM",
             Form::ScramSha1(_) => "SCRAM-SHA-1",
             Form::ScramSha256(_) => "SCRAM-SHA-256",
+            Form::DigestMd5(_) => "DIGEST-MD5",
             Form::Md5Crypt(_) => "MD5-CRYPT",
             Form::Digest(d) => d.scheme(),
         }
@@ -226,12 +244,17 @@ impl Form {
     pub fn is_slow(&self) -> bool {
         !matches!(
             self,
-            Form::Plain(_) | Form::CramMd5(_) | Form::Ntlm(_) | Form::Digest(_)
+            Form::Plain(_)
+                | Form::CramMd5(_)
+                | Form::Ntlm(_)
+                | Form::Digest(_)
+                | Form::DigestMd5(_)
         )
     }
 
     /// Whether this form was made from `password`. Slow for some forms ([`Form::is_slow`]):
-    /// blocking.
+    /// blocking. A `{DIGEST-MD5}` form never says yes: it was made for a user name and realm
+    /// that a cleartext check does not have.
     pub fn verify_password(&self, password: &[u8]) -> bool {
         match self {
             Form::Plain(stored) => eq_hashed(stored.expose(), password),
@@ -261,6 +284,7 @@ impl Form {
             Form::ScramSha256(keys) => ScramHash::Sha256.verify(keys, password),
             Form::Md5Crypt(hash) => legacy::verify_md5_crypt(hash, password),
             Form::Digest(digest) => digest.verify(password),
+            Form::DigestMd5(_) => false,
         }
     }
 
@@ -282,6 +306,14 @@ impl Form {
         }
     }
 
+    /// The stored DIGEST-MD5 secret, if this is that form.
+    pub fn digest_md5(&self) -> Option<&Secret> {
+        match self {
+            Form::DigestMd5(secret) => Some(secret),
+            _ => None,
+        }
+    }
+
     /// The cleartext password, if stored.
     pub fn plain(&self) -> Option<&[u8]> {
         match self {
@@ -296,7 +328,8 @@ impl Form {
         match (self, other) {
             (Form::Plain(a), Form::Plain(b))
             | (Form::CramMd5(a), Form::CramMd5(b))
-            | (Form::Ntlm(a), Form::Ntlm(b)) => bool::from(a.expose().ct_eq(b.expose())),
+            | (Form::Ntlm(a), Form::Ntlm(b))
+            | (Form::DigestMd5(a), Form::DigestMd5(b)) => bool::from(a.expose().ct_eq(b.expose())),
             (Form::Sha512Crypt(a), Form::Sha512Crypt(b))
             | (Form::Sha256Crypt(a), Form::Sha256Crypt(b))
             | (Form::Argon2id(a), Form::Argon2id(b))

@@ -192,6 +192,7 @@ fn bad_fields_are_rejected() {
         ("$1$saltstri$short", "22 crypt-base64"),
         ("{CRAM-MD5}abcd", "64 hex"),
         ("{NTLM}zz46F7EAEE8FB117AD06BDD830B7586C", "32 hex"),
+        ("{DIGEST-MD5}abcd", "{DIGEST-MD5} data is not 32 hex"),
         ("secret", "no {SCHEME} prefix"),
         ("$6$saltstring$short", "86 crypt-base64"),
         ("$6$rounds=10$salt$x", "rounds outside"),
@@ -232,4 +233,28 @@ fn bad_fields_are_rejected() {
 fn rejection_never_echoes_a_cleartext_field() {
     let r = Form::parse("hunter2secret").expect_err("no scheme");
     assert!(!r.message.contains("hunter2") && !r.hint.contains("hunter2"));
+}
+
+#[test]
+fn digest_md5_form_reads_hex_and_base64_and_checks_no_cleartext() {
+    let field = crate::auth::digest_md5::field("chris", "elwood.innosoft.com", b"secret");
+    let hex_data = field.strip_prefix("{DIGEST-MD5}").expect("prefix");
+    let b64 = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        hex::decode(hex_data).expect("hex"),
+    );
+    for text in [field.clone(), format!("{{digest-md5.b64}}{b64}")] {
+        let form = Form::parse(&text).unwrap_or_else(|r| panic!("{text}: {}", r.message));
+        assert_eq!(form.scheme(), "DIGEST-MD5");
+        assert!(!form.is_slow());
+        assert_eq!(
+            form.digest_md5()
+                .map(|s| hex::encode(s.expose()))
+                .as_deref(),
+            Some(hex_data)
+        );
+        assert!(!form.verify_password(b"secret"));
+        assert!(form.same_as(&Form::parse(&field).expect("again")));
+    }
+    assert_eq!(Form::unsupported(&field), None);
 }
