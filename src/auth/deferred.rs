@@ -97,6 +97,10 @@ impl Authenticator for DeferredDerivation {
         self.inner.scram_decoy(user, hash)
     }
 
+    fn digest_md5_secret(&self, user: &str, realm: &str) -> Result<(String, Secret), Verdict> {
+        self.inner.digest_md5_secret(user, realm)
+    }
+
     fn plaintext_login(&self, user: &str, password: &[u8]) {
         if !self.inner.wants_derivation(user) {
             return;

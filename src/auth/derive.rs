@@ -47,6 +47,8 @@ pub(crate) enum Wanted {
     CramMd5,
     /// `{NTLM}`.
     Ntlm,
+    /// `{DIGEST-MD5}`.
+    DigestMd5,
 }
 
 impl Wanted {
@@ -59,6 +61,7 @@ impl Wanted {
                 "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => Wanted::Scram(ScramHash::Sha1),
                 "CRAM-MD5" => Wanted::CramMd5,
                 "NTLM" => Wanted::Ntlm,
+                "DIGEST-MD5" => Wanted::DigestMd5,
                 _ => continue,
             };
             if !out.contains(&wanted) {
@@ -76,17 +79,28 @@ impl Wanted {
                     Wanted::Scram(hash) => f.scram(hash).is_some(),
                     Wanted::CramMd5 => matches!(f, Form::CramMd5(_)),
                     Wanted::Ntlm => matches!(f, Form::Ntlm(_)),
+                    Wanted::DigestMd5 => matches!(f, Form::DigestMd5(_)),
                 }
         })
     }
 
-    /// The password field for `password`; `None` for `{NTLM}` of a non-UTF-8 password.
-    pub(crate) fn field(self, password: &[u8]) -> Option<String> {
+    /// The password field for `password`; `None` for `{NTLM}` of a non-UTF-8 password, and
+    /// for `{DIGEST-MD5}` without a realm (it is made for `user`, as the users file holds the
+    /// name, in `digest_realm`).
+    pub(crate) fn field(
+        self,
+        user: &str,
+        digest_realm: Option<&str>,
+        password: &[u8],
+    ) -> Option<String> {
         match self {
             Wanted::Scram(hash) => Some(scram::new_field(hash, password)),
             Wanted::CramMd5 => Some(scheme::cram_md5_field(password)),
             Wanted::Ntlm => {
                 scheme::nt_hash(password).map(|nt| format!("{{NTLM}}{}", hex::encode_upper(nt)))
+            }
+            Wanted::DigestMd5 => {
+                digest_realm.map(|realm| super::digest_md5::field(user, realm, password))
             }
         }
     }
@@ -125,7 +139,8 @@ impl UserStore {
         let Some(_busy) = Busy::claim(&self.deriving, &name) else {
             return;
         };
-        let fields = super::stored_forms(password, mechanisms);
+        let realm = self.digest_realm.as_deref();
+        let fields = super::stored_forms(&name, password, mechanisms, realm);
         let forms: Vec<Form> = fields.iter().filter_map(|f| Form::parse(f).ok()).collect();
         match file::set_user(path, &name, &fields) {
             Ok(()) => {
@@ -151,7 +166,13 @@ impl UserStore {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .contains(&name)
         };
-        !derivation.wanted.iter().all(|w| w.served_by(&forms))
+        // Without a realm no `{DIGEST-MD5}` can be made: not a reason to try.
+        let makeable = |w: &&Wanted| **w != Wanted::DigestMd5 || self.digest_realm.is_some();
+        !derivation
+            .wanted
+            .iter()
+            .filter(makeable)
+            .all(|w| w.served_by(&forms))
             && !failed(&self.derive_failed)
             && !failed(&self.deriving)
     }
@@ -173,7 +194,8 @@ impl UserStore {
         // Argon2 / PBKDF2, the file lock (which may wait for `mailgate passwd`) and the fsyncs:
         // blocking work, which callers run off the async workers (the derivation thread of
         // `auth::DeferredDerivation`); no mutex that other sessions take is held meanwhile.
-        let result = derive(&derivation.path, &derivation.wanted, &name, password);
+        let realm = self.digest_realm.as_deref();
+        let result = derive(&derivation.path, &derivation.wanted, realm, &name, password);
         match result {
             Ok((forms, added)) => {
                 if added > 0 {
@@ -223,6 +245,7 @@ impl Drop for Busy<'_> {
 fn derive(
     path: &Path,
     wanted: &[Wanted],
+    digest_realm: Option<&str>,
     user: &str,
     password: &[u8],
 ) -> Result<(Vec<Form>, usize), Skip> {
@@ -239,7 +262,7 @@ fn derive(
         let (fields, added): (Vec<String>, Vec<Form>) = wanted
             .iter()
             .filter(|w| !w.served_by(&forms))
-            .filter_map(|w| w.field(password))
+            .filter_map(|w| w.field(user, digest_realm, password))
             .filter_map(|field| Form::parse(&field).ok().map(|form| (field, form)))
             .unzip();
         if fields.is_empty() {
@@ -358,6 +381,40 @@ mod tests {
         // {PLAIN} already serves everything: nothing is written for bob.
         store.plaintext_login("bob", b"b");
         assert_eq!(fs::read_to_string(&path).expect("read"), after);
+    }
+
+    #[test]
+    fn digest_md5_is_derived_for_the_realm_only_with_one() {
+        let text = format!("Alice:{ARGON}\n");
+        let (_dir, path, store) = setup(&text, &["DIGEST-MD5"]);
+        // No realm set: nothing can be made, and nothing is pending.
+        assert!(!store.derivation_pending("alice"));
+        let store = store.with_digest_realm("example.org");
+        assert!(store.derivation_pending("alice"));
+        store.plaintext_login("ALICE", b"password");
+        let want = crate::auth::digest_md5::field("alice", "example.org", b"password");
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            format!("Alice:{ARGON}\nalice:{want}\n")
+        );
+        let (name, secret) = store
+            .digest_md5_secret("alice", "example.org")
+            .expect("served");
+        assert_eq!(name, "alice");
+        let want = crate::auth::digest_md5::secret("alice", "example.org", b"password");
+        assert_eq!(secret.expose(), want);
+        assert!(!store.derivation_pending("alice"));
+        // The stored form checks no cleartext password; the Argon2 one still does.
+        assert_eq!(
+            store.verify_password("alice", b"password"),
+            Verdict::Ok("alice".into())
+        );
+        assert_eq!(
+            store
+                .digest_md5_secret("nobody", "example.org")
+                .map(|(n, _)| n),
+            Err(Verdict::BadCredentials)
+        );
     }
 
     #[test]

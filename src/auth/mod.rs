@@ -14,6 +14,7 @@
 //! | NTLM (MS-NLMP §3.3.1, [`UserStore::nt_hash`]) | `{PLAIN}` or `{NTLM}` |
 //! | SCRAM-SHA-1(-PLUS) (RFC 5802)           | `{PLAIN}` or `{SCRAM-SHA-1}` |
 //! | SCRAM-SHA-256(-PLUS) (RFC 7677)         | `{PLAIN}` or `{SCRAM-SHA-256}` |
+//! | DIGEST-MD5 (RFC 2831)                   | `{PLAIN}`, or `{DIGEST-MD5}` made for the user name as stored and the configured realm |
 //!
 //! Secrets are compared in constant time, held in [`Secret`] (zeroed on drop, never printed),
 //! and an unknown user costs about as much as a known one. This file holds the scheme table,
@@ -26,6 +27,7 @@
 
 mod deferred;
 mod derive;
+pub(crate) mod digest_md5;
 mod file;
 mod legacy;
 mod scheme;
@@ -49,6 +51,7 @@ const NTLM_UNAVAILABLE: &str = "NTLM needs a {PLAIN} or {NTLM} stored form";
 const SCRAM_SHA1_UNAVAILABLE: &str = "SCRAM-SHA-1 needs a {PLAIN} or {SCRAM-SHA-1} stored form";
 const SCRAM_SHA256_UNAVAILABLE: &str =
     "SCRAM-SHA-256 needs a {PLAIN} or {SCRAM-SHA-256} stored form";
+const DIGEST_MD5_UNAVAILABLE: &str = "DIGEST-MD5 needs a {PLAIN} or {DIGEST-MD5} stored form";
 
 /// `name` as the users file holds user names (lower case), if it is one it could hold.
 pub fn user_name(name: &str) -> Option<String> {
@@ -106,6 +109,7 @@ pub const SCHEMES: &[SchemeInfo] = &[
             "SCRAM-SHA-1-PLUS",
             "SCRAM-SHA-256",
             "SCRAM-SHA-256-PLUS",
+            "DIGEST-MD5",
         ],
         Some("cleartext: a stolen file gives every password"),
     ),
@@ -143,6 +147,16 @@ pub const SCHEMES: &[SchemeInfo] = &[
             "SCRAM-SHA-256-PLUS",
         ],
         None,
+    ),
+    // Bound to the user name and realm it was made for, so it cannot check a cleartext
+    // password (that needs the realm it was made in) and serves only DIGEST-MD5.
+    scheme(
+        "DIGEST-MD5",
+        &[],
+        &["DIGEST-MD5"],
+        Some(
+            "password-equivalent: a stolen file logs in with it directly (DIGEST-MD5 in its realm)",
+        ),
     ),
     scheme(
         "MD5-CRYPT",
@@ -219,6 +233,7 @@ fn unavailable(mechanism: &str) -> &'static str {
         "NTLM" => NTLM_UNAVAILABLE,
         "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => SCRAM_SHA1_UNAVAILABLE,
         "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => SCRAM_SHA256_UNAVAILABLE,
+        "DIGEST-MD5" => DIGEST_MD5_UNAVAILABLE,
         _ => "mechanism is not served from the users file",
     }
 }
@@ -281,6 +296,17 @@ pub trait Authenticator: Send + Sync + 'static {
         let _ = (user, hash);
         Err(Verdict::Unavailable(
             "SCRAM is not served by this credential store",
+        ))
+    }
+
+    /// The DIGEST-MD5 secret MD5(user:realm:password) (RFC 2831 §2.1.2.1) for `user` exactly
+    /// as the client named it (the secret depends on the spelling) in `realm`, with the
+    /// canonical name. Unknown user: `Err(BadCredentials)`; no usable stored form:
+    /// `Err(Unavailable)`.
+    fn digest_md5_secret(&self, user: &str, realm: &str) -> Result<(String, Secret), Verdict> {
+        let _ = (user, realm);
+        Err(Verdict::Unavailable(
+            "DIGEST-MD5 is not served by this credential store",
         ))
     }
 

@@ -17,9 +17,10 @@ use subtle::ConstantTimeEq;
 
 use super::scheme::{Form, HmacMd5State};
 use super::{
-    APOP_UNAVAILABLE, Authenticator, CRAM_UNAVAILABLE, NTLM_UNAVAILABLE, Rejection,
-    SCRAM_SHA1_UNAVAILABLE, SCRAM_SHA256_UNAVAILABLE, ScramCredentials, ScramHash, Secret, Verdict,
-    derive, file, mechanisms_served, scheme, scram, unavailable, unserved,
+    APOP_UNAVAILABLE, Authenticator, CRAM_UNAVAILABLE, DIGEST_MD5_UNAVAILABLE, NTLM_UNAVAILABLE,
+    Rejection, SCRAM_SHA1_UNAVAILABLE, SCRAM_SHA256_UNAVAILABLE, ScramCredentials, ScramHash,
+    Secret, Verdict, derive, digest_md5, file, mechanisms_served, scheme, scram, unavailable,
+    unserved,
 };
 
 /// Largest users file accepted, in bytes.
@@ -146,6 +147,9 @@ pub struct UserStore {
     /// Where `[auth.upstream] capture` writes a user the old server vouched for, and the
     /// mechanisms whose forms it stores, if enabled.
     pub(super) capture: Option<(PathBuf, Vec<String>)>,
+    /// The DIGEST-MD5 realm (`[auth] digest_md5_realm`) the `{DIGEST-MD5}` forms that
+    /// `derive_on_login` and capture write are made for; none are written without it.
+    pub(super) digest_realm: Option<String>,
     /// Users whose derivation failed in this run (e.g. a read-only folder): not tried again.
     pub(super) derive_failed: Mutex<HashSet<String>>,
     /// Users whose derivation is in progress (held only to enter and leave, never while
@@ -232,6 +236,13 @@ impl UserStore {
     /// and added to the users file at `path` (see [`Authenticator::plaintext_login`]).
     pub fn with_derivation(mut self, path: &Path, mechanisms: &[String]) -> UserStore {
         self.derivation = Some(derive::Derivation::new(path, mechanisms));
+        self
+    }
+
+    /// Sets the realm the `{DIGEST-MD5}` forms written by `derive_on_login` and capture are made
+    /// for (`[auth] digest_md5_realm`).
+    pub fn with_digest_realm(mut self, realm: &str) -> UserStore {
+        self.digest_realm = Some(realm.to_owned());
         self
     }
 
@@ -485,6 +496,21 @@ impl Authenticator for UserStore {
         }))
     }
 
+    fn digest_md5_secret(&self, user: &str, realm: &str) -> Result<(String, Secret), Verdict> {
+        let name = user.to_lowercase();
+        let forms = self.forms(&name).ok_or(Verdict::BadCredentials)?;
+        if let Some(password) = forms.iter().find_map(Form::plain) {
+            let secret = digest_md5::secret(user, realm, password);
+            return Ok((name, Secret::new(secret.to_vec())));
+        }
+        // Made for the name as stored and the configured realm: a client that spells the name
+        // otherwise computes another secret, and fails as with a wrong password.
+        match forms.iter().find_map(Form::digest_md5) {
+            Some(secret) => Ok((name, secret.clone())),
+            None => Err(Verdict::Unavailable(DIGEST_MD5_UNAVAILABLE)),
+        }
+    }
+
     fn scram_decoy(&self, user: &str, hash: ScramHash) -> ScramCredentials {
         let name = user.to_lowercase();
         let salt = self.derived_salt(&name, hash);
@@ -536,12 +562,19 @@ impl Authenticator for UserStore {
 /// (the argon2 crate's defaults, which follow OWASP: m=19 MiB, t=2, p=1, random salt), then
 /// what the enabled `mechanisms` need: a `{CRAM-MD5}` context for `CRAM-MD5`, `{SCRAM-SHA-256}`
 /// and `{SCRAM-SHA-1}` keys (random salt, 4096 iterations) for SCRAM-SHA-256(-PLUS) and
-/// SCRAM-SHA-1(-PLUS), and an `{NTLM}` hash for `NTLM` (if the password is UTF-8).
+/// SCRAM-SHA-1(-PLUS), an `{NTLM}` hash for `NTLM` (if the password is UTF-8), and a
+/// `{DIGEST-MD5}` secret for `DIGEST-MD5`, made for `user` (the name as the users file holds
+/// it) in `digest_realm` (none without one).
 ///
 /// # Panics
 /// If the operating system's random source fails, or the password exceeds 4 GiB (Argon2's
 /// limit): there is no sensible field to write then.
-pub fn stored_forms(password: &[u8], mechanisms: &[String]) -> Vec<String> {
+pub fn stored_forms(
+    user: &str,
+    password: &[u8],
+    mechanisms: &[String],
+    digest_realm: Option<&str>,
+) -> Vec<String> {
     let hash = Argon2::default()
         .hash_password(password)
         .expect("Argon2 with default parameters fails only on RNG failure or a 4 GiB password");
@@ -549,7 +582,7 @@ pub fn stored_forms(password: &[u8], mechanisms: &[String]) -> Vec<String> {
     forms.extend(
         derive::Wanted::for_mechanisms(mechanisms)
             .into_iter()
-            .filter_map(|w| w.field(password)),
+            .filter_map(|w| w.field(user, digest_realm, password)),
     );
     forms
 }
@@ -599,7 +632,7 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
         let (name, form) = match parsed {
             Ok((name, Ok(form))) => (name, form),
             Ok((name, Err(scheme))) => {
-                // Dovecot schemes nobody should still use (DES crypt, DIGEST-MD5, OTP, ...)
+                // Dovecot schemes nobody should still use (DES crypt, PBKDF2, OTP, ...)
                 // or a typo: this line cannot verify anything here, the rest of the file can.
                 warnings.push(Problem {
                     line: n,
@@ -669,6 +702,7 @@ fn parse_with(text: &str, origin: &str, mut problems: Vec<Problem>) -> Result<Us
         plain_users: AtomicBool::new(plain_users),
         derivation: None,
         capture: None,
+        digest_realm: None,
         derive_failed: Mutex::new(HashSet::new()),
         deriving: Mutex::new(HashSet::new()),
         warnings: RwLock::new(warnings),

@@ -287,7 +287,12 @@ fn load_reads_file_and_reports_non_utf8_lines() {
 
 #[test]
 fn stored_forms_verify_and_reload() {
-    let forms = stored_forms(b"s3cret pass", &["PLAIN".into(), "CRAM-MD5".into()]);
+    let forms = stored_forms(
+        "eve",
+        b"s3cret pass",
+        &["PLAIN".into(), "CRAM-MD5".into()],
+        Some("r"),
+    );
     assert_eq!(forms.len(), 2);
     assert!(
         forms[0].starts_with("{ARGON2ID}$argon2id$v=19$"),
@@ -295,7 +300,7 @@ fn stored_forms_verify_and_reload() {
         forms[0]
     );
     assert!(forms[1].starts_with("{CRAM-MD5}"));
-    let only_argon = stored_forms(b"s3cret pass", &["PLAIN".into()]);
+    let only_argon = stored_forms("eve", b"s3cret pass", &["PLAIN".into()], Some("r"));
     assert_eq!(only_argon.len(), 1);
     assert_ne!(only_argon[0], forms[0], "salts are random");
 

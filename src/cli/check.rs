@@ -103,6 +103,19 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
             }
         }
     }
+    let digest_users = users
+        .users()
+        .iter()
+        .filter(|u| users.schemes(u).contains(&"DIGEST-MD5"))
+        .count();
+    if digest_users > 0 && config.auth.mechanisms.iter().any(|m| m == "DIGEST-MD5") {
+        println!(
+            "note: {digest_users} user(s) have a {{DIGEST-MD5}} form, which serves only the realm \
+             it was made for: here \"{}\" ([auth] digest_md5_realm); one made for another realm \
+             fails like a wrong password until the password is set again",
+            config.auth.digest_md5_realm
+        );
+    }
     print_policy_coverage(&config, &users);
     println!("{}: OK ({} users)", path.display(), users.len());
     ExitCode::SUCCESS

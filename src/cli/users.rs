@@ -26,7 +26,15 @@ pub(crate) fn passwd(path: &Path, user: &str, allow_short: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let forms = mailgate::auth::stored_forms(password.as_bytes(), &config.auth.mechanisms);
+    // The {DIGEST-MD5} form is made for the name as the users file holds it.
+    let name = mailgate::auth::user_name(user).unwrap_or_else(|| user.to_owned());
+    let realm = &config.auth.digest_md5_realm;
+    let forms = mailgate::auth::stored_forms(
+        &name,
+        password.as_bytes(),
+        &config.auth.mechanisms,
+        Some(realm),
+    );
     match mailgate::auth::set_user(&config.auth.users_file, user, &forms) {
         Ok(()) => {
             println!(
@@ -45,6 +53,12 @@ pub(crate) fn passwd(path: &Path, user: &str, allow_short: bool) -> ExitCode {
                 mailgate::auth::unserved(&schemes, &config.auth.mechanisms, config.auth.apop);
             for (mech, why) in unserved {
                 println!("warning: {user} cannot log in with {mech}: {why}");
+            }
+            if forms.iter().any(|f| f.starts_with("{DIGEST-MD5}")) {
+                println!(
+                    "note: the {{DIGEST-MD5}} form serves the realm \"{realm}\" only \
+                     ([auth] digest_md5_realm); after changing the realm, set the password again"
+                );
             }
             ExitCode::SUCCESS
         }

@@ -210,6 +210,11 @@ pub struct AuthConfig {
     pub ntlm_domain: String,
     /// Whether NTLMv1 (and NTLMv1 with extended session security) is accepted.
     pub ntlm_v1: bool,
+    /// The realm of DIGEST-MD5 challenges (the `{DIGEST-MD5}` forms are made for it).
+    pub digest_md5_realm: String,
+    /// The host names a DIGEST-MD5 `digest-uri` may name (lower case): `hostname` first, then
+    /// `digest_md5_hosts`.
+    pub digest_md5_hosts: Vec<String>,
     /// Store stronger forms (SCRAM keys, ...) after a successful plaintext login.
     pub derive_on_login: bool,
     /// Bearer-token validation, if configured.

@@ -243,7 +243,7 @@ smtp = [\"127.0.0.1\", \"127.0.0.1:25\"]
 pop3 = [\"::1:110\"]
 control = \"0.0.0.0:2526\"
 [auth]
-mechanisms = [\"PLAIN\", \"DIGEST-MD5\"]
+mechanisms = [\"PLAIN\", \"GSSAPI\"]
 insecure_plaintext_networks = [\"10.0.0.1/8\", \"nonsense\"]
 [auth.throttle]
 ipv6_prefix = 129
@@ -755,4 +755,34 @@ fn challenge_mechanisms_in_front_of_an_old_server_are_warned_about() {
     assert!(w.contains("CRAM-MD5, APOP never carry the password"), "{w}");
     assert!(w.contains("capture = true"), "{w}");
     assert!(w.contains("in the clear"), "{w}");
+}
+
+#[test]
+fn digest_md5_realm_and_hosts() {
+    let c = ok(&format!("hostname = \"Mx.Example.org\"\n{BASE}"));
+    assert_eq!(c.auth.digest_md5_realm, "Mx.Example.org");
+    assert_eq!(c.auth.digest_md5_hosts, ["mx.example.org"]);
+    let c = ok(&format!(
+        "hostname = \"mx.example.org\"\n{BASE}[auth]\ndigest_md5_realm = \"example.org\"\n\
+         digest_md5_hosts = [\"Mail.Example.org\", \"192.0.2.25\", \"mx.example.org\"]\n"
+    ));
+    assert_eq!(c.auth.digest_md5_realm, "example.org");
+    assert_eq!(
+        c.auth.digest_md5_hosts,
+        ["mx.example.org", "mail.example.org", "192.0.2.25"]
+    );
+    let keys: Vec<String> = problems(&format!(
+        "{BASE}[auth]\ndigest_md5_realm = \"a \\\"b\\\"\"\ndigest_md5_hosts = [\"a/b\", \"\"]\n"
+    ))
+    .into_iter()
+    .map(|p| p.key)
+    .collect();
+    assert_eq!(
+        keys,
+        [
+            "auth.digest_md5_realm",
+            "auth.digest_md5_hosts",
+            "auth.digest_md5_hosts"
+        ]
+    );
 }

@@ -162,6 +162,7 @@ impl Gateway {
         log_skipped_lines(&config.auth.users_file, &users);
         // derive_on_login: a successful plaintext login stores the forms stronger mechanisms
         // need (SCRAM keys, ...), so users can move to them without a password reset.
+        let users = users.with_digest_realm(&config.auth.digest_md5_realm);
         let users = if config.auth.derive_on_login {
             users.with_derivation(&config.auth.users_file, &config.auth.mechanisms)
         } else {
@@ -276,6 +277,8 @@ impl Gateway {
             ntlm_domain: config.auth.ntlm_domain.clone(),
             ntlm_v1: config.auth.ntlm_v1,
             channel_binding_offered: config.auth.mechanisms.iter().any(|m| m.ends_with("-PLUS")),
+            digest_md5_realm: config.auth.digest_md5_realm.clone(),
+            digest_md5_hosts: config.auth.digest_md5_hosts.clone(),
         };
         let notices = Arc::new(crate::notices::Notices::new(
             config.notices.interval,
@@ -366,12 +369,13 @@ impl Gateway {
         format!("{:08x}{n:06x}", self.started & 0xffff_ffff)
     }
 
-    /// The SASL environment for one connection phase; `tls` is the TLS session, if any, with
-    /// the setup it was made with: the `tls-server-end-point` hash of its certificate, and the
-    /// `[auth.external]` CA its client certificate (if any) is judged by, by the gateway's
-    /// clock.
+    /// The SASL environment for one connection phase of `service` (`smtp` or `pop`); `tls` is
+    /// the TLS session, if any, with the setup it was made with: the `tls-server-end-point`
+    /// hash of its certificate, and the `[auth.external]` CA its client certificate (if any)
+    /// is judged by, by the gateway's clock.
     pub fn sasl_environment(
         &self,
+        service: &'static str,
         session: &str,
         tls: Option<TlsPhase<'_>>,
     ) -> crate::sasl::Environment {
@@ -380,6 +384,7 @@ impl Gateway {
             bearer_tokens: self.verifier.has_tokens(),
             options: self.sasl_options.clone(),
             hostname: self.config.hostname.clone(),
+            service,
             session: session.to_string(),
             seed: rand::random(),
             now: self.clock.now(),

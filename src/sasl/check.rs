@@ -50,6 +50,18 @@ pub enum Check {
         /// The client's hex digest.
         digest: Vec<u8>,
     },
+    /// The DIGEST-MD5 secret MD5(user:realm:password) of `user` (exactly as the client spelled
+    /// it) in `realm` (RFC 2831 §2.1.2.1), for the mechanism to check the response with, or a
+    /// decoy when there is none, so that an unknown user costs what a known one does. A given
+    /// `authzid` must name the same user. Answered with [`Answer::DigestMd5`].
+    DigestMd5 {
+        /// The user name as the client gave it.
+        user: String,
+        /// The realm of the exchange.
+        realm: String,
+        /// The authorization identity, if the client asked for one.
+        authzid: Option<String>,
+    },
     /// The stored NT hash of `user` (NTLM, MS-NLMP §3.3.1), for the mechanism to check the
     /// response with. When `user` is no known name, `fallback` (the local part of a
     /// `user@our-domain` name) is tried. Answered with [`Answer::NtHash`].
@@ -96,6 +108,7 @@ impl Check {
             Check::Password { .. } => "password",
             Check::CramMd5 { .. } => "cram-md5",
             Check::Apop { .. } => "apop",
+            Check::DigestMd5 { .. } => "digest-md5",
             Check::NtHash { .. } => "nt-hash",
             Check::Scram { .. } => "scram",
             Check::Certificate { .. } => "certificate",
@@ -109,6 +122,14 @@ impl Check {
 pub enum Answer {
     /// For [`Check::Password`], [`Check::CramMd5`] and [`Check::Apop`].
     Verdict(Verdict),
+    /// For [`Check::DigestMd5`]: the secret to check the response with (a decoy's when
+    /// `outcome` is an error), and the canonical user or the verdict the exchange ends with.
+    DigestMd5 {
+        /// MD5(user:realm:password), 16 bytes.
+        secret: Secret,
+        /// The canonical user, or the verdict the exchange must end with.
+        outcome: Result<String, Verdict>,
+    },
     /// For [`Check::NtHash`]: the canonical user and the stored NT hash, or why not.
     NtHash(Result<(String, Secret), Verdict>),
     /// For [`Check::Scram`]: the keys to run the exchange with (a decoy's when `outcome` is an
@@ -144,7 +165,10 @@ pub fn runs_slow(auth: &dyn Authenticator, check: &Check) -> bool {
     match check {
         Check::Password { user, .. } => auth.password_check_is_slow(user),
         Check::Scram { .. } => true,
-        Check::CramMd5 { .. } | Check::Apop { .. } | Check::NtHash { .. } => false,
+        Check::CramMd5 { .. }
+        | Check::Apop { .. }
+        | Check::DigestMd5 { .. }
+        | Check::NtHash { .. } => false,
         Check::Certificate { .. } => false,
         Check::Token { .. } => false,
     }
@@ -182,6 +206,24 @@ pub fn answer(auth: &dyn Authenticator, check: Check) -> Answer {
             timestamp,
             digest,
         } => Answer::Verdict(auth.verify_apop(&user, &timestamp, &digest)),
+        Check::DigestMd5 {
+            user,
+            realm,
+            authzid,
+        } => match auth.digest_md5_secret(&user, &realm) {
+            Ok((canonical, secret)) => Answer::DigestMd5 {
+                secret,
+                outcome: if authorizes(auth, authzid.as_deref(), &canonical) {
+                    Ok(canonical)
+                } else {
+                    Err(Verdict::BadCredentials)
+                },
+            },
+            Err(verdict) => Answer::DigestMd5 {
+                secret: digest_md5_decoy(&user, &realm),
+                outcome: Err(verdict),
+            },
+        },
         Check::NtHash { user, fallback } => {
             Answer::NtHash(auth.ntlm_hash(nt_name(auth, &user, fallback.as_deref())))
         }
@@ -215,6 +257,12 @@ pub fn answer(auth: &dyn Authenticator, check: Check) -> Answer {
             "no bearer-token validator configured".into(),
         ))),
     }
+}
+
+/// A DIGEST-MD5 secret for a user who has none: made the way a `{PLAIN}` user's is, so it
+/// costs the same; the exchange it is used in fails whatever the response.
+pub fn digest_md5_decoy(user: &str, realm: &str) -> Secret {
+    Secret::new(crate::auth::digest_md5::secret(user, realm, b"decoy password").to_vec())
 }
 
 /// The name an NT-hash check is made as: `user` when it is a known name, else `fallback`

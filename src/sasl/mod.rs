@@ -3,11 +3,11 @@
 //! A mechanism is a sans-IO state machine with a single [`Mechanism::step`]: decoded client
 //! bytes in, a [`Step`] out. Base64 and the `334` / `+` framing belong to `smtp/` and `pop3/`.
 //! A mechanism never checks a credential itself: when it needs one checked (a password, a
-//! CRAM-MD5 digest, the stored NT hash or SCRAM keys, a bearer token) it returns
-//! [`Step::Verify`] with a [`Check`], and whoever drives it (the session driver, through the
-//! verification path that runs slow hashes off the async workers and calls identity providers
-//! asynchronously) feeds the [`Answer`] back with [`Mechanism::resume`]. Which user exists and
-//! which password is right is decided behind that round trip, never here.
+//! CRAM-MD5 digest, the DIGEST-MD5 secret, the stored NT hash or SCRAM keys, a bearer token)
+//! it returns [`Step::Verify`] with a [`Check`], and whoever drives it (the session driver,
+//! through the verification path that runs slow hashes off the async workers and calls
+//! identity providers asynchronously) feeds the [`Answer`] back with [`Mechanism::resume`].
+//! Which user exists and which password is right is decided behind that round trip, never here.
 //!
 //! # Contract for mechanisms
 //! - `step` MUST be called first with the initial response (`Some`) if the client sent one,
@@ -21,6 +21,7 @@
 
 mod check;
 pub mod cram_md5;
+pub mod digest_md5;
 pub mod external;
 pub mod login;
 pub mod ntlm;
@@ -38,7 +39,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use check::{Answer, Check, NO_SUCH_USER, answer, nt_name, runs_slow};
+pub use check::{Answer, Check, NO_SUCH_USER, answer, digest_md5_decoy, nt_name, runs_slow};
 
 use crate::auth::Authenticator;
 
@@ -151,6 +152,9 @@ pub struct Context {
     pub options: Arc<Options>,
     /// The server's host name, for challenges.
     pub hostname: String,
+    /// The GSSAPI service name of the protocol (`smtp`, `pop`), which DIGEST-MD5's
+    /// `digest-uri` must name.
+    pub service: &'static str,
     /// A fresh unique token for this attempt, used in challenges such as CRAM-MD5's
     /// `<token@hostname>`.
     pub nonce: String,
@@ -190,6 +194,11 @@ pub struct Options {
     /// connection: SCRAM then refuses a client that says it could bind but thinks the server
     /// cannot (RFC 5802 §6, downgrade protection).
     pub channel_binding_offered: bool,
+    /// The realm announced in DIGEST-MD5 challenges (`[auth] digest_md5_realm`).
+    pub digest_md5_realm: String,
+    /// The host names (lower case) a DIGEST-MD5 `digest-uri` may name: `hostname` and
+    /// `[auth] digest_md5_hosts`. Empty: the context's host name only.
+    pub digest_md5_hosts: Vec<String>,
 }
 
 /// Channel-binding data (RFC 5929, RFC 9266) of a TLS session, for SCRAM-*-PLUS.
@@ -240,6 +249,8 @@ pub struct Environment {
     pub options: Arc<Options>,
     /// The server's host name.
     pub hostname: String,
+    /// The GSSAPI service name of the protocol: `smtp` or `pop`.
+    pub service: &'static str,
     /// The session id, the stem of each attempt's nonce.
     pub session: String,
     /// 32 random bytes made at connection start; each attempt's randomness is derived from it.
@@ -253,8 +264,8 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// An environment with no token validator, default options and no TLS; `seed` must be
-    /// fresh randomness for each connection.
+    /// An environment with no token validator, default options, no TLS and the `smtp`
+    /// service; `seed` must be fresh randomness for each connection.
     pub fn basic(
         auth: Arc<dyn Authenticator>,
         hostname: &str,
@@ -266,6 +277,7 @@ impl Environment {
             bearer_tokens: false,
             options: Arc::new(Options::default()),
             hostname: hostname.to_string(),
+            service: "smtp",
             session: session.to_string(),
             seed,
             now: SystemTime::UNIX_EPOCH,
@@ -285,6 +297,7 @@ impl Environment {
         Context {
             options: self.options.clone(),
             hostname: self.hostname.clone(),
+            service: self.service,
             // Random as well as unique: a CRAM-MD5 challenge must never repeat, not even
             // across restarts, or a sniffed exchange could be replayed.
             nonce: format!(
@@ -397,6 +410,15 @@ pub static MECHANISMS: &[Descriptor] = &[
         client_certificate: false,
         initial_response_verifies: false,
         start: cram_md5::start,
+    },
+    Descriptor {
+        name: "DIGEST-MD5",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
+        client_certificate: false,
+        initial_response_verifies: false,
+        start: digest_md5::start,
     },
     Descriptor {
         name: "NTLM",

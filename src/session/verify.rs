@@ -120,6 +120,7 @@ impl Verifier {
             Check::Password { user, .. }
             | Check::CramMd5 { user, .. }
             | Check::Apop { user, .. }
+            | Check::DigestMd5 { user, .. }
             | Check::Scram { user, .. }
             | Check::Certificate { user, .. } => Some(user.clone()),
             Check::NtHash { user, fallback } => {
@@ -202,6 +203,10 @@ fn unavailable(users: &dyn Authenticator, check: &Check, why: &'static str) -> A
         | Check::Apop { .. }
         | Check::Certificate { .. } => Answer::Verdict(Verdict::Unavailable(why)),
         Check::NtHash { .. } => Answer::NtHash(Err(Verdict::Unavailable(why))),
+        Check::DigestMd5 { user, realm, .. } => Answer::DigestMd5 {
+            secret: crate::sasl::digest_md5_decoy(user, realm),
+            outcome: Err(Verdict::Unavailable(why)),
+        },
         Check::Scram { user, hash, .. } => Answer::Scram {
             credentials: users.scram_decoy(user, *hash),
             outcome: Err(Verdict::Unavailable(why)),

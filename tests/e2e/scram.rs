@@ -26,7 +26,7 @@ async fn gateway() -> Gateway {
     let users = dir.path().join("users");
     std::fs::write(&users, USERS).expect("users file");
     let mechanisms: Vec<String> = ["SCRAM-SHA-256", "SCRAM-SHA-1"].map(String::from).to_vec();
-    let forms = mailgate::auth::stored_forms(CAROL_PASSWORD.as_bytes(), &mechanisms);
+    let forms = mailgate::auth::stored_forms("carol", CAROL_PASSWORD.as_bytes(), &mechanisms, None);
     mailgate::auth::set_user(&users, "carol", &forms).expect("set carol");
     let text = config_text("").replace("[auth]\n", &format!("[auth]\n{MECHANISMS}\n"));
     Gateway::start_in(dir, &text).await
@@ -486,7 +486,7 @@ async fn a_plain_login_derives_scram_keys() {
     let dir = tempfile::tempdir().expect("temp dir");
     let users = dir.path().join("users");
     std::fs::write(&users, USERS).expect("users file");
-    let forms = mailgate::auth::stored_forms(b"dave's pw", &[]);
+    let forms = mailgate::auth::stored_forms("dave", b"dave's pw", &[], None);
     mailgate::auth::set_user(&users, "dave", &forms).expect("set dave");
     let text = config_text("").replace(
         "[auth]\n",

@@ -29,6 +29,10 @@ pub struct AuthFile {
     pub ntlm_domain: Option<String>,
     /// Accept NTLMv1 and NTLMv1 with extended session security. Default false.
     pub ntlm_v1: bool,
+    /// The realm announced in DIGEST-MD5 challenges. Default: `hostname`.
+    pub digest_md5_realm: Option<String>,
+    /// Host names a DIGEST-MD5 `digest-uri` may name besides `hostname`. Default empty.
+    pub digest_md5_hosts: Vec<String>,
     /// After a successful plaintext login, store the forms stronger mechanisms need.
     /// Default false.
     pub derive_on_login: bool,
@@ -54,6 +58,8 @@ impl Default for AuthFile {
             throttle: ThrottleFile::default(),
             ntlm_domain: None,
             ntlm_v1: false,
+            digest_md5_realm: None,
+            digest_md5_hosts: Vec::new(),
             derive_on_login: false,
             oauth: None,
             upstream: None,

@@ -11,7 +11,54 @@ use crate::config::{
     Throttle,
 };
 
+/// Whether `s` can go into a DIGEST-MD5 quoted string without escapes, and into a log line:
+/// up to 255 visible ASCII characters other than `"` and `\`.
+fn digest_token(s: &str) -> bool {
+    s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 impl Checker<'_> {
+    /// `[auth] digest_md5_realm`, or `hostname` when unset.
+    fn digest_realm(&mut self, realm: Option<&str>, hostname: &str) -> String {
+        match realm {
+            Some(r) if !digest_token(r) => {
+                self.bad(
+                    "auth.digest_md5_realm",
+                    None,
+                    format!("\"{r}\" is not a usable realm"),
+                    "write up to 255 visible ASCII characters other than '\"' and '\\', \
+                     e.g. \"example.org\"",
+                );
+                r.to_owned()
+            }
+            Some(r) => r.to_owned(),
+            None => hostname.to_owned(),
+        }
+    }
+
+    /// `hostname` and `[auth] digest_md5_hosts`, lower case, each once.
+    fn digest_hosts(&mut self, hosts: &[String], hostname: &str) -> Vec<String> {
+        let mut out = vec![hostname.to_ascii_lowercase()];
+        for (i, host) in hosts.iter().enumerate() {
+            if host.is_empty() || !digest_token(host) || host.contains('/') {
+                self.bad(
+                    "auth.digest_md5_hosts",
+                    Some(i),
+                    format!("\"{host}\" is not a host name"),
+                    "write the name clients connect to, e.g. \"mail.example.org\" or \
+                     \"192.0.2.25\"",
+                );
+            }
+            let host = host.to_ascii_lowercase();
+            if !out.contains(&host) {
+                out.push(host);
+            }
+        }
+        out
+    }
+
     pub(super) fn auth(&mut self, base: &Path, f: &File) -> AuthConfig {
         let a = &f.auth;
         let mut mechanisms: Vec<String> = Vec::new();
@@ -113,6 +160,8 @@ impl Checker<'_> {
                     .to_ascii_uppercase(),
             },
             ntlm_v1: a.ntlm_v1,
+            digest_md5_realm: self.digest_realm(a.digest_md5_realm.as_deref(), &f.hostname),
+            digest_md5_hosts: self.digest_hosts(&a.digest_md5_hosts, &f.hostname),
             derive_on_login: a.derive_on_login,
             oauth: a.oauth.as_ref().map(|o| self.oauth(base, o)),
             external: a.external.as_ref().map(|e| self.external(base, e)),
