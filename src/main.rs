@@ -257,6 +257,11 @@ fn serve(path: &Path) -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
+        // Before the listeners open: a SIGTERM that comes as soon as a port answers must find
+        // the handler (the default action would end the process without a clean stop).
+        let Some(stop_signals) = signals() else {
+            return ExitCode::FAILURE;
+        };
         let server = match mailgate::server::Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -264,24 +269,43 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(signals(shutdown.clone()));
-        tokio::spawn(reloads(path.to_path_buf(), server.gateway()));
+        let Signals { term, int, hup } = stop_signals;
+        tokio::spawn(stop_on(term, int, shutdown.clone()));
+        tokio::spawn(reloads(hup, path.to_path_buf(), server.gateway()));
         server.run(shutdown).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-async fn signals(shutdown: CancellationToken) {
+/// SIGTERM, SIGINT (stop) and SIGHUP (reload), caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// Installs the signal handlers (in the runtime), or says why not.
+fn signals() -> Option<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+    let installed = (|| {
+        Ok::<_, std::io::Error>(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    })();
+    installed
+        .map_err(|e| tracing::error!("cannot install signal handlers: {e}"))
+        .ok()
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn stop_on(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    shutdown: CancellationToken,
+) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
@@ -291,12 +315,11 @@ async fn signals(shutdown: CancellationToken) {
 
 /// Reloads the configuration on SIGHUP; a config with errors is refused and the running one
 /// kept.
-async fn reloads(path: PathBuf, shared: std::sync::Arc<mailgate::gateway::Gateway>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler");
-        return;
-    };
+async fn reloads(
+    mut hup: tokio::signal::unix::Signal,
+    path: PathBuf,
+    shared: std::sync::Arc<mailgate::gateway::Gateway>,
+) {
     while hup.recv().await.is_some() {
         let loaded = {
             let path = path.clone();
