@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::one_message::{OneMessage, malformed};
 use super::{
     Answer, Check, ClientCertificate, Context, Failure, Identity, MAX_TOKEN_LEN, Mechanism, Step,
 };
@@ -26,48 +27,32 @@ pub const OTHER_AUTHZID: &str = "authorization identity is not the certificate's
 pub fn start(ctx: &Context) -> Box<dyn Mechanism> {
     Box::new(External {
         cert: ctx.client_cert.clone(),
-        state: State::Start,
+        state: OneMessage::Start,
     })
 }
 
 struct External {
     cert: Option<Arc<ClientCertificate>>,
-    state: State,
-}
-
-enum State {
-    /// Nothing received yet.
-    Start,
-    /// The empty challenge was sent; the authorization identity comes next.
-    AwaitingResponse,
-    /// The certificate's user is being looked up.
-    AwaitingVerdict,
-    /// Success or failure was returned.
-    Done,
+    state: OneMessage,
 }
 
 impl Mechanism for External {
     fn step(&mut self, input: Option<&[u8]>) -> Step {
-        match (std::mem::replace(&mut self.state, State::Done), input) {
-            (State::Start, None) => {
-                self.state = State::AwaitingResponse;
-                Step::Challenge(Vec::new())
-            }
-            (State::Start | State::AwaitingResponse, Some(message)) => self.finish(message),
-            (State::AwaitingResponse, None) => malformed("missing client response"),
-            (State::AwaitingVerdict | State::Done, _) => malformed("exchange already finished"),
-        }
+        let mut state = self.state;
+        let step = state.step(input, |message| self.finish(message));
+        self.state = state;
+        step
     }
 
     fn resume(&mut self, answer: Answer) -> Step {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitingVerdict => match answer.into_verdict() {
-                Verdict::Ok(user) => Step::Success(Identity { user }),
-                Verdict::BadCredentials => refused(OTHER_AUTHZID),
-                Verdict::Unavailable(why) => refused(why),
-                Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
-            },
-            _ => malformed("no credential check was pending"),
+        if !self.state.take_verdict() {
+            return malformed("no credential check was pending");
+        }
+        match answer.into_verdict() {
+            Verdict::Ok(user) => Step::Success(Identity { user }),
+            Verdict::BadCredentials => refused(OTHER_AUTHZID),
+            Verdict::Unavailable(why) => refused(why),
+            Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
         }
     }
 
@@ -95,7 +80,6 @@ impl External {
             Ok(user) => user.clone(),
             Err(why) => return refused(why),
         };
-        self.state = State::AwaitingVerdict;
         Step::Verify(Check::Certificate {
             user,
             authzid: (!authzid.is_empty()).then(|| authzid.to_owned()),
@@ -105,10 +89,6 @@ impl External {
 
 fn refused(why: &'static str) -> Step {
     Step::Failure(Failure::Refused(why))
-}
-
-fn malformed(why: &'static str) -> Step {
-    Step::Failure(Failure::Malformed(why))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod login;
 pub mod ntlm;
 pub mod oauth_message;
 pub mod oauthbearer;
+mod one_message;
 pub mod plain;
 pub mod scram;
 #[cfg(test)]

@@ -12,13 +12,14 @@ use std::borrow::Cow;
 
 use zeroize::Zeroizing;
 
+use super::one_message::{OneMessage, malformed};
 use super::{Answer, Check, Context, Failure, Identity, MAX_TOKEN_LEN, Mechanism, Step};
 use crate::auth::{Secret, Verdict};
 
 /// Starts an exchange.
 pub fn start(_ctx: &Context) -> Box<dyn Mechanism> {
     Box::new(Plain {
-        state: State::Start,
+        state: OneMessage::Start,
         user: None,
     })
 }
@@ -34,38 +35,23 @@ pub(super) fn verdict_step(verdict: Verdict) -> Step {
 }
 
 struct Plain {
-    state: State,
+    state: OneMessage,
     user: Option<String>,
-}
-
-enum State {
-    /// Nothing received yet.
-    Start,
-    /// The empty challenge was sent; the response comes next.
-    AwaitingResponse,
-    /// The credentials are being checked.
-    AwaitingVerdict,
-    /// Success or failure was returned.
-    Done,
 }
 
 impl Mechanism for Plain {
     fn step(&mut self, input: Option<&[u8]>) -> Step {
-        match (std::mem::replace(&mut self.state, State::Done), input) {
-            (State::Start, None) => {
-                self.state = State::AwaitingResponse;
-                Step::Challenge(Vec::new())
-            }
-            (State::Start | State::AwaitingResponse, Some(message)) => self.finish(message),
-            (State::AwaitingResponse, None) => malformed("missing client response"),
-            (State::AwaitingVerdict | State::Done, _) => malformed("exchange already finished"),
-        }
+        let mut state = self.state;
+        let step = state.step(input, |message| self.finish(message));
+        self.state = state;
+        step
     }
 
     fn resume(&mut self, answer: Answer) -> Step {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitingVerdict => verdict_step(answer.into_verdict()),
-            _ => malformed("no credential check was pending"),
+        if self.state.take_verdict() {
+            verdict_step(answer.into_verdict())
+        } else {
+            malformed("no credential check was pending")
         }
     }
 
@@ -92,7 +78,6 @@ impl Plain {
         if authcid.is_empty() || password.is_empty() {
             return malformed("identity or password empty after SASLprep");
         }
-        self.state = State::AwaitingVerdict;
         Step::Verify(Check::Password {
             user: authcid.into_owned(),
             password: Secret::new(password.as_bytes().to_vec()),
@@ -121,10 +106,6 @@ fn parse(message: &[u8]) -> Result<(&str, &str, &str), &'static str> {
         return Err("empty password");
     }
     Ok((authzid, authcid, password))
-}
-
-fn malformed(why: &'static str) -> Step {
-    Step::Failure(Failure::Malformed(why))
 }
 
 #[cfg(test)]
