@@ -28,6 +28,7 @@ mod deferred;
 mod derive;
 mod file;
 mod legacy;
+pub mod principal;
 mod scheme;
 pub mod scram;
 mod store;

@@ -193,6 +193,20 @@ pub struct AuthConfig {
     pub oauth: Option<OAuthConfig>,
     /// Passwords checked against the old mail server, if configured.
     pub upstream: Option<AuthUpstream>,
+    /// Kerberos logins (GSSAPI), if configured (only in builds with the `gssapi` feature).
+    pub gssapi: Option<GssapiConfig>,
+}
+
+/// `[auth.gssapi]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GssapiConfig {
+    /// The keytab with the service principals `smtp/<hostname>` and `pop/<hostname>`.
+    /// Absolute.
+    pub keytab: PathBuf,
+    /// Realms whose single-component principals log in as the user of that name.
+    pub realms: Vec<String>,
+    /// Exceptions: whole principal -> canonical user.
+    pub user_map: std::collections::BTreeMap<String, String>,
 }
 
 /// `[auth.oauth]`.

@@ -58,6 +58,9 @@ pub enum Error {
     /// The old server's settings could not be loaded (its CA file).
     #[error("{0}")]
     Upstream(String),
+    /// The Kerberos acceptor credentials could not be acquired from the keytab.
+    #[error("{0}")]
+    Gssapi(String),
     /// The state directory could not be created.
     #[error("state directory {path}: {source}")]
     StateDir {
@@ -309,6 +312,18 @@ impl Gateway {
             );
             verifier = verifier.with_upstream(Arc::new(checker));
         }
+        #[cfg(feature = "gssapi")]
+        if let Some(g) = &config.auth.gssapi {
+            let acceptor = crate::session::gssapi::Acceptor::new(g, &config.hostname)
+                .map_err(|e| Error::Gssapi(format!("[auth.gssapi] {e}")))?;
+            tracing::info!(
+                keytab = %g.keytab.display(),
+                realms = ?g.realms,
+                "GSSAPI logins accepted for smtp/{0} and pop/{0}",
+                config.hostname
+            );
+            verifier = verifier.with_gssapi(Arc::new(acceptor));
+        }
         let pop3_proxy = match &config.pop3_proxy {
             Some(p) => {
                 let proxy = crate::upstream::proxy::Pop3Proxy::new(p).map_err(Error::Upstream)?;
@@ -366,16 +381,20 @@ impl Gateway {
         format!("{:08x}{n:06x}", self.started & 0xffff_ffff)
     }
 
-    /// The SASL environment for one connection phase; `tls` is the TLS session, if any, with
+    /// The SASL environment for one connection phase of the protocol whose GSSAPI service name
+    /// is `service` (`smtp`, `pop`); `tls` is the TLS session, if any, with
     /// the `tls-server-end-point` hash of the certificate that session was made with.
     pub fn sasl_environment(
         &self,
+        service: &'static str,
         session: &str,
         tls: Option<TlsPhase<'_>>,
     ) -> crate::sasl::Environment {
         crate::sasl::Environment {
             auth: self.users.clone(),
             bearer_tokens: self.verifier.has_tokens(),
+            gssapi: self.verifier.has_gssapi(),
+            service,
             options: self.sasl_options.clone(),
             hostname: self.config.hostname.clone(),
             session: session.to_string(),

@@ -308,7 +308,7 @@ fn settings(
     });
     Settings {
         hostname: cfg.hostname.clone(),
-        sasl: shared.sasl_environment(&conn.id, tls),
+        sasl: shared.sasl_environment("pop", &conn.id, tls),
         mechanisms: shared.mechanisms.clone(),
         plaintext_allowed: tls_active || shared.networks().plaintext_allowed(ip),
         stls_available: !tls_active,

@@ -98,7 +98,7 @@ impl Mechanism for XTest {
 
     fn resume(&mut self, answer: crate::sasl::Answer) -> Step {
         match answer.into_verdict() {
-            Verdict::Ok(user) => Step::Success(Identity { user }),
+            Verdict::Ok(user) => Step::Success(Identity::new(user)),
             Verdict::BadCredentials => Step::Failure(Failure::BadCredentials),
             Verdict::Unavailable(why) => Step::Failure(Failure::Unavailable(why)),
             Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
@@ -130,6 +130,7 @@ static XTEST: Descriptor = Descriptor {
     channel_binding: false,
     bearer_token: false,
     initial_response_verifies: true,
+    kerberos: false,
     start: start_xtest,
 };
 static XPLAIN: Descriptor = Descriptor {
@@ -138,6 +139,7 @@ static XPLAIN: Descriptor = Descriptor {
     channel_binding: false,
     bearer_token: false,
     initial_response_verifies: true,
+    kerberos: false,
     start: start_xtest,
 };
 

@@ -21,6 +21,8 @@
 
 mod check;
 pub mod cram_md5;
+#[cfg(feature = "gssapi")]
+pub mod gssapi;
 pub mod login;
 pub mod ntlm;
 pub mod oauth_message;
@@ -63,6 +65,18 @@ pub enum Step {
 pub struct Identity {
     /// The canonical user name (the users-file key; also the mailbox name).
     pub user: String,
+    /// The Kerberos principal that authenticated (GSSAPI), for the audit record.
+    pub principal: Option<String>,
+}
+
+impl Identity {
+    /// The identity of `user`, with no principal.
+    pub fn new(user: impl Into<String>) -> Identity {
+        Identity {
+            user: user.into(),
+            principal: None,
+        }
+    }
 }
 
 /// How a [`Failure::Temporary`] starts in the log note of a failed login, which is how the
@@ -150,6 +164,9 @@ pub struct Context {
     pub options: Arc<Options>,
     /// The server's host name, for challenges.
     pub hostname: String,
+    /// The GSSAPI service name of the protocol: `smtp` or `pop` (RFC 4752 §3.1 with the
+    /// names of RFC 4954 and RFC 5034).
+    pub service: &'static str,
     /// A fresh unique token for this attempt, used in challenges such as CRAM-MD5's
     /// `<token@hostname>`.
     pub nonce: String,
@@ -218,6 +235,10 @@ pub struct Environment {
     /// Whether a bearer-token validator is configured (XOAUTH2 and OAUTHBEARER can be
     /// offered).
     pub bearer_tokens: bool,
+    /// Whether Kerberos acceptor credentials are loaded (GSSAPI can be offered).
+    pub gssapi: bool,
+    /// The GSSAPI service name of the protocol: `smtp` or `pop`.
+    pub service: &'static str,
     /// Mechanism settings.
     pub options: Arc<Options>,
     /// The server's host name.
@@ -233,8 +254,8 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// An environment with no token validator, default options and no TLS; `seed` must be
-    /// fresh randomness for each connection.
+    /// An SMTP environment with no token validator, no Kerberos, default options and no TLS;
+    /// `seed` must be fresh randomness for each connection.
     pub fn basic(
         auth: Arc<dyn Authenticator>,
         hostname: &str,
@@ -244,6 +265,8 @@ impl Environment {
         Environment {
             auth,
             bearer_tokens: false,
+            gssapi: false,
+            service: "smtp",
             options: Arc::new(Options::default()),
             hostname: hostname.to_string(),
             session: session.to_string(),
@@ -264,6 +287,7 @@ impl Environment {
         Context {
             options: self.options.clone(),
             hostname: self.hostname.clone(),
+            service: self.service,
             // Random as well as unique: a CRAM-MD5 challenge must never repeat, not even
             // across restarts, or a sniffed exchange could be replayed.
             nonce: format!(
@@ -299,10 +323,12 @@ impl Environment {
     }
 
     /// Whether `desc` can be offered on this connection (apart from the plaintext rule, which
-    /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator.
+    /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator,
+    /// GSSAPI the keytab's credentials.
     pub fn can_offer(&self, desc: &Descriptor) -> bool {
         (!desc.channel_binding || self.channel_binding.is_some())
             && (!desc.bearer_token || self.bearer_tokens)
+            && (!desc.kerberos || self.gssapi)
     }
 }
 
@@ -327,6 +353,8 @@ pub struct Descriptor {
     /// rather than starting a longer exchange (LOGIN's user name, NTLM's NEGOTIATE, SCRAM's
     /// client-first message): the throttle takes its slot before such a line.
     pub initial_response_verifies: bool,
+    /// Whether the mechanism needs Kerberos acceptor credentials (GSSAPI).
+    pub kerberos: bool,
     /// Starts a new exchange.
     pub start: fn(&Context) -> Box<dyn Mechanism>,
 }
@@ -338,6 +366,7 @@ impl fmt::Debug for Descriptor {
             .field("plaintext", &self.plaintext)
             .field("channel_binding", &self.channel_binding)
             .field("bearer_token", &self.bearer_token)
+            .field("kerberos", &self.kerberos)
             .finish()
     }
 }
@@ -350,6 +379,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         initial_response_verifies: true,
+        kerberos: false,
         start: plain::start,
     },
     Descriptor {
@@ -358,6 +388,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: login::start,
     },
     Descriptor {
@@ -366,6 +397,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: cram_md5::start,
     },
     Descriptor {
@@ -374,6 +406,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: ntlm::start,
     },
     Descriptor {
@@ -382,6 +415,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha256,
     },
     Descriptor {
@@ -390,6 +424,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: true,
         bearer_token: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha256_plus,
     },
     Descriptor {
@@ -398,6 +433,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha1,
     },
     Descriptor {
@@ -406,6 +442,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: true,
         bearer_token: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha1_plus,
     },
     Descriptor {
@@ -414,6 +451,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: true,
         initial_response_verifies: true,
+        kerberos: false,
         start: xoauth2::start,
     },
     Descriptor {
@@ -422,7 +460,19 @@ pub static MECHANISMS: &[Descriptor] = &[
         channel_binding: false,
         bearer_token: true,
         initial_response_verifies: true,
+        kerberos: false,
         start: oauthbearer::start,
+    },
+    // Only in builds with the `gssapi` feature (MIT Kerberos).
+    #[cfg(feature = "gssapi")]
+    Descriptor {
+        name: "GSSAPI",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
+        initial_response_verifies: true,
+        kerberos: true,
+        start: gssapi::start,
     },
 ];
 

@@ -252,7 +252,7 @@ fn settings(shared: &Gateway, role: SmtpRole, conn: &Conn, tls: Option<TlsPhase<
         trusted: nets.trusted(ip),
         pop_before_smtp: pbs.enabled && pbs.listeners.contains(&role),
         restrict_sender: pbs.restrict_sender,
-        sasl: shared.sasl_environment(&conn.id, tls),
+        sasl: shared.sasl_environment("smtp", &conn.id, tls),
         policy: shared.policy(),
         mechanisms: shared.mechanisms.clone(),
         local_domains: nets.local_domains.clone(),

@@ -1,5 +1,5 @@
-//! The `[auth]` tables of the mirror: `[auth]` itself, `[auth.oauth]`, `[auth.throttle]`, and
-//! `[pop_before_smtp]`, each with its default functions.
+//! The `[auth]` tables of the mirror: `[auth]` itself, `[auth.oauth]`, `[auth.throttle]`,
+//! `[auth.gssapi]`, and `[pop_before_smtp]`, each with its default functions.
 
 use std::path::PathBuf;
 
@@ -37,6 +37,9 @@ pub struct AuthFile {
     pub upstream: Option<super::AuthUpstreamFile>,
     /// `[auth.ldap]`: checking passwords against the old box's directory.
     pub ldap: Option<super::AuthLdapFile>,
+    /// `[auth.gssapi]`: Kerberos logins (GSSAPI). Parsed by every build; a build without the
+    /// `gssapi` feature refuses it by name.
+    pub gssapi: Option<GssapiFile>,
 }
 
 impl Default for AuthFile {
@@ -55,8 +58,21 @@ impl Default for AuthFile {
             oauth: None,
             upstream: None,
             ldap: None,
+            gssapi: None,
         }
     }
+}
+
+/// `[auth.gssapi]`: the acceptor's keytab and how principals map to users.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GssapiFile {
+    /// The keytab holding `smtp/<hostname>` and `pop/<hostname>`. Required.
+    pub keytab: Option<PathBuf>,
+    /// Realms whose single-component principals log in as the user of that name.
+    pub realms: Vec<String>,
+    /// Exceptions: whole principal -> user.
+    pub user_map: std::collections::BTreeMap<String, String>,
 }
 
 /// `[auth.oauth]`: how bearer tokens (RFC 6750) are validated.

@@ -22,7 +22,7 @@ mod delivery;
 mod upstream;
 
 pub use auth::{
-    AuthFile, OAuthFile, PopBeforeSmtpFile, ThrottleFile, default_failure_delay,
+    AuthFile, GssapiFile, OAuthFile, PopBeforeSmtpFile, ThrottleFile, default_failure_delay,
     default_max_failures, default_mechanisms, default_users_file,
 };
 pub use delivery::{

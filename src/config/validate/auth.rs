@@ -20,6 +20,12 @@ impl Checker<'_> {
                     "list each mechanism once",
                 ),
                 Some(d) => mechanisms.push(d.name.to_string()),
+                None if name.eq_ignore_ascii_case("GSSAPI") => self.bad(
+                    "auth.mechanisms",
+                    Some(i),
+                    "GSSAPI is not in this build of mailgate".into(),
+                    super::gssapi::REBUILD,
+                ),
                 None => {
                     let known: Vec<&str> = crate::sasl::MECHANISMS.iter().map(|d| d.name).collect();
                     self.bad(
@@ -42,6 +48,7 @@ impl Checker<'_> {
                 );
             }
         }
+        let gssapi = self.gssapi(base, f, &mechanisms);
         let t = &a.throttle;
         let throttle = Throttle {
             free_failures: t.free_failures,
@@ -117,6 +124,7 @@ impl Checker<'_> {
                 (None, Some(l)) => Some(self.auth_ldap(base, l)),
                 (None, None) => None,
             },
+            gssapi,
         }
     }
 
