@@ -179,19 +179,23 @@ pub const NOT_A_USER: &str = "the principal's user is not in the users file";
 /// a missing acceptor key is the server's problem (temporary), anything else is a refused
 /// ticket (535) whose details go to the log.
 fn refusal(e: &GssError) -> Failure {
-    let major = e.major;
-    if major.contains(MajorFlags::GSS_S_DEFECTIVE_TOKEN) {
+    // The routine error is a number in bits 16-23 (RFC 2744 §3.9.1), not a set of flags:
+    // GSS_S_FAILURE (13) has every bit of GSS_S_DEFECTIVE_TOKEN (9), so compare the field.
+    let routine = e.major.bits() & ROUTINE_ERROR_MASK;
+    let is = |f: MajorFlags| routine == f.bits();
+    if is(MajorFlags::GSS_S_DEFECTIVE_TOKEN) {
         Failure::Malformed("defective GSSAPI token")
-    } else if major
-        .intersects(MajorFlags::GSS_S_CREDENTIALS_EXPIRED | MajorFlags::GSS_S_CONTEXT_EXPIRED)
-    {
+    } else if is(MajorFlags::GSS_S_CREDENTIALS_EXPIRED) || is(MajorFlags::GSS_S_CONTEXT_EXPIRED) {
         Failure::Refused("Kerberos ticket expired")
-    } else if major.contains(MajorFlags::GSS_S_NO_CRED) {
+    } else if is(MajorFlags::GSS_S_NO_CRED) {
         Failure::Temporary("temporary failure: no acceptor credential for the ticket")
     } else {
         Failure::Refused("Kerberos ticket refused")
     }
 }
+
+/// The routine-error field of a GSS major status (RFC 2744 §3.9.1).
+const ROUTINE_ERROR_MASK: u32 = 0x00ff_0000;
 
 /// The `KRB5_KTNAME` value that names `keytab`.
 pub fn ktname(cfg: &GssapiConfig) -> OsString {
@@ -218,4 +222,38 @@ pub fn reexec_with_keytab(cfg: &GssapiConfig) -> Result<(), String> {
         "cannot restart {} with KRB5_KTNAME set: {err}",
         exe.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(major: MajorFlags) -> Failure {
+        refusal(&GssError { major, minor: 0 })
+    }
+
+    #[test]
+    fn refusals_compare_the_routine_error() {
+        assert_eq!(
+            failure(MajorFlags::GSS_S_DEFECTIVE_TOKEN),
+            Failure::Malformed("defective GSSAPI token")
+        );
+        // A wrong service principal is a plain failure, which shares bits with the above.
+        assert_eq!(
+            failure(MajorFlags::GSS_S_FAILURE),
+            Failure::Refused("Kerberos ticket refused")
+        );
+        assert_eq!(
+            failure(MajorFlags::GSS_S_BAD_SIG),
+            Failure::Refused("Kerberos ticket refused")
+        );
+        assert_eq!(
+            failure(MajorFlags::GSS_S_CREDENTIALS_EXPIRED),
+            Failure::Refused("Kerberos ticket expired")
+        );
+        assert!(matches!(
+            failure(MajorFlags::GSS_S_NO_CRED),
+            Failure::Temporary(_)
+        ));
+    }
 }

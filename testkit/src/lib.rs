@@ -12,12 +12,14 @@
 //! - [`mech`]: a client exchange for each SASL mechanism and POP3 login method over a
 //!   [`client::Client`], and reading the audit log;
 //! - [`extra`]: editing test configs, running the built binary, waiting for conditions;
-//! - [`smarthost`]: a scriptable upstream SMTP server.
+//! - [`smarthost`]: a scriptable upstream SMTP server;
+//! - [`kdc`]: a private MIT Kerberos KDC on loopback, for the GSSAPI tests.
 
 pub mod client;
 pub mod directory;
 pub mod extra;
 pub mod jwt;
+pub mod kdc;
 pub mod mech;
 pub mod oldbox;
 pub mod sasl;

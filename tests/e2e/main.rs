@@ -18,6 +18,9 @@ mod cli_users;
 mod clients;
 mod dovecot_import;
 mod durability;
+// Kerberos logins: only in builds with the `gssapi` feature.
+#[cfg(feature = "gssapi")]
+mod gssapi;
 mod health;
 mod logs;
 mod metrics_flow;
