@@ -191,7 +191,11 @@ pub fn unserved(
     mechanisms: &[String],
     apop: bool,
 ) -> Vec<(String, &'static str)> {
-    let bearer = |m: &str| BEARER_MECHANISMS.iter().any(|b| b.eq_ignore_ascii_case(m));
+    // Tokens and Kerberos tickets need nothing stored here beyond the user's name.
+    let bearer = |m: &str| {
+        BEARER_MECHANISMS.iter().any(|b| b.eq_ignore_ascii_case(m))
+            || m.eq_ignore_ascii_case("GSSAPI")
+    };
     let apop = apop.then(|| "APOP".to_owned());
     mechanisms
         .iter()
