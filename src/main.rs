@@ -238,6 +238,16 @@ fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // GSSAPI's keytab is named to the Kerberos library through the environment: this
+    // replaces the process with one that has it, before anything is opened or bound
+    // (mailgate::session::gssapi explains why).
+    #[cfg(feature = "gssapi")]
+    if let Some(g) = &config.auth.gssapi
+        && let Err(e) = mailgate::session::gssapi::reexec_with_keytab(g)
+    {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = init_logging(&config) {
         eprintln!("{e}");
         return ExitCode::FAILURE;

@@ -254,12 +254,20 @@ const OTHER_METHODS: [&str; 9] = [
     "trusted-network",
 ];
 
+/// Mechanisms of optional build features that this build lacks: a rule may still name them,
+/// so that one policy serves binaries built with and without them.
+#[cfg(not(feature = "gssapi"))]
+const NOT_BUILT: &[&str] = &["GSSAPI"];
+#[cfg(feature = "gssapi")]
+const NOT_BUILT: &[&str] = &[];
+
 /// Every name a rule's `mechanisms` may hold, for messages.
 pub fn known_mechanisms() -> Vec<&'static str> {
     crate::sasl::MECHANISMS
         .iter()
         .map(|d| d.name)
         .chain(OTHER_METHODS)
+        .chain(NOT_BUILT.iter().copied())
         .collect()
 }
 
@@ -287,6 +295,14 @@ impl crate::audit::Record {
 
 #[cfg(test)]
 mod tests {
+    /// GSSAPI is a name rules may use in every build, with or without the feature.
+    #[test]
+    fn gssapi_is_known_in_every_build() {
+        assert!(super::known_mechanism("gssapi"));
+        let all = super::known_mechanisms();
+        assert_eq!(all.iter().filter(|m| **m == "GSSAPI").count(), 1, "{all:?}");
+    }
+
     use std::time::Duration;
 
     use super::*;

@@ -151,6 +151,8 @@ pub fn classify(mechanism: &str, tls: bool) -> Class {
         m if m.starts_with("SCRAM-") => Class::Modern,
         // A client certificate exists only over TLS.
         "EXTERNAL" if tls => Class::Modern,
+        // Kerberos: no password crosses the wire, with or without TLS.
+        "GSSAPI" => Class::Modern,
         // Anything unknown is treated as the weakest, so it shows up in the legacy report.
         _ => Class::Insecure,
     }
@@ -202,6 +204,9 @@ pub struct Event {
     /// The canonical user it resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The Kerberos principal that authenticated (GSSAPI), e.g. `alice@EXAMPLE.ORG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     /// The mechanism or method ("PLAIN", "NTLMv2", "USER", "APOP", "pop-before-smtp", ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mechanism: Option<String>,
@@ -250,6 +255,7 @@ impl Event {
             client_name: None,
             user_given: None,
             user: None,
+            principal: None,
             mechanism: None,
             result,
             class: None,

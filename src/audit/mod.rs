@@ -35,6 +35,8 @@ pub struct Record {
     pub user_given: Option<String>,
     /// The canonical user.
     pub user: Option<String>,
+    /// The Kerberos principal that authenticated (GSSAPI).
+    pub principal: Option<String>,
     /// The outcome.
     pub outcome: Outcome,
     /// The class.
@@ -60,6 +62,7 @@ impl Record {
             mechanism: mechanism.to_string(),
             user_given: None,
             user: None,
+            principal: None,
             outcome,
             class,
             rule: None,

@@ -30,6 +30,7 @@ mod derive;
 pub(crate) mod digest_md5;
 mod file;
 mod legacy;
+pub mod principal;
 mod scheme;
 pub mod scram;
 mod store;
@@ -204,10 +205,12 @@ pub fn unserved(
     mechanisms: &[String],
     apop: bool,
 ) -> Vec<(String, &'static str)> {
-    // Bearer tokens and client certificates (EXTERNAL) need nothing stored.
+    // Bearer tokens, client certificates (EXTERNAL) and Kerberos tickets (GSSAPI) need
+    // nothing stored beyond the user's name.
     let bearer = |m: &str| {
         BEARER_MECHANISMS.iter().any(|b| b.eq_ignore_ascii_case(m))
             || m.eq_ignore_ascii_case("EXTERNAL")
+            || m.eq_ignore_ascii_case("GSSAPI")
     };
     let apop = apop.then(|| "APOP".to_owned());
     mechanisms

@@ -39,6 +39,18 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
             ));
         }
     }
+    // The Kerberos library reads the keytab as the gateway's user; an unreadable one would
+    // stop `serve` when it acquires the service credentials.
+    if let Some(g) = &config.auth.gssapi
+        && let Err(e) = std::fs::File::open(&g.keytab)
+    {
+        problems.push(problem(
+            "auth.gssapi.keytab",
+            format!("{}: {e}", g.keytab.display()),
+            "write the keytab with kadmin's ktadd (smtp/<hostname> and pop/<hostname>), \
+             readable by the gateway's user",
+        ));
+    }
     let users = match mailgate::auth::UserStore::load(&config.auth.users_file) {
         Ok(u) => Some(u),
         Err(mailgate::auth::Error::Invalid {

@@ -223,6 +223,20 @@ pub struct AuthConfig {
     pub upstream: Option<AuthUpstream>,
     /// TLS client certificates for SASL EXTERNAL, if configured.
     pub external: Option<ExternalConfig>,
+    /// Kerberos logins (GSSAPI), if configured (only in builds with the `gssapi` feature).
+    pub gssapi: Option<GssapiConfig>,
+}
+
+/// `[auth.gssapi]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GssapiConfig {
+    /// The keytab with the service principals `smtp/<hostname>` and `pop/<hostname>`.
+    /// Absolute.
+    pub keytab: PathBuf,
+    /// Realms whose single-component principals log in as the user of that name.
+    pub realms: Vec<String>,
+    /// Exceptions: whole principal -> canonical user.
+    pub user_map: std::collections::BTreeMap<String, String>,
 }
 
 /// `[auth.external]`: the CA whose client certificates SASL EXTERNAL accepts (RFC 4422

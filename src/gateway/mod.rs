@@ -58,6 +58,9 @@ pub enum Error {
     /// The old server's settings could not be loaded (its CA file).
     #[error("{0}")]
     Upstream(String),
+    /// The Kerberos acceptor credentials could not be acquired from the keytab.
+    #[error("{0}")]
+    Gssapi(String),
     /// The state directory could not be created.
     #[error("state directory {path}: {source}")]
     StateDir {
@@ -312,6 +315,18 @@ impl Gateway {
             );
             verifier = verifier.with_upstream(Arc::new(checker));
         }
+        #[cfg(feature = "gssapi")]
+        if let Some(g) = &config.auth.gssapi {
+            let acceptor = crate::session::gssapi::Acceptor::new(g, &config.hostname)
+                .map_err(|e| Error::Gssapi(format!("[auth.gssapi] {e}")))?;
+            tracing::info!(
+                keytab = %g.keytab.display(),
+                realms = ?g.realms,
+                "GSSAPI logins accepted for smtp/{0} and pop/{0}",
+                config.hostname
+            );
+            verifier = verifier.with_gssapi(Arc::new(acceptor));
+        }
         let pop3_proxy = match &config.pop3_proxy {
             Some(p) => {
                 let proxy = crate::upstream::proxy::Pop3Proxy::new(p).map_err(Error::Upstream)?;
@@ -369,10 +384,11 @@ impl Gateway {
         format!("{:08x}{n:06x}", self.started & 0xffff_ffff)
     }
 
-    /// The SASL environment for one connection phase of `service` (`smtp` or `pop`); `tls` is
-    /// the TLS session, if any, with the setup it was made with: the `tls-server-end-point`
-    /// hash of its certificate, and the `[auth.external]` CA its client certificate (if any)
-    /// is judged by, by the gateway's clock.
+    /// The SASL environment for one connection phase of the protocol whose GSSAPI service name
+    /// is `service` (`smtp`, `pop`; DIGEST-MD5's `digest-uri` names it too); `tls` is the TLS
+    /// session, if any, with the setup it was made with: the `tls-server-end-point` hash of
+    /// its certificate, and the `[auth.external]` CA its client certificate (if any) is judged
+    /// by, by the gateway's clock.
     pub fn sasl_environment(
         &self,
         service: &'static str,
@@ -382,9 +398,10 @@ impl Gateway {
         crate::sasl::Environment {
             auth: self.users.clone(),
             bearer_tokens: self.verifier.has_tokens(),
+            gssapi: self.verifier.has_gssapi(),
+            service,
             options: self.sasl_options.clone(),
             hostname: self.config.hostname.clone(),
-            service,
             session: session.to_string(),
             seed: rand::random(),
             now: self.clock.now(),

@@ -98,7 +98,7 @@ impl Mechanism for XTest {
 
     fn resume(&mut self, answer: crate::sasl::Answer) -> Step {
         match answer.into_verdict() {
-            Verdict::Ok(user) => Step::Success(Identity { user }),
+            Verdict::Ok(user) => Step::Success(Identity::new(user)),
             Verdict::BadCredentials => Step::Failure(Failure::BadCredentials),
             Verdict::Unavailable(why) => Step::Failure(Failure::Unavailable(why)),
             Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
@@ -131,6 +131,7 @@ static XTEST: Descriptor = Descriptor {
     bearer_token: false,
     client_certificate: false,
     initial_response_verifies: true,
+    kerberos: false,
     start: start_xtest,
 };
 static XPLAIN: Descriptor = Descriptor {
@@ -140,6 +141,7 @@ static XPLAIN: Descriptor = Descriptor {
     bearer_token: false,
     client_certificate: false,
     initial_response_verifies: true,
+    kerberos: false,
     start: start_xtest,
 };
 

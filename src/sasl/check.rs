@@ -99,6 +99,19 @@ pub enum Check {
         /// The user the client named, if any.
         claimed: Option<String>,
     },
+    /// A GSSAPI context token (RFC 4752) for the service `service` (`smtp` or `pop`), to be
+    /// fed to `context` (created with the service's acceptor credential on first use), and
+    /// the client's principal mapped to a user once the context is established. Answered
+    /// with [`Answer::Gssapi`].
+    #[cfg(feature = "gssapi")]
+    Gssapi {
+        /// The GSSAPI service name.
+        service: &'static str,
+        /// The client's context token.
+        token: Vec<u8>,
+        /// The security context of the exchange.
+        context: super::gssapi::GssContext,
+    },
 }
 
 impl Check {
@@ -113,6 +126,8 @@ impl Check {
             Check::Scram { .. } => "scram",
             Check::Certificate { .. } => "certificate",
             Check::Token { .. } => "token",
+            #[cfg(feature = "gssapi")]
+            Check::Gssapi { .. } => "gssapi",
         }
     }
 }
@@ -142,6 +157,9 @@ pub enum Answer {
     },
     /// For [`Check::Token`]: the canonical user, or why the token was refused.
     Token(Result<String, TokenError>),
+    /// For [`Check::Gssapi`]: the next token, the established context's user, or why not.
+    #[cfg(feature = "gssapi")]
+    Gssapi(super::gssapi::GssAnswer),
 }
 
 impl Answer {
@@ -171,12 +189,16 @@ pub fn runs_slow(auth: &dyn Authenticator, check: &Check) -> bool {
         | Check::NtHash { .. } => false,
         Check::Certificate { .. } => false,
         Check::Token { .. } => false,
+        // Not answered from the users file: the verification path steps the context itself.
+        #[cfg(feature = "gssapi")]
+        Check::Gssapi { .. } => false,
     }
 }
 
 /// Answers `check` from `auth`; blocking when [`runs_slow`] says so. A cleartext password
 /// that verifies is passed on to [`Authenticator::plaintext_login`] (`derive_on_login`).
-/// A [`Check::Token`] is answered as unavailable: tokens go to a token validator.
+/// A [`Check::Token`] is answered as unavailable: tokens go to a token validator (and a
+/// GSSAPI token to the Kerberos acceptor).
 pub fn answer(auth: &dyn Authenticator, check: Check) -> Answer {
     match check {
         Check::Password {
@@ -256,6 +278,10 @@ pub fn answer(auth: &dyn Authenticator, check: Check) -> Answer {
         Check::Token { .. } => Answer::Token(Err(TokenError::Unavailable(
             "no bearer-token validator configured".into(),
         ))),
+        #[cfg(feature = "gssapi")]
+        Check::Gssapi { .. } => Answer::Gssapi(super::gssapi::GssAnswer::Failed(
+            super::Failure::Temporary("temporary failure: no Kerberos acceptor configured"),
+        )),
     }
 }
 

@@ -120,7 +120,7 @@ mod tests {
     const CHALLENGE: &[u8] = b"<1896.697170952@postoffice.reston.mci.net>";
 
     fn ok(user: &str) -> Step {
-        Step::Success(Identity { user: user.into() })
+        Step::Success(Identity::new(user))
     }
 
     fn exchange(response: &[u8]) -> Step {

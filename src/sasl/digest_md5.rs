@@ -252,7 +252,7 @@ impl DigestMd5 {
             return Step::Failure(Failure::BadCredentials);
         }
         let rspauth = response_value(&a1, nonce, &p.cnonce, &p.qop, b"", &p.digest_uri);
-        self.state = State::AwaitingAck(Identity { user });
+        self.state = State::AwaitingAck(Identity::new(user));
         let mut challenge = b"rspauth=".to_vec();
         challenge.extend_from_slice(&rspauth);
         Step::Challenge(challenge)

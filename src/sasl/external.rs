@@ -49,7 +49,7 @@ impl Mechanism for External {
             return malformed("no credential check was pending");
         }
         match answer.into_verdict() {
-            Verdict::Ok(user) => Step::Success(Identity { user }),
+            Verdict::Ok(user) => Step::Success(Identity::new(user)),
             Verdict::BadCredentials => refused(OTHER_AUTHZID),
             Verdict::Unavailable(why) => refused(why),
             Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
@@ -128,7 +128,7 @@ mod tests {
     }
 
     fn ok(user: &str) -> Step {
-        Step::Success(Identity { user: user.into() })
+        Step::Success(Identity::new(user))
     }
 
     #[test]

@@ -127,7 +127,7 @@ mod tests {
     const USERS: &str = "alice:{PLAIN}wonder land\nlatin:{PLAIN}caf\u{e9}\n";
 
     fn ok(user: &str) -> Step {
-        Step::Success(Identity { user: user.into() })
+        Step::Success(Identity::new(user))
     }
 
     fn challenge(bytes: &[u8]) -> Step {

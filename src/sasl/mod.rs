@@ -23,6 +23,8 @@ mod check;
 pub mod cram_md5;
 pub mod digest_md5;
 pub mod external;
+#[cfg(feature = "gssapi")]
+pub mod gssapi;
 pub mod login;
 pub mod ntlm;
 pub mod oauth_message;
@@ -66,6 +68,18 @@ pub enum Step {
 pub struct Identity {
     /// The canonical user name (the users-file key; also the mailbox name).
     pub user: String,
+    /// The Kerberos principal that authenticated (GSSAPI), for the audit record.
+    pub principal: Option<String>,
+}
+
+impl Identity {
+    /// The identity of `user`, with no principal.
+    pub fn new(user: impl Into<String>) -> Identity {
+        Identity {
+            user: user.into(),
+            principal: None,
+        }
+    }
 }
 
 /// How a [`Failure::Temporary`] starts in the log note of a failed login, which is how the
@@ -153,8 +167,8 @@ pub struct Context {
     pub options: Arc<Options>,
     /// The server's host name, for challenges.
     pub hostname: String,
-    /// The GSSAPI service name of the protocol (`smtp`, `pop`), which DIGEST-MD5's
-    /// `digest-uri` must name.
+    /// The GSSAPI service name of the protocol: `smtp` or `pop` (RFC 4752 §3.1 with the
+    /// names of RFC 4954 and RFC 5034), which DIGEST-MD5's `digest-uri` must name too.
     pub service: &'static str,
     /// A fresh unique token for this attempt, used in challenges such as CRAM-MD5's
     /// `<token@hostname>`.
@@ -246,12 +260,15 @@ pub struct Environment {
     /// Whether a bearer-token validator is configured (XOAUTH2 and OAUTHBEARER can be
     /// offered).
     pub bearer_tokens: bool,
+    /// Whether Kerberos acceptor credentials are loaded (GSSAPI can be offered).
+    pub gssapi: bool,
+    /// The GSSAPI service name of the protocol: `smtp` or `pop` (RFC 4752 §3.1 with the names
+    /// of RFC 4954 and RFC 5034), which DIGEST-MD5's `digest-uri` must name too.
+    pub service: &'static str,
     /// Mechanism settings.
     pub options: Arc<Options>,
     /// The server's host name.
     pub hostname: String,
-    /// The GSSAPI service name of the protocol: `smtp` or `pop`.
-    pub service: &'static str,
     /// The session id, the stem of each attempt's nonce.
     pub session: String,
     /// 32 random bytes made at connection start; each attempt's randomness is derived from it.
@@ -265,8 +282,8 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// An environment with no token validator, default options, no TLS and the `smtp`
-    /// service; `seed` must be fresh randomness for each connection.
+    /// An SMTP environment with no token validator, no Kerberos, default options and no TLS;
+    /// `seed` must be fresh randomness for each connection.
     pub fn basic(
         auth: Arc<dyn Authenticator>,
         hostname: &str,
@@ -276,9 +293,10 @@ impl Environment {
         Environment {
             auth,
             bearer_tokens: false,
+            gssapi: false,
+            service: "smtp",
             options: Arc::new(Options::default()),
             hostname: hostname.to_string(),
-            service: "smtp",
             session: session.to_string(),
             seed,
             now: SystemTime::UNIX_EPOCH,
@@ -336,11 +354,13 @@ impl Environment {
 
     /// Whether `desc` can be offered on this connection (apart from the plaintext rule, which
     /// the sessions apply): channel-binding mechanisms need TLS, token mechanisms a validator,
-    /// EXTERNAL a client certificate from the `[auth.external]` CA.
+    /// EXTERNAL a client certificate from the `[auth.external]` CA, GSSAPI the keytab's
+    /// credentials.
     pub fn can_offer(&self, desc: &Descriptor) -> bool {
         (!desc.channel_binding || self.channel_binding.is_some())
             && (!desc.bearer_token || self.bearer_tokens)
             && (!desc.client_certificate || self.client_cert.is_some())
+            && (!desc.kerberos || self.gssapi)
     }
 }
 
@@ -367,6 +387,8 @@ pub struct Descriptor {
     /// rather than starting a longer exchange (LOGIN's user name, NTLM's NEGOTIATE, SCRAM's
     /// client-first message): the throttle takes its slot before such a line.
     pub initial_response_verifies: bool,
+    /// Whether the mechanism needs Kerberos acceptor credentials (GSSAPI).
+    pub kerberos: bool,
     /// Starts a new exchange.
     pub start: fn(&Context) -> Box<dyn Mechanism>,
 }
@@ -379,6 +401,7 @@ impl fmt::Debug for Descriptor {
             .field("channel_binding", &self.channel_binding)
             .field("bearer_token", &self.bearer_token)
             .field("client_certificate", &self.client_certificate)
+            .field("kerberos", &self.kerberos)
             .finish()
     }
 }
@@ -392,6 +415,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: true,
+        kerberos: false,
         start: plain::start,
     },
     Descriptor {
@@ -401,6 +425,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: login::start,
     },
     Descriptor {
@@ -410,6 +435,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: cram_md5::start,
     },
     Descriptor {
@@ -419,6 +445,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: digest_md5::start,
     },
     Descriptor {
@@ -428,6 +455,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: ntlm::start,
     },
     Descriptor {
@@ -437,6 +465,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha256,
     },
     Descriptor {
@@ -446,6 +475,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha256_plus,
     },
     Descriptor {
@@ -455,6 +485,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha1,
     },
     Descriptor {
@@ -464,6 +495,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: false,
         initial_response_verifies: false,
+        kerberos: false,
         start: scram::start_sha1_plus,
     },
     Descriptor {
@@ -473,6 +505,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: true,
         client_certificate: false,
         initial_response_verifies: true,
+        kerberos: false,
         start: xoauth2::start,
     },
     Descriptor {
@@ -482,6 +515,7 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: true,
         client_certificate: false,
         initial_response_verifies: true,
+        kerberos: false,
         start: oauthbearer::start,
     },
     Descriptor {
@@ -491,7 +525,20 @@ pub static MECHANISMS: &[Descriptor] = &[
         bearer_token: false,
         client_certificate: true,
         initial_response_verifies: true,
+        kerberos: false,
         start: external::start,
+    },
+    // Only in builds with the `gssapi` feature (MIT Kerberos).
+    #[cfg(feature = "gssapi")]
+    Descriptor {
+        name: "GSSAPI",
+        plaintext: false,
+        channel_binding: false,
+        bearer_token: false,
+        client_certificate: false,
+        initial_response_verifies: true,
+        kerberos: true,
+        start: gssapi::start,
     },
 ];
 

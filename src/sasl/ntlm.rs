@@ -315,7 +315,7 @@ impl Ntlm {
         match self.verify(&nt_hash, pending) {
             Some(variant) => {
                 self.variant = Some(variant);
-                Step::Success(Identity { user: canonical })
+                Step::Success(Identity::new(canonical))
             }
             None => Step::Failure(Failure::BadCredentials),
         }

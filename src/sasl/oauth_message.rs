@@ -208,7 +208,7 @@ impl BearerExchange {
             )),
         };
         match result {
-            Ok(user) => Step::Success(Identity { user }),
+            Ok(user) => Step::Success(Identity::new(user)),
             Err(error) => {
                 let failure = match error {
                     TokenError::Unavailable(_) => {

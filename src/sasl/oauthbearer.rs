@@ -189,9 +189,7 @@ mod tests {
         let mut m = start(&ctx(dir.path()));
         assert_eq!(
             m.step(Some(&message("a=alice", &good))),
-            Step::Success(Identity {
-                user: "alice".into()
-            })
+            Step::Success(Identity::new("alice"))
         );
         let mut m = start(&ctx(dir.path()));
         assert_eq!(m.step(None), Step::Challenge(Vec::new()));

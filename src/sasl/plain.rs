@@ -27,7 +27,7 @@ pub fn start(_ctx: &Context) -> Box<dyn Mechanism> {
 /// Maps a verdict to the final step.
 pub(super) fn verdict_step(verdict: Verdict) -> Step {
     match verdict {
-        Verdict::Ok(user) => Step::Success(Identity { user }),
+        Verdict::Ok(user) => Step::Success(Identity::new(user)),
         Verdict::BadCredentials => Step::Failure(Failure::BadCredentials),
         Verdict::Unavailable(why) => Step::Failure(Failure::Unavailable(why)),
         Verdict::Temporary(why) => Step::Failure(Failure::Temporary(why)),
@@ -129,7 +129,7 @@ mod tests {
                          nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4\n";
 
     fn ok(user: &str) -> Step {
-        Step::Success(Identity { user: user.into() })
+        Step::Success(Identity::new(user))
     }
 
     fn run(message: &[u8]) -> Step {

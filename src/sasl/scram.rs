@@ -301,7 +301,7 @@ impl Scram {
         let server_signature = self
             .hash
             .hmac(keys.server_key.expose(), &[auth_message.as_bytes()]);
-        self.state = State::AwaitingAck(Identity { user: user.clone() });
+        self.state = State::AwaitingAck(Identity::new(user.clone()));
         Step::Challenge(message::server_final(&server_signature).into_bytes())
     }
 }

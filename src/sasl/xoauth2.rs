@@ -100,9 +100,7 @@ mod tests {
         let mut m = start(&ctx(dir.path()));
         assert_eq!(
             m.step(Some(&message("alice@example.test", &token))),
-            Step::Success(Identity {
-                user: "alice".into()
-            })
+            Step::Success(Identity::new("alice"))
         );
         assert_eq!(m.user(), Some("alice@example.test"));
         // Without an initial response: an empty challenge first.

@@ -42,6 +42,7 @@ pub fn event(shared: &Gateway, who: Who<'_>, record: &Record) -> Event {
     e.client_name = who.client_name;
     e.user_given = record.user_given.clone();
     e.user = record.user.clone();
+    e.principal = record.principal.clone();
     e.mechanism = Some(record.mechanism.clone());
     e.class = Some(record.class);
     e.rule = record.rule.clone();

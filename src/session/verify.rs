@@ -22,8 +22,12 @@
 //!   be stored. With `users = "all"`, a user the users file also holds is checked here when
 //!   the old server cannot answer.
 //!
-//! LDAP or Kerberos will be more sources behind [`Verifier::verify`]; the protocol cores do
-//! not change.
+//! - A GSSAPI context token (builds with the `gssapi` feature) is fed to the Kerberos
+//!   acceptor on the blocking pool, holding a slow slot, within the acceptor's own timeout
+//!   (`session::gssapi`); like a bearer token it names its user only once it is accepted, so
+//!   only the client's address is throttled before it.
+//!
+//! More sources go behind [`Verifier::verify`]; the protocol cores do not change.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     slow_slots: Arc<Semaphore>,
     upstream: Option<Arc<upstream::Checker>>,
+    #[cfg(feature = "gssapi")]
+    gssapi: Option<Arc<super::gssapi::Acceptor>>,
 }
 
 impl Verifier {
@@ -63,7 +69,24 @@ impl Verifier {
             clock,
             slow_slots: Arc::new(Semaphore::new(slow_slots.max(1))),
             upstream: None,
+            #[cfg(feature = "gssapi")]
+            gssapi: None,
         }
+    }
+
+    /// Accepts GSSAPI logins with `acceptor`'s credentials.
+    #[cfg(feature = "gssapi")]
+    pub fn with_gssapi(mut self, acceptor: Arc<super::gssapi::Acceptor>) -> Verifier {
+        self.gssapi = Some(acceptor);
+        self
+    }
+
+    /// Whether GSSAPI logins can be accepted (the keytab's credentials are loaded).
+    pub fn has_gssapi(&self) -> bool {
+        #[cfg(feature = "gssapi")]
+        return self.gssapi.is_some();
+        #[cfg(not(feature = "gssapi"))]
+        false
     }
 
     /// Checks the passwords of the users `checker` applies to against the old server.
@@ -107,6 +130,12 @@ impl Verifier {
             } if self.upstream_for(&user).is_some() => {
                 self.verify_upstream(user, password, authzid).await
             }
+            #[cfg(feature = "gssapi")]
+            Check::Gssapi {
+                service,
+                token,
+                context,
+            } => self.verify_gssapi(service, token, context).await,
             check if crate::sasl::runs_slow(&*self.users, &check) => self.verify_slow(check).await,
             check => crate::sasl::answer(&*self.users, check),
         }
@@ -127,7 +156,31 @@ impl Verifier {
                 Some(crate::sasl::nt_name(&*self.users, user, fallback.as_deref()).to_owned())
             }
             Check::Token { .. } => None,
+            #[cfg(feature = "gssapi")]
+            Check::Gssapi { .. } => None,
         }
+    }
+
+    /// Steps a GSSAPI context on the acceptor, holding one of the slow slots.
+    #[cfg(feature = "gssapi")]
+    async fn verify_gssapi(
+        &self,
+        service: &'static str,
+        token: Vec<u8>,
+        context: crate::sasl::gssapi::GssContext,
+    ) -> Answer {
+        use crate::sasl::gssapi::GssAnswer;
+        let Some(acceptor) = &self.gssapi else {
+            return Answer::Gssapi(GssAnswer::Failed(crate::sasl::Failure::Temporary(
+                "temporary failure: no Kerberos acceptor configured",
+            )));
+        };
+        let _slot = self.slow_slots.clone().acquire_owned().await.ok();
+        Answer::Gssapi(
+            acceptor
+                .step(self.users.clone(), service, token, context)
+                .await,
+        )
     }
 
     /// The old server's checker, if `user`'s password goes there.
@@ -212,6 +265,10 @@ fn unavailable(users: &dyn Authenticator, check: &Check, why: &'static str) -> A
             outcome: Err(Verdict::Unavailable(why)),
         },
         Check::Token { .. } => Answer::Token(Err(TokenError::Unavailable(why.into()))),
+        #[cfg(feature = "gssapi")]
+        Check::Gssapi { .. } => Answer::Gssapi(crate::sasl::gssapi::GssAnswer::Failed(
+            crate::sasl::Failure::Unavailable(why),
+        )),
     }
 }
 

@@ -71,6 +71,17 @@ impl Binary {
 
     /// Starts `<exe> serve --config <config>` logging at `level` (`MAILGATE_LOG`).
     pub fn start_with_log(exe: impl AsRef<Path>, config: &Path, level: &str) -> Binary {
+        Self::start_with_env(exe, config, level, &[])
+    }
+
+    /// As [`Binary::start_with_log`], with more environment variables (a Kerberos realm's
+    /// `KRB5_CONFIG`, ...).
+    pub fn start_with_env(
+        exe: impl AsRef<Path>,
+        config: &Path,
+        level: &str,
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Binary {
         let dir = config.parent().expect("config folder");
         let log = dir.join("gateway.log");
         let err = std::fs::OpenOptions::new()
@@ -82,6 +93,7 @@ impl Binary {
             .args(["serve", "--config"])
             .arg(config)
             .env("MAILGATE_LOG", level)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(err))
             .spawn()

@@ -13,13 +13,15 @@
 //!   [`client::Client`], and reading the audit log;
 //! - [`devices`]: a device CA, its client certificates and CRL (SASL EXTERNAL);
 //! - [`extra`]: editing test configs, running the built binary, waiting for conditions;
-//! - [`smarthost`]: a scriptable upstream SMTP server.
+//! - [`smarthost`]: a scriptable upstream SMTP server;
+//! - [`kdc`]: a private MIT Kerberos KDC on loopback, for the GSSAPI tests.
 
 pub mod client;
 pub mod devices;
 pub mod directory;
 pub mod extra;
 pub mod jwt;
+pub mod kdc;
 pub mod mech;
 pub mod oldbox;
 pub mod sasl;

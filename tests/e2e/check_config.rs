@@ -228,3 +228,42 @@ fn client_certificate_files_are_read_and_map_entries_checked() {
         said(&out)
     );
 }
+
+/// `[auth.gssapi]` in a build without the `gssapi` feature: check-config names the table's
+/// line and how to get a build that has it.
+#[cfg(not(feature = "gssapi"))]
+#[test]
+fn gssapi_in_a_build_without_it_says_how_to_get_it() {
+    let (_dir, config) =
+        site("\n[auth.gssapi]\nkeytab = \"mailgate.keytab\"\nrealms = [\"EXAMPLE.TEST\"]\n");
+    let out = check(&config, &["--no-bind"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    let line = line_of(&config, "[auth.gssapi]");
+    let want = format!("mailgate.toml:{line}: auth.gssapi: ");
+    assert!(said(&out).contains(&want), "{}", said(&out));
+    assert!(
+        said(&out).contains("rebuild with --features gssapi or install the Debian package"),
+        "{}",
+        said(&out)
+    );
+}
+
+/// With the feature, a keytab that cannot be read is a problem at its line.
+#[cfg(feature = "gssapi")]
+#[test]
+fn an_unreadable_keytab_is_named() {
+    let (_dir, config) =
+        site("\n[auth.gssapi]\nkeytab = \"missing.keytab\"\nrealms = [\"EXAMPLE.TEST\"]\n");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "failure_delay",
+        "mechanisms = [\"PLAIN\", \"GSSAPI\"]\nfailure_delay",
+    );
+    std::fs::write(&config, text).expect("config");
+    let out = check(&config, &["--no-bind"]);
+    assert!(!out.status.success(), "{}", said(&out));
+    let line = line_of(&config, "keytab =");
+    let want = format!("mailgate.toml:{line}: auth.gssapi.keytab: ");
+    assert!(said(&out).contains(&want), "{}", said(&out));
+    assert!(said(&out).contains("missing.keytab"), "{}", said(&out));
+}

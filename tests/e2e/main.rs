@@ -20,6 +20,9 @@ mod digest_md5;
 mod dovecot_import;
 mod durability;
 mod external;
+// Kerberos logins: only in builds with the `gssapi` feature.
+#[cfg(feature = "gssapi")]
+mod gssapi;
 mod health;
 #[cfg(feature = "legacy-tls")]
 mod legacy_tls;

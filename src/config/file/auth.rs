@@ -1,5 +1,6 @@
 //! The `[auth]` tables of the mirror: `[auth]` itself, `[auth.oauth]`, `[auth.external]`,
-//! `[auth.throttle]`, and `[pop_before_smtp]`, each with its default functions.
+//! `[auth.throttle]`, `[auth.gssapi]`, and `[pop_before_smtp]`, each with its default
+//! functions.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ pub struct AuthFile {
     pub ldap: Option<super::AuthLdapFile>,
     /// `[auth.external]`: TLS client certificates for SASL EXTERNAL.
     pub external: Option<ExternalFile>,
+    /// `[auth.gssapi]`: Kerberos logins (GSSAPI). Parsed by every build; a build without the
+    /// `gssapi` feature refuses it by name.
+    pub gssapi: Option<GssapiFile>,
 }
 
 impl Default for AuthFile {
@@ -65,6 +69,7 @@ impl Default for AuthFile {
             upstream: None,
             ldap: None,
             external: None,
+            gssapi: None,
         }
     }
 }
@@ -93,6 +98,18 @@ impl Default for ExternalFile {
             crl_file: None,
         }
     }
+}
+
+/// `[auth.gssapi]`: the acceptor's keytab and how principals map to users.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GssapiFile {
+    /// The keytab holding `smtp/<hostname>` and `pop/<hostname>`. Required.
+    pub keytab: Option<PathBuf>,
+    /// Realms whose single-component principals log in as the user of that name.
+    pub realms: Vec<String>,
+    /// Exceptions: whole principal -> user.
+    pub user_map: std::collections::BTreeMap<String, String>,
 }
 
 /// `[auth.oauth]`: how bearer tokens (RFC 6750) are validated.

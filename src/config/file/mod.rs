@@ -22,8 +22,8 @@ mod delivery;
 mod upstream;
 
 pub use auth::{
-    AuthFile, ExternalFile, OAuthFile, PopBeforeSmtpFile, ThrottleFile, default_failure_delay,
-    default_max_failures, default_mechanisms, default_users_file,
+    AuthFile, ExternalFile, GssapiFile, OAuthFile, PopBeforeSmtpFile, ThrottleFile,
+    default_failure_delay, default_max_failures, default_mechanisms, default_users_file,
 };
 pub use delivery::{
     DeliveryFile, RelayFile, UpstreamFile, UpstreamOAuthFile, default_command_timeout,

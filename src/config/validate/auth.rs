@@ -71,6 +71,12 @@ impl Checker<'_> {
                     "list each mechanism once",
                 ),
                 Some(d) => mechanisms.push(d.name.to_string()),
+                None if name.eq_ignore_ascii_case("GSSAPI") => self.bad(
+                    "auth.mechanisms",
+                    Some(i),
+                    "GSSAPI is not in this build of mailgate".into(),
+                    super::gssapi::REBUILD,
+                ),
                 None => {
                     let known: Vec<&str> = crate::sasl::MECHANISMS.iter().map(|d| d.name).collect();
                     self.bad(
@@ -101,6 +107,7 @@ impl Checker<'_> {
                 );
             }
         }
+        let gssapi = self.gssapi(base, f, &mechanisms);
         let t = &a.throttle;
         let throttle = Throttle {
             free_failures: t.free_failures,
@@ -179,6 +186,7 @@ impl Checker<'_> {
                 (None, Some(l)) => Some(self.auth_ldap(base, l)),
                 (None, None) => None,
             },
+            gssapi,
         }
     }
 

@@ -25,6 +25,7 @@ use super::{
 
 mod auth;
 mod delivery;
+mod gssapi;
 mod policy;
 mod upstream;
 

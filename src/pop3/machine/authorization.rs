@@ -284,7 +284,12 @@ impl Session {
             Step::Success(identity) => {
                 let mech = mechanism.detail().unwrap_or(name);
                 let given = mechanism.user().map(str::to_owned);
-                self.authenticated(identity.user, given, mech, format!("SASL {mech}"))
+                let mut out =
+                    self.authenticated(identity.user, given, mech, format!("SASL {mech}"));
+                if let Some(record) = &mut out.audit {
+                    record.principal = identity.principal;
+                }
+                out
             }
             Step::Failure(failure) => {
                 // The name the client tried feeds the per-user throttle and the log.

@@ -72,7 +72,7 @@ fn exchange(service: &'static str, response: &str) -> Step {
 }
 
 fn ok(user: &str) -> Step {
-    Step::Success(Identity { user: user.into() })
+    Step::Success(Identity::new(user))
 }
 
 #[test]

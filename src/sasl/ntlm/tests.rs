@@ -113,7 +113,7 @@ fn v1(lm: Vec<u8>, nt: Vec<u8>) -> Vec<u8> {
 }
 
 fn ok(user: &str) -> Step {
-    Step::Success(Identity { user: user.into() })
+    Step::Success(Identity::new(user))
 }
 
 fn bad() -> Step {

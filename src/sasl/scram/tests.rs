@@ -70,7 +70,7 @@ fn challenge(text: &str) -> Step {
 }
 
 fn ok(user: &str) -> Step {
-    Step::Success(Identity { user: user.into() })
+    Step::Success(Identity::new(user))
 }
 
 fn bad() -> Step {

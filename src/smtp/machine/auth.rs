@@ -106,7 +106,11 @@ impl Session {
             Step::Verify(check) => Output::new(reply::none(), Action::Verify(check)),
             Step::Success(identity) => {
                 let name = self.leave_sasl();
-                self.authenticated(identity.user, hint, detail.unwrap_or(name))
+                let mut out = self.authenticated(identity.user, hint, detail.unwrap_or(name));
+                if let Some(record) = &mut out.audit {
+                    record.principal = identity.principal;
+                }
+                out
             }
             Step::Failure(Failure::Malformed(why)) => {
                 let name = self.leave_sasl();
