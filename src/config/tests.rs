@@ -313,7 +313,7 @@ fn value_problems_carry_useful_hints() {
             "\"10.1.2.3:25\"",
         ),
         (
-            "[auth]\nmechanisms = [\"DIGEST-MD5\"]\n",
+            "[auth]\nmechanisms = [\"KERBEROS_V4\"]\n",
             "auth.mechanisms",
             "known: PLAIN, LOGIN, CRAM-MD5",
         ),
