@@ -246,6 +246,18 @@ pub async fn run(program: &str, args: Vec<String>, stdin: Option<String>) -> std
     .expect("join")
 }
 
+/// Runs `program` as [`run`] does; whether it succeeded, and its standard output followed by
+/// its standard error, for assertions that show both.
+pub async fn run_text(program: &str, args: Vec<String>, stdin: Option<String>) -> (bool, String) {
+    let out = run(program, args, stdin).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// A loopback source address other than 127.0.0.1, to act as a different host.
 pub fn host(n: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, n])

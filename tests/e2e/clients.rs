@@ -11,13 +11,7 @@ fn s(v: &[&str]) -> Vec<String> {
 }
 
 async fn swaks(args: &[&str]) -> (bool, String) {
-    let out = run("swaks", s(args), None).await;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    mailgate_testkit::run_text("swaks", s(args), None).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

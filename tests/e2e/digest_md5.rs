@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use common::client::Client;
-use common::{Gateway, PASSWORD, USERS, config_text, have, run};
+use common::{Gateway, PASSWORD, USERS, config_text, have};
 use mailgate_testkit as common;
 use mailgate_testkit::sasl;
 
@@ -180,13 +180,7 @@ async fn gsasl(port: u16, user: &str, password: &str) -> (bool, String) {
     ]
     .map(String::from)
     .to_vec();
-    let out = run("timeout", args, Some(String::new())).await;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    mailgate_testkit::run_text("timeout", args, Some(String::new())).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,13 +222,7 @@ async fn swaks(port: u16, password: &str) -> (bool, String) {
     ]
     .map(String::from)
     .to_vec();
-    let out = run("timeout", args, None).await;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    mailgate_testkit::run_text("timeout", args, None).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
