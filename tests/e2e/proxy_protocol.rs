@@ -230,7 +230,8 @@ async fn implicit_tls_after_the_header() {
 }
 
 /// HAProxy in TCP mode with `send-proxy-v2`, started privately on loopback: a POP3 login from
-/// 127.0.0.77 through it is audited and allowlisted as 127.0.0.77.
+/// 127.0.0.77 through it is audited and allowlisted as 127.0.0.77, and its health checks
+/// (version 2 `LOCAL` headers every 50 ms) are no refusals.
 #[tokio::test(flavor = "multi_thread")]
 async fn through_haproxy() {
     if !common::have("haproxy") {
@@ -243,7 +244,7 @@ async fn through_haproxy() {
         "global\n    maxconn 64\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    \
          timeout client 30s\n    timeout server 30s\n\nfrontend mail\n    bind \
          127.0.0.1:{front}\n    default_backend gateway\n\nbackend gateway\n    server s1 {} \
-         send-proxy-v2\n",
+         send-proxy-v2 check inter 50ms\n",
         gw.addr("pop3")
     );
     std::fs::write(&cfg, text).expect("haproxy config");
@@ -271,6 +272,9 @@ async fn through_haproxy() {
     assert_eq!(event.result, Outcome::Success);
     assert!(allowlisted(&gw, source).await, "127.0.0.77 allowlisted");
     assert!(!allowlisted(&gw, BALANCER).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = gw.shared.metrics.encode(&Default::default());
+    assert!(!metrics.contains(r#"cap="proxy-header""#), "{metrics}");
     if let Some(pid) = haproxy.id() {
         let _ = tokio::process::Command::new("kill")
             .arg(pid.to_string())
