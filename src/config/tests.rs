@@ -559,6 +559,10 @@ fn warnings_name_risky_settings() {
             "wider than a /8",
         ),
         (
+            "[listeners]\nproxy_protocol_from = [\"10.0.0.0/16\"]\n",
+            "any client",
+        ),
+        (
             "[relay]\ntrusted_networks = [\"2000::/3\"]\n",
             "wider than a /8",
         ),

@@ -6,7 +6,9 @@
 //!
 //! Both are refusals, each closed without an answer, counted in
 //! `mailgate_connections_refused_total` (cap `proxy-header`: a balancer's connection without a
-//! valid header; cap `proxy-unexpected`: a header from another source) and logged in one line.
+//! valid header; cap `proxy-unexpected`: a header from another source) and logged in one line,
+//! at most one a second of each kind (the next line counts those left out), so that a flood
+//! of them cannot flood the log.
 //! A header from another source is refused because it would let any client choose the address
 //! the gateway judges it by.
 //!
@@ -20,6 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,11 +54,14 @@ pub async fn read_header(
 ) -> Option<(Front<TcpStream>, SocketAddr)> {
     let refuse = |why: &dyn std::fmt::Display| {
         shared.metrics.connection_refused(listener, "proxy-header");
-        tracing::warn!(
-            listener,
-            %balancer,
-            "connection refused: {why} from a listeners.proxy_protocol_from source"
-        );
+        if let Some(more) = MISSING.admit(shared) {
+            tracing::warn!(
+                listener,
+                %balancer,
+                refused_unlogged = more,
+                "connection refused: {why} from a listeners.proxy_protocol_from source"
+            );
+        }
     };
     // Sized for the longest header taken, only while it is read.
     let mut buf = vec![0u8; MAX_HEADER];
@@ -111,6 +117,48 @@ pub async fn read_header(
     };
     let rest = buf[header.len..filled].to_vec();
     Some((Front::replaying(tcp, rest), client))
+}
+
+/// Refusals of balancer connections without a valid header, for [`Quiet`].
+static MISSING: Quiet = Quiet::new();
+/// Refusals of headers from other sources, for [`Quiet`].
+static UNEXPECTED: Quiet = Quiet::new();
+
+/// One log line a second at most for one kind of refusal.
+struct Quiet {
+    /// The second (since the Unix epoch) of the last line.
+    last: AtomicU64,
+    /// Refusals since then not logged.
+    missed: AtomicU64,
+}
+
+impl Quiet {
+    const fn new() -> Quiet {
+        Quiet {
+            last: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(refusals left out since the last line)` if this one may be logged.
+    fn admit(&self, shared: &Gateway) -> Option<u64> {
+        let now = shared.clock.now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last.load(Ordering::Relaxed);
+        let won = second > last
+            && self
+                .last
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if won {
+            Some(self.missed.swap(0, Ordering::Relaxed))
+        } else {
+            self.missed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 /// The stream a session runs on: the socket, after the bytes read past a PROXY header (if
@@ -186,12 +234,15 @@ impl Watch {
                 self.shared
                     .metrics
                     .connection_refused(listener, "proxy-unexpected");
-                tracing::warn!(
-                    listener,
-                    peer = %self.peer,
-                    "connection refused: a PROXY protocol header from a source not in \
-                     listeners.proxy_protocol_from"
-                );
+                if let Some(more) = UNEXPECTED.admit(&self.shared) {
+                    tracing::warn!(
+                        listener,
+                        peer = %self.peer,
+                        refused_unlogged = more,
+                        "connection refused: a PROXY protocol header from a source not in \
+                         listeners.proxy_protocol_from"
+                    );
+                }
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     Invalid::NotAHeader.to_string(),

@@ -182,6 +182,23 @@ async fn a_balancer_connection_without_a_header_is_refused() {
     gw.stop().await;
 }
 
+/// A silent connection from the balancer holds its slot only for the header's timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_balancer_connection_is_closed_after_the_header_timeout() {
+    let gw = start(&[]).await;
+    let started = tokio::time::Instant::now();
+    let mut c = Client::connect_from(BALANCER, gw.addr("pop3")).await;
+    assert!(c.closed().await, "closed without a greeting");
+    let waited = started.elapsed();
+    let limit = mailgate::server::HEADER_TIMEOUT;
+    assert!(
+        waited >= limit && waited < limit + Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert!(refused(&gw, "pop3", "proxy-header"));
+    gw.stop().await;
+}
+
 /// Any other source must not choose its address: a header from it ends the session, with
 /// nothing authenticated or allowlisted.
 #[tokio::test(flavor = "multi_thread")]
