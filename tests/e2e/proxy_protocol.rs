@@ -114,6 +114,27 @@ async fn v2_header_names_the_client() {
     gw.stop().await;
 }
 
+/// Mail through the balancer: the Received header names the client, not the balancer.
+#[tokio::test(flavor = "multi_thread")]
+async fn received_names_the_client() {
+    let gw = start(&[]).await;
+    let client: SocketAddr = "192.0.2.15:2525".parse().unwrap();
+    let mut c = Client::connect_from(BALANCER, gw.addr("smtp")).await;
+    c.send_raw(&v2(Some(client), gw.addr("smtp"))).await;
+    c.expect(220).await;
+    c.cmd("EHLO client.example", 250).await;
+    mech::send_mail(&mut c, "friend@remote.example", "alice@example.test", "").await;
+    c.cmd("QUIT", 221).await;
+    let mail = gw.wait_for_mail("alice", 1).await;
+    let received = mail[0]
+        .lines()
+        .find(|l| l.starts_with("Received:"))
+        .expect("a Received header");
+    assert!(mail[0].contains("192.0.2.15"), "{}", mail[0]);
+    assert!(!received.contains("127.0.0.1"), "{}", mail[0]);
+    gw.stop().await;
+}
+
 /// `insecure_plaintext_networks` judges the named client: one outside it may not send a
 /// password without TLS, though the balancer's own address is loopback.
 #[tokio::test(flavor = "multi_thread")]
