@@ -103,7 +103,11 @@ pub async fn read_header(
             tracing::debug!(listener, %balancer, "PROXY v2 LOCAL (a health check): closed");
             return None;
         }
-        (Command::Proxy, Addresses::Inet { source, .. }) => source,
+        // An IPv4 client named as IPv4-mapped IPv6 (a balancer on a dual-stack socket) is
+        // the IPv4 client.
+        (Command::Proxy, Addresses::Inet { source, .. }) => {
+            SocketAddr::new(crate::canonical_ip(source.ip()), source.port())
+        }
         (Command::Proxy, other) => {
             // The spec's rule: no client address named, the connection's own stands.
             tracing::debug!(

@@ -106,6 +106,17 @@ async fn v1_header_names_the_client() {
     gw.stop().await;
 }
 
+/// A balancer on a dual-stack socket names an IPv4 client as IPv4-mapped IPv6 (`TCP6`): the
+/// gateway sees the IPv4 client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mapped_ipv4_client_is_the_ipv4_client() {
+    let gw = start(&[]).await;
+    let client: SocketAddr = "192.0.2.16:50124".parse().unwrap();
+    let header = b"PROXY TCP6 ::ffff:192.0.2.16 ::ffff:127.0.0.1 50124 110\r\n";
+    login_through(&gw, header, client).await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn v2_header_names_the_client() {
     let gw = start(&[]).await;
