@@ -432,12 +432,7 @@ async fn accept_loop(
                     Err(why) => {
                         shared.metrics.connection_refused(role.name(), why);
                         if balancer {
-                            tracing::warn!(
-                                listener = role.name(),
-                                cap = why,
-                                %peer,
-                                "connection refused: the {why} connection cap is reached"
-                            );
+                            proxy::log_cap_refusal(&shared, role.name(), why, peer);
                         }
                         refuse(stream, role, shared).await;
                     }

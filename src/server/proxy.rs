@@ -123,6 +123,24 @@ pub async fn read_header(
     Some((Front::replaying(tcp, rest), client))
 }
 
+/// Logs the refusal of a client a balancer relays because its address or network is at its
+/// cap (at most one line a second, as at accept).
+pub fn log_cap_refusal(shared: &Gateway, listener: &str, cap: &str, client: SocketAddr) {
+    if let Some(more) = CAPS.admit(shared) {
+        tracing::warn!(
+            listener,
+            cap,
+            %client,
+            refused_unlogged = more,
+            "connection through a load balancer refused: the {cap} connection cap is reached \
+             (limits.max_connections_per_{})",
+            if cap == "address" { "ip" } else { "network" }
+        );
+    }
+}
+
+/// Refusals of relayed clients over the caps per address and network, for [`Quiet`].
+static CAPS: Quiet = Quiet::new();
 /// Refusals of balancer connections without a valid header, for [`Quiet`].
 static MISSING: Quiet = Quiet::new();
 /// Refusals of headers from other sources, for [`Quiet`].
