@@ -125,6 +125,28 @@ async fn v2_header_names_the_client() {
     gw.stop().await;
 }
 
+/// A header that names no client (v1 `UNKNOWN`, v2 `AF_UNSPEC`) keeps the connection's own
+/// address, as the spec asks.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_keeps_the_balancer_address() {
+    let nets = r#"["192.0.2.0/24", "127.0.0.1/32"]"#;
+    let gw = start(&[("auth", "insecure_plaintext_networks", nets)]).await;
+    let unspec = b"\r\n\r\n\0\r\nQUIT\n\x21\x00\x00\x00";
+    for header in [&b"PROXY UNKNOWN\r\n"[..], unspec] {
+        let (mut c, port) = mech::connect(BALANCER, gw.addr("pop3"), false).await;
+        c.send_raw(header).await;
+        c.pop(true).await;
+        let x = mech::pop_user_pass(&mut c, "alice", PASSWORD).await;
+        assert_eq!(x.code, 1, "{:?}", x.lines);
+        c.pop_cmd("QUIT", true).await;
+        mech::wait_one(&audit_log(&gw), "login", BALANCER, port, |e| {
+            e.kind == Kind::Auth
+        })
+        .await;
+    }
+    gw.stop().await;
+}
+
 /// Mail through the balancer: the Received header names the client, not the balancer.
 #[tokio::test(flavor = "multi_thread")]
 async fn received_names_the_client() {
