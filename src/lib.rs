@@ -26,6 +26,7 @@
 //! - `spool/`: the durable queue; `relay/`: delivery to Maildir and the smarthost;
 //!   `maildir`: local mailbox storage.
 //! - `config/`: the TOML file mirror and the validated [`config::Config`].
+//! - `proxy_protocol`: the PROXY protocol header a load balancer sends first (sans-IO).
 //! - `tls`: certificates; `io`: bounded line reads; `clock`: time as an input; `durable`:
 //!   small state files replaced atomically.
 
@@ -49,6 +50,7 @@ pub mod notices;
 pub mod oauth;
 pub mod policy;
 pub mod pop3;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod sasl;
 pub mod server;

@@ -204,7 +204,8 @@ impl Metrics {
     }
 
     /// Counts a connection refused on `listener` (a role name) because `cap` (`listener`,
-    /// `address` or `network`) was reached.
+    /// `address` or `network`) was reached, or for its PROXY protocol header (`proxy-header`,
+    /// `proxy-unexpected`).
     pub fn connection_refused(&self, listener: &str, cap: &str) {
         let labels = RefusedLabels {
             listener: label(listener),
@@ -253,7 +254,8 @@ impl Metrics {
         reg.register(
             "connections_refused",
             "Connections refused at accept, by listener role and the cap reached (listener, \
-             address, network)",
+             address, network) or the PROXY protocol header (proxy-header: missing or invalid \
+             from a balancer; proxy-unexpected: sent by another source)",
             self.refused.clone(),
         );
         reg.register(

@@ -7,7 +7,10 @@
 //! a flood on one leaves the others their own) and a place in the per-address and
 //! per-network counts; all are released when the task ends, however it ends. A connection
 //! over a cap is answered (421, `-ERR [SYS/TEMP]`, or a TLS alert on implicit TLS), counted
-//! in `mailgate_connections_refused_total` and logged at most once a second per cap. On shutdown the listeners stop accepting, sessions get
+//! in `mailgate_connections_refused_total` and logged at most once a second per cap. A
+//! connection from a load balancer (`[listeners] proxy_protocol_from`) is admitted after its
+//! PROXY protocol header, with the client's address it names (`server/proxy.rs`). On
+//! shutdown the listeners stop accepting, sessions get
 //! `shutdown_grace` to finish (each answers 421 / -ERR at its next read), the relay worker
 //! stops, the allowlist and the notices are saved, and the audit writer drains.
 
@@ -27,6 +30,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SmtpRole};
 use crate::gateway::{Gateway, Started};
 use crate::session::Load;
+
+mod proxy;
+
+pub use proxy::{Front, HEADER_TIMEOUT};
 
 /// Errors that stop the gateway from starting.
 #[derive(Debug, thiserror::Error)]
@@ -392,21 +399,42 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let permit = cap.permits.clone().try_acquire_owned().ok();
-        if permit.is_none() && cap.load.evict_oldest() {
-            // The session idle longest (not authenticated) is closing for this client, which
-            // takes its place once it has gone.
+        // The session idle longest (not authenticated) is closing for this client, which
+        // takes its place once it has gone.
+        let evicting = permit.is_none() && cap.load.evict_oldest();
+        // A balancer's connection is admitted after its header, with the client's address,
+        // so the caps per address and network count clients rather than the balancer.
+        let balancer = proxy::from_balancer(&shared, peer.ip());
+        if evicting || (balancer && permit.is_some()) {
             let (shared, cap, sessions) = (shared.clone(), cap.clone(), sessions.clone());
             tracker.spawn(async move {
-                let freed = cap.permits.clone().acquire_owned();
-                let permit = tokio::time::timeout(EVICTION_WAIT, freed)
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
+                let permit = match permit {
+                    Some(permit) => Some(permit),
+                    None => {
+                        let freed = cap.permits.clone().acquire_owned();
+                        tokio::time::timeout(EVICTION_WAIT, freed)
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                };
+                let (stream, peer) = if balancer && permit.is_some() {
+                    match proxy::read_header(tcp, peer, role.name(), &shared).await {
+                        Some(pair) => pair,
+                        None => return,
+                    }
+                } else {
+                    let front = Front::watching(tcp, role.name(), peer, shared.clone());
+                    (front, peer)
+                };
                 match admit(&shared, &cap, peer.ip(), permit) {
-                    Ok(slot) => session(role, tcp, peer, shared, sessions, slot).await,
+                    Ok(slot) => session(role, stream, peer, shared, sessions, slot).await,
                     Err(why) => {
                         shared.metrics.connection_refused(role.name(), why);
-                        refuse(tcp, role, shared).await;
+                        if balancer {
+                            proxy::log_cap_refusal(&shared, role.name(), why, peer);
+                        }
+                        refuse(stream, role, shared).await;
                     }
                 }
             });
@@ -414,9 +442,10 @@ async fn accept_loop(
         }
         match admit(&shared, &cap, peer.ip(), permit) {
             Ok(slot) => {
+                let stream = Front::watching(tcp, role.name(), peer, shared.clone());
                 tracker.spawn(session(
                     role,
-                    tcp,
+                    stream,
                     peer,
                     shared.clone(),
                     sessions.clone(),
@@ -426,7 +455,8 @@ async fn accept_loop(
             Err(why) => {
                 shared.metrics.connection_refused(role.name(), why);
                 refusals.note(why, role, peer);
-                tracker.spawn(refuse(tcp, role, shared.clone()));
+                let stream = Front::replaying(tcp, Vec::new());
+                tracker.spawn(refuse(stream, role, shared.clone()));
             }
         }
     }
@@ -438,7 +468,7 @@ const EVICTION_WAIT: Duration = Duration::from_secs(2);
 /// Runs one admitted connection's session; its slot goes when it ends.
 async fn session(
     role: Role,
-    tcp: TcpStream,
+    tcp: Front<TcpStream>,
     peer: SocketAddr,
     shared: Arc<Gateway>,
     sessions: CancellationToken,
@@ -535,7 +565,10 @@ impl Refusals {
 /// sent before a handshake, so the client gets a TLS alert instead: its ClientHello is read
 /// and answered with a fatal `internal_error` (the TLS 1.2 and 1.3 record a client shows as
 /// "internal error" rather than a bare reset).
-async fn refuse(mut tcp: TcpStream, role: Role, shared: Arc<Gateway>) {
+async fn refuse<S>(mut tcp: S, role: Role, shared: Arc<Gateway>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut text = Vec::new();
     match role {

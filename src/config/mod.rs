@@ -187,6 +187,9 @@ pub struct Listeners {
     pub control: Option<SocketAddr>,
     /// Admin HTTP endpoint (metrics, report API, dashboard).
     pub admin: Option<SocketAddr>,
+    /// Sources (load balancers) whose connections to the mail listeners open with a PROXY
+    /// protocol header naming the client; empty means none.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 /// `[auth]`.

@@ -318,6 +318,11 @@ fn value_problems_carry_useful_hints() {
             "known: PLAIN, LOGIN, CRAM-MD5",
         ),
         (
+            "[listeners]\nproxy_protocol_from = [\"10.0.0.5\", \"lb.example\"]\n",
+            "listeners.proxy_protocol_from",
+            "CIDR",
+        ),
+        (
             "[relay]\ntrusted_networks = [\"10.1.2.3/8\"]\n",
             "relay.trusted_networks",
             "10.0.0.0/8",
@@ -372,6 +377,24 @@ fn value_problems_carry_useful_hints() {
         assert!(p[0].hint.contains(hint), "{text}\nhint: {}", p[0].hint);
         assert!(p[0].line.is_some(), "{text}");
     }
+}
+
+#[test]
+fn proxy_sources_are_networks_and_none_by_default() {
+    assert!(ok(BASE).listeners.proxy_protocol_from.is_empty());
+    let text = format!("{BASE}proxy_protocol_from = [\"10.0.0.5\", \"fd00::/8\"]\n");
+    let nets: Vec<String> = ok(&text)
+        .listeners
+        .proxy_protocol_from
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["10.0.0.5/32", "fd00::/8"]);
+    let text = format!("{BASE}proxy_protocol_from = [\"10.0.0.5/8\"]\n");
+    assert_eq!(
+        where_(&text),
+        [(Some(3), "listeners.proxy_protocol_from".to_string())]
+    );
 }
 
 #[test]
@@ -534,6 +557,10 @@ fn warnings_name_risky_settings() {
         (
             "[relay]\ntrusted_networks = [\"0.0.0.0/1\"]\n",
             "wider than a /8",
+        ),
+        (
+            "[listeners]\nproxy_protocol_from = [\"10.0.0.0/16\"]\n",
+            "any client",
         ),
         (
             "[relay]\ntrusted_networks = [\"2000::/3\"]\n",

@@ -1,6 +1,7 @@
 //! Settings that are valid but risky: open relays, cleartext passwords across networks,
 //! self-signed certificates on public addresses, timeouts below what RFC 5321 §4.5.3.2 and
-//! RFC 1939 §3 ask for, and the POP-before-SMTP NAT hazard. The gateway logs each at start.
+//! RFC 1939 §3 ask for, the POP-before-SMTP NAT hazard, and PROXY protocol sources wider than
+//! a few balancers. The gateway logs each at start.
 
 use std::time::Duration;
 
@@ -28,6 +29,18 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
             out.push(format!(
                 "relay.trusted_networks: {net} is wider than a /8 (IPv6: /32); \
                  everyone in it may relay without logging in"
+            ));
+        }
+    }
+    for net in &c.listeners.proxy_protocol_from {
+        let wide = match net {
+            IpNet::V4(n) => n.prefix_len() < 24,
+            IpNet::V6(n) => n.prefix_len() < 64,
+        };
+        if wide {
+            out.push(format!(
+                "listeners.proxy_protocol_from: {net} is wider than a /24 (IPv6: /64); every \
+                 host in it may claim to be any client (list the load balancers themselves)"
             ));
         }
     }

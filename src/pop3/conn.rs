@@ -431,7 +431,9 @@ mod tests {
     /// boxed.
     #[test]
     fn connection_future_stays_small() {
-        let size = future_size(&crate::session::serve::<Pop3, tokio::net::TcpStream>);
+        let size = future_size(
+            &crate::session::serve::<Pop3, crate::server::Front<tokio::net::TcpStream>>,
+        );
         assert!(size <= 1536, "POP3 session future is {size} bytes");
     }
 }

@@ -572,7 +572,9 @@ mod tests {
     /// costs included). The large states are boxed (it was over 7 KiB before).
     #[test]
     fn connection_future_stays_small() {
-        let size = future_size(&crate::session::serve::<Smtp, tokio::net::TcpStream>);
+        let size = future_size(
+            &crate::session::serve::<Smtp, crate::server::Front<tokio::net::TcpStream>>,
+        );
         assert!(size <= 1536, "SMTP session future is {size} bytes");
     }
 }

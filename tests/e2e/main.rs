@@ -35,6 +35,7 @@ mod packaging;
 mod policy;
 mod policy_ops;
 mod pop3;
+mod proxy_protocol;
 mod refusals;
 mod relay;
 mod relay_e2e;

@@ -370,6 +370,9 @@ pub struct ListenersFile {
     pub control: Option<String>,
     /// Admin HTTP endpoint (metrics, report, dashboard); absent means none.
     pub admin: Option<String>,
+    /// Networks (CIDR) of load balancers that open every connection with a PROXY protocol
+    /// header; empty by default.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// `[limits]`.

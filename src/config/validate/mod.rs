@@ -319,6 +319,7 @@ impl<'a> Checker<'a> {
                 .admin
                 .as_ref()
                 .and_then(|a| self.addr("listeners.admin", None, a)),
+            proxy_protocol_from: self.nets("listeners.proxy_protocol_from", &l.proxy_protocol_from),
         };
         if let Some(c) = out.control
             && !c.ip().is_loopback()
