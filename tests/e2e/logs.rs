@@ -59,29 +59,67 @@ fn find<'a>(lines: &'a [Value], name: &str, fields: Option<&Value>, message: &st
     found[0]
 }
 
-/// A site whose config asks for JSON logs, on free ports: its folder, ports and config file.
-fn json_site() -> (tempfile::TempDir, mech::Ports, std::path::PathBuf) {
+/// A gateway process whose config asks for JSON logs (`MAILGATE_LOG_FORMAT` set to `format`
+/// if given), listening on free ports: its folder, ports, config file and process. Ports found
+/// free can be taken by another test before the gateway binds them: then it tries new ones.
+async fn json_gateway(
+    format: Option<&str>,
+) -> (
+    tempfile::TempDir,
+    mech::Ports,
+    std::path::PathBuf,
+    extra::Binary,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
-    let ports = mech::Ports::free();
-    let text = extra::set(
-        &ports.apply(&common::config_text("")),
-        "log",
-        "format",
-        r#""json""#,
-    );
     let config = dir.path().join("mailgate.toml");
-    std::fs::write(&config, text).expect("config");
-    (dir, ports, config)
+    let mut last_log = String::new();
+    for _ in 0..3 {
+        let ports = mech::Ports::free();
+        let text = extra::set(
+            &ports.apply(&common::config_text("")),
+            "log",
+            "format",
+            r#""json""#,
+        );
+        std::fs::write(&config, text).expect("config");
+        let mut gw = start(&config, format);
+        if listening(&mut gw, &ports).await {
+            return (dir, ports, config, gw);
+        }
+        last_log = gw.log_text();
+        if !last_log.contains("in use") {
+            break;
+        }
+    }
+    panic!("the gateway did not start; its log:\n{last_log}");
+}
+
+/// Whether every listener of `gw` answers, within 10 s; false as soon as the process ends.
+async fn listening(gw: &mut extra::Binary, ports: &mech::Ports) -> bool {
+    for role in ["smtp", "submission", "submissions", "pop3", "pop3s"] {
+        let addr = ports.addr(role);
+        let mut up = false;
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                up = true;
+                break;
+            }
+            if gw.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if !up {
+            return false;
+        }
+    }
+    true
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_lines_carry_the_same_fields_in_both_protocols() {
-    let (_dir, ports, config) = json_site();
-    let gw = start(&config, None);
-    for role in ["submissions", "pop3s"] {
-        extra::wait_listening(ports.addr(role)).await;
-    }
+    let (_dir, ports, _config, gw) = json_gateway(None).await;
     let (mut c, _) = mech::smtp(LOCAL, ports.addr("submissions"), true, "desk").await;
     assert_eq!(mech::smtp_plain(&mut c, "alice", PASSWORD).await.code, 235);
     c.cmd("QUIT", 221).await;
@@ -133,10 +171,7 @@ async fn json_lines_carry_the_same_fields_in_both_protocols() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_environment_overrides_the_file() {
-    let (_dir, ports, config) = json_site();
-
-    let gw = start(&config, Some("text"));
-    extra::wait_listening(ports.addr("smtp")).await;
+    let (_dir, _ports, config, gw) = json_gateway(Some("text")).await;
     let text = stop(gw).await;
     let first = text.lines().next().expect("a log line");
     assert!(serde_json::from_str::<Value>(first).is_err(), "{first}");
