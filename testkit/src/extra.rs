@@ -44,7 +44,27 @@ pub fn set_all(text: &str, edits: &[(&str, &str, &str)]) -> String {
 }
 
 /// A loopback port that was free a moment ago (the binary binds it by number).
+///
+/// Chosen below Linux's ephemeral range (32768-60999 by default), from a per-process
+/// sequence that starts at a place set by the process id: a port picked by asking the kernel for any free
+/// one could be handed out again, to another test's `127.0.0.1:0` or client socket, before the
+/// binary binds it, and the gateway would then fail to start.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let start = LOW + (std::process::id() % u32::from(SPAN)) as u16;
+        let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (n.wrapping_sub(LOW)) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
