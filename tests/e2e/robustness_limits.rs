@@ -634,7 +634,12 @@ async fn near_the_cap_idle_unauthenticated_sessions_get_a_short_timeout() {
             closed += 1;
         }
     }
-    assert_eq!(closed, 2, "idle sessions closed under stress");
+    // Each idle session decides for itself when it wakes: two that wake together may both see
+    // the stress before either has gone, so a third can go too. Never fewer than two.
+    assert!(
+        (2..=3).contains(&closed),
+        "idle sessions closed under stress: {closed}"
+    );
     // The logged-in session is still there.
     assert!(user.pop_cmd("STAT", true).await.starts_with("+OK"));
     user.pop_cmd("QUIT", true).await;
