@@ -111,6 +111,8 @@ pub struct Gauges {
     pub audit_write_errors: u64,
     /// Audit events lost because the write carrying them failed.
     pub audit_lost: u64,
+    /// `[cluster]`: whether Redis is usable (`None`: no cluster, no series).
+    pub cluster_up: Option<bool>,
 }
 
 impl Metrics {
@@ -294,6 +296,14 @@ impl Metrics {
             "Seconds since the oldest message waiting in the spool arrived (0: empty)",
             gauge(gauges.queue_oldest_seconds),
         );
+        if let Some(up) = gauges.cluster_up {
+            reg.register(
+                "cluster_up",
+                "1 while the shared state in Redis ([cluster]) is usable; 0 while this node \
+                 serves from its own view (see docs/scaling.md for what that loses)",
+                gauge(u64::from(up)),
+            );
+        }
         self.flow.register(&mut reg);
         reg.register(
             "audit_events_written",

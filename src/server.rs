@@ -296,6 +296,7 @@ impl Server {
         let Started {
             relay_task,
             relay_shutdown,
+            cluster_shutdown,
             audit_task,
             audit_shutdown,
             users_stamp,
@@ -358,6 +359,7 @@ impl Server {
         crate::background::save_allowlist(&shared).await;
         crate::background::save_known_networks(&shared).await;
         crate::background::save_notices(&shared);
+        cluster_shutdown.cancel();
         // Last: the audit writer drains what the sessions and the relay recorded.
         audit_shutdown.cancel();
         if let Some(task) = audit_task {

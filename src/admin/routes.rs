@@ -178,6 +178,7 @@ async fn scrape(State(app): State<App>) -> Result<Response, ApiError> {
         audit_dropped: load(&stats.dropped),
         audit_write_errors: load(&stats.write_errors),
         audit_lost: load(&stats.lost),
+        cluster_up: app.shared.cluster.as_ref().map(|c| c.is_up()),
     };
     let text = app.shared.metrics.encode(&gauges);
     Ok((

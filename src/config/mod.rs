@@ -70,6 +70,41 @@ pub struct Config {
     pub pop3_proxy: Option<Pop3Proxy>,
     /// `[log] format`: how the gateway's own log lines are written.
     pub log_format: LogFormat,
+    /// `[cluster]`: state shared with other nodes in Redis; `None` keeps it in this process.
+    pub cluster: Option<Cluster>,
+}
+
+/// `[cluster]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// The Redis URL as written (it may hold a password: show it with
+    /// [`Cluster::redis_display`]).
+    pub redis: String,
+    /// The file holding the Redis password. Absolute.
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key and of the change channel.
+    pub key_prefix: String,
+    /// The longest one Redis command may take.
+    pub timeout: Duration,
+    /// How long a mailbox lease lives without renewal.
+    pub lease: Duration,
+    /// How often the whole shared allowlist is read again.
+    pub resync: Duration,
+}
+
+impl Cluster {
+    /// The Redis URL without any password in it, for logs and `check-config`.
+    pub fn redis_display(&self) -> String {
+        match redis::parse_redis_url(&self.redis) {
+            Some(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("*****"));
+                }
+                u.to_string()
+            }
+            None => "(not a URL)".into(),
+        }
+    }
 }
 
 /// `[log] format`.

@@ -61,6 +61,9 @@ pub enum Error {
     /// The Kerberos acceptor credentials could not be acquired from the keytab.
     #[error("{0}")]
     Gssapi(String),
+    /// `[cluster]` could not be set up (a bad URL, an unreadable password file).
+    #[error("{0}")]
+    Cluster(String),
     /// The state directory could not be created.
     #[error("state directory {path}: {source}")]
     StateDir {
@@ -121,6 +124,8 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// Maildrop locks: one POP3 session per mailbox (RFC 1939 §8: exclusive access).
     pub mailboxes: Arc<dyn MailboxLocks>,
+    /// `[cluster]`: the Redis connection shared with other nodes, if configured.
+    pub cluster: Option<Arc<crate::store::cluster::Cluster>>,
     /// What POP3 sessions know of each maildrop between sessions (`maildir::cache`).
     pub mailbox_cache: crate::maildir::Cache,
     next_session: AtomicU64,
@@ -139,6 +144,8 @@ pub struct Started {
     pub relay_task: tokio::task::JoinHandle<()>,
     /// Stops the relay worker.
     pub relay_shutdown: CancellationToken,
+    /// Stops the cluster watcher (`[cluster]`), if there is one.
+    pub cluster_shutdown: CancellationToken,
     /// The audit writer, if the audit log is on.
     pub audit_task: Option<tokio::task::JoinHandle<()>>,
     /// Stops the audit writer (after everything else, so it drains what they recorded).
@@ -233,8 +240,32 @@ impl Gateway {
         // Admin endpoint: every audit event also feeds the metrics (before the relay's clone).
         let metrics = crate::metrics::Metrics::new();
         let audit = audit.with_observer(metrics.observer());
+        // [cluster]: the shared backends, each over this node's own (its view while Redis
+        // is down); the watcher connects, follows changes and writes back after an outage.
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(
+                crate::store::cluster::Cluster::new(c, &config.hostname, clock.clone())
+                    .map_err(Error::Cluster)?,
+            )),
+            None => None,
+        };
+        let cluster_shutdown = CancellationToken::new();
+        let allowlist_store: Arc<dyn crate::store::AllowlistStore> = match &cluster {
+            Some(c) => {
+                let shared = Arc::new(crate::store::cluster::RedisAllowlist::new(
+                    c.clone(),
+                    allowlist_store,
+                    pbs.ttl,
+                    pbs.shared_address_warn_users,
+                ));
+                tracing::info!(redis = %c.display(), prefix = %c.prefix(), "cluster: state shared through Redis");
+                tokio::spawn(c.clone().watch(shared.clone(), cluster_shutdown.clone()));
+                shared
+            }
+            None => Arc::new(allowlist_store),
+        };
         let allowlist = Arc::new(Allowlist::new(
-            Arc::new(allowlist_store),
+            allowlist_store,
             crate::allowlist::Settings::from_config(pbs),
             audit.clone(),
         ));
@@ -268,10 +299,18 @@ impl Gateway {
             Ok(_) => {}
             Err(e) => tracing::warn!("known client networks unreadable, starting empty: {e}"),
         }
-        let throttle = Arc::new(
-            Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone())
-                .with_known(Arc::new(known)),
-        );
+        let throttle = match &cluster {
+            Some(c) => Throttle::with_counters(
+                &config.auth.throttle,
+                config.relay.trusted_networks.clone(),
+                Arc::new(crate::store::cluster::RedisCounters::new(
+                    c.clone(),
+                    crate::store::memory::MemoryCounters::new(crate::throttle::MAX_KEYS),
+                )),
+            ),
+            None => Throttle::new(&config.auth.throttle, config.relay.trusted_networks.clone()),
+        };
+        let throttle = Arc::new(throttle.with_known(Arc::new(known)));
         let users: Arc<dyn Authenticator> =
             Arc::new(crate::auth::DeferredDerivation::new(user_store.clone()));
         let started = crate::clock::unix_secs(clock.now());
@@ -356,7 +395,11 @@ impl Gateway {
             notices_changed: tokio::sync::Notify::new(),
             notices,
             clock,
-            mailboxes: Arc::new(MemoryMailboxLocks::new()),
+            mailboxes: match &cluster {
+                Some(c) => Arc::new(crate::store::cluster::RedisLocks::new(c.clone())),
+                None => Arc::new(MemoryMailboxLocks::new()),
+            },
+            cluster,
             mailbox_cache: crate::maildir::Cache::new(),
             next_session: AtomicU64::new(1),
             started,
@@ -370,6 +413,7 @@ impl Gateway {
             Started {
                 relay_task,
                 relay_shutdown,
+                cluster_shutdown,
                 audit_task,
                 audit_shutdown,
                 users_stamp,
@@ -461,11 +505,30 @@ impl Gateway {
             message: record.reason.clone(),
         };
         let notices = self.notices.clone();
-        tokio::task::spawn_blocking(move || match notices.deliver(&notice, now) {
-            Ok(_) => {
-                tracing::info!(user = %notice.user, mechanism = %notice.mechanism, "legacy-auth notice delivered")
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            // In a cluster, the first node to claim the (user, mechanism) pair for the
+            // interval sends the notice.
+            if let Some(c) = cluster {
+                let what = format!("notice:{}:{}", notice.user, notice.mechanism);
+                if !c.claim(&what, notices.interval()).await {
+                    return;
+                }
             }
-            Err(e) => tracing::warn!(user = %notice.user, "cannot deliver legacy-auth notice: {e}"),
+            let delivered = tokio::task::spawn_blocking(move || {
+                let result = notices.deliver(&notice, now);
+                (notice, result)
+            })
+            .await;
+            match delivered {
+                Ok((notice, Ok(_))) => {
+                    tracing::info!(user = %notice.user, mechanism = %notice.mechanism, "legacy-auth notice delivered")
+                }
+                Ok((notice, Err(e))) => {
+                    tracing::warn!(user = %notice.user, "cannot deliver legacy-auth notice: {e}")
+                }
+                Err(e) => tracing::warn!("legacy-auth notice: {e}"),
+            }
         });
     }
 

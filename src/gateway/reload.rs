@@ -34,6 +34,8 @@ pub enum Section {
     Policy,
     /// `[log]`.
     Log,
+    /// `[cluster]`.
+    Cluster,
 }
 
 impl Section {
@@ -52,6 +54,7 @@ impl Section {
             Section::Notices => "notices",
             Section::Policy => "policy",
             Section::Log => "log",
+            Section::Cluster => "cluster",
         }
     }
 }
@@ -140,6 +143,9 @@ impl Gateway {
         }
         if old.log_format != new.log_format {
             done.restart.push(Section::Log);
+        }
+        if old.cluster != new.cluster {
+            done.restart.push(Section::Cluster);
         }
         if self.notices_config() != new.notices {
             self.set_notices_config(&new.notices);

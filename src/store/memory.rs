@@ -205,6 +205,51 @@ impl MemoryAllowlist {
         }
     }
 
+    /// Sets the entry for `key` to exactly `entry` (a copy of a shared list: the cluster
+    /// decided it), keeping the users recently seen on it. Not journaled.
+    pub fn set_entry(&self, key: IpNet, entry: Entry) {
+        self.prefixes.add(key);
+        let user = entry.user.clone();
+        let seen = entry.inserted_at;
+        self.map
+            .entry(key)
+            .and_modify(|rec| {
+                if !rec.recent.iter().any(|(u, _)| *u == user) {
+                    rec.recent.push((user.clone(), seen));
+                }
+                rec.entry = entry.clone();
+            })
+            .or_insert_with(|| Record {
+                entry,
+                recent: vec![(user, seen)],
+                durable_until: SystemTime::UNIX_EPOCH,
+            });
+        self.evict_if_full(Some(key));
+    }
+
+    /// Makes the list hold exactly `entries` (a full read of a shared list), except the keys
+    /// in `keep` (changes not yet shared); returns how many entries were dropped. Not
+    /// journaled.
+    pub fn replace_all(
+        &self,
+        entries: Vec<(IpNet, Entry)>,
+        keep: impl Fn(&IpNet) -> bool,
+    ) -> usize {
+        let wanted: std::collections::HashSet<IpNet> = entries.iter().map(|(k, _)| *k).collect();
+        let mut dropped = 0;
+        self.map.retain(|k, _| {
+            let stay = wanted.contains(k) || keep(k);
+            dropped += usize::from(!stay);
+            stay
+        });
+        for (key, entry) in entries {
+            if !keep(&key) {
+                self.set_entry(key, entry);
+            }
+        }
+        dropped
+    }
+
     /// The entry for `key` if live at `now` (clones it; a short name is inline, so no
     /// allocation).
     pub fn lookup(&self, key: IpNet, now: SystemTime) -> Option<Entry> {

@@ -4,8 +4,8 @@
 //!
 //! Each trait is used as `Arc<dyn ...>`, so a backend is chosen once at start and the rest of
 //! the gateway does not know which one it talks to. [`memory`] holds the in-process backends;
-//! a backend shared between gateways (Redis, say) is one more module here implementing the same
-//! traits. Callers own the policy (validation, audit, delays); a backend only stores, bounds
+//! [`cluster`] the ones shared between gateway nodes through Redis (`[cluster]`), each over a
+//! memory backend that serves while Redis is down. Callers own the policy (validation, audit, delays); a backend only stores, bounds
 //! and expires.
 //!
 //! # Why [`Pending`] and not `async fn` in the traits
@@ -27,6 +27,7 @@
 //! - Every map is bounded; at the bound the backend drops the entries that matter least (the
 //!   soonest to expire, the least recently failed) rather than refuse the new one.
 
+pub mod cluster;
 pub mod journal;
 pub mod known;
 pub mod memory;

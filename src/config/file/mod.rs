@@ -48,6 +48,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "notices",
     "pop3",
     "log",
+    "cluster",
 ];
 
 /// The whole file.
@@ -84,6 +85,9 @@ pub struct File {
     pub pop3: Pop3File,
     /// `[log]`.
     pub log: LogFile,
+    /// `[cluster]`: state shared with other gateway nodes; absent, everything stays in this
+    /// process.
+    pub cluster: Option<ClusterFile>,
 }
 
 /// One `[[policy]]` rule. Empty criteria match everything.
@@ -200,6 +204,41 @@ impl Default for LogFile {
     }
 }
 
+/// `[cluster]`: the allowlist, the failed-login counters, the POP3 mailbox locks and the
+/// notices' rate limit kept in Redis, shared by every node that names the same server and
+/// prefix.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterFile {
+    /// `redis://host:port/db` or `rediss://` (TLS). Required.
+    pub redis: Option<String>,
+    /// A file holding the Redis password (one line), relative to the config file. Optional.
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key and of the change channel. Default `"mailgate:"`.
+    pub key_prefix: String,
+    /// How long one Redis command may take before the node treats Redis as down. Default
+    /// `"500ms"`.
+    pub timeout: String,
+    /// How long a POP3 mailbox lease lives without renewal. Default `"30s"`.
+    pub lease: String,
+    /// How often each node re-reads the whole shared allowlist, beside the change messages.
+    /// Default `"60s"`.
+    pub resync: String,
+}
+
+impl Default for ClusterFile {
+    fn default() -> Self {
+        ClusterFile {
+            redis: None,
+            password_file: None,
+            key_prefix: "mailgate:".into(),
+            timeout: "500ms".into(),
+            lease: "30s".into(),
+            resync: "60s".into(),
+        }
+    }
+}
+
 /// A problem met while mirroring the file, before any validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SectionError {
@@ -249,6 +288,7 @@ impl File {
             notices: section(root, "notices", &mut errors).unwrap_or_default(),
             pop3: section(root, "pop3", &mut errors).unwrap_or_default(),
             log: section(root, "log", &mut errors).unwrap_or_default(),
+            cluster: section(root, "cluster", &mut errors),
         };
         (file, errors)
     }
@@ -321,6 +361,7 @@ impl Default for File {
             notices: NoticesFile::default(),
             pop3: Pop3File::default(),
             log: LogFile::default(),
+            cluster: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use super::{
 };
 
 mod auth;
+mod cluster;
 mod delivery;
 mod gssapi;
 mod policy;
@@ -208,7 +209,9 @@ impl<'a> Checker<'a> {
             );
             LogFormat::Text
         });
+        let cluster = self.cluster(&base, f);
         Config {
+            cluster,
             log_format,
             policy,
             notices,
