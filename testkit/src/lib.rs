@@ -14,7 +14,8 @@
 //! - [`devices`]: a device CA, its client certificates and CRL (SASL EXTERNAL);
 //! - [`extra`]: editing test configs, running the built binary, waiting for conditions;
 //! - [`smarthost`]: a scriptable upstream SMTP server;
-//! - [`kdc`]: a private MIT Kerberos KDC on loopback, for the GSSAPI tests.
+//! - [`kdc`]: a private MIT Kerberos KDC on loopback, for the GSSAPI tests;
+//! - [`redis`]: a private Redis on loopback, for the cluster tests.
 
 pub mod client;
 pub mod devices;
@@ -24,6 +25,7 @@ pub mod jwt;
 pub mod kdc;
 pub mod mech;
 pub mod oldbox;
+pub mod redis;
 pub mod sasl;
 pub mod smarthost;
 

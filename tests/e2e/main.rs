@@ -16,6 +16,7 @@ mod check_config;
 mod cli;
 mod cli_users;
 mod clients;
+mod cluster;
 mod digest_md5;
 mod dovecot_import;
 mod durability;

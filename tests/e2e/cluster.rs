@@ -1,0 +1,346 @@
+//! Two gateway nodes behind Debian's HAProxy (`send-proxy-v2`), sharing one private Redis
+//! (`[cluster]`) and one Maildir root, each with its own state folder and spool: what the
+//! issue's "several nodes" promise means to a client.
+//!
+//! HAProxy listens on one port per (node, protocol), so a test chooses the node; clients
+//! connect from their own loopback address (127.0.0.N), which HAProxy passes on in the
+//! PROXY header.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailgate::audit::{Kind, Outcome};
+use tokio::time::Instant;
+
+use common::{Gateway, PASSWORD, host};
+use mailgate_testkit::redis::Redis;
+use mailgate_testkit::{self as common, extra, mech};
+
+/// A node's config: the balancer on 127.0.0.1 sends PROXY headers; plaintext logins are
+/// allowed from loopback clients; the throttle delays from the third failure on.
+fn node_config(redis: &Redis, prefix: &str, maildir: &Path) -> String {
+    extra::set_all(
+        &common::config_text(""),
+        &[
+            ("listeners", "proxy_protocol_from", r#"["127.0.0.1/32"]"#),
+            ("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#),
+            ("auth.throttle", "free_failures", "2"),
+            ("auth.throttle", "base_delay", r#""600ms""#),
+            ("auth.throttle", "max_delay", r#""1200ms""#),
+            (
+                "delivery",
+                "maildir",
+                &format!("{:?}", maildir.display().to_string()),
+            ),
+            ("cluster", "redis", &format!("{:?}", redis.url())),
+            ("cluster", "key_prefix", &format!("{prefix:?}")),
+            ("cluster", "timeout", r#""300ms""#),
+            ("cluster", "lease", r#""3s""#),
+        ],
+    )
+}
+
+/// Two nodes, the balancer in front of them, and the shared folder.
+struct Site {
+    a: Gateway,
+    b: Gateway,
+    /// Balancer ports: POP3 and SMTP of node A, then of node B.
+    pop_a: SocketAddr,
+    smtp_a: SocketAddr,
+    pop_b: SocketAddr,
+    smtp_b: SocketAddr,
+    haproxy: tokio::process::Child,
+    _shared: tempfile::TempDir,
+}
+
+impl Site {
+    async fn start(redis: &Redis, prefix: &str) -> Site {
+        let shared = tempfile::tempdir().expect("shared folder");
+        let maildir = shared.path().join("maildir");
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let dir = tempfile::tempdir().expect("node folder");
+            std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+            nodes.push(Gateway::start_in(dir, &node_config(redis, prefix, &maildir)).await);
+        }
+        let b = nodes.pop().expect("node b");
+        let a = nodes.pop().expect("node a");
+        let ports: Vec<u16> = (0..4).map(|_| extra::free_port()).collect();
+        let backends = [
+            ("pop_a", ports[0], a.addr("pop3")),
+            ("smtp_a", ports[1], a.addr("smtp")),
+            ("pop_b", ports[2], b.addr("pop3")),
+            ("smtp_b", ports[3], b.addr("smtp")),
+        ];
+        let mut cfg = String::from(
+            "global\n    maxconn 256\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    \
+             timeout client 30s\n    timeout server 30s\n",
+        );
+        for (name, port, to) in backends {
+            cfg.push_str(&format!(
+                "\nlisten {name}\n    bind 127.0.0.1:{port}\n    server s1 {to} send-proxy-v2\n"
+            ));
+        }
+        let path = shared.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).expect("haproxy config");
+        let haproxy = tokio::process::Command::new("haproxy")
+            .arg("-f")
+            .arg(&path)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start haproxy");
+        let front: Vec<SocketAddr> = ports.iter().map(|p| extra::local(*p)).collect();
+        for f in &front {
+            extra::wait_listening(*f).await;
+        }
+        let site = Site {
+            a,
+            b,
+            pop_a: front[0],
+            smtp_a: front[1],
+            pop_b: front[2],
+            smtp_b: front[3],
+            haproxy,
+            _shared: shared,
+        };
+        site.wait_cluster_up().await;
+        site
+    }
+
+    /// Waits until both nodes have Redis.
+    async fn wait_cluster_up(&self) {
+        for gw in [&self.a, &self.b] {
+            wait_until("the node to reach Redis", || up(gw)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.haproxy.id() {
+            let _ = tokio::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.haproxy.wait()).await;
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
+fn up(gw: &Gateway) -> bool {
+    gw.shared.cluster.as_ref().is_some_and(|c| c.is_up())
+}
+
+fn audit_log(gw: &Gateway) -> PathBuf {
+    gw.state().join("audit.log")
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A POP3 USER/PASS login from `source` through `front`; the session stays open.
+async fn pop_login(
+    source: IpAddr,
+    front: SocketAddr,
+    password: &str,
+) -> (common::client::Client, u16, String) {
+    let (mut c, port) = mech::connect(source, front, false).await;
+    c.pop(true).await;
+    let x = mech::pop_user_pass(&mut c, "alice", password).await;
+    (c, port, x.lines.join(" "))
+}
+
+/// The reply code to `RCPT TO:<to>` for mail from `source` through `front`.
+async fn rcpt(source: IpAddr, front: SocketAddr, to: &str) -> u16 {
+    let (mut c, _) = mech::smtp(source, front, false, "client.example").await;
+    c.cmd("MAIL FROM:<alice@example.test>", 250).await;
+    c.send(&format!("RCPT TO:<{to}>")).await;
+    let (code, _) = c.reply().await;
+    c.send("QUIT").await;
+    code
+}
+
+/// Whether `source` may relay through `front`, waiting up to 1 s for the change to arrive.
+async fn relays_within_a_second(source: IpAddr, front: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if rcpt(source, front, "friend@remote.example").await == 250 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The shared allowlist, the audit, the mailbox lease and the throttle across two nodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_the_allowlist_the_mailbox_lock_and_the_failure_counts() {
+    if !common::have("haproxy") {
+        return;
+    }
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let site = Site::start(&redis, "t1:").await;
+    let client = host(61);
+
+    // Before any login, neither node relays for the client.
+    assert_eq!(
+        rcpt(client, site.smtp_b, "friend@remote.example").await,
+        554
+    );
+
+    // A POP3 login through node A lets the client relay through both nodes.
+    let (mut pop, port, reply) = pop_login(client, site.pop_a, PASSWORD).await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    assert!(relays_within_a_second(client, site.smtp_a).await, "node A");
+    assert!(relays_within_a_second(client, site.smtp_b).await, "node B");
+
+    // A message relayed through node B.
+    let (mut c, _) = mech::smtp(client, site.smtp_b, false, "client.example").await;
+    mech::send_mail(&mut c, "alice@example.test", "friend@remote.example", "").await;
+    c.send("QUIT").await;
+
+    // Both audits name the client, not the balancer.
+    let login = mech::wait_one(&audit_log(&site.a), "login on A", client, port, |e| {
+        e.kind == Kind::Auth
+    })
+    .await;
+    assert_eq!(login.result, Outcome::Success);
+    let relayed = mech::wait_events(&audit_log(&site.b), "relay on B", 1, |e| {
+        e.kind == Kind::Relay && e.client_ip == Some(client)
+    })
+    .await;
+    assert_eq!(relayed[0].result, Outcome::Success);
+    for gw in [&site.a, &site.b] {
+        let balancer = IpAddr::from([127, 0, 0, 1]);
+        let events = mech::read_events(&audit_log(gw));
+        assert!(
+            events.iter().all(|e| e.client_ip != Some(balancer)),
+            "no event names the balancer"
+        );
+    }
+
+    // The mailbox is leased: node B refuses a second session while A's lives.
+    let (mut second, _, reply) = pop_login(client, site.pop_b, PASSWORD).await;
+    assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+    second.send("QUIT").await;
+    pop.pop_cmd("QUIT", true).await;
+    // Released at QUIT: node B opens it now.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (mut c, _, reply) = pop_login(client, site.pop_b, PASSWORD).await;
+        if reply.starts_with("+OK") {
+            c.pop_cmd("QUIT", true).await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "lease not released: {reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Failures counted on node A delay the next check on node B. (A guesser from 127.0.0.71:
+    // three failures through A reach the delay; B makes the fourth attempt wait for it.)
+    let guesser = host(71);
+    for _ in 0..3 {
+        let (mut c, _, reply) = pop_login(guesser, site.pop_a, "wrong-password").await;
+        assert!(reply.starts_with("-ERR"), "{reply}");
+        c.send("QUIT").await;
+    }
+    let started = Instant::now();
+    let (mut c, _, reply) = pop_login(guesser, site.pop_b, "wrong-password").await;
+    let waited = started.elapsed();
+    assert!(reply.starts_with("-ERR"), "{reply}");
+    c.send("QUIT").await;
+    assert!(
+        waited >= Duration::from_millis(800),
+        "node B checked at once ({waited:?}): it did not see node A's failures"
+    );
+    site.stop().await;
+}
+
+/// With Redis stopped, each node keeps serving logins and its own entries, reports
+/// `mailgate_cluster_up 0`; when Redis returns, an entry added during the outage reaches the
+/// other node.
+#[tokio::test(flavor = "multi_thread")]
+async fn during_a_redis_outage_each_node_serves_alone_and_writes_back_after() {
+    if !common::have("haproxy") {
+        return;
+    }
+    let Some(mut redis) = Redis::start().await else {
+        return;
+    };
+    let site = Site::start(&redis, "t2:").await;
+    let before = host(81);
+    let (mut c, _, reply) = pop_login(before, site.pop_a, PASSWORD).await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    c.pop_cmd("QUIT", true).await;
+    assert!(relays_within_a_second(before, site.smtp_b).await);
+
+    redis.stop();
+    wait_until("both nodes to notice the outage", || {
+        !up(&site.a) && !up(&site.b)
+    })
+    .await;
+    let metrics = site.a.shared.metrics.encode(&mailgate::metrics::Gauges {
+        cluster_up: Some(false),
+        ..Default::default()
+    });
+    assert!(metrics.contains("mailgate_cluster_up 0"), "{metrics}");
+
+    // Logins keep working on both nodes; each keeps what it knew and what it records now.
+    let during = host(82);
+    let (mut c, _, reply) = pop_login(during, site.pop_a, PASSWORD).await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    c.pop_cmd("QUIT", true).await;
+    assert_eq!(
+        rcpt(during, site.smtp_a, "friend@remote.example").await,
+        250
+    );
+    assert_eq!(
+        rcpt(before, site.smtp_a, "friend@remote.example").await,
+        250
+    );
+    assert_eq!(
+        rcpt(before, site.smtp_b, "friend@remote.example").await,
+        250
+    );
+    // Node B has not heard of the entry made during the outage.
+    assert_eq!(
+        rcpt(during, site.smtp_b, "friend@remote.example").await,
+        554
+    );
+    let (mut c, _, reply) = pop_login(host(83), site.pop_b, PASSWORD).await;
+    assert!(
+        reply.starts_with("+OK"),
+        "node B serves logins alone: {reply}"
+    );
+    c.pop_cmd("QUIT", true).await;
+
+    // Redis returns (empty: it kept nothing): node A writes its entries back, B gets them.
+    redis.start_again().await;
+    site.wait_cluster_up().await;
+    assert!(
+        relays_within_a_second(during, site.smtp_b).await,
+        "the outage's entry reached node B"
+    );
+    let listed = redis
+        .query(&["--scan", "--pattern", "t2:allow:*"])
+        .await
+        .unwrap_or_default();
+    assert!(
+        listed.iter().any(|k| k == "t2:allow:127.0.0.82/32"),
+        "written back: {listed:?}"
+    );
+    site.stop().await;
+}
