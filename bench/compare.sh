@@ -3,9 +3,12 @@
 # loopback, the same scenarios in one run, printed as a markdown table with ratios and server
 # CPU per session. See docs/benchmarks.md for what each scenario does and how to read the table.
 #
-# Usage: bench/compare.sh [--duration 5s] [--runs 1] [--full] [--mailgate-only] [--keep]
+# Usage: bench/compare.sh [--duration 5s] [--runs 1] [--full] [--mailgate-only] [--cluster-only]
+#                         [--keep]
 #   --full           the issue's protocol: medians of 3 runs of 10 s (about 15 minutes)
 #   --mailgate-only  skip Postfix and Dovecot (smtp-sink is still the baseline)
+#   --cluster-only   only relay and pbs, in memory and with [cluster] on a private Redis
+#                    (the Redis rows run in every mode when redis-server is installed)
 #   --keep           leave the temporary folder (configs, logs, spools) for inspection
 # Environment: BASE_PORT (default 40000) moves every port; IDLE (default 5000) connections
 # held for the memory figure; LARGE_MESSAGES (default 30000) the size of the pop3-large
@@ -27,12 +30,14 @@ P99_CONC=128
 IDLE=${IDLE:-5000}
 OTHERS=1
 KEEP=0
+CLUSTER_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
         --full) DURATION=10s; RUNS=3; shift ;;
         --mailgate-only) OTHERS=0; shift ;;
+        --cluster-only) OTHERS=0; CLUSTER_ONLY=1; shift ;;
         --keep) KEEP=1; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -89,6 +94,8 @@ bench_mailgate_config "$T" "$T/mailgate"
 start_mailgate() { # a fresh instance with an empty state folder
     stop_mailgate
     set_aside_state
+    # With [cluster], every scenario starts from an empty Redis too.
+    if [ -n "${REDIS_PORT:-}" ]; then redis-cli -p "$REDIS_PORT" FLUSHALL > /dev/null; fi
     "$MAILGATE" serve --config "$T/mailgate/mailgate.toml" >> "$T/mailgate/log" 2>&1 &
     MG_PID=$!
     wait_port $MG_SMTP; wait_port $MG_POP3
@@ -300,15 +307,16 @@ echo "== mailgate (fresh state for each scenario)"
 mg() { # KEY LOAD-ARGS...: counts the CPU of relaying what the sessions queued, too
     local key=$1; shift
     start_mailgate
-    run "$key" mailgate "$MG_PID" --settle-dir "$T/mailgate/state/spool" "$@"
+    run "$key" mailgate "$MG_PID ${MG_EXTRA_PIDS:-}" --settle-dir "$T/mailgate/state/spool" "$@"
 }
 mg relay --scenario relay --target 127.0.0.1:$MG_SMTP --concurrency $CONC
+mg pbs --scenario pbs --target 127.0.0.1:$MG_SMTP --pop3 127.0.0.1:$MG_POP3 \
+    --sources $PBS_SOURCES --concurrency $CONC
+if [ "$CLUSTER_ONLY" = 0 ]; then
 for mech in plain login cram ntlm; do
     mg auth-$mech --scenario auth-$mech --target 127.0.0.1:$MG_SUB --concurrency $CONC
 done
 mg pop3 --scenario pop3 --target 127.0.0.1:$MG_POP3 --concurrency $CONC
-mg pbs --scenario pbs --target 127.0.0.1:$MG_SMTP --pop3 127.0.0.1:$MG_POP3 \
-    --sources $PBS_SOURCES --concurrency $CONC
 mg relay-starttls --scenario relay --tls starttls --target 127.0.0.1:$MG_SMTP --concurrency $CONC
 mg auth-plain-implicit --scenario auth-plain --tls implicit --target 127.0.0.1:$MG_SUBS \
     --concurrency $CONC
@@ -337,7 +345,31 @@ idle relay $MG_SMTP; IDLE_HELD=$HELD; IDLE_BYTES=$BYTES
 echo "idle: $IDLE_HELD connections held, ${IDLE_BYTES:-?} bytes each"
 idle pop3 $MG_POP3; POP3_IDLE_HELD=$HELD; POP3_IDLE_BYTES=$BYTES
 echo "idle: $POP3_IDLE_HELD POP3 connections held, ${POP3_IDLE_BYTES:-?} bytes each"
+fi
 stop_mailgate
+
+# --- mailgate with [cluster]: the same relay and pbs scenarios on a private Redis ----------
+# Redis's CPU is counted with the gateway's.
+if command -v redis-server > /dev/null 2>&1; then
+    echo "== mailgate with [cluster] on a private Redis"
+    REDIS_PORT=$((B + 6379))
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+        --dir "$T" --logfile "$T/redis.log" --daemonize no &
+    REDIS_PID=$!; PIDS+=("$REDIS_PID")
+    wait_port "$REDIS_PORT"
+    cp "$T/mailgate/mailgate.toml" "$T/mailgate/memory.toml"
+    printf '\n[cluster]\nredis = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT" \
+        >> "$T/mailgate/mailgate.toml"
+    MG_EXTRA_PIDS=$REDIS_PID
+    mg relay-redis --scenario relay --target 127.0.0.1:$MG_SMTP --concurrency $CONC
+    mg pbs-redis --scenario pbs --target 127.0.0.1:$MG_SMTP --pop3 127.0.0.1:$MG_POP3 \
+        --sources $PBS_SOURCES --concurrency $CONC
+    stop_mailgate
+    MG_EXTRA_PIDS=""
+    cp "$T/mailgate/memory.toml" "$T/mailgate/mailgate.toml"
+else
+    NOTE="${NOTE:+$NOTE; }redis-server not installed: the [cluster] rows skipped"
+fi
 
 if [ "$OTHERS" = 1 ]; then
     echo "== Postfix (+ Dovecot SASL) and Dovecot"
@@ -395,3 +427,7 @@ awk '
 echo
 echo "- idle: ${IDLE_HELD:-0} SMTP connections held on mailgate: ${IDLE_BYTES:-?} bytes of server RSS each"
 echo "- idle: ${POP3_IDLE_HELD:-0} POP3 connections held on mailgate: ${POP3_IDLE_BYTES:-?} bytes of server RSS each"
+awk '$2 == "mailgate" { rate[$1] = $3 }
+    END { for (k in rate) if (k ~ /-redis$/) { base = substr(k, 1, length(k) - 6)
+              if (rate[base] > 0) printf "- cluster: %s with Redis %.0f/s, in memory %.0f/s: %.2fx\n", \
+                  base, rate[k], rate[base], rate[k] / rate[base] } }' "$RESULTS"

@@ -344,3 +344,111 @@ async fn during_a_redis_outage_each_node_serves_alone_and_writes_back_after() {
     );
     site.stop().await;
 }
+
+/// Runs the `mailgate` command against `gw` (its config, with the bound control address).
+async fn cli(gw: &Gateway, words: &[&str]) -> (bool, String) {
+    let control = gw.control.expect("control listener");
+    let text = std::fs::read_to_string(gw.dir.path().join("mailgate.toml")).expect("config");
+    let path = gw.dir.path().join("cli.toml");
+    let text = text.replace(
+        "control = \"127.0.0.1:0\"",
+        &format!("control = \"{control}\""),
+    );
+    std::fs::write(&path, text).expect("cli config");
+    let mut args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    args.extend(["--config".to_string(), path.display().to_string()]);
+    let out = common::run(env!("CARGO_BIN_EXE_mailgate"), args, None).await;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Waits up to 1 s for `front` to answer `code` to a relay RCPT from `source`.
+async fn relay_answer_within_a_second(source: IpAddr, front: SocketAddr, code: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if rcpt(source, front, "friend@remote.example").await == code {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `mailgate allowlist list|add|remove` on one node see and change the cluster's list; and a
+/// lease left by a node that died lapses, then another node opens the mailbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_allowlist_command_works_on_the_cluster_list_and_dead_leases_lapse() {
+    if !common::have("haproxy") {
+        return;
+    }
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let site = Site::start(&redis, "t3:").await;
+    let user = host(91);
+    let (mut c, _, reply) = pop_login(user, site.pop_a, PASSWORD).await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    c.pop_cmd("QUIT", true).await;
+
+    // Node B lists the entry node A made.
+    let (ok, out) = cli(&site.b, &["allowlist", "list"]).await;
+    assert!(ok, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("127.0.0.91/32"))
+        .unwrap_or_else(|| panic!("not listed on B: {out}"));
+    assert!(row.contains("alice"), "{row}");
+
+    // An admin's entry on node B lets a device relay through node A.
+    let printer = host(92);
+    let (ok, out) = cli(
+        &site.b,
+        &["allowlist", "add", "127.0.0.92", "--user", "printer"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        relay_answer_within_a_second(printer, site.smtp_a, 250).await,
+        "added on B, A relays"
+    );
+
+    // A removal on node B ends the relay through node A.
+    let (ok, out) = cli(&site.b, &["allowlist", "remove", "127.0.0.91"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        relay_answer_within_a_second(user, site.smtp_a, 554).await,
+        "removed on B, A refuses"
+    );
+
+    // A lease held by a node that died (never released) keeps the mailbox until it lapses.
+    let dead = redis
+        .command(&["SET", "t3:lock:bob", "dead-node/1", "PX", "1500"])
+        .await;
+    assert_eq!(dead.as_deref(), Some("+OK"));
+    let (mut c, _) = mech::connect(host(93), site.pop_a, false).await;
+    c.pop(true).await;
+    let x = mech::pop_user_pass(&mut c, "bob", PASSWORD).await;
+    assert!(x.lines[0].starts_with("-ERR [IN-USE]"), "{:?}", x.lines);
+    c.send("QUIT").await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let (mut c, _) = mech::connect(host(93), site.pop_a, false).await;
+        c.pop(true).await;
+        let x = mech::pop_user_pass(&mut c, "bob", PASSWORD).await;
+        if x.code == 1 {
+            c.pop_cmd("QUIT", true).await;
+            break;
+        }
+        c.send("QUIT").await;
+        assert!(
+            Instant::now() < deadline,
+            "the dead lease never lapsed: {:?}",
+            x.lines
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    site.stop().await;
+}
