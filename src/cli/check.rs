@@ -51,6 +51,17 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
              readable by the gateway's user",
         ));
     }
+    let mut cluster_note = None;
+    if let Some(c) = &config.cluster {
+        match cluster_reachable(c, &config.hostname) {
+            Ok(note) => cluster_note = Some(note),
+            Err(e) => problems.push(problem(
+                "cluster.password_file",
+                e,
+                "make it readable by the gateway's user, with the password on its first line",
+            )),
+        }
+    }
     let users = match mailgate::auth::UserStore::load(&config.auth.users_file) {
         Ok(u) => Some(u),
         Err(mailgate::auth::Error::Invalid {
@@ -128,6 +139,9 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
             config.auth.digest_md5_realm
         );
     }
+    if let Some(note) = cluster_note {
+        println!("{note}");
+    }
     print_policy_coverage(&config, &users);
     println!("{}: OK ({} users)", path.display(), users.len());
     ExitCode::SUCCESS
@@ -195,6 +209,35 @@ fn external_problems(
             vec![problem(key, e.to_string(), hint)]
         }
     }
+}
+
+/// Sets up `[cluster]` as `serve` would (an error stops the start: the password file) and
+/// asks Redis for its version; an unreachable Redis is a warning (the gateway starts on its
+/// own view and connects when Redis answers).
+fn cluster_reachable(c: &mailgate::config::Cluster, hostname: &str) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime to reach Redis: {e}"))?;
+    runtime.block_on(async {
+        let cluster = mailgate::store::cluster::Cluster::new(
+            c,
+            hostname,
+            std::sync::Arc::new(mailgate::clock::SystemClock),
+        )?;
+        Ok(match cluster.probe().await {
+            Ok(version) => format!(
+                "cluster: Redis {version} at {} answers (key prefix \"{}\")",
+                cluster.display(),
+                cluster.prefix()
+            ),
+            Err(e) => format!(
+                "warning: cluster.redis: {} does not answer ({e}); the gateway would start on \
+                 its own view and share its state once Redis answers",
+                cluster.display()
+            ),
+        })
+    })
 }
 
 /// Tries to listen on every configured address, as `serve` would (with SO_REUSEADDR), and

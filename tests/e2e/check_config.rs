@@ -267,3 +267,33 @@ fn an_unreadable_keytab_is_named() {
     assert!(said(&out).contains(&want), "{}", said(&out));
     assert!(said(&out).contains("missing.keytab"), "{}", said(&out));
 }
+
+/// `[cluster]`: a Redis that does not answer is a warning (the gateway starts on its own
+/// view); a password file it cannot read stops the start, with its line.
+#[test]
+fn cluster_redis_unreachable_warns_and_a_missing_password_file_fails() {
+    let port = mailgate_testkit::extra::free_port();
+    let (_dir, config) = site(&format!(
+        "[cluster]\nredis = \"redis://127.0.0.1:{port}/0\"\ntimeout = \"200ms\"\n"
+    ));
+    let out = check(&config, &["--no-bind"]);
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: cluster.redis: redis://127.0.0.1:")
+            && text.contains("does not answer"),
+        "{text}"
+    );
+
+    let (_dir, config) = site(&format!(
+        "[cluster]\nredis = \"redis://127.0.0.1:{port}/0\"\npassword_file = \"redis.pass\"\n"
+    ));
+    let out = check(&config, &["--no-bind"]);
+    let text = said(&out);
+    assert!(!out.status.success(), "{text}");
+    let line = line_of(&config, "password_file");
+    assert!(
+        text.contains(&format!("mailgate.toml:{line}:")) && text.contains("redis.pass"),
+        "{text}"
+    );
+}

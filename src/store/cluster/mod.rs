@@ -135,6 +135,27 @@ impl Cluster {
         })
     }
 
+    /// Connects once and asks Redis for its version (`check-config`): the version, or why
+    /// it cannot be used.
+    pub async fn probe(&self) -> Result<String, String> {
+        let mut conn = self.conn();
+        let info_cmd = redis::cmd("INFO").arg("server").clone();
+        let info = info_cmd.query_async::<String>(&mut conn);
+        let text = tokio::time::timeout(self.timeout.max(Duration::from_secs(2)), info)
+            .await
+            .map_err(|_| "no answer".to_string())?
+            .map_err(|e| e.to_string())?;
+        let version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        // `SET ... PX` with `NX` and Lua scripts: Redis 2.6.12 and later have both; the
+        // write-back's `SET` after `GET` in a script needs nothing newer.
+        Ok(version)
+    }
+
     /// Whether Redis answered lately: sessions use it only then.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
