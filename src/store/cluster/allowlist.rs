@@ -276,13 +276,13 @@ impl RedisAllowlist {
         let Ok(text) = std::str::from_utf8(message) else {
             return;
         };
-        match parse_message(text) {
-            Some(Message::Put(net, entry)) => {
+        match parse_change_message(text) {
+            Some(ChangeMessage::Put(net, entry)) => {
                 if !self.pending.contains_key(&net) {
                     self.local.set_entry(net, entry);
                 }
             }
-            Some(Message::Del(net)) => {
+            Some(ChangeMessage::Del(net)) => {
                 if !self.pending.contains_key(&net) {
                     self.local.take(net);
                 }
@@ -422,22 +422,40 @@ impl AllowlistStore for RedisAllowlist {
     }
 }
 
-/// A change message.
-#[derive(Debug, PartialEq)]
-enum Message {
+/// A message on the change channel (written by the Lua scripts above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeMessage {
+    /// `put <net> <inserted ms> <expires ms> <user>`: the entry as Redis now holds it.
     Put(IpNet, Entry),
+    /// `del <net>`: the entry is gone.
     Del(IpNet),
 }
 
-/// Parses `"put <net> <value>"` or `"del <net>"`.
-fn parse_message(text: &str) -> Option<Message> {
+impl ChangeMessage {
+    /// The message as the scripts write it.
+    pub fn encode(&self) -> String {
+        match self {
+            ChangeMessage::Put(net, e) => format!(
+                "put {net} {} {} {}",
+                unix_ms(e.inserted_at),
+                unix_ms(e.expires_at),
+                e.user
+            ),
+            ChangeMessage::Del(net) => format!("del {net}"),
+        }
+    }
+}
+
+/// Parses `"put <net> <value>"` or `"del <net>"`; `None` for anything else. The user is made
+/// safe as a login's (control characters dropped, bounded).
+pub fn parse_change_message(text: &str) -> Option<ChangeMessage> {
     let (verb, rest) = text.split_once(' ')?;
     match verb {
         "put" => {
             let (net, value) = rest.split_once(' ')?;
-            Some(Message::Put(net.parse().ok()?, parse_value(value)?))
+            Some(ChangeMessage::Put(net.parse().ok()?, parse_value(value)?))
         }
-        "del" => Some(Message::Del(rest.parse().ok()?)),
+        "del" => Some(ChangeMessage::Del(rest.parse().ok()?)),
         _ => None,
     }
 }
@@ -473,8 +491,8 @@ mod tests {
 
     #[test]
     fn messages_parse_and_bad_ones_are_refused() {
-        let put = parse_message("put 192.0.2.7/32 1000 61000 alice smith").unwrap();
-        let Message::Put(net, entry) = put else {
+        let put = parse_change_message("put 192.0.2.7/32 1000 61000 alice smith").unwrap();
+        let ChangeMessage::Put(net, entry) = put else {
             panic!("a put")
         };
         assert_eq!(net.to_string(), "192.0.2.7/32");
@@ -482,8 +500,8 @@ mod tests {
         assert_eq!(entry.inserted_at, from_ms(1000));
         assert_eq!(entry.expires_at, from_ms(61000));
         assert_eq!(
-            parse_message("del 2001:db8::/48"),
-            Some(Message::Del("2001:db8::/48".parse().unwrap()))
+            parse_change_message("del 2001:db8::/48"),
+            Some(ChangeMessage::Del("2001:db8::/48".parse().unwrap()))
         );
         for bad in [
             "",
@@ -496,7 +514,7 @@ mod tests {
             "del 999.1.1.1/32",
             "add 192.0.2.7/32 1 2 u",
         ] {
-            assert_eq!(parse_message(bad), None, "{bad:?}");
+            assert_eq!(parse_change_message(bad), None, "{bad:?}");
         }
         let odd = parse_value("1 2 a\u{7}b").unwrap();
         assert_eq!(odd.user, "ab", "control characters dropped");

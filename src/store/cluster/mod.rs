@@ -44,7 +44,7 @@ use redis::aio::ConnectionManager;
 use redis::{IntoConnectionInfo, RedisError};
 use tokio_util::sync::CancellationToken;
 
-pub use allowlist::RedisAllowlist;
+pub use allowlist::{ChangeMessage, RedisAllowlist, parse_change_message};
 pub use counters::RedisCounters;
 pub use locks::RedisLocks;
 
