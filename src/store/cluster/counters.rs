@@ -41,9 +41,11 @@ keep(l, n)
 return c
 ";
 
-/// Takes a check slot (ARGV[6]: 1 only if free now); answers the wait in ms.
+/// Takes a check slot (ARGV[6]: 1 only if free now); answers the wait in ms, or -1 when the
+/// key has no live counter at all.
 const RESERVE: &str = r"
-if not c or l + window <= now or c < free then return 0 end
+if not c or l + window <= now then return -1 end
+if c < free then return 0 end
 local slot = n
 if slot < now then slot = now end
 local wait = slot - now
@@ -63,10 +65,22 @@ redis.call('HSET', KEYS[1], 'n', back)
 return 1
 ";
 
+/// How long a check that found no counter spares the reset after it (see [`RedisCounters`]).
+const CLEAN_FOR: Duration = Duration::from_secs(5);
+/// Keys remembered as clean at most; beyond it the memory starts afresh.
+const MAX_CLEAN: usize = 10_000;
+
 /// The throttle's counters shared through Redis, with this node's own as the fallback.
+///
+/// A login checks its address's slot before the credential and resets the address's counter
+/// after a success. When the check found no counter at all (the common case), the reset
+/// within [`CLEAN_FOR`] sends nothing: a failure another node counted in between stays
+/// counted, which errs on the guarded side and saves one round trip per login.
 pub struct RedisCounters {
     cluster: Arc<Cluster>,
     local: MemoryCounters,
+    /// Keys a check found without a counter, and when.
+    clean: dashmap::DashMap<CounterKey, SystemTime>,
     bump: redis::Script,
     reserve: redis::Script,
     release: redis::Script,
@@ -86,6 +100,7 @@ impl RedisCounters {
         RedisCounters {
             cluster,
             local,
+            clean: dashmap::DashMap::new(),
             bump: redis::Script::new(&format!("{DELAY}{BUMP}")),
             reserve: redis::Script::new(&format!("{DELAY}{RESERVE}")),
             release: redis::Script::new(&format!("{DELAY}{RELEASE}")),
@@ -108,7 +123,7 @@ impl RedisCounters {
         now: SystemTime,
         b: Backoff,
         extra: u8,
-    ) -> Result<u64, crate::store::Error> {
+    ) -> Result<i64, crate::store::Error> {
         let mut conn = self.cluster.conn();
         let mut call_inv = script.prepare_invoke();
         call_inv
@@ -119,7 +134,7 @@ impl RedisCounters {
             .arg(millis(b.base_delay))
             .arg(millis(b.max_delay))
             .arg(extra);
-        let call = call_inv.invoke_async::<u64>(&mut conn);
+        let call = call_inv.invoke_async::<i64>(&mut conn);
         self.cluster.run(what, call).await
     }
 }
@@ -183,7 +198,14 @@ impl FailureCounters for RedisCounters {
                 .script("throttle slot", &self.reserve, key, now, backoff, if_free)
                 .await
             {
-                Ok(ms) => Ok(Duration::from_millis(ms)),
+                Ok(ms) if ms < 0 => {
+                    if self.clean.len() >= MAX_CLEAN {
+                        self.clean.clear();
+                    }
+                    self.clean.insert(key.clone(), now);
+                    Ok(Duration::ZERO)
+                }
+                Ok(ms) => Ok(Duration::from_millis(ms.unsigned_abs())),
                 Err(_) => self.local.reserve(key, now, backoff, how).await,
             }
         })
@@ -212,7 +234,14 @@ impl FailureCounters for RedisCounters {
     fn reset<'a>(&'a self, key: &'a CounterKey) -> Pending<'a, ()> {
         // This node's own count goes too: it may hold failures from an outage.
         let _ = self.local.reset(key);
-        if !self.cluster.is_up() {
+        let checked_clean = self.clean.remove(key).is_some_and(|(_, at)| {
+            self.cluster
+                .clock
+                .now()
+                .duration_since(at)
+                .is_ok_and(|d| d < CLEAN_FOR)
+        });
+        if checked_clean || !self.cluster.is_up() {
             return Pending::ready(Ok(()));
         }
         Pending::boxed(async move {
