@@ -55,11 +55,18 @@ pub(crate) fn check_config(path: &Path, bind: bool) -> ExitCode {
     if let Some(c) = &config.cluster {
         match cluster_reachable(c, &config.hostname) {
             Ok(note) => cluster_note = Some(note),
-            Err(e) => problems.push(problem(
+            Err(e) if e.starts_with("[cluster] ca_file") => problems.push(problem(
+                "cluster.ca_file",
+                e,
+                "write the PEM certificate of the CA that signed Redis's, readable by the \
+                 gateway's user",
+            )),
+            Err(e) if e.starts_with("[cluster] password_file") => problems.push(problem(
                 "cluster.password_file",
                 e,
                 "make it readable by the gateway's user, with the password on its first line",
             )),
+            Err(e) => problems.push(problem("cluster.redis", e, "correct the URL")),
         }
     }
     let users = match mailgate::auth::UserStore::load(&config.auth.users_file) {

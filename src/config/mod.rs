@@ -82,6 +82,9 @@ pub struct Cluster {
     pub redis: String,
     /// The file holding the Redis password. Absolute.
     pub password_file: Option<PathBuf>,
+    /// The CA certificate(s) a `rediss://` server must chain to, instead of the system's.
+    /// Absolute.
+    pub ca_file: Option<PathBuf>,
     /// Prefix of every key and of the change channel.
     pub key_prefix: String,
     /// The longest one Redis command may take.

@@ -14,12 +14,19 @@ pub struct Redis {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Starts one on a free loopback port; `None` (with the skip notice of [`crate::have`])
     /// when `redis-server` is not installed.
     pub async fn start() -> Option<Redis> {
+        Redis::start_with(Vec::new()).await
+    }
+
+    /// As [`Redis::start`], with more `redis-server` arguments (a TLS port, ...); the plain
+    /// port stays for the test's own commands.
+    pub async fn start_with(extra: Vec<String>) -> Option<Redis> {
         if !crate::have("redis-server") {
             return None;
         }
@@ -28,6 +35,7 @@ impl Redis {
             addr: crate::extra::local(crate::extra::free_port()),
             dir,
             child: None,
+            extra,
         };
         redis.start_again().await;
         Some(redis)
@@ -36,6 +44,11 @@ impl Redis {
     /// The URL for `[cluster] redis`.
     pub fn url(&self) -> String {
         format!("redis://{}/0", self.addr)
+    }
+
+    /// Its folder (for certificates and the like).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The server's log.
@@ -54,6 +67,7 @@ impl Redis {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.log())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

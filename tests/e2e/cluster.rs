@@ -236,6 +236,16 @@ async fn two_nodes_share_the_allowlist_the_mailbox_lock_and_the_failure_counts()
     let (mut second, _, reply) = pop_login(client, site.pop_b, PASSWORD).await;
     assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
     second.send("QUIT").await;
+    // Past the lease's life (3 s), renewed while the session lives: still in use. (NOOPs
+    // keep the session within its 3 s idle timeout.)
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        pop.pop_cmd("NOOP", true).await;
+    }
+    let (mut third, _, reply) = pop_login(client, site.pop_b, PASSWORD).await;
+    assert!(reply.starts_with("-ERR [IN-USE]"), "lease renewed: {reply}");
+    third.send("QUIT").await;
+    pop.pop_cmd("NOOP", true).await;
     pop.pop_cmd("QUIT", true).await;
     // Released at QUIT: node B opens it now.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -451,4 +461,99 @@ async fn the_allowlist_command_works_on_the_cluster_list_and_dead_leases_lapse()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     site.stop().await;
+}
+
+/// `rediss://` with `ca_file`, a password from `password_file` and an ACL user allowed only the
+/// prefix's keys, the change channel and the commands the nodes send (the list in
+/// docs/security.md): the node shares its state; with a wrong password it serves alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_reaches_redis_over_tls_as_a_restricted_acl_user() {
+    let certs = tempfile::tempdir().expect("certificates");
+    let ca = mailgate_testkit::devices::DeviceCa::new("Redis test CA");
+    let server = ca.issue_server("localhost", 7);
+    let (cert, key) = server.write(certs.path(), "redis");
+    let ca_file = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("CA file");
+    let tls_port = extra::free_port();
+    let args: Vec<String> = [
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert.display().to_string(),
+        "--tls-key-file",
+        &key.display().to_string(),
+        "--tls-ca-cert-file",
+        &ca_file.display().to_string(),
+        "--tls-auth-clients",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let Some(redis) = Redis::start_with(args).await else {
+        return;
+    };
+    let acl = "ACL SETUSER mailgate on >s3cret-redis-pw ~t5:* &t5:changes +ping +info +get \
+               +set +del +mget +scan +hmget +eval +evalsha +script|load +publish +subscribe";
+    let words: Vec<&str> = acl.split_whitespace().collect();
+    assert_eq!(redis.command(&words).await.as_deref(), Some("+OK"));
+
+    let start = |password: &'static str| {
+        let ca_file = ca_file.clone();
+        async move {
+            let dir = tempfile::tempdir().expect("node folder");
+            std::fs::write(dir.path().join("users"), common::USERS).expect("users file");
+            std::fs::write(dir.path().join("redis.pass"), format!("{password}\n"))
+                .expect("password file");
+            let text = extra::set_all(
+                &common::config_text(""),
+                &[
+                    ("auth", "insecure_plaintext_networks", r#"["127.0.0.0/8"]"#),
+                    (
+                        "cluster",
+                        "redis",
+                        &format!("\"rediss://mailgate@localhost:{tls_port}/0\""),
+                    ),
+                    ("cluster", "password_file", "\"redis.pass\""),
+                    (
+                        "cluster",
+                        "ca_file",
+                        &format!("{:?}", ca_file.display().to_string()),
+                    ),
+                    ("cluster", "key_prefix", "\"t5:\""),
+                ],
+            );
+            Gateway::start_in(dir, &text).await
+        }
+    };
+    let gw = start("s3cret-redis-pw").await;
+    wait_until("the node to reach Redis over TLS", || up(&gw)).await;
+    let client = host(95);
+    let (mut c, _) = mech::connect(client, gw.addr("pop3"), false).await;
+    c.pop(true).await;
+    let x = mech::pop_user_pass(&mut c, "alice", PASSWORD).await;
+    assert_eq!(x.code, 1, "{:?}", x.lines);
+    c.pop_cmd("QUIT", true).await;
+    let listed = redis
+        .query(&["--scan", "--pattern", "t5:allow:*"])
+        .await
+        .unwrap_or_default();
+    assert!(
+        listed.iter().any(|k| k == "t5:allow:127.0.0.95/32"),
+        "shared over TLS: {listed:?}"
+    );
+    // The ACL let every command through: nothing marked the cluster down.
+    assert!(up(&gw));
+    gw.stop().await;
+
+    // A wrong password: the node starts and serves logins on its own view.
+    let gw = start("not-the-password").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!up(&gw), "a refused AUTH leaves the cluster down");
+    let (mut c, _) = mech::connect(host(96), gw.addr("pop3"), false).await;
+    c.pop(true).await;
+    let x = mech::pop_user_pass(&mut c, "alice", PASSWORD).await;
+    assert_eq!(x.code, 1, "{:?}", x.lines);
+    c.pop_cmd("QUIT", true).await;
+    gw.stop().await;
 }

@@ -214,6 +214,9 @@ pub struct ClusterFile {
     pub redis: Option<String>,
     /// A file holding the Redis password (one line), relative to the config file. Optional.
     pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) a `rediss://` server's certificate must chain to, instead of the
+    /// system's store. Optional.
+    pub ca_file: Option<PathBuf>,
     /// Prefix of every key and of the change channel. Default `"mailgate:"`.
     pub key_prefix: String,
     /// How long one Redis command may take before the node treats Redis as down. Default
@@ -231,6 +234,7 @@ impl Default for ClusterFile {
         ClusterFile {
             redis: None,
             password_file: None,
+            ca_file: None,
             key_prefix: "mailgate:".into(),
             timeout: "500ms".into(),
             lease: "30s".into(),

@@ -26,8 +26,20 @@ impl Checker<'_> {
             );
             return None;
         };
+        let ca_file = c
+            .ca_file
+            .as_ref()
+            .map(|p| self.path(base, "cluster.ca_file", p));
         match redis::parse_redis_url(url) {
             Some(u) if matches!(u.scheme(), "redis" | "rediss") => {
+                if u.scheme() == "redis" && ca_file.is_some() {
+                    self.bad(
+                        "cluster.ca_file",
+                        None,
+                        "is set but cluster.redis is not a rediss:// URL".into(),
+                        "write rediss:// to reach Redis over TLS, or remove ca_file",
+                    );
+                }
                 if u.password().is_some() && c.password_file.is_some() {
                     self.bad(
                         "cluster.redis",
@@ -89,6 +101,7 @@ impl Checker<'_> {
         Some(Cluster {
             redis: url.to_string(),
             password_file,
+            ca_file,
             key_prefix: prefix.clone(),
             timeout,
             lease,

@@ -65,21 +65,29 @@ redis.call('HSET', KEYS[1], 'n', back)
 return 1
 ";
 
-/// How long a check that found no counter spares the reset after it (see [`RedisCounters`]).
+/// How long an answer "no counter" is trusted for a check slot (see [`RedisCounters`]).
+const CLEAN_TRUST: Duration = Duration::from_secs(1);
+/// How long an answer "no counter" spares the reset after a success.
 const CLEAN_FOR: Duration = Duration::from_secs(5);
 /// Keys remembered as clean at most; beyond it the memory starts afresh.
 const MAX_CLEAN: usize = 10_000;
 
 /// The throttle's counters shared through Redis, with this node's own as the fallback.
 ///
-/// A login checks its address's slot before the credential and resets the address's counter
-/// after a success. When the check found no counter at all (the common case), the reset
-/// within [`CLEAN_FOR`] sends nothing: a failure another node counted in between stays
-/// counted, which errs on the guarded side and saves one round trip per login.
+/// Most logins come from addresses and for users without failures, and each asks for a
+/// check slot twice (address, user) and resets the address after its success. So a node
+/// remembers, per key, when Redis last said the key has no counter at all ("clean"):
+///
+/// - a check slot within [`CLEAN_TRUST`] of that answer is granted without asking again:
+///   failures counted on *another* node reach this node's checks at most 1 s late (this
+///   node's own failures end the trust at once, and a key with any counter is never
+///   trusted);
+/// - a reset within [`CLEAN_FOR`] of it sends nothing: a failure another node counted in
+///   between stays counted, which errs on the guarded side.
 pub struct RedisCounters {
     cluster: Arc<Cluster>,
     local: MemoryCounters,
-    /// Keys a check found without a counter, and when.
+    /// Keys Redis last said have no counter, and when.
     clean: dashmap::DashMap<CounterKey, SystemTime>,
     bump: redis::Script,
     reserve: redis::Script,
@@ -105,6 +113,22 @@ impl RedisCounters {
             reserve: redis::Script::new(&format!("{DELAY}{RESERVE}")),
             release: redis::Script::new(&format!("{DELAY}{RELEASE}")),
         }
+    }
+
+    /// Whether Redis said `key` had no counter less than `within` before now.
+    fn clean_within(&self, key: &CounterKey, within: Duration) -> bool {
+        let now = self.cluster.clock.now();
+        self.clean
+            .get(key)
+            .is_some_and(|at| now.duration_since(*at).is_ok_and(|d| d < within))
+    }
+
+    /// Remembers that Redis has no counter for `key` at `now`.
+    fn mark_clean(&self, key: &CounterKey, now: SystemTime) {
+        if self.clean.len() >= MAX_CLEAN && !self.clean.contains_key(key) {
+            self.clean.clear();
+        }
+        self.clean.insert(key.clone(), now);
     }
 
     fn key(&self, key: &CounterKey) -> String {
@@ -192,6 +216,9 @@ impl FailureCounters for RedisCounters {
         if !self.cluster.is_up() {
             return self.local.reserve(key, now, backoff, how);
         }
+        if self.clean_within(key, CLEAN_TRUST) {
+            return Pending::ready(Ok(Duration::ZERO));
+        }
         Pending::boxed(async move {
             let if_free = u8::from(how == Reserve::IfFree);
             match self
@@ -199,10 +226,7 @@ impl FailureCounters for RedisCounters {
                 .await
             {
                 Ok(ms) if ms < 0 => {
-                    if self.clean.len() >= MAX_CLEAN {
-                        self.clean.clear();
-                    }
-                    self.clean.insert(key.clone(), now);
+                    self.mark_clean(key, now);
                     Ok(Duration::ZERO)
                 }
                 Ok(ms) => Ok(Duration::from_millis(ms.unsigned_abs())),
@@ -220,6 +244,9 @@ impl FailureCounters for RedisCounters {
         if !self.cluster.is_up() {
             return self.local.release(key, now, backoff);
         }
+        if self.clean_within(key, CLEAN_FOR) {
+            return Pending::ready(Ok(())); // no slot was queued in Redis
+        }
         Pending::boxed(async move {
             match self
                 .script("throttle release", &self.release, key, now, backoff, 0)
@@ -234,14 +261,7 @@ impl FailureCounters for RedisCounters {
     fn reset<'a>(&'a self, key: &'a CounterKey) -> Pending<'a, ()> {
         // This node's own count goes too: it may hold failures from an outage.
         let _ = self.local.reset(key);
-        let checked_clean = self.clean.remove(key).is_some_and(|(_, at)| {
-            self.cluster
-                .clock
-                .now()
-                .duration_since(at)
-                .is_ok_and(|d| d < CLEAN_FOR)
-        });
-        if checked_clean || !self.cluster.is_up() {
+        if !self.cluster.is_up() || self.clean_within(key, CLEAN_FOR) {
             return Pending::ready(Ok(()));
         }
         Pending::boxed(async move {
@@ -249,7 +269,9 @@ impl FailureCounters for RedisCounters {
             let mut del_cmd = redis::cmd("DEL");
             del_cmd.arg(self.key(key));
             let del = del_cmd.query_async::<u64>(&mut conn);
-            self.cluster.run("throttle reset", del).await.map(|_| ())
+            self.cluster.run("throttle reset", del).await?;
+            self.mark_clean(key, self.cluster.clock.now());
+            Ok(())
         })
     }
 

@@ -1,12 +1,17 @@
-//! POP3 mailbox locks as Redis leases: `SET <prefix>lock:<user> <token> NX PX <lease>`,
-//! renewed every third of the lease while the session lives and deleted, if still ours, when
-//! it ends. A node that dies leaves its leases to lapse. The node's own locks are always
-//! taken first, so one node never opens a mailbox twice, whatever Redis does.
+//! POP3 mailbox locks as Redis leases: `SET <prefix>lock:<user> <token> NX PX <lease>`, renewed
+//! every third of the lease while the session lives and deleted, if still ours, when it ends.
+//! A node that dies leaves its leases to lapse. The node's own locks are always taken first,
+//! so one node never opens a mailbox twice, whatever Redis does.
+//!
+//! One task per node renews every held lease and deletes the released ones, each round as one
+//! pipeline: a POP3 session costs one round trip of its own (the `SET`), however many
+//! sessions run.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio_util::sync::CancellationToken;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
 
 use super::{Cluster, millis};
 use crate::store::memory::MemoryMailboxLocks;
@@ -26,31 +31,53 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Releases sent in one pipeline at most.
+const BATCH: usize = 256;
+
 /// Mailbox locks shared through Redis, over this node's own.
 pub struct RedisLocks {
     cluster: Arc<Cluster>,
     local: MemoryMailboxLocks,
-    renew: Arc<redis::Script>,
-    release: Arc<redis::Script>,
+    /// The leases this node holds: key, token.
+    held: Arc<DashMap<String, String>>,
+    releases: mpsc::UnboundedSender<(String, String)>,
 }
 
 impl std::fmt::Debug for RedisLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLocks")
             .field("cluster", &self.cluster)
+            .field("held", &self.held.len())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisLocks {
-    /// Locks in `cluster`, over this node's own.
+    /// Locks in `cluster`, over this node's own; starts the task that renews and releases
+    /// (it ends with the locks).
     pub fn new(cluster: Arc<Cluster>) -> Self {
+        let held = Arc::new(DashMap::new());
+        let (releases, rx) = mpsc::unbounded_channel();
+        tokio::spawn(keeper(cluster.clone(), held.clone(), rx));
         RedisLocks {
             cluster,
             local: MemoryMailboxLocks::new(),
-            renew: Arc::new(redis::Script::new(RENEW)),
-            release: Arc::new(redis::Script::new(RELEASE)),
+            held,
+            releases,
         }
+    }
+
+    /// The session's lease: renewed by the keeper until dropped, then deleted (with the
+    /// local lock).
+    fn lease(&self, key: String, token: String, local: MailboxLease) -> MailboxLease {
+        self.held.insert(key.clone(), token.clone());
+        let (held, releases) = (self.held.clone(), self.releases.clone());
+        MailboxLease::new(move || {
+            held.remove(&key);
+            drop(local);
+            // The keeper gone (shutdown): the lease lapses on its own.
+            let _ = releases.send((key, token));
+        })
     }
 }
 
@@ -89,54 +116,63 @@ impl MailboxLocks for RedisLocks {
     }
 }
 
-impl RedisLocks {
-    /// The session's lease: renewed until dropped, then deleted (with the local lock).
-    fn lease(&self, key: String, token: String, local: MailboxLease) -> MailboxLease {
-        let stop = CancellationToken::new();
-        let cluster = self.cluster.clone();
-        let renew = self.renew.clone();
-        let (k, t, s) = (key.clone(), token.clone(), stop.clone());
-        tokio::spawn(async move {
-            let every = cluster.lease / 3;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = s.cancelled() => return,
+/// Renews the held leases every third of the lease and deletes released ones as they come,
+/// each round in one pipeline; ends when the locks are dropped.
+async fn keeper(
+    cluster: Arc<Cluster>,
+    held: Arc<DashMap<String, String>>,
+    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let mut renew = tokio::time::interval(cluster.lease / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renew.tick().await;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            got = rx.recv_many(&mut batch, BATCH) => {
+                if got == 0 {
+                    return;
+                }
+                let mut pipe = redis::pipe();
+                for (key, token) in batch.drain(..) {
+                    pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(key).arg(token).ignore();
                 }
                 let mut conn = cluster.conn();
-                let mut call_inv = renew.prepare_invoke();
-                call_inv.key(&k).arg(&t).arg(millis(cluster.lease));
-                let call = call_inv.invoke_async::<u8>(&mut conn);
-                match cluster.run("mailbox lease renewal", call).await {
-                    Ok(1) => {}
-                    Ok(_) => {
-                        tracing::warn!(
-                            lock = %k,
-                            "cluster: a mailbox lease lapsed while its session lived (Redis \
-                             was unreachable longer than [cluster] lease); another node may \
-                             open the mailbox"
-                        );
-                        return;
+                let sent = pipe.query_async::<()>(&mut conn);
+                // Not released: the lease lapses after `[cluster] lease`.
+                let _ = cluster.run("mailbox lease release", sent).await;
+            }
+            _ = renew.tick() => {
+                let leases: Vec<(String, String)> =
+                    held.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
+                if leases.is_empty() {
+                    continue;
+                }
+                let mut pipe = redis::pipe();
+                for (key, token) in &leases {
+                    pipe.cmd("EVAL")
+                        .arg(RENEW)
+                        .arg(1)
+                        .arg(key)
+                        .arg(token)
+                        .arg(millis(cluster.lease));
+                }
+                let mut conn = cluster.conn();
+                let renewed = pipe.query_async::<Vec<i64>>(&mut conn);
+                // Redis unreachable: tried again next round; the lease may lapse meanwhile.
+                if let Ok(answers) = cluster.run("mailbox lease renewal", renewed).await {
+                    for ((key, token), ok) in leases.iter().zip(answers) {
+                        if ok == 0 && held.remove_if(key, |_, t| t == token).is_some() {
+                            tracing::warn!(
+                                lock = %key,
+                                "cluster: a mailbox lease lapsed while its session lived \
+                                 (Redis was unreachable longer than [cluster] lease); \
+                                 another node may open the mailbox"
+                            );
+                        }
                     }
-                    Err(_) => {} // tried again next round; the lease may lapse
                 }
             }
-        });
-        let cluster = self.cluster.clone();
-        let release = self.release.clone();
-        MailboxLease::new(move || {
-            stop.cancel();
-            drop(local);
-            let Ok(handle) = tokio::runtime::Handle::try_current() else {
-                return; // no runtime (shutdown): the lease lapses on its own
-            };
-            handle.spawn(async move {
-                let mut conn = cluster.conn();
-                let mut call_inv = release.prepare_invoke();
-                call_inv.key(&key).arg(&token);
-                let call = call_inv.invoke_async::<u8>(&mut conn);
-                let _ = cluster.run("mailbox lease release", call).await;
-            });
-        })
+        }
     }
 }
