@@ -557,3 +557,128 @@ async fn a_node_reaches_redis_over_tls_as_a_restricted_acl_user() {
     c.pop_cmd("QUIT", true).await;
     gw.stop().await;
 }
+
+/// The Redis counters answer exactly as the in-memory ones for the same calls at the same
+/// times: growing delays, the queue of check slots, a slot given back, the window, a reset.
+/// (The Lua scripts restate the memory backend's rules; this holds them to it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_failure_counters_follow_the_memory_counters_rules() {
+    use mailgate::store::memory::MemoryCounters;
+    use mailgate::store::{Backoff, CounterKey, FailureCounters, Reserve};
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let clock = std::sync::Arc::new(mailgate::clock::ManualClock::new(start));
+    let cfg = mailgate::config::Cluster {
+        redis: redis.url(),
+        password_file: None,
+        ca_file: None,
+        key_prefix: "t6:".into(),
+        timeout: Duration::from_millis(500),
+        lease: Duration::from_secs(30),
+        resync: Duration::from_secs(60),
+    };
+    let cluster = std::sync::Arc::new(
+        mailgate::store::cluster::Cluster::new(&cfg, "node", clock.clone()).expect("cluster"),
+    );
+    let copy = mailgate::store::memory::MemoryAllowlist::new(Duration::from_secs(1800), 1000, 0);
+    let list = std::sync::Arc::new(mailgate::store::cluster::RedisAllowlist::new(
+        cluster.clone(),
+        copy,
+        Duration::from_secs(1800),
+        0,
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(cluster.clone().watch(list, stop.clone()));
+    wait_until("Redis", || cluster.is_up()).await;
+    let shared =
+        mailgate::store::cluster::RedisCounters::new(cluster.clone(), MemoryCounters::new(100));
+    let memory = MemoryCounters::new(100);
+    let b = Backoff {
+        free_failures: 2,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(8),
+        window: Duration::from_secs(60),
+    };
+    let addr = CounterKey::Addr("192.0.2.0/24".parse().unwrap());
+    let user = CounterKey::user("Bob");
+    // (step in ms, operation) applied to both; every answer compared.
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Bump,
+        Get,
+        Queue,
+        IfFree,
+        Release,
+        Reset,
+    }
+    use Op::*;
+    let script: &[(u64, Op)] = &[
+        (0, Queue),
+        (0, Bump),
+        (100, Bump),
+        (0, Get),
+        (0, Queue),
+        (0, Queue),
+        (0, IfFree),
+        (200, Bump),
+        (0, Queue),
+        (0, Queue),
+        (0, Release),
+        (0, Queue),
+        (500, IfFree),
+        (3000, IfFree),
+        (0, IfFree),
+        (0, Bump),
+        (0, Bump),
+        (0, Bump),
+        (0, Get),
+        (0, Queue),
+        (61_000, Get),
+        (0, Queue),
+        (0, Bump),
+        (0, Reset),
+        (0, Get),
+        (0, Queue),
+    ];
+    for key in [&addr, &user] {
+        for (i, (step, op)) in script.iter().enumerate() {
+            clock.advance(Duration::from_millis(*step));
+            let now = mailgate::clock::Clock::now(&*clock);
+            let (got, want) = match op {
+                Bump => (
+                    u64::from(shared.bump(key, now, b).await.unwrap()),
+                    u64::from(memory.bump(key, now, b).await.unwrap()),
+                ),
+                Get => (
+                    u64::from(shared.get(key, now, b.window).await.unwrap()),
+                    u64::from(memory.get(key, now, b.window).await.unwrap()),
+                ),
+                Queue | IfFree => {
+                    let how = if matches!(op, Queue) {
+                        Reserve::Queue
+                    } else {
+                        Reserve::IfFree
+                    };
+                    (
+                        shared.reserve(key, now, b, how).await.unwrap().as_millis() as u64,
+                        memory.reserve(key, now, b, how).await.unwrap().as_millis() as u64,
+                    )
+                }
+                Release => {
+                    shared.release(key, now, b).await.unwrap();
+                    memory.release(key, now, b).await.unwrap();
+                    (0, 0)
+                }
+                Reset => {
+                    shared.reset(key).await.unwrap();
+                    memory.reset(key).await.unwrap();
+                    (0, 0)
+                }
+            };
+            assert_eq!(got, want, "{key:?} step {i} ({op:?})");
+        }
+    }
+    stop.cancel();
+}

@@ -170,6 +170,8 @@ impl FailureCounters for RedisCounters {
         now: SystemTime,
         backoff: Backoff,
     ) -> Pending<'a, u32> {
+        // A failure ends the trust in an earlier "no counter" at once.
+        self.clean.remove(key);
         if !self.cluster.is_up() {
             return self.local.bump(key, now, backoff);
         }
