@@ -414,6 +414,7 @@ mod tests {
             audit_dropped: 0,
             audit_write_errors: 4,
             audit_lost: 9,
+            cluster_up: Some(true),
         });
         let want = [
             "# TYPE mailgate_authentications_total counter",
@@ -431,6 +432,8 @@ mod tests {
             "mailgate_audit_events_dropped_total 0",
             "mailgate_audit_write_errors_total 4",
             "mailgate_audit_events_lost_total 9",
+            "# TYPE mailgate_cluster_up gauge",
+            "mailgate_cluster_up 1",
         ];
         let lines: Vec<&str> = text.lines().collect();
         for w in want {
