@@ -44,35 +44,46 @@ impl DeviceCa {
     /// A client certificate with commonName `cn` and serial `serial`, valid from 2020 until
     /// 1 January of `until`.
     pub fn issue(&self, cn: &str, serial: u64, until: i32) -> Device {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.serial_number = Some(SerialNumber::from(serial));
-        params.not_before = date_time_ymd(2020, 1, 1);
-        params.not_after = date_time_ymd(until, 1, 1);
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).expect("certificate");
-        Device {
-            der: cert.der().clone(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            key_der: key.serialize_der(),
-        }
+        let params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        self.sign(
+            params,
+            cn,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            serial,
+            until,
+        )
     }
 
     /// A server certificate for the DNS name `host`, valid from 2020 until 2099 (a private
     /// Redis's, for `rediss://`).
     pub fn issue_server(&self, host: &str, serial: u64) -> Device {
+        let params = CertificateParams::new(vec![host.to_string()]).expect("params");
+        self.sign(
+            params,
+            host,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            serial,
+            2099,
+        )
+    }
+
+    /// Signs `params` with commonName `cn`, one extended key usage and serial `serial`, valid
+    /// from 2020 until 1 January of `until`, for a fresh key.
+    fn sign(
+        &self,
+        mut params: CertificateParams,
+        cn: &str,
+        usage: ExtendedKeyUsagePurpose,
+        serial: u64,
+        until: i32,
+    ) -> Device {
         let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![host.to_string()]).expect("params");
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, host);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
         params.serial_number = Some(SerialNumber::from(serial));
         params.not_before = date_time_ymd(2020, 1, 1);
-        params.not_after = date_time_ymd(2099, 1, 1);
+        params.not_after = date_time_ymd(until, 1, 1);
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).expect("certificate");
         Device {

@@ -193,6 +193,31 @@ where
     }
 }
 
+/// Starts Debian's HAProxy in the foreground on the config at `cfg` (stopped when dropped, or
+/// by [`stop_child`]).
+pub fn haproxy(cfg: &Path) -> tokio::process::Child {
+    tokio::process::Command::new("haproxy")
+        .arg("-f")
+        .arg(cfg)
+        .arg("-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start haproxy")
+}
+
+/// Stops a child this test started (SIGTERM by its pid) and waits for it, at most 5 s.
+pub async fn stop_child(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,15 +84,7 @@ impl Site {
         }
         let path = shared.path().join("haproxy.cfg");
         std::fs::write(&path, cfg).expect("haproxy config");
-        let haproxy = tokio::process::Command::new("haproxy")
-            .arg("-f")
-            .arg(&path)
-            .arg("-db")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start haproxy");
+        let haproxy = extra::haproxy(&path);
         let front: Vec<SocketAddr> = ports.iter().map(|p| extra::local(*p)).collect();
         for f in &front {
             extra::wait_listening(*f).await;
@@ -119,13 +111,7 @@ impl Site {
     }
 
     async fn stop(mut self) {
-        if let Some(pid) = self.haproxy.id() {
-            let _ = tokio::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status()
-                .await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.haproxy.wait()).await;
+        extra::stop_child(&mut self.haproxy).await;
         self.a.stop().await;
         self.b.stop().await;
     }
@@ -171,16 +157,7 @@ async fn rcpt(source: IpAddr, front: SocketAddr, to: &str) -> u16 {
 
 /// Whether `source` may relay through `front`, waiting up to 1 s for the change to arrive.
 async fn relays_within_a_second(source: IpAddr, front: SocketAddr) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        if rcpt(source, front, "friend@remote.example").await == 250 {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay_answer_within_a_second(source, front, 250).await
 }
 
 /// The shared allowlist, the audit, the mailbox lease and the throttle across two nodes.

@@ -319,15 +319,7 @@ async fn through_haproxy() {
         gw.addr("pop3")
     );
     std::fs::write(&cfg, text).expect("haproxy config");
-    let mut haproxy = tokio::process::Command::new("haproxy")
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-db")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start haproxy");
+    let mut haproxy = extra::haproxy(&cfg);
     let front = extra::local(front);
     extra::wait_listening(front).await;
     let source = host(77);
@@ -346,12 +338,6 @@ async fn through_haproxy() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = gw.shared.metrics.encode(&Default::default());
     assert!(!metrics.contains(r#"cap="proxy-header""#), "{metrics}");
-    if let Some(pid) = haproxy.id() {
-        let _ = tokio::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status()
-            .await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), haproxy.wait()).await;
+    extra::stop_child(&mut haproxy).await;
     gw.stop().await;
 }

@@ -405,8 +405,7 @@ fn millis(d: Duration) -> u64 {
 
 /// `t` in milliseconds since 1970 (0 before it).
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, millis)
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, millis)
 }
 
 /// The time `ms` milliseconds after 1970.
