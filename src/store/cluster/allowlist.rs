@@ -164,6 +164,20 @@ impl RedisAllowlist {
         !self.pending.is_empty()
     }
 
+    /// Marks every live entry of this node's copy for write-back (Redis lost its data);
+    /// returns how many. Removals waiting to be written back stay as they are.
+    pub fn share_all(&self) -> usize {
+        let now = self.cluster.clock.now();
+        let mut n = 0;
+        for (net, _) in self.local.entries(now) {
+            if let dashmap::mapref::entry::Entry::Vacant(v) = self.pending.entry(net) {
+                v.insert(Change::Put);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Writes back the changes made while Redis was unusable; returns how many.
     pub async fn write_back(&self) -> Result<usize, Error> {
         let keys: Vec<(IpNet, Change)> = self

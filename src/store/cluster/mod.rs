@@ -317,6 +317,28 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         // Up for the write-back's own commands; sessions may use Redis from here on too.
         self.up.store(true, Ordering::Release);
+        // A Redis without the prefix's marker key is new or lost its data (a restart without
+        // persistence): every node then writes back its whole copy, not only what it changed
+        // while Redis was away, so that no client loses its relay.
+        let mut conn = self.conn();
+        let mut mark_cmd = redis::cmd("SET");
+        mark_cmd.arg(self.key("epoch")).arg(&self.token).arg("NX");
+        let mark = mark_cmd.query_async::<Option<String>>(&mut conn);
+        match self.run("marker", mark).await {
+            Ok(Some(_)) => {
+                let n = allowlist.share_all();
+                if n > 0 {
+                    tracing::warn!(
+                        redis = %self.display,
+                        entries = n,
+                        "cluster: Redis holds no state of this site (new, or restarted without \
+                         its data); writing back this node's copy of the allowlist"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
         let written = allowlist.write_back().await;
         let read = allowlist.resync().await;
         match (written, read) {
