@@ -255,8 +255,6 @@ impl Gateway {
                 let shared = Arc::new(crate::store::cluster::RedisAllowlist::new(
                     c.clone(),
                     allowlist_store,
-                    pbs.ttl,
-                    pbs.shared_address_warn_users,
                 ));
                 tracing::info!(redis = %c.display(), prefix = %c.prefix(), "cluster: state shared through Redis");
                 tokio::spawn(c.clone().watch(shared.clone(), cluster_shutdown.clone()));

@@ -206,16 +206,24 @@ impl MemoryAllowlist {
     }
 
     /// Sets the entry for `key` to exactly `entry` (a copy of a shared list: the cluster
-    /// decided it), keeping the users recently seen on it. Not journaled.
-    pub fn set_entry(&self, key: IpNet, entry: Entry) {
+    /// decided it), and notes its user as seen on the key at `seen` (for the shared-address
+    /// count). Not journaled.
+    pub fn set_entry(&self, key: IpNet, entry: Entry, seen: SystemTime) {
         self.prefixes.add(key);
         let user = entry.user.clone();
-        let seen = entry.inserted_at;
         self.map
             .entry(key)
             .and_modify(|rec| {
-                if !rec.recent.iter().any(|(u, _)| *u == user) {
-                    rec.recent.push((user.clone(), seen));
+                match rec.recent.iter_mut().find(|(u, _)| *u == user) {
+                    Some(slot) => slot.1 = slot.1.max(seen),
+                    None => {
+                        if rec.recent.len() >= MAX_RECENT_USERS
+                            && let Some(i) = (0..rec.recent.len()).min_by_key(|&i| rec.recent[i].1)
+                        {
+                            rec.recent.swap_remove(i);
+                        }
+                        rec.recent.push((user.clone(), seen));
+                    }
                 }
                 rec.entry = entry.clone();
             })
@@ -244,7 +252,8 @@ impl MemoryAllowlist {
         });
         for (key, entry) in entries {
             if !keep(&key) {
-                self.set_entry(key, entry);
+                let seen = entry.inserted_at;
+                self.set_entry(key, entry, seen);
             }
         }
         dropped

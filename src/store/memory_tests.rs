@@ -662,3 +662,31 @@ fn found_at(a: &MemoryAllowlist, addr: &str, now: SystemTime) -> Option<String> 
     let ip = ip(addr);
     futures_ready(a.find(ip, network_key(ip, 64), now)).map(|(net, _)| net.to_string())
 }
+
+/// Users seen on a key through a shared list's copies (`set_entry`) count towards the
+/// shared-address warning of a login here, and a copy's entry is taken exactly.
+#[test]
+fn users_seen_through_the_shared_list_count_for_the_warning() {
+    let l = MemoryAllowlist::new(Duration::from_secs(1800), 100, 3);
+    let k = key("192.0.2.7");
+    for (i, user) in ["ann", "bea"].iter().enumerate() {
+        let entry = Entry {
+            user: CompactString::from(*user),
+            inserted_at: t(10),
+            expires_at: t(1810 + i as u64),
+        };
+        l.set_entry(k, entry.clone(), t(10 + i as u64));
+        assert_eq!(l.lookup(k, t(20)), Some(entry));
+    }
+    let outcome = l.insert(k, "cid", t(30));
+    assert!(outcome.refreshed);
+    assert_eq!(outcome.distinct_users, 3);
+    assert!(
+        outcome.shared_warning,
+        "three users on one address, two seen elsewhere"
+    );
+    // Seen again, the same user is not counted twice.
+    let entry = l.lookup(k, t(31)).unwrap();
+    l.set_entry(k, entry, t(31));
+    assert_eq!(l.insert(k, "ann", t(32)).distinct_users, 3);
+}

@@ -568,8 +568,6 @@ async fn redis_failure_counters_follow_the_memory_counters_rules() {
     let list = std::sync::Arc::new(mailgate::store::cluster::RedisAllowlist::new(
         cluster.clone(),
         copy,
-        Duration::from_secs(1800),
-        0,
     ));
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(cluster.clone().watch(list, stop.clone()));

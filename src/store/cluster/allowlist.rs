@@ -2,13 +2,13 @@
 //! changes go to Redis and reach every node's copy through the change channel.
 //!
 //! Values are `"<inserted ms> <expires ms> <user>"`; messages are `"put <net> <value>"` and
-//! `"del <net>"`. The per-network set of recent users (for the shared-address warning) is a
-//! sorted set `<prefix>allow-users:<net>`, scored by login time, trimmed to the window and
-//! the cap in the same script.
+//! `"del <net>"`. The users recently seen on a network (for the shared-address warning) are
+//! counted in each node's copy: every put message names its user, so the copy sees the logins
+//! of every node, and Redis keeps one key per entry.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use compact_str::CompactString;
 use dashmap::DashMap;
@@ -18,9 +18,8 @@ use super::{Cluster, from_ms, millis, unix_ms};
 use crate::store::memory::MemoryAllowlist;
 use crate::store::{AllowlistStore, Entry, Error, Expiry, InsertOutcome, Pending, Put, clean_user};
 
-/// Creates or refreshes an entry, counts the recent users and publishes the change.
-/// KEYS: entry, users. ARGV: user, now, ttl, exact (0/1), recent window, recent cap (0:
-/// none), channel, net.
+/// Creates or refreshes an entry and publishes the change.
+/// KEYS: entry. ARGV: user, now, ttl, exact (0/1), channel, net.
 const PUT: &str = r"
 local now = tonumber(ARGV[2])
 local exp = now + tonumber(ARGV[3])
@@ -37,20 +36,8 @@ if v then
 end
 local val = string.format('%d %d %s', ins, exp, ARGV[1])
 redis.call('SET', KEYS[1], val, 'PX', exp - now)
-local n, added = 1, 1
-local cap = tonumber(ARGV[6])
-if cap > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[5]))
-  added = redis.call('ZADD', KEYS[2], now, ARGV[1])
-  n = redis.call('ZCARD', KEYS[2])
-  if n > cap then
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - cap - 1)
-    n = cap
-  end
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
-end
-redis.call('PUBLISH', ARGV[7], 'put ' .. ARGV[8] .. ' ' .. val)
-return {refreshed, n, added, ins, exp}
+redis.call('PUBLISH', ARGV[5], 'put ' .. ARGV[6] .. ' ' .. val)
+return {refreshed, ins, exp}
 ";
 
 /// Writes back an entry made while Redis was down, unless Redis holds one that lives
@@ -73,13 +60,13 @@ return 1
 ";
 
 /// Removes an entry created at or before a time (any: a huge time) and publishes it.
-/// KEYS: entry, users. ARGV: channel, net, cutoff.
+/// KEYS: entry. ARGV: channel, net, cutoff.
 const REMOVE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local i = string.match(v, '^(%d+) ')
 if i and tonumber(i) > tonumber(ARGV[3]) then return false end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], 'del ' .. ARGV[2])
 return v
 ";
@@ -103,11 +90,6 @@ pub struct RedisAllowlist {
     /// snapshot and journal a single node keeps.
     local: MemoryAllowlist,
     pending: DashMap<IpNet, Change>,
-    ttl: Duration,
-    /// Users kept per network (0: none kept, no warning).
-    recent_cap: usize,
-    /// The shared-address warning's threshold (0: off).
-    warn_users: usize,
     put: redis::Script,
     merge: redis::Script,
     remove: redis::Script,
@@ -123,28 +105,16 @@ impl std::fmt::Debug for RedisAllowlist {
 }
 
 /// What the put script answers.
-type PutAnswer = (u8, usize, u8, u64, u64);
+type PutAnswer = (u8, u64, u64);
 
 impl RedisAllowlist {
-    /// The shared list over `local` (this node's copy). `ttl` is the login TTL (the window of
-    /// "recent" users) and `shared_warn_users` the warning threshold (0: no warning).
-    pub fn new(
-        cluster: Arc<Cluster>,
-        local: MemoryAllowlist,
-        ttl: Duration,
-        shared_warn_users: usize,
-    ) -> Self {
+    /// The shared list over `local` (this node's copy, which also counts the users seen on
+    /// each network for the shared-address warning).
+    pub fn new(cluster: Arc<Cluster>, local: MemoryAllowlist) -> Self {
         RedisAllowlist {
             cluster,
             local,
             pending: DashMap::new(),
-            ttl,
-            recent_cap: if shared_warn_users == 0 {
-                0
-            } else {
-                shared_warn_users.clamp(1, 32)
-            },
-            warn_users: shared_warn_users,
             put: redis::Script::new(PUT),
             merge: redis::Script::new(MERGE),
             remove: redis::Script::new(REMOVE),
@@ -153,10 +123,6 @@ impl RedisAllowlist {
 
     fn entry_key(&self, net: IpNet) -> String {
         self.cluster.key(&format!("allow:{net}"))
-    }
-
-    fn users_key(&self, net: IpNet) -> String {
-        self.cluster.key(&format!("allow-users:{net}"))
     }
 
     /// Whether changes wait to be written back.
@@ -209,7 +175,6 @@ impl RedisAllowlist {
                     let mut call_inv = self.remove.prepare_invoke();
                     call_inv
                         .key(self.entry_key(net))
-                        .key(self.users_key(net))
                         .arg(self.cluster.channel())
                         .arg(net.to_string())
                         .arg(unix_ms(at));
@@ -293,7 +258,7 @@ impl RedisAllowlist {
         match parse_change_message(text) {
             Some(ChangeMessage::Put(net, entry)) => {
                 if !self.pending.contains_key(&net) {
-                    self.local.set_entry(net, entry);
+                    self.local.set_entry(net, entry, self.cluster.clock.now());
                 }
             }
             Some(ChangeMessage::Del(net)) => {
@@ -305,24 +270,21 @@ impl RedisAllowlist {
         }
     }
 
-    /// The put of a live cluster: Redis decides the entry, this copy takes it.
+    /// The put of a live cluster: Redis decides the entry, this copy takes it. `local` is what
+    /// the put did to this copy: its count of recent users covers every node's logins.
     async fn put_shared(&self, put: Put<'_>, local: InsertOutcome) -> Result<InsertOutcome, Error> {
         let mut conn = self.cluster.conn();
         let mut call_inv = self.put.prepare_invoke();
         call_inv
             .key(self.entry_key(put.key))
-            .key(self.users_key(put.key))
             .arg(put.user)
             .arg(unix_ms(put.now))
             .arg(millis(put.ttl).max(1))
             .arg(u8::from(put.expiry == Expiry::Exact))
-            .arg(millis(self.ttl).max(1))
-            .arg(self.recent_cap)
             .arg(self.cluster.channel())
             .arg(put.key.to_string());
         let call = call_inv.invoke_async::<PutAnswer>(&mut conn);
-        let (refreshed, distinct, added, inserted, expires) =
-            self.cluster.run("allowlist put", call).await?;
+        let (refreshed, inserted, expires) = self.cluster.run("allowlist put", call).await?;
         self.local.set_entry(
             put.key,
             Entry {
@@ -330,18 +292,11 @@ impl RedisAllowlist {
                 inserted_at: from_ms(inserted),
                 expires_at: from_ms(expires),
             },
+            put.now,
         );
-        if self.warn_users == 0 {
-            return Ok(InsertOutcome {
-                refreshed: refreshed == 1,
-                ..local
-            });
-        }
         Ok(InsertOutcome {
             refreshed: refreshed == 1,
-            distinct_users: distinct,
-            shared_warning: added == 1 && distinct >= self.warn_users,
-            evicted: local.evicted,
+            ..local
         })
     }
 }
@@ -391,7 +346,6 @@ impl AllowlistStore for RedisAllowlist {
             let mut call_inv = self.remove.prepare_invoke();
             call_inv
                 .key(self.entry_key(key))
-                .key(self.users_key(key))
                 .arg(self.cluster.channel())
                 .arg(key.to_string())
                 .arg(u64::MAX / 2);
