@@ -3,7 +3,7 @@
 # private Redis and a gateway on loopback; N entries (default 20000, one /32 each, user
 # names of 8 characters) added through the gateway's control channel, as `mailgate allowlist
 # add` does; Redis's used_memory read before and after. Prints the bytes per entry, and one
-# entry's keys as MEMORY USAGE sees them.
+# entry's key as MEMORY USAGE sees it.
 #
 # Usage: bench/redis-sizing.sh [N]
 # Needs: a Rust toolchain, redis-server and redis-cli (Debian's redis-server), python3.
