@@ -228,6 +228,8 @@ pub struct Listeners {
     /// Sources (load balancers) whose connections to the mail listeners open with a PROXY
     /// protocol header naming the client; empty means none.
     pub proxy_protocol_from: Vec<IpNet>,
+    /// The whole PROXY header must arrive within this long.
+    pub proxy_header_timeout: Duration,
 }
 
 /// `[auth]`.

@@ -12,8 +12,9 @@
 //! A header from another source is refused because it would let any client choose the address
 //! the gateway judges it by.
 //!
-//! The header is read before anything else ([`read_header`]), under [`HEADER_TIMEOUT`], so a
-//! silent connection holds its service's permit only briefly; bytes read past the header (a
+//! The header is read before anything else ([`read_header`]), all of it within
+//! `[listeners] proxy_header_timeout` ([`HEADER_TIMEOUT`] by default) however its bytes
+//! trickle in, so a silent or slow connection holds its service's permit only briefly; bytes read past the header (a
 //! TLS ClientHello in the same segment) are handed to the session first by [`Front`]. A
 //! version 2 `LOCAL` header (a balancer's health check) ends the connection at once, logged at
 //! debug. The parsing is in [`crate::proxy_protocol`].
@@ -32,7 +33,8 @@ use tokio::net::TcpStream;
 use crate::gateway::Gateway;
 use crate::proxy_protocol::{self, Addresses, Command, Invalid, MAX_HEADER, Parsed, Sniff};
 
-/// How long a balancer's connection may take to send its header. Balancers send it at once
+/// How long a balancer's connection may take to send its header, by default
+/// (`[listeners] proxy_header_timeout`). Balancers send it at once
 /// with the connection (HAProxy, nginx, cloud balancers); a few seconds cover a slow network.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -63,6 +65,9 @@ pub async fn read_header(
             );
         }
     };
+    // One deadline for the whole header, however the bytes trickle in.
+    let limit = shared.config.listeners.proxy_header_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     // Sized for the longest header taken, only while it is read.
     let mut buf = vec![0u8; MAX_HEADER];
     let mut filled = 0;
@@ -75,7 +80,7 @@ pub async fn read_header(
             }
             Parsed::Incomplete => {}
         }
-        let read = tokio::time::timeout(HEADER_TIMEOUT, tcp.read(&mut buf[filled..])).await;
+        let read = tokio::time::timeout_at(deadline, tcp.read(&mut buf[filled..])).await;
         match read {
             Ok(Ok(0)) if filled == 0 => {
                 // A bare connect-and-close: a balancer's plain TCP health check.
@@ -92,8 +97,7 @@ pub async fn read_header(
                 return None;
             }
             Err(_) => {
-                let secs = HEADER_TIMEOUT.as_secs();
-                refuse(&format_args!("no PROXY header within {secs} s"));
+                refuse(&format_args!("no whole PROXY header within {limit:?}"));
                 return None;
             }
         }

@@ -237,6 +237,32 @@ async fn a_balancer_connection_without_a_header_is_refused() {
 }
 
 /// A silent connection from the balancer holds its slot only for the header's timeout.
+/// A header sent a byte at a time, each byte within the timeout, is refused at the timeout all
+/// the same: the deadline is for the whole header (`proxy_header_timeout`, 1 s here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_header_is_refused_at_its_deadline() {
+    let gw = start(&[("listeners", "proxy_header_timeout", r#""1s""#)]).await;
+    let started = tokio::time::Instant::now();
+    let mut c = Client::connect_from(BALANCER, gw.addr("pop3")).await;
+    let header = v1("192.0.2.20:4000".parse().unwrap(), gw.addr("pop3"));
+    let mut closed = false;
+    for byte in &header[..header.len() - 2] {
+        if c.try_send_raw(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    assert!(closed || c.closed().await, "closed without a greeting");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    assert!(refused(&gw, "pop3", "proxy-header"));
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_balancer_connection_is_closed_after_the_header_timeout() {
     let gw = start(&[]).await;

@@ -418,6 +418,9 @@ pub struct ListenersFile {
     /// Networks (CIDR) of load balancers that open every connection with a PROXY protocol
     /// header; empty by default.
     pub proxy_protocol_from: Vec<String>,
+    /// How long a balancer's connection may take to send its whole PROXY header. Default
+    /// `"5s"`.
+    pub proxy_header_timeout: Option<String>,
 }
 
 /// `[limits]`.

@@ -323,6 +323,10 @@ impl<'a> Checker<'a> {
                 .as_ref()
                 .and_then(|a| self.addr("listeners.admin", None, a)),
             proxy_protocol_from: self.nets("listeners.proxy_protocol_from", &l.proxy_protocol_from),
+            proxy_header_timeout: match &l.proxy_header_timeout {
+                Some(t) => self.duration("listeners.proxy_header_timeout", None, t),
+                None => crate::server::HEADER_TIMEOUT,
+            },
         };
         if let Some(c) = out.control
             && !c.ip().is_loopback()
