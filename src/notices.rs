@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::unix_secs;
+use crate::clock::{millis, unix_secs};
 
 /// Upper bound on remembered (user, mechanism) pairs.
 const MAX_REMEMBERED: usize = 100_000;
@@ -30,11 +30,6 @@ const SAVED_VERSION: u32 = 1;
 struct Saved {
     version: u32,
     sent: Vec<(String, String, u64)>,
-}
-
-/// `d` in milliseconds, saturating.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What a notice says.

@@ -14,7 +14,8 @@ use compact_str::CompactString;
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use super::{Cluster, from_ms, millis, unix_ms};
+use super::Cluster;
+use crate::clock::{from_unix_ms, millis, unix_ms};
 use crate::store::memory::MemoryAllowlist;
 use crate::store::{AllowlistStore, Entry, Error, Expiry, InsertOutcome, Pending, Put, clean_user};
 
@@ -289,8 +290,8 @@ impl RedisAllowlist {
             put.key,
             Entry {
                 user: CompactString::from(put.user),
-                inserted_at: from_ms(inserted),
-                expires_at: from_ms(expires),
+                inserted_at: from_unix_ms(inserted),
+                expires_at: from_unix_ms(expires),
             },
             put.now,
         );
@@ -436,8 +437,8 @@ fn parse_value(value: &str) -> Option<Entry> {
     let user = parts.next()?;
     Some(Entry {
         user: CompactString::from(clean_user(user)),
-        inserted_at: from_ms(inserted),
-        expires_at: from_ms(expires),
+        inserted_at: from_unix_ms(inserted),
+        expires_at: from_unix_ms(expires),
     })
 }
 
@@ -465,8 +466,8 @@ mod tests {
         };
         assert_eq!(net.to_string(), "192.0.2.7/32");
         assert_eq!(entry.user, "alice smith");
-        assert_eq!(entry.inserted_at, from_ms(1000));
-        assert_eq!(entry.expires_at, from_ms(61000));
+        assert_eq!(entry.inserted_at, from_unix_ms(1000));
+        assert_eq!(entry.expires_at, from_unix_ms(61000));
         assert_eq!(
             parse_change_message("del 2001:db8::/48"),
             Some(ChangeMessage::Del("2001:db8::/48".parse().unwrap()))

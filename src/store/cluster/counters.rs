@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Cluster, millis, unix_ms};
+use super::Cluster;
+use crate::clock::{millis, unix_ms};
 use crate::store::memory::MemoryCounters;
 use crate::store::{Backoff, CounterKey, FailureCounters, Pending, Reserve};
 

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-use super::{Cluster, millis};
+use super::Cluster;
+use crate::clock::millis;
 use crate::store::memory::MemoryMailboxLocks;
 use crate::store::{MailboxLease, MailboxLocks, Pending};
 

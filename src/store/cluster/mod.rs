@@ -38,7 +38,7 @@ mod locks;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{IntoConnectionInfo, RedisError};
@@ -255,7 +255,7 @@ impl Cluster {
             .arg(&self.token)
             .arg("NX")
             .arg("PX")
-            .arg(millis(ttl).max(1));
+            .arg(crate::clock::millis(ttl).max(1));
         let set = set_cmd.query_async::<Option<String>>(&mut conn);
         self.run("claim", set).await.map_or(true, |r| r.is_some())
     }
@@ -418,19 +418,4 @@ fn gone(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_unrecoverable_error()
-}
-
-/// `d` in milliseconds, saturating.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `t` in milliseconds since 1970 (0 before it).
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, millis)
-}
-
-/// The time `ms` milliseconds after 1970.
-fn from_ms(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
